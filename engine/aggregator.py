@@ -1,0 +1,179 @@
+"""The aggregator process: merges worker results in capture order and writes the events.
+
+Workers finish batches in any order; the aggregator holds results until every earlier batch is
+in, so the event stream (and everything stateful applied to it: throttle, later the heuristics)
+is the same whatever the number of workers. It is the only writer of the daily log files, and
+it publishes the live counters as a status file that `maltrail status` and the dashboard read.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import pickle
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from engine.eventlog import DailyLog
+from engine.index.mapped import TrailIndex
+from engine.trails.ignore import IgnoreRules
+from shm.ring import Ring, RingSpec
+from workers.match import Event
+
+POLL_SECONDS = 0.002
+STATUS_SECONDS = 1.0
+
+
+class Throttle:
+    """Identical events (all fields but the microseconds) within one second collapse to one.
+
+    The number collapsed is kept, per run and in total, so nothing is silently lost."""
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._seen: dict[tuple[object, ...], int] = {}
+        self.suppressed = 0
+
+    def admit(self, event: Event) -> bool:
+        if event[0] != self._sec:
+            self._sec = event[0]
+            self._seen.clear()
+        key = event[2:]
+        if key in self._seen:
+            self._seen[key] += 1
+            self.suppressed += 1
+            return False
+        self._seen[key] = 0
+        return True
+
+
+@dataclass
+class EventPipeline:
+    """ignore rules -> IP whitelist (not for DNS-type events) -> throttle -> daily log."""
+
+    index: TrailIndex
+    ignore: IgnoreRules
+    log: DailyLog
+    throttle: Throttle = field(default_factory=Throttle)
+    written: int = 0
+    ignored: int = 0
+    whitelisted: int = 0
+
+    def process(self, events: Sequence[Event]) -> None:
+        out: list[Event] = []
+        for ev in events:
+            if self.ignore.matches(ev[2], ev[3], ev[4], ev[5]):
+                self.ignored += 1
+            elif ev[7] != "DNS" and (self.index.is_whitelisted_ip(ev[2]) or self.index.is_whitelisted_ip(ev[4])):
+                self.whitelisted += 1
+            elif self.throttle.admit(ev):
+                out.append(ev)
+        if out:
+            self.written += self.log.write(out)
+
+
+class Counters:
+    """Totals merged from every worker's per-batch counters."""
+
+    def __init__(self, workers: int) -> None:
+        self.totals: dict[str, int] = {}
+        self.per_worker_packets = [0] * workers
+        self.per_worker_busy_ns = [0] * workers
+
+    def add(self, worker: int, counters: dict[str, int]) -> None:
+        for k, v in counters.items():
+            self.totals[k] = self.totals.get(k, 0) + v
+        self.per_worker_packets[worker] += counters.get("packets", 0)
+        self.per_worker_busy_ns[worker] += counters.get("busy_ns", 0)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def run_aggregator(
+    index_path: str,
+    out_specs: list[RingSpec],
+    in_specs: list[RingSpec],
+    log_dir: str,
+    sensor_name: str,
+    ignore_files: list[str],
+    status_path: str,
+    parent_pid: int,
+    conn: Connection,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    index = TrailIndex(Path(index_path))
+    pipeline = EventPipeline(index, IgnoreRules.from_files([Path(p) for p in ignore_files]),
+                             DailyLog(Path(log_dir), sensor_name))
+    rings = [Ring(s) for s in out_specs]
+    packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
+    counters = Counters(len(rings))
+    pending: list[tuple[int, int, dict[str, int], list[Event]]] = []
+    next_seq = 0
+    open_rings = set(range(len(rings)))
+    started = time.time()
+    last_status = 0.0
+
+    def status(final: bool) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "pid": os.getpid(),
+            "sensor": sensor_name,
+            "started": started,
+            "updated": now,
+            "final": final,
+            "counters": dict(counters.totals),
+            "per_worker_packets": counters.per_worker_packets,
+            "per_worker_busy_seconds": [ns / 1e9 for ns in counters.per_worker_busy_ns],
+            "rings": [r.stats() for r in packet_rings],
+            "events_written": pipeline.written,
+            "events_suppressed": pipeline.throttle.suppressed,
+            "events_ignored": pipeline.ignored,
+            "events_whitelisted": pipeline.whitelisted,
+        }
+
+    try:
+        while open_rings or pending:
+            got = False
+            for w in list(open_rings):
+                msg = rings[w].get(0)
+                if msg is None:
+                    continue
+                got = True
+                if msg == b"":
+                    open_rings.discard(w)
+                    continue
+                heapq.heappush(pending, pickle.loads(msg))
+            while pending and pending[0][0] == next_seq:
+                _, worker, batch_counters, events = heapq.heappop(pending)
+                counters.add(worker, batch_counters)
+                pipeline.process(events)
+                next_seq += 1
+            if not open_rings and pending:
+                # End of input with a gap: a batch never arrived (its worker died); keep order.
+                next_seq = pending[0][0]
+                continue
+            now = time.monotonic()
+            if now - last_status >= STATUS_SECONDS:
+                last_status = now
+                _write_json(Path(status_path), status(False))
+            if not got:
+                if os.getppid() != parent_pid:
+                    return
+                time.sleep(POLL_SECONDS)
+        final = status(True)
+        _write_json(Path(status_path), final)
+        conn.send(final)
+    finally:
+        pipeline.log.close()
+        for r in rings + packet_rings:
+            r.close()

@@ -1,0 +1,134 @@
+"""The `maltrail` command: sensor, trails build, check, demo.
+
+Control code only: argument parsing, configuration and error reporting. Every expected failure
+ends as one line on stderr and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from engine.demo import run_demo
+from engine.config import ConfigError, SensorConfig, load_config
+from engine.index.build import IndexBuildError, build_index_file
+from engine.index.fileformat import IndexFormatError
+from engine.index.mapped import TrailIndex
+from engine.pcapio import CaptureError
+from engine.sensor import SensorError, prepare_index, run_sensor
+from engine.trails.sources import TrailSourceError
+
+EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError)
+
+
+def _config(args: argparse.Namespace) -> SensorConfig:
+    path = Path(args.config) if args.config else None
+    if path is None and Path("maltrail.toml").is_file():
+        path = Path("maltrail.toml")
+    return load_config(path)
+
+
+def cmd_sensor(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    for name in ("trails", "log_dir", "workers", "bpf", "snaplen"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.no_promisc:
+        cfg.promisc = False
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise ConfigError(f"--workers: {args.workers} is out of range (1..64)")
+    interface = args.interface or (cfg.interface if not args.read else None)
+    summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_trails_build(args: argparse.Namespace) -> int:
+    meta = build_index_file(args.sources, Path(args.out), [Path(w) for w in args.whitelist],
+                            not args.no_default_whitelist)
+    counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
+    print(f"{args.out}: {meta['counts']['entries']} trails ({counts}) in {meta['build_seconds']} s")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.trails:
+        cfg.trails = args.trails
+    with tempfile.TemporaryDirectory(prefix="maltrail-check-") as work:
+        index = TrailIndex(prepare_index(cfg, Path(work)))
+        results = [index.check(q) for q in args.indicators]
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    else:
+        for r in results:
+            if r.found:
+                print(f"found      {r.query}  trail={r.trail}  info={r.info}  reference={r.reference}")
+            else:
+                print(f"not found  {r.query}")
+    return 0 if any(r.found for r in results) else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(Path(args.out), args.packets, args.workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maltrail", description="Network threat-detection sensor")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sensor", help="replay capture files or capture live, writing events")
+    p.add_argument("-c", "--config", help="configuration file (default: ./maltrail.toml if present)")
+    p.add_argument("-r", "--read", action="append", metavar="CAPTURE", help="pcap/pcapng file (repeatable, in order)")
+    p.add_argument("-i", "--interface", help="capture live on this interface (or 'any')")
+    p.add_argument("--trails", help="index file, trails.csv or static trail folder")
+    p.add_argument("--log-dir", dest="log_dir", help="directory of the daily event files")
+    p.add_argument("--workers", type=int, help="matcher worker processes")
+    p.add_argument("--bpf", help="BPF capture filter (live)")
+    p.add_argument("--snaplen", type=int, help="snap length (live)")
+    p.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
+    p.set_defaults(func=cmd_sensor)
+
+    p = sub.add_parser("trails", help="trail index commands")
+    tsub = p.add_subparsers(dest="trails_command", required=True)
+    b = tsub.add_parser("build", help="build an index file from trail sources")
+    b.add_argument("--from", dest="sources", nargs="+", required=True, metavar="SOURCE",
+                   help="static trail folder, trails.csv, or custom:FOLDER (merged in order)")
+    b.add_argument("--out", required=True, metavar="INDEX")
+    b.add_argument("--whitelist", action="append", default=[], metavar="FILE", help="extra whitelist file")
+    b.add_argument("--no-default-whitelist", action="store_true", help="do not load the bundled whitelist")
+    b.set_defaults(func=cmd_trails_build)
+
+    p = sub.add_parser("check", help="look indicators up in the trails")
+    p.add_argument("-c", "--config")
+    p.add_argument("--trails", help="index file, trails.csv or static trail folder")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.add_argument("indicators", nargs="+", metavar="INDICATOR")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="generate traffic and replay it through the full pipeline")
+    p.add_argument("--out", default="demo-out", help="directory for the capture, trails and logs")
+    p.add_argument("--packets", type=int, default=200_000)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EXPECTED_ERRORS as exc:
+        print(f"maltrail: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("maltrail: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

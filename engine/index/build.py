@@ -1,0 +1,315 @@
+"""Compile a trail set and a whitelist into the index file, once.
+
+Every trail kind becomes a flat sorted array so that a lookup is a `searchsorted`:
+IPv4 as sorted uint32 (plus the same set as a roaring bitmap, the compact canonical form),
+`IP:port` as sorted uint64 `ip << 16 | port`, IPv6 and `[IPv6]:port` as sorted fixed-width bytes,
+CIDR ranges as disjoint sorted intervals (the most specific range wins), and every string key
+(domains, URLs, paths, User-Agents) as xxh64 hashes verified against a byte arena. A /24 bitmap
+in front of the IPv4 tables lets workers discard almost every packet with two numpy operations.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyroaring
+import xxhash
+
+from engine.index.fileformat import write_arrays
+from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
+from engine.resources import data_file
+from engine.trails.sources import load_sources, wildcard_trails
+from engine.trails.whitelist import Whitelist
+
+FORMAT_VERSION = 1
+
+# Entry flags: facts about an entry's info that the hot path tests without string work.
+F_ATTACKER = 1
+F_PARKING_SITE = 2
+F_MALWARE = 4
+F_SINKHOLE = 8
+F_PARKING = 16
+F_SUSPICIOUS = 32
+F_DYNAMIC = 64
+
+_FLAG_WORDS = (
+    (F_ATTACKER, ("attacker",)),
+    (F_PARKING_SITE, ("parking site",)),
+    (F_MALWARE, ("malware",)),
+    (F_SINKHOLE, ("sinkhole",)),
+    (F_PARKING, ("parking",)),
+    (F_SUSPICIOUS, ("suspicious",)),
+    (F_DYNAMIC, ("dynamic", "free web")),
+)
+
+# Entry kinds.
+K_STRING, K_IP4, K_IP4PORT, K_IP6, K_IP6PORT, K_CIDR4, K_CIDR6 = range(7)
+
+_IP4ISH = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+
+
+class IndexBuildError(Exception):
+    """The trail set cannot be compiled (e.g. it is empty)."""
+
+
+def info_flags(info: str) -> int:
+    low = info.lower()
+    flags = 0
+    for bit, words in _FLAG_WORDS:
+        if any(w in low for w in words):
+            flags |= bit
+    return flags
+
+
+def hash_strings(keys: Iterable[bytes], mask: int) -> np.ndarray:
+    return np.fromiter((xxhash.xxh64_intdigest(k) & mask for k in keys), dtype=np.uint64)
+
+
+def _arena(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated bytes and n+1 offsets."""
+    lengths = np.fromiter((len(b) for b in items), dtype=np.uint64, count=len(items))
+    offsets = np.zeros(len(items) + 1, dtype=np.uint64)
+    np.cumsum(lengths, out=offsets[1:])
+    return np.frombuffer(b"".join(items), dtype=np.uint8), offsets
+
+
+def flatten_ranges(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Overlapping (first, last, entry) ranges -> disjoint ones, the narrowest covering range wins."""
+    if not ranges:
+        return []
+    ranges = sorted(ranges)
+    points = sorted({r[0] for r in ranges} | {r[1] + 1 for r in ranges})
+    out: list[tuple[int, int, int]] = []
+    heap: list[tuple[int, int, int]] = []  # (size, last, entry)
+    k = 0
+    for i, start in enumerate(points[:-1]):
+        while k < len(ranges) and ranges[k][0] <= start:
+            first, last, entry = ranges[k]
+            heapq.heappush(heap, (last - first, last, entry))
+            k += 1
+        while heap and heap[0][1] < start:
+            heapq.heappop(heap)
+        if not heap:
+            continue
+        end = points[i + 1] - 1
+        entry = heap[0][2]
+        if out and out[-1][2] == entry and out[-1][1] + 1 == start:
+            out[-1] = (out[-1][0], end, entry)
+        else:
+            out.append((start, end, entry))
+    return out
+
+
+def _merge_plain(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _v6bytes(values: Iterable[int]) -> np.ndarray:
+    return np.array([v.to_bytes(16, "big") for v in values], dtype="S16")
+
+
+def _string_table(prefix: str, keys: list[bytes], ids: list[int], mask: int) -> dict[str, np.ndarray]:
+    hashes = hash_strings(keys, mask)
+    order = np.argsort(hashes, kind="stable")
+    return {
+        f"{prefix}_hash": hashes[order],
+        f"{prefix}_entry": np.asarray(ids, dtype=np.int32)[order] if ids else np.zeros(0, np.int32),
+    }
+
+
+def compile_index(
+    trails: dict[str, tuple[str, str]],
+    whitelist_exact: Iterable[str] = (),
+    whitelist_ranges4: Iterable[tuple[int, int]] = (),
+    wildcards: Sequence[tuple[str, str, str]] = (),
+    hash_bits: int = 64,
+    sources: Sequence[str] = (),
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Trail set -> (arrays, metadata) of the index file."""
+    if not trails:
+        raise IndexBuildError("no trails to index (the sources gave no trail rows)")
+    started = time.perf_counter()
+    mask = (1 << hash_bits) - 1
+
+    infos: dict[str, int] = {}
+    refs: dict[str, int] = {}
+    n = len(trails)
+    entry_info = np.empty(n, dtype=np.int32)
+    entry_ref = np.empty(n, dtype=np.int32)
+    entry_kind = np.zeros(n, dtype=np.uint8)
+    key_bytes: list[bytes] = []
+
+    ip4_keys: list[int] = []
+    ip4_ids: list[int] = []
+    ip4p_keys: list[int] = []
+    ip4p_ids: list[int] = []
+    ip6_keys: list[bytes] = []
+    ip6_ids: list[int] = []
+    ip6p_keys: list[bytes] = []
+    ip6p_ids: list[int] = []
+    cidr4: list[tuple[int, int, int]] = []
+    cidr6: list[tuple[int, int, int]] = []
+    str_keys: list[bytes] = []
+    str_ids: list[int] = []
+
+    wildcard_entry = {pattern: -1 for pattern, _, _ in wildcards[:100]}
+    for e, (key, (info, ref)) in enumerate(trails.items()):
+        if key in wildcard_entry:
+            wildcard_entry[key] = e
+        i = infos.get(info)
+        if i is None:
+            i = infos[info] = len(infos)
+        r = refs.get(ref)
+        if r is None:
+            r = refs[ref] = len(refs)
+        entry_info[e] = i
+        entry_ref[e] = r
+        raw = key.encode("utf-8", "surrogateescape")
+        key_bytes.append(raw)
+        first = key[:1]
+        if first.isdigit() and _IP4ISH.fullmatch(key):
+            ip = parse_ip4(key)
+            if ip is not None:
+                entry_kind[e] = K_IP4
+                ip4_keys.append(ip)
+                ip4_ids.append(e)
+                continue
+        if first.isdigit() or first == "[" or ":" in key:
+            ipp = parse_ip_port(key)
+            if ipp is not None:
+                addr, port = ipp
+                if isinstance(addr, int):
+                    entry_kind[e] = K_IP4PORT
+                    ip4p_keys.append(addr << 16 | port)
+                    ip4p_ids.append(e)
+                else:
+                    entry_kind[e] = K_IP6PORT
+                    ip6p_keys.append(addr + port.to_bytes(2, "big"))
+                    ip6p_ids.append(e)
+                continue
+            packed = parse_ip6(key)
+            if packed is not None:
+                entry_kind[e] = K_IP6
+                ip6_keys.append(packed)
+                ip6_ids.append(e)
+                continue
+            cidr = parse_cidr(key) if "/" in key else None
+            if cidr is not None:
+                version, lo, hi = cidr
+                entry_kind[e] = K_CIDR4 if version == 4 else K_CIDR6
+                (cidr4 if version == 4 else cidr6).append((lo, hi, e))
+                continue
+        str_keys.append(raw)
+        str_ids.append(e)
+
+    info_list = list(infos)
+    flags_by_info = np.array([info_flags(s) for s in info_list], dtype=np.uint8)
+    arrays: dict[str, np.ndarray] = {
+        "entry_info": entry_info,
+        "entry_ref": entry_ref,
+        "entry_kind": entry_kind,
+        "entry_flags": flags_by_info[entry_info],
+    }
+    arrays["key_arena"], arrays["key_off"] = _arena(key_bytes)
+    arrays["info_arena"], arrays["info_off"] = _arena([s.encode() for s in info_list])
+    arrays["ref_arena"], arrays["ref_off"] = _arena([s.encode() for s in refs])
+
+    k4 = np.asarray(ip4_keys, dtype=np.uint32)
+    order = np.argsort(k4, kind="stable")
+    arrays["ip4_keys"] = k4[order]
+    arrays["ip4_entry"] = np.asarray(ip4_ids, dtype=np.int32)[order]
+    arrays["ip4_roaring"] = np.frombuffer(pyroaring.BitMap(ip4_keys).serialize(), dtype=np.uint8)
+
+    k4p = np.asarray(ip4p_keys, dtype=np.uint64)
+    order = np.argsort(k4p, kind="stable")
+    arrays["ip4p_keys"] = k4p[order]
+    arrays["ip4p_entry"] = np.asarray(ip4p_ids, dtype=np.int32)[order]
+
+    for name, keys, ids, width in (("ip6", ip6_keys, ip6_ids, 16), ("ip6p", ip6p_keys, ip6p_ids, 18)):
+        arr = np.array(keys, dtype=f"S{width}")
+        order = np.argsort(arr, kind="stable")
+        arrays[f"{name}_keys"] = arr[order]
+        arrays[f"{name}_entry"] = np.asarray(ids, dtype=np.int32)[order]
+
+    flat4 = flatten_ranges(cidr4)
+    arrays["r4_first"] = np.array([r[0] for r in flat4], dtype=np.uint32)
+    arrays["r4_last"] = np.array([r[1] for r in flat4], dtype=np.uint32)
+    arrays["r4_entry"] = np.array([r[2] for r in flat4], dtype=np.int32)
+    flat6 = flatten_ranges(cidr6)
+    arrays["r6_first"] = _v6bytes(r[0] for r in flat6)
+    arrays["r6_last"] = _v6bytes(r[1] for r in flat6)
+    arrays["r6_entry"] = np.array([r[2] for r in flat6], dtype=np.int32)
+
+    # /24 prefilter over everything an IPv4 address can hit: exact IPs, IP:port and ranges.
+    covered = np.zeros(1 << 24, dtype=bool)
+    covered[arrays["ip4_keys"] >> 8] = True
+    covered[(arrays["ip4p_keys"] >> np.uint64(24)).astype(np.int64)] = True
+    for first, last, _ in flat4:
+        covered[first >> 8 : (last >> 8) + 1] = True
+    arrays["pf4"] = np.packbits(covered, bitorder="little")
+
+    arrays.update(_string_table("str", str_keys, str_ids, mask))
+
+    wl_exact = sorted({w.lower() for w in whitelist_exact})
+    wl_bytes = [w.encode("utf-8", "surrogateescape") for w in wl_exact]
+    arrays["wl_arena"], arrays["wl_off"] = _arena(wl_bytes)
+    arrays.update(_string_table("wl", wl_bytes, list(range(len(wl_bytes))), mask))
+    wl_ranges = _merge_plain(list(whitelist_ranges4))
+    arrays["wl4_first"] = np.array([r[0] for r in wl_ranges], dtype=np.uint32)
+    arrays["wl4_last"] = np.array([r[1] for r in wl_ranges], dtype=np.uint32)
+
+    missing = [p for p, e in wildcard_entry.items() if e < 0]
+    if missing:
+        raise IndexBuildError(f"wildcard trail {missing[0]!r} is not in the trail set")
+    wildcard_rows = [[pattern, e] for pattern, e in wildcard_entry.items()]
+    meta = {
+        "version": FORMAT_VERSION,
+        "hash_bits": hash_bits,
+        "built_at": time.time(),
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "sources": list(sources),
+        "counts": {
+            "entries": n,
+            "ip4": len(ip4_keys),
+            "ip4port": len(ip4p_keys),
+            "ip6": len(ip6_keys),
+            "ip6port": len(ip6p_keys),
+            "cidr4": len(cidr4),
+            "cidr6": len(cidr6),
+            "strings": len(str_keys),
+            "whitelist": len(wl_exact) + len(wl_ranges),
+            "wildcards": len(wildcard_rows),
+        },
+        "wildcards": wildcard_rows,
+    }
+    return arrays, meta
+
+
+def build_index_file(
+    specs: Sequence[str],
+    out: Path,
+    whitelist_files: Sequence[Path] = (),
+    default_whitelist: bool = True,
+    hash_bits: int = 64,
+) -> dict[str, Any]:
+    """Load trail sources, compile them and publish the index at `out` (atomically)."""
+    paths = ([data_file("whitelist.txt")] if default_whitelist else []) + list(whitelist_files)
+    whitelist = Whitelist.from_files(paths)
+    trails = load_sources(list(specs), whitelist)
+    arrays, meta = compile_index(
+        trails, whitelist.exact, whitelist.ranges4, wildcard_trails(trails), hash_bits, [str(s) for s in specs]
+    )
+    write_arrays(Path(out), arrays, meta)
+    return meta

@@ -1,0 +1,319 @@
+"""Lookups over a mapped index file: batch lookups for workers, single ones for `check`.
+
+All arrays are read-only views of one mmap; nothing here copies the trail set, so a process's
+private memory stays the same whatever the number of trails.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xxhash
+
+from engine.index.build import K_CIDR4, K_CIDR6, K_IP4, K_IP6
+from engine.index.fileformat import map_arrays
+from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
+
+_EMPTY_I32 = np.zeros(0, dtype=np.int32)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One answer of `maltrail check`."""
+
+    query: str
+    found: bool
+    trail: str | None
+    info: str | None
+    reference: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "query": self.query,
+            "found": self.found,
+            "trail": self.trail,
+            "info": self.info,
+            "reference": self.reference,
+        }
+
+
+class _Strings:
+    """Strings stored as an arena + offsets, decoded on demand."""
+
+    def __init__(self, arena: np.ndarray, offsets: np.ndarray) -> None:
+        self._arena = arena
+        self._off = offsets
+        self._cache: dict[int, str] = {}
+
+    def raw(self, i: int) -> bytes:
+        return self._arena[int(self._off[i]) : int(self._off[i + 1])].tobytes()
+
+    def __getitem__(self, i: int) -> str:
+        s = self._cache.get(i)
+        if s is None:
+            s = self._cache[i] = self.raw(i).decode("utf-8", "surrogateescape")
+        return s
+
+    def __len__(self) -> int:
+        return len(self._off) - 1
+
+
+class TrailIndex:
+    """A mapped trail index."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        a, self.meta, self._mm = map_arrays(self.path)
+        self._a = a
+        self.entry_info = a["entry_info"]
+        self.entry_ref = a["entry_ref"]
+        self.entry_kind = a["entry_kind"]
+        self.entry_flags = a["entry_flags"]
+        self.keys = _Strings(a["key_arena"], a["key_off"])
+        self.infos = _Strings(a["info_arena"], a["info_off"])
+        self.refs = _Strings(a["ref_arena"], a["ref_off"])
+        self.pf4 = a["pf4"]
+        self.ip4_keys, self.ip4_entry = a["ip4_keys"], a["ip4_entry"]
+        self.ip4p_keys, self.ip4p_entry = a["ip4p_keys"], a["ip4p_entry"]
+        self.ip6_keys, self.ip6_entry = a["ip6_keys"], a["ip6_entry"]
+        self.ip6p_keys, self.ip6p_entry = a["ip6p_keys"], a["ip6p_entry"]
+        self.r4_first, self.r4_last, self.r4_entry = a["r4_first"], a["r4_last"], a["r4_entry"]
+        self.r6_first, self.r6_last, self.r6_entry = a["r6_first"], a["r6_last"], a["r6_entry"]
+        self.str_hash, self.str_entry = a["str_hash"], a["str_entry"]
+        self.wl_hash, self.wl_entry = a["wl_hash"], a["wl_entry"]
+        self.wl_strings = _Strings(a["wl_arena"], a["wl_off"])
+        self.wl4_first, self.wl4_last = a["wl4_first"], a["wl4_last"]
+        self._mask = (1 << int(self.meta["hash_bits"])) - 1
+        self.wildcards = [(pattern, int(e)) for pattern, e in self.meta["wildcards"]]
+        self._wildcard_re: re.Pattern[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.entry_info)
+
+    def close(self) -> None:
+        """Drop the views and the map (only when no view of the arrays is still in use)."""
+        self._a.clear()
+        for name in list(vars(self)):
+            if isinstance(getattr(self, name), np.ndarray):
+                setattr(self, name, None)
+        self._mm.close()
+
+    # ---- entries -------------------------------------------------------------------------
+    def info(self, e: int) -> str:
+        return self.infos[int(self.entry_info[e])]
+
+    def reference(self, e: int) -> str:
+        return self.refs[int(self.entry_ref[e])]
+
+    def key(self, e: int) -> str:
+        return self.keys[int(e)]
+
+    # ---- batch lookups (hot path) ------------------------------------------------------------
+    def ip4_candidates(self, ips: np.ndarray) -> np.ndarray:
+        """Positions whose /24 is covered by any IPv4 trail, exact, `IP:port` or range."""
+        bits = self.pf4[ips >> 11] >> (ips >> 8 & 7).astype(np.uint8)
+        return np.flatnonzero(bits & 1)
+
+    def lookup_ip4(self, ips: np.ndarray) -> np.ndarray:
+        """Entry id per address (exact before range), -1 where none. `ips` is uint32."""
+        out = np.full(len(ips), -1, dtype=np.int32)
+        cand = self.ip4_candidates(ips)
+        if cand.size:
+            v = ips[cand]
+            out[cand] = self._exact(self.ip4_keys, self.ip4_entry, v)
+            miss = out[cand] < 0
+            if miss.any() and len(self.r4_first):
+                out[cand[miss]] = self._range(self.r4_first, self.r4_last, self.r4_entry, v[miss])
+        return out
+
+    def lookup_ip4port(self, ips: np.ndarray, ports: np.ndarray) -> np.ndarray:
+        out = np.full(len(ips), -1, dtype=np.int32)
+        if not len(self.ip4p_keys):
+            return out
+        cand = self.ip4_candidates(ips)
+        if cand.size:
+            v = ips[cand].astype(np.uint64) << np.uint64(16) | ports[cand].astype(np.uint64)
+            out[cand] = self._exact(self.ip4p_keys, self.ip4p_entry, v)
+        return out
+
+    def lookup_ip6(self, addrs: np.ndarray) -> np.ndarray:
+        """`addrs` is an S16 array of packed addresses."""
+        out = self._exact(self.ip6_keys, self.ip6_entry, addrs)
+        miss = out < 0
+        if miss.any() and len(self.r6_first):
+            out[miss] = self._range(self.r6_first, self.r6_last, self.r6_entry, addrs[miss])
+        return out
+
+    def lookup_ip6port(self, addrs: np.ndarray, ports: np.ndarray) -> np.ndarray:
+        if not len(self.ip6p_keys) or not len(addrs):
+            return np.full(len(addrs), -1, dtype=np.int32)
+        raw = np.empty((len(addrs), 18), dtype=np.uint8)
+        raw[:, :16] = addrs.view(np.uint8).reshape(-1, 16)
+        raw[:, 16] = ports >> 8
+        raw[:, 17] = ports & 0xFF
+        return self._exact(self.ip6p_keys, self.ip6p_entry, raw.view("S18").ravel())
+
+    @staticmethod
+    def _exact(keys: np.ndarray, entries: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if not len(keys) or not len(values):
+            return np.full(len(values), -1, dtype=np.int32)
+        i = np.searchsorted(keys, values)
+        np.minimum(i, len(keys) - 1, out=i)
+        return np.where(keys[i] == values, entries[i], -1).astype(np.int32, copy=False)
+
+    @staticmethod
+    def _range(first: np.ndarray, last: np.ndarray, entries: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if not len(values):
+            return _EMPTY_I32
+        j = np.searchsorted(first, values, side="right") - 1
+        jj = np.maximum(j, 0)
+        return np.where((j >= 0) & (last[jj] >= values), entries[jj], -1).astype(np.int32, copy=False)
+
+    # ---- single lookups ----------------------------------------------------------------------
+    def lookup_string(self, text: str) -> int:
+        """Exact string key (domain, URL, path, `ua:` ...) -> entry id or -1. Collisions verified."""
+        raw = text.encode("utf-8", "surrogateescape")
+        return self._string_in(self.str_hash, self.str_entry, self.keys, raw)
+
+    def _string_in(self, hashes: np.ndarray, entries: np.ndarray, strings: _Strings, raw: bytes) -> int:
+        h = xxhash.xxh64_intdigest(raw) & self._mask
+        i = int(np.searchsorted(hashes, np.uint64(h)))
+        while i < len(hashes) and int(hashes[i]) == h:
+            e = int(entries[i])
+            if strings.raw(e) == raw:
+                return e
+            i += 1
+        return -1
+
+    def lookup_domain(self, name: str) -> tuple[int, str]:
+        """Parent walk on label boundaries: (entry, matched key) of the longest listed suffix."""
+        name = name.lower().rstrip(".")
+        labels = name.split(".")
+        for k in range(len(labels)):
+            suffix = ".".join(labels[k:])
+            e = self.lookup_string(suffix)
+            if e >= 0:
+                return e, suffix
+        return -1, ""
+
+    def lookup_ip_text(self, text: str) -> int:
+        ip = parse_ip4(text)
+        if ip is not None:
+            return int(self.lookup_ip4(np.array([ip], dtype=np.uint32))[0])
+        packed = parse_ip6(text)
+        if packed is not None:
+            return int(self.lookup_ip6(np.array([packed], dtype="S16"))[0])
+        return -1
+
+    def is_whitelisted_ip(self, text: str) -> bool:
+        raw = text.encode("utf-8", "surrogateescape")
+        if self._string_in(self.wl_hash, self.wl_entry, self.wl_strings, raw) >= 0:
+            return True
+        ip = parse_ip4(text)
+        if ip is None or not len(self.wl4_first):
+            return False
+        j = int(np.searchsorted(self.wl4_first, np.uint32(ip), side="right")) - 1
+        return j >= 0 and int(self.wl4_last[j]) >= ip
+
+    def is_whitelisted_domain(self, name: str) -> bool:
+        m = re.match(r"[A-Za-z0-9._-]*", name)
+        labels = (m.group(0) if m else "").lower().split(".")
+        for k in range(len(labels)):
+            raw = ".".join(labels[k:]).encode()
+            if raw and self._string_in(self.wl_hash, self.wl_entry, self.wl_strings, raw) >= 0:
+                return True
+        return False
+
+    # ---- check ---------------------------------------------------------------------------
+    def check(self, indicator: str) -> CheckResult:
+        """Answer one indicator the way the sensor would match it."""
+        query = indicator
+        text = indicator.strip()
+        low = text.lower()
+        e, trail = self._check_entry(text, low)
+        if e < 0:
+            return CheckResult(query, False, None, None, None)
+        return CheckResult(query, True, trail or self.key(e), self.info(e), self.reference(e))
+
+    def _check_entry(self, text: str, low: str) -> tuple[int, str]:
+        e = self.lookup_string(low)
+        if e >= 0:
+            return e, ""
+        ipp = parse_ip_port(low)
+        if ipp is not None:
+            addr, port = ipp
+            if isinstance(addr, int):
+                e = int(self.lookup_ip4port(np.array([addr], np.uint32), np.array([port], np.uint32))[0])
+                if e < 0:
+                    e = int(self.lookup_ip4(np.array([addr], np.uint32))[0])
+            else:
+                arr = np.array([addr], dtype="S16")
+                e = int(self.lookup_ip6port(arr, np.array([port], np.uint32))[0])
+                if e < 0:
+                    e = int(self.lookup_ip6(arr)[0])
+            return e, ""
+        if parse_ip4(low) is not None or parse_ip6(low) is not None:
+            return self.lookup_ip_text(low), ""
+        cidr = parse_cidr(low)
+        if cidr is not None:
+            return self._check_cidr(cidr), ""
+        if low.startswith("ua:"):
+            return -1, ""
+        if "/" in low:
+            return self._check_url(low)
+        e, key = self.lookup_domain(low)
+        if e >= 0:
+            return e, key
+        return self._check_wildcard(low)
+
+    def _check_cidr(self, cidr: tuple[int, int, int]) -> int:
+        """A range query is found when one range trail covers all of it."""
+        version, lo, hi = cidr
+        if version == 4:
+            e = int(self._range(self.r4_first, self.r4_last, self.r4_entry, np.array([lo], np.uint32))[0])
+            if e >= 0 and int(self.r4_last[np.searchsorted(self.r4_first, lo, side="right") - 1]) >= hi:
+                return e
+            return -1
+        first = np.array([lo.to_bytes(16, "big")], dtype="S16")
+        e = int(self._range(self.r6_first, self.r6_last, self.r6_entry, first)[0])
+        j = int(np.searchsorted(self.r6_first, first, side="right")[0]) - 1
+        return e if e >= 0 and int.from_bytes(self.r6_last[j], "big") >= hi else -1
+
+    def _check_url(self, url: str) -> tuple[int, str]:
+        for scheme in ("http://", "https://"):
+            if url.startswith(scheme):
+                url = url[len(scheme) :]
+        e = self.lookup_string(url.rstrip("/") or url)
+        if e >= 0:
+            return e, ""
+        host, _, path = url.partition("/")
+        path = "/" + path
+        for candidate in (path.rstrip("/"), path.split("?")[0].rstrip("/"), host + "/"):
+            if candidate:
+                e = self.lookup_string(candidate)
+                if e >= 0:
+                    return e, ""
+        e, key = self.lookup_domain(host.split(":")[0])
+        return (e, key) if e >= 0 else (-1, "")
+
+    def _check_wildcard(self, name: str) -> tuple[int, str]:
+        if not self.wildcards:
+            return -1, ""
+        if self._wildcard_re is None:
+            self._wildcard_re = re.compile("|".join(f"(?P<g{i}>{p})" for i, (p, _) in enumerate(self.wildcards)))
+        m = self._wildcard_re.search(name)
+        if not m or not m.lastgroup:
+            return -1, ""
+        return self.wildcards[int(m.lastgroup[1:])][1], ""
+
+    def kinds_summary(self) -> dict[str, int]:
+        counts = np.bincount(self.entry_kind, minlength=7)
+        return {
+            "ip4": int(counts[K_IP4]),
+            "ip6": int(counts[K_IP6]),
+            "cidr4": int(counts[K_CIDR4]),
+            "cidr6": int(counts[K_CIDR6]),
+        }

@@ -1,0 +1,210 @@
+"""Starting, supervising and stopping one sensor run.
+
+The main process is the capture process and the supervisor: it owns every shared-memory
+segment, starts the workers and the aggregator, feeds the rings, and checks after every batch
+that all its children are alive. A child that dies stops the sensor loudly (a sensor that runs
+blind is worse than one that stops). Ctrl-C and SIGTERM stop capturing, drain what is already
+in the rings, and print the summary; a second Ctrl-C abandons the drain. Segments are unlinked on
+every path out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from engine.aggregator import run_aggregator
+from engine.capture import Dispatcher
+from engine.config import ConfigError, SensorConfig
+from engine.index.build import build_index_file
+from engine.index.fileformat import is_index_file
+from engine.pcapio import Batch, LiveCapture, read_batches
+from engine.resources import data_file
+from shm.ring import Ring, create_ring
+from shm.segments import SegmentOwner
+from workers.worker import run_worker
+
+RESULT_SLOTS = 8
+RESULT_SLOT_BYTES = 1 << 20
+
+
+class SensorError(Exception):
+    """The run cannot go on (a process died, nothing to capture, ...)."""
+
+
+@dataclass
+class Summary:
+    """What the sensor prints at exit."""
+
+    status: dict[str, Any]
+    wall_seconds: float
+    startup_seconds: float
+    capture_dropped: int
+    kernel: tuple[int, int, int] | None
+    interrupted: bool
+
+    @property
+    def packets(self) -> int:
+        return int(self.status["counters"].get("packets", 0))
+
+    def lines(self) -> list[str]:
+        c = self.status["counters"]
+        per_worker = ", ".join(f"w{i}={n}" for i, n in enumerate(self.status["per_worker_packets"]))
+        ring_drops = sum(r["dropped_packets"] for r in self.status["rings"])
+        pps = self.packets / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        out = [
+            "summary:" + (" (interrupted)" if self.interrupted else ""),
+            f"  packets      {self.packets}",
+            f"  bytes        {c.get('bytes', 0)}",
+            f"  per worker   {per_worker}",
+            f"  drops        {ring_drops} (ring)"
+            + (f", {self.kernel[1]} (kernel), {self.kernel[2]} (interface)" if self.kernel else ""),
+            f"  events       {self.status['events_written']} written, {self.status['events_suppressed']} "
+            f"collapsed as duplicates, {self.status['events_whitelisted']} whitelisted, "
+            f"{self.status['events_ignored']} ignored",
+            f"  malformed    {c.get('malformed', 0)}",
+            f"  wall time    {self.wall_seconds:.3f} s (startup {self.startup_seconds:.3f} s)",
+            f"  packets/s    {pps:,.0f}",
+        ]
+        return out
+
+
+def prepare_index(cfg: SensorConfig, workdir: Path) -> Path:
+    """The index to map: the configured file itself, or one built now from the sources."""
+    if not cfg.trails:
+        raise ConfigError("no trail source: set [sensor] trails in maltrail.toml or pass --trails")
+    path = Path(cfg.trails).expanduser()
+    if not path.exists():
+        raise ConfigError(f"[sensor] trails: {path} does not exist")
+    if is_index_file(path) and not cfg.custom_trails:
+        return path
+    if is_index_file(path):
+        raise ConfigError("[sensor] custom_trails: cannot be combined with a prebuilt index (rebuild it)")
+    out = workdir / "trails.mtidx"
+    specs = [str(path)] + [f"custom:{d}" for d in cfg.custom_trails]
+    build_index_file(specs, out, [Path(w) for w in cfg.whitelist], cfg.default_whitelist)
+    return out
+
+
+class Supervisor:
+    """Watches the child processes; any abnormal exit stops the run."""
+
+    def __init__(self, procs: list[BaseProcess]) -> None:
+        self.procs = procs
+
+    def check(self) -> None:
+        for p in self.procs:
+            code = p.exitcode
+            if code is not None and code != 0:
+                raise SensorError(f"{p.name} died (exit code {code}): stopping rather than running blind")
+
+    def stop(self, grace: float = 2.0) -> None:
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(1.0)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+def _file_batches(paths: Iterable[Path], max_packets: int) -> Iterator[Batch]:
+    for path in paths:
+        yield from read_batches(path, max_packets)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = None) -> Summary:
+    """Run the full pipeline over capture files (in order) or a live interface."""
+    if bool(captures) == bool(interface):
+        raise ConfigError("give capture files (-r) or an interface (-i / [sensor] interface), not both or none")
+    for path in captures:
+        if not Path(path).is_file():
+            raise SensorError(f"{path}: capture file not found")
+    started = time.monotonic()
+    log_dir = Path(cfg.log_dir).expanduser()
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"[sensor] log_dir: cannot create {log_dir}: {exc.strerror}") from None
+    status_path = Path(cfg.status_file) if cfg.status_file else log_dir / "sensor-status.json"
+    ignore_files = ([str(data_file("ignore_events.txt"))] if cfg.default_ignore else []) + list(cfg.ignore)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    owner = SegmentOwner()
+    procs: list[BaseProcess] = []
+    rings: list[Ring] = []
+    live: LiveCapture | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="maltrail-") as work:
+            index_path = prepare_index(cfg, Path(work))
+            ctx = multiprocessing.get_context("spawn")
+            in_specs = [create_ring(owner, f"in{w}", cfg.ring_slots, cfg.ring_slot_kb * 1024)
+                        for w in range(cfg.workers)]
+            out_specs = [create_ring(owner, f"out{w}", RESULT_SLOTS, RESULT_SLOT_BYTES) for w in range(cfg.workers)]
+            receiver, sender = ctx.Pipe(duplex=False)
+            me = os.getpid()
+            for w in range(cfg.workers):
+                procs.append(ctx.Process(target=run_worker, name=f"worker-{w}",
+                                         args=(w, str(index_path), in_specs[w], out_specs[w], me)))
+            procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
+                str(index_path), out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
+                str(status_path), me, sender)))
+            for p in procs:
+                p.start()
+            supervisor = Supervisor(procs)
+            rings = [Ring(s) for s in in_specs]
+            dispatcher = Dispatcher(rings, live=interface is not None, idle=supervisor.check)
+            if interface:
+                live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
+                                   buffer_size=cfg.capture_buffer_mb << 20)
+                batches = live.batches(cfg.batch_packets)
+            else:
+                batches = _file_batches(captures, cfg.batch_packets)
+            capture_started = time.monotonic()
+            interrupted = False
+            try:
+                for batch in batches:
+                    dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
+                    supervisor.check()
+            except KeyboardInterrupt:
+                interrupted = True
+            kernel = live.stats() if live else None
+            dispatcher.finish()
+            while not receiver.poll(0.2):
+                supervisor.check()
+                if not procs[-1].is_alive() and not receiver.poll(0):
+                    raise SensorError("aggregator stopped without a summary")
+            status = receiver.recv()
+            wall = time.monotonic() - capture_started
+            supervisor.stop()
+            return Summary(status, wall, capture_started - started, dispatcher.dropped, kernel, interrupted)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        for ring in rings:
+            ring.close()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            with contextlib.suppress(Exception):
+                p.join(2.0)
+                if p.is_alive():
+                    p.kill()
+                    p.join(1.0)
+        owner.unlink_all()

@@ -1,0 +1,66 @@
+"""Layout of one packet batch inside a ring slot.
+
+`[u64 seq][u32 n][u32 linktype][u64 data_len][n x 4 u32 meta][n u32 wirelen][pad to 8][data]`.
+`meta` rows are (sec, usec, offset, caplen) as pcapy-ng's `next_batch` delivers them, with
+offsets relative to `data`. The capture writes a batch with one copy per column; a worker reads
+it back as numpy views of the slot (no copy).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+_HEAD = struct.Struct("<QIIQ")
+
+
+@dataclass
+class PacketBatch:
+    """A batch as numpy views of the slot (valid until the slot is released)."""
+
+    seq: int
+    linktype: int
+    meta: np.ndarray  # (n, 4) uint32: sec, usec, offset, caplen
+    wirelen: np.ndarray  # (n,) uint32
+    data: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return len(self.wirelen)
+
+
+def batch_bytes(n: int, data_len: int) -> int:
+    return _HEAD.size + n * 16 + (n * 4 + 7) // 8 * 8 + data_len
+
+
+def write_batch(
+    buf: memoryview,
+    off: int,
+    seq: int,
+    linktype: int,
+    meta: np.ndarray,
+    wirelen: np.ndarray,
+    data: bytes | memoryview,
+) -> int:
+    """Write into `buf` at `off`; returns the bytes used. `meta` offsets must be relative to `data`."""
+    n = len(wirelen)
+    _HEAD.pack_into(buf, off, seq, n, linktype, len(data))
+    pos = off + _HEAD.size
+    np.ndarray((n, 4), dtype="<u4", buffer=buf, offset=pos)[:] = meta
+    pos += n * 16
+    np.ndarray((n,), dtype="<u4", buffer=buf, offset=pos)[:] = wirelen
+    pos += (n * 4 + 7) // 8 * 8
+    buf[pos : pos + len(data)] = data
+    return pos + len(data) - off
+
+
+def read_batch(buf: memoryview, off: int) -> PacketBatch:
+    seq, n, linktype, data_len = _HEAD.unpack_from(buf, off)
+    pos = off + _HEAD.size
+    meta = np.ndarray((n, 4), dtype="<u4", buffer=buf, offset=pos)
+    pos += n * 16
+    wirelen = np.ndarray((n,), dtype="<u4", buffer=buf, offset=pos)
+    pos += (n * 4 + 7) // 8 * 8
+    data = np.ndarray((data_len,), dtype=np.uint8, buffer=buf, offset=pos)
+    return PacketBatch(seq, linktype, meta, wirelen, data)

@@ -1,0 +1,89 @@
+"""The matcher worker process: packet batches in from its ring, results out to the aggregator.
+
+A worker maps the trail index read-only and parses each batch in place in the ring slot. It
+exits when the capture sends end-of-input, and on its own when its parent disappears, so a killed
+sensor never leaves workers (or their shared memory) behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.index.mapped import TrailIndex
+from shm.packets import read_batch
+from shm.ring import FLAG_EOF, Ring, RingSpec
+from workers.batch import SUPPORTED_LINKTYPES, parse_batch
+from workers.match import IpMatcher
+
+POLL_SECONDS = 0.25
+
+COUNTER_NAMES = ("packets", "bytes", "malformed", "non_ip", "ipv4", "ipv6", "unsupported_link", "busy_ns")
+
+
+class ParentGone(SystemExit):
+    """The sensor that started this process is gone: stop quietly."""
+
+
+def batch_counters(parsed_version: np.ndarray, malformed: np.ndarray, wirelen: np.ndarray) -> dict[str, int]:
+    n = len(wirelen)
+    ipv4 = int(np.count_nonzero(parsed_version == 4))
+    ipv6 = int(np.count_nonzero(parsed_version == 6))
+    bad = int(np.count_nonzero(malformed))
+    return {
+        "packets": n,
+        "bytes": int(wirelen.sum(dtype=np.uint64)),
+        "malformed": bad,
+        "non_ip": n - ipv4 - ipv6 - bad,
+        "ipv4": ipv4,
+        "ipv6": ipv6,
+    }
+
+
+def _check_parent(parent_pid: int) -> None:
+    if os.getppid() != parent_pid:
+        raise ParentGone(3)
+
+
+def run_worker(worker_id: int, index_path: str, in_spec: RingSpec, out_spec: RingSpec, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sensor decides how to stop
+    index = TrailIndex(Path(index_path))
+    matcher = IpMatcher(index)
+    ring_in, ring_out = Ring(in_spec), Ring(out_spec)
+    try:
+        while True:
+            slot = ring_in.wait(POLL_SECONDS)
+            if slot is None:
+                _check_parent(parent_pid)
+                continue
+            off, _, flags = slot
+            if flags & FLAG_EOF:
+                ring_in.release()
+                ring_out.put_eof(POLL_SECONDS, lambda: _check_parent(parent_pid))
+                return
+            started = time.perf_counter_ns()
+            batch = read_batch(ring_in.buf, off)
+            seq = batch.seq
+            if batch.linktype in SUPPORTED_LINKTYPES:
+                parsed = parse_batch(batch.meta, batch.data, batch.linktype)
+                events = [ev for _, ev in matcher.events(parsed)]
+                counters = batch_counters(parsed.version, parsed.malformed, batch.wirelen)
+                del parsed
+            else:
+                events = []
+                counters = {"packets": len(batch), "bytes": int(batch.wirelen.sum(dtype=np.uint64)),
+                            "unsupported_link": len(batch)}
+            del batch
+            ring_in.release()
+            counters["busy_ns"] = time.perf_counter_ns() - started
+            message = pickle.dumps((seq, worker_id, counters, events), protocol=5)
+            ring_out.put(message, POLL_SECONDS, lambda: _check_parent(parent_pid))
+    finally:
+        ring_in.close()
+        ring_out.close()
+
