@@ -20,11 +20,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from engine.eventlog import DailyLog
+from engine.eventlog import DailyLog, Event
 from engine.index.mapped import TrailIndex
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
-from workers.match import Event
 
 POLL_SECONDS = 0.002
 STATUS_SECONDS = 1.0

@@ -65,7 +65,7 @@ def _check_type(section: str, key: str, value: Any, expected: Any) -> None:
     else:  # list[str]
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     if not ok:
-        name = getattr(expected, "__name__", "list of strings")
+        name = "list of strings" if expected is list else expected.__name__
         raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
     if key in _LIMITS:
         lo, hi = _LIMITS[key]

@@ -12,7 +12,9 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from workers.match import Event
+
+# (sec, usec, src_ip, src_port, dst_ip, dst_port, proto, type, trail, info, reference)
+Event = tuple[int, int, str, int | None, str, int | None, str, str, str, str, str]
 
 
 def safe_value(value: object) -> str:

@@ -8,13 +8,25 @@ than RFC 5952. Matching itself is done on binary addresses, so any valid spellin
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 _V4_MAX = 0xFFFFFFFF
 
 
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
 def parse_ip4(text: str) -> int | None:
     """A strict dotted quad (4 decimal octets <= 255) as an int, else None."""
+    if _QUAD.fullmatch(text):
+        return int.from_bytes(socket.inet_aton(text), "big")
+    return _parse_ip4_leading_zeros(text)
+
+
+def _parse_ip4_leading_zeros(text: str) -> int | None:
+    """Octets like `010` are decimal to Maltrail (inet_aton would read them as octal)."""
     parts = text.split(".")
     if len(parts) != 4:
         return None

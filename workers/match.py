@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.index.build import F_ATTACKER, F_MALWARE, F_PARKING_SITE
+from engine.eventlog import Event
+from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING_SITE
 from engine.index.mapped import TrailIndex
 from engine.ipaddr import ip4_text, ip6_text
 from workers.batch import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Parsed
-
-Event = tuple[int, int, str, int | None, str, int | None, str, str, str, str, str]
 
 TCP_SYN = 0x02
 _LOOPBACK4 = 0x7F000001

@@ -31,15 +31,14 @@ class ParentGone(SystemExit):
 
 
 def batch_counters(parsed_version: np.ndarray, malformed: np.ndarray, wirelen: np.ndarray) -> dict[str, int]:
-    n = len(wirelen)
     ipv4 = int(np.count_nonzero(parsed_version == 4))
     ipv6 = int(np.count_nonzero(parsed_version == 6))
     bad = int(np.count_nonzero(malformed))
     return {
-        "packets": n,
+        "packets": len(wirelen),
         "bytes": int(wirelen.sum(dtype=np.uint64)),
         "malformed": bad,
-        "non_ip": n - ipv4 - ipv6 - bad,
+        "non_ip": int(np.count_nonzero((parsed_version == 0) & ~malformed)),
         "ipv4": ipv4,
         "ipv6": ipv6,
     }

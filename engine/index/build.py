@@ -22,6 +22,7 @@ import pyroaring
 import xxhash
 
 from engine.index.fileformat import write_arrays
+from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP4PORT, K_IP6, K_IP6PORT, info_flags
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 from engine.resources import data_file
 from engine.trails.sources import load_sources, wildcard_trails
@@ -29,28 +30,7 @@ from engine.trails.whitelist import Whitelist
 
 FORMAT_VERSION = 1
 
-# Entry flags: facts about an entry's info that the hot path tests without string work.
-F_ATTACKER = 1
-F_PARKING_SITE = 2
-F_MALWARE = 4
-F_SINKHOLE = 8
-F_PARKING = 16
-F_SUSPICIOUS = 32
-F_DYNAMIC = 64
-
-_FLAG_WORDS = (
-    (F_ATTACKER, ("attacker",)),
-    (F_PARKING_SITE, ("parking site",)),
-    (F_MALWARE, ("malware",)),
-    (F_SINKHOLE, ("sinkhole",)),
-    (F_PARKING, ("parking",)),
-    (F_SUSPICIOUS, ("suspicious",)),
-    (F_DYNAMIC, ("dynamic", "free web")),
-)
-
-# Entry kinds.
-K_STRING, K_IP4, K_IP4PORT, K_IP6, K_IP6PORT, K_CIDR4, K_CIDR6 = range(7)
-
+_ADDRESS_START = frozenset("0123456789[")
 _IP4ISH = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
@@ -58,17 +38,20 @@ class IndexBuildError(Exception):
     """The trail set cannot be compiled (e.g. it is empty)."""
 
 
-def info_flags(info: str) -> int:
-    low = info.lower()
-    flags = 0
-    for bit, words in _FLAG_WORDS:
-        if any(w in low for w in words):
-            flags |= bit
-    return flags
+def hash_strings(keys: Sequence[str | bytes], mask: int) -> np.ndarray:
+    """xxh64 of each key (str keys hash as their UTF-8 bytes), cut to the index's hash width."""
+    hashes = np.fromiter(map(xxhash.xxh64_intdigest, keys), dtype=np.uint64, count=len(keys))
+    return hashes & np.uint64(mask)
 
 
-def hash_strings(keys: Iterable[bytes], mask: int) -> np.ndarray:
-    return np.fromiter((xxhash.xxh64_intdigest(k) & mask for k in keys), dtype=np.uint64)
+def _text_arena(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Arena of many strings; one encode when they are all ASCII (trail keys nearly always are)."""
+    joined = "".join(texts)
+    if not joined.isascii():
+        return _arena([t.encode("utf-8", "surrogateescape") for t in texts])
+    offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
+    np.cumsum(np.fromiter(map(len, texts), dtype=np.uint64, count=len(texts)), out=offsets[1:])
+    return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), offsets
 
 
 def _arena(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +103,13 @@ def _v6bytes(values: Iterable[int]) -> np.ndarray:
     return np.array([v.to_bytes(16, "big") for v in values], dtype="S16")
 
 
-def _string_table(prefix: str, keys: list[bytes], ids: list[int], mask: int) -> dict[str, np.ndarray]:
+def _string_table(prefix: str, keys: Sequence[str | bytes], ids: Sequence[int] | np.ndarray, mask: int
+                  ) -> dict[str, np.ndarray]:
     hashes = hash_strings(keys, mask)
     order = np.argsort(hashes, kind="stable")
     return {
         f"{prefix}_hash": hashes[order],
-        f"{prefix}_entry": np.asarray(ids, dtype=np.int32)[order] if ids else np.zeros(0, np.int32),
+        f"{prefix}_entry": np.asarray(ids, dtype=np.int32)[order] if len(ids) else np.zeros(0, np.int32),
     }
 
 
@@ -143,13 +127,18 @@ def compile_index(
     started = time.perf_counter()
     mask = (1 << hash_bits) - 1
 
+    keys = list(trails)
+    pairs: dict[tuple[str, str], int] = {}
+    pair_ids = np.fromiter((pairs.setdefault(v, len(pairs)) for v in trails.values()), dtype=np.int32,
+                           count=len(keys))
     infos: dict[str, int] = {}
     refs: dict[str, int] = {}
-    n = len(trails)
-    entry_info = np.empty(n, dtype=np.int32)
-    entry_ref = np.empty(n, dtype=np.int32)
+    pair_info = np.array([infos.setdefault(info, len(infos)) for info, _ in pairs], dtype=np.int32)
+    pair_ref = np.array([refs.setdefault(ref, len(refs)) for _, ref in pairs], dtype=np.int32)
+    entry_info = pair_info[pair_ids]
+    entry_ref = pair_ref[pair_ids]
+    n = len(keys)
     entry_kind = np.zeros(n, dtype=np.uint8)
-    key_bytes: list[bytes] = []
 
     ip4_keys: list[int] = []
     ip4_ids: list[int] = []
@@ -161,58 +150,54 @@ def compile_index(
     ip6p_ids: list[int] = []
     cidr4: list[tuple[int, int, int]] = []
     cidr6: list[tuple[int, int, int]] = []
-    str_keys: list[bytes] = []
-    str_ids: list[int] = []
+    not_string: list[int] = []
 
-    wildcard_entry = {pattern: -1 for pattern, _, _ in wildcards[:100]}
-    for e, (key, (info, ref)) in enumerate(trails.items()):
-        if key in wildcard_entry:
-            wildcard_entry[key] = e
-        i = infos.get(info)
-        if i is None:
-            i = infos[info] = len(infos)
-        r = refs.get(ref)
-        if r is None:
-            r = refs[ref] = len(refs)
-        entry_info[e] = i
-        entry_ref[e] = r
-        raw = key.encode("utf-8", "surrogateescape")
-        key_bytes.append(raw)
-        first = key[:1]
-        if first.isdigit() and _IP4ISH.fullmatch(key):
+    wanted = {pattern for pattern, _, _ in wildcards[:100]}
+    found = {k: i for i, k in enumerate(keys) if k in wanted}
+    missing = wanted - found.keys()
+    if missing:
+        raise IndexBuildError(f"wildcard trail {sorted(missing)[0]!r} is not in the trail set")
+    wildcard_entry = {pattern: found[pattern] for pattern, _, _ in wildcards[:100]}
+    # Only keys that can be an address are parsed; the rest (most) are strings.
+    for e in [i for i, k in enumerate(keys) if k[0] in _ADDRESS_START or ":" in k]:
+        key = keys[e]
+        if _IP4ISH.fullmatch(key):
             ip = parse_ip4(key)
             if ip is not None:
                 entry_kind[e] = K_IP4
                 ip4_keys.append(ip)
                 ip4_ids.append(e)
+                not_string.append(e)
                 continue
-        if first.isdigit() or first == "[" or ":" in key:
-            ipp = parse_ip_port(key)
-            if ipp is not None:
-                addr, port = ipp
-                if isinstance(addr, int):
-                    entry_kind[e] = K_IP4PORT
-                    ip4p_keys.append(addr << 16 | port)
-                    ip4p_ids.append(e)
-                else:
-                    entry_kind[e] = K_IP6PORT
-                    ip6p_keys.append(addr + port.to_bytes(2, "big"))
-                    ip6p_ids.append(e)
-                continue
-            packed = parse_ip6(key)
-            if packed is not None:
-                entry_kind[e] = K_IP6
-                ip6_keys.append(packed)
-                ip6_ids.append(e)
-                continue
-            cidr = parse_cidr(key) if "/" in key else None
-            if cidr is not None:
-                version, lo, hi = cidr
-                entry_kind[e] = K_CIDR4 if version == 4 else K_CIDR6
-                (cidr4 if version == 4 else cidr6).append((lo, hi, e))
-                continue
-        str_keys.append(raw)
-        str_ids.append(e)
+        ipp = parse_ip_port(key)
+        if ipp is not None:
+            addr, port = ipp
+            if isinstance(addr, int):
+                entry_kind[e] = K_IP4PORT
+                ip4p_keys.append(addr << 16 | port)
+                ip4p_ids.append(e)
+            else:
+                entry_kind[e] = K_IP6PORT
+                ip6p_keys.append(addr + port.to_bytes(2, "big"))
+                ip6p_ids.append(e)
+            not_string.append(e)
+            continue
+        packed = parse_ip6(key)
+        if packed is not None:
+            entry_kind[e] = K_IP6
+            ip6_keys.append(packed)
+            ip6_ids.append(e)
+            not_string.append(e)
+            continue
+        cidr = parse_cidr(key) if "/" in key else None
+        if cidr is not None:  # also kept as a string: its own text answers `check` exactly
+            version, lo, hi = cidr
+            entry_kind[e] = K_CIDR4 if version == 4 else K_CIDR6
+            (cidr4 if version == 4 else cidr6).append((lo, hi, e))
+
+    string_ids = np.ones(n, dtype=bool)
+    string_ids[not_string] = False
+    str_ids = np.flatnonzero(string_ids)
 
     info_list = list(infos)
     flags_by_info = np.array([info_flags(s) for s in info_list], dtype=np.uint8)
@@ -222,7 +207,7 @@ def compile_index(
         "entry_kind": entry_kind,
         "entry_flags": flags_by_info[entry_info],
     }
-    arrays["key_arena"], arrays["key_off"] = _arena(key_bytes)
+    arrays["key_arena"], arrays["key_off"] = _text_arena(keys)
     arrays["info_arena"], arrays["info_off"] = _arena([s.encode() for s in info_list])
     arrays["ref_arena"], arrays["ref_off"] = _arena([s.encode() for s in refs])
 
@@ -237,8 +222,8 @@ def compile_index(
     arrays["ip4p_keys"] = k4p[order]
     arrays["ip4p_entry"] = np.asarray(ip4p_ids, dtype=np.int32)[order]
 
-    for name, keys, ids, width in (("ip6", ip6_keys, ip6_ids, 16), ("ip6p", ip6p_keys, ip6p_ids, 18)):
-        arr = np.array(keys, dtype=f"S{width}")
+    for name, packed_keys, ids, width in (("ip6", ip6_keys, ip6_ids, 16), ("ip6p", ip6p_keys, ip6p_ids, 18)):
+        arr = np.array(packed_keys, dtype=f"S{width}")
         order = np.argsort(arr, kind="stable")
         arrays[f"{name}_keys"] = arr[order]
         arrays[f"{name}_entry"] = np.asarray(ids, dtype=np.int32)[order]
@@ -260,7 +245,7 @@ def compile_index(
         covered[first >> 8 : (last >> 8) + 1] = True
     arrays["pf4"] = np.packbits(covered, bitorder="little")
 
-    arrays.update(_string_table("str", str_keys, str_ids, mask))
+    arrays.update(_string_table("str", [keys[i] for i in str_ids.tolist()], str_ids, mask))
 
     wl_exact = sorted({w.lower() for w in whitelist_exact})
     wl_bytes = [w.encode("utf-8", "surrogateescape") for w in wl_exact]
@@ -270,9 +255,6 @@ def compile_index(
     arrays["wl4_first"] = np.array([r[0] for r in wl_ranges], dtype=np.uint32)
     arrays["wl4_last"] = np.array([r[1] for r in wl_ranges], dtype=np.uint32)
 
-    missing = [p for p, e in wildcard_entry.items() if e < 0]
-    if missing:
-        raise IndexBuildError(f"wildcard trail {missing[0]!r} is not in the trail set")
     wildcard_rows = [[pattern, e] for pattern, e in wildcard_entry.items()]
     meta = {
         "version": FORMAT_VERSION,
@@ -288,7 +270,7 @@ def compile_index(
             "ip6port": len(ip6p_keys),
             "cidr4": len(cidr4),
             "cidr6": len(cidr6),
-            "strings": len(str_keys),
+            "strings": len(str_ids),
             "whitelist": len(wl_exact) + len(wl_ranges),
             "wildcards": len(wildcard_rows),
         },

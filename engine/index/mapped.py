@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from engine.index.build import K_CIDR4, K_CIDR6, K_IP4, K_IP6
+from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6
 from engine.index.fileformat import map_arrays
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 

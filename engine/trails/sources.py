@@ -1,0 +1,544 @@
+"""Reading Maltrail trail sources into one trail set (spec sections 1.1-1.5).
+
+A trail set is an insertion-ordered ``dict`` mapping a normalised, lower-cased key to
+``(info, reference)``. Sources:
+
+* static trail folders laid out like Maltrail's ``trails/static`` (``*.txt`` one trail per line,
+  ``*.csv`` ``value,info`` lines),
+* custom trail folders (``CUSTOM_TRAILS_DIR``: ``*.txt``, reference ``(custom)``),
+* ``trails.csv`` files (the runtime store, ``trail,info,reference``).
+
+They are merged in order with Maltrail's priority rule (``core/update.py:update_trails``), then
+post-processed and filtered against the whitelist the way the updater does before writing
+``trails.csv``. Not implemented, because this sensor has no feeds: feed loading,
+``DISABLED_FEEDS``/``DISABLED_TRAILS_INFO_REGEX``, the ``IP_MINIMUM_FEEDS`` rule (it only drops
+feed-only IPv4 trails; static and custom ones are always kept), ``CUSTOM_TRAILS_URL`` and the
+bogon/CDN filter on leading IPv4 addresses.
+
+Key extensions of this project, kept as written except for strip and lower-casing: ``ua:<agent>``
+(exact User-Agent trails, never treated as URLs or comments), and address keys (``1.2.3.4:80``,
+``dead::beef``, ``[dead::beef]:443``, ``5.63.151.0/24``, ``2001:db8::/32``), which Maltrail's
+normalisation already leaves untouched.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.trails.whitelist import Whitelist
+
+Trails = dict[str, tuple[str, str]]
+
+LOW_PRIORITY_INFO_KEYWORDS = (
+    "reputation",
+    "attacker",
+    "spammer",
+    "abuser",
+    "malicious",
+    "dnspod",
+    "nicru",
+    "crawler",
+    "compromised",
+    "bad history",
+)
+HIGH_PRIORITY_INFO_KEYWORDS = ("mass scanner", "ipinfo")
+HIGH_PRIORITY_REFERENCES = ("(static)", "(custom)")
+BAD_TRAIL_PREFIXES = ("127.", "192.168.", "localhost")
+STATIC_REFERENCE = "(static)"
+CUSTOM_REFERENCE = "(custom)"
+CUSTOM_SPEC_PREFIX = "custom:"
+UA_PREFIX = "ua:"
+MAX_WILDCARD_TRAILS = 100
+
+_IPV4_KEY = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_ALPHA_KEY = re.compile(r"\.?[a-z]+", re.IGNORECASE)
+_WILDCARD_HINT = re.compile(r"[\].][*+]|\[[a-z0-9_.\-]+\]", re.IGNORECASE)
+_REVIEW_PREFIXES = ("www.", ".", *BAD_TRAIL_PREFIXES)
+_REVIEW_FIRST_CHARS = "0123456789w.l"
+_QUAD_CHARS = "0123456789."
+_UA_PREFIXES = ("ua:", "UA:", "Ua:", "uA:")
+
+
+class TrailSourceError(Exception):
+    """A trail source that cannot be used; the message is one line naming the path and the problem."""
+
+
+def _read_text(path: Path) -> str:
+    """Whole file as UTF-8 text (Maltrail decodes every line as UTF-8 and fails on anything else)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TrailSourceError(f"trail source {path}: not found") from None
+    except OSError as exc:
+        raise TrailSourceError(f"trail source {path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TrailSourceError(f"trail source {path}: unreadable (not UTF-8 at byte {exc.start})") from None
+
+
+def _value(info: str, reference: str) -> tuple[str, str]:
+    """An ``(info, reference)`` pair; bare ``ransomware`` gets Maltrail's ``(malware)`` class.
+
+    Maltrail renames it in post-processing; doing it here is equivalent because no merge or
+    post-processing rule looks at that info text.
+    """
+    return ("ransomware (malware)" if info == "ransomware" else info, reference)
+
+
+def _needs_review(key: str) -> bool:
+    """Cheap superset test: could post-processing or the final filter change or drop this key?
+
+    True for upper-case or non-ASCII keys, keys without a dot (alphabetic, empty), query strings,
+    doubled slashes, all-digit-and-dot keys (dotted quads) and keys starting with ``www.``, ``.``,
+    ``127.``, ``192.168.`` or ``localhost``. ``_parse_trail_lines`` inlines it for speed.
+    """
+    return (
+        key != key.lower()
+        or "." not in key
+        or "?" in key
+        or "//" in key
+        or not key.isascii()
+        or (key[0] in _REVIEW_FIRST_CHARS and (key.startswith(_REVIEW_PREFIXES) or not key.strip(_QUAD_CHARS)))
+    )
+
+
+@dataclass
+class _Source:
+    """One source's trails plus what merging needs to know without rescanning 1.6 M keys."""
+
+    trails: Trails = field(default_factory=dict)
+    # keys passing _needs_review, in first-occurrence order (repeats possible)
+    review: list[str] = field(default_factory=list)
+    # www.<x> key -> whether x was already in the source when www.<x> first appeared
+    bare_first: dict[str, bool] = field(default_factory=dict)
+
+    def note(self, key: str) -> None:
+        """Remember a key that post-processing has to look at."""
+        self.review.append(key)
+        if key.startswith("www.") and "/" not in key and key not in self.bare_first:
+            self.bare_first[key] = key[4:] in self.trails
+
+
+def _special_line_key(line: str, static_txt: bool) -> str:
+    """Key of a stripped line containing ``#``, ``/`` or ``:`` (comment, URL, ``ua:`` or address)."""
+    if line.startswith(_UA_PREFIXES):
+        return line
+    if "#" in line:  # Maltrail: re.sub(r"\s*#.*", "", line)
+        line = line[: line.index("#")].rstrip()
+    if "://" in line:
+        line = line.split("://", 1)[1]
+        if static_txt and "/" not in line:
+            line += "/"  # http://x.com is the host trail x.com/
+    if not static_txt:
+        line = line.rstrip("/")
+    if "/" in line:
+        return line.rstrip("/") if static_txt and line.count("/") > 1 else line
+    return line.strip(".")  # a dotted quad is kept as is, which strip('.') leaves unchanged anyway
+
+
+def _parse_trail_lines(text: str, value: tuple[str, str], source: _Source, static_txt: bool) -> None:
+    """Normalise the lines of a static ``.txt`` (``static_txt``) or custom trail file into ``source``.
+
+    Later lines overwrite earlier ones and keep the first position (one source is a plain dict in
+    Maltrail; the priority rule only applies between sources). This loop runs for 1.8 M lines, so
+    the common line (a plain domain or IP) takes the short branch.
+    """
+    trails = source.trails
+    note = source.note
+    first_chars, prefixes, quad_chars = _REVIEW_FIRST_CHARS, _REVIEW_PREFIXES, _QUAD_CHARS
+    ascii_text = text.isascii()
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line or line[0] == "#":
+            continue
+        if "#" in line or "/" in line:
+            key = _special_line_key(line, static_txt)
+            trails[key] = value
+            if _needs_review(key):
+                note(key)
+            continue
+        if ":" in line and line.startswith(_UA_PREFIXES):
+            key = line
+        else:
+            key = line.strip(".")
+        trails[key] = value
+        # _needs_review for a key without "/"
+        if (
+            key != key.lower()
+            or "." not in key
+            or "?" in key
+            or not (ascii_text or key.isascii())
+            or (key[0] in first_chars and (key.startswith(prefixes) or not key.strip(quad_chars)))
+        ):
+            note(key)
+
+
+def _parse_static_csv(text: str, category: str | None, reference: str, source: _Source) -> None:
+    """A static ``value,info`` file: reference ``<stem> (static)``, no inline comments, no ``ua:``."""
+    values: dict[str, tuple[str, str]] = {}
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line or line[0] == "#" or "," not in line:
+            continue
+        key, info = line.split(",", 1)
+        info = info.strip('"')
+        if category:
+            info = f"{info} ({category})"
+        value = values.get(info)
+        if value is None:
+            value = values[info] = _value(info, reference)
+        if "://" in key:
+            key = key.split("://", 1)[1]
+        key = key.rstrip("/")
+        if "/" not in key:
+            key = key.strip(".")
+        source.trails[key] = value
+        if _needs_review(key):
+            source.note(key)
+
+
+def _directory_rank(name: str) -> int:
+    """Static sub-directory order: suspicious/malicious first, then the root and others, then custom."""
+    if "suspicious" in name or "malicious" in name:
+        return -1
+    return 1 if "custom" in name else 0
+
+
+def _listing(directory: Path) -> list[os.DirEntry[str]]:
+    """Non-hidden entries of a directory sorted by name (what Maltrail's glob yields, in sorted order)."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted((entry for entry in entries if not entry.name.startswith(".")), key=lambda e: e.name)
+    except FileNotFoundError:
+        raise TrailSourceError(f"trail source {directory}: not found") from None
+    except OSError as exc:
+        raise TrailSourceError(f"trail source {directory}: unreadable ({exc.strerror or exc})") from None
+
+
+def _files(entries: list[os.DirEntry[str]], suffix: str) -> list[Path]:
+    """The regular files among ``entries`` whose name ends with ``suffix``."""
+    return [Path(entry.path) for entry in entries if entry.name.endswith(suffix) and entry.is_file()]
+
+
+def _read_static_dir(path: str | Path) -> _Source:
+    """Static folder reader behind ``read_static_dir``."""
+    root = Path(path)
+    if not root.is_dir():
+        raise TrailSourceError(f"trail source {root}: not a directory")
+    root_entries = _listing(root)
+    directories: list[tuple[Path, str | None]] = [(root, None)]
+    directories += [(Path(entry.path), entry.name) for entry in root_entries if entry.is_dir()]
+    directories.sort(key=lambda item: 0 if item[1] is None else _directory_rank(item[1]))
+
+    source = _Source()
+    for directory, category in directories:
+        entries = root_entries if category is None else _listing(directory)
+        for csv_path in _files(entries, ".csv"):
+            _parse_static_csv(_read_text(csv_path), category, f"{csv_path.stem} {STATIC_REFERENCE}", source)
+        txt_paths = _files(entries, ".txt")
+        txt_paths.sort(key=lambda item: "history" in item.name)
+        for txt_path in txt_paths:
+            info = txt_path.stem.replace("_", " ")
+            if category:
+                info = f"{info} ({category})"
+            _parse_trail_lines(_read_text(txt_path), _value(info, STATIC_REFERENCE), source, static_txt=True)
+    if not source.trails:
+        raise TrailSourceError(f"trail source {root}: empty (no trail rows)")
+    return source
+
+
+def read_static_dir(path: str | Path) -> Trails:
+    """One static trail folder as Maltrail's static source: ``{key: (info, reference)}``.
+
+    Read are the root and its first-level sub-directories, suspicious/malicious ones first, then
+    the root and the others, then any with ``custom`` in the name (by name within each group); in
+    each, ``*.csv`` files and then ``*.txt`` files by name, files with ``history`` in the name last.
+    A sub-directory's name becomes the category suffix of the info text.
+    """
+    return _read_static_dir(path).trails
+
+
+def _read_custom_dir(path: str | Path) -> _Source:
+    """Custom folder reader behind ``read_custom_dir``."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise TrailSourceError(f"trail source {directory}: not a directory")
+    source = _Source()
+    for txt_path in _files(_listing(directory), ".txt"):
+        value = _value(txt_path.stem.replace("_", " "), CUSTOM_REFERENCE)
+        _parse_trail_lines(_read_text(txt_path), value, source, static_txt=False)
+    if not source.trails:
+        raise TrailSourceError(f"trail source {directory}: empty (no trail rows)")
+    return source
+
+
+def read_custom_dir(path: str | Path) -> Trails:
+    """A custom trail folder (``*.txt`` by name): info is the file stem with ``_`` as space, ``(custom)``."""
+    return _read_custom_dir(path).trails
+
+
+def _read_trails_csv(path: str | Path) -> _Source:
+    """``trails.csv`` reader behind ``read_trails_csv``."""
+    csv_path = Path(path)
+    text = _read_text(csv_path)
+    source = _Source()
+    values: dict[tuple[str, str], tuple[str, str]] = {}
+    for row in csv.reader(text.splitlines(), delimiter=",", quotechar='"'):
+        if len(row) != 3:
+            continue
+        key, info, reference = row
+        pair = (info, reference)
+        value = values.get(pair)
+        if value is None:
+            value = values[pair] = _value(info, reference)
+        source.trails[key] = value
+        if _needs_review(key):
+            source.note(key)
+    if not source.trails:
+        raise TrailSourceError(f"trail source {csv_path}: empty (no trail rows)")
+    return source
+
+
+def read_trails_csv(path: str | Path) -> Trails:
+    """A ``trails.csv`` (Python csv dialect): rows of exactly three fields; later duplicates win."""
+    return _read_trails_csv(path).trails
+
+
+def _read_spec(spec: str) -> _Source:
+    """A source spec: ``custom:DIR``, a directory (static folder) or a ``.csv`` file (trails.csv)."""
+    if spec.startswith(CUSTOM_SPEC_PREFIX):
+        return _read_custom_dir(spec[len(CUSTOM_SPEC_PREFIX) :])
+    path = Path(spec)
+    if path.is_dir():
+        return _read_static_dir(path)
+    if not path.exists():
+        raise TrailSourceError(f"trail source {path}: not found")
+    if path.suffix.lower() == ".csv":
+        return _read_trails_csv(path)
+    raise TrailSourceError(f"trail source {path}: not a directory, custom:DIR or .csv file")
+
+
+def _accepts(current: tuple[str, str], new: tuple[str, str]) -> bool:
+    """Maltrail's merge priority: may ``new`` replace the ``current`` value of an existing key?"""
+    info, reference = new
+    if not (any(word in info for word in LOW_PRIORITY_INFO_KEYWORDS) or current[1] in HIGH_PRIORITY_REFERENCES):
+        return True
+    if reference in HIGH_PRIORITY_REFERENCES and "history" not in info:
+        return True
+    return any(word in info for word in HIGH_PRIORITY_INFO_KEYWORDS)
+
+
+def _merge_item(trails: Trails, duplicates: dict[str, set[str]], key: str, value: tuple[str, str]) -> None:
+    """Merge one already ``www.``-stripped item, recording every reference seen for the key."""
+    current = trails.get(key)
+    if current is None:
+        trails[key] = value
+        return
+    references = duplicates.get(key)
+    if references is None:
+        duplicates[key] = {current[1], value[1]}
+    else:
+        references.add(value[1])
+    if _accepts(current, value):
+        trails[key] = value
+
+
+def _is_www(key: str) -> bool:
+    """Merging strips one leading ``www.`` from keys without ``/``."""
+    return key.startswith("www.") and "/" not in key
+
+
+def _merge(trails: Trails, duplicates: dict[str, set[str]], candidates: list[str], source: _Source) -> None:
+    """Merge one more source into the trail set in source order (Maltrail's ``_merge``).
+
+    Keys it appends that need post-processing are appended to ``candidates`` (kept in set order).
+    """
+    flagged = set(source.review)
+    for key, value in source.trails.items():
+        if key in flagged:
+            target = key[4:] if _is_www(key) else key
+            if target not in trails and _needs_review(target):
+                candidates.append(target)
+            _merge_item(trails, duplicates, target, value)
+        else:
+            _merge_item(trails, duplicates, key, value)
+
+
+def _adopt(source: _Source, duplicates: dict[str, set[str]]) -> tuple[Trails, list[str]]:
+    """Merge the first source into the empty set by reusing its dict (copying 1.6 M keys costs ~1 s).
+
+    Returns the set and the keys post-processing has to look at, in set order. Values and
+    duplicates come out exactly as from ``_merge``; the one difference is position: a bare key
+    first introduced by its ``www.`` form goes to the end instead of that form's place.
+    """
+    trails = source.trails
+    review = list(dict.fromkeys(source.review))
+    www_keys = [key for key in review if _is_www(key)]
+    if not www_keys:
+        return trails, review
+    candidates = [key for key in review if not _is_www(key)]
+    www_values = [(key, trails.pop(key)) for key in www_keys]
+    for key, value in www_values:
+        bare = key[4:]
+        if bare in trails and not source.bare_first[key]:
+            # the www. form came first: it is the existing value and the bare key the newcomer
+            newcomer = trails[bare]
+            trails[bare] = value
+            _merge_item(trails, duplicates, bare, newcomer)
+            continue
+        if bare not in trails and _needs_review(bare):
+            candidates.append(bare)
+        _merge_item(trails, duplicates, bare, value)
+    return trails, candidates
+
+
+def _add_other_references(trails: Trails, duplicates: dict[str, set[str]], key: str) -> None:
+    """Append the other sources of a key once: ``ref (+other1,other2)`` (sorted)."""
+    references = duplicates.get(key)
+    value = trails.get(key)
+    if references is None or value is None or " (+" in value[1]:
+        return
+    others = sorted(references - {value[1]})
+    if others:
+        trails[key] = (value[0], f"{value[1]} (+{','.join(others)})")
+
+
+def _rename(trails: Trails, key: str, new_key: str, value: tuple[str, str]) -> None:
+    """Move a value to a new key the way Maltrail does: the new key is (re)assigned, the old deleted."""
+    del trails[key]
+    trails[new_key] = value
+
+
+def _review_key(trails: Trails, duplicates: dict[str, set[str]], key: str) -> str | None:
+    """Maltrail's per-key post-processing; returns the key's final name, None when it was dropped."""
+    value = trails.get(key)
+    if value is None:  # already renamed onto or dropped by an earlier key
+        return None
+    is_ua = key[:3].lower() == UA_PREFIX
+    if key.isascii() or is_ua:
+        new_key = key.lower()
+    else:
+        try:
+            new_key = key.encode("idna").decode("ascii")
+        except UnicodeError:
+            new_key = key
+    if new_key != key:
+        trails[new_key] = value
+        del trails[key]
+        key = new_key
+    info, reference = value
+    if not key or (_ALPHA_KEY.fullmatch(key) and "custom" not in reference and "static" not in reference):
+        del trails[key]
+        return None
+    if _IPV4_KEY.fullmatch(key):
+        if ("parking site" in info or "sinkhole" in info) and key in duplicates:
+            del duplicates[key]
+        if info == "malware":
+            value = trails[key] = ("potential malware site", reference)
+        if any(int(octet) > 255 for octet in key.split(".")):
+            del trails[key]
+            return None
+    if not is_ua:
+        if key.startswith("www.") and "/" not in key:
+            del trails[key]
+            key = key[4:]
+            if not key:
+                return None
+            trails[key] = value
+        if "?" in key and not key.startswith("/"):
+            del trails[key]
+            key = key.split("?")[0]
+            if not key:
+                return None
+            trails[key] = value
+        if "//" in key:
+            _rename(trails, key, key.replace("//", "/"), value)
+            key = key.replace("//", "/")
+    if key != key.lower():  # a non-ASCII key that IDNA could not encode
+        _rename(trails, key, key.lower(), value)
+        key = key.lower()
+    _add_other_references(trails, duplicates, key)
+    return key
+
+
+def _post_process(trails: Trails, duplicates: dict[str, set[str]], candidates: list[str]) -> list[str]:
+    """Maltrail's post-processing pass; returns the final names of the keys it looked at.
+
+    Maltrail runs every key through the pass; only ``candidates`` (keys passing ``_needs_review``,
+    in set order) can be changed or dropped by it, so only those are walked. The reference suffix
+    of keys with several sources, the only step that depends on the value alone, is then
+    completed for every such key.
+    """
+    final_names = []
+    for key in candidates:
+        final = _review_key(trails, duplicates, key)
+        if final is not None:
+            final_names.append(final)
+    for key in duplicates:
+        _add_other_references(trails, duplicates, key)
+    return final_names
+
+
+def _drop_unwanted(trails: Trails, whitelist: Whitelist | None, candidates: list[str]) -> None:
+    """Drop whitelisted keys (IP/exact test) and keys starting with ``127.``, ``192.168.``, ``localhost``.
+
+    Only exact whitelist entries can hit an arbitrary key; range and prefix hits are dotted quads
+    or prefixed keys, all of which are among the post-processing ``candidates``.
+    """
+    if whitelist is not None:
+        for key in trails.keys() & whitelist.exact:
+            del trails[key]
+    for key in candidates:
+        if key in trails and (
+            key.startswith(BAD_TRAIL_PREFIXES) or (whitelist is not None and whitelist.is_ip_whitelisted(key))
+        ):
+            del trails[key]
+
+
+def load_sources(specs: list[str], whitelist: Whitelist | None) -> Trails:
+    """Read and merge trail sources in order, normalise them and drop whitelisted keys.
+
+    Each spec is a static trail folder (directory), a ``trails.csv`` (``.csv`` file) or
+    ``custom:DIR``. Maltrail itself merges custom trails before static ones; pass them in that
+    order for the same precedence. Raises TrailSourceError for a missing, unreadable or empty source.
+    """
+    trails: Trails = {}
+    candidates: list[str] = []
+    duplicates: dict[str, set[str]] = {}
+    for spec in specs:
+        source = _read_spec(spec)
+        if trails:
+            _merge(trails, duplicates, candidates, source)
+        else:
+            trails, candidates = _adopt(source, duplicates)
+    final_names = _post_process(trails, duplicates, candidates)
+    _drop_unwanted(trails, whitelist, final_names)
+    return trails
+
+
+def wildcard_trails(trails: Trails) -> list[tuple[str, str, str]]:
+    """The regex trails the sensor uses for DNS names (spec 1.5): ``(pattern, info, reference)``.
+
+    Eligible: reference contains ``static``, key contains ``]*``, ``]+``, ``.*``, ``.+`` or a
+    ``[a-z0-9_.-]`` class, and compiles. (Maltrail also requires ``re.escape(key) != key``, which
+    every key passing the first test satisfies.) Only the first 100 in trail-set order are used.
+    """
+    found: list[tuple[str, str, str]] = []
+    # ']', '*' or '+' is required by the test; checking them first keeps this cheap on 1.6 M keys
+    for key in [key for key in trails if "]" in key or "*" in key or "+" in key]:
+        info, reference = trails[key]
+        if "static" not in reference or _WILDCARD_HINT.search(key) is None:
+            continue
+        try:
+            re.compile(key)
+        except re.error:
+            continue
+        found.append((key, info, reference))
+        if len(found) == MAX_WILDCARD_TRAILS:
+            break
+    return found

@@ -1,0 +1,114 @@
+"""Maltrail whitelist files (`data/whitelist.txt` + `USER_WHITELIST`) and the two whitelist tests.
+
+File format (Maltrail `read_whitelist`): one entry per line, surrounding whitespace stripped, blank
+lines and lines starting with `#` skipped (no inline comments). A line that is exactly an IPv4 CIDR
+`a.b.c.d/n` becomes an address range (an unaligned prefix is masked to its network; Maltrail's
+test would never match it); every other line is an exact entry, kept as written (not lower-cased).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+_CIDR4 = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)/([0-9]+)")
+_DOTTED_QUAD = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
+_OUTSIDE_DNS_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class WhitelistError(Exception):
+    """A whitelist file that cannot be used; the message is one line naming the file."""
+
+
+def _quad_to_int(octets: Iterable[str]) -> int | None:
+    """Dotted-quad octets to a 32-bit integer; None when an octet exceeds 255 (not an address)."""
+    value = 0
+    for octet in octets:
+        number = int(octet)
+        if number > 255:
+            return None
+        value = (value << 8) | number
+    return value
+
+
+class Whitelist:
+    """Exact whitelist entries plus inclusive IPv4 ranges from the CIDR lines."""
+
+    def __init__(self, exact: set[str] | None = None, ranges4: list[tuple[int, int]] | None = None) -> None:
+        self.exact: set[str] = exact if exact is not None else set()
+        self.ranges4: list[tuple[int, int]] = ranges4 if ranges4 is not None else []
+
+    @classmethod
+    def from_files(cls, paths: Iterable[str | Path]) -> Whitelist:
+        """Merge several whitelist files (e.g. the bundled one and the user's); a missing file is an error."""
+        texts = []
+        for path in paths:
+            try:
+                texts.append(Path(path).read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                raise WhitelistError(f"whitelist file {path}: not found") from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise WhitelistError(f"whitelist file {path}: unreadable ({exc})") from None
+        return cls.from_texts(texts)
+
+    @classmethod
+    def default(cls) -> Whitelist:
+        """The bundled `engine/data/whitelist.txt` (read as a package resource so it works installed)."""
+        text = resources.files("engine").joinpath("data", "whitelist.txt").read_text(encoding="utf-8")
+        return cls.from_texts([text])
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> Whitelist:
+        """Parse whitelist contents already in memory."""
+        whitelist = cls()
+        for text in texts:
+            for raw in text.split("\n"):
+                line = raw.strip()
+                if not line or line[0] == "#":
+                    continue
+                cidr = _CIDR4.fullmatch(line)
+                if cidr is not None:
+                    start = _quad_to_int(cidr.group(1, 2, 3, 4))
+                    bits = int(cidr.group(5))
+                    if start is not None and bits <= 32:
+                        host_mask = (1 << (32 - bits)) - 1
+                        start &= ~host_mask
+                        whitelist.ranges4.append((start, start | host_mask))
+                        continue
+                whitelist.exact.add(line)
+        return whitelist
+
+    def is_ip_whitelisted(self, text: str) -> bool:
+        """Maltrail `check_whitelisted`: an exact entry, or a bare dotted quad inside a CIDR range.
+
+        Only a bare quad is range-tested, so `10.0.0.1.evil.com` cannot ride on a whitelisted range.
+        """
+        if text in self.exact:
+            return True
+        if not self.ranges4:
+            return False
+        quad = _DOTTED_QUAD.fullmatch(text)
+        if quad is None:
+            return False
+        value = _quad_to_int(quad.groups())
+        return value is not None and any(start <= value <= end for start, end in self.ranges4)
+
+    def is_domain_whitelisted(self, name: str) -> bool:
+        """Maltrail `_check_domain_whitelisted`: cut at the first non-DNS character, then walk parents.
+
+        `a.b.c` is tested as `a.b.c`, `b.c`, `c`, so entries such as `local` cover whole suffixes.
+        """
+        cut = _OUTSIDE_DNS_CHARS.search(name)
+        if cut is not None:
+            name = name[: cut.start()]
+        name = name.lower()
+        exact = self.exact
+        while True:
+            if name in exact:
+                return True
+            dot = name.find(".")
+            if dot < 0:
+                return False
+            name = name[dot + 1 :]

@@ -1,0 +1,43 @@
+"""maltrail.toml: the shipped file is valid and complete, bad values name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from engine.config import ConfigError, SensorConfig, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_file_documents_every_option_with_its_default() -> None:
+    data = tomllib.loads((ROOT / "maltrail.toml").read_text())["sensor"]
+    defaults = SensorConfig()
+    assert set(data) == {f.name for f in dataclasses.fields(SensorConfig)}
+    for key, value in data.items():
+        assert getattr(defaults, key) == value, key
+    assert load_config(ROOT / "maltrail.toml") == defaults
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[sensor]\nworkers = 0\n", r"\[sensor\] workers: 0 is out of range \(1..64\)"),
+    ("[sensor]\nworkers = 'two'\n", r"\[sensor\] workers: expected int, got str 'two'"),
+    ("[sensor]\npromisc = 1\n", r"\[sensor\] promisc: expected bool"),
+    ("[sensor]\nwokers = 2\n", r"\[sensor\] wokers: unknown key"),
+    ("[sensors]\n", r"unknown section \[sensors\]"),
+    ("[sensor]\nwhitelist = 'a.txt'\n", r"\[sensor\] whitelist: expected list of strings"),
+    ("[sensor\n", r"invalid TOML"),
+])
+def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "none.toml")

@@ -1,0 +1,206 @@
+"""The trail index: every key kind, precedence of exact over range and narrow over wide ranges,
+hash collisions never matching, atomic publication, and the full static trail set at scale."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.index.build import IndexBuildError, build_index_file, compile_index, flatten_ranges
+from engine.index.fileformat import IndexFormatError, write_arrays
+from engine.index.mapped import TrailIndex
+from engine.ipaddr import ip6_text, parse_ip4
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+STATIC = SHARED / "trails" / "static"
+
+TRAILS = {
+    "evil.com": ("malware (x)", "(static)"),
+    "sub.evil-parent.com": ("sub (x)", "(static)"),
+    "evil-parent.com": ("parent (x)", "(static)"),
+    "1.2.3.4": ("attacker", "(static)"),
+    "6.6.6.6:8443": ("ipport (x)", "(static)"),
+    "dead::beef": ("v6 (x)", "(static)"),
+    "[dead::beef]:443": ("v6port (x)", "(static)"),
+    "10.0.0.0/8": ("wide range", "(static)"),
+    "10.1.0.0/16": ("narrow range", "(static)"),
+    "10.1.2.3": ("exact inside range", "(static)"),
+    "2001:db8::/32": ("v6 range", "(static)"),
+    "/malicious-login.php": ("path (x)", "(static)"),
+    "evil-url.example/bad/path": ("url (x)", "(static)"),
+    "ua:evilbot/1.0": ("bad ua", "(static)"),
+    r"dga[0-9]+\.wildcard-test\.com": ("dga (x)", "(static)"),
+}
+WILDCARDS = [(r"dga[0-9]+\.wildcard-test\.com", "dga (x)", "(static)")]
+
+
+def _index(tmp_path: Path, hash_bits: int = 64, trails: dict | None = None) -> TrailIndex:
+    arrays, meta = compile_index(trails or TRAILS, ["8.8.8.8", "google.com"], [(0x01010100, 0x010101FF)],
+                                 WILDCARDS, hash_bits=hash_bits)
+    path = tmp_path / f"t{hash_bits}.mtidx"
+    write_arrays(path, arrays, meta)
+    return TrailIndex(path)
+
+
+CASES = [
+    ("evil.com", "evil.com", "malware (x)"),
+    ("WWW.Evil.Com", "evil.com", "malware (x)"),
+    ("a.b.evil.com", "evil.com", "malware (x)"),
+    ("x.sub.evil-parent.com", "sub.evil-parent.com", "sub (x)"),
+    ("other.evil-parent.com", "evil-parent.com", "parent (x)"),
+    ("1.2.3.4", "1.2.3.4", "attacker"),
+    ("1.2.3.4:80", "1.2.3.4", "attacker"),
+    ("6.6.6.6:8443", "6.6.6.6:8443", "ipport (x)"),
+    ("dead::beef", "dead::beef", "v6 (x)"),
+    ("DEAD:0:0::BEEF", "dead::beef", "v6 (x)"),
+    ("[dead::beef]:443", "[dead::beef]:443", "v6port (x)"),
+    ("[dead::beef]:80", "dead::beef", "v6 (x)"),
+    ("10.2.3.4", "10.0.0.0/8", "wide range"),
+    ("10.1.9.9", "10.1.0.0/16", "narrow range"),
+    ("10.1.2.3", "10.1.2.3", "exact inside range"),
+    ("10.1.0.0/16", "10.1.0.0/16", "narrow range"),
+    ("2001:db8:1::5", "2001:db8::/32", "v6 range"),
+    ("/malicious-login.php", "/malicious-login.php", "path (x)"),
+    ("http://victim.example/malicious-login.php", "/malicious-login.php", "path (x)"),
+    ("evil-url.example/bad/path", "evil-url.example/bad/path", "url (x)"),
+    ("ua:evilbot/1.0", "ua:evilbot/1.0", "bad ua"),
+    ("dga1234.wildcard-test.com", r"dga[0-9]+\.wildcard-test\.com", "dga (x)"),
+]
+MISSES = ["notevil.com", "evil.co", "vil.com", "1.2.3.5", "6.6.6.6:8444", "11.0.0.1", "dead::bee0",
+          "2001:db9::1", "/malicious-login.phpx", "ua:evilbot/1.1", "dga.wildcard-test.com", "8.8.8.8"]
+
+
+@pytest.mark.parametrize("hash_bits", [64, 3])  # 3 bits: almost every string collides
+def test_every_kind_found_with_its_info(tmp_path: Path, hash_bits: int) -> None:
+    ix = _index(tmp_path, hash_bits)
+    for query, trail, info in CASES:
+        r = ix.check(query)
+        assert (r.found, r.trail, r.info, r.reference) == (True, trail, info, "(static)"), query
+    for query in MISSES:
+        assert not ix.check(query).found, query
+
+
+def test_forced_hash_collision_never_matches(tmp_path: Path) -> None:
+    ix = _index(tmp_path, hash_bits=1)  # two hash values for all strings
+    assert ix.lookup_string("evil.com") >= 0
+    for i in range(2000):
+        assert ix.lookup_string(f"clean{i}.example") == -1
+
+
+def test_batch_ip_lookups_match_single_lookups(tmp_path: Path) -> None:
+    ix = _index(tmp_path)
+    ips = np.array([parse_ip4(x) for x in ("1.2.3.4", "10.1.2.3", "10.1.7.7", "10.200.0.1", "9.9.9.9",
+                                           "6.6.6.6")], dtype=np.uint32)
+    got = [ix.key(e) if e >= 0 else None for e in ix.lookup_ip4(ips)]
+    assert got == ["1.2.3.4", "10.1.2.3", "10.1.0.0/16", "10.0.0.0/8", None, None]
+    ports = np.array([1, 1, 1, 1, 1, 8443], dtype=np.uint32)
+    assert ix.key(int(ix.lookup_ip4port(ips, ports)[5])) == "6.6.6.6:8443"
+    v6 = np.array([socket.inet_pton(socket.AF_INET6, a) for a in ("dead::beef", "2001:db8::1", "::1")], "S16")
+    assert [int(e) >= 0 for e in ix.lookup_ip6(v6)] == [True, True, False]
+    assert ix.key(int(ix.lookup_ip6port(v6[:1], np.array([443], np.uint16))[0])) == "[dead::beef]:443"
+
+
+def test_whitelist_lookups(tmp_path: Path) -> None:
+    ix = _index(tmp_path)
+    assert ix.is_whitelisted_ip("8.8.8.8") and ix.is_whitelisted_ip("1.1.1.200")
+    assert not ix.is_whitelisted_ip("1.1.2.1")
+    assert ix.is_whitelisted_domain("mail.google.com") and not ix.is_whitelisted_domain("google.co")
+
+
+def test_flatten_ranges_narrowest_wins() -> None:
+    assert flatten_ranges([(0, 99, 1), (10, 19, 2), (15, 30, 3)]) == [
+        (0, 9, 1), (10, 19, 2), (20, 30, 3), (31, 99, 1)]
+
+
+def test_empty_trail_set_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IndexBuildError, match="no trails"):
+        compile_index({})
+
+
+def test_not_an_index_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "x.mtidx"
+    bad.write_text("evil.com,malware,(static)\n")
+    with pytest.raises(IndexFormatError, match="not a trail index"):
+        TrailIndex(bad)
+
+
+def test_publication_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays, meta = compile_index(TRAILS)
+    out = tmp_path / "idx.mtidx"
+    write_arrays(out, dict(arrays), meta)
+    before = out.read_bytes()
+
+    def boom(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        write_arrays(out, dict(arrays), {**meta, "x": 1})
+    assert out.read_bytes() == before  # last good index untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["idx.mtidx"]  # no temporary left
+
+
+def test_ipv6_rendering_follows_maltrail() -> None:
+    def render(text: str) -> str:
+        return ip6_text(socket.inet_pton(socket.AF_INET6, text))
+
+    assert render("::") == "::0"
+    assert render("1::") == "1::0"
+    assert render("2001:db8:0:0:1::") == "2001:db8::1:0:0:0"
+    assert render("1:0:0:2:0:0:0:3") == "1:0:0:2::3"
+    assert render("dead::beef") == "dead::beef"
+
+
+@pytest.mark.slow
+def test_full_static_trail_set(tmp_path: Path) -> None:
+    if not STATIC.is_dir():
+        pytest.skip("../shared/trails/static not present: full-scale index test skipped")
+    from engine.resources import data_file
+    from engine.trails.sources import load_sources
+    from engine.trails.whitelist import Whitelist
+
+    out = tmp_path / "static.mtidx"
+    started = time.perf_counter()
+    meta = build_index_file([str(STATIC)], out)
+    build_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    ix = TrailIndex(out)
+    map_seconds = time.perf_counter() - started
+    print(f"\nfull static set: {meta['counts']}, build {build_seconds:.2f} s, map {map_seconds:.4f} s, "
+          f"file {out.stat().st_size / 1e6:.1f} MB")
+    trails = load_sources([str(STATIC)], Whitelist.from_files([data_file("whitelist.txt")]))
+    assert len(ix) == len(trails) > 1_000_000
+
+    # Every row is found with its own info and reference.
+    for e, (key, (info, ref)) in enumerate(trails.items()):
+        assert ix.key(e) == key
+    ip4_rows = [(e, parse_ip4(k)) for e, k in enumerate(trails) if parse_ip4(k) is not None]
+    got = ix.lookup_ip4(np.array([ip for _, ip in ip4_rows], dtype=np.uint32))
+    assert np.array_equal(got, np.array([e for e, _ in ip4_rows], dtype=np.int32))
+    keys = list(trails)
+    for e in range(len(trails)):
+        if int(ix.entry_kind[e]) == 0:
+            assert ix.lookup_string(keys[e]) == e
+    for key in random.Random(3).sample(keys, 3000):
+        info, ref = trails[key]
+        r = ix.check(key)
+        assert (r.found, r.info, r.reference) == (True, info, ref), key
+
+    # A million random non-trails are not found.
+    rng = np.random.default_rng(11)
+    ips = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64).astype(np.uint32)
+    listed = set(ip for _, ip in ip4_rows)
+    hits = ix.lookup_ip4(ips)
+    for ip, e in zip(ips.tolist(), hits.tolist(), strict=True):
+        if e >= 0:
+            assert ip in listed or int(ix.entry_kind[e]) == 5  # exact trail or listed range
+    words = random.Random(5)
+    for _ in range(200_000):
+        name = "".join(words.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(14)) + ".zz-test"
+        assert ix.lookup_string(name) == -1
