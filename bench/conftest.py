@@ -7,9 +7,9 @@ import random
 from pathlib import Path
 
 import pytest
+from engine.traffic import mixed_capture
 
 from engine.index.build import build_index_file
-from engine.traffic import mixed_capture
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STATIC = SHARED / "trails" / "static"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Semaphore
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ def run_aggregator(
     status_path: str,
     parent_pid: int,
     conn: Connection,
+    ready: Semaphore,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     index = TrailIndex(Path(index_path))
@@ -116,6 +118,7 @@ def run_aggregator(
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
+    ready.release()
     pending: list[tuple[int, int, dict[str, int], list[Event]]] = []
     next_seq = 0
     open_rings = set(range(len(rings)))

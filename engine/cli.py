@@ -12,8 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.demo import run_demo
 from engine.config import ConfigError, SensorConfig, load_config
+from engine.demo import run_demo
 from engine.index.build import IndexBuildError, build_index_file
 from engine.index.fileformat import IndexFormatError
 from engine.index.mapped import TrailIndex

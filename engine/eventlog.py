@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-
 # (sec, usec, src_ip, src_port, dst_ip, dst_port, proto, type, trail, info, reference)
 Event = tuple[int, int, str, int | None, str, int | None, str, str, str, str, str]
 

@@ -158,16 +158,20 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                         for w in range(cfg.workers)]
             out_specs = [create_ring(owner, f"out{w}", RESULT_SLOTS, RESULT_SLOT_BYTES) for w in range(cfg.workers)]
             receiver, sender = ctx.Pipe(duplex=False)
+            ready = ctx.Semaphore(0)
             me = os.getpid()
             for w in range(cfg.workers):
                 procs.append(ctx.Process(target=run_worker, name=f"worker-{w}",
-                                         args=(w, str(index_path), in_specs[w], out_specs[w], me)))
+                                         args=(w, str(index_path), in_specs[w], out_specs[w], me, ready)))
             procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
                 str(index_path), out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
-                str(status_path), me, sender)))
+                str(status_path), me, sender, ready)))
             for p in procs:
                 p.start()
             supervisor = Supervisor(procs)
+            for _ in procs:  # every process has mapped the index and attached its rings
+                while not ready.acquire(timeout=0.2):
+                    supervisor.check()
             rings = [Ring(s) for s in in_specs]
             dispatcher = Dispatcher(rings, live=interface is not None, idle=supervisor.check)
             if interface:

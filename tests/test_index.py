@@ -178,7 +178,7 @@ def test_full_static_trail_set(tmp_path: Path) -> None:
     assert len(ix) == len(trails) > 1_000_000
 
     # Every row is found with its own info and reference.
-    for e, (key, (info, ref)) in enumerate(trails.items()):
+    for e, key in enumerate(trails):
         assert ix.key(e) == key
     ip4_rows = [(e, parse_ip4(k)) for e, k in enumerate(trails) if parse_ip4(k) is not None]
     got = ix.lookup_ip4(np.array([ip for _, ip in ip4_rows], dtype=np.uint32))

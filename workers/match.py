@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.eventlog import Event
-from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING_SITE
 from engine.index.mapped import TrailIndex
+from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING_SITE
 from engine.ipaddr import ip4_text, ip6_text
 from workers.batch import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP, Parsed
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6
 from engine.index.fileformat import map_arrays
+from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)

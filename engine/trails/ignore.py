@@ -67,7 +67,9 @@ class IgnoreRules:
                 rules.append((src_ip, src_port, dst_ip, dst_port))
         return cls(rules)
 
-    def matches(self, src_ip: str, src_port: int | str | None, dst_ip: str, dst_port: int | str | None) -> bool:
+    def matches(
+        self, src_ip: str, src_port: int | str | None, dst_ip: str, dst_port: int | str | None
+    ) -> bool:
         """True when any rule matches the event's four fields (the event is then not logged)."""
         if not self.rules:
             return False
@@ -75,10 +77,10 @@ class IgnoreRules:
         dst_port_text = _port_text(dst_port)
         for rule_src_ip, rule_src_port, rule_dst_ip, rule_dst_port in self.rules:
             if (
-                (rule_src_ip == ANY or rule_src_ip == src_ip)
-                and (rule_src_port == ANY or rule_src_port == src_port_text)
-                and (rule_dst_ip == ANY or rule_dst_ip == dst_ip)
-                and (rule_dst_port == ANY or rule_dst_port == dst_port_text)
+                rule_src_ip in (ANY, src_ip)
+                and rule_src_port in (ANY, src_port_text)
+                and rule_dst_ip in (ANY, dst_ip)
+                and rule_dst_port in (ANY, dst_port_text)
             ):
                 return True
         return False

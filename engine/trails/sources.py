@@ -24,6 +24,7 @@ normalisation already leaves untouched.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ CUSTOM_REFERENCE = "(custom)"
 CUSTOM_SPEC_PREFIX = "custom:"
 UA_PREFIX = "ua:"
 MAX_WILDCARD_TRAILS = 100
+CSV_FIELDS = 3
 
 _IPV4_KEY = re.compile(r"\d+\.\d+\.\d+\.\d+")
 _ALPHA_KEY = re.compile(r"\.?[a-z]+", re.IGNORECASE)
@@ -60,7 +62,7 @@ _WILDCARD_HINT = re.compile(r"[\].][*+]|\[[a-z0-9_.\-]+\]", re.IGNORECASE)
 _REVIEW_PREFIXES = ("www.", ".", *BAD_TRAIL_PREFIXES)
 _REVIEW_FIRST_CHARS = "0123456789w.l"
 _QUAD_CHARS = "0123456789."
-_UA_PREFIXES = ("ua:", "UA:", "Ua:", "uA:")
+_UA_PREFIXES = (UA_PREFIX, UA_PREFIX.upper(), "Ua:", "uA:")
 
 
 class TrailSourceError(Exception):
@@ -68,7 +70,7 @@ class TrailSourceError(Exception):
 
 
 def _read_text(path: Path) -> str:
-    """Whole file as UTF-8 text (Maltrail decodes every line as UTF-8 and fails on anything else)."""
+    """Whole file as UTF-8 text, without a byte-order mark (Maltrail fails on anything but UTF-8)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -76,7 +78,7 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise TrailSourceError(f"trail source {path}: unreadable ({exc.strerror or exc})") from None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TrailSourceError(f"trail source {path}: unreadable (not UTF-8 at byte {exc.start})") from None
 
@@ -103,7 +105,9 @@ def _needs_review(key: str) -> bool:
         or "?" in key
         or "//" in key
         or not key.isascii()
-        or (key[0] in _REVIEW_FIRST_CHARS and (key.startswith(_REVIEW_PREFIXES) or not key.strip(_QUAD_CHARS)))
+        or (
+            key[0] in _REVIEW_FIRST_CHARS and (not key.strip(_QUAD_CHARS) or key.startswith(_REVIEW_PREFIXES))
+        )
     )
 
 
@@ -173,13 +177,13 @@ def _parse_trail_lines(text: str, value: tuple[str, str], source: _Source, stati
             or "." not in key
             or "?" in key
             or not (ascii_text or key.isascii())
-            or (key[0] in first_chars and (key.startswith(prefixes) or not key.strip(quad_chars)))
+            or (key[0] in first_chars and (not key.strip(quad_chars) or key.startswith(prefixes)))
         ):
             note(key)
 
 
 def _parse_static_csv(text: str, category: str | None, reference: str, source: _Source) -> None:
-    """A static ``value,info`` file: reference ``<stem> (static)``, no inline comments, no ``ua:``."""
+    """A static ``value,info`` file: reference ``<stem> (static)``, no inline comments."""
     values: dict[str, tuple[str, str]] = {}
     for raw in text.split("\n"):
         line = raw.strip()
@@ -192,11 +196,12 @@ def _parse_static_csv(text: str, category: str | None, reference: str, source: _
         value = values.get(info)
         if value is None:
             value = values[info] = _value(info, reference)
-        if "://" in key:
-            key = key.split("://", 1)[1]
-        key = key.rstrip("/")
-        if "/" not in key:
-            key = key.strip(".")
+        if not key.startswith(_UA_PREFIXES):
+            if "://" in key:
+                key = key.split("://", 1)[1]
+            key = key.rstrip("/")
+            if "/" not in key:
+                key = key.strip(".")
         source.trails[key] = value
         if _needs_review(key):
             source.note(key)
@@ -213,11 +218,12 @@ def _listing(directory: Path) -> list[os.DirEntry[str]]:
     """Non-hidden entries of a directory sorted by name (what Maltrail's glob yields, in sorted order)."""
     try:
         with os.scandir(directory) as entries:
-            return sorted((entry for entry in entries if not entry.name.startswith(".")), key=lambda e: e.name)
+            visible = [entry for entry in entries if not entry.name.startswith(".")]
     except FileNotFoundError:
         raise TrailSourceError(f"trail source {directory}: not found") from None
     except OSError as exc:
         raise TrailSourceError(f"trail source {directory}: unreadable ({exc.strerror or exc})") from None
+    return sorted(visible, key=lambda entry: entry.name)
 
 
 def _files(entries: list[os.DirEntry[str]], suffix: str) -> list[Path]:
@@ -285,20 +291,24 @@ def read_custom_dir(path: str | Path) -> Trails:
 def _read_trails_csv(path: str | Path) -> _Source:
     """``trails.csv`` reader behind ``read_trails_csv``."""
     csv_path = Path(path)
-    text = _read_text(csv_path)
+    reader = csv.reader(io.StringIO(_read_text(csv_path), newline=""), delimiter=",", quotechar='"')
     source = _Source()
     values: dict[tuple[str, str], tuple[str, str]] = {}
-    for row in csv.reader(text.splitlines(), delimiter=",", quotechar='"'):
-        if len(row) != 3:
-            continue
-        key, info, reference = row
-        pair = (info, reference)
-        value = values.get(pair)
-        if value is None:
-            value = values[pair] = _value(info, reference)
-        source.trails[key] = value
-        if _needs_review(key):
-            source.note(key)
+    try:
+        for row in reader:
+            if len(row) != CSV_FIELDS:
+                continue
+            key, info, reference = row
+            pair = (info, reference)
+            value = values.get(pair)
+            if value is None:
+                value = values[pair] = _value(info, reference)
+            source.trails[key] = value
+            if _needs_review(key):
+                source.note(key)
+    except csv.Error as exc:
+        problem = f"line {reader.line_num}: {exc}"
+        raise TrailSourceError(f"trail source {csv_path}: unreadable ({problem})") from None
     if not source.trails:
         raise TrailSourceError(f"trail source {csv_path}: empty (no trail rows)")
     return source
@@ -326,7 +336,8 @@ def _read_spec(spec: str) -> _Source:
 def _accepts(current: tuple[str, str], new: tuple[str, str]) -> bool:
     """Maltrail's merge priority: may ``new`` replace the ``current`` value of an existing key?"""
     info, reference = new
-    if not (any(word in info for word in LOW_PRIORITY_INFO_KEYWORDS) or current[1] in HIGH_PRIORITY_REFERENCES):
+    low_priority = any(word in info for word in LOW_PRIORITY_INFO_KEYWORDS)
+    if not (low_priority or current[1] in HIGH_PRIORITY_REFERENCES):
         return True
     if reference in HIGH_PRIORITY_REFERENCES and "history" not in info:
         return True
@@ -419,7 +430,7 @@ def _review_key(trails: Trails, duplicates: dict[str, set[str]], key: str) -> st
     value = trails.get(key)
     if value is None:  # already renamed onto or dropped by an earlier key
         return None
-    is_ua = key[:3].lower() == UA_PREFIX
+    is_ua = key.startswith(_UA_PREFIXES)
     if key.isascii() or is_ua:
         new_key = key.lower()
     else:
@@ -493,9 +504,11 @@ def _drop_unwanted(trails: Trails, whitelist: Whitelist | None, candidates: list
     if whitelist is not None:
         for key in trails.keys() & whitelist.exact:
             del trails[key]
+    ranges = whitelist is not None and bool(whitelist.ranges4)
     for key in candidates:
         if key in trails and (
-            key.startswith(BAD_TRAIL_PREFIXES) or (whitelist is not None and whitelist.is_ip_whitelisted(key))
+            key.startswith(BAD_TRAIL_PREFIXES)
+            or (ranges and key[0].isdigit() and whitelist is not None and whitelist.is_ip_whitelisted(key))
         ):
             del trails[key]
 

@@ -1,0 +1,283 @@
+"""Capture input and output: pcap/pcapng files and live interfaces in batches, pcap writing.
+
+Reading goes through pcapy-ng's `next_batch`, which walks the records in C and returns many
+packets per call (sec, usec, offset, caplen). It does not return the original wire length, so
+for classic pcap the record headers' positions are derived from the caplens (a cumulative sum)
+and the length field is gathered from a map of the file with numpy; pcapng blocks are walked
+with struct (block layout varies, so there is no vectorised shortcut).
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import pcapy
+
+log = logging.getLogger("maltrail")
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": "<",  # microseconds, little-endian file
+    b"\xa1\xb2\xc3\xd4": ">",
+    b"\x4d\x3c\xb2\xa1": "<",  # nanoseconds
+    b"\xa1\xb2\x3c\x4d": ">",
+}
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_PCAP_HEADER = 24
+_RECORD_HEADER = 16
+
+
+class CaptureError(Exception):
+    """One-line description of a capture problem, naming the file or interface."""
+
+
+@dataclass
+class Batch:
+    """Packets back to back in `data`; `meta` rows are (sec, usec, offset, caplen)."""
+
+    linktype: int
+    meta: np.ndarray  # (n, 4) <u4
+    wirelen: np.ndarray  # (n,) <u4
+    data: bytes
+
+    def __len__(self) -> int:
+        return len(self.wirelen)
+
+
+def _meta_array(packed: bytes) -> np.ndarray:
+    return np.frombuffer(packed, dtype="=u4").reshape(-1, 4)
+
+
+def _file_kind(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: capture file not found") from None
+    except IsADirectoryError:
+        raise CaptureError(f"{path}: is a directory, not a capture file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CaptureError(f"{path}: cannot read: {exc.strerror}") from None
+    if not head:
+        raise CaptureError(f"{path}: empty file, not a pcap/pcapng capture")
+    if head in PCAP_MAGICS:
+        return PCAP_MAGICS[head]
+    if head == PCAPNG_MAGIC:
+        return "ng"
+    raise CaptureError(f"{path}: not a pcap or pcapng file (unknown magic {head.hex()})")
+
+
+class _PcapLengths:
+    """Original lengths of classic pcap records, from the caplens `next_batch` returned."""
+
+    def __init__(self, path: Path, order: str) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        size = Path(path).stat().st_size
+        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self._data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
+        self._order = order
+        self._pos = _PCAP_HEADER
+
+    def take(self, caplen: np.ndarray) -> np.ndarray:
+        steps = caplen.astype(np.int64) + _RECORD_HEADER
+        starts = self._pos + np.concatenate(([0], np.cumsum(steps)[:-1]))
+        file_caplen = self._field(starts + 8)
+        if np.array_equal(file_caplen, caplen):
+            self._pos = int(starts[-1] + steps[-1]) if len(starts) else self._pos
+            return self._field(starts + 12)
+        return self._walk(len(caplen))
+
+    def _field(self, at: np.ndarray) -> np.ndarray:
+        """The u32 at each file offset (4 byte gathers; offsets need no alignment)."""
+        d = self._data
+        b = [np.take(d, at + k, mode="clip").astype(np.uint32) for k in range(4)]
+        if self._order == "<":
+            return b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24
+        return b[3] | b[2] << 8 | b[1] << 16 | b[0] << 24
+
+    def _walk(self, n: int) -> np.ndarray:
+        """Record by record, for files whose records libpcap shortened (caplen > snaplen)."""
+        out = np.empty(n, dtype=np.uint32)
+        fmt = struct.Struct(f"{self._order}IIII")
+        for i in range(n):
+            _, _, incl, orig = fmt.unpack_from(self._map, self._pos)
+            out[i] = orig
+            self._pos += _RECORD_HEADER + incl
+        return out
+
+    def close(self) -> None:
+        self._data = np.zeros(0, np.uint8)
+        if self._map is not None:
+            self._map.close()
+        self._f.close()
+
+
+class _PcapngLengths:
+    """Original lengths of pcapng packet blocks (EPB, SPB, obsolete PB), in file order."""
+
+    def __init__(self, path: Path) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._iter = self._lengths()
+
+    def _lengths(self) -> Iterator[int]:
+        m = self._map
+        pos, end, order = 0, len(m), "<"
+        snaplens: list[int] = []
+        while pos + 12 <= end:
+            raw_type = m[pos : pos + 4]
+            if raw_type == PCAPNG_MAGIC:
+                order = "<" if m[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+                snaplens = []
+            btype, blen = struct.unpack_from(f"{order}II", m, pos)
+            if blen < 12:
+                return
+            if btype == 1:  # interface description: snaplen for simple packet blocks
+                snaplens.append(struct.unpack_from(f"{order}I", m, pos + 12)[0])
+            elif btype in (2, 6):  # obsolete packet block, enhanced packet block
+                yield struct.unpack_from(f"{order}I", m, pos + 24)[0]
+            elif btype == 3:
+                yield struct.unpack_from(f"{order}I", m, pos + 8)[0]
+            pos += blen
+
+    def take(self, caplen: np.ndarray) -> np.ndarray:
+        out = np.fromiter(self._iter, dtype=np.uint32, count=len(caplen))
+        return np.maximum(out, caplen)
+
+    def close(self) -> None:
+        self._iter.close()
+        self._map.close()
+        self._f.close()
+
+
+def read_batches(path: Path | str, max_packets: int = 4096) -> Iterator[Batch]:
+    """Batches of a pcap or pcapng file, in file order. A truncated last record ends the file."""
+    path = Path(path)
+    kind = _file_kind(path)
+    try:
+        reader = pcapy.open_offline(str(path))
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"{path}: {exc}") from None
+    linktype = reader.datalink()
+    lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
+    try:
+        while True:
+            try:
+                packets, packed = reader.next_batch(max_packets)
+            except pcapy.PcapError as exc:
+                log.warning("%s: %s (rest of the file ignored)", path, exc)
+                return
+            if not packed:
+                return
+            meta = _meta_array(packed)
+            yield Batch(linktype, meta, lengths.take(meta[:, 3]), packets)
+    finally:
+        lengths.close()
+        reader.close()
+
+
+class LiveCapture:
+    """Live capture with pcapy-ng; batches via `next_batch` (its wire length is the caplen)."""
+
+    def __init__(
+        self,
+        interface: str,
+        bpf: str = "",
+        snaplen: int = 65535,
+        promisc: bool = True,
+        timeout_ms: int = 100,
+        buffer_size: int = 64 << 20,
+    ) -> None:
+        self.interface = interface
+        self._stopped = False
+        try:
+            cap = pcapy.create(interface)
+            cap.set_snaplen(snaplen)
+            cap.set_promisc(promisc)
+            cap.set_timeout(timeout_ms)
+            cap.set_buffer_size(buffer_size)
+            cap.activate()
+        except pcapy.PcapError as exc:
+            raise CaptureError(f"{interface}: cannot capture: {exc}") from None
+        if bpf:
+            try:
+                cap.setfilter(bpf)
+            except pcapy.PcapError as exc:
+                cap.close()
+                raise CaptureError(f"{interface}: bad BPF filter {bpf!r}: {exc}") from None
+        self._cap = cap
+        self.linktype = cap.datalink()
+
+    def batches(self, max_packets: int = 4096) -> Iterator[Batch]:
+        """Until `stop()`; each call into libpcap returns within the capture timeout."""
+        while not self._stopped:
+            packets, packed = self._cap.next_batch(max_packets)
+            if packed:
+                meta = _meta_array(packed)
+                yield Batch(self.linktype, meta, meta[:, 3].copy(), packets)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def stats(self) -> tuple[int, int, int]:
+        """(received, dropped by the kernel, dropped by the interface)."""
+        recv, drop, ifdrop = self._cap.stats()
+        return int(recv), int(drop), int(ifdrop)
+
+    def close(self) -> None:
+        self._cap.close()
+
+
+def _split_ts(ts: float, scale: int) -> tuple[int, int]:
+    sec = int(ts)
+    frac = round((ts - sec) * scale)
+    if frac >= scale:
+        sec, frac = sec + 1, frac - scale
+    return sec, frac
+
+
+class PcapWriter:
+    """Classic pcap writer (little-endian; microsecond or nanosecond timestamps)."""
+
+    def __init__(self, path: Path | str, linktype: int = 1, nanosecond: bool = False, snaplen: int = 65535) -> None:
+        self._f = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._scale = 1_000_000_000 if nanosecond else 1_000_000
+        magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+        self._f.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype))
+
+    def write(self, frame: bytes, ts: float, wirelen: int | None = None) -> None:
+        sec, frac = _split_ts(ts, self._scale)
+        self._f.write(struct.pack("<IIII", sec, frac, len(frame), len(frame) if wirelen is None else wirelen))
+        self._f.write(frame)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> PcapWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def write_pcapng(path: Path | str, linktype: int, packets: Iterable[tuple[float, bytes]]) -> None:
+    """Minimal pcapng: section header, one interface, enhanced packet blocks (µs timestamps)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28))
+        f.write(struct.pack("<IIHHII", 1, 20, linktype, 0, 65535, 20))
+        for ts, frame in packets:
+            sec, usec = _split_ts(ts, 1_000_000)
+            stamp = sec * 1_000_000 + usec
+            pad = (-len(frame)) % 4
+            blen = 32 + len(frame) + pad
+            f.write(struct.pack("<IIIIIII", 6, blen, 0, stamp >> 32, stamp & 0xFFFFFFFF, len(frame), len(frame)))
+            f.write(frame + b"\0" * pad + struct.pack("<I", blen))
