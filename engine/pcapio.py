@@ -168,20 +168,68 @@ def read_batches(path: Path | str, max_packets: int = 4096) -> Iterator[Batch]:
         raise CaptureError(f"{path}: {exc}") from None
     linktype = reader.datalink()
     lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
+    delivered = 0
     try:
         while True:
             try:
                 packets, packed = reader.next_batch(max_packets)
             except pcapy.PcapError as exc:
                 log.warning("%s: %s (rest of the file ignored)", path, exc)
+                tail = _read_until_error(path, linktype, delivered)
+                if tail is not None:
+                    yield tail
                 return
             if not packed:
                 return
             meta = _meta_array(packed)
+            delivered += len(meta)
             yield Batch(linktype, meta, lengths.take(meta[:, 3]), packets)
     finally:
         lengths.close()
         reader.close()
+
+
+_ACTIVATE_ERRORS = {
+    -5: "no such device",
+    -7: "no permission to put the interface in promiscuous mode",
+    -8: "permission denied (capturing needs root or CAP_NET_RAW)",
+    -9: "interface is not up",
+    -4: "handle already activated",
+    -6: "monitor mode not supported",
+    -1: "generic error",
+}
+
+
+def _read_until_error(path: Path, linktype: int, skip: int) -> Batch | None:
+    """The packets between the last whole batch and a damaged record, one by one.
+
+    `next_batch` fails as a whole when one record is damaged; the good packets before it must
+    not be lost with it."""
+    reader = pcapy.open_offline(str(path))
+    rows: list[tuple[int, int, int, int]] = []
+    wire: list[int] = []
+    chunks: list[bytes] = []
+    offset = 0
+    try:
+        for _ in range(skip):
+            reader.next()
+        while True:
+            hdr, data = reader.next()
+            if hdr is None:
+                break
+            sec, usec = hdr.getts()
+            rows.append((sec, usec, offset, len(data)))
+            wire.append(hdr.getlen())
+            chunks.append(data)
+            offset += len(data)
+    except pcapy.PcapError:
+        pass
+    finally:
+        reader.close()
+    if not rows:
+        return None
+    meta = np.array(rows, dtype="=u4").reshape(-1, 4)
+    return Batch(linktype, meta, np.array(wire, dtype=np.uint32), b"".join(chunks))
 
 
 class LiveCapture:
@@ -204,9 +252,12 @@ class LiveCapture:
             cap.set_promisc(promisc)
             cap.set_timeout(timeout_ms)
             cap.set_buffer_size(buffer_size)
-            cap.activate()
+            status = cap.activate()
         except pcapy.PcapError as exc:
             raise CaptureError(f"{interface}: cannot capture: {exc}") from None
+        if status is not None and status < 0:
+            reason = _ACTIVATE_ERRORS.get(status, f"libpcap error {status}")
+            raise CaptureError(f"{interface}: cannot capture: {reason}")
         if bpf:
             try:
                 cap.setfilter(bpf)
@@ -237,11 +288,12 @@ class LiveCapture:
 
 
 def _split_ts(ts: float, scale: int) -> tuple[int, int]:
+    """(sec, fraction in 1/scale s), rounded to the microsecond: a float epoch holds no finer."""
     sec = int(ts)
-    frac = round((ts - sec) * scale)
-    if frac >= scale:
-        sec, frac = sec + 1, frac - scale
-    return sec, frac
+    usec = round((ts - sec) * 1_000_000)
+    if usec >= 1_000_000:
+        sec, usec = sec + 1, usec - 1_000_000
+    return sec, usec * (scale // 1_000_000)
 
 
 class PcapWriter:

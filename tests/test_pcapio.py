@@ -1,0 +1,152 @@
+"""Capture files and live capture: pcap in both byte orders and both time resolutions, pcapng,
+wire lengths, truncated files, clear errors, batching, and a real capture on the loopback."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.pcapio import CaptureError, LiveCapture, PcapWriter, read_batches, write_pcapng
+
+FRAMES = [bytes([i]) * (20 + i * 7) for i in range(50)]
+TIMES = [1700000000 + i * 0.25 + 0.000001 * i for i in range(50)]
+
+
+def _read_all(path: Path, max_packets: int = 4096) -> tuple[list[bytes], list[tuple[int, int]], list[int], int]:
+    frames, stamps, wire, linktype = [], [], [], -1
+    for b in read_batches(path, max_packets):
+        linktype = b.linktype
+        for (sec, usec, off, cap), w in zip(b.meta.tolist(), b.wirelen.tolist(), strict=True):
+            frames.append(b.data[off : off + cap])
+            stamps.append((sec, usec))
+            wire.append(w)
+    return frames, stamps, wire, linktype
+
+
+def _expected_stamps() -> list[tuple[int, int]]:
+    return [(int(t), round((t - int(t)) * 1e6)) for t in TIMES]
+
+
+@pytest.mark.parametrize("nanosecond", [False, True])
+def test_pcap_round_trip(tmp_path: Path, nanosecond: bool) -> None:
+    path = tmp_path / "a.pcap"
+    with PcapWriter(path, linktype=113, nanosecond=nanosecond) as w:
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            w.write(frame, ts)
+    frames, stamps, wire, linktype = _read_all(path, max_packets=7)  # several batches
+    assert frames == FRAMES and linktype == 113
+    assert stamps == _expected_stamps()
+    assert wire == [len(f) for f in FRAMES]
+
+
+def test_big_endian_pcap(tmp_path: Path) -> None:
+    path = tmp_path / "be.pcap"
+    with open(path, "wb") as f:
+        f.write(struct.pack(">IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            sec, usec = int(ts), round((ts - int(ts)) * 1e6)
+            f.write(struct.pack(">IIII", sec, usec, len(frame), len(frame) + 100) + frame)
+    frames, stamps, wire, _ = _read_all(path)
+    assert frames == FRAMES and stamps == _expected_stamps()
+    assert wire == [len(f) + 100 for f in FRAMES]
+
+
+def test_wire_length_beyond_caplen(tmp_path: Path) -> None:
+    path = tmp_path / "snap.pcap"
+    with PcapWriter(path, snaplen=64) as w:
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            w.write(frame[:64], ts, wirelen=len(frame))
+    frames, _, wire, _ = _read_all(path)
+    assert frames == [f[:64] for f in FRAMES]
+    assert wire == [len(f) for f in FRAMES]
+
+
+def test_records_longer_than_snaplen_still_give_wire_lengths(tmp_path: Path) -> None:
+    path = tmp_path / "long.pcap"
+    with PcapWriter(path, snaplen=100) as w:  # libpcap shortens records above the file's snaplen
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            w.write(frame, ts, wirelen=len(frame) + 1)
+    frames, _, wire, _ = _read_all(path)
+    assert len(frames) == 50
+    assert wire == [len(f) + 1 for f in FRAMES]
+
+
+def test_pcapng(tmp_path: Path) -> None:
+    path = tmp_path / "a.pcapng"
+    write_pcapng(path, 276, zip(TIMES, FRAMES, strict=True))
+    frames, stamps, wire, linktype = _read_all(path, max_packets=16)
+    assert frames == FRAMES and linktype == 276
+    assert stamps == _expected_stamps()
+    assert wire == [len(f) for f in FRAMES]
+
+
+def test_truncated_last_record_keeps_the_rest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "cut.pcap"
+    with PcapWriter(path) as w:
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            w.write(frame, ts)
+    path.write_bytes(path.read_bytes()[:-30])
+    frames, _, _, _ = _read_all(path)
+    assert frames == FRAMES[:-1]
+    assert "truncated" in caplog.text
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "capture file not found"),
+    (b"", "empty file"),
+    (b"hello, this is text\n", "not a pcap or pcapng file"),
+])
+def test_clear_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "x.pcap"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CaptureError, match=message):
+        list(read_batches(path))
+
+
+def test_live_capture_on_loopback() -> None:
+    port = 40000 + int(time.time() * 1000) % 20000
+    try:
+        cap = LiveCapture("lo", bpf=f"udp and dst port {port}", timeout_ms=50)
+    except CaptureError as exc:
+        pytest.skip(f"live capture not permitted here: {exc}")
+
+    def send() -> None:
+        time.sleep(0.3)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(20):
+                s.sendto(b"probe-%d" % i, ("127.0.0.1", port))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    got: list[bytes] = []
+    deadline = time.monotonic() + 10
+    for batch in cap.batches(64):
+        for _, _, off, caplen in batch.meta.tolist():
+            got.append(batch.data[off : off + caplen])
+        assert np.array_equal(batch.wirelen, batch.meta[:, 3])
+        if len(got) >= 20 or time.monotonic() > deadline:
+            cap.stop()
+    sender.join()
+    recv, drop, _ = cap.stats()
+    cap.close()
+    assert sorted(p[-len(b"probe-0"):] for p in got if p.endswith(b"probe-0")) == [b"probe-0"]
+    assert len(got) == 20 and recv >= 20 and drop == 0
+
+
+def test_live_capture_errors() -> None:
+    with pytest.raises(CaptureError, match="no-such-if0"):
+        LiveCapture("no-such-if0")
+    try:
+        cap = LiveCapture("lo")
+    except CaptureError as exc:
+        pytest.skip(f"live capture not permitted here: {exc}")
+    cap.close()
+    with pytest.raises(CaptureError, match="bad BPF filter"):
+        LiveCapture("lo", bpf="this is not bpf")
