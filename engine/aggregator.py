@@ -12,7 +12,6 @@ import heapq
 import json
 import os
 import pickle
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,7 +110,6 @@ def run_aggregator(
     conn: Connection,
     ready: Semaphore,
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     index = TrailIndex(Path(index_path))
     pipeline = EventPipeline(index, IgnoreRules.from_files([Path(p) for p in ignore_files]),
                              DailyLog(Path(log_dir), sensor_name))

@@ -30,6 +30,8 @@ class Dispatcher:
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
+        self.finished = False
+        self._eof_sent = 0
         self._next = 0
 
     def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes) -> None:
@@ -77,5 +79,8 @@ class Dispatcher:
         self.seq += 1
 
     def finish(self) -> None:
-        for ring in self.rings:
+        """End-of-input marker to every worker (once, even if interrupted half-way)."""
+        for ring in self.rings[self._eof_sent :]:
             ring.put_eof(self.poll, self.idle)
+            self._eof_sent += 1
+        self.finished = True

@@ -19,9 +19,12 @@ from engine.index.fileformat import IndexFormatError
 from engine.index.mapped import TrailIndex
 from engine.pcapio import CaptureError
 from engine.sensor import SensorError, prepare_index, run_sensor
+from engine.trails.ignore import IgnoreRulesError
 from engine.trails.sources import TrailSourceError
+from engine.trails.whitelist import WhitelistError
 
-EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError)
+EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError,
+                   WhitelistError, IgnoreRulesError)
 
 
 def _config(args: argparse.Namespace) -> SensorConfig:

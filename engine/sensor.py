@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,29 @@ def _file_batches(paths: Iterable[Path], max_packets: int) -> Iterator[Batch]:
         yield from read_batches(path, max_packets)
 
 
+def _drain(dispatcher: Dispatcher, receiver: Connection, supervisor: Supervisor, aggregator: BaseProcess
+           ) -> dict[str, Any]:
+    """End of input: let every worker finish its ring, then take the aggregator's final status."""
+    if not dispatcher.finished:
+        dispatcher.finish()
+    while not receiver.poll(0.2):
+        supervisor.check()
+        if not aggregator.is_alive() and not receiver.poll(0):
+            raise SensorError("aggregator stopped without a summary")
+    return receiver.recv()
+
+
+def _start_ignoring_sigint(procs: list[BaseProcess]) -> None:
+    """Children are born ignoring SIGINT (an ignored signal stays ignored across exec): Ctrl-C
+    goes to the whole foreground group, and only the sensor decides how the pipeline stops."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -166,40 +190,39 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
                 str(index_path), out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
                 str(status_path), me, sender, ready)))
-            for p in procs:
-                p.start()
+            _start_ignoring_sigint(procs)
             supervisor = Supervisor(procs)
-            for _ in procs:  # every process has mapped the index and attached its rings
-                while not ready.acquire(timeout=0.2):
-                    supervisor.check()
             rings = [Ring(s) for s in in_specs]
             dispatcher = Dispatcher(rings, live=interface is not None, idle=supervisor.check)
-            if interface:
+            if interface:  # opened before waiting, so a capture error is reported at once
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
                                    buffer_size=cfg.capture_buffer_mb << 20)
-                batches = live.batches(cfg.batch_packets)
-            else:
-                batches = _file_batches(captures, cfg.batch_packets)
             capture_started = time.monotonic()
             interrupted = False
-            try:
+            try:  # from here on, Ctrl-C means: stop capturing, drain, summarise
+                for _ in procs:  # every process has mapped the index and attached its rings
+                    while not ready.acquire(timeout=0.2):
+                        supervisor.check()
+                capture_started = time.monotonic()
+                batches = live.batches(cfg.batch_packets) if live else _file_batches(captures, cfg.batch_packets)
                 for batch in batches:
                     dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
                     supervisor.check()
             except KeyboardInterrupt:
                 interrupted = True
             kernel = live.stats() if live else None
-            dispatcher.finish()
-            while not receiver.poll(0.2):
-                supervisor.check()
-                if not procs[-1].is_alive() and not receiver.poll(0):
-                    raise SensorError("aggregator stopped without a summary")
-            status = receiver.recv()
+            try:
+                status = _drain(dispatcher, receiver, supervisor, procs[-1])
+            except KeyboardInterrupt:  # a first Ctrl-C while draining: keep draining
+                interrupted = True
+                status = _drain(dispatcher, receiver, supervisor, procs[-1])
             wall = time.monotonic() - capture_started
             supervisor.stop()
             return Summary(status, wall, capture_started - started, dispatcher.dropped, kernel, interrupted)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+        if live is not None:
+            live.close()
         for ring in rings:
             ring.close()
         for p in procs:

@@ -213,6 +213,14 @@ def _wait_for_children(pid: int, count: int, timeout: float = 20.0) -> list[int]
     raise AssertionError("sensor children did not start")
 
 
+def _wait_for_capture(log_dir: Path, timeout: float = 20.0) -> None:
+    """The aggregator publishes its status once every process is ready and packets flow."""
+    deadline = time.monotonic() + timeout
+    while not (log_dir / "sensor-status.json").exists():
+        assert time.monotonic() < deadline, "sensor never started capturing"
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def big_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _mixed(tmp_path_factory.mktemp("big") / "big.pcap", 600_000)
@@ -223,7 +231,7 @@ def test_ctrl_c_drains_prints_summary_and_unlinks(index: Path, big_capture: Path
     proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for_children(proc.pid, 3)
-    time.sleep(0.3)
+    _wait_for_capture(tmp_path / "logs")
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -236,7 +244,7 @@ def test_worker_crash_stops_the_sensor_loudly_and_unlinks(index: Path, big_captu
     proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     worker = _wait_for_children(proc.pid, 3)[0]
-    time.sleep(0.3)
+    _wait_for_capture(tmp_path / "logs")
     os.kill(worker, signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2

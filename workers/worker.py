@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import signal
 import time
 from multiprocessing.synchronize import Semaphore
 from pathlib import Path
@@ -52,7 +51,6 @@ def _check_parent(parent_pid: int) -> None:
 
 def run_worker(worker_id: int, index_path: str, in_spec: RingSpec, out_spec: RingSpec, parent_pid: int,
                ready: Semaphore) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sensor decides how to stop
     index = TrailIndex(Path(index_path))
     matcher = IpMatcher(index)
     ring_in, ring_out = Ring(in_spec), Ring(out_spec)

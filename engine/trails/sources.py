@@ -111,21 +111,64 @@ def _needs_review(key: str) -> bool:
     )
 
 
+# Stands for "only listed as www.<key> so far" while a source is read; never leaves _Source.
+_WWW_ONLY: tuple[str, str] = ("", "")
+
+
 @dataclass
 class _Source:
-    """One source's trails plus what merging needs to know without rescanning 1.6 M keys."""
+    """One source's trails plus what merging needs to know without rescanning 1.6 M keys.
+
+    Maltrail merges ``www.<key>`` (without ``/``) into ``<key>``, the form listed first being the
+    existing value and the other the newcomer of the priority rule. Readers collapse the two forms
+    as they go, keeping the bare key at the position of whichever form came first, and remember
+    the ``www.`` form's last value so either merge can replay the two in Maltrail's order.
+    """
 
     trails: Trails = field(default_factory=dict)
     # keys passing _needs_review, in first-occurrence order (repeats possible)
     review: list[str] = field(default_factory=list)
-    # www.<x> key -> whether x was already in the source when www.<x> first appeared
-    bare_first: dict[str, bool] = field(default_factory=dict)
+    # bare key -> last value listed as www.<bare key>
+    www_values: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # bare keys whose www. form was listed before the bare form
+    www_first: set[str] = field(default_factory=set)
 
     def note(self, key: str) -> None:
-        """Remember a key that post-processing has to look at."""
+        """Take care of a key that was just stored and passed ``_needs_review``."""
+        if key.startswith("www.") and "/" not in key:
+            value = self.trails[key]
+            if key in self.www_values:
+                # also the bare form of www.www.<x>, which only ever holds the placeholder
+                self.trails[key] = _WWW_ONLY
+            else:
+                del self.trails[key]
+            key = key[4:]
+            if key not in self.trails:
+                self.trails[key] = _WWW_ONLY
+                self.www_first.add(key)
+            self.www_values[key] = value
+            if not _needs_review(key):
+                return
         self.review.append(key)
-        if key.startswith("www.") and "/" not in key and key not in self.bare_first:
-            self.bare_first[key] = key[4:] in self.trails
+
+    def forms(self, key: str, value: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        """The values listed for ``key`` (stored ``value``) in the order Maltrail merges them."""
+        www_value = self.www_values.get(key)
+        if www_value is None:
+            return (value,)
+        if value is _WWW_ONLY:
+            return (www_value,)
+        return (www_value, value) if key in self.www_first else (value, www_value)
+
+    def settle(self, duplicates: dict[str, set[str]]) -> Trails:
+        """Finish the source as if merged into an empty set; returns its trails."""
+        trails = self.trails
+        for key in self.www_values:
+            first, *later = self.forms(key, trails[key])
+            trails[key] = first
+            for value in later:
+                _merge_item(trails, duplicates, key, value)
+        return trails
 
 
 def _special_line_key(line: str, static_txt: bool) -> str:
@@ -266,7 +309,7 @@ def read_static_dir(path: str | Path) -> Trails:
     each, ``*.csv`` files and then ``*.txt`` files by name, files with ``history`` in the name last.
     A sub-directory's name becomes the category suffix of the info text.
     """
-    return _read_static_dir(path).trails
+    return _read_static_dir(path).settle({})
 
 
 def _read_custom_dir(path: str | Path) -> _Source:
@@ -285,7 +328,7 @@ def _read_custom_dir(path: str | Path) -> _Source:
 
 def read_custom_dir(path: str | Path) -> Trails:
     """A custom trail folder (``*.txt`` by name): info is the file stem with ``_`` as space, ``(custom)``."""
-    return _read_custom_dir(path).trails
+    return _read_custom_dir(path).settle({})
 
 
 def _read_trails_csv(path: str | Path) -> _Source:
@@ -316,7 +359,7 @@ def _read_trails_csv(path: str | Path) -> _Source:
 
 def read_trails_csv(path: str | Path) -> Trails:
     """A ``trails.csv`` (Python csv dialect): rows of exactly three fields; later duplicates win."""
-    return _read_trails_csv(path).trails
+    return _read_trails_csv(path).settle({})
 
 
 def _read_spec(spec: str) -> _Source:
@@ -359,53 +402,20 @@ def _merge_item(trails: Trails, duplicates: dict[str, set[str]], key: str, value
         trails[key] = value
 
 
-def _is_www(key: str) -> bool:
-    """Merging strips one leading ``www.`` from keys without ``/``."""
-    return key.startswith("www.") and "/" not in key
-
-
 def _merge(trails: Trails, duplicates: dict[str, set[str]], candidates: list[str], source: _Source) -> None:
     """Merge one more source into the trail set in source order (Maltrail's ``_merge``).
 
     Keys it appends that need post-processing are appended to ``candidates`` (kept in set order).
     """
-    flagged = set(source.review)
+    flagged = set(source.review).union(source.www_values)
     for key, value in source.trails.items():
         if key in flagged:
-            target = key[4:] if _is_www(key) else key
-            if target not in trails and _needs_review(target):
-                candidates.append(target)
-            _merge_item(trails, duplicates, target, value)
+            if key not in trails and _needs_review(key):
+                candidates.append(key)
+            for form in source.forms(key, value):
+                _merge_item(trails, duplicates, key, form)
         else:
             _merge_item(trails, duplicates, key, value)
-
-
-def _adopt(source: _Source, duplicates: dict[str, set[str]]) -> tuple[Trails, list[str]]:
-    """Merge the first source into the empty set by reusing its dict (copying 1.6 M keys costs ~1 s).
-
-    Returns the set and the keys post-processing has to look at, in set order. Values and
-    duplicates come out exactly as from ``_merge``; the one difference is position: a bare key
-    first introduced by its ``www.`` form goes to the end instead of that form's place.
-    """
-    trails = source.trails
-    review = list(dict.fromkeys(source.review))
-    www_keys = [key for key in review if _is_www(key)]
-    if not www_keys:
-        return trails, review
-    candidates = [key for key in review if not _is_www(key)]
-    www_values = [(key, trails.pop(key)) for key in www_keys]
-    for key, value in www_values:
-        bare = key[4:]
-        if bare in trails and not source.bare_first[key]:
-            # the www. form came first: it is the existing value and the bare key the newcomer
-            newcomer = trails[bare]
-            trails[bare] = value
-            _merge_item(trails, duplicates, bare, newcomer)
-            continue
-        if bare not in trails and _needs_review(bare):
-            candidates.append(bare)
-        _merge_item(trails, duplicates, bare, value)
-    return trails, candidates
 
 
 def _add_other_references(trails: Trails, duplicates: dict[str, set[str]], key: str) -> None:
@@ -527,8 +537,9 @@ def load_sources(specs: list[str], whitelist: Whitelist | None) -> Trails:
         source = _read_spec(spec)
         if trails:
             _merge(trails, duplicates, candidates, source)
-        else:
-            trails, candidates = _adopt(source, duplicates)
+        else:  # reuse the first source's dict: copying 1.6 M keys would cost about a second
+            trails = source.settle(duplicates)
+            candidates = list(dict.fromkeys(source.review))
     final_names = _post_process(trails, duplicates, candidates)
     _drop_unwanted(trails, whitelist, final_names)
     return trails

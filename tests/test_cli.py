@@ -1,0 +1,114 @@
+"""The `maltrail` command as users call it: trails build, check, sensor (files and live)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from engine.pcapio import CaptureError, LiveCapture
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _static(tmp_path: Path) -> Path:
+    root = tmp_path / "static"
+    (root / "malware").mkdir(parents=True)
+    (root / "malware" / "asyncrat.txt").write_text("# AsyncRAT\nevil-rat.example\n66.66.66.66\n6.6.6.6:8443\n")
+    (root / "mass_scanner.txt").write_text("203.0.113.0/24\n")
+    return root
+
+
+def test_build_then_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.mtidx"
+    assert main(["trails", "build", "--from", str(_static(tmp_path)), "--out", str(out)]) == 0
+    assert "3" in capsys.readouterr().out or out.exists()
+    assert main(["check", "--trails", str(out), "--json", "www.evil-rat.example", "203.0.113.9",
+                 "6.6.6.6:8443", "clean.example"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [set(r) for r in results] == [{"query", "found", "trail", "info", "reference"}] * 4
+    assert results[0] == {"query": "www.evil-rat.example", "found": True, "trail": "evil-rat.example",
+                          "info": "asyncrat (malware)", "reference": "(static)"}
+    assert results[1]["trail"] == "203.0.113.0/24" and results[1]["info"] == "mass scanner"
+    assert results[2]["trail"] == "6.6.6.6:8443"
+    assert results[3] == {"query": "clean.example", "found": False, "trail": None, "info": None, "reference": None}
+
+
+def test_check_text_output_and_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "trails.csv"
+    csv.write_text("evil.com,malware (x),(static)\n")
+    assert main(["check", "--trails", str(csv), "a.evil.com"]) == 0
+    assert "found      a.evil.com  trail=evil.com  info=malware (x)  reference=(static)" in capsys.readouterr().out
+    assert main(["check", "--trails", str(csv), "good.com"]) == 1
+    assert "not found  good.com" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("setup", "message"), [
+    ("empty", "no trail"),
+    ("missing", "does not exist"),
+])
+def test_build_refuses_bad_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str], setup: str,
+                                   message: str) -> None:
+    src = tmp_path / "src"
+    if setup == "empty":
+        src.mkdir()
+        (src / "empty.txt").write_text("# nothing\n")
+    out = tmp_path / "t.mtidx"
+    assert main(["trails", "build", "--from", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maltrail: error: ") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_failed_rebuild_keeps_the_last_good_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.mtidx"
+    assert main(["trails", "build", "--from", str(_static(tmp_path)), "--out", str(out)]) == 0
+    good = out.read_bytes()
+    assert main(["trails", "build", "--from", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert out.read_bytes() == good
+
+
+def test_bad_config_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "m.toml"
+    cfg.write_text("[sensor]\nworkers = -1\n")
+    assert main(["sensor", "-c", str(cfg), "-r", "x.pcap"]) == 2
+    assert "[sensor] workers: -1 is out of range" in capsys.readouterr().err
+
+
+def test_sensor_live_on_loopback(tmp_path: Path) -> None:
+    try:
+        LiveCapture("lo").close()
+    except CaptureError as exc:
+        pytest.skip(f"live capture not permitted here: {exc}")
+    csv = tmp_path / "trails.csv"
+    csv.write_text("127.0.0.66,malware (live test),(static)\n")
+    port = 41000 + os.getpid() % 10000
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "sensor", "--trails", str(csv), "-i", "lo",
+         "--bpf", f"udp and port {port}", "--log-dir", str(tmp_path / "logs"), "--workers", "2"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    status = tmp_path / "logs" / "sensor-status.json"
+    deadline = time.monotonic() + 30
+    while not status.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(5):
+            s.sendto(b"x%d" % i, ("127.0.0.66", port))
+            time.sleep(1.1)  # one per second: identical events in one second collapse
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [line for f in (tmp_path / "logs").glob("*.log") for line in f.read_text().splitlines()]
+    assert len(lines) == 5
+    assert all(" 127.0.0.66 " in line and '"malware (live test)"' in line and " UDP IP " in line for line in lines)
+    assert "(kernel)" in out and "packets      5" in out
