@@ -24,5 +24,7 @@ def test_replay_mixed(benchmark, workers: int, full_index: Path, mixed_pcap: Pat
     benchmark.extra_info["packets"] = best.packets
     benchmark.extra_info["us_per_packet"] = round(best.wall_seconds / best.packets * 1e6, 3)
     benchmark.extra_info["startup_seconds"] = round(best.startup_seconds, 3)
+    benchmark.extra_info["events"] = best.status["events_written"]
+    assert best.status["events_written"] > 0
     print(f"\n{workers} worker(s): {best.packets} packets, {best.wall_seconds / best.packets * 1e6:.3f} µs/packet "
-          f"(capture start to summary), startup {best.startup_seconds:.2f} s")
+          f"(capture start to summary), startup {best.startup_seconds:.2f} s, {best.status['events_written']} events")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
-from engine.traffic import mixed_capture
 
 from engine.index.build import build_index_file
+from engine.index.mapped import TrailIndex
+from engine.ipaddr import ip4_text
+from engine.traffic import mixed_capture
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STATIC = SHARED / "trails" / "static"
@@ -51,7 +54,10 @@ def full_index(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mixed_pcap(workdir: Path) -> Path:
+def mixed_pcap(workdir: Path, full_index: Path) -> Path:
+    """The mixed capture, with a few flows to IPv4 trails that really are in the index."""
+    keys = TrailIndex(full_index).ip4_keys
+    trail_ips = [ip4_text(int(keys[i])) for i in np.linspace(0, len(keys) - 1, 5).astype(int)]
     path = workdir / "mixed.pcap"
-    mixed_capture(path, MIXED_PACKETS, seed=1, trail_ips=TRAIL_IPS)
+    mixed_capture(path, MIXED_PACKETS, seed=1, trail_ips=trail_ips)
     return path

@@ -24,6 +24,7 @@ from engine.eventlog import DailyLog, Event
 from engine.index.mapped import TrailIndex
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
+from workers.worker import sensor_alive
 
 POLL_SECONDS = 0.002
 STATUS_SECONDS = 1.0
@@ -167,7 +168,7 @@ def run_aggregator(
                 last_status = now
                 _write_json(Path(status_path), status(False))
             if not got:
-                if os.getppid() != parent_pid:
+                if not sensor_alive(parent_pid):
                     return
                 time.sleep(POLL_SECONDS)
         final = status(True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import select
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ class _PcapLengths:
         self._data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
         self._order = order
         self._pos = _PCAP_HEADER
+        self._released = 0
 
     def take(self, caplen: np.ndarray) -> np.ndarray:
         steps = caplen.astype(np.int64) + _RECORD_HEADER
@@ -92,8 +94,18 @@ class _PcapLengths:
         file_caplen = self._field(starts + 8)
         if np.array_equal(file_caplen, caplen):
             self._pos = int(starts[-1] + steps[-1]) if len(starts) else self._pos
-            return self._field(starts + 12)
-        return self._walk(len(caplen))
+            lengths = self._field(starts + 12)
+        else:
+            lengths = self._walk(len(caplen))
+        self._release_read_pages()
+        return lengths
+
+    def _release_read_pages(self) -> None:
+        """Unmap what is behind us so a long replay does not keep the whole file resident."""
+        done = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
+        if self._map is not None and done > self._released:
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
+            self._released = done
 
     def _field(self, at: np.ndarray) -> np.ndarray:
         """The u32 at each file offset (4 byte gathers; offsets need no alignment)."""
@@ -264,16 +276,22 @@ class LiveCapture:
             except pcapy.PcapError as exc:
                 cap.close()
                 raise CaptureError(f"{interface}: bad BPF filter {bpf!r}: {exc}") from None
+        cap.setnonblock(1)
         self._cap = cap
+        self._fd = cap.getfd()
+        self._wait = timeout_ms / 1000
         self.linktype = cap.datalink()
 
     def batches(self, max_packets: int = 4096) -> Iterator[Batch]:
-        """Until `stop()`; each call into libpcap returns within the capture timeout."""
+        """Until `stop()`. libpcap is polled without blocking and the wait happens in `select`,
+        which Python interrupts for signals: an idle link never makes Ctrl-C wait."""
         while not self._stopped:
             packets, packed = self._cap.next_batch(max_packets)
             if packed:
                 meta = _meta_array(packed)
                 yield Batch(self.linktype, meta, meta[:, 3].copy(), packets)
+            else:
+                select.select([self._fd], [], [], self._wait)
 
     def stop(self) -> None:
         self._stopped = True

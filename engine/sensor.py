@@ -122,6 +122,14 @@ class Supervisor:
                 p.join()
 
 
+def process_context() -> multiprocessing.context.BaseContext:
+    """Children are forked from a server that has already imported numpy and our modules: their
+    code and imported state stay shared pages, so a worker costs little memory beyond its work."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["workers.preload"])
+    return ctx
+
+
 def _file_batches(paths: Iterable[Path], max_packets: int) -> Iterator[Batch]:
     for path in paths:
         yield from read_batches(path, max_packets)
@@ -177,9 +185,9 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     try:
         with tempfile.TemporaryDirectory(prefix="maltrail-") as work:
             index_path = prepare_index(cfg, Path(work))
-            ctx = multiprocessing.get_context("spawn")
-            in_specs = [create_ring(owner, f"in{w}", cfg.ring_slots, cfg.ring_slot_kb * 1024)
-                        for w in range(cfg.workers)]
+            ctx = process_context()
+            slots = max(2, cfg.ring_slots // cfg.workers)  # a total budget: memory flat in workers
+            in_specs = [create_ring(owner, f"in{w}", slots, cfg.ring_slot_kb * 1024) for w in range(cfg.workers)]
             out_specs = [create_ring(owner, f"out{w}", RESULT_SLOTS, RESULT_SLOT_BYTES) for w in range(cfg.workers)]
             receiver, sender = ctx.Pipe(duplex=False)
             ready = ctx.Semaphore(0)

@@ -284,6 +284,10 @@ def tls_client_hello(sni: str) -> bytes:
         _ext(45, b"\x01\x01"),  # psk_key_exchange_modes
         _ext(43, b"\x04\x03\x04\x03\x03"),  # supported_versions: 1.3, 1.2
     ))
+    # padding (RFC 7685) as browsers add it: handshakes of 256..511 bytes upset some middleboxes
+    unpadded = 4 + 2 + 32 + 33 + 2 + 2 * len(_CIPHERS) + 2 + 2 + len(extensions)
+    if 256 <= unpadded < 512:
+        extensions += _ext(21, bytes(max(0, 512 - unpadded - 4)))
     body = (b"\x03\x03" + seed + b"\x20" + hashlib.sha256(seed + b"sid").digest()
             + struct.pack(f"!H{len(_CIPHERS)}H", 2 * len(_CIPHERS), *_CIPHERS) + b"\x01\x00"
             + struct.pack("!H", len(extensions)) + extensions)
@@ -305,7 +309,6 @@ _MEAN_GAP_US = 12.0  # + 1 us floor: ~77k packets per second of capture time
 _CONCURRENT = 48  # flows interleaved at any time
 _TRAIL_EVERY = 200  # one flow in 200 (0.5 %) involves a trail address
 _TEMPLATES = 64  # variants built per flow kind
-_SYN_OPTS = bytes.fromhex("020405b4" "0402" "080a0000000000000000" "01" "030307")  # MSS SACK TS NOP WS
 _WHITELISTED = frozenset({"8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9"})
 _WORDS = ("news", "shop", "cloud", "media", "mail", "static", "portal", "travel", "games", "weather", "bank",
           "photo", "music", "video", "sport", "market", "forum", "books", "health", "auto")
@@ -344,6 +347,8 @@ class _Template:
 
 @dataclass
 class _Stats:
+    """What `mixed_capture` reports, counted as packets are emitted (a capture may cut flows short)."""
+
     flows: int = 0
     trail_syns: dict[str, int] = field(default_factory=dict)
     trail_syns_from: dict[str, int] = field(default_factory=dict)
@@ -392,8 +397,12 @@ def _replay(tpl: _Template, a: bytes, b: bytes, port: int, stats: _Stats) -> Ite
         yield f
 
 
-def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, bytes]], rng: Random,
-              close: bool = True) -> list[_Packet]:
+def _syn_options(mss: int, rng: Random) -> bytes:
+    """A Linux SYN's options: MSS, SACK permitted, timestamps, NOP, window scale 7."""
+    return struct.pack("!BBHBBBBIIBBBB", 2, 4, mss, 4, 2, 8, 10, rng.getrandbits(32), 0, 1, 3, 3, 7)
+
+
+def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, bytes]], rng: Random) -> list[_Packet]:
     """Handshake, `messages` segmented at the MSS with delayed ACKs, then a FIN exchange."""
     v6 = ":" in a
     build, mss = (tcp6, 1440) if v6 else (tcp4, 1460)
@@ -407,8 +416,8 @@ def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, 
         out.append((build(s, t, sp, dp, flags, payload, seq=seq[d], ack=ack, options=options), d))
         seq[d] = (seq[d] + len(payload) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
 
-    send(0, SYN, options=_SYN_OPTS)
-    send(1, SYN | ACK, options=_SYN_OPTS)
+    send(0, SYN, options=_syn_options(mss, rng))
+    send(1, SYN | ACK, options=_syn_options(mss, rng))
     send(0, ACK)
     for d, data in messages:
         segments = [data[i:i + mss] for i in range(0, len(data), mss)]
@@ -417,10 +426,9 @@ def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, 
             send(d, ACK | (PSH if last else 0), segment)
             if last or k % 2:
                 send(1 - d, ACK)
-    if close:
-        send(0, FIN | ACK)
-        send(1, FIN | ACK)
-        send(0, ACK)
+    send(0, FIN | ACK)
+    send(1, FIN | ACK)
+    send(0, ACK)
     return out
 
 
@@ -587,7 +595,7 @@ class _Mix:
         return out
 
     def _ping(self, client: str, server: str) -> list[_Packet]:
-        ident, data = self.rng.getrandbits(16), self.rng.randbytes(8) + bytes(range(0x10, 0x38))
+        ident, data = self.rng.getrandbits(16), self.rng.randbytes(16) + bytes(range(0x10, 0x38))  # Linux ping
         out = []
         for seq in range(1, self.rng.randint(1, 4) + 1):
             body = struct.pack("!HH", ident, seq) + data
@@ -614,7 +622,7 @@ class _Mix:
                     packets.append((udp(ip, client, dport, port, rng.randbytes(rng.randint(20, 200))), None))
         elif roll < 0.7:  # unanswered connection attempts
             syn = tcp(client, ip, port, rng.choice((80, 443, 8080, 8443)), SYN, seq=rng.getrandbits(32),
-                      options=_SYN_OPTS)
+                      options=_syn_options(1440 if v6 else 1460, rng))
             packets += [(syn, stats.trail_syns)] * rng.randint(1, 3)
         else:  # full connection to the trail address
             request = http_request("GET", "/gate.php?id=" + rng.randbytes(6).hex(), host=ip, user_agent=_UAS[0])
@@ -657,7 +665,7 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
     started, ts, total, written = _CONCURRENT, _T0_US, 0, 0
     chunk: list[bytes] = []
     with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, linktype))
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))  # as engine.pcapio.PcapWriter
         while written < packets:
             slot = int(rand() * _CONCURRENT)
             frame = next(flows[slot], None)

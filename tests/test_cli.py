@@ -112,3 +112,25 @@ def test_sensor_live_on_loopback(tmp_path: Path) -> None:
     assert len(lines) == 5
     assert all(" 127.0.0.66 " in line and '"malware (live test)"' in line and " UDP IP " in line for line in lines)
     assert "(kernel)" in out and "packets      5" in out
+
+
+def test_idle_live_sensor_stops_on_ctrl_c_and_unlinks(tmp_path: Path) -> None:
+    try:
+        LiveCapture("lo").close()
+    except CaptureError as exc:
+        pytest.skip(f"live capture not permitted here: {exc}")
+    csv = tmp_path / "trails.csv"
+    csv.write_text("203.0.113.66,malware (x),(static)\n")
+    before = {n for n in os.listdir("/dev/shm") if n.startswith("maltrail_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "sensor", "--trails", str(csv), "-i", "lo", "--bpf", "udp and port 9",
+         "--log-dir", str(tmp_path / "logs")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "logs" / "sensor-status.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # no packet at all on this filter: the capture is idle
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "summary: (interrupted)" in out
+    assert {n for n in os.listdir("/dev/shm") if n.startswith("maltrail_")} <= before

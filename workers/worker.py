@@ -44,8 +44,19 @@ def batch_counters(parsed_version: np.ndarray, malformed: np.ndarray, wirelen: n
     }
 
 
+def sensor_alive(pid: int) -> bool:
+    """Workers are forked by a fork server, so the sensor is not their parent: ask for its pid."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _check_parent(parent_pid: int) -> None:
-    if os.getppid() != parent_pid:
+    if not sensor_alive(parent_pid):
         raise ParentGone(3)
 
 

@@ -63,6 +63,7 @@ _REVIEW_PREFIXES = ("www.", ".", *BAD_TRAIL_PREFIXES)
 _REVIEW_FIRST_CHARS = "0123456789w.l"
 _QUAD_CHARS = "0123456789."
 _UA_PREFIXES = (UA_PREFIX, UA_PREFIX.upper(), "Ua:", "uA:")
+_DROP_FIRST_CHARS = "0123456789l"  # first characters of dotted quads and of BAD_TRAIL_PREFIXES
 
 
 class TrailSourceError(Exception):
@@ -199,8 +200,7 @@ def _parse_trail_lines(text: str, value: tuple[str, str], source: _Source, stati
     note = source.note
     first_chars, prefixes, quad_chars = _REVIEW_FIRST_CHARS, _REVIEW_PREFIXES, _QUAD_CHARS
     ascii_text = text.isascii()
-    for raw in text.split("\n"):
-        line = raw.strip()
+    for line in map(str.strip, text.split("\n")):
         if not line or line[0] == "#":
             continue
         if "#" in line or "/" in line:
@@ -453,10 +453,15 @@ def _review_key(trails: Trails, duplicates: dict[str, set[str]], key: str) -> st
         del trails[key]
         key = new_key
     info, reference = value
-    if not key or (_ALPHA_KEY.fullmatch(key) and "custom" not in reference and "static" not in reference):
+    if not key or (
+        ("." not in key or key[0] == ".")  # cheap guard for the alphabetic-key pattern
+        and _ALPHA_KEY.fullmatch(key)
+        and "custom" not in reference
+        and "static" not in reference
+    ):
         del trails[key]
         return None
-    if _IPV4_KEY.fullmatch(key):
+    if key[0].isdigit() and _IPV4_KEY.fullmatch(key):
         if ("parking site" in info or "sinkhole" in info) and key in duplicates:
             del duplicates[key]
         if info == "malware":
@@ -514,11 +519,12 @@ def _drop_unwanted(trails: Trails, whitelist: Whitelist | None, candidates: list
     if whitelist is not None:
         for key in trails.keys() & whitelist.exact:
             del trails[key]
-    ranges = whitelist is not None and bool(whitelist.ranges4)
+    in_ranges = whitelist.is_ip_whitelisted if whitelist is not None and whitelist.ranges4 else None
     for key in candidates:
-        if key in trails and (
-            key.startswith(BAD_TRAIL_PREFIXES)
-            or (ranges and key[0].isdigit() and whitelist is not None and whitelist.is_ip_whitelisted(key))
+        if (
+            key[0] in _DROP_FIRST_CHARS
+            and key in trails
+            and (key.startswith(BAD_TRAIL_PREFIXES) or (in_ranges is not None and in_ranges(key)))
         ):
             del trails[key]
 

@@ -9,6 +9,7 @@ test would never match it); every other line is an exact entry, kept as written 
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 _CIDR4 = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)/([0-9]+)")
 _DOTTED_QUAD = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
 _OUTSIDE_DNS_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_ADDRESS_END = 0xFFFFFFFF
 
 
 class WhitelistError(Exception):
@@ -33,12 +35,28 @@ def _quad_to_int(octets: Iterable[str]) -> int | None:
     return value
 
 
-class Whitelist:
-    """Exact whitelist entries plus inclusive IPv4 ranges from the CIDR lines."""
+def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping, non-adjacent inclusive ranges covering the same addresses."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if merged and start <= merged[-1][1] + 1:
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
-    def __init__(self, exact: set[str] | None = None, ranges4: list[tuple[int, int]] | None = None) -> None:
+
+class Whitelist:
+    """Exact whitelist entries plus inclusive IPv4 ranges from the CIDR lines.
+
+    ``ranges4`` is kept sorted and merged so that a lookup is one binary search (the IP test runs
+    for every trail candidate at load and for every event).
+    """
+
+    def __init__(self, exact: set[str] | None = None, ranges4: Iterable[tuple[int, int]] = ()) -> None:
         self.exact: set[str] = exact if exact is not None else set()
-        self.ranges4: list[tuple[int, int]] = ranges4 if ranges4 is not None else []
+        self.ranges4: list[tuple[int, int]] = _merge_ranges(ranges4)
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path]) -> Whitelist:
@@ -62,7 +80,8 @@ class Whitelist:
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> Whitelist:
         """Parse whitelist contents already in memory."""
-        whitelist = cls()
+        exact: set[str] = set()
+        ranges: list[tuple[int, int]] = []
         for text in texts:
             for raw in text.split("\n"):
                 line = raw.strip()
@@ -75,10 +94,10 @@ class Whitelist:
                     if start is not None and bits <= 32:
                         host_mask = (1 << (32 - bits)) - 1
                         start &= ~host_mask
-                        whitelist.ranges4.append((start, start | host_mask))
+                        ranges.append((start, start | host_mask))
                         continue
-                whitelist.exact.add(line)
-        return whitelist
+                exact.add(line)
+        return cls(exact, ranges)
 
     def is_ip_whitelisted(self, text: str) -> bool:
         """Maltrail `check_whitelisted`: an exact entry, or a bare dotted quad inside a CIDR range.
@@ -93,7 +112,10 @@ class Whitelist:
         if quad is None:
             return False
         value = _quad_to_int(quad.groups())
-        return value is not None and any(start <= value <= end for start, end in self.ranges4)
+        if value is None:
+            return False
+        index = bisect_right(self.ranges4, (value, _ADDRESS_END)) - 1
+        return index >= 0 and value <= self.ranges4[index][1]
 
     def is_domain_whitelisted(self, name: str) -> bool:
         """Maltrail `_check_domain_whitelisted`: cut at the first non-DNS character, then walk parents.

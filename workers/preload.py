@@ -1,0 +1,16 @@
+"""Imported once by the fork server that starts the sensor's processes.
+
+Everything a worker or the aggregator needs is imported here, and so is everything the
+`maltrail` command imports (each child re-runs the parent's main module to resolve its target).
+Then `gc.freeze()` moves these objects out of the collector's reach: otherwise the first
+collection in each child writes to every object header and copies the whole inherited heap,
+one private copy per worker.
+"""
+
+import gc
+
+import engine.aggregator  # noqa: F401
+import engine.demo  # noqa: F401
+import workers.worker  # noqa: F401
+
+gc.freeze()
