@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from engine.pcapio import PcapWriter
 
 from engine import traffic as t
 from engine.config import SensorConfig
 from engine.index.build import build_index_file
+from engine.pcapio import PcapWriter
 from engine.sensor import SensorError, run_sensor
 from shm.segments import PREFIX
 
