@@ -9,6 +9,7 @@ with struct (block layout varies, so there is no vectorised shortcut).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import mmap
 import select
@@ -161,7 +162,10 @@ class _PcapngLengths:
             pos += blen
 
     def take(self, caplen: np.ndarray) -> np.ndarray:
-        out = np.fromiter(self._iter, dtype=np.uint32, count=len(caplen))
+        """Lengths for the next packets; where the block walk disagrees with libpcap, the caplen."""
+        out = np.fromiter(itertools.islice(self._iter, len(caplen)), dtype=np.uint32)
+        if len(out) < len(caplen):
+            out = np.concatenate([out, caplen[len(out):]]).astype(np.uint32)
         return np.maximum(out, caplen)
 
     def close(self) -> None:
@@ -278,12 +282,13 @@ class LiveCapture:
                 raise CaptureError(f"{interface}: bad BPF filter {bpf!r}: {exc}") from None
         cap.setnonblock(1)
         self._cap = cap
-        self._fd = cap.getfd()
-        self._wait = timeout_ms / 1000
+        self._poll = select.poll()
+        self._poll.register(cap.getfd(), select.POLLIN)
+        self._wait_ms = timeout_ms
         self.linktype = cap.datalink()
 
     def batches(self, max_packets: int = 4096) -> Iterator[Batch]:
-        """Until `stop()`. libpcap is polled without blocking and the wait happens in `select`,
+        """Until `stop()`. libpcap is read without blocking and the wait happens in `poll`,
         which Python interrupts for signals: an idle link never makes Ctrl-C wait."""
         while not self._stopped:
             packets, packed = self._cap.next_batch(max_packets)
@@ -291,7 +296,7 @@ class LiveCapture:
                 meta = _meta_array(packed)
                 yield Batch(self.linktype, meta, meta[:, 3].copy(), packets)
             else:
-                select.select([self._fd], [], [], self._wait)
+                self._poll.poll(self._wait_ms)
 
     def stop(self) -> None:
         self._stopped = True

@@ -500,6 +500,19 @@ def test_www_spelling_in_a_later_source(tmp_path: Path) -> None:
     assert _load(feed, root) == {"evil.example": ("a", "(static) (+feed.example)")}
 
 
+def test_www_only_key_new_in_a_later_source(tmp_path: Path) -> None:
+    custom = _custom(tmp_path / "custom", {"mine.txt": "a.example\n"})
+    root = _static(tmp_path / "static", {"t.txt": "www.new.example\nwww.new.example/path\nb.example\n"})
+    trails = _load(custom, root)
+    assert trails == {
+        "a.example": ("mine", "(custom)"),
+        "new.example": ("t", "(static)"),
+        "www.new.example/path": ("t", "(static)"),
+        "b.example": ("t", "(static)"),
+    }
+    assert list(trails) == ["a.example", "new.example", "www.new.example/path", "b.example"]
+
+
 def test_www_key_takes_the_position_of_its_first_spelling(tmp_path: Path) -> None:
     root = _static(
         tmp_path / "static", {"a.txt": "first.example\nwww.middle.example\nlast.example\nmiddle.example\n"}
@@ -554,6 +567,8 @@ def test_unreadable_sources(tmp_path: Path) -> None:
     assert "unreadable" in message
     other = _write(tmp_path / "list.txt", "x.example\n")
     assert "not a directory" in _error(other)
+    assert "not a directory" in _error(f"custom:{other}")
+    assert "no directory given" in _error("custom:")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs file permissions to apply")

@@ -8,17 +8,22 @@ A trail set is an insertion-ordered ``dict`` mapping a normalised, lower-cased k
 * custom trail folders (``CUSTOM_TRAILS_DIR``: ``*.txt``, reference ``(custom)``),
 * ``trails.csv`` files (the runtime store, ``trail,info,reference``).
 
-They are merged in order with Maltrail's priority rule (``core/update.py:update_trails``), then
-post-processed and filtered against the whitelist the way the updater does before writing
-``trails.csv``. Not implemented, because this sensor has no feeds: feed loading,
-``DISABLED_FEEDS``/``DISABLED_TRAILS_INFO_REGEX``, the ``IP_MINIMUM_FEEDS`` rule (it only drops
-feed-only IPv4 trails; static and custom ones are always kept), ``CUSTOM_TRAILS_URL`` and the
-bogon/CDN filter on leading IPv4 addresses.
+``load_sources`` reproduces Maltrail's updater (``core/update.py:update_trails``): line
+normalisation, merging in order with the priority rule, post-processing, then dropping whitelisted
+and local keys; the result equals what Maltrail would write to ``trails.csv``, key order included.
+``trails.csv`` rows take the same path as a feed would (a Maltrail-built file passes essentially
+unchanged). The ``read_*`` functions return one source as merged on its own, before
+post-processing.
+
+Not implemented, because this sensor has no feeds: feed loading, ``DISABLED_FEEDS``,
+``DISABLED_TRAILS_INFO_REGEX``, the ``IP_MINIMUM_FEEDS`` rule (it drops IPv4 trails seen in too
+few feeds; static and custom ones are exempt, rows of a ``trails.csv`` are taken as already
+filtered), ``CUSTOM_TRAILS_URL`` and the bogon/CDN filter on leading IPv4 addresses.
 
 Key extensions of this project, kept as written except for strip and lower-casing: ``ua:<agent>``
-(exact User-Agent trails, never treated as URLs or comments), and address keys (``1.2.3.4:80``,
-``dead::beef``, ``[dead::beef]:443``, ``5.63.151.0/24``, ``2001:db8::/32``), which Maltrail's
-normalisation already leaves untouched.
+(exact User-Agent trails: never cut at ``#``, ``?`` or ``://``, never IDNA-encoded) and address
+keys (``1.2.3.4:80``, ``dead::beef``, ``[dead::beef]:443``, ``5.63.151.0/24``,
+``2001:db8::/32``), which Maltrail's normalisation already leaves untouched.
 """
 
 from __future__ import annotations
@@ -302,7 +307,7 @@ def _read_static_dir(path: str | Path) -> _Source:
 
 
 def read_static_dir(path: str | Path) -> Trails:
-    """One static trail folder as Maltrail's static source: ``{key: (info, reference)}``.
+    """One static trail folder as Maltrail's static source, merged on its own (``www.`` folded in).
 
     Read are the root and its first-level sub-directories, suspicious/malicious ones first, then
     the root and the others, then any with ``custom`` in the name (by name within each group); in
@@ -327,7 +332,7 @@ def _read_custom_dir(path: str | Path) -> _Source:
 
 
 def read_custom_dir(path: str | Path) -> Trails:
-    """A custom trail folder (``*.txt`` by name): info is the file stem with ``_`` as space, ``(custom)``."""
+    """A custom trail folder (``*.txt`` by name, merged on its own): info is the stem, ``(custom)``."""
     return _read_custom_dir(path).settle({})
 
 
@@ -358,14 +363,20 @@ def _read_trails_csv(path: str | Path) -> _Source:
 
 
 def read_trails_csv(path: str | Path) -> Trails:
-    """A ``trails.csv`` (Python csv dialect): rows of exactly three fields; later duplicates win."""
+    """A ``trails.csv`` (Python csv dialect): rows of exactly three fields; later duplicates win.
+
+    Whitelisted rows are dropped by ``load_sources``, which also applies the rest of the pipeline.
+    """
     return _read_trails_csv(path).settle({})
 
 
 def _read_spec(spec: str) -> _Source:
     """A source spec: ``custom:DIR``, a directory (static folder) or a ``.csv`` file (trails.csv)."""
     if spec.startswith(CUSTOM_SPEC_PREFIX):
-        return _read_custom_dir(spec[len(CUSTOM_SPEC_PREFIX) :])
+        directory = spec[len(CUSTOM_SPEC_PREFIX) :]
+        if not directory:
+            raise TrailSourceError(f"trail source {spec}: no directory given")
+        return _read_custom_dir(directory)
     path = Path(spec)
     if path.is_dir():
         return _read_static_dir(path)
@@ -403,19 +414,27 @@ def _merge_item(trails: Trails, duplicates: dict[str, set[str]], key: str, value
 
 
 def _merge(trails: Trails, duplicates: dict[str, set[str]], candidates: list[str], source: _Source) -> None:
-    """Merge one more source into the trail set in source order (Maltrail's ``_merge``).
+    """Merge one more source into the trail set (Maltrail's ``_merge``), at C speed where possible.
 
-    Keys it appends that need post-processing are appended to ``candidates`` (kept in set order).
+    New keys are appended in source order by one ``dict.update``; the keys both sides hold get
+    their previous value back and then the source's value(s) through the priority rule (keys are
+    independent, so this equals Maltrail's item-by-item loop). New keys that need post-processing
+    are appended to ``candidates``, which thereby stays in set order.
     """
-    flagged = set(source.review).union(source.www_values)
-    for key, value in source.trails.items():
-        if key in flagged:
-            if key not in trails and _needs_review(key):
-                candidates.append(key)
-            for form in source.forms(key, value):
+    incoming = source.trails
+    common = {key: trails[key] for key in trails.keys() & incoming.keys()}
+    trails.update(incoming)
+    for key, value in common.items():
+        trails[key] = value
+        for form in source.forms(key, incoming[key]):
+            _merge_item(trails, duplicates, key, form)
+    for key in source.www_values:
+        if key not in common:
+            first, *later = source.forms(key, incoming[key])
+            trails[key] = first
+            for form in later:
                 _merge_item(trails, duplicates, key, form)
-        else:
-            _merge_item(trails, duplicates, key, value)
+    candidates.extend(key for key in dict.fromkeys(source.review) if key not in common)
 
 
 def _add_other_references(trails: Trails, duplicates: dict[str, set[str]], key: str) -> None:
