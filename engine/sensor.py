@@ -91,7 +91,7 @@ def prepare_index(cfg: SensorConfig, workdir: Path) -> Path:
     if is_index_file(path):
         raise ConfigError("[sensor] custom_trails: cannot be combined with a prebuilt index (rebuild it)")
     out = workdir / "trails.mtidx"
-    specs = [str(path)] + [f"custom:{d}" for d in cfg.custom_trails]
+    specs = [f"custom:{d}" for d in cfg.custom_trails] + [str(path)]  # Maltrail's order: custom first
     build_index_file(specs, out, [Path(w) for w in cfg.whitelist], cfg.default_whitelist)
     return out
 

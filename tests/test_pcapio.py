@@ -110,10 +110,11 @@ def test_clear_errors(tmp_path: Path, content: bytes | None, message: str) -> No
         list(read_batches(path))
 
 
-def test_live_capture_on_loopback() -> None:
+@pytest.mark.parametrize("interface", ["lo", "any"])
+def test_live_capture(interface: str) -> None:
     port = 40000 + int(time.time() * 1000) % 20000
     try:
-        cap = LiveCapture("lo", bpf=f"udp and dst port {port}", timeout_ms=50)
+        cap = LiveCapture(interface, bpf=f"udp and dst port {port}", timeout_ms=50)
     except CaptureError as exc:
         pytest.skip(f"live capture not permitted here: {exc}")
 
@@ -135,7 +136,9 @@ def test_live_capture_on_loopback() -> None:
             cap.stop()
     sender.join()
     recv, drop, _ = cap.stats()
+    linktype = cap.linktype
     cap.close()
+    assert linktype == (1 if interface == "lo" else 113)
     assert sorted(p[-len(b"probe-0"):] for p in got if p.endswith(b"probe-0")) == [b"probe-0"]
     assert len(got) == 20 and recv >= 20 and drop == 0
 

@@ -202,11 +202,21 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
 def _wait_for_children(pid: int, count: int, timeout: float = 20.0) -> list[int]:
-    """The sensor's spawned processes (workers + aggregator), once they exist and segments do."""
+    """The sensor's workers and aggregator (forked by its fork server), once segments exist."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        kids = [k for k in _children(pid) if b"spawn_main" in _cmdline(k)]
+        direct = set(_children(pid))
+        kids = [k for k in _descendants(pid) if k not in direct and b"forkserver" in _cmdline(k)]
         if len(kids) >= count and _shm_leftovers():
             return kids
         time.sleep(0.05)
@@ -256,7 +266,8 @@ def test_killed_sensor_leaves_no_segment(index: Path, big_capture: Path, tmp_pat
     before = _shm_leftovers()
     proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    kids = _wait_for_children(proc.pid, 3)
+    _wait_for_children(proc.pid, 3)
+    kids = _descendants(proc.pid)  # fork server, workers, aggregator, resource tracker
     proc.kill()  # SIGKILL: no finally, no atexit
     proc.wait()
     deadline = time.monotonic() + 20

@@ -266,6 +266,7 @@ def test_non_ascii_keys_are_idna_encoded(tmp_path: Path) -> None:
 
 
 def test_alphabetic_keys_need_a_custom_or_static_reference(tmp_path: Path) -> None:
+    other = _trails_csv(tmp_path / "other.csv", [["x.example", "bot", "feed.example"]])
     path = _trails_csv(
         tmp_path / "trails.csv",
         [
@@ -276,7 +277,7 @@ def test_alphabetic_keys_need_a_custom_or_static_reference(tmp_path: Path) -> No
             ["xyz", "bad tld", "static list"],
         ],
     )
-    assert set(_load(path)) == {"tk", "ws", "xyz"}
+    assert set(_load(other, path)) == {"x.example", "tk", "ws", "xyz"}
 
 
 def test_ipv4_rules(tmp_path: Path) -> None:
@@ -412,12 +413,27 @@ def test_trails_csv_rows(tmp_path: Path) -> None:
     assert list(_load(path)) == list(expected)
 
 
-def test_trails_csv_is_normalised_like_every_source(tmp_path: Path) -> None:
+def test_trails_csv_merged_with_others_is_normalised_like_every_source(tmp_path: Path) -> None:
+    other = _trails_csv(tmp_path / "other.csv", [["x.example", "bot", "feed.example"]])
     path = _trails_csv(
         tmp_path / "trails.csv",
         [["Evil.Example", "x", "(static)"], ["www.w.example", "x", "(static)"], ["q.example?a", "x", "f"]],
     )
-    assert _load(path) == {"evil.example": ("x", "(static)"), "w.example": ("x", "(static)"), "q.example": ("x", "f")}
+    assert _load(other, path) == {"x.example": ("bot", "feed.example"), "evil.example": ("x", "(static)"),
+                                  "w.example": ("x", "(static)"), "q.example": ("x", "f")}
+
+
+def test_lone_trails_csv_is_a_built_set_kept_as_written(tmp_path: Path) -> None:
+    path = _trails_csv(
+        tmp_path / "trails.csv",
+        [["Evil.Example", "x", "(static)"], ["www.w.example", "x", "(static)"], ["127.0.0.66", "x", "f"],
+         ["192.168.1.50", "compromised host", "soc"], ["su", "bad tld", "feed"], ["8.8.8.8", "x", "f"],
+         ["evil.example", "later wins", "(static)"]],
+    )
+    assert _load(path, whitelist=Whitelist.default()) == {
+        "evil.example": ("later wins", "(static)"), "w.example": ("x", "(static)"),
+                           "127.0.0.66": ("x", "f"), "192.168.1.50": ("compromised host", "soc"),
+                           "su": ("bad tld", "feed")}  # 8.8.8.8 is whitelisted
 
 
 # --- precedence between sources -------------------------------------------------------------------

@@ -552,9 +552,12 @@ def load_sources(specs: list[str], whitelist: Whitelist | None) -> Trails:
     """Read and merge trail sources in order, normalise them and drop whitelisted keys.
 
     Each spec is a static trail folder (directory), a ``trails.csv`` (``.csv`` file) or
-    ``custom:DIR``. Maltrail itself merges custom trails before static ones; pass them in that
+    ``custom:DIR``. A lone ``trails.csv`` is a built set and kept as written (spec 1.1).
+    Maltrail itself merges custom trails before static ones; pass them in that
     order for the same precedence. Raises TrailSourceError for a missing, unreadable or empty source.
     """
+    if len(specs) == 1 and not specs[0].startswith(CUSTOM_SPEC_PREFIX) and Path(specs[0]).is_file():
+        return _load_built_csv(specs[0], whitelist)
     trails: Trails = {}
     candidates: list[str] = []
     duplicates: dict[str, set[str]] = {}
@@ -567,6 +570,21 @@ def load_sources(specs: list[str], whitelist: Whitelist | None) -> Trails:
             candidates = list(dict.fromkeys(source.review))
     final_names = _post_process(trails, duplicates, candidates)
     _drop_unwanted(trails, whitelist, final_names)
+    return trails
+
+
+def _load_built_csv(spec: str, whitelist: Whitelist | None) -> Trails:
+    """A `trails.csv` on its own is an already built trail set (Maltrail's runtime store, spec
+    1.1): rows are taken as they are (keys lower-cased, later duplicates win) and only
+    whitelisted keys are dropped; the updater's rules (``127.`` prefixes, alphabetic keys, ...)
+    are for merging sources, not for a set the user built. Merged with other sources, it is
+    treated like a feed."""
+    trails: Trails = {}
+    for key, value in _read_spec(spec).settle({}).items():
+        trails[key.lower()] = value
+    if whitelist is not None:
+        for key in [k for k in trails if k in whitelist.exact or (k[:1].isdigit() and whitelist.is_ip_whitelisted(k))]:
+            del trails[key]
     return trails
 
 
