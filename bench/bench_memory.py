@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pss import tree_pss_kb
+from engine.proctree import tree_pss_kb
 
 ROOT = Path(__file__).resolve().parents[1]
 

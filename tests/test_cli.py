@@ -83,23 +83,28 @@ def test_bad_config_names_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "[sensor] workers: -1 is out of range" in capsys.readouterr().err
 
 
-def test_sensor_live_on_loopback(tmp_path: Path) -> None:
+def _live_sensor(tmp_path: Path, trail: str, bpf: str, workers: int = 1) -> subprocess.Popen[str]:
+    """A `maltrail sensor -i lo` run, returned once it is capturing (skips where capture is refused)."""
     try:
         LiveCapture("lo").close()
     except CaptureError as exc:
         pytest.skip(f"live capture not permitted here: {exc}")
     csv = tmp_path / "trails.csv"
-    csv.write_text("127.0.0.66,malware (live test),(static)\n")
-    port = 41000 + os.getpid() % 10000
+    csv.write_text(f"{trail},malware (live test),(static)\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "sensor", "--trails", str(csv), "-i", "lo",
-         "--bpf", f"udp and port {port}", "--log-dir", str(tmp_path / "logs"), "--workers", "2"],
+        [sys.executable, "-m", "engine.cli", "sensor", "--trails", str(csv), "-i", "lo", "--bpf", bpf,
+         "--log-dir", str(tmp_path / "logs"), "--workers", str(workers)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    status = tmp_path / "logs" / "sensor-status.json"
     deadline = time.monotonic() + 30
-    while not status.exists() and time.monotonic() < deadline:
+    while not (tmp_path / "logs" / "sensor-status.json").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(0.5)
+    return proc
+
+
+def test_sensor_live_on_loopback(tmp_path: Path) -> None:
+    port = 41000 + os.getpid() % 10000
+    proc = _live_sensor(tmp_path, "127.0.0.66", f"udp and port {port}", workers=2)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.2", 0))  # 127.0.0.1 is whitelisted: its events would be dropped
         for i in range(5):
@@ -116,20 +121,8 @@ def test_sensor_live_on_loopback(tmp_path: Path) -> None:
 
 
 def test_idle_live_sensor_stops_on_ctrl_c_and_unlinks(tmp_path: Path) -> None:
-    try:
-        LiveCapture("lo").close()
-    except CaptureError as exc:
-        pytest.skip(f"live capture not permitted here: {exc}")
-    csv = tmp_path / "trails.csv"
-    csv.write_text("203.0.113.66,malware (x),(static)\n")
     before = {n for n in os.listdir("/dev/shm") if n.startswith("maltrail_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "sensor", "--trails", str(csv), "-i", "lo", "--bpf", "udp and port 9",
-         "--log-dir", str(tmp_path / "logs")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "logs" / "sensor-status.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)  # no packet at all on this filter: the capture is idle
+    proc = _live_sensor(tmp_path, "203.0.113.66", "udp and port 9")  # no packet at all: idle capture
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err

@@ -16,6 +16,7 @@ from engine import traffic as t
 from engine.config import SensorConfig
 from engine.index.build import build_index_file
 from engine.pcapio import PcapWriter
+from engine.proctree import children, cmdline, descendants
 from engine.sensor import SensorError, run_sensor
 from shm.segments import PREFIX
 
@@ -182,41 +183,12 @@ def _sensor_cmd(index: Path, capture: Path, log_dir: Path, workers: int = 2) -> 
             "--log-dir", str(log_dir), "--workers", str(workers)]
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        kids = _children(todo.pop())
-        found += kids
-        todo += kids
-    return found
-
-
 def _wait_for_children(pid: int, count: int, timeout: float = 20.0) -> list[int]:
     """The sensor's workers and aggregator (forked by its fork server), once segments exist."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        direct = set(_children(pid))
-        kids = [k for k in _descendants(pid) if k not in direct and b"forkserver" in _cmdline(k)]
+        direct = set(children(pid))
+        kids = [k for k in descendants(pid) if k not in direct and b"forkserver" in cmdline(k)]
         if len(kids) >= count and _shm_leftovers():
             return kids
         time.sleep(0.05)
@@ -267,7 +239,7 @@ def test_killed_sensor_leaves_no_segment(index: Path, big_capture: Path, tmp_pat
     proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     _wait_for_children(proc.pid, 3)
-    kids = _descendants(proc.pid)  # fork server, workers, aggregator, resource tracker
+    kids = descendants(proc.pid)  # fork server, workers, aggregator, resource tracker
     proc.kill()  # SIGKILL: no finally, no atexit
     proc.wait()
     deadline = time.monotonic() + 20

@@ -26,7 +26,7 @@ from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP4PORT, K_IP6, K_IP6
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 from engine.resources import data_file
 from engine.trails.sources import load_sources, wildcard_trails
-from engine.trails.whitelist import Whitelist
+from engine.trails.whitelist import Whitelist, merge_ranges
 
 FORMAT_VERSION = 1
 
@@ -89,14 +89,10 @@ def flatten_ranges(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, i
     return out
 
 
-def _merge_plain(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(ranges):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
+def _sorted_table(prefix: str, keys: np.ndarray, ids: Sequence[int]) -> dict[str, np.ndarray]:
+    """Keys sorted for `searchsorted`, with the entry id of each."""
+    order = np.argsort(keys, kind="stable")
+    return {f"{prefix}_keys": keys[order], f"{prefix}_entry": np.asarray(ids, dtype=np.int32)[order]}
 
 
 def _v6bytes(values: Iterable[int]) -> np.ndarray:
@@ -211,22 +207,11 @@ def compile_index(
     arrays["info_arena"], arrays["info_off"] = _arena([s.encode() for s in info_list])
     arrays["ref_arena"], arrays["ref_off"] = _arena([s.encode() for s in refs])
 
-    k4 = np.asarray(ip4_keys, dtype=np.uint32)
-    order = np.argsort(k4, kind="stable")
-    arrays["ip4_keys"] = k4[order]
-    arrays["ip4_entry"] = np.asarray(ip4_ids, dtype=np.int32)[order]
+    arrays.update(_sorted_table("ip4", np.asarray(ip4_keys, dtype=np.uint32), ip4_ids))
     arrays["ip4_roaring"] = np.frombuffer(pyroaring.BitMap(ip4_keys).serialize(), dtype=np.uint8)
-
-    k4p = np.asarray(ip4p_keys, dtype=np.uint64)
-    order = np.argsort(k4p, kind="stable")
-    arrays["ip4p_keys"] = k4p[order]
-    arrays["ip4p_entry"] = np.asarray(ip4p_ids, dtype=np.int32)[order]
-
-    for name, packed_keys, ids, width in (("ip6", ip6_keys, ip6_ids, 16), ("ip6p", ip6p_keys, ip6p_ids, 18)):
-        arr = np.array(packed_keys, dtype=f"S{width}")
-        order = np.argsort(arr, kind="stable")
-        arrays[f"{name}_keys"] = arr[order]
-        arrays[f"{name}_entry"] = np.asarray(ids, dtype=np.int32)[order]
+    arrays.update(_sorted_table("ip4p", np.asarray(ip4p_keys, dtype=np.uint64), ip4p_ids))
+    arrays.update(_sorted_table("ip6", np.array(ip6_keys, dtype="S16"), ip6_ids))
+    arrays.update(_sorted_table("ip6p", np.array(ip6p_keys, dtype="S18"), ip6p_ids))
 
     flat4 = flatten_ranges(cidr4)
     arrays["r4_first"] = np.array([r[0] for r in flat4], dtype=np.uint32)
@@ -251,7 +236,7 @@ def compile_index(
     wl_bytes = [w.encode("utf-8", "surrogateescape") for w in wl_exact]
     arrays["wl_arena"], arrays["wl_off"] = _arena(wl_bytes)
     arrays.update(_string_table("wl", wl_bytes, list(range(len(wl_bytes))), mask))
-    wl_ranges = _merge_plain(list(whitelist_ranges4))
+    wl_ranges = merge_ranges(whitelist_ranges4)
     arrays["wl4_first"] = np.array([r[0] for r in wl_ranges], dtype=np.uint32)
     arrays["wl4_last"] = np.array([r[1] for r in wl_ranges], dtype=np.uint32)
 

@@ -9,8 +9,9 @@ Other lines are ignored, as in Maltrail.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
+
+from engine.resources import data_file, read_texts
 
 ANY = "*"
 
@@ -38,21 +39,12 @@ class IgnoreRules:
     @classmethod
     def from_files(cls, paths: Iterable[str | Path]) -> IgnoreRules:
         """Merge several rule files (the bundled one and the user's); a missing file is an error."""
-        texts = []
-        for path in paths:
-            try:
-                texts.append(Path(path).read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise IgnoreRulesError(f"ignore rules file {path}: not found") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise IgnoreRulesError(f"ignore rules file {path}: unreadable ({exc})") from None
-        return cls.from_texts(texts)
+        return cls.from_texts(read_texts(paths, "ignore rules file", IgnoreRulesError))
 
     @classmethod
     def default(cls) -> IgnoreRules:
         """The bundled `engine/data/ignore_events.txt` (read as a package resource so it works installed)."""
-        text = resources.files("engine").joinpath("data", "ignore_events.txt").read_text(encoding="utf-8")
-        return cls.from_texts([text])
+        return cls.from_texts([data_file("ignore_events.txt").read_text(encoding="utf-8")])
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> IgnoreRules:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
+
+from engine.resources import data_file, read_texts
 
 _CIDR4 = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)/([0-9]+)")
 _DOTTED_QUAD = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})")
@@ -35,7 +36,7 @@ def _quad_to_int(octets: Iterable[str]) -> int | None:
     return value
 
 
-def _merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sorted, non-overlapping, non-adjacent inclusive ranges covering the same addresses."""
     merged: list[tuple[int, int]] = []
     for start, end in sorted(ranges):
@@ -56,26 +57,17 @@ class Whitelist:
 
     def __init__(self, exact: set[str] | None = None, ranges4: Iterable[tuple[int, int]] = ()) -> None:
         self.exact: set[str] = exact if exact is not None else set()
-        self.ranges4: list[tuple[int, int]] = _merge_ranges(ranges4)
+        self.ranges4: list[tuple[int, int]] = merge_ranges(ranges4)
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path]) -> Whitelist:
         """Merge several whitelist files (e.g. the bundled one and the user's); a missing file is an error."""
-        texts = []
-        for path in paths:
-            try:
-                texts.append(Path(path).read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                raise WhitelistError(f"whitelist file {path}: not found") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise WhitelistError(f"whitelist file {path}: unreadable ({exc})") from None
-        return cls.from_texts(texts)
+        return cls.from_texts(read_texts(paths, "whitelist file", WhitelistError))
 
     @classmethod
     def default(cls) -> Whitelist:
         """The bundled `engine/data/whitelist.txt` (read as a package resource so it works installed)."""
-        text = resources.files("engine").joinpath("data", "whitelist.txt").read_text(encoding="utf-8")
-        return cls.from_texts([text])
+        return cls.from_texts([data_file("whitelist.txt").read_text(encoding="utf-8")])
 
     @classmethod
     def from_texts(cls, texts: Iterable[str]) -> Whitelist:

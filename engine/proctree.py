@@ -1,4 +1,8 @@
-"""Proportional set size (PSS) of a process tree, read from /proc: what N processes really cost."""
+"""A process and its descendants, and what they cost (PSS), read from /proc.
+
+PSS splits shared pages among the processes that map them, so the sum over the sensor's tree
+is what the sensor really costs: the measure `maltrail bench` and the memory benchmark report.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +23,20 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
     while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children(p))
-    return out
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def pss_kb(pid: int) -> int:
@@ -39,4 +50,4 @@ def pss_kb(pid: int) -> int:
 
 
 def tree_pss_kb(pid: int) -> dict[int, int]:
-    return {p: pss_kb(p) for p in tree(pid)}
+    return {p: pss_kb(p) for p in [pid, *descendants(pid)]}
