@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from engine.pcapio import read_batches
 
 from engine.index.mapped import TrailIndex
+from engine.pcapio import read_batches
 from workers.batch import parse_batch
 from workers.match import IpMatcher
 
