@@ -22,6 +22,11 @@ from math import log
 from pathlib import Path
 from random import Random
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from workers.protocols.quic import QUIC_V2, initial_keys
+
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 
 PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6 = 1, 6, 17, 58
@@ -686,3 +691,49 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
     return {"packets": written, "bytes": total, "mean_frame": total / written if written else 0.0,
             "flows": stats.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
             "trail_udp": stats.trail_udp}
+
+
+# --- QUIC client Initial and TLS server flight (spec 2.8) --------------------------------------
+
+
+def _quic_varint(value: int, size: int = 0) -> bytes:
+    size = size or (1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 0x40000000 else 8)
+    return (value | (size.bit_length() - 1) << (8 * size - 2)).to_bytes(size, "big")
+
+
+def quic_protect_initial(header: bytes, payload: bytes, dcid: bytes, version: int = 1) -> bytes:
+    """Client Initial packet protection (RFC 9001 5.3-5.4): AES-128-GCM over the frames with the
+    header as associated data, then header protection. `header` is the unprotected long header
+    ending in the packet number, its Length already counting packet number, payload and tag."""
+    key, iv, hp = initial_keys(dcid, version)
+    pn_len = (header[0] & 0x03) + 1
+    packet_number = header[-pn_len:]
+    nonce = (int.from_bytes(iv, "big") ^ int.from_bytes(packet_number, "big")).to_bytes(12, "big")
+    sealed = AESGCM(key).encrypt(nonce, payload, header)
+    mask = Cipher(algorithms.AES(hp), modes.ECB()).encryptor().update(sealed[4 - pn_len : 20 - pn_len])
+    protected_pn = bytes(b ^ m for b, m in zip(packet_number, mask[1:], strict=False))
+    return bytes((header[0] ^ (mask[0] & 0x0F),)) + header[1:-pn_len] + protected_pn + sealed
+
+
+def quic_initial(sni: str, dcid: bytes = bytes.fromhex("8394c8f03e515708"), version: int = 1, scid: bytes = b"",
+                 pad_to: int = 1200, packet_number: int = 0, pn_len: int = 1) -> bytes:
+    """A client's first QUIC Initial datagram: one CRYPTO frame with the ClientHello of
+    `tls_client_hello(sni)`, PADDING up to `pad_to` bytes, protected as a real client does."""
+    hello = tls_client_hello(sni)[5:]  # QUIC carries handshake messages without TLS records
+    crypto = b"\x06" + _quic_varint(0) + _quic_varint(len(hello)) + hello
+    type_bits = 0b01 if version == QUIC_V2 else 0b00
+    head = (bytes((0xC0 | type_bits << 4 | (pn_len - 1),)) + version.to_bytes(4, "big") + bytes((len(dcid),)) + dcid
+            + bytes((len(scid),)) + scid + _quic_varint(0))  # no token
+    frames = crypto + bytes(max(0, pad_to - (len(head) + 2 + pn_len + 16) - len(crypto)))
+    header = head + _quic_varint(pn_len + len(frames) + 16, 2) + packet_number.to_bytes(pn_len, "big")
+    return quic_protect_initial(header, frames, dcid, version)
+
+
+def tls_server_certificate_flight(cert_der: bytes) -> bytes:
+    """Head of a TLS 1.2 server flight in one segment: ServerHello and Certificate records."""
+    extensions = _ext(0xFF01, b"\x00") + _ext(23, b"")  # renegotiation_info, extended_master_secret
+    hello = (b"\x03\x03" + hashlib.sha256(cert_der).digest() + b"\x00" + b"\xc0\x2f\x00"  # ECDHE-RSA-AES128-GCM
+             + struct.pack("!H", len(extensions)) + extensions)
+    chain = len(cert_der).to_bytes(3, "big") + cert_der
+    return (_tls_record(0x16, _handshake(2, hello))
+            + _tls_record(0x16, _handshake(11, len(chain).to_bytes(3, "big") + chain)))

@@ -208,6 +208,16 @@ class TrailIndex:
             return int(self.lookup_ip6(np.array([packed], dtype="S16"))[0])
         return -1
 
+    def lookup_ip_port_text(self, ip: str, port: int) -> int:
+        """`IP:port` trail of an address in text form and a port, or -1."""
+        ip4 = parse_ip4(ip)
+        if ip4 is not None:
+            return int(self.lookup_ip4port(np.array([ip4], np.uint32), np.array([port], np.uint32))[0])
+        packed = parse_ip6(ip)
+        if packed is None:
+            return -1
+        return int(self.lookup_ip6port(np.array([packed], dtype="S16"), np.array([port], np.uint16))[0])
+
     def is_whitelisted_ip(self, text: str) -> bool:
         raw = text.encode("utf-8", "surrogateescape")
         if self._string_in(self.wl_hash, self.wl_entry, self.wl_strings, raw) >= 0:

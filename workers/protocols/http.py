@@ -1,0 +1,117 @@
+"""HTTP/1.x request and response parsing with Maltrail's exact, deliberately naive rules.
+
+Pure functions from one TCP payload to a small record (no reassembly, no I/O), in the style of
+h11; they never raise and examine only the first `MAX_EXAMINED` bytes. Maltrail looks headers up
+as the case-sensitive substring `\\r\\nName:` ending at the next `\\r\\n`, and trails depend on
+that, so no real HTTP header parsing is done here on purpose.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_EXAMINED = 8192  # bytes of a payload that are decoded and searched
+HEAD_CHARS = 2000  # response characters Maltrail runs the sinkhole regex on
+
+_TITLE_OPEN = re.compile(r"<title>", re.IGNORECASE | re.ASCII)
+_TITLE_CLOSE = re.compile(r"</title>", re.IGNORECASE | re.ASCII)
+_STATUS = re.compile(r"HTTP/\S* +(\d{3})(?!\d)", re.ASCII)
+# Maltrail's forwarded-address rule, matched on the raw packet bytes there (hence ASCII here).
+_FORWARDED_FOR = re.compile(r"\b(?:CF-Connecting-IP|True-Client-IP|X-Forwarded-For):\s*([0-9.]+)",
+                            re.IGNORECASE | re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """A request line plus the two headers every request is checked for; `path` is as sent."""
+
+    method: str
+    path: str
+    version: str
+    host: str | None
+    user_agent: str | None
+    body: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """What Maltrail's response heuristics look at: sinkhole banner, seized title, content type."""
+
+    status: int | None
+    content_type: str | None
+    title: str | None
+    head: str
+
+
+def _decode(payload: bytes | memoryview) -> str:
+    """UTF-8 with replacement characters, as Maltrail decodes TCP payloads."""
+    return bytes(payload[:MAX_EXAMINED]).decode("utf-8", "replace")
+
+
+def header(text: str, name: str) -> str | None:
+    """Value of the first `\\r\\nName:` (case-sensitive), stripped; None without a closing `\\r\\n`."""
+    key = f"\r\n{name}:"
+    start = text.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = text.find("\r\n", start)
+    return text[start:end].strip() if end >= 0 else None
+
+
+def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
+    """Parse a request the way Maltrail accepts one, else None.
+
+    The text must contain ` HTTP/` and its first line (up to the first `\\r\\n`) exactly two
+    spaces and ` HTTP/`; an empty method or path is refused too (Maltrail's `if method and path`).
+    """
+    text = _decode(payload)
+    if " HTTP/" not in text:
+        return None
+    end = text.find("\r\n")
+    if end < 0:
+        return None
+    line = text[:end]
+    if line.count(" ") != 2 or " HTTP/" not in line:
+        return None
+    method, path, version = line.split(" ")
+    if not method or not path:
+        return None
+    _, blank, body = text.partition("\r\n\r\n")
+    return HttpRequest(method=method, path=path, version=version, host=header(text, "Host"),
+                       user_agent=header(text, "User-Agent"), body=body if blank else "", text=text)
+
+
+def parse_http_response(payload: bytes | memoryview) -> HttpResponse | None:
+    """Parse a response (decoded text starting with `HTTP/`), else None.
+
+    The title is the text between the first `<title>` and the next `</title>`, None unless both
+    are present (a missing close tag must not turn the whole body into a trail).
+    """
+    text = _decode(payload)
+    if not text.startswith("HTTP/"):
+        return None
+    eol = text.find("\r\n")
+    status = _STATUS.match(text[:eol] if eol >= 0 else text)
+    content_type = header(text, "Content-Type")
+    title = None
+    opening = _TITLE_OPEN.search(text)
+    if opening:
+        closing = _TITLE_CLOSE.search(text, opening.end())
+        if closing:
+            title = text[opening.end():closing.start()]
+    return HttpResponse(status=int(status.group(1)) if status else None,
+                        content_type=content_type.lower() if content_type is not None else None,
+                        title=title, head=text[:HEAD_CHARS])
+
+
+def forwarded_for(text: str) -> str | None:
+    """Client address a proxy put in `CF-Connecting-IP`/`True-Client-IP`/`X-Forwarded-For`.
+
+    Maltrail's rule: header name in any case anywhere in the packet, then the run of digits and
+    dots after the colon (so `1.2.3.4, 5.6.7.8` gives `1.2.3.4`); None when no such run exists.
+    """
+    match = _FORWARDED_FOR.search(text)
+    return match.group(1) if match else None

@@ -1,0 +1,139 @@
+"""SNI of a QUIC client Initial packet (spec 2.8; RFC 9000, 9001, 9369).
+
+Initial packets are protected with keys anyone can derive from the Destination Connection ID, so
+a passive sensor can read the ClientHello. Decryption is AES-128-CTR without the GCM tag check, as
+the spec asks: the plaintext is the same bytes GCM would return, and a datagram cut by the capture
+snap length still yields its first frames. Work is bounded: at most MAX_DECRYPT bytes are
+decrypted and MAX_FRAMES frames parsed, and any malformed field ends the parse with None.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+from workers.protocols.tls import handshake_sni
+
+QUIC_V1, QUIC_V2 = 0x00000001, 0x6B3343CF
+MAX_DECRYPT = 2048
+MAX_FRAMES = 64  # clients split a ClientHello into a few CRYPTO frames among PING/PADDING, not hundreds
+MAX_ACK_RANGES = 16
+MAX_CID = 20  # RFC 9000 17.2: longer connection IDs are not QUIC v1/v2
+SAMPLE = 16
+TAG = 16
+
+# version -> (initial salt, HKDF label prefix, long-header type bits of Initial)
+_VERSIONS = {
+    QUIC_V1: (bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"), b"quic ", 0b00),  # RFC 9001 5.2
+    QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2 ", 0b01),  # RFC 9369 3.3
+}
+_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
+
+
+def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+    """HKDF-Expand-Label with an empty context (RFC 8446 7.1)."""
+    full = b"tls13 " + label
+    info = length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00"
+    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+
+
+@lru_cache(maxsize=256)  # a client repeats its DCID over retransmitted and follow-up Initials
+def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
+    """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
+    salt, prefix, _ = _VERSIONS[version]
+    extract = hmac.HMAC(salt, hashes.SHA256())
+    extract.update(dcid)
+    client = _expand_label(extract.finalize(), b"client in", 32)
+    return (_expand_label(client, prefix + b"key", 16), _expand_label(client, prefix + b"iv", 12),
+            _expand_label(client, prefix + b"hp", 16))
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of a QUIC variable-length integer; next position -1 when cut."""
+    if not 0 <= pos < len(data):
+        return 0, -1
+    size = 1 << (data[pos] >> 6)
+    end = pos + size
+    if end > len(data):
+        return 0, -1
+    return int.from_bytes(data[pos:end], "big") & ((1 << (8 * size - 2)) - 1), end
+
+
+def _crypto_stream(plain: bytes) -> bytes:
+    """Contiguous CRYPTO data from offset 0, frames taken in any order (clients split and shuffle)."""
+    chunks: list[tuple[int, bytes]] = []
+    pos, end = 0, len(plain)
+    for _ in range(MAX_FRAMES):
+        if not 0 <= pos < end:
+            break
+        frame = plain[pos]
+        if frame == _FRAME_PADDING:
+            pos = end - len(plain[pos:].lstrip(b"\x00"))
+        elif frame == _FRAME_PING:
+            pos += 1
+        elif frame in (_FRAME_ACK, _FRAME_ACK_ECN):
+            _, pos = _varint(plain, pos + 1)  # largest acknowledged
+            _, pos = _varint(plain, pos)  # ack delay
+            ranges, pos = _varint(plain, pos)
+            _, pos = _varint(plain, pos)  # first range
+            if ranges > MAX_ACK_RANGES:
+                break
+            for _ in range(2 * ranges + (3 if frame == _FRAME_ACK_ECN else 0)):  # gap, length; ECN counts
+                _, pos = _varint(plain, pos)
+        elif frame == _FRAME_CRYPTO:
+            offset, pos = _varint(plain, pos + 1)
+            size, pos = _varint(plain, pos)
+            if pos < 0:
+                break
+            chunks.append((offset, plain[pos : pos + size]))  # a cut last frame keeps what it has
+            pos += size
+        else:
+            break
+    stream = b""
+    for offset, data in sorted(chunks, key=lambda chunk: chunk[0]):
+        if offset > len(stream):
+            break
+        stream += data[len(stream) - offset :]
+    return stream
+
+
+def initial_sni(payload: bytes | memoryview) -> str | None:
+    """SNI of the ClientHello in a UDP payload holding a QUIC v1/v2 client Initial packet."""
+    data = bytes(payload)
+    n = len(data)
+    if n < 7 or not data[0] & 0x80:
+        return None
+    version = int.from_bytes(data[1:5], "big")
+    params = _VERSIONS.get(version)
+    if params is None or (data[0] >> 4) & 3 != params[2]:
+        return None
+    dcid_len = data[5]
+    pos = 6 + dcid_len
+    if dcid_len > MAX_CID or pos >= n or data[pos] > MAX_CID:
+        return None
+    dcid = data[6:pos]
+    token_len, pos = _varint(data, pos + 1 + data[pos])
+    if pos < 0:
+        return None
+    length, pn_offset = _varint(data, pos + token_len)
+    if pn_offset < 0 or length < 4 + SAMPLE or pn_offset + 4 + SAMPLE > n:
+        return None
+    key, iv, hp = initial_keys(dcid, version)
+    sample = data[pn_offset + 4 : pn_offset + 4 + SAMPLE]
+    mask = Cipher(algorithms.AES(hp), modes.ECB()).encryptor().update(sample)
+    pn_len = ((data[0] ^ mask[0]) & 0x03) + 1
+    packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
+        mask[1 : 1 + pn_len], "big")
+    start, end = pn_offset + pn_len, pn_offset + length
+    end = end - TAG if end <= n else n  # a whole packet ends with the tag; a cut one keeps all it has
+    end = min(end, start + MAX_DECRYPT)
+    if end <= start:
+        return None
+    nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
+    counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
+    plain = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor().update(data[start:end])
+    stream = _crypto_stream(plain)
+    return handshake_sni(stream) if stream else None
