@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.eventlog import DailyLog, Event
+from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.mapped import TrailIndex
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
+from workers.observe import TCP_PROBE, TICK, UDP_PROBE
+from workers.payload import OBS_DNS_QUERY, OBS_NXDOMAIN, OBS_WEB
 from workers.worker import sensor_alive
 
 POLL_SECONDS = 0.002
@@ -65,17 +68,22 @@ class EventPipeline:
     ignored: int = 0
     whitelisted: int = 0
 
+    pending: list[Event] = field(default_factory=list)
+
     def process(self, events: Sequence[Event]) -> None:
-        out: list[Event] = []
         for ev in events:
             if self.ignore.matches(ev[2], ev[3], ev[4], ev[5]):
                 self.ignored += 1
             elif ev[7] != "DNS" and (self.index.is_whitelisted_ip(ev[2]) or self.index.is_whitelisted_ip(ev[4])):
                 self.whitelisted += 1
             elif self.throttle.admit(ev):
-                out.append(ev)
-        if out:
-            self.written += self.log.write(out)
+                self.pending.append(ev)
+
+    def flush(self) -> None:
+        """One write per batch and day."""
+        if self.pending:
+            self.written += self.log.write(self.pending)
+            self.pending.clear()
 
 
 class Counters:
@@ -91,6 +99,27 @@ class Counters:
             self.totals[k] = self.totals.get(k, 0) + v
         self.per_worker_packets[worker] += counters.get("packets", 0)
         self.per_worker_busy_ns[worker] += counters.get("busy_ns", 0)
+
+
+def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics, pipeline: EventPipeline) -> None:
+    """One batch's events and observations, in capture order, through the heuristics and the pipeline."""
+    h = heuristics
+    for _, kind, data in items:
+        if kind == "event":
+            if len(data) == 1 or not h.suppressed(data[1]):
+                pipeline.process(data[:1])
+        elif kind == TICK:
+            pipeline.process(h.tick(*data))
+        elif kind == TCP_PROBE:
+            h.tcp_probe(*data)
+        elif kind == UDP_PROBE:
+            h.udp_probe(*data)
+        elif kind == OBS_WEB:
+            h.web_request(*data[:7])
+        elif kind == OBS_DNS_QUERY:
+            pipeline.process(h.dns_query(*data))
+        elif kind == OBS_NXDOMAIN:
+            pipeline.process(h.nxdomain(*data))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -110,6 +139,7 @@ def run_aggregator(
     parent_pid: int,
     conn: Connection,
     ready: Semaphore,
+    heuristic_settings: HeuristicSettings,
 ) -> None:
     index = TrailIndex(Path(index_path))
     pipeline = EventPipeline(index, IgnoreRules.from_files([Path(p) for p in ignore_files]),
@@ -117,6 +147,8 @@ def run_aggregator(
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
+    heuristics = Heuristics(heuristic_settings, index.is_whitelisted_ip, index.is_whitelisted_domain,
+                            lambda name: index.lookup_string(name) >= 0)
     ready.release()
     pending: list[tuple[int, int, dict[str, int], list[Event]]] = []
     next_seq = 0
@@ -155,9 +187,10 @@ def run_aggregator(
                     continue
                 heapq.heappush(pending, pickle.loads(msg))
             while pending and pending[0][0] == next_seq:
-                _, worker, batch_counters, events = heapq.heappop(pending)
+                _, worker, batch_counters, items = heapq.heappop(pending)
                 counters.add(worker, batch_counters)
-                pipeline.process(events)
+                apply_items(items, heuristics, pipeline)
+                pipeline.flush()
                 next_seq += 1
             if not open_rings and pending:
                 # End of input with a gap: a batch never arrived (its worker died); keep order.

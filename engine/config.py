@@ -38,6 +38,11 @@ class SensorConfig:
     ring_slots: int = 8
     ring_slot_kb: int = 4096
     status_file: str = ""
+    use_heuristics: bool = True
+    disabled_heuristics: list[str] = field(default_factory=list)
+    check_missing_host: bool = False
+    check_host_domains: bool = False
+    scan_window: int = 30
 
     @property
     def sensor_name(self) -> str:
@@ -51,7 +56,9 @@ _LIMITS: dict[str, tuple[int, int]] = {
     "batch_packets": (1, 65536),
     "ring_slots": (2, 1024),
     "ring_slot_kb": (512, 262144),
+    "scan_window": (1, 3600),
 }
+HEURISTIC_NAMES = ("port_scanning", "udp_scanning", "infection", "web_scanning", "dns_exhaustion", "long_domain")
 
 
 def _check_type(section: str, key: str, value: Any, expected: Any) -> None:
@@ -87,6 +94,11 @@ def sensor_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> S
             raise ConfigError(f"{source}: [sensor] {key}: unknown key")
         expected = {"str": str, "int": int, "bool": bool}.get(str(types[key]), list)
         _check_type("sensor", key, value, expected)
+        if key == "disabled_heuristics":
+            unknown = [v for v in value if v not in HEURISTIC_NAMES]
+            if unknown:
+                raise ConfigError(f"{source}: [sensor] disabled_heuristics: unknown heuristic {unknown[0]!r} "
+                                  f"(known: {', '.join(HEURISTIC_NAMES)})")
         setattr(cfg, key, value)
     return cfg
 

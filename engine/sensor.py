@@ -26,12 +26,14 @@ from typing import Any
 from engine.aggregator import run_aggregator
 from engine.capture import Dispatcher
 from engine.config import ConfigError, SensorConfig
+from engine.heuristics import HeuristicSettings
 from engine.index.build import build_index_file
 from engine.index.fileformat import is_index_file
 from engine.pcapio import Batch, LiveCapture, read_batches
 from engine.resources import data_file
 from shm.ring import Ring, create_ring
 from shm.segments import SegmentOwner
+from workers.payload import DetectionSettings
 from workers.worker import run_worker
 
 RESULT_SLOTS = 8
@@ -77,6 +79,16 @@ class Summary:
             f"  packets/s    {pps:,.0f}",
         ]
         return out
+
+
+def detection_settings(cfg: SensorConfig) -> DetectionSettings:
+    muted = set(cfg.disabled_heuristics)
+    return DetectionSettings(cfg.use_heuristics, cfg.check_missing_host, cfg.check_host_domains,
+                             "long_domain" not in muted, "web_scanning" not in muted)
+
+
+def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
+    return HeuristicSettings(cfg.use_heuristics, frozenset(cfg.disabled_heuristics), cfg.scan_window)
 
 
 def prepare_index(cfg: SensorConfig, workdir: Path) -> Path:
@@ -194,10 +206,11 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             me = os.getpid()
             for w in range(cfg.workers):
                 procs.append(ctx.Process(target=run_worker, name=f"worker-{w}",
-                                         args=(w, str(index_path), in_specs[w], out_specs[w], me, ready)))
+                                         args=(w, str(index_path), in_specs[w], out_specs[w], me, ready,
+                                               detection_settings(cfg))))
             procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
                 str(index_path), out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
-                str(status_path), me, sender, ready)))
+                str(status_path), me, sender, ready, heuristic_settings(cfg))))
             _start_ignoring_sigint(procs)
             supervisor = Supervisor(procs)
             rings = [Ring(s) for s in in_specs]

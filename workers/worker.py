@@ -18,8 +18,10 @@ import numpy as np
 from engine.index.mapped import TrailIndex
 from shm.packets import read_batch
 from shm.ring import FLAG_EOF, Ring, RingSpec
-from workers.batch import SUPPORTED_LINKTYPES, parse_batch
+from workers.batch import SUPPORTED_LINKTYPES, Parsed, parse_batch
 from workers.match import IpMatcher
+from workers.observe import TICK, probe_items, tick_items
+from workers.payload import DetectionSettings, Item, PayloadInspector, payload_rows
 
 POLL_SECONDS = 0.25
 
@@ -60,10 +62,21 @@ def _check_parent(parent_pid: int) -> None:
         raise ParentGone(3)
 
 
+def batch_items(parsed: Parsed, data: np.ndarray, matcher: IpMatcher, inspector: PayloadInspector) -> list[Item]:
+    """Everything the aggregator needs from a batch, in capture order (a row's tick first)."""
+    items: list[Item] = [(row, "event", (ev,)) for row, ev in matcher.events(parsed)]
+    items += inspector.inspect(parsed, data, payload_rows(parsed, data))
+    items += probe_items(parsed)
+    items += tick_items(parsed)
+    items.sort(key=lambda item: (item[0], item[1] != TICK))
+    return items
+
+
 def run_worker(worker_id: int, index_path: str, in_spec: RingSpec, out_spec: RingSpec, parent_pid: int,
-               ready: Semaphore) -> None:
+               ready: Semaphore, settings: DetectionSettings) -> None:
     index = TrailIndex(Path(index_path))
     matcher = IpMatcher(index)
+    inspector = PayloadInspector(index, settings)
     ring_in, ring_out = Ring(in_spec), Ring(out_spec)
     ready.release()
     try:
@@ -82,17 +95,17 @@ def run_worker(worker_id: int, index_path: str, in_spec: RingSpec, out_spec: Rin
             seq = batch.seq
             if batch.linktype in SUPPORTED_LINKTYPES:
                 parsed = parse_batch(batch.meta, batch.data, batch.linktype)
-                events = [ev for _, ev in matcher.events(parsed)]
+                items = batch_items(parsed, batch.data, matcher, inspector)
                 counters = batch_counters(parsed.version, parsed.malformed, batch.wirelen)
                 del parsed
             else:
-                events = []
+                items = []
                 counters = {"packets": len(batch), "bytes": int(batch.wirelen.sum(dtype=np.uint64)),
                             "unsupported_link": len(batch)}
             del batch
             ring_in.release()
             counters["busy_ns"] = time.perf_counter_ns() - started
-            message = pickle.dumps((seq, worker_id, counters, events), protocol=5)
+            message = pickle.dumps((seq, worker_id, counters, items), protocol=5)
             ring_out.put(message, POLL_SECONDS, lambda: _check_parent(parent_pid))
     finally:
         ring_in.close()

@@ -1,0 +1,279 @@
+"""Stateful heuristics, owned by the aggregator: scans, infection sweeps, web scans, DNS
+exhaustion, NXDOMAIN floods and DGA-like names.
+
+Workers send observations in capture order; one process sees them all, so a scan spread over
+several workers is still one scan (Maltrail loses such alerts as workers are added). Timing is
+Maltrail's (spec 3, 8): scan windows are tumbling `scan_window`-second windows aligned to the
+first sweep, a sweep runs when a packet's second is later than the previous packet's, each key
+alerts once per window. Every map keyed by network data has a cap; at the cap new keys are
+ignored (scans) or the oldest are evicted (DNS), so a flood of unique keys plateaus memory.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.eventlog import Event
+from engine.ipaddr import ip4_text
+from workers.heuristics.dns_rules import dga_reason, is_dnsbl_shaped, looks_like_dnsbl_trail, nx_keys
+
+HEURISTIC_REF = "(heuristic)"
+INFECTION_PORTS = frozenset((135, 139, 445, 1433, 3389, 6379, 6892, 6893, 6901))
+_EXHAUSTION_GUARDS = ("wpad", "autodiscover", "_ldap._tcp")
+
+
+@dataclass
+class HeuristicSettings:
+    use_heuristics: bool = True
+    disabled: frozenset[str] = frozenset()
+    scan_window: int = 30
+    port_scan_threshold: int = 10
+    udp_scan_threshold: int = 10
+    web_scan_threshold: int = 10
+    infection_threshold: int = 32
+    max_items_per_key: int = 1024
+    max_keys: int = 50_000
+    dns_exhaustion_threshold: int = 1000
+    dns_exhaustion_window: int = 60
+    nxdomain_threshold: int = 20
+    max_dns_keys: int = 100_000
+
+    def on(self, name: str) -> bool:
+        return self.use_heuristics and name not in self.disabled
+
+
+def _text(addr: int | str) -> str:
+    return ip4_text(addr) if isinstance(addr, int) else addr
+
+
+def _is_private(ip: str) -> bool:
+    parts = ip.split(".")
+    if len(parts) == 4 and all(p.isdigit() for p in parts):
+        a, b = int(parts[0]), int(parts[1])
+        return a == 10 or a == 127 or (a == 172 and 16 <= b <= 31) or (a == 192 and b == 168)
+    return ip.startswith(("fc", "fd", "fe80:", "::1"))
+
+
+@dataclass
+class _Accumulator:
+    """key -> set of items, with the first observation kept for the report."""
+
+    max_keys: int
+    max_items: int
+    items: dict[tuple, set] = field(default_factory=dict)
+    first: dict[tuple, tuple] = field(default_factory=dict)
+
+    def add(self, key: tuple, item: object, probe: tuple) -> None:
+        bucket = self.items.get(key)
+        if bucket is None:
+            if len(self.items) >= self.max_keys:
+                return
+            bucket = self.items[key] = set()
+            self.first[key] = probe
+        if len(bucket) < self.max_items:
+            bucket.add(item)
+
+    def clear(self) -> None:
+        self.items.clear()
+        self.first.clear()
+
+
+class Heuristics:
+    """Feed observations and second ticks in capture order; get heuristic events back."""
+
+    def __init__(self, settings: HeuristicSettings, is_whitelisted_ip: Callable[[str], bool],
+                 is_whitelisted_domain: Callable[[str], bool], is_trail_domain: Callable[[str], bool]) -> None:
+        s = self.settings = settings
+        self._wl_ip = is_whitelisted_ip
+        self._wl_domain = is_whitelisted_domain
+        self._is_trail = is_trail_domain
+        self.tcp = _Accumulator(s.max_keys, s.max_items_per_key)  # port scan and infection share a budget
+        self.udp = _Accumulator(s.max_keys, s.max_items_per_key)
+        self.web = _Accumulator(s.max_keys, s.max_items_per_key)
+        self.alerted: set[tuple] = set()
+        self.window_start: int | None = None
+        self.last_sec = -1
+        self.local_prefix = ""
+        self.exhaustion: OrderedDict[str, tuple[int, set[str]]] = OrderedDict()
+        self.exhausted: set[str] = set()
+        self._dns_cleared = -1
+        self.nx: OrderedDict[str, tuple[int, set[str]]] = OrderedDict()
+        self._nx_hour = -1
+
+    # ---- ticks and sweeps ----------------------------------------------------------------
+    def tick(self, sec: int, usec: int) -> list[Event]:
+        """The first packet of a later second: evaluate the scan windows."""
+        if sec <= self.last_sec:
+            return []
+        self.last_sec = sec
+        events = self._sweep(sec, usec) if self.settings.use_heuristics else []
+        if self.window_start is None:
+            self.window_start = sec
+        elif sec - self.window_start >= self.settings.scan_window:
+            self.tcp.clear()
+            self.udp.clear()
+            self.web.clear()
+            self.alerted.clear()
+            self.window_start = sec
+        if self._dns_cleared < 0:
+            self._dns_cleared = sec
+        elif sec - self._dns_cleared > 3600:
+            self.exhaustion.clear()
+            self.exhausted.clear()
+            self._dns_cleared = sec
+        return events
+
+    def _once(self, key: tuple) -> bool:
+        if key in self.alerted:
+            return False
+        self.alerted.add(key)
+        return True
+
+    def _sweep(self, sec: int, usec: int) -> list[Event]:
+        s = self.settings
+        out: list[Event] = []
+        if s.on("port_scanning"):
+            for key, ports in self.tcp.items.items():
+                if key[0] == "p" and len(ports) > s.port_scan_threshold and self._once(key):
+                    src, dst = _text(key[1]), _text(key[2])
+                    if not self._wl_ip(src):
+                        sport, dport = self.tcp.first[key]
+                        out.append((sec, usec, src, sport, dst, dport, "TCP", "IP", src, "potential port scanning",
+                                    HEURISTIC_REF))
+        if s.on("infection"):
+            prefix = self._local_prefix()
+            for key, targets in self.tcp.items.items():
+                if key[0] == "i" and len(targets) > s.infection_threshold and self._once(key):
+                    src = _text(key[1])
+                    if prefix and src.startswith(prefix):
+                        sport, dst = self.tcp.first[key]
+                        out.append((sec, usec, src, sport, _text(dst), key[2], "TCP", "PORT", str(key[2]),
+                                    "potential infection", HEURISTIC_REF))
+        if s.on("udp_scanning"):
+            for key, ports in self.udp.items.items():
+                if len(ports) > s.udp_scan_threshold and self._once(("u", *key)):
+                    src, dst = _text(key[0]), _text(key[1])
+                    if not self._wl_ip(src):
+                        sport, dport = self.udp.first[key]
+                        out.append((sec, usec, src, sport, dst, dport, "UDP", "IP", src, "potential udp scanning",
+                                    HEURISTIC_REF))
+        if s.on("web_scanning"):
+            for key, segments in self.web.items.items():
+                if len(segments) > s.web_scan_threshold and self._once(("w", *key)):
+                    src, dst = key
+                    if not self._wl_ip(src) and not (_is_private(src) and _is_private(dst)):
+                        rsec, rusec, sport, dport = self.web.first[key]
+                        out.append((rsec, rusec, src, sport, dst, dport, "TCP", "PATH", "*",
+                                    "potential web scanning", HEURISTIC_REF))
+        return out
+
+    def _local_prefix(self) -> str:
+        """The most common /16-style prefix among TCP sources (ties: the greatest), cached once known."""
+        if not self.local_prefix:
+            sources = {_text(k[1]) for k in self.tcp.items}
+            counts = Counter(".".join(s.split(".")[:2]) + "." for s in sources if "." in s)
+            if counts:
+                top = max(counts.values())
+                self.local_prefix = max(p for p, n in counts.items() if n == top)
+        return self.local_prefix
+
+    # ---- observations --------------------------------------------------------------------
+    def tcp_probe(self, src: int | str, sport: int, dst: int | str, dport: int, syn: bool) -> None:
+        """A SYN (or NULL/FIN/XMAS stealth probe) towards a non-loopback destination."""
+        if not self.settings.use_heuristics:
+            return
+        self.tcp.add(("p", src, dst), dport, (sport, dport))
+        if syn and dport in INFECTION_PORTS:
+            self.tcp.add(("i", src, dport), dst, (sport, dst))
+
+    def udp_probe(self, src: int | str, sport: int, dst: int | str, dport: int) -> None:
+        if self.settings.use_heuristics:
+            self.udp.add((src, dst), dport, (sport, dport))
+
+    def web_request(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, segment: str) -> None:
+        self.web.add((src, dst), segment, (sec, usec, sport, dport))
+
+    def dns_query(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, name: str, domain: str,
+                  prefix: str) -> list[Event]:
+        """DNS exhaustion bookkeeping (spec 3); the domain then suppresses its queries' trail events."""
+        if not domain or self._wl_domain(domain):
+            return []
+        entry = self.exhaustion.get(domain)
+        if entry is None or sec - entry[0] > self.settings.dns_exhaustion_window:
+            if entry is not None:
+                self.exhausted.discard(domain)
+            self.exhaustion[domain] = (sec, set())
+            self.exhaustion.move_to_end(domain)
+            if len(self.exhaustion) > self.settings.max_dns_keys:
+                self.exhaustion.popitem(last=False)
+            return []
+        subs = entry[1]
+        if len(subs) < self.settings.dns_exhaustion_threshold:
+            subs.add(prefix)
+            return []
+        if domain in self.exhausted:
+            return []
+        self.exhausted.add(domain)
+        if not self.settings.on("dns_exhaustion") or any(g in sub for sub in subs for g in _EXHAUSTION_GUARDS):
+            return []
+        labels = name.split(".")
+        trail = f"({'.'.join(labels[:-2])}).{'.'.join(labels[-2:])}"
+        if looks_like_dnsbl_trail(trail):
+            return []
+        return [(sec, usec, src, sport, dst, dport, "UDP", "DNS", trail, "potential dns exhaustion (suspicious)",
+                 HEURISTIC_REF)]
+
+    def suppressed(self, domain: str) -> bool:
+        """Queries of an exhausted domain skip their trail checks (spec 3, 8.7)."""
+        return domain in self.exhausted
+
+    def nxdomain(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, name: str) -> list[Event]:
+        """An NXDOMAIN answer to client `dst`: flood counting and the DGA-label check."""
+        if not self.settings.use_heuristics:
+            return []
+        labels = name.split(".")
+        last2 = ".".join(labels[-2:])
+        if last2 in self.exhausted or labels[-1].isdigit() or is_dnsbl_shaped(name):
+            return []
+        if self._wl_domain(name) or any(self._is_trail(".".join(labels[k:])) for k in range(len(labels))):
+            return []
+        out: list[Event] = []
+        if len(labels) == 2:
+            reason = dga_reason(labels[0])
+            if reason:
+                out.append((sec, usec, src, sport, dst, dport, "UDP", "DNS", f"({labels[0]}).{labels[1]}", reason,
+                            HEURISTIC_REF))
+        if _is_private(dst):
+            return out
+        hour = sec // 3600
+        if hour != self._nx_hour:
+            self.nx.clear()
+            self._nx_hour = hour
+        for key in nx_keys(name):
+            entry = self.nx.get(key)
+            if entry is None:
+                self.nx[key] = (1, set())
+                if len(self.nx) > self.settings.max_dns_keys:
+                    self.nx.popitem(last=False)
+                continue
+            count, names = entry[0] + 1, entry[1]
+            names.add(name)
+            self.nx[key] = (count, names)
+            if count > self.settings.nxdomain_threshold:
+                del self.nx[key]
+                if key.startswith("*."):
+                    domain = key[2:]
+                    prefixes = sorted(n[: -len(domain) - 1] for n in names)
+                    trail = f"({','.join(prefixes)}).{domain}"
+                    for n in names:
+                        self.nx.pop(n, None)
+                    if any(g in trail for g in _EXHAUSTION_GUARDS):
+                        break
+                else:
+                    trail = key
+                out.append((sec, usec, src, sport, dst, dport, "UDP", "DNS", trail,
+                            "excessive no such domain (suspicious)", HEURISTIC_REF))
+                break
+        return out

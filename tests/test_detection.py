@@ -1,0 +1,156 @@
+"""Payload protocols and heuristics on captures generated here, and the same events for any
+number of workers (heuristic ones included)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine import traffic as t
+from engine.config import SensorConfig
+from engine.index.build import build_index_file
+from engine.pcapio import PcapWriter
+from engine.sensor import run_sensor
+
+TRAILS = """\
+evil-test-domain.com,malware (test),(static)
+evil-parent.com,malware (test),(static)
+tls-evil.example,malware (test),(static)
+quic-evil.example,malware (test),(static)
+/malicious-login.php,malware (test),(static)
+evil-url.example/bad/path,malware (test),(static)
+203.0.113.44,malware (test),(static)
+198.51.100.53,known attacker,(static)
+198.51.100.90,sinkhole testsink (malware),(static)
+198.51.100.91,parking site (suspicious),(static)
+dga[0-9]+\\.wildcard-test\\.com,malware (test),(static)
+"""
+T0 = 1_700_000_000.0
+A, E, V, R = "10.0.0.66", "203.0.113.9", "198.51.100.7", "192.0.2.53"
+
+
+def _dns_q(ts: float, name: str, sport: int = 50000, qtype: int = 1, resolver: str = R) -> tuple[float, bytes]:
+    return ts, t.ethernet(t.udp4(A, resolver, sport, 53, t.dns_query(name, qtype)))
+
+
+def _dns_r(ts: float, name: str, answers: list[str], rcode: int = 0, client: str = A,
+           sport: int = 50000) -> tuple[float, bytes]:
+    payload = bytearray(t.dns_response(name, answers, rcode=rcode))
+    payload[3] = 0x80 | rcode  # RA set, plain answer: Maltrail's exact flag byte
+    return ts, t.ethernet(t.udp4(R, client, 53, sport, bytes(payload)))
+
+
+def _http(ts: float, method: str, path: str, host: str | None, ua: str | None = None, dst: str = V,
+          sport: int = 50100, body: bytes = b"") -> tuple[float, bytes]:
+    req = t.http_request(method, path, host=host, user_agent=ua, body=body)
+    return ts, t.ethernet(t.tcp4(A, dst, sport, 80, t.PSH | t.ACK, req))
+
+
+def everything(path: Path) -> Path:
+    frames: list[tuple[float, bytes]] = [
+        _dns_q(T0, "evil-test-domain.com"),
+        _dns_q(T0 + 0.1, "www.evil-parent.com"),
+        _dns_q(T0 + 0.2, "dga1234.wildcard-test.com"),
+        _dns_q(T0 + 0.3, "whatever.com", resolver="198.51.100.53"),
+        _dns_q(T0 + 0.4, "whatever.com", qtype=28, resolver="198.51.100.53", sport=50001),  # AAAA: no check
+        _dns_q(T0 + 0.5, "host.local"),  # ignored suffix
+        _dns_r(T0 + 0.6, "sinkholed.com", ["198.51.100.90"]),
+        _dns_r(T0 + 0.7, "parked.com", ["198.51.100.91"], sport=50011),
+        _http(T0 + 1, "GET", "/malicious-login.php", "victim.example"),
+        _http(T0 + 1.1, "GET", "/bad/path", "evil-url.example", sport=50101),
+        _http(T0 + 1.2, "GET", "/index.html", "hostcheck.example", dst="203.0.113.44", sport=50102),
+        _http(T0 + 1.3, "GET", "/items.php?id=1%20union%20all%20select%20username,password%20from%20users",
+              "sqli.example", sport=50103),
+        _http(T0 + 1.4, "GET", "/download?file=../../../../etc/passwd", "trav.example", sport=50104),
+        _http(T0 + 1.5, "GET", "/", "ua.example", ua="masscan/1.0", sport=50105),
+        _http(T0 + 1.6, "GET", "/setup.exe", "dl.example", sport=50106),
+        (T0 + 2, t.ethernet(t.tcp4(A, "203.0.113.30", 50400, 443, t.PSH | t.ACK,
+                                   t.tls_client_hello("tls-evil.example")))),
+        (T0 + 2.1, t.ethernet(t.udp4(A, "203.0.113.31", 50500, 443, t.quic_initial("quic-evil.example")))),
+    ]
+    # ordinary connections from local clients: they make 10.0. the local prefix infection needs
+    for i in range(3):
+        syn = t.tcp4(f"10.0.0.{70 + i}", "192.0.2.80", 55000 + i, 443, t.SYN)
+        frames.append((T0 + 0.8 + i * 0.01, t.ethernet(syn)))
+    # port scan: E -> V, 20 ports over 20 s; UDP scan likewise; infection: A SYN :445 to 40 hosts
+    for i in range(20):
+        frames.append((T0 + 3 + i, t.ethernet(t.tcp4(E, V, 40000 + i, 1000 + i, t.SYN))))
+        frames.append((T0 + 3 + i + 0.5, t.ethernet(t.udp4(E, V, 41000 + i, 2000 + i, b"probe"))))
+    for i in range(40):
+        frames.append((T0 + 25 + i * 0.01, t.ethernet(t.tcp4("10.0.0.5", f"10.9.9.{i}", 53000 + i, 445, t.SYN))))
+    # web scan: 14 distinct first segments E -> V:80
+    for i in range(14):
+        req = t.http_request("GET", f"/scan{i}/x", host="victim.example")
+        frames.append((T0 + 27, t.ethernet(t.tcp4(E, V, 52000 + i, 80, t.PSH | t.ACK, req))))
+    # NXDOMAIN flood to a public client, and a DGA-like 2-label name
+    for i in range(25):
+        frames.append(_dns_r(T0 + 30 + i, f"nx{i}.dgaparent.com", [], rcode=3, client="203.0.113.5", sport=40020))
+    frames.append(_dns_r(T0 + 56, "xkqwzrtplmnbvcdf.com", [], rcode=3, sport=40021))
+    frames.append((T0 + 60, t.ethernet(t.tcp4(A, "192.0.2.1", 1, 2, t.ACK))))  # a later packet: last sweep
+    frames.sort(key=lambda f: f[0])
+    with PcapWriter(path) as w:
+        for ts, frame in frames:
+            w.write(frame, ts)
+    return path
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("det")
+    (d / "trails.csv").write_text(TRAILS)
+    build_index_file([str(d / "trails.csv")], d / "t.mtidx")
+    return d / "t.mtidx"
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return everything(tmp_path_factory.mktemp("cap") / "everything.pcap")
+
+
+def _run(index: Path, capture: Path, log_dir: Path, workers: int = 1, batch: int = 4096) -> list[str]:
+    cfg = SensorConfig(name="t", trails=str(index), log_dir=str(log_dir), workers=workers, batch_packets=batch,
+                       check_missing_host=True, check_host_domains=True)
+    run_sensor(cfg, [capture])
+    return [line for f in sorted(log_dir.glob("*.log")) for line in f.read_text().splitlines()]
+
+
+EXPECTED = [
+    ("DNS evil-test-domain.com", "malware (test)"),
+    ("DNS (www).evil-parent.com", "malware (test)"),
+    ("DNS dga1234.wildcard-test.com", "malware (test)"),
+    ("IP \"198.51.100.53 (whatever.com)\"", "known attacker"),
+    ("DNS (sinkholed).com", "sinkholed by testsink (malware)"),
+    ("DNS (parked).com", "parked site (suspicious)"),
+    ("URL (victim.example)/malicious-login.php", "malware (test)"),
+    ("URL evil-url.example/bad/path", "malware (test)"),
+    ("IP \"203.0.113.44 (hostcheck.example)\"", "malware (test)"),
+    ("URL sqli.example(", "potential sql injection (suspicious)"),
+    ("URL trav.example(", "potential directory traversal (suspicious)"),
+    ("UA masscan(/1.0)", "user agent (suspicious)"),
+    ("URL dl.example(/setup.exe)", "direct .exe download (suspicious)"),
+    ("TCP DNS tls-evil.example", "malware (test)"),
+    ("UDP DNS quic-evil.example", "malware (test)"),
+    ("TCP IP 203.0.113.9", "potential port scanning"),
+    ("UDP IP 203.0.113.9", "potential udp scanning"),
+    ("TCP PORT 445", "potential infection"),
+    ("TCP PATH *", "potential web scanning"),
+    (".dgaparent.com", "excessive no such domain (suspicious)"),
+    ("DNS (xkqwzrtplmnbvcdf).com", "threshold no such domain (suspicious)"),
+]
+
+
+def test_every_protocol_and_heuristic(index: Path, capture: Path, tmp_path: Path) -> None:
+    lines = _run(index, capture, tmp_path / "logs")
+    text = "\n".join(lines)
+    for trail_part, info in EXPECTED:
+        assert any(trail_part in line and info in line for line in lines), f"{trail_part} / {info}:\n{text}"
+    assert sum("198.51.100.53 (whatever.com)" in line for line in lines) == 1  # the AAAA query is not checked
+    assert "host.local" not in text
+    assert sum("potential port scanning" in line for line in lines) == 1
+
+
+def test_same_events_for_1_2_4_and_8_workers(index: Path, capture: Path, tmp_path: Path) -> None:
+    results = [_run(index, capture, tmp_path / f"w{w}", workers=w, batch=8) for w in (1, 2, 4, 8)]
+    assert results[0]
+    assert all(r == results[0] for r in results[1:])

@@ -1,0 +1,99 @@
+"""Domain names against the trails: DNS queries, TLS/QUIC SNI, HTTP Host and proxy targets.
+
+The order and the exclusions are Maltrail's (spec 1.4): IP literals and invalid or whitelisted
+names stop early; then the `ip-adress.com` relation, the parent walk on label boundaries (the
+longest listed suffix wins, with the ns/mx-on-suspicious and www-on-dynamic exclusions moving
+on to shorter parents), the long-domain heuristic, wildcard regex trails and `.onion` gateways.
+Clean names go into a bounded negative cache, since DNS traffic repeats itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from engine.index.mapped import TrailIndex
+from engine.index.schema import F_DYNAMIC, F_SINKHOLE, F_SUSPICIOUS
+from workers.heuristics.dns_rules import long_domain_trail
+from workers.protocols.dns import is_valid_dns_name
+
+NEGATIVE_CACHE_SIZE = 10_000
+_INFRA_NAME = re.compile(r"(?:ns|rns|dns|nf|mx|nic)\d*\.")
+_IP_ADRESS = ".ip-adress.com"
+LONG_DOMAIN_INFO = "long domain (suspicious)"
+HEURISTIC_REF = "(heuristic)"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainHit:
+    trail: str
+    info: str
+    reference: str
+
+
+class DomainChecker:
+    """`check(name)` -> DomainHit or None; bounded state (the negative cache)."""
+
+    def __init__(self, index: TrailIndex, long_domain: bool = True) -> None:
+        self.index = index
+        self.long_domain = long_domain
+        self._clean: OrderedDict[str, None] = OrderedDict()
+        patterns = [p for p, _ in index.wildcards]
+        self._wild_entries = [e for _, e in index.wildcards]
+        self._wild = re.compile("|".join(f"(?P<g{i}>{p})" for i, p in enumerate(patterns))) if patterns else None
+
+    def _hit(self, trail: str, entry: int) -> DomainHit:
+        return DomainHit(trail, self.index.info(entry), self.index.reference(entry))
+
+    def check(self, name: str) -> DomainHit | None:
+        name = name.lower().split(":", 1)[0]
+        if not name or name.replace(".", "").isdigit() or name in self._clean:
+            return None
+        if not is_valid_dns_name(name) or self.index.is_whitelisted_domain(name):
+            return None
+        hit = self._lookup(name)
+        if hit is None:
+            self._clean[name] = None
+            if len(self._clean) > NEGATIVE_CACHE_SIZE:
+                self._clean.popitem(last=False)
+        return hit
+
+    def _lookup(self, name: str) -> DomainHit | None:
+        ix = self.index
+        if name.endswith(_IP_ADRESS):
+            prefix = name[: -len(_IP_ADRESS)]
+            e = ix.lookup_string(prefix)
+            if e >= 0:
+                return self._hit(f"{prefix}(.ip-adress.com)", e)
+        labels = name.split(".")
+        infra = _INFRA_NAME.match(name) is not None
+        for k in range(len(labels)):
+            key = ".".join(labels[k:])
+            e = ix.lookup_string(key)
+            if e < 0:
+                continue
+            flags = int(ix.entry_flags[e])
+            if infra and flags & (F_SUSPICIOUS | F_SINKHOLE):
+                continue
+            if (k == 0 or labels[0] == "www") and flags & F_DYNAMIC:
+                continue
+            return self._hit(key if k == 0 else f"({'.'.join(labels[:k])}).{key}", e)
+        if self.long_domain:
+            trail = long_domain_trail(name)
+            if trail is not None:
+                return DomainHit(trail, LONG_DOMAIN_INFO, HEURISTIC_REF)
+        if self._wild is not None:
+            m = self._wild.search(name)
+            if m and m.lastgroup:
+                pre, suf = name[: m.start()], name[m.end() :]
+                trail = (f"({pre})" if pre else "") + m.group(0) + (f"({suf})" if suf else "")
+                return self._hit(trail.replace(".)", ")."), self._wild_entries[int(m.lastgroup[1:])])
+        pos = name.find(".onion.")
+        if pos > 0:
+            label = name[:pos].rsplit(".", 1)[-1]
+            e = ix.lookup_string(label + ".onion")
+            if e >= 0:
+                end = pos + len(".onion")
+                return self._hit(f"{name[:end]}({name[end:]})", e)
+        return None

@@ -1,0 +1,339 @@
+"""Payload inspection for the few packets that need it: DNS, HTTP, TLS ClientHello, QUIC Initial.
+
+Selection is numpy over the batch (ports, first payload bytes); only the selected packets reach
+the per-packet parsers. Each packet yields events (trail hits and stateless heuristics) and
+observations for the stateful heuristics (DNS exhaustion, NXDOMAIN floods, web scans), which the
+aggregator owns so that results do not depend on how packets were spread over workers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import numpy as np
+
+from engine.eventlog import Event
+from engine.index.mapped import TrailIndex
+from engine.index.schema import F_PARKING, F_SINKHOLE
+from engine.ipaddr import ip4_text, ip6_text
+from workers.batch import PROTO_TCP, PROTO_UDP, Parsed
+from workers.domains import HEURISTIC_REF, DomainChecker
+from workers.heuristics import http_rules
+from workers.heuristics.dns_rules import exhaustion_domain
+from workers.protocols.dns import is_ignored_query, is_valid_dns_name, parse_dns
+from workers.protocols.http import forwarded_for, parse_http_request, parse_http_response
+from workers.protocols.quic import initial_sni
+from workers.protocols.tls import client_hello_sni
+
+# Observation kinds sent to the aggregator: (kind, sec, usec, src, sport, dst, dport, detail...)
+OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
+OBS_NXDOMAIN = "nx"  # detail: query name
+OBS_WEB = "web"  # detail: first path segment, host, path
+
+_HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
+    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
+    dtype=np.uint32)
+_IP4ISH = re.compile(r"\d+\.[0-9.]+")
+_PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
+_RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
+
+
+def is_private(ip: str) -> bool:
+    return _PRIVATE.match(ip) is not None
+
+
+@dataclass
+class DetectionSettings:
+    """The detection switches a worker needs (from maltrail.toml [detection])."""
+
+    use_heuristics: bool = True
+    check_missing_host: bool = False
+    check_host_domains: bool = False
+    long_domain: bool = True
+    web_scanning: bool = True
+
+
+Item = tuple[int, str, tuple]  # (row, "event" | observation kind, payload)
+
+
+def payload_rows(p: Parsed, data: np.ndarray) -> np.ndarray:
+    """Rows that need a payload parser: DNS, HTTP-looking or TLS handshake TCP, QUIC long headers."""
+    has = p.first_frag & (p.payload_len > 0) & ~p.malformed
+    d = data if len(data) else np.zeros(1, np.uint8)
+    off = p.payload_off
+    b0 = np.take(d, off, mode="clip").astype(np.uint32)
+    first4 = (b0 << 24 | np.take(d, off + 1, mode="clip").astype(np.uint32) << 16
+              | np.take(d, off + 2, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 3, mode="clip"))
+    tcp = has & (p.proto == PROTO_TCP)
+    udp = has & (p.proto == PROTO_UDP)
+    dns = udp & ((p.sport == 53) | (p.dport == 53))
+    http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
+    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & (np.take(d, off + 5, mode="clip") == 1)
+    quic = udp & ~dns & ((b0 & 0xC0) == 0xC0) & (p.payload_len >= 64)
+    return np.flatnonzero(dns | http | tls | quic)
+
+
+class PayloadInspector:
+    """Per-packet protocol checks; state is the domain checker's bounded negative cache."""
+
+    def __init__(self, index: TrailIndex, settings: DetectionSettings) -> None:
+        self.index = index
+        self.settings = settings
+        self.domains = DomainChecker(index, long_domain=settings.use_heuristics and settings.long_domain)
+
+    def inspect(self, p: Parsed, data: np.ndarray, rows: np.ndarray) -> list[Item]:
+        out: list[Item] = []
+        for row in rows.tolist():
+            off, n = int(p.payload_off[row]), int(p.payload_len[row])
+            payload = data[off : off + n].tobytes()
+            if p.version[row] == 4:
+                src, dst = ip4_text(int(p.src4[row])), ip4_text(int(p.dst4[row]))
+            else:
+                pos = int(np.searchsorted(p.v6_rows, row))
+                src = ip6_text(bytes(p.src6[pos]).ljust(16, b"\0"))
+                dst = ip6_text(bytes(p.dst6[pos]).ljust(16, b"\0"))
+            ctx = _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]),
+                          "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP", out)
+            if ctx.proto == "UDP":
+                if ctx.sport == 53 or ctx.dport == 53:
+                    self._dns(ctx, payload)
+                else:
+                    self._sni(ctx, initial_sni(payload))
+            elif payload[:1] == b"\x16":
+                self._sni(ctx, client_hello_sni(payload))
+            else:
+                self._http(ctx, payload)
+        return out
+
+    # ---- helpers --------------------------------------------------------------------------
+    def _entry_event(self, c: _Packet, etype: str, trail: str, entry: int, obs: tuple = ()) -> None:
+        c.event(etype, trail, self.index.info(entry), self.index.reference(entry), obs)
+
+    def _domain(self, c: _Packet, name: str, obs: tuple = ()) -> None:
+        hit = self.domains.check(name)
+        if hit is not None:
+            c.event("DNS", hit.trail, hit.info, hit.reference, obs)
+
+    def _sni(self, c: _Packet, sni: str | None) -> None:
+        if sni:
+            self._domain(c, sni)
+
+    # ---- DNS (spec 2.7) ---------------------------------------------------------------------
+    def _dns(self, c: _Packet, payload: bytes) -> None:
+        msg = parse_dns(payload)
+        if msg is None:
+            return
+        q = msg.qname
+        if msg.byte2 & 0xFA == 0:  # standard query
+            if not q or not is_valid_dns_name(q) or is_ignored_query(q):
+                return
+            exh = exhaustion_domain(q)
+            tag = (exh[0],) if exh else ()
+            c.observe(OBS_DNS_QUERY, (q, exh[0] if exh else "", exh[1] if exh else ""))
+            if msg.qtype in (12, 28) or msg.qclass != 1:
+                return
+            ix = self.index
+            e = ix.lookup_ip_port_text(c.dst, c.dport)
+            if e >= 0:
+                self._entry_event(c, "IPORT", f"{c.dst} ({q})", e, tag)
+            else:
+                e = ix.lookup_ip_text(c.dst)
+                if e >= 0:
+                    self._entry_event(c, "IP", f"{c.dst} ({q})", e, tag)
+                else:
+                    e = ix.lookup_ip_text(c.src)
+                    if e >= 0:
+                        self._entry_event(c, "IP", c.src, e, tag)
+            self._domain(c, q, tag)
+        elif self.settings.use_heuristics and msg.byte2 & 0x80:
+            if not q or not is_valid_dns_name(q):
+                return
+            if msg.byte3 == 0x80 and msg.answers_a:
+                e = self.index.lookup_ip_text(msg.answers_a[0])
+                if e < 0 or self.index.is_whitelisted_domain(q):
+                    return
+                flags = int(self.index.entry_flags[e])
+                head, _, tld = q.rpartition(".")
+                trail = f"({head}).{tld}" if head else q
+                if flags & F_SINKHOLE:
+                    words = self.index.info(e).split()
+                    who = words[1] if len(words) > 1 else "unknown"
+                    c.event("DNS", trail, f"sinkholed by {who} (malware)", HEURISTIC_REF)
+                elif flags & F_PARKING:
+                    c.event("DNS", trail, "parked site (suspicious)", HEURISTIC_REF)
+            elif msg.byte3 == 0x83:
+                c.observe(OBS_NXDOMAIN, (q,))
+
+    # ---- HTTP (spec 2.6) --------------------------------------------------------------------
+    def _http(self, c: _Packet, payload: bytes) -> None:
+        if payload.startswith(b"HTTP/"):
+            self._http_response(c, payload)
+            return
+        req = parse_http_request(payload)
+        if req is None:
+            return
+        ix, st = self.index, self.settings
+        heur = st.use_heuristics
+        path = req.path.lower()
+        host = c.dst
+        if req.host is not None:
+            host = req.host.strip().lower()
+            if host.endswith(":80"):
+                host = host[:-3]
+            bare = host.split(":", 1)[0]
+            e = ix.lookup_ip_text(c.dst)
+            if host[:1].isalpha() and e >= 0:
+                self._entry_event(c, "IP", f"{c.dst} ({bare})", e)
+            elif _IP4ISH.fullmatch(host) and http_rules.iot_download(host, path) and not is_private(c.dst):
+                c.event("HTTP", f"({host}){path}", "potential iot-malware download (suspicious)", HEURISTIC_REF)
+                return
+            elif st.check_host_domains:
+                self._domain(c, bare)
+        elif heur and st.check_missing_host:
+            c.event("HTTP", f"{c.dst}{path}", "missing host header (suspicious)", HEURISTIC_REF)
+        post = req.body
+        url = host + path
+        if heur and path.startswith("/"):
+            if st.web_scanning:
+                segment = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+                c.observe(OBS_WEB, (segment.split("?", 1)[0], host, path))
+        elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
+            target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
+            if not ix.is_whitelisted_domain(target):
+                rest = path[len("http://") + len(path[len("http://"):].split("/", 1)[0]) + 1:]
+                trail = f"http://{target}/" + (f"({rest})" if rest else "")
+                c.event("HTTP", trail, "potential proxy probe (suspicious)", HEURISTIC_REF)
+                return
+        elif "://" in path and not _is_rce(unquote(path)):
+            url = path.split("://", 1)[1]
+            if "/" not in url:
+                url += "/"
+            host, _, rest = url.partition("/")
+            host = host[:-3] if host.endswith(":80") else host
+            path = "/" + rest
+            url = host + path
+            self._domain(c, host.split(":", 1)[0])
+        elif req.method == "CONNECT":
+            host, _, rest = path.partition("/")
+            host = host[:-3] if host.endswith(":80") else host
+            path = "/" + rest
+            url = host + path
+            self._domain(c, host.split(":", 1)[0])
+        if heur and req.user_agent:
+            trail = http_rules.suspicious_user_agent(unquote(req.user_agent).strip())
+            if trail:
+                c.event("UA", trail, "user agent (suspicious)", HEURISTIC_REF)
+        if ix.is_whitelisted_domain(host):
+            return
+        if self._url_trails(c, req.method, host, path, post, url):
+            return
+        if not heur:
+            return
+        src = c.src
+        fwd = forwarded_for(req.text)
+        if fwd:
+            c.src = f"{src},{fwd}"
+        enc_path = http_rules.encode_for_trail(path)
+        category = http_rules.suspicious_request(path, None, is_private(c.dst))
+        if category:
+            c.event("URL", f"{host}({enc_path})", f"{category} (suspicious)", HEURISTIC_REF)
+            return
+        if post:
+            category = http_rules.suspicious_request(unquote(post), post, False)
+            if category:
+                body = http_rules.encode_for_trail(post)
+                c.event("HTTP", f"{host}({enc_path} \\({req.method} {body}\\))", f"{category} (suspicious)",
+                        HEURISTIC_REF)
+                return
+        info = http_rules.direct_download(host, path, is_private(c.dst)) or http_rules.suspicious_path(path)
+        if info:
+            c.event("URL", f"{host}({enc_path})", info, HEURISTIC_REF)
+
+    def _url_trails(self, c: _Packet, method: str, host: str, path: str, post: str, url: str) -> bool:
+        ix = self.index
+        path = path.replace("//", "/")
+        for cand in _url_candidates(path, post):
+            for key in (cand, host + cand):
+                e = ix.lookup_string(key)
+                if e < 0:
+                    continue
+                if "?" not in path and "?" in key and post:
+                    self._entry_event(c, "HTTP", f"{host}({path} \\({method} {post}\\))", e)
+                else:
+                    self._entry_event(c, "URL", _bracket(url, key), e)
+                return True
+        e = ix.lookup_string(host + "/")
+        if e >= 0:
+            self._entry_event(c, "URL", host + "/", e)
+            return True
+        return False
+
+    def _http_response(self, c: _Packet, payload: bytes) -> None:
+        resp = parse_http_response(payload)
+        if resp is None:
+            return
+        m = http_rules.SINKHOLE_RESPONSE_RE.search(resp.head)
+        if m:
+            c.event("HTTP", m.group(0), "sinkhole response (malware)", HEURISTIC_REF)
+        elif resp.title and http_rules.SEIZED_TITLE_RE.search(resp.title):
+            c.event("HTTP", resp.title, "seized domain (suspicious)", HEURISTIC_REF)
+        if resp.content_type in http_rules.SUSPICIOUS_CONTENT_TYPES:
+            c.event("HTTP", resp.content_type, "content type (suspicious)", HEURISTIC_REF)
+
+
+def _is_rce(text: str) -> bool:
+    return any(name == "potential remote code execution" and rx.search(text) for name, rx in _RCE)
+
+
+def _url_candidates(path: str, post: str) -> list[str]:
+    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
+    checks = [path.rstrip("/")]
+    if "?" in path:
+        checks.append(path.split("?", 1)[0].rstrip("/"))
+    if "=" in path:
+        checks.append(path[: path.index("=") + 1])
+        reduced = re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)
+        if reduced not in checks:
+            checks.append(reduced)
+            if reduced.count("/") > 1:
+                checks.append("/" + reduced.rsplit("/", 1)[-1])
+    elif post:
+        checks.append(f"{path}?{unquote(post).lower()}")
+    if checks[-1].count("/") > 1:
+        checks.append(checks[-1][: checks[-1].rfind("/")])
+        checks.append(checks[0].split("?", 1)[0].rsplit("/", 1)[-1])
+    return [x for x in checks if x]
+
+
+def _bracket(url: str, hit: str) -> str:
+    """The url with every occurrence of the hit kept and the other pieces bracketed."""
+    if hit == url:
+        return url
+    if hit not in url:
+        return f"({url})"
+    return hit.join(f"({piece})" if piece else "" for piece in url.split(hit))
+
+
+@dataclass
+class _Packet:
+    """One inspected packet and where its items go."""
+
+    row: int
+    sec: int
+    usec: int
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    proto: str
+    out: list[Item]
+
+    def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
+        ev: Event = (self.sec, self.usec, self.src, self.sport, self.dst, self.dport, self.proto, etype, trail,
+                     info, reference)
+        self.out.append((self.row, "event", (ev, *tag)))
+
+    def observe(self, kind: str, detail: tuple) -> None:
+        self.out.append((self.row, kind, (self.sec, self.usec, self.src, self.sport, self.dst, self.dport, *detail)))
