@@ -17,12 +17,12 @@ import numpy as np
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_PARKING, F_SINKHOLE
-from engine.ipaddr import ip4_text, ip6_text
+from engine.ipaddr import ip4_text, ip6_text, parse_ip4
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed
 from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain
-from workers.protocols.dns import is_ignored_query, is_valid_dns_name, parse_dns
+from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns
 from workers.protocols.http import forwarded_for, parse_http_request, parse_http_response
 from workers.protocols.quic import initial_sni
 from workers.protocols.tls import client_hello_sni
@@ -31,6 +31,7 @@ from workers.protocols.tls import client_hello_sni
 OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
 OBS_NXDOMAIN = "nx"  # detail: query name
 OBS_WEB = "web"  # detail: first path segment, host, path
+QUERY_CACHE_SIZE = 20_000
 
 _HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
@@ -82,10 +83,14 @@ class PayloadInspector:
         self.index = index
         self.settings = settings
         self.domains = DomainChecker(index, long_domain=settings.use_heuristics and settings.long_domain)
+        self._queries: dict[bytes, DnsMessage | None] = {}
 
     def inspect(self, p: Parsed, data: np.ndarray, rows: np.ndarray) -> list[Item]:
         out: list[Item] = []
-        for row in rows.tolist():
+        if not rows.size:
+            return out
+        dst_e, src_e, dstport_e = self._address_entries(p, rows)
+        for i, row in enumerate(rows.tolist()):
             off, n = int(p.payload_off[row]), int(p.payload_len[row])
             payload = data[off : off + n].tobytes()
             if p.version[row] == 4:
@@ -95,7 +100,8 @@ class PayloadInspector:
                 src = ip6_text(bytes(p.src6[pos]).ljust(16, b"\0"))
                 dst = ip6_text(bytes(p.dst6[pos]).ljust(16, b"\0"))
             ctx = _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]),
-                          "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP", out)
+                          "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP", out,
+                          int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
             if ctx.proto == "UDP":
                 if ctx.sport == 53 or ctx.dport == 53:
                     self._dns(ctx, payload)
@@ -106,6 +112,27 @@ class PayloadInspector:
             else:
                 self._http(ctx, payload)
         return out
+
+    def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Trail entries of every selected packet's destination, source and destination:port, in
+        one batch lookup each: a single-address numpy lookup costs as much as a thousand batched."""
+        ix = self.index
+        dst = np.full(rows.size, -1, np.int32)
+        src = np.full(rows.size, -1, np.int32)
+        dport = np.full(rows.size, -1, np.int32)
+        v4 = p.version[rows] == 4
+        r4 = rows[v4]
+        if r4.size:
+            dst[v4] = ix.lookup_ip4(p.dst4[r4])
+            src[v4] = ix.lookup_ip4(p.src4[r4])
+            dport[v4] = ix.lookup_ip4port(p.dst4[r4], p.dport[r4].astype(np.uint32))
+        if (~v4).any():
+            r6 = rows[~v4]
+            pos = np.searchsorted(p.v6_rows, r6)
+            dst[~v4] = ix.lookup_ip6(p.dst6[pos])
+            src[~v4] = ix.lookup_ip6(p.src6[pos])
+            dport[~v4] = ix.lookup_ip6port(p.dst6[pos], p.dport[r6].astype(np.uint16))
+        return dst, src, dport
 
     # ---- helpers --------------------------------------------------------------------------
     def _entry_event(self, c: _Packet, etype: str, trail: str, entry: int, obs: tuple = ()) -> None:
@@ -122,7 +149,7 @@ class PayloadInspector:
 
     # ---- DNS (spec 2.7) ---------------------------------------------------------------------
     def _dns(self, c: _Packet, payload: bytes) -> None:
-        msg = parse_dns(payload)
+        msg = self._parse_dns(payload)
         if msg is None:
             return
         q = msg.qname
@@ -134,23 +161,20 @@ class PayloadInspector:
             c.observe(OBS_DNS_QUERY, (q, exh[0] if exh else "", exh[1] if exh else ""))
             if msg.qtype in (12, 28) or msg.qclass != 1:
                 return
-            ix = self.index
-            e = ix.lookup_ip_port_text(c.dst, c.dport)
-            if e >= 0:
-                self._entry_event(c, "IPORT", f"{c.dst} ({q})", e, tag)
-            else:
-                e = ix.lookup_ip_text(c.dst)
-                if e >= 0:
-                    self._entry_event(c, "IP", f"{c.dst} ({q})", e, tag)
-                else:
-                    e = ix.lookup_ip_text(c.src)
-                    if e >= 0:
-                        self._entry_event(c, "IP", c.src, e, tag)
+            if c.dstport_entry >= 0:
+                self._entry_event(c, "IPORT", f"{c.dst} ({q})", c.dstport_entry, tag)
+            elif c.dst_entry >= 0:
+                self._entry_event(c, "IP", f"{c.dst} ({q})", c.dst_entry, tag)
+            elif c.src_entry >= 0:
+                self._entry_event(c, "IP", c.src, c.src_entry, tag)
             self._domain(c, q, tag)
         elif self.settings.use_heuristics and msg.byte2 & 0x80:
             if not q or not is_valid_dns_name(q):
                 return
             if msg.byte3 == 0x80 and msg.answers_a:
+                first = parse_ip4(msg.answers_a[0])
+                if first is None or not self.index.may_hold_ip4(first):
+                    return
                 e = self.index.lookup_ip_text(msg.answers_a[0])
                 if e < 0 or self.index.is_whitelisted_domain(q):
                     return
@@ -165,6 +189,18 @@ class PayloadInspector:
                     c.event("DNS", trail, "parked site (suspicious)", HEURISTIC_REF)
             elif msg.byte3 == 0x83:
                 c.observe(OBS_NXDOMAIN, (q,))
+
+    def _parse_dns(self, payload: bytes) -> DnsMessage | None:
+        """DNS repeats itself: a message is parsed once per distinct content (transaction id aside)."""
+        if 12 < len(payload) <= 512:
+            key = payload[2:]
+            msg = self._queries.get(key)
+            if msg is None:
+                msg = self._queries[key] = parse_dns(payload)
+                if len(self._queries) > QUERY_CACHE_SIZE:
+                    self._queries.pop(next(iter(self._queries)))
+            return msg
+        return parse_dns(payload)  # large messages: rare, not worth a cache slot
 
     # ---- HTTP (spec 2.6) --------------------------------------------------------------------
     def _http(self, c: _Packet, payload: bytes) -> None:
@@ -183,9 +219,8 @@ class PayloadInspector:
             if host.endswith(":80"):
                 host = host[:-3]
             bare = host.split(":", 1)[0]
-            e = ix.lookup_ip_text(c.dst)
-            if host[:1].isalpha() and e >= 0:
-                self._entry_event(c, "IP", f"{c.dst} ({bare})", e)
+            if host[:1].isalpha() and c.dst_entry >= 0:
+                self._entry_event(c, "IP", f"{c.dst} ({bare})", c.dst_entry)
             elif _IP4ISH.fullmatch(host) and http_rules.iot_download(host, path) and not is_private(c.dst):
                 c.event("HTTP", f"({host}){path}", "potential iot-malware download (suspicious)", HEURISTIC_REF)
                 return
@@ -274,9 +309,9 @@ class PayloadInspector:
         resp = parse_http_response(payload)
         if resp is None:
             return
-        m = http_rules.SINKHOLE_RESPONSE_RE.search(resp.head)
-        if m:
-            c.event("HTTP", m.group(0), "sinkhole response (malware)", HEURISTIC_REF)
+        sinkhole = http_rules.sinkhole_match(resp.head)
+        if sinkhole:
+            c.event("HTTP", sinkhole, "sinkhole response (malware)", HEURISTIC_REF)
         elif resp.title and http_rules.SEIZED_TITLE_RE.search(resp.title):
             c.event("HTTP", resp.title, "seized domain (suspicious)", HEURISTIC_REF)
         if resp.content_type in http_rules.SUSPICIOUS_CONTENT_TYPES:
@@ -329,6 +364,9 @@ class _Packet:
     dport: int
     proto: str
     out: list[Item]
+    dst_entry: int
+    src_entry: int
+    dstport_entry: int
 
     def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
         ev: Event = (self.sec, self.usec, self.src, self.sport, self.dst, self.dport, self.proto, etype, trail,

@@ -12,14 +12,16 @@ from collections import Counter
 from functools import lru_cache
 
 _CONSONANTS = frozenset("bcdfghjklmnpqrstvwxyz")
-_DASHED_DIGITS = re.compile(r"\d+(?:-\d+){3}")
+_DASHED_DIGITS = re.compile(r"[0-9]+(?:-[0-9]+){3}")
+_DNSBL_TRAIL = re.compile(r"bl\b")
 ENTROPY_REASON = "entropy threshold no such domain (suspicious)"
 CONSONANT_REASON = "consonant threshold no such domain (suspicious)"
 
 
 @lru_cache(maxsize=10_000)
 def dga_reason(label: str) -> str | None:
-    """Why a label looks machine-generated (Shannon entropy > 3.5 bits/char, or > 9 consonants)."""
+    """Why a label looks machine-generated (Shannon entropy > 3.5 bits/char, or > 9 consonants):
+    DGA names that do not resolve are a sign of a bot hunting for its controller."""
     if not label or "-" in label:
         return None
     counts = Counter(label)
@@ -32,7 +34,8 @@ def dga_reason(label: str) -> str | None:
 
 
 def long_domain_trail(name: str) -> str | None:
-    """`(<all but last 2>).<last 2>` when the first label is over 24 chars without a dash."""
+    """`(<all but last 2>).<last 2>` when the first label is over 24 chars without a dash
+    (tunnelling and DGA names; long dashed labels are usually CDN or cloud hostnames)."""
     labels = name.split(".")
     if len(labels) < 2 or len(labels[0]) <= 24 or "-" in labels[0]:
         return None
@@ -56,11 +59,12 @@ def exhaustion_domain(name: str) -> tuple[str, str] | None:
 def is_dnsbl_shaped(name: str) -> bool:
     """A reversed-IP DNSBL query: more than 4 labels, the first 4 numbers below 256."""
     labels = name.split(".")
-    return len(labels) > 4 and all(p.isdigit() and int(p) < 256 for p in labels[:4])
+    return len(labels) > 4 and all(p.isascii() and p.isdigit() and int(p) < 256 for p in labels[:4])
 
 
 def looks_like_dnsbl_trail(trail: str) -> bool:
-    return re.search(r"bl\b", trail) is not None
+    """Mail servers flood DNSBL zones (`zen.spamhaus.org`, `*.sorbs.net` ...) by design: not exhaustion."""
+    return _DNSBL_TRAIL.search(trail) is not None
 
 
 def nx_keys(name: str) -> tuple[str, ...]:
