@@ -18,6 +18,8 @@ from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
+_NAME_CHARS = re.compile(r"[A-Za-z0-9._-]*")
+WHITELIST_CACHE_SIZE = 65_536
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class TrailIndex:
         self._mask = (1 << int(self.meta["hash_bits"])) - 1
         self.wildcards = [(pattern, int(e)) for pattern, e in self.meta["wildcards"]]
         self._wildcard_re: re.Pattern[str] | None = None
+        self._wl_domain_cache: dict[str, bool] = {}
 
     def __len__(self) -> int:
         return len(self.entry_info)
@@ -234,7 +237,16 @@ class TrailIndex:
         return j >= 0 and int(self.wl4_last[j]) >= ip
 
     def is_whitelisted_domain(self, name: str) -> bool:
-        m = re.match(r"[A-Za-z0-9._-]*", name)
+        """Parent walk over the whitelist; answers are cached (bounded): names repeat."""
+        cached = self._wl_domain_cache.get(name)
+        if cached is None:
+            if len(self._wl_domain_cache) >= WHITELIST_CACHE_SIZE:
+                self._wl_domain_cache.clear()
+            cached = self._wl_domain_cache[name] = self._whitelisted_domain(name)
+        return cached
+
+    def _whitelisted_domain(self, name: str) -> bool:
+        m = _NAME_CHARS.match(name)
         labels = (m.group(0) if m else "").lower().split(".")
         for k in range(len(labels)):
             raw = ".".join(labels[k:]).encode()
