@@ -154,3 +154,16 @@ def test_same_events_for_1_2_4_and_8_workers(index: Path, capture: Path, tmp_pat
     results = [_run(index, capture, tmp_path / f"w{w}", workers=w, batch=8) for w in (1, 2, 4, 8)]
     assert results[0]
     assert all(r == results[0] for r in results[1:])
+
+
+def test_junk_to_port_53_still_hits_ip_trails(index: Path, tmp_path: Path) -> None:
+    frames = [(T0, t.ethernet(t.udp4(A, "203.0.113.44", 40000, 53, b"\x01\x02not dns"))),
+              (T0 + 1, t.ethernet(t.udp4(A, "203.0.113.44", 40001, 53, t.dns_query("clean.example.org"))))]
+    path = tmp_path / "junk.pcap"
+    with PcapWriter(path) as w:
+        for ts, frame in frames:
+            w.write(frame, ts)
+    lines = _run(index, path, tmp_path / "logs")
+    assert len(lines) == 2, lines
+    assert " 40000 203.0.113.44 53 UDP IP 203.0.113.44 " in lines[0]  # junk: plain IP rule
+    assert '"203.0.113.44 (clean.example.org)"' in lines[1]  # real query: resolver rule

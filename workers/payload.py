@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
-from engine.index.schema import F_PARKING, F_SINKHOLE
+from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
 from engine.ipaddr import ip4_text, ip6_text, parse_ip4
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed
 from workers.domains import HEURISTIC_REF, DomainChecker
@@ -150,7 +150,8 @@ class PayloadInspector:
     # ---- DNS (spec 2.7) ---------------------------------------------------------------------
     def _dns(self, c: _Packet, payload: bytes) -> None:
         msg = self._parse_dns(payload)
-        if msg is None:
+        if msg is None:  # not DNS after all: its addresses are still checked (Maltrail misses these)
+            self._plain_udp(c)
             return
         q = msg.qname
         if msg.byte2 & 0xFA == 0:  # standard query
@@ -201,6 +202,15 @@ class PayloadInspector:
                     self._queries.pop(next(iter(self._queries)))
             return msg
         return parse_dns(payload)  # large messages: rare, not worth a cache slot
+
+    def _plain_udp(self, c: _Packet) -> None:
+        """The non-DNS UDP rule: destination (not for attackers), else source (not for malware)."""
+        ix = self.index
+        if c.dst_entry >= 0:
+            if not int(ix.entry_flags[c.dst_entry]) & F_ATTACKER:
+                self._entry_event(c, "IP", c.dst, c.dst_entry)
+        elif c.src_entry >= 0 and not int(ix.entry_flags[c.src_entry]) & F_MALWARE:
+            self._entry_event(c, "IP", c.src, c.src_entry)
 
     # ---- HTTP (spec 2.6) --------------------------------------------------------------------
     def _http(self, c: _Packet, payload: bytes) -> None:
