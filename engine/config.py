@@ -43,6 +43,12 @@ class SensorConfig:
     check_missing_host: bool = False
     check_host_domains: bool = False
     scan_window: int = 30
+    port_scan_threshold: int = 10
+    udp_scan_threshold: int = 10
+    web_scan_threshold: int = 10
+    infection_threshold: int = 32
+    dns_exhaustion_threshold: int = 1000
+    nxdomain_threshold: int = 20
 
     @property
     def sensor_name(self) -> str:
@@ -57,6 +63,12 @@ _LIMITS: dict[str, tuple[int, int]] = {
     "ring_slots": (2, 1024),
     "ring_slot_kb": (512, 262144),
     "scan_window": (1, 3600),
+    "port_scan_threshold": (1, 1024),
+    "udp_scan_threshold": (1, 1024),
+    "web_scan_threshold": (1, 1024),
+    "infection_threshold": (1, 1024),
+    "dns_exhaustion_threshold": (1, 100_000),
+    "nxdomain_threshold": (1, 100_000),
 }
 HEURISTIC_NAMES = ("port_scanning", "udp_scanning", "infection", "web_scanning", "dns_exhaustion", "long_domain")
 

@@ -88,7 +88,11 @@ def detection_settings(cfg: SensorConfig) -> DetectionSettings:
 
 
 def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
-    return HeuristicSettings(cfg.use_heuristics, frozenset(cfg.disabled_heuristics), cfg.scan_window)
+    return HeuristicSettings(
+        use_heuristics=cfg.use_heuristics, disabled=frozenset(cfg.disabled_heuristics), scan_window=cfg.scan_window,
+        port_scan_threshold=cfg.port_scan_threshold, udp_scan_threshold=cfg.udp_scan_threshold,
+        web_scan_threshold=cfg.web_scan_threshold, infection_threshold=cfg.infection_threshold,
+        dns_exhaustion_threshold=cfg.dns_exhaustion_threshold, nxdomain_threshold=cfg.nxdomain_threshold)
 
 
 def prepare_index(cfg: SensorConfig, workdir: Path) -> Path:

@@ -167,3 +167,13 @@ def test_junk_to_port_53_still_hits_ip_trails(index: Path, tmp_path: Path) -> No
     assert len(lines) == 2, lines
     assert " 40000 203.0.113.44 53 UDP IP 203.0.113.44 " in lines[0]  # junk: plain IP rule
     assert '"203.0.113.44 (clean.example.org)"' in lines[1]  # real query: resolver rule
+
+
+def test_thresholds_come_from_the_configuration(index: Path, capture: Path, tmp_path: Path) -> None:
+    cfg = SensorConfig(name="t", trails=str(index), log_dir=str(tmp_path / "logs"), port_scan_threshold=25,
+                       disabled_heuristics=["udp_scanning"])
+    run_sensor(cfg, [capture])
+    text = "".join(f.read_text() for f in (tmp_path / "logs").glob("*.log"))
+    assert "potential port scanning" not in text  # 20 ports is not more than 25
+    assert "potential udp scanning" not in text  # muted
+    assert "potential infection" in text
