@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine.heuristics import HeuristicSettings
+
 
 class ConfigError(Exception):
     """One-line description of a configuration problem, naming the key."""
@@ -42,13 +44,13 @@ class SensorConfig:
     disabled_heuristics: list[str] = field(default_factory=list)
     check_missing_host: bool = False
     check_host_domains: bool = False
-    scan_window: int = 30
-    port_scan_threshold: int = 10
-    udp_scan_threshold: int = 10
-    web_scan_threshold: int = 10
-    infection_threshold: int = 32
-    dns_exhaustion_threshold: int = 1000
-    nxdomain_threshold: int = 20
+    scan_window: int = HeuristicSettings.scan_window
+    port_scan_threshold: int = HeuristicSettings.port_scan_threshold
+    udp_scan_threshold: int = HeuristicSettings.udp_scan_threshold
+    web_scan_threshold: int = HeuristicSettings.web_scan_threshold
+    infection_threshold: int = HeuristicSettings.infection_threshold
+    dns_exhaustion_threshold: int = HeuristicSettings.dns_exhaustion_threshold
+    nxdomain_threshold: int = HeuristicSettings.nxdomain_threshold
 
     @property
     def sensor_name(self) -> str:

@@ -135,13 +135,7 @@ class Heuristics:
         s = self.settings
         out: list[Event] = []
         if s.on("port_scanning"):
-            for key, ports in self.tcp.items.items():
-                if key[0] == "p" and len(ports) > s.port_scan_threshold and self._once(key):
-                    src, dst = _text(key[1]), _text(key[2])
-                    if not self._wl_ip(src):
-                        sport, dport = self.tcp.first[key]
-                        out.append((sec, usec, src, sport, dst, dport, "TCP", "IP", src, "potential port scanning",
-                                    HEURISTIC_REF))
+            out += self._port_scans(self.tcp, "p", s.port_scan_threshold, "TCP", "potential port scanning", sec, usec)
         if s.on("infection"):
             prefix = self._local_prefix()
             for key, targets in self.tcp.items.items():
@@ -152,13 +146,7 @@ class Heuristics:
                         out.append((sec, usec, src, sport, _text(dst), key[2], "TCP", "PORT", str(key[2]),
                                     "potential infection", HEURISTIC_REF))
         if s.on("udp_scanning"):
-            for key, ports in self.udp.items.items():
-                if len(ports) > s.udp_scan_threshold and self._once(("u", *key)):
-                    src, dst = _text(key[0]), _text(key[1])
-                    if not self._wl_ip(src):
-                        sport, dport = self.udp.first[key]
-                        out.append((sec, usec, src, sport, dst, dport, "UDP", "IP", src, "potential udp scanning",
-                                    HEURISTIC_REF))
+            out += self._port_scans(self.udp, "u", s.udp_scan_threshold, "UDP", "potential udp scanning", sec, usec)
         if s.on("web_scanning"):
             for key, segments in self.web.items.items():
                 if len(segments) > s.web_scan_threshold and self._once(("w", *key)):
@@ -167,6 +155,18 @@ class Heuristics:
                         rsec, rusec, sport, dport = self.web.first[key]
                         out.append((rsec, rusec, src, sport, dst, dport, "TCP", "PATH", "*",
                                     "potential web scanning", HEURISTIC_REF))
+        return out
+
+    def _port_scans(self, acc: _Accumulator, tag: str, threshold: int, proto: str, info: str, sec: int,
+                    usec: int) -> list[Event]:
+        """(tag, src, dst) keys with more distinct ports than the threshold, once per window."""
+        out: list[Event] = []
+        for key, ports in acc.items.items():
+            if key[0] == tag and len(ports) > threshold and self._once(key):
+                src, dst = _text(key[1]), _text(key[2])
+                if not self._wl_ip(src):
+                    sport, dport = acc.first[key]
+                    out.append((sec, usec, src, sport, dst, dport, proto, "IP", src, info, HEURISTIC_REF))
         return out
 
     def _local_prefix(self) -> str:
@@ -190,7 +190,7 @@ class Heuristics:
 
     def udp_probe(self, src: int | str, sport: int, dst: int | str, dport: int) -> None:
         if self.settings.use_heuristics:
-            self.udp.add((src, dst), dport, (sport, dport))
+            self.udp.add(("u", src, dst), dport, (sport, dport))
 
     def web_request(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))
