@@ -177,3 +177,18 @@ def test_thresholds_come_from_the_configuration(index: Path, capture: Path, tmp_
     assert "potential port scanning" not in text  # 20 ports is not more than 25
     assert "potential udp scanning" not in text  # muted
     assert "potential infection" in text
+
+
+def test_server_certificate_sha1_trail(tmp_path: Path) -> None:
+    import hashlib
+
+    cert = bytes.fromhex("3082") + bytes(range(256)) * 3  # DER-looking blob: only its SHA-1 matters
+    sha1 = hashlib.sha1(cert).hexdigest()
+    (tmp_path / "trails.csv").write_text(f"{sha1},c2 cert (malware),(static)\n")
+    build_index_file([str(tmp_path / "trails.csv")], tmp_path / "t.mtidx")
+    flight = t.tls_server_certificate_flight(cert)
+    path = tmp_path / "cert.pcap"
+    with PcapWriter(path) as w:
+        w.write(t.ethernet(t.tcp4("203.0.113.70", A, 443, 50600, t.PSH | t.ACK, flight)), T0)
+    lines = _run(tmp_path / "t.mtidx", path, tmp_path / "logs")
+    assert len(lines) == 1 and f" TCP CERT {sha1} " in lines[0] and "c2 cert (malware)" in lines[0]

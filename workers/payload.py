@@ -25,7 +25,7 @@ from workers.heuristics.dns_rules import exhaustion_domain
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns
 from workers.protocols.http import forwarded_for, parse_http_request, parse_http_response
 from workers.protocols.quic import initial_sni
-from workers.protocols.tls import client_hello_sni
+from workers.protocols.tls import client_hello_sni, server_certificate_sha1
 
 # Observation kinds sent to the aggregator: (kind, sec, usec, src, sport, dst, dport, detail...)
 OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
@@ -71,7 +71,7 @@ def payload_rows(p: Parsed, data: np.ndarray) -> np.ndarray:
     udp = has & (p.proto == PROTO_UDP)
     dns = udp & ((p.sport == 53) | (p.dport == 53))
     http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
-    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & (np.take(d, off + 5, mode="clip") == 1)
+    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & np.isin(np.take(d, off + 5, mode="clip"), (1, 2))
     quic = udp & ~dns & ((b0 & 0xC0) == 0xC0) & (p.payload_len >= 64)
     return np.flatnonzero(dns | http | tls | quic)
 
@@ -108,7 +108,10 @@ class PayloadInspector:
                 else:
                     self._sni(ctx, initial_sni(payload))
             elif payload[:1] == b"\x16":
-                self._sni(ctx, client_hello_sni(payload))
+                if payload[5:6] == b"\x01":
+                    self._sni(ctx, client_hello_sni(payload))
+                else:
+                    self._certificate(ctx, server_certificate_sha1(payload))
             else:
                 self._http(ctx, payload)
         return out
@@ -142,6 +145,13 @@ class PayloadInspector:
         hit = self.domains.check(name)
         if hit is not None:
             c.event("DNS", hit.trail, hit.info, hit.reference, obs)
+
+    def _certificate(self, c: _Packet, sha1: str | None) -> None:
+        """A server certificate whose SHA-1 is a trail (Maltrail's Rust sensor: type CERT)."""
+        if sha1:
+            e = self.index.lookup_string(sha1)
+            if e >= 0:
+                self._entry_event(c, "CERT", sha1, e)
 
     def _sni(self, c: _Packet, sni: str | None) -> None:
         if sni:
