@@ -34,8 +34,11 @@ T0 = 1_700_000_000.0
 A = "10.0.0.66"
 
 
-def _shm_leftovers() -> set[str]:
-    return {n for n in os.listdir("/dev/shm") if n.startswith(PREFIX)}
+def _shm_leftovers(pid: int | None = None) -> set[str]:
+    """Sensor segments in /dev/shm: all of them, or those of the sensor process `pid` (names carry
+    the owner's pid, so other test runs on the machine do not interfere)."""
+    prefix = PREFIX if pid is None else f"{PREFIX}{pid}_"
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
 
 
 @pytest.fixture
@@ -189,7 +192,7 @@ def _wait_for_children(pid: int, count: int, timeout: float = 20.0) -> list[int]
     while time.monotonic() < deadline:
         direct = set(children(pid))
         kids = [k for k in descendants(pid) if k not in direct and b"forkserver" in cmdline(k)]
-        if len(kids) >= count and _shm_leftovers():
+        if len(kids) >= count and _shm_leftovers(pid):
             return kids
         time.sleep(0.05)
     raise AssertionError("sensor children did not start")
@@ -209,7 +212,6 @@ def big_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ctrl_c_drains_prints_summary_and_unlinks(index: Path, big_capture: Path, tmp_path: Path) -> None:
-    before = _shm_leftovers()
     proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for_children(proc.pid, 3)
@@ -218,11 +220,10 @@ def test_ctrl_c_drains_prints_summary_and_unlinks(index: Path, big_capture: Path
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "summary: (interrupted)" in out and "packets" in out
-    assert _shm_leftovers() <= before
+    assert not _shm_leftovers(proc.pid)
 
 
 def test_worker_crash_stops_the_sensor_loudly_and_unlinks(index: Path, big_capture: Path, tmp_path: Path) -> None:
-    before = _shm_leftovers()
     proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     worker = _wait_for_children(proc.pid, 3)[0]
@@ -231,11 +232,10 @@ def test_worker_crash_stops_the_sensor_loudly_and_unlinks(index: Path, big_captu
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "died (exit code -9)" in err
-    assert _shm_leftovers() <= before
+    assert not _shm_leftovers(proc.pid)
 
 
 def test_killed_sensor_leaves_no_segment(index: Path, big_capture: Path, tmp_path: Path) -> None:
-    before = _shm_leftovers()
     proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     _wait_for_children(proc.pid, 3)
@@ -243,11 +243,11 @@ def test_killed_sensor_leaves_no_segment(index: Path, big_capture: Path, tmp_pat
     proc.kill()  # SIGKILL: no finally, no atexit
     proc.wait()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (_shm_leftovers() - before
+    while time.monotonic() < deadline and (_shm_leftovers(proc.pid)
                                            or any(Path(f"/proc/{k}").exists() for k in kids)):
         time.sleep(0.1)
     assert not any(Path(f"/proc/{k}").exists() for k in kids), "orphaned children kept running"
-    assert _shm_leftovers() <= before
+    assert not _shm_leftovers(proc.pid)
 
 
 def test_missing_capture_is_a_clear_error(index: Path, tmp_path: Path) -> None:
