@@ -3,6 +3,7 @@ hash collisions never matching, atomic publication, and the full static trail se
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import socket
@@ -176,6 +177,10 @@ def test_full_static_trail_set(tmp_path: Path) -> None:
           f"file {out.stat().st_size / 1e6:.1f} MB")
     trails = load_sources([str(STATIC)], Whitelist.from_files([data_file("whitelist.txt")]))
     assert len(ix) == len(trails) > 1_000_000
+    equivalent_csv = tmp_path / "trails.csv"
+    with open(equivalent_csv, "w", newline="") as f:
+        csv.writer(f).writerows([key, info, ref] for key, (info, ref) in trails.items())
+    assert out.stat().st_size <= equivalent_csv.stat().st_size
 
     # Every row is found with its own info and reference.
     for e, key in enumerate(trails):

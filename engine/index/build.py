@@ -22,7 +22,16 @@ import pyroaring
 import xxhash
 
 from engine.index.fileformat import write_arrays
-from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP4PORT, K_IP6, K_IP6PORT, info_flags
+from engine.index.schema import (
+    K_CIDR4,
+    K_CIDR6,
+    K_IP4,
+    K_IP4PORT,
+    K_IP6,
+    K_IP6PORT,
+    STRING_PREFILTER_BITS,
+    info_flags,
+)
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 from engine.resources import data_file
 from engine.trails.sources import load_sources, wildcard_trails
@@ -51,7 +60,12 @@ def _text_arena(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         return _arena([t.encode("utf-8", "surrogateescape") for t in texts])
     offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
     np.cumsum(np.fromiter(map(len, texts), dtype=np.uint64, count=len(texts)), out=offsets[1:])
-    return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), offsets
+    return np.frombuffer(joined.encode("ascii"), dtype=np.uint8), _narrow(offsets)
+
+
+def _narrow(offsets: np.ndarray) -> np.ndarray:
+    """u32 offsets when the arena allows (it always does for trail sets): half the size."""
+    return offsets.astype(np.uint32) if not len(offsets) or int(offsets[-1]) < 1 << 32 else offsets
 
 
 def _arena(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +73,7 @@ def _arena(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.fromiter((len(b) for b in items), dtype=np.uint64, count=len(items))
     offsets = np.zeros(len(items) + 1, dtype=np.uint64)
     np.cumsum(lengths, out=offsets[1:])
-    return np.frombuffer(b"".join(items), dtype=np.uint8), offsets
+    return np.frombuffer(b"".join(items), dtype=np.uint8), _narrow(offsets)
 
 
 def flatten_ranges(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -87,6 +101,14 @@ def flatten_ranges(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, i
         else:
             out.append((start, end, entry))
     return out
+
+
+def string_prefilter(hashes: np.ndarray) -> np.ndarray:
+    """Bit per low-bits hash value: most string lookups are misses, and a byte test in
+    Python (~0.1 µs) rejects them before the `searchsorted` call (~1.5 µs)."""
+    bits = np.zeros(1 << STRING_PREFILTER_BITS, dtype=bool)
+    bits[(hashes & np.uint64((1 << STRING_PREFILTER_BITS) - 1)).astype(np.int64)] = True
+    return np.packbits(bits, bitorder="little")
 
 
 def _sorted_table(prefix: str, keys: np.ndarray, ids: Sequence[int]) -> dict[str, np.ndarray]:
@@ -231,6 +253,7 @@ def compile_index(
     arrays["pf4"] = np.packbits(covered, bitorder="little")
 
     arrays.update(_string_table("str", [keys[i] for i in str_ids.tolist()], str_ids, mask))
+    arrays["str_pf"] = string_prefilter(arrays["str_hash"])
 
     wl_exact = sorted({w.lower() for w in whitelist_exact})
     wl_bytes = [w.encode("utf-8", "surrogateescape") for w in wl_exact]

@@ -14,7 +14,7 @@ import numpy as np
 import xxhash
 
 from engine.index.fileformat import map_arrays
-from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6
+from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6, STRING_PREFILTER_BITS
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
@@ -86,6 +86,8 @@ class TrailIndex:
         self.r4_first, self.r4_last, self.r4_entry = a["r4_first"], a["r4_last"], a["r4_entry"]
         self.r6_first, self.r6_last, self.r6_entry = a["r6_first"], a["r6_last"], a["r6_entry"]
         self.str_hash, self.str_entry = a["str_hash"], a["str_entry"]
+        self._str_pf = memoryview(a["str_pf"]) if "str_pf" in a else None
+        self._str_pf_mask = (1 << STRING_PREFILTER_BITS) - 1
         self.wl_hash, self.wl_entry = a["wl_hash"], a["wl_entry"]
         self.wl_strings = _Strings(a["wl_arena"], a["wl_off"])
         self.wl4_first, self.wl4_last = a["wl4_first"], a["wl4_last"]
@@ -180,6 +182,10 @@ class TrailIndex:
     def lookup_string(self, text: str) -> int:
         """Exact string key (domain, URL, path, `ua:` ...) -> entry id or -1. Collisions verified."""
         raw = text.encode("utf-8", "surrogateescape")
+        if self._str_pf is not None:
+            bit = xxhash.xxh64_intdigest(raw) & self._mask & self._str_pf_mask
+            if not self._str_pf[bit >> 3] >> (bit & 7) & 1:
+                return -1
         return self._string_in(self.str_hash, self.str_entry, self.keys, raw)
 
     def _string_in(self, hashes: np.ndarray, entries: np.ndarray, strings: _Strings, raw: bytes) -> int:

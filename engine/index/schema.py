@@ -24,6 +24,10 @@ _FLAG_WORDS = (
     (F_DYNAMIC, ("dynamic", "free web")),
 )
 
+# Bits of a string hash that index the string prefilter bitmap (2^24 bits = 2 MiB: the index
+# stays smaller than the equivalent trails.csv; about 8% of misses on the full set get past it).
+STRING_PREFILTER_BITS = 24
+
 # Entry kinds.
 K_STRING, K_IP4, K_IP4PORT, K_IP6, K_IP6PORT, K_CIDR4, K_CIDR6 = range(7)
 
