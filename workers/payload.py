@@ -90,20 +90,22 @@ class PayloadInspector:
         if not rows.size:
             return out
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
-        for i, row in enumerate(rows.tolist()):
-            off, n = int(p.payload_off[row]), int(p.payload_len[row])
+        columns = zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(),
+                      p.version[rows].tolist(), p.src4[rows].tolist(), p.dst4[rows].tolist(), p.sec[rows].tolist(),
+                      p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(), p.proto[rows].tolist(),
+                      dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
+        for row, off, n, version, src4, dst4, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
-            if p.version[row] == 4:
-                src, dst = ip4_text(int(p.src4[row])), ip4_text(int(p.dst4[row]))
+            if version == 4:
+                src, dst = ip4_text(src4), ip4_text(dst4)
             else:
                 pos = int(np.searchsorted(p.v6_rows, row))
                 src = ip6_text(bytes(p.src6[pos]).ljust(16, b"\0"))
                 dst = ip6_text(bytes(p.dst6[pos]).ljust(16, b"\0"))
-            ctx = _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]),
-                          "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP", out,
-                          int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
-            if ctx.proto == "UDP":
-                if ctx.sport == 53 or ctx.dport == 53:
+            ctx = _Packet(row, sec, usec, src, sport, dst, dport, "TCP" if proto == PROTO_TCP else "UDP", out,
+                          de, se, dpe)
+            if proto == PROTO_UDP:
+                if sport == 53 or dport == 53:
                     self._dns(ctx, payload)
                 else:
                     self._sni(ctx, initial_sni(payload))
