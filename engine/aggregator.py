@@ -104,20 +104,20 @@ class Counters:
 def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics, pipeline: EventPipeline) -> None:
     """One batch's events and observations, in capture order, through the heuristics and the pipeline."""
     h = heuristics
-    for _, kind, data in items:
-        if kind == "event":
+    for _, kind, data in items:  # the most frequent kinds first
+        if kind == TCP_PROBE:
+            h.tcp_probe(*data)
+        elif kind == UDP_PROBE:
+            h.udp_probe(*data)
+        elif kind == OBS_DNS_QUERY:
+            pipeline.process(h.dns_query(*data))
+        elif kind == "event":
             if len(data) == 1 or not h.suppressed(data[1]):
                 pipeline.process(data[:1])
         elif kind == TICK:
             pipeline.process(h.tick(*data))
-        elif kind == TCP_PROBE:
-            h.tcp_probe(*data)
-        elif kind == UDP_PROBE:
-            h.udp_probe(*data)
         elif kind == OBS_WEB:
             h.web_request(*data[:7])
-        elif kind == OBS_DNS_QUERY:
-            pipeline.process(h.dns_query(*data))
         elif kind == OBS_NXDOMAIN:
             pipeline.process(h.nxdomain(*data))
 

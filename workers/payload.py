@@ -171,7 +171,8 @@ class PayloadInspector:
                 return
             exh = exhaustion_domain(q)
             tag = (exh[0],) if exh else ()
-            c.observe(OBS_DNS_QUERY, (q, exh[0] if exh else "", exh[1] if exh else ""))
+            if exh:
+                c.observe(OBS_DNS_QUERY, (q, exh[0], exh[1]))
             if msg.qtype in (12, 28) or msg.qclass != 1:
                 return
             if c.dstport_entry >= 0:
@@ -373,7 +374,7 @@ def _bracket(url: str, hit: str) -> str:
     return hit.join(f"({piece})" if piece else "" for piece in url.split(hit))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Packet:
     """One inspected packet and where its items go."""
 
