@@ -158,14 +158,13 @@ def compile_index(
     n = len(keys)
     entry_kind = np.zeros(n, dtype=np.uint8)
 
-    ip4_keys: list[int] = []
-    ip4_ids: list[int] = []
-    ip4p_keys: list[int] = []
-    ip4p_ids: list[int] = []
-    ip6_keys: list[bytes] = []
-    ip6_ids: list[int] = []
-    ip6p_keys: list[bytes] = []
-    ip6p_ids: list[int] = []
+    tables: dict[int, tuple[list, list[int]]] = {k: ([], []) for k in (K_IP4, K_IP4PORT, K_IP6, K_IP6PORT)}
+
+    def add_address(kind: int, e: int, value: int | bytes) -> None:
+        entry_kind[e] = kind
+        tables[kind][0].append(value)
+        tables[kind][1].append(e)
+        not_string.append(e)
     cidr4: list[tuple[int, int, int]] = []
     cidr6: list[tuple[int, int, int]] = []
     not_string: list[int] = []
@@ -182,30 +181,19 @@ def compile_index(
         if _IP4ISH.fullmatch(key):
             ip = parse_ip4(key)
             if ip is not None:
-                entry_kind[e] = K_IP4
-                ip4_keys.append(ip)
-                ip4_ids.append(e)
-                not_string.append(e)
+                add_address(K_IP4, e, ip)
                 continue
         ipp = parse_ip_port(key)
         if ipp is not None:
             addr, port = ipp
             if isinstance(addr, int):
-                entry_kind[e] = K_IP4PORT
-                ip4p_keys.append(addr << 16 | port)
-                ip4p_ids.append(e)
+                add_address(K_IP4PORT, e, addr << 16 | port)
             else:
-                entry_kind[e] = K_IP6PORT
-                ip6p_keys.append(addr + port.to_bytes(2, "big"))
-                ip6p_ids.append(e)
-            not_string.append(e)
+                add_address(K_IP6PORT, e, addr + port.to_bytes(2, "big"))
             continue
         packed = parse_ip6(key)
         if packed is not None:
-            entry_kind[e] = K_IP6
-            ip6_keys.append(packed)
-            ip6_ids.append(e)
-            not_string.append(e)
+            add_address(K_IP6, e, packed)
             continue
         cidr = parse_cidr(key) if "/" in key else None
         if cidr is not None:  # also kept as a string: its own text answers `check` exactly
@@ -213,6 +201,8 @@ def compile_index(
             entry_kind[e] = K_CIDR4 if version == 4 else K_CIDR6
             (cidr4 if version == 4 else cidr6).append((lo, hi, e))
 
+    (ip4_keys, ip4_ids), (ip4p_keys, ip4p_ids) = tables[K_IP4], tables[K_IP4PORT]
+    (ip6_keys, ip6_ids), (ip6p_keys, ip6p_ids) = tables[K_IP6], tables[K_IP6PORT]
     string_ids = np.ones(n, dtype=bool)
     string_ids[not_string] = False
     str_ids = np.flatnonzero(string_ids)
