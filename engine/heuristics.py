@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.eventlog import Event
-from engine.ipaddr import ip4_text
+from engine.ipaddr import Addr, addr_text
 from workers.heuristics.dns_rules import dga_reason, is_dnsbl_shaped, looks_like_dnsbl_trail, nx_keys
 
 HEURISTIC_REF = "(heuristic)"
@@ -42,10 +42,6 @@ class HeuristicSettings:
 
     def on(self, name: str) -> bool:
         return self.use_heuristics and name not in self.disabled
-
-
-def _text(addr: int | str) -> str:
-    return ip4_text(addr) if isinstance(addr, int) else addr
 
 
 def _is_private(ip: str) -> bool:
@@ -140,10 +136,10 @@ class Heuristics:
             prefix = self._local_prefix()
             for key, targets in self.tcp.items.items():
                 if key[0] == "i" and len(targets) > s.infection_threshold and self._once(key):
-                    src = _text(key[1])
+                    src = addr_text(key[1])
                     if prefix and src.startswith(prefix):
                         sport, dst = self.tcp.first[key]
-                        out.append((sec, usec, src, sport, _text(dst), key[2], "TCP", "PORT", str(key[2]),
+                        out.append((sec, usec, src, sport, addr_text(dst), key[2], "TCP", "PORT", str(key[2]),
                                     "potential infection", HEURISTIC_REF))
         if s.on("udp_scanning"):
             out += self._port_scans(self.udp, "u", s.udp_scan_threshold, "UDP", "potential udp scanning", sec, usec)
@@ -163,7 +159,7 @@ class Heuristics:
         out: list[Event] = []
         for key, ports in acc.items.items():
             if key[0] == tag and len(ports) > threshold and self._once(key):
-                src, dst = _text(key[1]), _text(key[2])
+                src, dst = addr_text(key[1]), addr_text(key[2])
                 if not self._wl_ip(src):
                     sport, dport = acc.first[key]
                     out.append((sec, usec, src, sport, dst, dport, proto, "IP", src, info, HEURISTIC_REF))
@@ -172,7 +168,7 @@ class Heuristics:
     def _local_prefix(self) -> str:
         """The most common /16-style prefix among TCP sources (ties: the greatest), cached once known."""
         if not self.local_prefix:
-            sources = {_text(k[1]) for k in self.tcp.items}
+            sources = {addr_text(k[1]) for k in self.tcp.items}
             counts = Counter(".".join(s.split(".")[:2]) + "." for s in sources if "." in s)
             if counts:
                 top = max(counts.values())
@@ -180,7 +176,7 @@ class Heuristics:
         return self.local_prefix
 
     # ---- observations --------------------------------------------------------------------
-    def tcp_probe(self, src: int | str, sport: int, dst: int | str, dport: int, syn: bool) -> None:
+    def tcp_probe(self, src: Addr, sport: int, dst: Addr, dport: int, syn: bool) -> None:
         """A SYN (or NULL/FIN/XMAS stealth probe) towards a non-loopback destination."""
         if not self.settings.use_heuristics:
             return
@@ -188,14 +184,14 @@ class Heuristics:
         if syn and dport in INFECTION_PORTS:
             self.tcp.add(("i", src, dport), dst, (sport, dst))
 
-    def udp_probe(self, src: int | str, sport: int, dst: int | str, dport: int) -> None:
+    def udp_probe(self, src: Addr, sport: int, dst: Addr, dport: int) -> None:
         if self.settings.use_heuristics:
             self.udp.add(("u", src, dst), dport, (sport, dport))
 
     def web_request(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))
 
-    def dns_query(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, name: str, domain: str,
+    def dns_query(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, name: str, domain: str,
                   prefix: str) -> list[Event]:
         """DNS exhaustion bookkeeping (spec 3); the domain then suppresses its queries' trail events."""
         if not domain or self._wl_domain(domain):
@@ -222,14 +218,15 @@ class Heuristics:
         trail = f"({'.'.join(labels[:-2])}).{'.'.join(labels[-2:])}"
         if looks_like_dnsbl_trail(trail):
             return []
-        return [(sec, usec, src, sport, dst, dport, "UDP", "DNS", trail, "potential dns exhaustion (suspicious)",
-                 HEURISTIC_REF)]
+        return [(sec, usec, addr_text(src), sport, addr_text(dst), dport, "UDP", "DNS", trail,
+                 "potential dns exhaustion (suspicious)", HEURISTIC_REF)]
 
     def suppressed(self, domain: str) -> bool:
         """Queries of an exhausted domain skip their trail checks (spec 3, 8.7)."""
         return domain in self.exhausted
 
-    def nxdomain(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, name: str) -> list[Event]:
+    def nxdomain(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int,
+                 name: str) -> list[Event]:
         """An NXDOMAIN answer to client `dst`: flood counting and the DGA-label check."""
         if not self.settings.use_heuristics:
             return []
@@ -240,6 +237,7 @@ class Heuristics:
         if self._wl_domain(name) or any(self._is_trail(".".join(labels[k:])) for k in range(len(labels))):
             return []
         out: list[Event] = []
+        src, dst = addr_text(src), addr_text(dst)
         if len(labels) == 2:
             reason = dga_reason(labels[0])
             if reason:

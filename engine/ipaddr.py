@@ -76,6 +76,18 @@ def ip6_text(packed: bytes) -> str:
     return ":".join(parts[:best_start]) + "::" + ":".join(parts[best_start + best_len :])
 
 
+Addr = int | bytes | str  # IPv4 integer, IPv6 packed bytes, or text
+
+
+def addr_text(addr: Addr) -> str:
+    """An address as workers hand it over (IPv4 integer, IPv6 packed bytes, or text), as text."""
+    if isinstance(addr, int):
+        return ip4_text(addr)
+    if isinstance(addr, bytes):
+        return ip6_text(addr)
+    return addr
+
+
 def addr_port_text(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 

@@ -18,6 +18,7 @@ from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
 from engine.ipaddr import ip4_text, ip6_text, parse_ip4
+from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed
 from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
@@ -32,6 +33,7 @@ OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
 OBS_NXDOMAIN = "nx"  # detail: query name
 OBS_WEB = "web"  # detail: first path segment, host, path
 QUERY_CACHE_SIZE = 20_000
+_IGNORED = ("ignored",)  # name facts of a query name that is never checked
 
 _HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
@@ -84,9 +86,15 @@ class PayloadInspector:
         self.settings = settings
         self.domains = DomainChecker(index, long_domain=settings.use_heuristics and settings.long_domain)
         self._queries: dict[bytes, DnsMessage | None] = {}
+        self._names: dict[str, tuple] = {}
 
     def inspect(self, p: Parsed, data: np.ndarray, rows: np.ndarray) -> list[Item]:
         out: list[Item] = []
+        if not rows.size:
+            return out
+        dns = (p.proto[rows] == PROTO_UDP) & ((p.sport[rows] == 53) | (p.dport[rows] == 53))
+        if dns.any():
+            rows = np.sort(np.concatenate((rows[~dns], self._dns_batch(p, data, rows[dns], out))))
         if not rows.size:
             return out
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
@@ -175,13 +183,7 @@ class PayloadInspector:
                 c.observe(OBS_DNS_QUERY, (q, exh[0], exh[1]))
             if msg.qtype in (12, 28) or msg.qclass != 1:
                 return
-            if c.dstport_entry >= 0:
-                self._entry_event(c, "IPORT", f"{c.dst} ({q})", c.dstport_entry, tag)
-            elif c.dst_entry >= 0:
-                self._entry_event(c, "IP", f"{c.dst} ({q})", c.dst_entry, tag)
-            elif c.src_entry >= 0:
-                self._entry_event(c, "IP", c.src, c.src_entry, tag)
-            self._domain(c, q, tag)
+            self._query_events(c, q, tag)
         elif self.settings.use_heuristics and msg.byte2 & 0x80:
             if not q or not is_valid_dns_name(q):
                 return
@@ -203,6 +205,80 @@ class PayloadInspector:
                     c.event("DNS", trail, "parked site (suspicious)", HEURISTIC_REF)
             elif msg.byte3 == 0x83:
                 c.observe(OBS_NXDOMAIN, (q,))
+
+    def _query_events(self, c: _Packet, q: str, tag: tuple) -> None:
+        """A standard query's trail events: its addresses (the name in the trail), then the name."""
+        if c.dstport_entry >= 0:
+            self._entry_event(c, "IPORT", f"{c.dst} ({q})", c.dstport_entry, tag)
+        elif c.dst_entry >= 0:
+            self._entry_event(c, "IP", f"{c.dst} ({q})", c.dst_entry, tag)
+        elif c.src_entry >= 0:
+            self._entry_event(c, "IP", c.src, c.src_entry, tag)
+        self._domain(c, q, tag)
+
+    def _dns_batch(self, p: Parsed, data: np.ndarray, rows: np.ndarray, out: list[Item]) -> np.ndarray:
+        """DNS rows decoded together (`workers.dnsbatch`); returns the rows for the per-message path:
+        those not plain enough to decode in bulk, and responses whose first A answer is a trail."""
+        b = dnsbatch.decode(data, p.payload_off[rows], p.payload_len[rows], self.settings.use_heuristics)
+        fast = rows[b.fast]
+        queries = np.flatnonzero((b.byte2 & 0xFA) == 0)
+        if queries.size:
+            self._dns_queries(p, fast[queries], [b.names[i] for i in queries.tolist()], b.qtype[queries],
+                              b.qclass[queries], out)
+        slow = rows[b.slow]
+        if not self.settings.use_heuristics:
+            return slow
+        response = (b.byte2 & 0x80) != 0
+        nx = np.flatnonzero(response & (b.byte3 == 0x83))
+        if nx.size:
+            r = fast[nx]
+            src, dst = _addresses(p, r)
+            for row, name, sec, usec, s, sport, d, dport in zip(
+                    r.tolist(), [b.names[i] for i in nx.tolist()], p.sec[r].tolist(), p.usec[r].tolist(), src,
+                    p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
+                if name and is_valid_dns_name(name):
+                    out.append((row, OBS_NXDOMAIN, (sec, usec, s, sport, d, dport, name)))
+        answered = np.flatnonzero(response & b.has_a)
+        if answered.size:
+            listed = answered[self.index.lookup_ip4(b.answer_a[answered]) >= 0]
+            slow = np.concatenate((slow, fast[listed]))
+        return slow
+
+    def _dns_queries(self, p: Parsed, rows: np.ndarray, names: list[str], qtype: np.ndarray, qclass: np.ndarray,
+                     out: list[Item]) -> None:
+        """Standard queries: exhaustion observations, then trail checks; a packet context (address
+        texts) is only built for the rare query that reports something."""
+        dst_e, src_e, dstport_e = self._address_entries(p, rows)
+        listed = ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0)).tolist()
+        plain = ((qtype != 12) & (qtype != 28) & (qclass == 1)).tolist()
+        src, dst = _addresses(p, rows)
+        known = self._names
+        columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
+                      p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
+        for i, (row, q, checked, hit, sec, usec, s, sport, d, dport) in enumerate(columns):
+            facts = known.get(q)
+            if facts is None:
+                facts = self._name_facts(q)
+            if facts is _IGNORED:
+                continue
+            exh, trail = facts
+            if exh:
+                out.append((row, OBS_DNS_QUERY, (sec, usec, s, sport, d, dport, q, exh[0], exh[1])))
+            if checked and (hit or trail):
+                c = _context(p, row, out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
+                self._query_events(c, q, (exh[0],) if exh else ())
+
+    def _name_facts(self, q: str) -> tuple:
+        """What a query name alone decides (ignored or not, exhaustion domain, whether it is a trail),
+        kept in a bounded cache: names repeat far more than packets do."""
+        if not q or not is_valid_dns_name(q) or is_ignored_query(q):
+            facts = _IGNORED
+        else:
+            facts = (exhaustion_domain(q), self.domains.check(q) is not None)
+        if len(self._names) >= QUERY_CACHE_SIZE:
+            self._names.pop(next(iter(self._names)))
+        self._names[q] = facts
+        return facts
 
     def _parse_dns(self, payload: bytes) -> DnsMessage | None:
         """DNS repeats itself: a message is parsed once per distinct content (transaction id aside)."""
@@ -339,6 +415,30 @@ class PayloadInspector:
             c.event("HTTP", resp.title, "seized domain (suspicious)", HEURISTIC_REF)
         if resp.content_type in http_rules.SUSPICIOUS_CONTENT_TYPES:
             c.event("HTTP", resp.content_type, "content type (suspicious)", HEURISTIC_REF)
+
+
+def _addresses(p: Parsed, rows: np.ndarray) -> tuple[list, list]:
+    """Source and destination of each row for observations, not yet spelled out: IPv4 as integers,
+    IPv6 as packed bytes (the aggregator writes out the few it reports, `engine.ipaddr.addr_text`)."""
+    src, dst = p.src4[rows].tolist(), p.dst4[rows].tolist()
+    v6 = np.flatnonzero(p.version[rows] == 6)
+    if v6.size:
+        pos = np.searchsorted(p.v6_rows, rows[v6])
+        for i, a, b in zip(v6.tolist(), p.src6[pos].tolist(), p.dst6[pos].tolist(), strict=True):
+            src[i], dst[i] = a.ljust(16, b"\0"), b.ljust(16, b"\0")
+    return src, dst
+
+
+def _context(p: Parsed, row: int, out: list[Item], dst_entry: int, src_entry: int, dstport_entry: int) -> _Packet:
+    """The packet context of one row, for the rare packet of a bulk path that reports something."""
+    if int(p.version[row]) == 4:
+        src, dst = ip4_text(int(p.src4[row])), ip4_text(int(p.dst4[row]))
+    else:
+        pos = int(np.searchsorted(p.v6_rows, row))
+        src, dst = ip6_text(bytes(p.src6[pos]).ljust(16, b"\0")), ip6_text(bytes(p.dst6[pos]).ljust(16, b"\0"))
+    proto = "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP"
+    return _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]), proto,
+                   out, dst_entry, src_entry, dstport_entry)
 
 
 def _is_rce(text: str) -> bool:

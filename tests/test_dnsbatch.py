@@ -1,0 +1,109 @@
+"""`workers.dnsbatch`: the bulk DNS decoder agrees with the per-message parser on every message it
+decodes, and hands everything else (compressed questions, several questions, hostile input) to it."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.traffic import dns_query, dns_response
+from workers.dnsbatch import decode
+from workers.protocols.dns import parse_dns
+
+
+def _batch(payloads: list[bytes], pad: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The payloads laid out in one buffer with junk between them, as packets sit in a batch."""
+    buf, offs = bytearray(), []
+    for p in payloads:
+        buf += b"\xc0" * pad
+        offs.append(len(buf))
+        buf += p
+    buf += b"\xc0" * pad
+    return (np.frombuffer(bytes(buf), np.uint8), np.array(offs, np.int64),
+            np.array([len(p) for p in payloads], np.int64))
+
+
+def _check_agrees(payloads: list[bytes]) -> tuple[list[int], list[int]]:
+    data, off, length = _batch(payloads)
+    b = decode(data, off, length, True)
+    assert sorted(b.fast.tolist() + b.slow.tolist()) == list(range(len(payloads)))
+    for i, pos in enumerate(b.fast.tolist()):
+        msg = parse_dns(payloads[pos])
+        assert msg is not None, payloads[pos]
+        assert (b.byte2[i], b.byte3[i], b.qtype[i], b.qclass[i]) == (msg.byte2, msg.byte3, msg.qtype, msg.qclass)
+        if b.names[i].isascii():
+            assert b.names[i] == msg.qname
+        if msg.byte2 & 0x80 and msg.byte3 == 0x80:
+            if msg.answers_a:  # the bulk walk finds the parser's first A (it may find more: a superset)
+                assert b.has_a[i] and socket.inet_ntoa(int(b.answer_a[i]).to_bytes(4, "big")) == msg.answers_a[0]
+        else:
+            assert not b.has_a[i]
+    return b.fast.tolist(), b.slow.tolist()
+
+
+def test_plain_messages_are_decoded_in_bulk() -> None:
+    payloads = [dns_query("WWW.Example.COM"), dns_query("a.b.c.d.example.org", qtype=28),
+                dns_response("evil.example.net", ["203.0.113.5", "203.0.113.6"]),
+                dns_response("nx.example.net", [], rcode=3), dns_query(".")]
+    fast, slow = _check_agrees(payloads)
+    assert fast == [0, 1, 2, 3, 4] and slow == []
+    data, off, length = _batch(payloads)
+    b = decode(data, off, length, True)
+    assert b.names == ["www.example.com", "a.b.c.d.example.org", "evil.example.net", "nx.example.net", ""]
+    assert b.has_a.tolist() == [False, False, True, False, False]
+
+
+def test_answer_after_cname_is_found() -> None:
+    head = bytearray(dns_response("cdn.example.com", []))
+    head[6:8] = struct.pack("!H", 2)
+    cname_at = len(head) + 12  # where the CNAME record's rdata starts
+    cname = b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, 4) + b"\x01x\xc0\x0c"
+    a = struct.pack("!H", 0xC000 | cname_at) + struct.pack("!HHIH", 1, 1, 60, 4) + bytes((198, 51, 100, 9))
+    msg = bytes(head) + cname + a
+    assert parse_dns(msg).answers_a == ("198.51.100.9",)
+    fast, _ = _check_agrees([msg])
+    assert fast == [0]
+
+
+def test_unusual_messages_go_to_the_parser() -> None:
+    compressed_question = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\xc0\x0c" + struct.pack("!HH", 1, 1)
+    two_questions = struct.pack("!HHHHHH", 1, 0x0100, 2, 0, 0, 0) + (b"\x01a\x02bc\x00" + b"\x00\x01\x00\x01") * 2
+    spelled_owner = dns_response("x.example.com", ["192.0.2.1"], compress=False)
+    cut = dns_query("cut.example.com")[:-3]
+    long_label = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x41" + b"a" * 65 + b"\x00\x00\x01\x00\x01"
+    too_long = struct.pack("!HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x3f" + b"a" * 63 + (b"\x3fb" + b"b" * 62) * 4
+    fast, slow = _check_agrees([compressed_question, two_questions, spelled_owner, cut, long_label, too_long,
+                                b"", b"\x00" * 11])
+    assert fast == [] and slow == list(range(8))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["q", "r", "nx"]),
+                          st.lists(st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True), min_size=1, max_size=5),
+                          st.lists(st.integers(0, 2**32 - 1), max_size=3),
+                          st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4)),
+                min_size=1, max_size=8))
+def test_mutated_messages_agree_with_the_parser(specs: list) -> None:
+    payloads = []
+    for kind, labels, answers, flips in specs:
+        name = ".".join(labels)
+        if kind == "q":
+            raw = bytearray(dns_query(name))
+        else:
+            ips = [socket.inet_ntoa(a.to_bytes(4, "big")) for a in answers]
+            raw = bytearray(dns_response(name, ips if kind == "r" else [], rcode=0 if kind == "r" else 3))
+        for where, value in flips:
+            if where < len(raw):
+                raw[where] = value
+        payloads.append(bytes(raw))
+    _check_agrees(payloads)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=0, max_size=80), min_size=1, max_size=6))
+def test_random_bytes_never_break_the_decoder(payloads: list[bytes]) -> None:
+    _check_agrees(payloads)

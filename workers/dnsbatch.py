@@ -1,0 +1,169 @@
+"""DNS over a whole batch with numpy: header flags, the first question and the first A answer.
+
+Almost every DNS message on a link is plain: one question with an uncompressed name, answers
+whose owners are compression pointers. Those are decoded here for all rows at once, so that a
+query costs a few dictionary operations in Python and a response usually costs none. Everything
+else (a pointer in the question, several questions, an owner name spelled out, anything cut short
+or oversized) is left to the per-message parser in `workers.protocols.dns`, which has the last word.
+
+The answer walk does not validate where owner pointers lead; the per-message parser does. So the
+first A address found here is a candidate: the caller re-parses the rare message whose candidate
+is a trail before reporting anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from workers.protocols.dns import MAX_ANSWERS, MAX_NAME_WIRE_LENGTH
+
+HEADER = 12
+_MAX_LABELS = MAX_NAME_WIRE_LENGTH // 2 + 1
+_UPPER_TO_LOWER = np.arange(256, dtype=np.uint8)
+_UPPER_TO_LOWER[ord("A"):ord("Z") + 1] += 32
+
+
+@dataclass(slots=True)
+class DnsBatch:
+    """Decoded rows (positions into the rows given to `decode`) and the rows left to the parser."""
+
+    fast: np.ndarray  # int64 positions of decoded messages
+    slow: np.ndarray  # int64 positions for the per-message parser
+    byte2: np.ndarray  # per fast row
+    byte3: np.ndarray
+    qtype: np.ndarray
+    qclass: np.ndarray
+    names: list[str]  # lowercased (ASCII letters), latin-1 decoded, "" for the root
+    answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
+    has_a: np.ndarray  # bool
+
+
+def _u8(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return np.take(d, idx, mode="clip").astype(np.int64)
+
+
+def _be16(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return _u8(d, idx) << 8 | _u8(d, idx + 1)
+
+
+def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: bool) -> DnsBatch:
+    """Decode the DNS payloads at `off`/`length` (int64 arrays) of the batch buffer `data`."""
+    d = data if len(data) else np.zeros(1, np.uint8)
+    n = len(off)
+    end = off + length
+    qdcount = _be16(d, off + 4)
+    slow = (length < HEADER + 5) | (qdcount != 1)
+    name_end, seps = _question_names(d, off + HEADER, end, slow)
+    slow |= name_end + 5 > end
+    fast = np.flatnonzero(~slow)
+    start, stop = off[fast] + HEADER + 1, name_end[fast]
+    byte2, byte3 = _u8(d, off[fast] + 2), _u8(d, off[fast] + 3)
+    names = _names(d, start, stop, seps, fast, n)
+    answer_a = np.zeros(fast.size, np.uint32)
+    has_a = np.zeros(fast.size, bool)
+    if want_answers:
+        wanted = np.flatnonzero((byte2 & 0x80 != 0) & (byte3 == 0x80) & (_be16(d, off[fast] + 6) > 0))
+        if wanted.size:
+            a, found, unknown = _first_a(d, stop[wanted] + 5, end[fast][wanted], _be16(d, off[fast][wanted] + 6))
+            answer_a[wanted], has_a[wanted] = a, found
+            if unknown.any():
+                back = np.zeros(fast.size, bool)
+                back[wanted[unknown]] = True
+                slow[fast[back]] = True
+                keep = ~back
+                fast, byte2, byte3 = fast[keep], byte2[keep], byte3[keep]
+                start, stop = start[keep], stop[keep]
+                names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]
+                answer_a, has_a = answer_a[keep], has_a[keep]
+    return DnsBatch(fast, np.flatnonzero(slow), byte2, byte3, _be16(d, stop + 1), _be16(d, stop + 3), names,
+                    answer_a, has_a)
+
+
+def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Walk the first question's labels for every row at once; rows that are not plain go slow.
+
+    Returns the offset of each name's root byte and the (row, offset) of every inner length byte,
+    which becomes a dot in the text form."""
+    pos = pos0.copy()
+    wire = np.ones(len(pos), np.int64)
+    active = np.flatnonzero(~slow)
+    sep_rows: list[np.ndarray] = []
+    sep_pos: list[np.ndarray] = []
+    for step in range(_MAX_LABELS):
+        if not active.size:
+            break
+        p = pos[active]
+        inside = p < end[active]
+        size = np.where(inside, _u8(d, p), 0xFF)
+        root = size == 0
+        label = (size > 0) & (size < 0x40)
+        wire[active] += np.where(label, size + 1, 0)
+        bad = ~(root | label) | (wire[active] > MAX_NAME_WIRE_LENGTH)
+        slow[active[bad]] = True
+        more = label & ~bad
+        if step:
+            sep_rows.append(active[more])
+            sep_pos.append(p[more])
+        pos[active[more]] = p[more] + 1 + size[more]
+        active = active[more]
+    slow[active] = True  # more labels than any legal name holds
+    seps = (np.concatenate(sep_rows) if sep_rows else np.zeros(0, np.int64),
+            np.concatenate(sep_pos) if sep_pos else np.zeros(0, np.int64))
+    return pos, seps
+
+
+def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.ndarray, np.ndarray],
+           fast: np.ndarray, n: int) -> list[str]:
+    """The dotted text of every fast row's name, from one gather and one decode."""
+    if not fast.size:
+        return []
+    lengths = np.maximum(stop - start, 0)  # the root name has no text
+    bounds = np.zeros(fast.size + 1, np.int64)
+    np.cumsum(lengths, out=bounds[1:])
+    flat = np.repeat(start - bounds[:-1], lengths) + np.arange(bounds[-1])
+    buf = _UPPER_TO_LOWER[np.take(d, flat, mode="clip")]
+    at = np.full(n, -1, np.int64)
+    at[fast] = np.arange(fast.size)
+    rows, positions = seps
+    keep = at[rows] >= 0
+    k = at[rows[keep]]
+    buf[positions[keep] - start[k] + bounds[k]] = ord(".")
+    text = buf.tobytes().decode("latin-1")
+    b = bounds.tolist()
+    return [text[b[i]:b[i + 1]] for i in range(fast.size)]
+
+
+def _first_a(d: np.ndarray, pos: np.ndarray, end: np.ndarray, count: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first A record among the answers: (address, found, unknown) per row. Owners must be a
+    pointer or the root; a spelled-out owner name leaves the row `unknown` (for the parser)."""
+    n = len(pos)
+    addr = np.zeros(n, np.uint32)
+    found = np.zeros(n, bool)
+    unknown = np.zeros(n, bool)
+    active = np.arange(n)
+    for step in range(MAX_ANSWERS):
+        active = active[count[active] > step]
+        if not active.size:
+            break
+        p = pos[active]
+        first = np.where(p < end[active], _u8(d, p), 0x40)
+        pointer = first >= 0xC0
+        spelled = (first > 0) & (first < 0x40)
+        unknown[active[spelled]] = True
+        fixed = np.where(pointer, p + 2, p + 1)
+        rdata = fixed + 10
+        rdlength = _be16(d, fixed + 8)
+        ok = (pointer | (first == 0)) & (rdata <= end[active]) & (rdata + rdlength <= end[active])
+        is_a = ok & (_be16(d, fixed) == 1) & (rdlength == 4)
+        hit = active[is_a]
+        r = rdata[is_a]
+        addr[hit] = (_u8(d, r) << 24 | _u8(d, r + 1) << 16 | _u8(d, r + 2) << 8 | _u8(d, r + 3)).astype(np.uint32)
+        found[hit] = True
+        go = ok & ~is_a
+        pos[active[go]] = rdata[go] + rdlength[go]
+        active = active[go]
+    return addr, found, unknown
