@@ -147,8 +147,7 @@ def run_aggregator(
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
-    heuristics = Heuristics(heuristic_settings, index.is_whitelisted_ip, index.is_whitelisted_domain,
-                            lambda name: index.lookup_string(name) >= 0)
+    heuristics = Heuristics(heuristic_settings, index.is_whitelisted_ip, index.is_whitelisted_domain)
     ready.release()
     pending: list[tuple[int, int, dict[str, int], list[Event]]] = []
     next_seq = 0

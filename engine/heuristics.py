@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from engine.eventlog import Event
 from engine.ipaddr import Addr, addr_text
-from workers.heuristics.dns_rules import dga_reason, is_dnsbl_shaped, looks_like_dnsbl_trail, nx_keys
+from workers.heuristics.dns_rules import dga_reason, looks_like_dnsbl_trail, nx_keys
 
 HEURISTIC_REF = "(heuristic)"
 INFECTION_PORTS = frozenset((135, 139, 445, 1433, 3389, 6379, 6892, 6893, 6901))
@@ -80,11 +80,10 @@ class Heuristics:
     """Feed observations and second ticks in capture order; get heuristic events back."""
 
     def __init__(self, settings: HeuristicSettings, is_whitelisted_ip: Callable[[str], bool],
-                 is_whitelisted_domain: Callable[[str], bool], is_trail_domain: Callable[[str], bool]) -> None:
+                 is_whitelisted_domain: Callable[[str], bool]) -> None:
         s = self.settings = settings
         self._wl_ip = is_whitelisted_ip
         self._wl_domain = is_whitelisted_domain
-        self._is_trail = is_trail_domain
         self.tcp = _Accumulator(s.max_keys, s.max_items_per_key)  # port scan and infection share a budget
         self.udp = _Accumulator(s.max_keys, s.max_items_per_key)
         self.web = _Accumulator(s.max_keys, s.max_items_per_key)
@@ -227,14 +226,12 @@ class Heuristics:
 
     def nxdomain(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int,
                  name: str) -> list[Event]:
-        """An NXDOMAIN answer to client `dst`: flood counting and the DGA-label check."""
+        """An NXDOMAIN answer to client `dst`: flood counting and the DGA-label check. The worker
+        sends only names that `workers.heuristics.dns_rules.nx_counted` lets through."""
         if not self.settings.use_heuristics:
             return []
         labels = name.split(".")
-        last2 = ".".join(labels[-2:])
-        if last2 in self.exhausted or labels[-1].isdigit() or is_dnsbl_shaped(name):
-            return []
-        if self._wl_domain(name) or any(self._is_trail(".".join(labels[k:])) for k in range(len(labels))):
+        if ".".join(labels[-2:]) in self.exhausted:
             return []
         out: list[Event] = []
         src, dst = addr_text(src), addr_text(dst)

@@ -49,7 +49,7 @@ class _World:
         self.inspector = PayloadInspector(self.index, DetectionSettings(check_missing_host=True,
                                                                         check_host_domains=True))
         self.heuristics = Heuristics(HeuristicSettings(), self.index.is_whitelisted_ip,
-                                     self.index.is_whitelisted_domain, lambda n: self.index.lookup_string(n) >= 0)
+                                     self.index.is_whitelisted_domain)
         self.pipeline = EventPipeline(self.index, IgnoreRules(), DailyLog(tmp / "logs", "fuzz"))
 
     def run(self, frames: list[bytes], linktype: int = 1) -> dict[str, int]:
@@ -109,7 +109,7 @@ def test_state_plateaus_under_unique_key_floods(tmp_path: Path) -> None:
     write_arrays(tmp_path / "t.mtidx", arrays, meta)
     ix = TrailIndex(tmp_path / "t.mtidx")
     caps = HeuristicSettings(max_keys=500, max_items_per_key=50, max_dns_keys=1000)
-    h = Heuristics(caps, ix.is_whitelisted_ip, ix.is_whitelisted_domain, lambda n: ix.lookup_string(n) >= 0)
+    h = Heuristics(caps, ix.is_whitelisted_ip, ix.is_whitelisted_domain)
     for i in range(20_000):
         h.tcp_probe(i, 1, 0x0A000001, i % 65536, True)
         h.udp_probe(i, 1, 0x0A000001, i % 65536)

@@ -17,15 +17,15 @@ import numpy as np
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
-from engine.ipaddr import ip4_text, ip6_text, parse_ip4
+from engine.ipaddr import Addr, addr_text, parse_ip4
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed
 from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
-from workers.heuristics.dns_rules import exhaustion_domain
+from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns
 from workers.protocols.http import forwarded_for, parse_http_request, parse_http_response
-from workers.protocols.quic import initial_sni
+from workers.protocols.quic import QUIC_V1, QUIC_V2, initial_sni
 from workers.protocols.tls import client_hello_sni, server_certificate_sha1
 
 # Observation kinds sent to the aggregator: (kind, sec, usec, src, sport, dst, dport, detail...)
@@ -62,7 +62,7 @@ Item = tuple[int, str, tuple]  # (row, "event" | observation kind, payload)
 
 
 def payload_rows(p: Parsed, data: np.ndarray) -> np.ndarray:
-    """Rows that need a payload parser: DNS, HTTP-looking or TLS handshake TCP, QUIC long headers."""
+    """Rows that need a payload parser: DNS, HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials."""
     has = p.first_frag & (p.payload_len > 0) & ~p.malformed
     d = data if len(data) else np.zeros(1, np.uint8)
     off = p.payload_off
@@ -74,7 +74,11 @@ def payload_rows(p: Parsed, data: np.ndarray) -> np.ndarray:
     dns = udp & ((p.sport == 53) | (p.dport == 53))
     http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
     tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & np.isin(np.take(d, off + 5, mode="clip"), (1, 2))
-    quic = udp & ~dns & ((b0 & 0xC0) == 0xC0) & (p.payload_len >= 64)
+    version = (np.take(d, off + 1, mode="clip").astype(np.uint32) << 24
+               | np.take(d, off + 2, mode="clip").astype(np.uint32) << 16
+               | np.take(d, off + 3, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 4, mode="clip"))
+    initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
+    quic = udp & ~dns & initial & (p.payload_len >= 64)
     return np.flatnonzero(dns | http | tls | quic)
 
 
@@ -87,6 +91,7 @@ class PayloadInspector:
         self.domains = DomainChecker(index, long_domain=settings.use_heuristics and settings.long_domain)
         self._queries: dict[bytes, DnsMessage | None] = {}
         self._names: dict[str, tuple] = {}
+        self._nx_names: dict[str, bool] = {}
 
     def inspect(self, p: Parsed, data: np.ndarray, rows: np.ndarray) -> list[Item]:
         out: list[Item] = []
@@ -98,20 +103,13 @@ class PayloadInspector:
         if not rows.size:
             return out
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
-        columns = zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(),
-                      p.version[rows].tolist(), p.src4[rows].tolist(), p.dst4[rows].tolist(), p.sec[rows].tolist(),
-                      p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(), p.proto[rows].tolist(),
-                      dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
-        for row, off, n, version, src4, dst4, sec, usec, sport, dport, proto, de, se, dpe in columns:
+        src, dst = _addresses(p, rows)
+        columns = zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(), src, dst,
+                      p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
+                      p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
+        for row, off, n, s, d, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
-            if version == 4:
-                src, dst = ip4_text(src4), ip4_text(dst4)
-            else:
-                pos = int(np.searchsorted(p.v6_rows, row))
-                src = ip6_text(bytes(p.src6[pos]).ljust(16, b"\0"))
-                dst = ip6_text(bytes(p.dst6[pos]).ljust(16, b"\0"))
-            ctx = _Packet(row, sec, usec, src, sport, dst, dport, "TCP" if proto == PROTO_TCP else "UDP", out,
-                          de, se, dpe)
+            ctx = _Packet(row, sec, usec, s, sport, d, dport, "TCP" if proto == PROTO_TCP else "UDP", out, de, se, dpe)
             if proto == PROTO_UDP:
                 if sport == 53 or dport == 53:
                     self._dns(ctx, payload)
@@ -203,7 +201,7 @@ class PayloadInspector:
                     c.event("DNS", trail, f"sinkholed by {who} (malware)", HEURISTIC_REF)
                 elif flags & F_PARKING:
                     c.event("DNS", trail, "parked site (suspicious)", HEURISTIC_REF)
-            elif msg.byte3 == 0x83:
+            elif msg.byte3 == 0x83 and self._nx_counted(q):
                 c.observe(OBS_NXDOMAIN, (q,))
 
     def _query_events(self, c: _Packet, q: str, tag: tuple) -> None:
@@ -236,7 +234,10 @@ class PayloadInspector:
             for row, name, sec, usec, s, sport, d, dport in zip(
                     r.tolist(), [b.names[i] for i in nx.tolist()], p.sec[r].tolist(), p.usec[r].tolist(), src,
                     p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
-                if name and is_valid_dns_name(name):
+                counted = self._nx_names.get(name)
+                if counted is None:
+                    counted = self._nx_counted(name)
+                if counted:
                     out.append((row, OBS_NXDOMAIN, (sec, usec, s, sport, d, dport, name)))
         answered = np.flatnonzero(response & b.has_a)
         if answered.size:
@@ -267,6 +268,16 @@ class PayloadInspector:
             if checked and (hit or trail):
                 c = _context(p, row, out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
                 self._query_events(c, q, (exh[0],) if exh else ())
+
+    def _nx_counted(self, name: str) -> bool:
+        """`dns_rules.nx_counted` for a valid name, cached (bounded): NXDOMAIN names repeat."""
+        ix = self.index
+        counted = bool(name) and is_valid_dns_name(name) and nx_counted(
+            name, ix.is_whitelisted_domain, lambda key: ix.lookup_string(key) >= 0)
+        if len(self._nx_names) >= QUERY_CACHE_SIZE:
+            self._nx_names.pop(next(iter(self._nx_names)))
+        self._nx_names[name] = counted
+        return counted
 
     def _name_facts(self, q: str) -> tuple:
         """What a query name alone decides (ignored or not, exhaustion domain, whether it is a trail),
@@ -431,11 +442,7 @@ def _addresses(p: Parsed, rows: np.ndarray) -> tuple[list, list]:
 
 def _context(p: Parsed, row: int, out: list[Item], dst_entry: int, src_entry: int, dstport_entry: int) -> _Packet:
     """The packet context of one row, for the rare packet of a bulk path that reports something."""
-    if int(p.version[row]) == 4:
-        src, dst = ip4_text(int(p.src4[row])), ip4_text(int(p.dst4[row]))
-    else:
-        pos = int(np.searchsorted(p.v6_rows, row))
-        src, dst = ip6_text(bytes(p.src6[pos]).ljust(16, b"\0")), ip6_text(bytes(p.dst6[pos]).ljust(16, b"\0"))
+    (src,), (dst,) = _addresses(p, np.array([row]))
     proto = "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP"
     return _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]), proto,
                    out, dst_entry, src_entry, dstport_entry)
@@ -474,22 +481,34 @@ def _bracket(url: str, hit: str) -> str:
     return hit.join(f"({piece})" if piece else "" for piece in url.split(hit))
 
 
-@dataclass(slots=True)
 class _Packet:
-    """One inspected packet and where its items go."""
+    """One inspected packet and where its items go. Address texts are spelled out on first use:
+    most inspected packets report nothing and never need them."""
 
-    row: int
-    sec: int
-    usec: int
-    src: str
-    sport: int
-    dst: str
-    dport: int
-    proto: str
-    out: list[Item]
-    dst_entry: int
-    src_entry: int
-    dstport_entry: int
+    __slots__ = ("row", "sec", "usec", "_src", "sport", "_dst", "dport", "proto", "out", "dst_entry", "src_entry",
+                 "dstport_entry")
+
+    def __init__(self, row: int, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, proto: str,
+                 out: list[Item], dst_entry: int, src_entry: int, dstport_entry: int) -> None:
+        self.row, self.sec, self.usec, self.proto, self.out = row, sec, usec, proto, out
+        self._src, self.sport, self._dst, self.dport = src, sport, dst, dport
+        self.dst_entry, self.src_entry, self.dstport_entry = dst_entry, src_entry, dstport_entry
+
+    @property
+    def src(self) -> str:
+        if not isinstance(self._src, str):
+            self._src = addr_text(self._src)
+        return self._src
+
+    @src.setter
+    def src(self, text: str) -> None:
+        self._src = text
+
+    @property
+    def dst(self) -> str:
+        if not isinstance(self._dst, str):
+            self._dst = addr_text(self._dst)
+        return self._dst
 
     def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
         ev: Event = (self.sec, self.usec, self.src, self.sport, self.dst, self.dport, self.proto, etype, trail,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 
 _CONSONANTS = frozenset("bcdfghjklmnpqrstvwxyz")
@@ -65,6 +66,15 @@ def is_dnsbl_shaped(name: str) -> bool:
 def looks_like_dnsbl_trail(trail: str) -> bool:
     """Mail servers flood DNSBL zones (`zen.spamhaus.org`, `*.sorbs.net` ...) by design: not exhaustion."""
     return _DNSBL_TRAIL.search(trail) is not None
+
+
+def nx_counted(name: str, is_whitelisted: Callable[[str], bool], is_trail: Callable[[str], bool]) -> bool:
+    """Whether an NXDOMAIN for this name counts towards floods and DGA checks: not a numeric TLD,
+    not a DNSBL lookup, not whitelisted, and no suffix of it a trail (those are reported anyway)."""
+    labels = name.split(".")
+    if labels[-1].isdigit() or is_dnsbl_shaped(name) or is_whitelisted(name):
+        return False
+    return not any(is_trail(".".join(labels[k:])) for k in range(len(labels)))
 
 
 def nx_keys(name: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from workers.protocols.tls import handshake_sni
@@ -49,6 +49,13 @@ def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, byt
     client = _expand_label(extract.finalize(), b"client in", 32)
     return (_expand_label(client, prefix + b"key", 16), _expand_label(client, prefix + b"iv", 12),
             _expand_label(client, prefix + b"hp", 16))
+
+
+@lru_cache(maxsize=256)
+def _header_protection(hp: bytes) -> CipherContext:
+    """AES-ECB encryptor for the header-protection mask: ECB keeps no state between blocks, so one
+    context per connection serves all its Initials (creating one costs more than using it)."""
+    return Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -123,7 +130,7 @@ def initial_sni(payload: bytes | memoryview) -> str | None:
         return None
     key, iv, hp = initial_keys(dcid, version)
     sample = data[pn_offset + 4 : pn_offset + 4 + SAMPLE]
-    mask = Cipher(algorithms.AES(hp), modes.ECB()).encryptor().update(sample)
+    mask = _header_protection(hp).update(sample)
     pn_len = ((data[0] ^ mask[0]) & 0x03) + 1
     packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
         mask[1 : 1 + pn_len], "big")
