@@ -62,13 +62,22 @@ class _Accumulator:
     first: dict[tuple, tuple] = field(default_factory=dict)
 
     def add(self, key: tuple, item: object, probe: tuple) -> None:
+        self.add_many(key, (item,), probe)
+
+    def add_many(self, key: tuple, items: tuple, probe: tuple) -> None:
+        """Items in order, as if added one by one (the cap keeps the first ones)."""
         bucket = self.items.get(key)
         if bucket is None:
             if len(self.items) >= self.max_keys:
                 return
             bucket = self.items[key] = set()
             self.first[key] = probe
-        if len(bucket) < self.max_items:
+        if len(bucket) + len(items) <= self.max_items:
+            bucket.update(items)
+            return
+        for item in items:
+            if len(bucket) >= self.max_items:
+                return
             bucket.add(item)
 
     def clear(self) -> None:
@@ -175,17 +184,20 @@ class Heuristics:
         return self.local_prefix
 
     # ---- observations --------------------------------------------------------------------
-    def tcp_probe(self, src: Addr, sport: int, dst: Addr, dport: int, syn: bool) -> None:
-        """A SYN (or NULL/FIN/XMAS stealth probe) towards a non-loopback destination."""
-        if not self.settings.use_heuristics:
-            return
-        self.tcp.add(("p", src, dst), dport, (sport, dport))
-        if syn and dport in INFECTION_PORTS:
-            self.tcp.add(("i", src, dport), dst, (sport, dst))
-
-    def udp_probe(self, src: Addr, sport: int, dst: Addr, dport: int) -> None:
+    def tcp_scan(self, src: Addr, dst: Addr, sport: int, dport: int, ports: tuple[int, ...]) -> None:
+        """SYN (or NULL/FIN/XMAS stealth) probes from src to dst between two sweeps: the distinct
+        ports in capture order, and the first probe's ports for the report."""
         if self.settings.use_heuristics:
-            self.udp.add(("u", src, dst), dport, (sport, dport))
+            self.tcp.add_many(("p", src, dst), ports, (sport, dport))
+
+    def infection(self, src: Addr, dport: int, sport: int, dst: Addr, targets: tuple) -> None:
+        """SYNs from src to an infection port between two sweeps: the distinct targets."""
+        if self.settings.use_heuristics:
+            self.tcp.add_many(("i", src, dport), targets, (sport, dst))
+
+    def udp_scan(self, src: Addr, dst: Addr, sport: int, dport: int, ports: tuple[int, ...]) -> None:
+        if self.settings.use_heuristics:
+            self.udp.add_many(("u", src, dst), ports, (sport, dport))
 
     def web_request(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import traffic as t
 from engine.config import SensorConfig
 from engine.index.build import build_index_file
-from engine.pcapio import PcapWriter
+from engine.index.mapped import TrailIndex
+from engine.pcapio import PcapWriter, read_batches
 from engine.sensor import run_sensor
+from workers.batch import parse_batch
+from workers.payload import DetectionSettings, PayloadInspector
 
 TRAILS = """\
 evil-test-domain.com,malware (test),(static)
@@ -192,3 +196,13 @@ def test_server_certificate_sha1_trail(tmp_path: Path) -> None:
         w.write(t.ethernet(t.tcp4("203.0.113.70", A, 443, 50600, t.PSH | t.ACK, flight)), T0)
     lines = _run(tmp_path / "t.mtidx", path, tmp_path / "logs")
     assert len(lines) == 1 and f" TCP CERT {sha1} " in lines[0] and "c2 cert (malware)" in lines[0]
+    assert TrailIndex(tmp_path / "t.mtidx").meta["counts"]["certificates"] == 1
+    # Without certificate trails, server handshakes are not even selected for inspection.
+    (tmp_path / "none.csv").write_text("evil.example,malware (test),(static)\n")
+    build_index_file([str(tmp_path / "none.csv")], tmp_path / "none.mtidx")
+    batch = next(read_batches(path))
+    data = np.frombuffer(batch.data, np.uint8)
+    parsed = parse_batch(batch.meta, data, batch.linktype)
+    with_certs = PayloadInspector(TrailIndex(tmp_path / "t.mtidx"), DetectionSettings())
+    without = PayloadInspector(TrailIndex(tmp_path / "none.mtidx"), DetectionSettings())
+    assert with_certs.rows(parsed, data).size == 1 and without.rows(parsed, data).size == 0

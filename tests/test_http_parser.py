@@ -3,6 +3,8 @@ fuzzing (any TCP payload containing `HTTP/` reaches these parsers, so they must 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,7 +163,22 @@ def test_response_empty_title_and_first_pair() -> None:
 def test_response_without_content_type() -> None:
     resp = parse_http_response(b"HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n")
     assert resp == HttpResponse(status=404, content_type=None, title=None,
-                                head="HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n")
+                                raw=b"HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n")
+    assert resp.head == "HTTP/1.0 404 Not Found\r\nServer: x\r\n\r\n"
+
+
+@given(st.binary(max_size=300), st.binary(max_size=40))
+def test_response_bytes_search_equals_decoding_first(body: bytes, title: bytes) -> None:
+    """Title and content type found in the bytes equal those of the decoded text."""
+    raw = b"HTTP/1.1 200 OK\r\nContent-Type: " + body[:20] + b"\r\n\r\n" + body + b"<TITLE>" + title + b"</title>"
+    text = raw.decode("utf-8", "replace")
+    resp = parse_http_response(raw)
+    start = text.find("\r\nContent-Type:") + len("\r\nContent-Type:")
+    assert resp.content_type == text[start:text.find("\r\n", start)].strip().lower()
+    opening = re.search("<title>", text, re.I | re.A)
+    closing = re.search("</title>", text[opening.end():], re.I | re.A)
+    assert resp.title == text[opening.end():opening.end() + closing.start()]
+    assert resp.head == text[:HEAD_CHARS]
 
 
 def test_response_head_is_first_characters() -> None:

@@ -61,8 +61,9 @@ class DetectionSettings:
 Item = tuple[int, str, tuple]  # (row, "event" | observation kind, payload)
 
 
-def payload_rows(p: Parsed, data: np.ndarray) -> np.ndarray:
-    """Rows that need a payload parser: DNS, HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials."""
+def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.ndarray:
+    """Rows that need a payload parser: DNS, HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials.
+    Server handshakes (for certificate hashes) only when the trails hold certificates."""
     has = p.first_frag & (p.payload_len > 0) & ~p.malformed
     d = data if len(data) else np.zeros(1, np.uint8)
     off = p.payload_off
@@ -73,7 +74,8 @@ def payload_rows(p: Parsed, data: np.ndarray) -> np.ndarray:
     udp = has & (p.proto == PROTO_UDP)
     dns = udp & ((p.sport == 53) | (p.dport == 53))
     http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
-    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & np.isin(np.take(d, off + 5, mode="clip"), (1, 2))
+    handshakes = (1, 2) if certificates else (1,)  # ClientHello, ServerHello (its flight: the certificate)
+    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & np.isin(np.take(d, off + 5, mode="clip"), handshakes)
     version = (np.take(d, off + 1, mode="clip").astype(np.uint32) << 24
                | np.take(d, off + 2, mode="clip").astype(np.uint32) << 16
                | np.take(d, off + 3, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 4, mode="clip"))
@@ -92,6 +94,10 @@ class PayloadInspector:
         self._queries: dict[bytes, DnsMessage | None] = {}
         self._names: dict[str, tuple] = {}
         self._nx_names: dict[str, bool] = {}
+        self.certificates = bool(index.meta["counts"].get("certificates", 1))
+
+    def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
+        return payload_rows(p, data, self.certificates)
 
     def inspect(self, p: Parsed, data: np.ndarray, rows: np.ndarray) -> list[Item]:
         out: list[Item] = []
@@ -419,7 +425,7 @@ class PayloadInspector:
         resp = parse_http_response(payload)
         if resp is None:
             return
-        sinkhole = http_rules.sinkhole_match(resp.head)
+        sinkhole = http_rules.sinkhole_response(resp)
         if sinkhole:
             c.event("HTTP", sinkhole, "sinkhole response (malware)", HEURISTIC_REF)
         elif resp.title and http_rules.SEIZED_TITLE_RE.search(resp.title):

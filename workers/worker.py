@@ -21,7 +21,7 @@ from shm.ring import FLAG_EOF, Ring, RingSpec
 from workers.batch import SUPPORTED_LINKTYPES, Parsed, parse_batch
 from workers.match import IpMatcher
 from workers.observe import TICK, probe_items, tick_items
-from workers.payload import DetectionSettings, Item, PayloadInspector, payload_rows
+from workers.payload import DetectionSettings, Item, PayloadInspector
 
 POLL_SECONDS = 0.25
 
@@ -65,7 +65,7 @@ def _check_parent(parent_pid: int) -> None:
 def batch_items(parsed: Parsed, data: np.ndarray, matcher: IpMatcher, inspector: PayloadInspector) -> list[Item]:
     """Everything the aggregator needs from a batch, in capture order (a row's tick first)."""
     items: list[Item] = [(row, "event", (ev,)) for row, ev in matcher.events(parsed)]
-    items += inspector.inspect(parsed, data, payload_rows(parsed, data))
+    items += inspector.inspect(parsed, data, inspector.rows(parsed, data))
     items += probe_items(parsed)
     items += tick_items(parsed)
     items.sort(key=lambda item: (item[0], item[1] != TICK))

@@ -41,6 +41,7 @@ FORMAT_VERSION = 1
 
 _ADDRESS_START = frozenset("0123456789[")
 _IP4ISH = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_SHA1_HEX = re.compile(r"[0-9a-f]{40}")  # server certificate trails (type CERT)
 
 
 class IndexBuildError(Exception):
@@ -269,6 +270,7 @@ def compile_index(
             "cidr4": len(cidr4),
             "cidr6": len(cidr6),
             "strings": len(str_ids),
+            "certificates": sum(1 for i in str_ids.tolist() if _SHA1_HEX.fullmatch(keys[i])),
             "whitelist": len(wl_exact) + len(wl_ranges),
             "wildcards": len(wildcard_rows),
         },

@@ -18,6 +18,7 @@ from functools import lru_cache
 from urllib.parse import unquote, urlparse
 
 from engine.resources import data_file
+from workers.protocols.http import HEAD_CHARS, HttpResponse
 
 # Decoded, lowercased request texts containing any of these are never examined (`ads` also
 # matches `/uploads/`, `/downloads/`: that is Maltrail's behaviour and keeps asset URLs quiet).
@@ -263,12 +264,17 @@ _UA = _UaMatcher(_ua_patterns(data_file("ua.txt").read_text(encoding="utf-8")))
 
 
 def sinkhole_match(head: str) -> str | None:
-    """The sinkhole text of a response head. Every alternative of the regex contains the word
-    `sinkhole`, so a substring test (about 1 µs) spares the regex (over 100 µs on 2 KB)."""
-    if "sinkhole" not in head.lower():
-        return None
+    """The sinkhole text of a response head (the regex on its own: over 100 µs on 2 KB)."""
     m = SINKHOLE_RESPONSE_RE.search(head)
     return m.group(0) if m else None
+
+
+def sinkhole_response(resp: HttpResponse) -> str | None:
+    """`sinkhole_match` of a response. Every alternative of the regex contains the word
+    `sinkhole`, so a search of the raw bytes (banners are ASCII) spares decoding and the regex."""
+    if b"sinkhole" not in resp.raw[:4 * HEAD_CHARS].lower():
+        return None
+    return sinkhole_match(resp.head)
 
 
 def encode_for_trail(text: str) -> str:

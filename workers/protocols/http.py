@@ -14,9 +14,7 @@ from dataclasses import dataclass
 MAX_EXAMINED = 8192  # bytes of a payload that are decoded and searched
 HEAD_CHARS = 2000  # response characters Maltrail runs the sinkhole regex on
 
-_TITLE_OPEN = re.compile(r"<title>", re.IGNORECASE | re.ASCII)
-_TITLE_CLOSE = re.compile(r"</title>", re.IGNORECASE | re.ASCII)
-_STATUS = re.compile(r"HTTP/\S* +(\d{3})(?!\d)", re.ASCII)
+_STATUS = re.compile(rb"HTTP/\S* +(\d{3})(?!\d)")
 # Maltrail's forwarded-address rule, matched on the raw packet bytes there (hence ASCII here).
 _FORWARDED_FOR = re.compile(r"\b(?:CF-Connecting-IP|True-Client-IP|X-Forwarded-For):\s*([0-9.]+)",
                             re.IGNORECASE | re.ASCII)
@@ -37,17 +35,29 @@ class HttpRequest:
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
-    """What Maltrail's response heuristics look at: sinkhole banner, seized title, content type."""
+    """What Maltrail's response heuristics look at: sinkhole banner, seized title, content type.
+
+    Bodies are mostly binary, and decoding them costs more than everything else here, so the
+    response is searched as bytes and only the pieces that are used are decoded."""
 
     status: int | None
     content_type: str | None
     title: str | None
-    head: str
+    raw: bytes  # the examined bytes
+
+    @property
+    def head(self) -> str:
+        """The first HEAD_CHARS characters, decoded (4 bytes at most per character)."""
+        return _text(self.raw[:4 * HEAD_CHARS])[:HEAD_CHARS]
+
+
+def _text(raw: bytes) -> str:
+    """UTF-8 with replacement characters, as Maltrail decodes TCP payloads."""
+    return raw.decode("utf-8", "replace")
 
 
 def _decode(payload: bytes | memoryview) -> str:
-    """UTF-8 with replacement characters, as Maltrail decodes TCP payloads."""
-    return bytes(payload[:MAX_EXAMINED]).decode("utf-8", "replace")
+    return _text(bytes(payload[:MAX_EXAMINED]))
 
 
 def header(text: str, name: str) -> str | None:
@@ -85,26 +95,40 @@ def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
 
 
 def parse_http_response(payload: bytes | memoryview) -> HttpResponse | None:
-    """Parse a response (decoded text starting with `HTTP/`), else None.
+    """Parse a response (a payload starting with `HTTP/`), else None.
 
     The title is the text between the first `<title>` and the next `</title>`, None unless both
-    are present (a missing close tag must not turn the whole body into a trail).
+    are present (a missing close tag must not turn the whole body into a trail). The markers are
+    ASCII, and UTF-8 decoding resynchronises at every ASCII byte, so searching the bytes and
+    decoding the pieces gives the same strings as decoding first.
     """
-    text = _decode(payload)
-    if not text.startswith("HTTP/"):
+    raw = bytes(payload[:MAX_EXAMINED])
+    if not raw.startswith(b"HTTP/"):
         return None
-    eol = text.find("\r\n")
-    status = _STATUS.match(text[:eol] if eol >= 0 else text)
-    content_type = header(text, "Content-Type")
+    eol = raw.find(b"\r\n")
+    status = _STATUS.match(raw[:eol] if eol >= 0 else raw)
+    content_type = _header_bytes(raw, b"Content-Type")
     title = None
-    opening = _TITLE_OPEN.search(text)
-    if opening:
-        closing = _TITLE_CLOSE.search(text, opening.end())
-        if closing:
-            title = text[opening.end():closing.start()]
+    low = raw.lower()  # bytes.lower() folds ASCII letters only, keeping every offset
+    opening = low.find(b"<title>")
+    if opening >= 0:
+        closing = low.find(b"</title>", opening + 7)
+        if closing >= 0:
+            title = _text(raw[opening + 7:closing])
     return HttpResponse(status=int(status.group(1)) if status else None,
                         content_type=content_type.lower() if content_type is not None else None,
-                        title=title, head=text[:HEAD_CHARS])
+                        title=title, raw=raw)
+
+
+def _header_bytes(raw: bytes, name: bytes) -> str | None:
+    """`header` over undecoded bytes."""
+    key = b"\r\n" + name + b":"
+    start = raw.find(key)
+    if start < 0:
+        return None
+    start += len(key)
+    end = raw.find(b"\r\n", start)
+    return _text(raw[start:end]).strip() if end >= 0 else None
 
 
 def forwarded_for(text: str) -> str | None:
