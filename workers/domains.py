@@ -17,6 +17,7 @@ from engine.index.mapped import TrailIndex
 from engine.index.schema import F_DYNAMIC, F_SINKHOLE, F_SUSPICIOUS
 from workers.heuristics.dns_rules import long_domain_trail
 from workers.protocols.dns import is_valid_dns_name
+from workers.wildcards import WildcardMatcher
 
 NEGATIVE_CACHE_SIZE = 10_000
 _INFRA_NAME = re.compile(r"(?:ns|rns|dns|nf|mx|nic)\d*\.")
@@ -39,9 +40,8 @@ class DomainChecker:
         self.index = index
         self.long_domain = long_domain
         self._clean: OrderedDict[str, None] = OrderedDict()
-        patterns = [p for p, _ in index.wildcards]
         self._wild_entries = [e for _, e in index.wildcards]
-        self._wild = re.compile("|".join(f"(?P<g{i}>{p})" for i, p in enumerate(patterns))) if patterns else None
+        self._wild = WildcardMatcher([p for p, _ in index.wildcards]) if index.wildcards else None
 
     def _hit(self, trail: str, entry: int) -> DomainHit:
         return DomainHit(trail, self.index.info(entry), self.index.reference(entry))
@@ -84,11 +84,12 @@ class DomainChecker:
             if trail is not None:
                 return DomainHit(trail, LONG_DOMAIN_INFO, HEURISTIC_REF)
         if self._wild is not None:
-            m = self._wild.search(name)
-            if m and m.lastgroup:
+            found = self._wild.search(name)
+            if found is not None:
+                which, m = found
                 pre, suf = name[: m.start()], name[m.end() :]
                 trail = (f"({pre})" if pre else "") + m.group(0) + (f"({suf})" if suf else "")
-                return self._hit(trail.replace(".)", ")."), self._wild_entries[int(m.lastgroup[1:])])
+                return self._hit(trail.replace(".)", ")."), self._wild_entries[which])
         pos = name.find(".onion.")
         if pos > 0:
             label = name[:pos].rsplit(".", 1)[-1]

@@ -95,6 +95,7 @@ class TrailIndex:
         self.wildcards = [(pattern, int(e)) for pattern, e in self.meta["wildcards"]]
         self._wildcard_re: re.Pattern[str] | None = None
         self._wl_domain_cache: dict[str, bool] = {}
+        self._wl_names: frozenset[bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.entry_info)
@@ -252,11 +253,14 @@ class TrailIndex:
         return cached
 
     def _whitelisted_domain(self, name: str) -> bool:
+        names = self._wl_names
+        if names is None:  # a few thousand short strings: a set beats hashing into the arrays
+            names = self._wl_names = frozenset(self.wl_strings.raw(i) for i in range(len(self.wl_strings)))
         m = _NAME_CHARS.match(name)
         labels = (m.group(0) if m else "").lower().split(".")
         for k in range(len(labels)):
             raw = ".".join(labels[k:]).encode()
-            if raw and self._string_in(self.wl_hash, self.wl_entry, self.wl_strings, raw) >= 0:
+            if raw and raw in names:
                 return True
         return False
 

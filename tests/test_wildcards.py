@@ -1,0 +1,64 @@
+"""`workers.wildcards`: the literal prefilter finds what every match needs, and searching only the
+patterns whose literals a name holds gives the combined pattern's answer, match for match."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workers.wildcards import WildcardMatcher, required_literals
+
+PATTERNS = [
+    r"\b(atztds|mtxtds)[0-9a-z]+\.(world|xyz)",
+    r"q(l|r)[0-9]{5,6}\.pw",
+    r"byethost[0-9]+\.com",
+    r"^[a-z]{1,3}\-leboncoin\.(com|info|me|top)$",
+    r"^[a-z]{2}\-[a-z]{2,3}\.(top|club)$",
+    r"(advert|\w{1,3}xspot|mailserv)[0-9][0-9a-z]+\.(com|club)",
+    r"nklmtf[0-9][^.]*[0-9].t35.com",
+    r"(?i:UPPER)[0-9]+\.net",
+    r"a|b.example",
+    r"(ab)?cd[0-9]\.org",
+    r"x.y",
+]
+
+
+def test_required_literals() -> None:
+    assert required_literals(r"byethost[0-9]+\.com") == ("byethost",)
+    assert required_literals(r"\b(atztds|mtxtds)[0-9a-z]+\.(world|xyz)") == ("atztds", "mtxtds")
+    assert required_literals(r"(advert|\w{1,3}xspot)[0-9]+\.(com|club)") == ("advert", "xspot")
+    assert required_literals(r"(?i)UPPER[0-9]+\.net") is None  # case-insensitive: literals do not hold
+    assert required_literals(r"a|b.example") is None  # top-level alternation
+    assert required_literals(r"(ab)?cd[0-9]\.org") == (".org",)  # an optional group is not required
+    assert required_literals(r"x.y") is None  # single characters do not narrow anything
+    assert required_literals(r"[") is None
+
+
+def _combined(name: str) -> tuple[int, str, int] | None:
+    m = re.compile("|".join(f"(?P<g{i}>{p})" for i, p in enumerate(PATTERNS))).search(name)
+    return None if m is None else (int(m.lastgroup[1:]), m.group(0), m.start())
+
+
+NAMES = ["atztds123.xyz", "www.byethost42.com", "ab-leboncoin.top", "zz-abc.club", "qxxspot9a.club",
+         "x.mailserv1z.com.evil", "nklmtf1abc2.t35.com", "upper7.net", "b.example", "abcd1.org", "xzy.net",
+         "mtxtds9.world.byethost1.com", "clean.example.org", "byethost.com"]
+
+
+def test_known_names_match_as_combined() -> None:
+    matcher = WildcardMatcher(PATTERNS)
+    for name in NAMES:
+        got = matcher.search(name)
+        assert (None if got is None else (got[0], got[1].group(0), got[1].start())) == _combined(name), name
+    assert sum(matcher.search(n) is not None for n in NAMES) >= 10
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["atztds", "byethost", "1", "42", ".", "-", "com", "club", "xspot", "t35",
+                                 "nklmtf", "leboncoin", "ab", "cd", "x", "y", "org", "top", "advert", "q",
+                                 "l", "12345", "pw", "upper", "world"]), min_size=1, max_size=8))
+def test_generated_names_match_as_combined(parts: list[str]) -> None:
+    name = "".join(parts)
+    got = WildcardMatcher(PATTERNS).search(name)
+    assert (None if got is None else (got[0], got[1].group(0), got[1].start())) == _combined(name)
