@@ -25,7 +25,7 @@ from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.mapped import TrailIndex
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
-from workers.observe import INFECTION, TCP_SCAN, TICK, UDP_SCAN
+from workers.observe import TCP_SCANS, TICK, UDP_SCANS
 from workers.payload import OBS_DNS_QUERY, OBS_NXDOMAIN, OBS_WEB
 from workers.worker import sensor_alive
 
@@ -105,12 +105,12 @@ def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics,
     """One batch's events and observations, in capture order, through the heuristics and the pipeline."""
     h = heuristics
     for _, kind, data in items:  # the most frequent kinds first
-        if kind == TCP_SCAN:
-            h.tcp_scan(*data)
-        elif kind == UDP_SCAN:
-            h.udp_scan(*data)
-        elif kind == OBS_DNS_QUERY:
+        if kind == OBS_DNS_QUERY:
             pipeline.process(h.dns_query(*data))
+        elif kind == TCP_SCANS:
+            h.tcp_scans(*data)
+        elif kind == UDP_SCANS:
+            h.udp_scans(*data)
         elif kind == "event":
             if len(data) == 1 or not h.suppressed(data[1]):
                 pipeline.process(data[:1])
@@ -120,8 +120,6 @@ def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics,
             h.web_request(*data[:7])
         elif kind == OBS_NXDOMAIN:
             pipeline.process(h.nxdomain(*data))
-        elif kind == INFECTION:
-            h.infection(*data)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -184,20 +184,30 @@ class Heuristics:
         return self.local_prefix
 
     # ---- observations --------------------------------------------------------------------
-    def tcp_scan(self, src: Addr, dst: Addr, sport: int, dport: int, ports: tuple[int, ...]) -> None:
-        """SYN (or NULL/FIN/XMAS stealth) probes from src to dst between two sweeps: the distinct
-        ports in capture order, and the first probe's ports for the report."""
+    def tcp_scans(self, tags: list[str], sources: list[Addr], targets: list, sports: list[int], firsts: list,
+                  values: list[tuple]) -> None:
+        """One segment's TCP groups (`workers.observe`): tag "p" keys (source, destination) with the
+        distinct ports probed, tag "i" keys (source, infection port) with the distinct targets SYNed;
+        with the first probe's source port and destination port (or target) for the report."""
         if self.settings.use_heuristics:
-            self.tcp.add_many(("p", src, dst), ports, (sport, dport))
+            self._scans(self.tcp, tags, sources, targets, sports, firsts, values)
 
-    def infection(self, src: Addr, dport: int, sport: int, dst: Addr, targets: tuple) -> None:
-        """SYNs from src to an infection port between two sweeps: the distinct targets."""
+    def udp_scans(self, tags: list[str], sources: list[Addr], targets: list, sports: list[int], firsts: list,
+                  values: list[tuple]) -> None:
         if self.settings.use_heuristics:
-            self.tcp.add_many(("i", src, dport), targets, (sport, dst))
+            self._scans(self.udp, tags, sources, targets, sports, firsts, values)
 
-    def udp_scan(self, src: Addr, dst: Addr, sport: int, dport: int, ports: tuple[int, ...]) -> None:
-        if self.settings.use_heuristics:
-            self.udp.add_many(("u", src, dst), ports, (sport, dport))
+    @staticmethod
+    def _scans(acc: _Accumulator, tags: list[str], sources: list[Addr], targets: list, sports: list[int],
+               firsts: list, values: list[tuple]) -> None:
+        items, first = acc.items, acc.first
+        for tag, src, target, sport, x, vals in zip(tags, sources, targets, sports, firsts, values, strict=True):
+            key = (tag, src, target)
+            if key not in items and len(items) < acc.max_keys and len(vals) <= acc.max_items:
+                items[key] = set(vals)  # the common case: a key new in this window
+                first[key] = (sport, x)
+            else:
+                acc.add_many(key, vals, (sport, x))
 
     def web_request(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))

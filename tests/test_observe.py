@@ -1,6 +1,7 @@
 """Grouped scan probes (`workers.observe`) leave the heuristics in exactly the state that feeding
 the probes one at a time, in capture order, would: same keys in the same order, same port and
-target sets, same first probes, same alerts. Timestamps go backwards too (no tick then)."""
+target sets, same first probes, same alerts. Timestamps go backwards too (no tick then), and the
+caps on keys and items are small enough to be reached."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from engine import traffic as t
 from engine.heuristics import INFECTION_PORTS, Heuristics, HeuristicSettings
 from engine.ipaddr import parse_ip4, parse_ip6
 from workers.batch import parse_batch
-from workers.observe import INFECTION, TCP_SCAN, TICK, UDP_SCAN, probe_items, tick_items
+from workers.observe import TCP_SCANS, TICK, UDP_SCANS, probe_items, tick_items
 
 SRC4 = ["10.0.0.5", "10.0.0.6", "198.51.100.7"]
 DST4 = ["203.0.113.1", "203.0.113.2", "127.0.0.1", "10.0.1.9"]
@@ -84,12 +85,10 @@ def _grouped(frames: list, settings: HeuristicSettings, batch: int) -> tuple[Heu
         for _, kind, args in items:
             if kind == TICK:
                 events += h.tick(*args)
-            elif kind == TCP_SCAN:
-                h.tcp_scan(*args)
-            elif kind == INFECTION:
-                h.infection(*args)
-            elif kind == UDP_SCAN:
-                h.udp_scan(*args)
+            elif kind == TCP_SCANS:
+                h.tcp_scans(*args)
+            elif kind == UDP_SCANS:
+                h.udp_scans(*args)
     return h, events
 
 

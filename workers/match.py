@@ -34,13 +34,17 @@ def proto_name(proto: int) -> str:
     return PROTO_NAMES.get(proto, str(proto))
 
 
+_L4_KNOWN = np.zeros(256, bool)  # protocols with rules of their own (a table lookup beats np.isin)
+_L4_KNOWN[[PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMP6]] = True
+
+
 def checked_rows(p: Parsed) -> tuple[np.ndarray, np.ndarray]:
     """Rows that get IP trail checks and their check kind."""
     proto = p.proto
     syn = (proto == PROTO_TCP) & (p.tcp_flags == TCP_SYN)
     udp = (proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     echo = ((proto == PROTO_ICMP) & (p.icmp_type == 8)) | ((proto == PROTO_ICMP6) & (p.icmp_type == 128))
-    other = (p.version != 0) & ~np.isin(proto, (PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMP6))
+    other = (p.version != 0) & ~_L4_KNOWN[proto & 0xFF]
     mask = p.first_frag & (syn | udp | echo) | (other & ~p.malformed)
     rows = np.flatnonzero(mask)
     kind = np.where(syn[rows], _SYN, np.where(udp[rows], _UDP, _PLAIN))

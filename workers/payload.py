@@ -74,8 +74,8 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     udp = has & (p.proto == PROTO_UDP)
     dns = udp & ((p.sport == 53) | (p.dport == 53))
     http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
-    handshakes = (1, 2) if certificates else (1,)  # ClientHello, ServerHello (its flight: the certificate)
-    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & np.isin(np.take(d, off + 5, mode="clip"), handshakes)
+    kind = np.take(d, off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
+    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & ((kind == 1) | ((kind == 2) & certificates))
     version = (np.take(d, off + 1, mode="clip").astype(np.uint32) << 24
                | np.take(d, off + 2, mode="clip").astype(np.uint32) << 16
                | np.take(d, off + 3, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 4, mode="clip"))
