@@ -38,6 +38,7 @@ _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 _HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
     dtype=np.uint32)
+_PARAM_VALUES = re.compile(r"(?<=[?&])([^=&]*)=[^&]*")
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
 _RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
@@ -465,7 +466,7 @@ def _url_candidates(path: str, post: str) -> list[str]:
         checks.append(path.split("?", 1)[0].rstrip("/"))
     if "=" in path:
         checks.append(path[: path.index("=") + 1])
-        reduced = re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)
+        reduced = _PARAM_VALUES.sub(r"\1=", path)
         if reduced not in checks:
             checks.append(reduced)
             if reduced.count("/") > 1:

@@ -20,7 +20,7 @@ _FORWARDED_FOR = re.compile(r"\b(?:CF-Connecting-IP|True-Client-IP|X-Forwarded-F
                             re.IGNORECASE | re.ASCII)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond more to build
 class HttpRequest:
     """A request line plus the two headers every request is checked for; `path` is as sent."""
 
@@ -33,7 +33,7 @@ class HttpRequest:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpResponse:
     """What Maltrail's response heuristics look at: sinkhole banner, seized title, content type.
 
@@ -137,5 +137,8 @@ def forwarded_for(text: str) -> str | None:
     Maltrail's rule: header name in any case anywhere in the packet, then the run of digits and
     dots after the colon (so `1.2.3.4, 5.6.7.8` gives `1.2.3.4`); None when no such run exists.
     """
+    low = text.lower()  # a case-insensitive regex search costs more than these three tests
+    if "connecting-ip:" not in low and "client-ip:" not in low and "forwarded-for:" not in low:
+        return None
     match = _FORWARDED_FOR.search(text)
     return match.group(1) if match else None
