@@ -182,7 +182,7 @@ class PayloadInspector:
         if msg.byte2 & 0xFA == 0:  # standard query
             if not q or not is_valid_dns_name(q) or is_ignored_query(q):
                 return
-            exh = exhaustion_domain(q)
+            exh = self._exhaustion(q)
             tag = (exh[0],) if exh else ()
             if exh:
                 c.observe(OBS_DNS_QUERY, (q, exh[0], exh[1]))
@@ -276,6 +276,12 @@ class PayloadInspector:
                 c = _context(p, row, out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
                 self._query_events(c, q, (exh[0],) if exh else ())
 
+    def _exhaustion(self, q: str) -> tuple[str, str] | None:
+        """The (domain, prefix) a query counts against for DNS exhaustion; None for whitelisted
+        domains, which the aggregator would ignore anyway (spared an observation each)."""
+        exh = exhaustion_domain(q)
+        return None if exh is None or self.index.is_whitelisted_domain(exh[0]) else exh
+
     def _nx_counted(self, name: str) -> bool:
         """`dns_rules.nx_counted` for a valid name, cached (bounded): NXDOMAIN names repeat."""
         ix = self.index
@@ -292,7 +298,7 @@ class PayloadInspector:
         if not q or not is_valid_dns_name(q) or is_ignored_query(q):
             facts = _IGNORED
         else:
-            facts = (exhaustion_domain(q), self.domains.check(q) is not None)
+            facts = (self._exhaustion(q), self.domains.check(q) is not None)
         if len(self._names) >= QUERY_CACHE_SIZE:
             self._names.pop(next(iter(self._names)))
         self._names[q] = facts
