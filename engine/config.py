@@ -36,9 +36,9 @@ class SensorConfig:
     snaplen: int = 65535
     promisc: bool = True
     capture_buffer_mb: int = 64
-    batch_packets: int = 4096
+    batch_packets: int = 16384
     ring_slots: int = 8
-    ring_slot_kb: int = 4096
+    ring_slot_kb: int = 8192
     status_file: str = ""
     use_heuristics: bool = True
     disabled_heuristics: list[str] = field(default_factory=list)
