@@ -154,7 +154,7 @@ class Heuristics:
         if s.on("web_scanning"):
             for key, segments in self.web.items.items():
                 if len(segments) > s.web_scan_threshold and self._once(("w", *key)):
-                    src, dst = key
+                    src, dst = addr_text(key[0]), addr_text(key[1])
                     if not self._wl_ip(src) and not (_is_private(src) and _is_private(dst)):
                         rsec, rusec, sport, dport = self.web.first[key]
                         out.append((rsec, rusec, src, sport, dst, dport, "TCP", "PATH", "*",
@@ -209,7 +209,7 @@ class Heuristics:
             else:
                 acc.add_many(key, vals, (sport, x))
 
-    def web_request(self, sec: int, usec: int, src: str, sport: int, dst: str, dport: int, segment: str) -> None:
+    def web_request(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))
 
     def dns_query(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, name: str, domain: str,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import unquote
+from urllib.parse import unquote, urlparse
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +17,7 @@ from workers.heuristics.http_rules import (
     SINKHOLE_RESPONSE_RE,
     SUSPICIOUS_CATEGORIES,
     SUSPICIOUS_CONTENT_TYPES,
+    _filename,
     _ua_patterns,
     direct_download,
     encode_for_trail,
@@ -461,3 +462,13 @@ def test_fast_ua_matcher_finds_what_one_alternation_finds() -> None:
         expected = None if m is None or m.start() == m.end() else (m.start(), m.end())
         got = _UA.search(ua)
         assert (None if got is None or got[0] == got[1] else got) == expected, ua
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab/.?#;[]@:\\\t\r\n%=x", max_size=20), st.text(alphabet="ab/.?#;[]@:\\\t\r\nx", max_size=8))
+def test_filename_shortcut_equals_urlparse(path: str, host: str) -> None:
+    try:
+        expected = urlparse("http://" + host + path).path.rsplit("/", 1)[-1]
+    except ValueError:
+        expected = path.split("?", 1)[0].split("#", 1)[0].rsplit("/", 1)[-1]
+    assert _filename(host, path) == expected

@@ -529,4 +529,5 @@ class _Packet:
         self.out.append((self.row, "event", (ev, *tag)))
 
     def observe(self, kind: str, detail: tuple) -> None:
-        self.out.append((self.row, kind, (self.sec, self.usec, self.src, self.sport, self.dst, self.dport, *detail)))
+        """An observation for the aggregator, addresses as they came (spelled out there if reported)."""
+        self.out.append((self.row, kind, (self.sec, self.usec, self._src, self.sport, self._dst, self.dport, *detail)))

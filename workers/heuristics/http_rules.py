@@ -140,6 +140,10 @@ SINKHOLE_RESPONSE_RE = re.compile(
     r"|\bsinkholed\s+by\s+[^\r\n<]{1,60}"
     r"|\bsinkhole\s+(?:server|project|page)\b",
     re.I | re.M)
+# What makes urlparse differ from splitting at ?, # and the last / (params, removed characters,
+# a netloc that ends early): requests with these take the slow, exact way.
+_URLPARSE_PATH = re.compile(r"[;\t\r\n]")
+_URLPARSE_HOST = re.compile(r"[/?#\[\]\\@;\t\r\n]")
 SEIZED_TITLE_RE = re.compile(r"domain name has been seized by|Domain Seized|Domain Seizure", re.I)
 # Scripts and raw executables that a web server has no business labelling as such for a normal
 # download (installers come as octet-stream or x-msdownload, which are left out on purpose).
@@ -306,7 +310,10 @@ def suspicious_request(path: str, body: str | None, private_dst: bool) -> str | 
 
 
 def _filename(host: str, path: str) -> str:
-    """Last segment of the URL path as `urlparse` splits it (query, fragment, `;params` removed)."""
+    """Last segment of the URL path as `urlparse` splits it (query, fragment, `;params` removed).
+    Plain requests take a shortcut with the same result (urlparse costs over a microsecond)."""
+    if path[:1] == "/" and _URLPARSE_PATH.search(path) is None and _URLPARSE_HOST.search(host) is None:
+        return path.split("?", 1)[0].split("#", 1)[0].rsplit("/", 1)[-1]
     try:
         return urlparse("http://" + host + path).path.rsplit("/", 1)[-1]
     except ValueError:  # e.g. an unbalanced `[` in a hostile Host header
