@@ -11,6 +11,7 @@ import os
 import pickle
 import time
 from multiprocessing.synchronize import Semaphore
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from shm.packets import read_batch
 from shm.ring import FLAG_EOF, Ring, RingSpec
 from workers.batch import SUPPORTED_LINKTYPES, Parsed, parse_batch
 from workers.match import IpMatcher
-from workers.observe import TICK, probe_items, tick_items
+from workers.observe import probe_items, tick_items
 from workers.payload import DetectionSettings, Item, PayloadInspector
 
 POLL_SECONDS = 0.25
@@ -64,11 +65,11 @@ def _check_parent(parent_pid: int) -> None:
 
 def batch_items(parsed: Parsed, data: np.ndarray, matcher: IpMatcher, inspector: PayloadInspector) -> list[Item]:
     """Everything the aggregator needs from a batch, in capture order (a row's tick first)."""
-    items: list[Item] = [(row, "event", (ev,)) for row, ev in matcher.events(parsed)]
+    items: list[Item] = tick_items(parsed)  # first: the sort is stable, so a row's tick stays ahead
+    items += [(row, "event", (ev,)) for row, ev in matcher.events(parsed)]
     items += inspector.inspect(parsed, data, inspector.rows(parsed, data))
     items += probe_items(parsed)
-    items += tick_items(parsed)
-    items.sort(key=lambda item: (item[0], item[1] != TICK))
+    items.sort(key=itemgetter(0))
     return items
 
 
