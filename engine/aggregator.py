@@ -104,9 +104,12 @@ class Counters:
 def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics, pipeline: EventPipeline) -> None:
     """One batch's events and observations, in capture order, through the heuristics and the pipeline."""
     h = heuristics
+    dns_query = h.dns_query
     for _, kind, data in items:  # the most frequent kinds first
         if kind == OBS_DNS_QUERY:
-            pipeline.process(h.dns_query(*data))
+            found = dns_query(*data)
+            if found:
+                pipeline.process(found)
         elif kind == TCP_SCANS:
             h.tcp_scans(*data)
         elif kind == UDP_SCANS:
@@ -147,7 +150,7 @@ def run_aggregator(
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
-    heuristics = Heuristics(heuristic_settings, index.is_whitelisted_ip, index.is_whitelisted_domain)
+    heuristics = Heuristics(heuristic_settings, index.is_whitelisted_ip)
     ready.release()
     pending: list[tuple[int, int, dict[str, int], list[Event]]] = []
     next_seq = 0

@@ -88,11 +88,9 @@ class _Accumulator:
 class Heuristics:
     """Feed observations and second ticks in capture order; get heuristic events back."""
 
-    def __init__(self, settings: HeuristicSettings, is_whitelisted_ip: Callable[[str], bool],
-                 is_whitelisted_domain: Callable[[str], bool]) -> None:
+    def __init__(self, settings: HeuristicSettings, is_whitelisted_ip: Callable[[str], bool]) -> None:
         s = self.settings = settings
         self._wl_ip = is_whitelisted_ip
-        self._wl_domain = is_whitelisted_domain
         self.tcp = _Accumulator(s.max_keys, s.max_items_per_key)  # port scan and infection share a budget
         self.udp = _Accumulator(s.max_keys, s.max_items_per_key)
         self.web = _Accumulator(s.max_keys, s.max_items_per_key)
@@ -214,8 +212,9 @@ class Heuristics:
 
     def dns_query(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, name: str, domain: str,
                   prefix: str) -> list[Event]:
-        """DNS exhaustion bookkeeping (spec 3); the domain then suppresses its queries' trail events."""
-        if not domain or self._wl_domain(domain):
+        """DNS exhaustion bookkeeping (spec 3); the domain then suppresses its queries' trail events.
+        Workers send no observation for whitelisted domains (`PayloadInspector._exhaustion`)."""
+        if not domain:
             return []
         entry = self.exhaustion.get(domain)
         if entry is None or sec - entry[0] > self.settings.dns_exhaustion_window:

@@ -51,7 +51,7 @@ def _key(addr: str) -> int | bytes:
 
 def _one_at_a_time(frames: list, settings: HeuristicSettings) -> tuple[Heuristics, list]:
     """The reference: Maltrail's order, a sweep at each later second, one probe at a time."""
-    h = Heuristics(settings, lambda ip: False, lambda name: False)
+    h = Heuristics(settings, lambda ip: False)
     events, last = [], None
     for ts, _, (proto, src, dst, sport, dport, flags) in frames:
         sec = int(ts)
@@ -71,7 +71,7 @@ def _one_at_a_time(frames: list, settings: HeuristicSettings) -> tuple[Heuristic
 
 
 def _grouped(frames: list, settings: HeuristicSettings, batch: int) -> tuple[Heuristics, list]:
-    h = Heuristics(settings, lambda ip: False, lambda name: False)
+    h = Heuristics(settings, lambda ip: False)
     events = []
     for start in range(0, len(frames), batch):
         chunk = frames[start:start + batch]

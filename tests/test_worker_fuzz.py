@@ -48,8 +48,7 @@ class _World:
         self.matcher = IpMatcher(self.index)
         self.inspector = PayloadInspector(self.index, DetectionSettings(check_missing_host=True,
                                                                         check_host_domains=True))
-        self.heuristics = Heuristics(HeuristicSettings(), self.index.is_whitelisted_ip,
-                                     self.index.is_whitelisted_domain)
+        self.heuristics = Heuristics(HeuristicSettings(), self.index.is_whitelisted_ip)
         self.pipeline = EventPipeline(self.index, IgnoreRules(), DailyLog(tmp / "logs", "fuzz"))
 
     def run(self, frames: list[bytes], linktype: int = 1) -> dict[str, int]:
@@ -109,7 +108,7 @@ def test_state_plateaus_under_unique_key_floods(tmp_path: Path) -> None:
     write_arrays(tmp_path / "t.mtidx", arrays, meta)
     ix = TrailIndex(tmp_path / "t.mtidx")
     caps = HeuristicSettings(max_keys=500, max_items_per_key=50, max_dns_keys=1000)
-    h = Heuristics(caps, ix.is_whitelisted_ip, ix.is_whitelisted_domain)
+    h = Heuristics(caps, ix.is_whitelisted_ip)
     for i in range(20_000):
         h.tcp_scans(["p", "i"], [i, i], [0x0A000001, 445], [1, 1], [i % 65536, 0x0A000001],
                     [(i % 65536, 1, 2), (0x0A000001, i)])
