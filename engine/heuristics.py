@@ -54,12 +54,39 @@ def _is_private(ip: str) -> bool:
 
 @dataclass
 class _Accumulator:
-    """key -> set of items, with the first observation kept for the report."""
+    """key -> set of items, with the first observation kept for the report.
+
+    A sweep only needs the keys whose sets grew past their alert limit (`over`), in the order the
+    keys arrived (`rank`): going over every key of the window each second would cost a flood of
+    one-port keys more than everything else the aggregator does."""
 
     max_keys: int
     max_items: int
+    limits: dict[str, int]  # alert limit per key tag (key[0]); keys without a tag use `limit`
+    limit: int = 0
     items: dict[tuple, set] = field(default_factory=dict)
     first: dict[tuple, tuple] = field(default_factory=dict)
+    rank: dict[tuple, int] = field(default_factory=dict)
+    over: dict[tuple, None] = field(default_factory=dict)
+
+    def add_new(self, key: tuple, bucket: set, probe: tuple) -> None:
+        """A key not in the window yet (the caller checked), with its first set."""
+        self.items[key] = bucket
+        self.first[key] = probe
+        self.rank[key] = len(self.rank)
+        self._check(key, bucket)
+
+    def _check(self, key: tuple, bucket: set) -> None:
+        if len(bucket) > self.limits.get(key[0], self.limit):
+            self.over[key] = None
+
+    def due(self, tag: str | None = None) -> list[tuple]:
+        """Keys (of a tag) over their limit, in arrival order; they leave `over`."""
+        keys = [k for k in self.over if tag is None or k[0] == tag]
+        for k in keys:
+            del self.over[k]
+        keys.sort(key=self.rank.__getitem__)
+        return keys
 
     def add(self, key: tuple, item: object, probe: tuple) -> None:
         self.add_many(key, (item,), probe)
@@ -70,19 +97,22 @@ class _Accumulator:
         if bucket is None:
             if len(self.items) >= self.max_keys:
                 return
-            bucket = self.items[key] = set()
-            self.first[key] = probe
+            bucket = set()
+            self.add_new(key, bucket, probe)
         if len(bucket) + len(items) <= self.max_items:
             bucket.update(items)
-            return
-        for item in items:
-            if len(bucket) >= self.max_items:
-                return
-            bucket.add(item)
+        else:
+            for item in items:
+                if len(bucket) >= self.max_items:
+                    break
+                bucket.add(item)
+        self._check(key, bucket)
 
     def clear(self) -> None:
         self.items.clear()
         self.first.clear()
+        self.rank.clear()
+        self.over.clear()
 
 
 class Heuristics:
@@ -91,9 +121,10 @@ class Heuristics:
     def __init__(self, settings: HeuristicSettings, is_whitelisted_ip: Callable[[str], bool]) -> None:
         s = self.settings = settings
         self._wl_ip = is_whitelisted_ip
-        self.tcp = _Accumulator(s.max_keys, s.max_items_per_key)  # port scan and infection share a budget
-        self.udp = _Accumulator(s.max_keys, s.max_items_per_key)
-        self.web = _Accumulator(s.max_keys, s.max_items_per_key)
+        limits = {"p": s.port_scan_threshold, "i": s.infection_threshold}
+        self.tcp = _Accumulator(s.max_keys, s.max_items_per_key, limits)  # port scan and infection share a budget
+        self.udp = _Accumulator(s.max_keys, s.max_items_per_key, {"u": s.udp_scan_threshold})
+        self.web = _Accumulator(s.max_keys, s.max_items_per_key, {}, s.web_scan_threshold)
         self.alerted: set[tuple] = set()
         self.window_start: int | None = None
         self.last_sec = -1
@@ -137,21 +168,21 @@ class Heuristics:
         s = self.settings
         out: list[Event] = []
         if s.on("port_scanning"):
-            out += self._port_scans(self.tcp, "p", s.port_scan_threshold, "TCP", "potential port scanning", sec, usec)
+            out += self._port_scans(self.tcp, "p", "TCP", "potential port scanning", sec, usec)
         if s.on("infection"):
             prefix = self._local_prefix()
-            for key, targets in self.tcp.items.items():
-                if key[0] == "i" and len(targets) > s.infection_threshold and self._once(key):
+            for key in self.tcp.due("i"):
+                if self._once(key):
                     src = addr_text(key[1])
                     if prefix and src.startswith(prefix):
                         sport, dst = self.tcp.first[key]
                         out.append((sec, usec, src, sport, addr_text(dst), key[2], "TCP", "PORT", str(key[2]),
                                     "potential infection", HEURISTIC_REF))
         if s.on("udp_scanning"):
-            out += self._port_scans(self.udp, "u", s.udp_scan_threshold, "UDP", "potential udp scanning", sec, usec)
+            out += self._port_scans(self.udp, "u", "UDP", "potential udp scanning", sec, usec)
         if s.on("web_scanning"):
-            for key, segments in self.web.items.items():
-                if len(segments) > s.web_scan_threshold and self._once(("w", *key)):
+            for key in self.web.due():
+                if self._once(("w", *key)):
                     src, dst = addr_text(key[0]), addr_text(key[1])
                     if not self._wl_ip(src) and not (_is_private(src) and _is_private(dst)):
                         rsec, rusec, sport, dport = self.web.first[key]
@@ -159,12 +190,11 @@ class Heuristics:
                                     "potential web scanning", HEURISTIC_REF))
         return out
 
-    def _port_scans(self, acc: _Accumulator, tag: str, threshold: int, proto: str, info: str, sec: int,
-                    usec: int) -> list[Event]:
+    def _port_scans(self, acc: _Accumulator, tag: str, proto: str, info: str, sec: int, usec: int) -> list[Event]:
         """(tag, src, dst) keys with more distinct ports than the threshold, once per window."""
         out: list[Event] = []
-        for key, ports in acc.items.items():
-            if key[0] == tag and len(ports) > threshold and self._once(key):
+        for key in acc.due(tag):
+            if self._once(key):
                 src, dst = addr_text(key[1]), addr_text(key[2])
                 if not self._wl_ip(src):
                     sport, dport = acc.first[key]
@@ -198,12 +228,11 @@ class Heuristics:
     @staticmethod
     def _scans(acc: _Accumulator, tags: list[str], sources: list[Addr], targets: list, sports: list[int],
                firsts: list, values: list[tuple]) -> None:
-        items, first = acc.items, acc.first
+        items = acc.items
         for tag, src, target, sport, x, vals in zip(tags, sources, targets, sports, firsts, values, strict=True):
             key = (tag, src, target)
             if key not in items and len(items) < acc.max_keys and len(vals) <= acc.max_items:
-                items[key] = set(vals)  # the common case: a key new in this window
-                first[key] = (sport, x)
+                acc.add_new(key, set(vals), (sport, x))  # the common case: a key new in this window
             else:
                 acc.add_many(key, vals, (sport, x))
 

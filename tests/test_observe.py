@@ -6,12 +6,13 @@ caps on keys and items are small enough to be reached."""
 from __future__ import annotations
 
 import random
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 
 from engine import traffic as t
-from engine.heuristics import INFECTION_PORTS, Heuristics, HeuristicSettings
+from engine.heuristics import INFECTION_PORTS, Heuristics, HeuristicSettings, _Accumulator
 from engine.ipaddr import parse_ip4, parse_ip6
 from workers.batch import parse_batch
 from workers.observe import TCP_SCANS, TICK, UDP_SCANS, probe_items, tick_items
@@ -49,8 +50,21 @@ def _key(addr: str) -> int | bytes:
     return ip if ip is not None else parse_ip6(addr)
 
 
+def _every_key_due(acc: _Accumulator, tag: str | None = None) -> list[tuple]:
+    """The reference sweep: every key of the window (of the tag) checked against its limit."""
+    acc.over.clear()
+    return [k for k, v in acc.items.items()
+            if (tag is None or k[0] == tag) and len(v) > acc.limits.get(k[0], acc.limit)]
+
+
 def _one_at_a_time(frames: list, settings: HeuristicSettings) -> tuple[Heuristics, list]:
-    """The reference: Maltrail's order, a sweep at each later second, one probe at a time."""
+    """The reference: Maltrail's order, a sweep at each later second going over every key, one
+    probe at a time."""
+    with patch.object(_Accumulator, "due", _every_key_due):
+        return _reference(frames, settings)
+
+
+def _reference(frames: list, settings: HeuristicSettings) -> tuple[Heuristics, list]:
     h = Heuristics(settings, lambda ip: False)
     events, last = [], None
     for ts, _, (proto, src, dst, sport, dport, flags) in frames:
@@ -104,5 +118,7 @@ def test_grouped_probes_equal_one_at_a_time(seed: int, batch: int) -> None:
         a, b = getattr(ref, name), getattr(got, name)
         assert list(a.items) == list(b.items)  # same keys, same insertion order
         assert a.items == b.items and a.first == b.first
+    assert any("scanning" in ev[9] for ev in ref_events)
+    assert seed != 0 or any("infection" in ev[9] for ev in ref_events)
     assert ref_events == got_events
     assert ref.alerted == got.alerted
