@@ -133,7 +133,7 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     buf[positions[keep] - start[k] + bounds[k]] = ord(".")
     text = buf.tobytes().decode("latin-1")
     b = bounds.tolist()
-    return [text[b[i]:b[i + 1]] for i in range(fast.size)]
+    return [text[i:j] for i, j in zip(b[:-1], b[1:], strict=True)]
 
 
 def _first_a(d: np.ndarray, pos: np.ndarray, end: np.ndarray, count: np.ndarray
