@@ -157,10 +157,10 @@ _DOWNLOAD_EXTENSIONS = frozenset((".apk", ".bin", ".class", ".chm", ".dll", ".eg
                                   ".msi", ".pif", ".ps1", ".pyz", ".scr", ".sct", ".vsto", ".wbk", ".xpi"))
 _DOWNLOAD_EXCLUDED = ("cgi", "/scripts/", "/_vti_bin/", "/bin/", "/pub/softpaq/", "/bios/", "/pc-axis/")
 _SUSPICIOUS_FILENAMES = (
-    ("non-existent page (suspicious)", re.compile(r"defaultwebpage\.cgi", re.I)),
+    ("non-existent page (suspicious)", re.compile(r"defaultwebpage\.cgi", re.I | re.A)),
     ("potential web scan (suspicious)", re.compile(
         r"inexistent_file_name\.inexistent|test-for-some-inexistent-file|long_inexistent_path"
-        r"|some-inexistent-website\.acu", re.I)),
+        r"|some-inexistent-website\.acu", re.I | re.A)),
 )
 _IPV4ISH = re.compile(r"[0-9]+\.[0-9.]+")
 # A dropper path: plain path characters only, the last segment named after (or with the
@@ -323,13 +323,13 @@ def _filename(host: str, path: str) -> str:
 def direct_download(host: str, path: str, private_dst: bool) -> str | None:
     """`direct .exe download (suspicious)` and the like: a short executable file name fetched
     directly from an outside server (droppers use short random names, software sites long ones)."""
-    if private_dst or "." not in path or any(part in path for part in _DOWNLOAD_EXCLUDED):
-        return None
-    if "=" in path.partition("?")[2]:
+    if private_dst or "." not in path:
         return None
     stem, ext = posixpath.splitext(_filename(host, path))
     ext = ext.lower()
-    if ext not in _DOWNLOAD_EXTENSIONS or len(stem) >= 10:
+    if ext not in _DOWNLOAD_EXTENSIONS or len(stem) >= 10:  # rules out almost every request first
+        return None
+    if any(part in path for part in _DOWNLOAD_EXCLUDED) or "=" in path.partition("?")[2]:
         return None
     return f"direct {ext} download (suspicious)"
 
@@ -337,6 +337,9 @@ def direct_download(host: str, path: str, private_dst: bool) -> str | None:
 def suspicious_path(path: str) -> str | None:
     """Info text when the requested file name is a web scanner's canary or a known non-existent page."""
     filename = _filename("", path)
+    low = filename.lower()  # every alternative holds one of these (the patterns fold ASCII only)
+    if "defaultwebpage.cgi" not in low and "inexistent" not in low:
+        return None
     for info, rx in _SUSPICIOUS_FILENAMES:
         if rx.search(filename):
             return info
