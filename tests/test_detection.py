@@ -210,7 +210,7 @@ def test_server_certificate_sha1_trail(tmp_path: Path) -> None:
 
 def test_ipv6_payloads_and_heuristics(index: Path, tmp_path: Path) -> None:
     """The bulk DNS path, lazy address texts and grouped probes spell IPv6 addresses out right."""
-    c6, r6, s6, e6 = "2001:db8:a::66", "2001:db8::53", "2001:db8:b::7", "2001:db8:e::9"
+    c6, r6, s6, e6 = "2001:db8:a::66:0", "2001:db8::53", "2001:db8:b::7", "2001:db8:e::900"  # trailing zero bytes
     frames = [
         (T0, t.ethernet(t.udp6(c6, r6, 50000, 53, t.dns_query("www.evil-parent.com")))),
         (T0 + 0.1, t.ethernet(t.tcp6(c6, s6, 50100, 80, t.PSH | t.ACK,
@@ -220,7 +220,7 @@ def test_ipv6_payloads_and_heuristics(index: Path, tmp_path: Path) -> None:
     for i in range(25):
         nx = bytearray(t.dns_response(f"n{i}.b.example", [], rcode=3))
         nx[3] = 0x83  # RA set, NXDOMAIN: Maltrail's exact flag byte
-        frames.append((T0 + 1 + i, t.ethernet(t.udp6(r6, "2001:db8:c::5", 53, 40000, bytes(nx)))))
+        frames.append((T0 + 1 + i, t.ethernet(t.udp6(r6, "2001:db8:c::500", 53, 40000, bytes(nx)))))
     for i in range(20):
         frames.append((T0 + 1 + i, t.ethernet(t.tcp6(e6, s6, 40000 + i, 1000 + i, t.SYN))))
     frames.append((T0 + 40, t.ethernet(t.tcp6(c6, s6, 1, 2, t.ACK))))
@@ -235,4 +235,4 @@ def test_ipv6_payloads_and_heuristics(index: Path, tmp_path: Path) -> None:
     assert any(f" {c6} 50100 {s6} 80 TCP URL (v6.example)/malicious-login.php " in line for line in lines), text
     assert any(f" {c6} 50101 {s6} 443 TCP DNS tls-evil.example " in line for line in lines), text
     assert any(f" {e6} 40000 {s6} 1000 TCP IP {e6} " in line and "port scanning" in line for line in lines), text
-    assert any(f" {r6} 53 2001:db8:c::5 40000 UDP DNS " in line and "no such domain" in line for line in lines), text
+    assert any(f" {r6} 53 2001:db8:c::500 40000 UDP DNS " in line and "no such domain" in line for line in lines), text
