@@ -1,0 +1,83 @@
+"""Live events over Server-Sent Events, resumable by event id.
+
+Each event goes out as `id: <event id>` / `event: event` / `data: <Event JSON>`. A client that
+reconnects with `Last-Event-ID` (browsers do it themselves) or `?after=ID` gets exactly the
+events after that id; without either it starts at the current end (no replay of the day). The
+stream sleeps on the ingest notifier (no polling), sends `: ping` every 15 s, applies the user's
+scope to every event, and ends as soon as the session is gone (logout, expiry, user removed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+
+from aiohttp import web
+
+from webui import queries as Q
+from webui.app import COOKIE, ctx_of, json_error
+from webui.auth import scope_of
+from webui.netaddr import Scope
+
+PING_SECONDS = 15.0
+BATCH = 500
+
+
+def _resume_id(request: web.Request) -> int | None | str:
+    """The id to resume after; None to start at the end; a string for a bad value."""
+    text = request.headers.get("Last-Event-ID") or request.query.get("after")
+    if text is None or text == "":
+        return None
+    if not re.fullmatch(r"\d{1,18}", text):
+        return "after / Last-Event-ID: expected an event id"
+    return int(text)
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    after = _resume_id(request)
+    if isinstance(after, str):
+        return json_error(400, after)
+    if ctx.live_streams >= ctx.settings.max_live_streams:
+        return json_error(503, "too many live streams", {"Retry-After": "5"})
+    scope = scope_of(request["user"])
+    token = request.cookies.get(COOKIE, "")
+    user_name = request["user"].name
+    ctx.live_streams += 1
+    try:
+        if after is None:
+            after = await ctx.read(lambda: Q.last_event_id(ctx.readers.get()))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        await resp.write(b": connected\n\n")
+        while not ctx.closing:
+            tick = ctx.tick
+            position = after
+
+            def fetch(position: int = position, scope: Scope = scope) -> list[dict]:
+                return Q.live_after(ctx.readers.get(), scope, position, BATCH)
+
+            events = await ctx.read(fetch)
+            if events:
+                await resp.write("".join(f"id: {e['id']}\nevent: event\ndata: {json.dumps(e)}\n\n"
+                                         for e in events).encode())
+                after = events[-1]["id"]
+                if len(events) == BATCH:
+                    continue
+            try:
+                await asyncio.wait_for(tick.wait(), PING_SECONDS)
+            except TimeoutError:
+                await resp.write(b": ping\n\n")
+            session = ctx.sessions.peek(token)
+            user = ctx.users.get(user_name)
+            if session is None or session.user != user_name or user is None:
+                break
+            scope = scope_of(user)
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+    finally:
+        ctx.live_streams -= 1
