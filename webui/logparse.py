@@ -36,12 +36,21 @@ class ParsedEvent:
 
 
 class TimeParser:
-    """Local `YYYY-MM-DD HH:MM:SS.ffffff` to epoch seconds; mktime once per hour, not per line."""
+    """Local `YYYY-MM-DD HH:MM:SS.ffffff` to epoch seconds. mktime runs once per hour and the
+    validated whole-second prefix is cached, so most lines cost one dict lookup."""
 
     def __init__(self) -> None:
         self._hours: dict[str, float] = {}
+        self._seconds: dict[str, tuple[float, int]] = {}
 
     def parse(self, text: str) -> tuple[float, int] | None:
+        known = self._seconds.get(text[:19])
+        if known is not None:
+            rest = text[19:]
+            if not rest:
+                return known
+            if len(rest) == 7 and rest[0] == "." and rest[1:].isdigit():
+                return known[0] + int(rest[1:]) / 1e6, known[1]
         m = _TS.match(text)
         if m is None:
             return None
@@ -60,16 +69,13 @@ class TimeParser:
             if len(self._hours) > 4096:
                 self._hours.clear()
             self._hours[key] = base
-        value = base + minute * 60 + second
+        whole = (base + minute * 60 + second, hour)
+        if len(self._seconds) > 65536:
+            self._seconds.clear()
+        self._seconds[text[:19]] = whole
         if frac:
-            value += int(frac) / 10 ** len(frac)
-        return value, hour
-
-
-def _value(text: str) -> str:
-    if text == "-":
-        return ""
-    return text[:MAX_FIELD]
+            return whole[0] + int(frac) / 10 ** len(frac), hour
+        return whole
 
 
 _DIALECT = {"delimiter": " ", "quotechar": '"', "doublequote": True, "strict": False}
@@ -81,9 +87,7 @@ def _event(row: list[str], times: TimeParser) -> ParsedEvent | None:
     ts = times.parse(row[0])
     if ts is None:
         return None
-    return ParsedEvent(ts[0], ts[1], _value(row[1]), _value(row[2]), _value(row[3]), _value(row[4]),
-                       _value(row[5]), _value(row[6]), _value(row[7]), _value(row[8]), _value(row[9]),
-                       _value(row[10]))
+    return ParsedEvent(ts[0], ts[1], *["" if v == "-" else v[:MAX_FIELD] for v in row[1:]])
 
 
 def parse_lines(lines: list[str], times: TimeParser | None = None) -> Iterator[ParsedEvent | None]:

@@ -103,6 +103,8 @@ function renderChips(badToken) {
   if (state.tokens.length > 1) {
     box.append(h('button', {type: 'button', class: 'chip-clear', text: 'clear all', onclick: () => setTokens([])}));
   }
+  const input = $('search-input');
+  input.placeholder = state.tokens.length ? 'Add a filter…' : input.dataset.placeholder;
 }
 
 function renderSevPills(severity) {
@@ -368,6 +370,7 @@ function wireOnce() {
     setIcon(b, 'close');
     b.addEventListener('click', () => b.closest('dialog').close());
   }
+  $('search-input').dataset.placeholder = $('search-input').placeholder;
   $('search-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const typed = tokenize($('search-input').value.trim());

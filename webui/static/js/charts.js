@@ -122,7 +122,7 @@ Click: filter, Alt-click: exclude`, onclick: (e) => onPick(item.value, e.altKey)
 
 const SEVERITIES = ['high', 'medium', 'low'];
 
-/** Donut of the severity split with a clickable legend. */
+/** Donut of the severity split (threats per severity) with a clickable legend. */
 export function donut(box, severity, onPick) {
   clear(box);
   const total = SEVERITIES.reduce((a, s) => a + (severity[s] || 0), 0);
@@ -135,11 +135,11 @@ export function donut(box, severity, onPick) {
     if (!n) continue;
     const share = (100 * n) / total;
     root.append(svg('circle', {class: ['donut-seg', `sev-${s}`], cx: 21, cy: 21, r, 'stroke-dasharray': `${share} ${100 - share}`,
-      'stroke-dashoffset': offset, onclick: () => onPick(s)}, svg('title', {text: `${s}: ${num(n)} events`})));
+      'stroke-dashoffset': offset, onclick: () => onPick(s)}, svg('title', {text: `${s}: ${num(n)} threats`})));
     offset -= share;
   }
   root.append(svg('text', {class: 'donut-total', x: 21, y: 22, 'text-anchor': 'middle', text: compact(total)}));
-  root.append(svg('text', {class: 'donut-sub', x: 21, y: 27, 'text-anchor': 'middle', text: 'events'}));
+  root.append(svg('text', {class: 'donut-sub', x: 21, y: 27, 'text-anchor': 'middle', text: 'threats'}));
   const legend = h('ul', {class: 'donut-legend'});
   for (const s of SEVERITIES) {
     const n = severity[s] || 0;

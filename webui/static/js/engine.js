@@ -60,8 +60,12 @@ function advice(workers, drops, running) {
   const shares = workers.map((w) => fraction(w.share));
   const dropTotal = Object.values(drops || {}).reduce((a, b) => a + (typeof b === 'number' ? b : 0), 0);
   if (dropTotal > 0) notes.push(['warn', `${num(dropTotal)} dropped: capture outpaced the workers at some point.`]);
-  if (mean > 0.8) notes.push(['warn', `Workers are ${pct(mean)} busy on average: more workers (if cores are free) would help.`]);
-  else if (running && workers.length > 1 && mean < 0.25) {
+  if (!running) {
+    notes.push(['info', `The sensor is not running: these are the figures of its last run (average worker load ${pct(mean)}; `
+      + 'a capture-file replay keeps workers busy by design).']);
+  } else if (mean > 0.8) {
+    notes.push(['warn', `Workers are ${pct(mean)} busy: more workers (if cores are free) would help.`]);
+  } else if (workers.length > 1 && mean < 0.25) {
     notes.push(['ok', `Workers are only ${pct(mean)} busy: fewer workers would keep up.`]);
   }
   const top = Math.max(...shares);
@@ -135,7 +139,7 @@ function render(s) {
   const extra = Object.fromEntries(Object.entries(events).map(([k, v]) => [`events ${k}`, v]));
   body.append(h('div', {class: 'engine-sec'}, h('h3', {text: 'Traffic and events'}),
     h('dl', {class: 'facts'}, ...Object.entries({...c, ...extra})
-      .filter(([k, v]) => typeof v === 'number' && !['packets', 'bytes', 'busy_ns'].includes(k))
+      .filter(([k, v]) => typeof v === 'number' && !['packets', 'bytes', 'busy_ns', 'malformed'].includes(k))
       .flatMap(([k, v]) => [h('dt', {text: k.replaceAll('_', ' ')}), h('dd', {class: 'mono', text: num(v)})]))));
   body.append(h('ul', {class: 'advice'}, ...advice(workers, drops, s.running)
     .map(([cls, text]) => h('li', {class: cls, text}))));
