@@ -384,10 +384,13 @@ def test_keyboard_date_picker_and_engine_panel(context: BrowserContext, dashboar
     expect(page.locator("#threats-body tr.row-selected")).to_have_count(1)
     page.keyboard.press("Enter")
     expect(page.locator("#drawer")).to_be_visible()
+    second = page.locator("#threats-body tr").nth(1).get_attribute("data-id")
+    page.keyboard.press("j")  # the open drawer follows the selection
+    expect(page.locator("#drawer-body")).to_contain_text(second)
     page.keyboard.press("Escape")
     expect(page.locator("#drawer")).to_be_hidden()
     page.keyboard.press("ArrowRight")
-    expect(page.locator("#pager-top")).to_contain_text(f"51–{min(100, total)} of {total}")
+    expect(page.locator("#pager-top")).to_contain_text(f"51–{min(100, total):,} of {total:,}")
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "search-input"
     page.keyboard.press("Escape")

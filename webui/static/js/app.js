@@ -49,7 +49,7 @@ async function submitLogin(e) {
     const res = await api.post('/api/login', {username: $('login-user').value, password: $('login-pass').value},
       {quiet401: true});
     $('login-pass').value = '';
-    await startApp({...res, admin: res.admin});
+    await startApp(res);
   } catch (error) {
     err.hidden = false;
     if (error instanceof ApiError && error.status === 429) {
@@ -315,6 +315,13 @@ function closeTopmost() {
   return true;
 }
 
+/** Move the selection; with the drawer open it follows the selection (like a mail reader). */
+function step(delta) {
+  move(delta);
+  const threat = selectedThreat();
+  if (threat && drawerThreatId() && drawerThreatId() !== threat.id) openThreat(threat);
+}
+
 function onKey(e) {
   if ($('app').hidden || e.ctrlKey || e.metaKey) return;
   if (document.querySelector('dialog[open]')) return;
@@ -329,10 +336,10 @@ function onKey(e) {
   const actions = {
     '/': () => $('search-input').focus(),
     '?': () => $('help-dialog').showModal(),
-    ArrowDown: () => move(1),
-    j: () => move(1),
-    ArrowUp: () => move(-1),
-    k: () => move(-1),
+    ArrowDown: () => step(1),
+    j: () => step(1),
+    ArrowUp: () => step(-1),
+    k: () => step(-1),
     Enter: () => { const t = selectedThreat(); if (t) openThreat(t); },
     ArrowLeft: () => setPage(state.page - 1),
     ArrowRight: () => setPage(state.page + 1),
