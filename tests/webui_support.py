@@ -105,14 +105,16 @@ def wait_caught_up(server: Server, timeout: float = 120.0) -> None:
 class Client:
     """One browser: a cookie jar of one cookie, and the CSRF token from login."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, source: str = "127.0.0.1") -> None:
         self.server = server
+        self.source = source  # loopback source address: the server's throttle is per client address
         self.cookie: str | None = None
         self.csrf = ""
 
     def request(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
                 raw: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=60)
+        conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=60,
+                                          source_address=(self.source, 0))
         h = {"Host": f"{self.server.host}:{self.server.port}"}
         if self.cookie:
             h["Cookie"] = self.cookie

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from engine.index.mapped import TrailIndex
 from webui.auth import Audit, Session, Sessions, Throttle, User, UserStore
@@ -193,6 +195,38 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         h["Strict-Transport-Security"] = "max-age=31536000"
 
 
+BASE_HEADERS = {"Server": "maltrail", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+
+
+class _HardenedHandler(RequestHandler):
+    """Protocol-level errors (malformed request line, oversized headers) never reach the app, so
+    aiohttp answers them itself, with its version and an echo of the input: answer plainly."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        status = status if 400 <= status < 600 else 500
+        resp = web.Response(status=status, text=f"{status}\n", headers=BASE_HEADERS)
+        resp.force_close()
+        return resp
+
+
+class _HardenedServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _HardenedHandler(self, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """AppRunner whose connections use `_HardenedHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _HardenedServer  # same object, only the protocol factory differs
+        return server
+
+
 async def ping(request: web.Request) -> web.Response:
     return web.Response(text="pong")
 
@@ -260,7 +294,7 @@ def build_app(ctx: Context) -> web.Application:
     app.router.add_get("/api/live", live.live)
     app.router.add_get("/ping", ping)
     app.router.add_get("/", static)
-    app.router.add_get("/{path:.+}", static)
+    app.router.add_get("/{path:(?!api/).+}", static)
 
     async def background(app: web.Application) -> Any:
         tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app))]

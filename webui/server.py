@@ -13,7 +13,7 @@ import uvloop
 from aiohttp import web
 
 from engine.config import ConfigError
-from webui.app import build_app, make_context
+from webui.app import Runner, build_app, make_context
 from webui.auth import UserError
 from webui.settings import Settings
 
@@ -48,7 +48,7 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
         raise ConfigError(f"[server] index_dir / users: {exc.strerror}: {exc.filename}") from None
 
     async def main() -> None:
-        runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        runner = Runner(build_app(ctx), access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, ssl_context=ssl_ctx, reuse_address=True)
         try:
