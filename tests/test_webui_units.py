@@ -1,0 +1,184 @@
+"""Dashboard building blocks on their own: the event line parser (against the writer in
+engine.eventlog), the search compiler, severity rules, addresses and scopes, password hashing,
+session expiry and the login throttle (with an injected clock), the incremental index."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.eventlog import DailyLog, format_event
+from webui.auth import Sessions, Throttle, client_bucket, hash_password, sanitize, verify_password
+from webui.logparse import parse_line, parse_lines
+from webui.netaddr import Scope, in_range_text, ip_key, parse_network
+from webui.search import SearchError, compile_query, tokenize
+from webui.severity import HIGH, LOW, MEDIUM, Severity
+from webui.store import Ingester, Readers
+
+T0 = int(time.mktime((2024, 5, 6, 7, 8, 9, 0, 0, -1)))
+text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sensor=text, trail=text, info=text, ref=text, src_port=st.none() | st.integers(1, 65535))
+def test_parser_reads_back_what_the_aggregator_writes(sensor: str, trail: str, info: str, ref: str,
+                                                      src_port: int | None) -> None:
+    event = (T0, 123456, "10.0.0.1", src_port, "2001:db8::1", 443, "TCP", "IP", trail, info, ref)
+    line = format_event(event, sensor)
+    parsed = parse_line(line)
+    assert parsed is not None
+    expected = [(v or "-").replace("\r", " ").replace("\n", " ") for v in (sensor, trail, info, ref)]
+    expected = ["" if v == "-" else v for v in expected]
+    assert [parsed.sensor, parsed.trail, parsed.info, parsed.reference] == expected
+    assert parsed.time == pytest.approx(T0 + 0.123456) and parsed.hour == 7
+    assert parsed.src_port == ("" if src_port is None else str(src_port)) and parsed.dst_port == "443"
+
+
+def test_a_hostile_line_never_hides_the_next_ones() -> None:
+    good = format_event((T0, 0, "10.0.0.1", 1, "10.0.0.2", 2, "TCP", "IP", "t", "i", "r"), "s").rstrip("\n")
+    lines = [good, '"2024-05-06 07:08:09" s a"b "unclosed x y z w v u t', good, "", "junk", good,
+             '"2024-13-45 99:99:99" s 1 2 3 4 5 6 7 8 9', '"2024-05-06 07:08:09" s only five fields']
+    parsed = list(parse_lines(lines))
+    assert len(parsed) == len(lines)
+    assert [p is not None for p in parsed] == [True, False, True, False, False, True, False, False]
+
+
+def test_search_compiles_to_parameters_only() -> None:
+    q = compile_query("""src:10.0.0.0/8 -port:80,443 info:"it's ""quoted"" ; DROP" type:IP sev:high,low evil""")
+    sql = " ".join(q.event_sql + q.threat_sql)
+    assert "DROP" not in sql and "evil" not in sql and "10.0.0.0" not in sql and "'" not in sql.replace("'new'", "")
+    assert 'it\'s "quoted" ; drop' in q.event_params
+    assert q.has_event_terms and len(q.threat_sql) == 2
+    assert tokenize('-"a b" x:y') == [(True, None, "a b"), (False, None, "x:y")]
+
+
+@pytest.mark.parametrize("bad", ["port:1-2-3", "port:-5", "src:10.0.0.0/99", "sev:", 'trail:"x', "suppressed:maybe",
+                                 "-suppressed:yes", "status:closed", "x " * 40])
+def test_search_errors_name_the_token(bad: str) -> None:
+    with pytest.raises(SearchError):
+        compile_query(bad)
+
+
+def test_search_runs_in_sqlite_with_hostile_values(tmp_path: Path) -> None:
+    """Every token kind, negated or not, with quotes and SQL in the values, is valid SQL."""
+    logs = tmp_path / "logs"
+    DailyLog(logs, "s").write([(T0, 0, "10.0.0.1", 1, "10.0.0.2", 80, "TCP", "IP", "x'; --", "o'r", "r")])
+    ing = Ingester(logs, logs / ".webui", Severity([]))
+    assert ing.sync() == 1
+    conn = Readers(ing.path, ing.triage_path).get()
+    from webui.queries import View, threats
+    day = time.strftime("%Y-%m-%d", time.localtime(T0))
+    for q in ("src:10.0.0.1", "-dst:10.0.0.0/8", "ip:::1", "port:<100", "port:>=80", "proto:tcp", "type:ip",
+              "trail:\"x'; --\"", "info:o'r", "sev:medium", "sensor:s", "ref:r", "status:new", "'", "-'"):
+        total, rows = threats(conn, View(day, day, Scope([]), compile_query(q)), "trail", "asc", 10, 0)
+        assert total == len(rows) <= 1, q
+    assert threats(conn, View(day, day, Scope([]), compile_query("trail:\"x'; --\"")), "count", "asc", 10, 0)[0] == 1
+
+
+def test_severity_rules_first_match_and_configured_first() -> None:
+    s = Severity([])
+    assert s.of("IP", "1.2.3.4", "botnet c2 (x)", "(static)") == HIGH
+    assert s.of("DNS", "x.com", "potential malware site", "(static)") == MEDIUM
+    assert s.of("IP", "1.2.3.4", "mass scanner", "(static)") == LOW
+    assert s.of("IP", "1.2.3.4", "anything", "(custom)") == HIGH
+    assert s.of("IP", "1.2.3.4", "unknown words", "(static)") == MEDIUM
+    custom = Severity([{"severity": "low", "info": "botnet", "type": "^IP$"}])
+    assert custom.of("IP", "t", "botnet c2", "r") == LOW and custom.of("DNS", "t", "botnet c2", "r") == HIGH
+    assert custom.fingerprint != s.fingerprint
+
+
+def test_addresses_and_scopes() -> None:
+    assert ip_key("10.0.0.1") == bytes(10) + b"\xff\xff\x0a\x00\x00\x01"
+    assert ip_key("::1") == bytes(15) + b"\x01" and ip_key("10.0.0.1,10.0.0.2") is None and ip_key("x") is None
+    net = parse_network("10.0.5.0/16")
+    assert net.text == "10.0.0.0/16" and net.contains_key(ip_key("10.0.255.255"))
+    assert not net.contains_key(ip_key("10.1.0.0"))
+    scope = Scope.parse(["10.0.0.0/17", "2001:db8::/32"])
+    assert scope.contains_text("10.0.127.1") and scope.contains_text("8.8.8.8,10.0.1.1")
+    assert scope.contains_text("2001:db8::7") and not scope.contains_text("10.0.128.1")
+    assert in_range_text("1.1.1.1, 10.0.0.9", net.lo, net.hi) == 1 and in_range_text(None, net.lo, net.hi) == 0
+
+
+def test_password_hashes_are_salted_scrypt() -> None:
+    a, b = hash_password("correct horse"), hash_password("correct horse")
+    assert a["salt"] != b["salt"] and a["hash"] != b["hash"] and a["kdf"] == "scrypt"
+    assert verify_password("correct horse", a) and not verify_password("correct horsE", a)
+    assert not verify_password("x", {"kdf": "md5", "salt": "", "hash": ""})
+    assert not verify_password("x", {**a, "n": 2})  # refuses parameters weaker than ours
+    assert not verify_password("x", {**a, "n": 1 << 30})  # and absurd ones
+
+
+def test_sessions_expire_when_idle_and_absolutely() -> None:
+    s = Sessions(idle_seconds=60, max_seconds=300)
+    a = s.create("u", now=0)
+    assert s.get(a.token, now=59) is a and s.get(a.token, now=118) is a  # activity keeps it alive
+    assert s.get(a.token, now=179) is None  # idle for 61 s
+    b = s.create("u", now=1000)
+    for t in range(1030, 1300, 30):
+        assert s.get(b.token, now=t) is b
+    assert s.get(b.token, now=1301) is None  # absolute limit despite activity
+    c = s.create("u", now=2000)
+    assert s.peek(c.token, now=2050) is c and s.peek(c.token, now=2061) is None  # peek is not activity
+    assert s.get(None) is None and s.get("x" * 500) is None
+    assert a.csrf != b.csrf != c.csrf and len(c.token) >= 40
+
+
+def test_throttle_backs_off_exponentially_and_forgets() -> None:
+    t = Throttle(free=3, max_seconds=60)
+    assert t.retry_after("a", now=0) == 0
+    for i in range(2):
+        assert t.failure("a", now=i) == 0
+    assert t.failure("a", now=2) == 1  # 3rd failure: 1 s
+    assert t.retry_after("a", now=2.5) == 0.5
+    assert t.failure("a", now=3.5) == 2 and t.failure("a", now=6) == 4
+    for i in range(10):
+        t.failure("a", now=10 + i)
+    assert t.retry_after("a", now=20) == pytest.approx(59)  # capped
+    assert t.retry_after("b", now=20) == 0  # per client
+    t.success("a")
+    assert t.retry_after("a", now=20) == 0
+    assert client_bucket("2001:db8::1") == client_bucket("2001:db8::ffff") == "2001:db8::/64"
+    assert client_bucket("::ffff:10.0.0.1") == "10.0.0.1"
+    assert sanitize("a\nb c\x1b") == "a?b?c?" and len(sanitize("x" * 500)) == 64
+
+
+def test_index_follows_appends_truncation_and_deletion(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    log = DailyLog(logs, "s")
+    ev = (T0, 0, "10.0.0.1", 1, "10.0.0.2", 80, "TCP", "IP", "10.0.0.2", "malware (x)", "(static)")
+    log.write([ev, ev[:1] + (1,) + ev[2:]])
+    ing = Ingester(logs, logs / ".webui", Severity([]))
+    conn = sqlite3.connect(ing.path)
+    assert ing.sync() == 2 and ing.sync() == 0
+    path = next(logs.glob("*.log"))
+    with open(path, "a") as f:
+        f.write(format_event(ev, "s")[:30])  # half a line: waits for its newline
+    assert ing.sync() == 0
+    with open(path, "a") as f:
+        f.write(format_event(ev, "s")[30:])
+    assert ing.sync() == 1
+    assert conn.execute("SELECT sum(cnt) FROM agg").fetchone()[0] == 3
+    path.write_text(format_event(ev, "other"))  # rewritten shorter: the day is read again
+    assert ing.sync() == 1
+    assert conn.execute("SELECT count(*), min(sensor) FROM events").fetchone() == (1, "other")
+    first_id = conn.execute("SELECT max(id) FROM events").fetchone()[0]
+    os.unlink(path)
+    assert ing.sync() == 0
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM agg").fetchone()[0] == 0
+    log.close()
+    DailyLog(logs, "s").write([ev])  # a new file (the old writer's fd points to the unlinked one)
+    ing.close()
+    again = Ingester(logs, logs / ".webui", Severity([]))  # reopened: event ids never go back
+    assert again.sync() == 1
+    assert conn.execute("SELECT max(id) FROM events").fetchone()[0] > first_id
+    again.close()
+    changed = Ingester(logs, logs / ".webui", Severity([{"severity": "low", "info": "malware"}]))
+    assert changed.rebuilt and changed.sync() == 1  # other severity rules: rebuilt from the logs
+    assert sqlite3.connect(changed.path).execute("SELECT sev FROM events").fetchone()[0] == LOW
