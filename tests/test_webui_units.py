@@ -182,3 +182,15 @@ def test_index_follows_appends_truncation_and_deletion(tmp_path: Path) -> None:
     changed = Ingester(logs, logs / ".webui", Severity([{"severity": "low", "info": "malware"}]))
     assert changed.rebuilt and changed.sync() == 1  # other severity rules: rebuilt from the logs
     assert sqlite3.connect(changed.path).execute("SELECT sev FROM events").fetchone()[0] == LOW
+
+
+def test_shipped_file_documents_every_server_option_with_its_default() -> None:
+    import dataclasses
+    import tomllib
+
+    from engine.config import ServerConfig, load_configs
+
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "maltrail.toml").read_text())["server"]
+    assert set(data) == {f.name for f in dataclasses.fields(ServerConfig)}
+    assert load_configs(root / "maltrail.toml")[1] == ServerConfig()
