@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -370,6 +371,10 @@ def test_login_throttling_answers_at_once(tmp_path: Path) -> None:
         assert c.login("admin") == 200
         audit = (logs / ".webui" / "audit.log").read_text()
         assert "login-throttled" in audit
+        burst = Client(server, source="127.0.0.10")
+        with ThreadPoolExecutor(12) as pool:  # parallel guesses from one address
+            answers = list(pool.map(lambda _: burst.login("admin", "wrong-password"), range(12)))
+        assert answers.count(401) <= 5 and set(answers) <= {401, 429}
     finally:
         server.stop()
 

@@ -194,3 +194,15 @@ def test_shipped_file_documents_every_server_option_with_its_default() -> None:
     data = tomllib.loads((root / "maltrail.toml").read_text())["server"]
     assert set(data) == {f.name for f in dataclasses.fields(ServerConfig)}
     assert load_configs(root / "maltrail.toml")[1] == ServerConfig()
+
+
+def test_reads_have_a_time_limit(tmp_path: Path) -> None:
+    from webui.store import QueryTooLong
+
+    ing = Ingester(tmp_path, tmp_path / ".webui", Severity([]))
+    readers = Readers(ing.path, ing.triage_path)
+    endless = "WITH RECURSIVE x(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM x) SELECT count(*) FROM x"
+    with pytest.raises(QueryTooLong), readers.snapshot(0.05) as conn:
+        conn.execute(endless).fetchone()
+    with readers.snapshot() as conn:  # the same connection is usable afterwards
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)

@@ -23,6 +23,7 @@ from webui.netaddr import ip_key
 from webui.openapi import spec
 from webui.search import STATUSES, Query, SearchError, compile_query
 from webui.status import engine_status
+from webui.store import QueryTooLong
 
 MAX_DAYS = 366
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
@@ -30,6 +31,7 @@ EXPORT_MAX = 100_000
 MAX_NOTE = 2000
 MAX_INDICATOR = 256
 MAX_SUPPRESSIONS = 10_000
+MAX_LOGINS_IN_FLIGHT = 8
 
 
 class BadRequest(Exception):
@@ -88,12 +90,14 @@ def view_of(request: web.Request, with_query: bool = True) -> Q.View:
 
 
 def handle(fn: Any) -> Any:
-    """BadRequest -> 400 JSON."""
+    """BadRequest (and a query past its time limit) -> 400 JSON."""
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
             return await fn(request)
         except BadRequest as exc:
             return json_error(400, str(exc))
+        except QueryTooLong:
+            return json_error(400, "this query takes too long: narrow the date range or the search")
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
     return wrapper
@@ -145,7 +149,16 @@ async def login(request: web.Request) -> web.Response:
     password = body.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD:
         raise BadRequest("username and password: expected strings")
-    user = await asyncio.get_running_loop().run_in_executor(ctx.hunt_pool, verify, ctx.users, name, password)
+    # One attempt at a time per client (parallel guesses would all pass the throttle check
+    # before the first failure is counted), and a bounded number in total (scrypt is costly).
+    if ctx.logins_in_flight.get(bucket) or sum(ctx.logins_in_flight.values()) >= MAX_LOGINS_IN_FLIGHT:
+        return json_error(429, "another login attempt is in progress; try again", {"Retry-After": "1"},
+                          retry_after=1)
+    ctx.logins_in_flight[bucket] = 1
+    try:
+        user = await asyncio.get_running_loop().run_in_executor(ctx.login_pool, verify, ctx.users, name, password)
+    finally:
+        ctx.logins_in_flight.pop(bucket, None)
     if user is None:
         ctx.throttle.failure(bucket)
         ctx.audit.write("login-failed", name, client)
@@ -393,6 +406,7 @@ async def triage(request: web.Request) -> web.Response:
         return json_error(404, "no such threat")
     row = found[1]
     await ctx.write(ctx.ingester.set_triage, row["src_ip"], row["trail"], status_value, note, user.name, time.time())
+    ctx.audit.write("triage", user.name, client_address(request), f"threat={tid} status={status_value}")
     found = await _visible_threat(ctx, view, tid)
     return web.json_response(found[1] if found else row)
 
@@ -440,6 +454,7 @@ async def suppressions_add(request: web.Request) -> web.Response:
         return json_error(409, f"at most {MAX_SUPPRESSIONS} suppression rules")
     now = time.time()
     rule_id = await ctx.write(ctx.ingester.add_suppression, scope_kind, src, trail, note, user.name, now)
+    ctx.audit.write("suppress", user.name, client_address(request), f"rule={rule_id} scope={scope_kind} src={src}")
     return web.json_response({"id": rule_id, "scope": scope_kind, "src_ip": src, "trail": trail, "note": note,
                               "user": user.name, "created": now})
 
@@ -461,6 +476,7 @@ async def suppressions_delete(request: web.Request) -> web.Response:
     if not scope_of(user).unrestricted and rule["scope"] == "trail":
         return json_error(403, "a scoped user cannot remove trail-wide rules")
     await ctx.write(ctx.ingester.delete_suppression, int(text))
+    ctx.audit.write("unsuppress", user.name, client_address(request), f"rule={text}")
     return web.json_response({"ok": True})
 
 

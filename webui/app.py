@@ -57,11 +57,13 @@ class Context:
     reader_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(3, "mt-read"))
     writer_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "mt-write"))
     hunt_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "mt-hunt"))
+    login_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "mt-login"))
+    logins_in_flight: dict[str, int] = field(default_factory=dict)
     trail_index: TrailIndex | None = None
     trail_error: str = ""
     tick: asyncio.Event = field(default_factory=asyncio.Event)
     caught_up: bool = False
-    live_streams: int = 0
+    live_streams: dict[str, int] = field(default_factory=dict)
     status_memory: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
 
@@ -306,7 +308,7 @@ def build_app(ctx: Context) -> web.Application:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for pool in (ctx.reader_pool, ctx.hunt_pool, ctx.writer_pool):
+        for pool in (ctx.reader_pool, ctx.hunt_pool, ctx.login_pool, ctx.writer_pool):
             pool.shutdown(wait=True, cancel_futures=True)
         ctx.readers.close()
         ctx.ingester.close()

@@ -38,6 +38,7 @@ THROTTLE_MAX_SECONDS = 900
 THROTTLE_FORGET_SECONDS = 3600
 THROTTLE_TABLE = 10_000
 MAX_SESSIONS = 10_000
+MAX_SESSIONS_PER_USER = 32
 
 
 class UserError(ValueError):
@@ -206,6 +207,9 @@ class Sessions:
     def create(self, user: str, now: float | None = None) -> Session:
         now = time.monotonic() if now is None else now
         self.reap(now)
+        theirs = [s for s in self._by_token.values() if s.user == user]
+        if len(theirs) >= MAX_SESSIONS_PER_USER:
+            del self._by_token[min(theirs, key=lambda s: s.seen).token]
         if len(self._by_token) >= MAX_SESSIONS:
             oldest = min(self._by_token.values(), key=lambda s: s.seen)
             del self._by_token[oldest.token]

@@ -84,7 +84,8 @@ def hunt(log_dir: Path, indicator: str, budget: float, scope: Scope, severity: S
     deadline = time.monotonic() + budget
     started = time.monotonic()
     try:
-        names = sorted((n for n in os.listdir(log_dir) if DAY_FILE.match(n)), reverse=True)
+        names = sorted((e.name for e in os.scandir(log_dir) if DAY_FILE.match(e.name)
+                        and e.is_file(follow_symlinks=False)), reverse=True)  # as the index does
     except OSError:
         names = []
     dates = [n[:10] for n in names if (day_from is None or n[:10] >= day_from) and (day_to is None or n[:10] <= day_to)]

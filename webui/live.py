@@ -23,6 +23,7 @@ from webui.netaddr import Scope
 
 PING_SECONDS = 15.0
 BATCH = 500
+PER_USER = 8  # one analyst cannot hold every stream
 
 
 def _resume_id(request: web.Request) -> int | None | str:
@@ -40,12 +41,13 @@ async def live(request: web.Request) -> web.StreamResponse:
     after = _resume_id(request)
     if isinstance(after, str):
         return json_error(400, after)
-    if ctx.live_streams >= ctx.settings.max_live_streams:
+    user_name = request["user"].name
+    mine = ctx.live_streams.get(user_name, 0)
+    if sum(ctx.live_streams.values()) >= ctx.settings.max_live_streams or mine >= PER_USER:
         return json_error(503, "too many live streams", {"Retry-After": "5"})
     scope = scope_of(request["user"])
     token = request.cookies.get(COOKIE, "")
-    user_name = request["user"].name
-    ctx.live_streams += 1
+    ctx.live_streams[user_name] = mine + 1
     try:
         if after is None:
             after = await ctx.read(lambda: Q.last_event_id(ctx.readers.get()))
@@ -80,4 +82,8 @@ async def live(request: web.Request) -> web.StreamResponse:
             await resp.write_eof()
         return resp
     finally:
-        ctx.live_streams -= 1
+        left = ctx.live_streams.get(user_name, 1) - 1
+        if left:
+            ctx.live_streams[user_name] = left
+        else:
+            ctx.live_streams.pop(user_name, None)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,7 @@ DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
 CHUNK_BYTES = 8 << 20
 HEAD_BYTES = 256
 HOURS = tuple(f"h{i:02d}" for i in range(24))
+QUERY_SECONDS = 20.0
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
@@ -295,8 +298,13 @@ class Ingester:
             return self.conn.execute("DELETE FROM st.suppressions WHERE id = ?", (rule_id,)).rowcount > 0
 
 
+class QueryTooLong(Exception):
+    """A read ran past its time limit and was interrupted by SQLite."""
+
+
 class Readers:
-    """One read-only connection per reader thread."""
+    """One read-only connection per reader thread. A snapshot has a time limit: SQLite's progress
+    handler interrupts it, so one huge query cannot hold a reader thread for minutes."""
 
     def __init__(self, path: Path, triage_path: Path) -> None:
         self.path = path
@@ -309,20 +317,30 @@ class Readers:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = connect(self.path, self.triage_path, readonly=True)
+            local = self._local
+            local.deadline = math.inf
+            conn.set_progress_handler(lambda: time.monotonic() > local.deadline, 20_000)
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
         return conn
 
     @contextlib.contextmanager
-    def snapshot(self) -> Iterator[sqlite3.Connection]:
-        """Several queries that see one consistent state of the index."""
+    def snapshot(self, seconds: float = QUERY_SECONDS) -> Iterator[sqlite3.Connection]:
+        """Several queries that see one consistent state of the index, within `seconds`."""
         conn = self.get()
+        self._local.deadline = time.monotonic() + seconds
         conn.execute("BEGIN")
         try:
             yield conn
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise QueryTooLong(str(exc)) from None
+            raise
         finally:
-            conn.execute("COMMIT")
+            self._local.deadline = math.inf
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
 
     def close(self) -> None:
         with self._lock:
