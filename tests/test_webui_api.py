@@ -509,3 +509,27 @@ def test_partial_hunt_is_reported_honestly(tmp_path: Path) -> None:
         assert body["complete"] is True and [d["hits"] for d in body["days"]] == [320, 320]
     finally:
         server.stop()
+
+
+def test_live_streams_are_capped_and_released(admin: Client) -> None:
+    streams = [SSE(admin, "/api/live") for _ in range(8)]
+    try:
+        assert [s.resp.status for s in streams] == [200] * 8
+        refused = SSE(admin, "/api/live")
+        assert refused.resp.status == 503 and refused.resp.getheader("Retry-After") == "5"
+        assert json.loads(refused.resp.read()) == {"error": "too many live streams"}
+        refused.close()
+        streams.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the closed stream's slot comes back within about a second
+            again = SSE(admin, "/api/live")
+            if again.resp.status == 200 or time.monotonic() > deadline:
+                break
+            again.resp.read()
+            again.close()
+            time.sleep(0.2)
+        assert again.resp.status == 200
+        streams.append(again)
+    finally:
+        for s in streams:
+            s.close()

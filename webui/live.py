@@ -36,6 +36,27 @@ def _resume_id(request: web.Request) -> int | None | str:
     return int(text)
 
 
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _wait(request: web.Request, tick: asyncio.Event, seconds: float) -> bool:
+    """Wait for new events (True) or `seconds` (False), looking every second for a client that
+    went away, so its stream slot is released at once (aiohttp does not cancel the handler)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not _gone(request):
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return False
+        try:
+            await asyncio.wait_for(tick.wait(), min(1.0, left))
+            return True
+        except TimeoutError:
+            pass
+    return False
+
+
 async def live(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     after = _resume_id(request)
@@ -69,10 +90,10 @@ async def live(request: web.Request) -> web.StreamResponse:
                 after = events[-1]["id"]
                 if len(events) == BATCH:
                     continue
-            try:
-                await asyncio.wait_for(tick.wait(), PING_SECONDS)
-            except TimeoutError:
+            if not await _wait(request, tick, PING_SECONDS):
                 await resp.write(b": ping\n\n")
+            if _gone(request):
+                break
             session = ctx.sessions.peek(token)
             user = ctx.users.get(user_name)
             if session is None or session.user != user_name or user is None:
