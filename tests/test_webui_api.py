@@ -511,25 +511,31 @@ def test_partial_hunt_is_reported_honestly(tmp_path: Path) -> None:
         server.stop()
 
 
+def _open_stream(client: Client, timeout: float = 10) -> SSE:
+    """A stream, retrying while slots of streams closed just before are being released."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stream = SSE(client, "/api/live")
+        if stream.resp.status == 200 or time.monotonic() > deadline:
+            return stream
+        stream.resp.read()
+        stream.close()
+        time.sleep(0.2)
+
+
 def test_live_streams_are_capped_and_released(admin: Client) -> None:
-    streams = [SSE(admin, "/api/live") for _ in range(8)]
+    streams: list[SSE] = []
     try:
+        for _ in range(8):
+            streams.append(_open_stream(admin))
         assert [s.resp.status for s in streams] == [200] * 8
         refused = SSE(admin, "/api/live")
         assert refused.resp.status == 503 and refused.resp.getheader("Retry-After") == "5"
         assert json.loads(refused.resp.read()) == {"error": "too many live streams"}
         refused.close()
         streams.pop().close()
-        deadline = time.monotonic() + 10
-        while True:  # the closed stream's slot comes back within about a second
-            again = SSE(admin, "/api/live")
-            if again.resp.status == 200 or time.monotonic() > deadline:
-                break
-            again.resp.read()
-            again.close()
-            time.sleep(0.2)
-        assert again.resp.status == 200
-        streams.append(again)
+        streams.append(_open_stream(admin))  # the closed stream's slot comes back within about a second
+        assert streams[-1].resp.status == 200
     finally:
         for s in streams:
             s.close()
