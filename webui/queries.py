@@ -34,6 +34,7 @@ SORTS = {
     "info": "e.info COLLATE NOCASE {o}",
     "sensor": "e.sensor COLLATE NOCASE {o}",
 }
+IN_CHUNK = 1000
 EVENT_SORTS = {"dst_ip", "dst_port", "proto", "type", "info", "sensor"}
 EVENT_COLUMNS = "e.id, e.time, e.sensor, e.src_ip, e.src_port, e.dst_ip, e.dst_port, e.proto, e.type, e.trail, " \
                 "e.info, e.reference, e.sev"
@@ -139,17 +140,27 @@ def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: 
     if not page:
         return total, []
     ids = [r[0] for r in page]
-    events = {r[0]: r for r in conn.execute(
-        f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({','.join('?' * len(page))})", [r[10] for r in page])}
+    events: dict[int, tuple] = {}
+    latest = [r[10] for r in page]
+    for i in range(0, len(latest), IN_CHUNK):  # SQLite caps the number of bound parameters
+        chunk = latest[i:i + IN_CHUNK]
+        events.update((r[0], r) for r in conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({','.join('?' * len(chunk))})", chunk))
     hourly = _hourly(conn, view, ids)
     return total, [_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)) for r in page]
 
 
 def _hourly(conn: sqlite3.Connection, view: View, ids: list[int]) -> dict[int, list[int]]:
+    """Hourly profiles of the given threats (a page: filtered by id; an export: all at once)."""
     rows, params = view.rows()
+    sums = ", ".join(f"sum({h})" for h in HOURS)
+    if len(ids) > IN_CHUNK:
+        sql = f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, {sums} FROM rows GROUP BY threat"
+        wanted = set(ids)
+        return {r[0]: [int(v) for v in r[1:]] for r in conn.execute(sql, params) if r[0] in wanted}
     marks = ",".join("?" * len(ids))
-    sql = (f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, {', '.join(f'sum({h})' for h in HOURS)} "
-           f"FROM rows WHERE threat IN ({marks}) GROUP BY threat")
+    sql = (f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, {sums} FROM rows WHERE threat IN ({marks}) "
+           "GROUP BY threat")
     return {r[0]: [int(v) for v in r[1:]] for r in conn.execute(sql, [*params, *ids])}
 
 
