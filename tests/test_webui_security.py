@@ -31,6 +31,8 @@ LOG = "".join(line + "\n" for line in (
     '"2023-11-13 08:00:01.000001" gw 10.0.5.5 51515 192.0.2.53 53 UDP DNS evil-demo.example "malware (x)" (static)',
     '"2023-11-13 09:00:00.000000" gw 192.168.1.9 40000 198.51.100.99 80 TCP IP 198.51.100.99 "known attacker" -',
     '"2023-11-13 10:00:00.000000" gw 203.0.113.7 40000 10.0.9.9 22 TCP IP 203.0.113.7 "mass scanner" (static)',
+    '"2023-11-13 11:00:00.000000" "<img src=x onerror=alert(1)>" 10.0.7.7 "1;DROP" "\'; DROP TABLE events; --" '
+    '"80 OR 1=1" "<b>" "TYPE""" "=cmd|\' /C calc\'!A0" "{{7*7}} ${jndi:x} \u202e" "../../etc/passwd"',
 ))
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -270,7 +272,7 @@ def test_scoped_user_cannot_reach_other_rows(env: dict, admin: Client) -> None:
     tenant = Client(env["server"])
     assert tenant.login("tenant") == 200
     status, body = tenant.get_json(f"/api/threats?from={DAY}&q=suppressed:yes&per_page=500")
-    assert {r["src_ip"] for r in body["rows"]} == {"10.0.5.5", "203.0.113.7"}
+    assert {r["src_ip"] for r in body["rows"]} == {"10.0.5.5", "203.0.113.7", "10.0.7.7"}
     status, body = tenant.get_json(f"/api/threats?from={DAY}&q=src:192.168.1.9")
     assert body["total"] == 0
     outside = next(r for r in admin.get_json(f"/api/threats?from={DAY}")[1]["rows"] if r["src_ip"] == "192.168.1.9")
@@ -294,6 +296,23 @@ ENDPOINTS = ["/api/threats?from={v}", "/api/threats?to={v}", "/api/threats?q={v}
              "/api/stats?q={v}", "/api/check?indicator={v}", "/api/hunt?indicator={v}",
              "/api/hunt?indicator=10.0.0.1&budget={v}", "/api/export?format={v}", "/api/export?q={v}",
              "/api/live?after={v}", "/api/suppressions/{v}"]
+
+
+def test_hostile_log_fields_come_back_verbatim(env: dict, admin: Client) -> None:
+    status, body = admin.get_json(f"/api/threats?from={DAY}&q=src:10.0.7.7")
+    (row,) = body["rows"]
+    assert (row["sensor"], row["dst_ip"], row["dst_port"], row["proto"], row["type"], row["trail"], row["info"],
+            row["reference"]) == ("<img src=x onerror=alert(1)>", "'; DROP TABLE events; --", "80 OR 1=1", "<b>",
+                                  'TYPE"', "=cmd|' /C calc'!A0", "{{7*7}} ${jndi:x} \u202e", "../../etc/passwd")
+    status, headers, payload = admin.request("GET", f"/api/threats/{row['id']}/events?from={DAY}")
+    assert headers["content-type"].startswith("application/json") and b"<img" in payload
+    assert json.loads(payload)["events"][0]["src_port"] == "1;DROP"
+    search = quote('trail:"=cmd|\' /C"')
+    status, body = admin.get_json(f"/api/threats?from={DAY}&q={search}")
+    assert [r["id"] for r in body["rows"]] == [row["id"]]
+    status, _, payload = admin.request("GET", f"/api/export?format=csv&from={DAY}&q=src:10.0.7.7")
+    assert "'=cmd|' /C calc'!A0" in payload.decode()
+    assert admin.get_json(f"/api/threats?from={DAY}&per_page=500")[1]["total"] == 4  # the table is still there
 
 
 def test_hostile_input_never_gives_a_5xx(env: dict, admin: Client) -> None:
