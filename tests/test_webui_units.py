@@ -222,3 +222,20 @@ def test_a_page_larger_than_sqlites_parameter_limit(tmp_path: Path) -> None:
         for q in ("", "proto:udp"):
             total, rows = threats(conn, View(day, day, Scope([]), compile_query(q)), "count", "desc", 100_000, 0)
             assert total == len(rows) == 40_000 and all(sum(r["hourly"]) == r["count"] == 1 for r in rows)
+
+
+def test_settings_and_exposure_warnings() -> None:
+    from engine.config import ConfigError, SensorConfig, ServerConfig
+    from webui.server import exposure_warnings
+    from webui.settings import resolve
+
+    local = resolve(SensorConfig(log_dir="/x"), ServerConfig())
+    assert (local.host, local.port, str(local.users)) == ("127.0.0.1", 8338, "/x/.webui/users.json")
+    assert exposure_warnings(local) == [] and exposure_warnings(resolve(SensorConfig(), ServerConfig(
+        listen="[::1]:9"))) == []
+    wide = resolve(SensorConfig(), ServerConfig(listen="0.0.0.0:8338"))
+    assert len(exposure_warnings(wide)) == 2 and "0.0.0.0" not in wide.allowed_hosts
+    named = resolve(SensorConfig(), ServerConfig(listen="0.0.0.0:8338", allowed_hosts=["Dash.Example.org"]))
+    assert "dash.example.org" in named.allowed_hosts and len(exposure_warnings(named)) == 1
+    with pytest.raises(ConfigError, match="--listen"):
+        resolve(SensorConfig(), ServerConfig(), listen="8338")

@@ -4,6 +4,7 @@ admin password on first start, and a clean stop on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import signal
 import ssl
 import sys
@@ -15,7 +16,7 @@ from aiohttp import web
 from engine.config import ConfigError
 from webui.app import Runner, build_app, make_context
 from webui.auth import UserError
-from webui.settings import Settings
+from webui.settings import LOCAL_NAMES, Settings
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -34,6 +35,22 @@ def url_of(settings: Settings, port: int) -> str:
     host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     return f"{'https' if settings.tls else 'http'}://{host}:{port}/"
+
+
+def exposure_warnings(settings: Settings) -> list[str]:
+    """What an operator should know when the server is reachable from other machines."""
+    try:
+        loopback = settings.host == "localhost" or ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = False
+    out = []
+    if not loopback and not settings.tls:
+        out.append("listening beyond loopback over plain HTTP: passwords and sessions cross the network "
+                   "in clear; set [server] tls_cert and tls_key (or put a TLS proxy in front)")
+    if settings.host in ("0.0.0.0", "::") and settings.allowed_hosts <= set(LOCAL_NAMES):
+        out.append("listening on every address but [server] allowed_hosts is empty: browsers that use "
+                   "another host name are refused (421)")
+    return out
 
 
 def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
@@ -58,6 +75,8 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
             raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
         port = runner.addresses[0][1]
         say(f"dashboard: {url_of(settings, port)}  (logs: {settings.log_dir}, index: {settings.index_dir})")
+        for warning in exposure_warnings(settings):
+            say(f"warning: {warning}")
         if password:
             say(f"created user 'admin' with password: {password}")
             say("  (shown once; set your own with: maltrail user add admin)")
