@@ -239,3 +239,20 @@ def test_settings_and_exposure_warnings() -> None:
     assert "dash.example.org" in named.allowed_hosts and len(exposure_warnings(named)) == 1
     with pytest.raises(ConfigError, match="--listen"):
         resolve(SensorConfig(), ServerConfig(), listen="8338")
+
+
+def test_sync_in_bounded_steps(tmp_path: Path) -> None:
+    from webui.store import CHUNK_BYTES
+
+    logs = tmp_path / "logs"
+    ev = (T0, 0, "10.0.0.1", 1, "10.0.0.2", 80, "TCP", "IP", "10.0.0.2", "malware (x)", "(static)")
+    line = format_event(ev, "s")
+    count = 2 * CHUNK_BYTES // len(line) + 10
+    (logs / time.strftime("%Y-%m-%d.log", time.localtime(T0))).parent.mkdir()
+    (logs / time.strftime("%Y-%m-%d.log", time.localtime(T0))).write_text(line * count)
+    ing = Ingester(logs, logs / ".webui", Severity([]))
+    steps = []
+    while not steps or ing.pending:
+        steps.append(ing.sync(CHUNK_BYTES))
+    assert len(steps) == 3 and sum(steps) == count and steps[-1] > 0
+    assert ing.sync(CHUNK_BYTES) == 0 and not ing.pending

@@ -24,7 +24,7 @@ from aiohttp.web_request import BaseRequest
 from engine.index.mapped import TrailIndex
 from webui.auth import Audit, Session, Sessions, Throttle, User, UserStore
 from webui.settings import Settings
-from webui.store import Ingester, Readers
+from webui.store import SYNC_BYTES, Ingester, Readers
 
 log = logging.getLogger("maltrail.webui")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -253,17 +253,20 @@ async def static(request: web.Request) -> web.StreamResponse:
 
 
 async def ingest_loop(app: web.Application) -> None:
-    """Follow the logs into the index; wake the live streams when events arrive."""
+    """Follow the logs into the index in bounded steps; wake the live streams when events arrive."""
     ctx = app[CTX]
     while not ctx.closing:
         try:
-            added = await ctx.write(ctx.ingester.sync)
+            added = await ctx.write(ctx.ingester.sync, SYNC_BYTES)
         except Exception:
             log.exception("indexing the logs failed; retrying")
             added = 0
-        ctx.caught_up = True
         if added:
             ctx.notify()
+        if ctx.ingester.pending:
+            await asyncio.sleep(0)
+            continue
+        ctx.caught_up = True
         await asyncio.sleep(INGEST_SECONDS)
 
 

@@ -30,7 +30,8 @@ from webui.severity import Severity
 
 SCHEMA_VERSION = "1"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
+SYNC_BYTES = 16 << 20  # per call of the server's ingest loop
 HEAD_BYTES = 256
 HOURS = tuple(f"h{i:02d}" for i in range(24))
 QUERY_SECONDS = 20.0
@@ -109,6 +110,8 @@ class Ingester:
         self._times = TimeParser()
         self._keys: dict[str, bytes | None] = {}
         self.lock = threading.Lock()
+        self._budget = 0
+        self.pending = False
 
     def _open(self) -> None:
         fresh = not self.path.exists()
@@ -150,9 +153,13 @@ class Ingester:
         self.conn.execute("DELETE FROM files WHERE name = ?", (name,))
         self.conn.execute("COMMIT")
 
-    def sync(self) -> int:
-        """Ingest whatever the log files gained since the last call; returns new events."""
+    def sync(self, budget: int | None = None) -> int:
+        """Ingest what the log files gained since the last call (at most about `budget` bytes,
+        so writes of shared triage never wait long behind a rebuild); returns new events.
+        `pending` tells whether the budget stopped it before the end."""
         with self.lock:
+            self._budget = budget if budget is not None else 1 << 62
+            self.pending = False
             return self._sync()
 
     def _sync(self) -> int:
@@ -168,6 +175,9 @@ class Ingester:
                 self._drop_day(name, row[1])
         added = 0
         for name in sorted(present):
+            if self._budget <= 0:
+                self.pending = True
+                break
             added += self._follow(name, present[name], known.get(name))
         return added
 
@@ -191,9 +201,13 @@ class Ingester:
             added = 0
             f.seek(offset)
             while True:
+                if self._budget <= 0:
+                    self.pending = True
+                    break
                 data = f.read(CHUNK_BYTES)
                 if not data:
                     break
+                self._budget -= len(data)
                 end = data.rfind(b"\n") + 1
                 if end == 0:
                     if len(data) < CHUNK_BYTES:
