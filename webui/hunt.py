@@ -2,9 +2,10 @@
 
 It reads the log files themselves (the source of truth, including days the index no longer has).
 A literal indicator is a case-insensitive substring of the line; an address or CIDR matches the
-source, destination or trail address of an event. The scan stops when the budget is spent: the
-day it was reading is reported with `complete: false` and the hits found so far, the days it
-never reached are listed as such, and nothing partial is ever merged into a complete count.
+source, destination or trail address of an event. The budget is checked after each 4 MiB chunk
+(so a hunt always makes some progress); when it is spent, the day being read is reported with
+`complete: false` and the hits found so far, the days never reached are listed as such, and
+nothing partial is ever merged into a complete count.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def hunt(log_dir: Path, indicator: str, budget: float, scope: Scope, severity: S
     samples: list[dict[str, Any]] = []
     unscanned: list[str] = []
     for date in dates:
-        if time.monotonic() >= deadline:
+        if days and time.monotonic() >= deadline:  # the first day always starts: some progress
             unscanned.append(date)
             continue
         hits, complete = _scan_day(log_dir / f"{date}.log", net, needle, scope, severity, deadline, samples)
@@ -112,10 +113,9 @@ def _scan_day(path: Path, net: Network | None, needle: bytes | None, scope: Scop
     except OSError:
         return 0, True
     with f:
+        size = os.fstat(f.fileno()).st_size
         rest = b""
         while True:
-            if time.monotonic() >= deadline:
-                return hits, False
             data = f.read(CHUNK)
             if not data:
                 return hits, True
@@ -130,6 +130,8 @@ def _scan_day(path: Path, net: Network | None, needle: bytes | None, scope: Scop
                 hits += 1
                 if len(samples) < MAX_SAMPLES:
                     samples.append(_event_json(ev, severity))
+            if time.monotonic() >= deadline:  # checked after each chunk: every started day progresses
+                return hits, f.tell() >= size and not rest
 
 
 def _candidate_lines(block: bytes, needle: bytes | None, lower: bool) -> list[bytes]:
