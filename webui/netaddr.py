@@ -89,17 +89,18 @@ class Scope:
         return False
 
     def sql(self, key_col: str, text_col: str | None = None) -> tuple[str, list[object]]:
-        """A never-NULL SQL test that the column's address is in scope. With `text_col`, rows
-        without a key (comma lists) are checked by the `mt_in_scope` function."""
+        """A SQL test that the column's address is in scope: a flat OR of key ranges, which SQLite
+        can answer from an index on the key. NULL for a row without a key: negate it only as
+        `NOT COALESCE(test, 0)`. With `text_col`, rows without a key (comma lists) are checked by
+        the `mt_in_scope` function."""
         if self.unrestricted:
             return "1", []
         parts = [f"{key_col} BETWEEN ? AND ?" for _ in self.networks]
         params: list[object] = [v for n in self.networks for v in (n.lo, n.hi)]
-        clause = f"({key_col} IS NOT NULL AND ({' OR '.join(parts)}))"
         if text_col:
-            clause = f"({clause} OR ({key_col} IS NULL AND instr({text_col}, ',') > 0 AND mt_in_scope({text_col}, ?)))"
+            parts.append(f"({key_col} IS NULL AND instr({text_col}, ',') > 0 AND mt_in_scope({text_col}, ?))")
             params.append(self.cache_key)
-        return clause, params
+        return f"({' OR '.join(parts)})", params
 
 
 _SCOPES: dict[str, Scope] = {}

@@ -73,8 +73,9 @@ class View:
         s, sp = scope.sql("t.src_key")
         es, esp = scope.sql("e.src_key")
         t, tp = scope.sql("e.dst_key", "e.dst_ip")
+        # `+e.day`: let SQLite find the in-scope destinations through events_dst, not scan the days
         sql = (f"{agg} AND a.threat IN (SELECT t.id FROM threats t WHERE {s}) UNION ALL "
-               f"SELECT {_RAW_COLUMNS} FROM events e WHERE e.day BETWEEN ? AND ? AND NOT {es} AND {t}")
+               f"SELECT {_RAW_COLUMNS} FROM events e WHERE +e.day BETWEEN ? AND ? AND NOT COALESCE({es}, 0) AND {t}")
         return sql, d + sp + d + esp + tp
 
     def filtered(self) -> tuple[str, list[object]]:

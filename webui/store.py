@@ -28,7 +28,7 @@ from webui.logparse import ParsedEvent, TimeParser, parse_lines
 from webui.netaddr import in_range_text, in_scope_text, ip_key
 from webui.severity import Severity
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
 CHUNK_BYTES = 4 << 20
 SYNC_BYTES = 16 << 20  # per call of the server's ingest loop
@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, day TEXT NOT NULL, tim
     src_key BLOB, dst_key BLOB);
 CREATE INDEX IF NOT EXISTS events_day ON events(day);
 CREATE INDEX IF NOT EXISTS events_threat ON events(threat, day);
+CREATE INDEX IF NOT EXISTS events_dst ON events(dst_key, day);
 CREATE TABLE IF NOT EXISTS agg(day TEXT NOT NULL, threat INTEGER NOT NULL, type TEXT NOT NULL,
     cnt INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, sev INTEGER NOT NULL,
     last_event INTEGER NOT NULL, {", ".join(f"{h} INTEGER NOT NULL" for h in HOURS)},
