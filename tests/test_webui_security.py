@@ -480,3 +480,58 @@ def test_protocol_errors_answer_plainly(env: dict, raw: bytes) -> None:
     assert head.split(b" ")[1] == b"400"
     assert b"\r\nServer: maltrail\r\n" in head and b"aiohttp" not in answer and b"Python" not in answer
     assert b"X-Content-Type-Options: nosniff" in head and body == b"400\n"
+
+
+def test_sessions_expire_on_a_running_server(tmp_path: Path) -> None:
+    """The real app on 127.0.0.1 (in this process, so its session clock can be moved): an idle
+    session ends after session_idle_minutes, a busy one after session_max_hours."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    from engine.config import SensorConfig, ServerConfig
+    from webui.app import Runner, build_app, make_context
+    from webui.auth import Sessions
+    from webui.settings import resolve
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / f"{DAY}.log").write_text(LOG)
+    settings = resolve(SensorConfig(log_dir=str(logs)), ServerConfig(session_idle_minutes=30, session_max_hours=2))
+    assert add_user(settings.users, "admin", PASSWORDS["admin"]).returncode == 0
+    now = [1000.0]
+    ctx = make_context(settings)
+    ctx.sessions = Sessions(settings.session_idle_seconds, settings.session_max_seconds, clock=lambda: now[0])
+    loop = asyncio.new_event_loop()
+
+    async def start() -> web.AppRunner:
+        runner = Runner(build_app(ctx))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner
+
+    runner = loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = runner.addresses[0][1]
+        server = Server(None, f"http://127.0.0.1:{port}/", "127.0.0.1", port)  # type: ignore[arg-type]
+        c = Client(server)
+        assert c.login("admin") == 200
+        now[0] += 29 * 60
+        assert c.get_json("/api/session")[0] == 200  # activity at 29 min
+        now[0] += 29 * 60
+        assert c.get_json("/api/session")[0] == 200  # 29 min after the last request
+        now[0] += 31 * 60
+        assert c.get_json("/api/session")[0] == 401  # idle for 31 min
+        assert c.login("admin") == 200
+        for _ in range(5):  # busy for 2 h: every request within the idle limit
+            now[0] += 25 * 60
+            c.get_json("/api/session")
+        assert c.get_json("/api/session")[0] == 401 and c.get_json(f"/api/threats?from={DAY}")[0] == 401
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()

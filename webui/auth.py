@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,13 +200,16 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, idle_seconds: float, max_seconds: float) -> None:
+    """Server-side sessions; `clock` is injectable so expiry can be tested on a running server."""
+
+    def __init__(self, idle_seconds: float, max_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.idle = idle_seconds
         self.max = max_seconds
+        self.clock = clock
         self._by_token: dict[str, Session] = {}
 
     def create(self, user: str, now: float | None = None) -> Session:
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         self.reap(now)
         theirs = [s for s in self._by_token.values() if s.user == user]
         if len(theirs) >= MAX_SESSIONS_PER_USER:
@@ -220,7 +224,7 @@ class Sessions:
     def get(self, token: str | None, now: float | None = None) -> Session | None:
         if not token or len(token) > 128:
             return None
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         s = self._by_token.get(token)
         if s is None:
             return None
@@ -233,7 +237,7 @@ class Sessions:
     def peek(self, token: str | None, now: float | None = None) -> Session | None:
         """Still valid? Without counting as activity (a live stream does not keep a session alive)."""
         s = self._by_token.get(token or "")
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         if s is None or now - s.seen > self.idle or now - s.created > self.max:
             return None
         return s
