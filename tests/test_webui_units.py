@@ -256,3 +256,23 @@ def test_sync_in_bounded_steps(tmp_path: Path) -> None:
         steps.append(ing.sync(CHUNK_BYTES))
     assert len(steps) == 3 and sum(steps) == count and steps[-1] > 0
     assert ing.sync(CHUNK_BYTES) == 0 and not ing.pending
+
+
+def test_threat_ids_stay_right_when_the_cache_overflows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import webui.store
+
+    monkeypatch.setattr(webui.store, "THREAT_CACHE", 5)
+    logs = tmp_path / "logs"
+    events = [(T0 + i, 0, f"10.0.0.{i % 9}", 1, "10.0.0.99", 80, "TCP", "IP", f"t{i % 4}", "x", "y") for i in range(60)]
+    DailyLog(logs, "s").write(events[:30])
+    ing = Ingester(logs, logs / ".webui", Severity([]))
+    assert ing.sync() == 30
+    ing.close()
+    DailyLog(logs, "s").write(events[30:])
+    again = Ingester(logs, logs / ".webui", Severity([]))  # more threats than the cache: starts empty
+    assert again.sync() == 30
+    conn = sqlite3.connect(again.path)
+    pairs = {(f"10.0.0.{i % 9}", f"t{i % 4}") for i in range(60)}
+    assert conn.execute("SELECT count(*) FROM threats").fetchone()[0] == len(pairs)
+    assert conn.execute("SELECT count(*) FROM events e JOIN threats t ON t.id = e.threat "
+                        "WHERE t.src_ip = e.src_ip AND t.trail = e.trail").fetchone()[0] == 60

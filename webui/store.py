@@ -32,6 +32,7 @@ SCHEMA_VERSION = "2"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
 CHUNK_BYTES = 4 << 20
 SYNC_BYTES = 16 << 20  # per call of the server's ingest loop
+THREAT_CACHE = 300_000
 HEAD_BYTES = 256
 HOURS = tuple(f"h{i:02d}" for i in range(24))
 QUERY_SECONDS = 20.0
@@ -250,7 +251,10 @@ class Ingester:
         return len(rows)
 
     def _open_caches(self) -> None:
-        self._threats = {(s, t): i for i, s, t in self.conn.execute("SELECT id, src_ip, trail FROM threats")}
+        count = self.conn.execute("SELECT count(*) FROM threats").fetchone()[0]
+        self._all_cached = count <= THREAT_CACHE  # the cache holds every threat: a miss is a new one
+        self._threats = {(s, t): i for i, s, t in self.conn.execute("SELECT id, src_ip, trail FROM threats")
+                         } if self._all_cached else {}
         self._next_threat = (self.conn.execute("SELECT max(id) FROM threats").fetchone()[0] or 0) + 1
         stored = self.conn.execute("SELECT value FROM meta WHERE key = 'next_event'").fetchone()
         top = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
@@ -269,9 +273,19 @@ class Ingester:
             pair = (ev.src_ip, ev.trail)
             threat = threats.get(pair)
             if threat is None:
-                threat = threats[pair] = self._next_threat
-                self._next_threat += 1
-                new_threats.append((threat, threat_tid(*pair), ev.src_ip, ev.trail, key(ev.src_ip)))
+                if len(threats) >= THREAT_CACHE:  # bounded memory for years of distinct pairs
+                    threats.clear()
+                    self._all_cached = False
+                    self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?)", new_threats)
+                    new_threats.clear()
+                known = None if self._all_cached else self.conn.execute(
+                    "SELECT id FROM threats WHERE src_ip = ? AND trail = ?", pair).fetchone()
+                if known is not None:
+                    threat = threats[pair] = known[0]
+                else:
+                    threat = threats[pair] = self._next_threat
+                    self._next_threat += 1
+                    new_threats.append((threat, threat_tid(*pair), ev.src_ip, ev.trail, key(ev.src_ip)))
             sev = sev_of(ev.type, ev.trail, ev.info, ev.reference)
             rows.append((eid, day, ev.time, ev.hour, ev.sensor, ev.src_ip, ev.src_port, ev.dst_ip, ev.dst_port,
                          _port_number(ev.dst_port), ev.proto, ev.type, ev.trail, ev.info, ev.reference, sev,
