@@ -245,16 +245,9 @@ class Sessions:
     def delete(self, token: str) -> None:
         self._by_token.pop(token, None)
 
-    def drop_user(self, user: str) -> None:
-        for token in [t for t, s in self._by_token.items() if s.user == user]:
-            del self._by_token[token]
-
     def reap(self, now: float) -> None:
         for token in [t for t, s in self._by_token.items() if now - s.seen > self.idle or now - s.created > self.max]:
             del self._by_token[token]
-
-    def __len__(self) -> int:
-        return len(self._by_token)
 
 
 def client_bucket(address: str) -> str:

@@ -188,11 +188,6 @@ def days(conn: sqlite3.Connection, view: View) -> list[dict[str, Any]]:
     return [{"date": d, "events": int(n)} for d, n in conn.execute(sql, params)]
 
 
-def day_start(day: str) -> float:
-    y, m, d = (int(x) for x in day.split("-"))
-    return time.mktime((y, m, d, 0, 0, 0, 0, 0, -1))
-
-
 def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
     head, params = view.filtered()
     rows_timeline = conn.execute(
@@ -235,8 +230,3 @@ def suppressions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [{"id": i, "scope": sc, "src_ip": s, "trail": t, "note": n, "user": u, "created": c}
             for i, sc, s, t, n, u, c in conn.execute(
                 "SELECT id, scope, src_ip, trail, note, user, created FROM st.suppressions ORDER BY id")]
-
-
-def date_bounds(conn: sqlite3.Connection) -> tuple[str, str] | None:
-    row = conn.execute("SELECT min(day), max(day) FROM files").fetchone()
-    return (row[0], row[1]) if row and row[0] else None
