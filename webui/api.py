@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from webui import queries as Q
-from webui.app import COOKIE, Context, client_address, ctx_of, json_error
+from webui.app import COOKIE, SESSION, USER, Context, client_address, ctx_of, json_error
 from webui.auth import MAX_PASSWORD, Session, User, client_bucket, scope_of, verify
 from webui.hunt import HuntError, hunt
 from webui.netaddr import ip_key
@@ -86,7 +86,7 @@ def view_of(request: web.Request, with_query: bool = True) -> Q.View:
         query = compile_query(request.query.get("q", "") if with_query else "")
     except SearchError as exc:
         raise BadRequest(f"q: {exc}") from None
-    return Q.View(day_from, day_to, scope_of(request["user"]), query)
+    return Q.View(day_from, day_to, scope_of(request[USER]), query)
 
 
 def handle(fn: Any) -> Any:
@@ -175,13 +175,13 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def session_info(request: web.Request) -> web.Response:
-    return web.json_response(_session_json(request["session"], request["user"]))
+    return web.json_response(_session_json(request[SESSION], request[USER]))
 
 
 async def logout(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
-    ctx.sessions.delete(request["session"].token)
-    ctx.audit.write("logout", request["user"].name, client_address(request))
+    ctx.sessions.delete(request[SESSION].token)
+    ctx.audit.write("logout", request[USER].name, client_address(request))
     resp = web.json_response({"ok": True})
     resp.del_cookie(COOKIE, path="/")
     return resp
@@ -299,7 +299,7 @@ async def hunt_handler(request: web.Request) -> web.Response:
         day_from, day_to = date_range(request)
     try:
         result = await asyncio.get_running_loop().run_in_executor(
-            ctx.hunt_pool, hunt, ctx.settings.log_dir, indicator, budget, scope_of(request["user"]),
+            ctx.hunt_pool, hunt, ctx.settings.log_dir, indicator, budget, scope_of(request[USER]),
             ctx.settings.severity, day_from, day_to)
     except HuntError as exc:
         raise BadRequest(f"indicator: {exc}") from None
@@ -399,7 +399,7 @@ async def triage(request: web.Request) -> web.Response:
     bounds = await ctx.read(span)
     if bounds is None:
         return json_error(404, "no such threat")
-    user = request["user"]
+    user = request[USER]
     view = Q.View(bounds[0], bounds[1], scope_of(user), compile_query(""))
     found = await _visible_threat(ctx, view, tid)
     if found is None:
@@ -423,7 +423,7 @@ async def suppressions_list(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.suppressions(conn)
 
-    user = request["user"]
+    user = request[USER]
     return web.json_response({"rules": [r for r in await ctx.read(run) if _rule_visible(r, user)]})
 
 
@@ -441,7 +441,7 @@ async def suppressions_add(request: web.Request) -> web.Response:
         raise BadRequest("src_ip: expected an IP address")
     if scope_kind != "source" and not trail.strip():
         raise BadRequest("trail: required for this scope")
-    user = request["user"]
+    user = request[USER]
     user_scope = scope_of(user)
     if not user_scope.unrestricted and (scope_kind == "trail" or not user_scope.contains_text(src)):
         return json_error(403, "a scoped user can only suppress sources inside their scope")
@@ -470,7 +470,7 @@ async def suppressions_delete(request: web.Request) -> web.Response:
             return next((r for r in Q.suppressions(conn) if r["id"] == int(text)), None)
 
     rule = await ctx.read(get)
-    user = request["user"]
+    user = request[USER]
     if rule is None or not _rule_visible(rule, user):
         return json_error(404, "no such rule")
     if not scope_of(user).unrestricted and rule["scope"] == "trail":

@@ -80,6 +80,8 @@ class Context:
 
 
 CTX = web.AppKey("ctx", Context)
+SESSION = web.RequestKey("session", Session)
+USER = web.RequestKey("user", User)
 
 
 def ctx_of(request: web.Request) -> Context:
@@ -176,8 +178,8 @@ async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[
         token = request.headers.get("X-CSRF-Token", "")
         if not hmac.compare_digest(token.encode(), session.csrf.encode()):
             return json_error(403, "missing or wrong CSRF token")
-    request["session"] = session
-    request["user"] = user
+    request[SESSION] = session
+    request[USER] = user
     return await handler(request)
 
 

@@ -17,7 +17,7 @@ import re
 from aiohttp import web
 
 from webui import queries as Q
-from webui.app import COOKIE, ctx_of, json_error
+from webui.app import COOKIE, USER, ctx_of, json_error
 from webui.auth import scope_of
 from webui.netaddr import Scope
 
@@ -62,11 +62,11 @@ async def live(request: web.Request) -> web.StreamResponse:
     after = _resume_id(request)
     if isinstance(after, str):
         return json_error(400, after)
-    user_name = request["user"].name
+    user_name = request[USER].name
     mine = ctx.live_streams.get(user_name, 0)
     if sum(ctx.live_streams.values()) >= ctx.settings.max_live_streams or mine >= PER_USER:
         return json_error(503, "too many live streams", {"Retry-After": "5"})
-    scope = scope_of(request["user"])
+    scope = scope_of(request[USER])
     token = request.cookies.get(COOKIE, "")
     ctx.live_streams[user_name] = mine + 1
     try:
