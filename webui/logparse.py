@@ -11,14 +11,13 @@ import csv
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _TS = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?\Z")
 MAX_FIELD = 4096
 
 
-@dataclass(slots=True)
-class ParsedEvent:
+class ParsedEvent(NamedTuple):
     """One event line. Empty strings where the log has `-`."""
 
     time: float

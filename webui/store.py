@@ -79,10 +79,6 @@ def threat_tid(src_ip: str, trail: str) -> str:
     return hashlib.blake2b(f"{src_ip}\x00{trail}".encode("utf-8", "replace"), digest_size=8).hexdigest()
 
 
-def _port_number(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) <= 5 else None
-
-
 def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -270,7 +266,8 @@ class Ingester:
         for ev in events:
             if ev is None:
                 continue
-            pair = (ev.src_ip, ev.trail)
+            t, hour, sensor, src, sport, dst, dport, proto, type_, trail, info, ref = ev
+            pair = (src, trail)
             threat = threats.get(pair)
             if threat is None:
                 if len(threats) >= THREAT_CACHE:  # bounded memory for years of distinct pairs
@@ -285,23 +282,23 @@ class Ingester:
                 else:
                     threat = threats[pair] = self._next_threat
                     self._next_threat += 1
-                    new_threats.append((threat, threat_tid(*pair), ev.src_ip, ev.trail, key(ev.src_ip)))
-            sev = sev_of(ev.type, ev.trail, ev.info, ev.reference)
-            rows.append((eid, day, ev.time, ev.hour, ev.sensor, ev.src_ip, ev.src_port, ev.dst_ip, ev.dst_port,
-                         _port_number(ev.dst_port), ev.proto, ev.type, ev.trail, ev.info, ev.reference, sev,
-                         threat, key(ev.src_ip), key(ev.dst_ip)))
-            a = aggs.get((threat, ev.type))
+                    new_threats.append((threat, threat_tid(*pair), src, trail, key(src)))
+            sev = sev_of(type_, trail, info, ref)
+            rows.append((eid, day, t, hour, sensor, src, sport, dst, dport,
+                         int(dport) if dport.isdigit() and len(dport) <= 5 else None, proto, type_, trail, info, ref,
+                         sev, threat, key(src), key(dst)))
+            a = aggs.get((threat, type_))
             if a is None:
-                a = aggs[(threat, ev.type)] = [0, ev.time, ev.time, sev, eid, [0] * 24]
+                a = aggs[(threat, type_)] = [0, t, t, sev, eid, [0] * 24]
             a[0] += 1
-            if ev.time < a[1]:
-                a[1] = ev.time
-            if ev.time > a[2]:
-                a[2] = ev.time
+            if t < a[1]:
+                a[1] = t
+            if t > a[2]:
+                a[2] = t
             if sev > a[3]:
                 a[3] = sev
             a[4] = eid
-            a[5][ev.hour] += 1
+            a[5][hour] += 1
             eid += 1
         if new_threats:
             self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?)", new_threats)
