@@ -535,3 +535,23 @@ def test_sessions_expire_on_a_running_server(tmp_path: Path) -> None:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         loop.close()
+
+
+def test_a_damaged_users_file_fails_closed(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    users = tmp_path / "users.json"
+    assert add_user(users, "admin", PASSWORDS["admin"]).returncode == 0
+    good = users.read_text()
+    server = start_server(logs, users, wait_index=False)
+    try:
+        c = Client(server)
+        assert c.login("admin") == 200
+        users.write_text('{"users": {"admin": {"password": "plain"}}}')
+        assert c.get_json("/api/session")[0] == 401
+        assert Client(server, source="127.0.0.5").login("admin") == 401
+        users.write_text(good)
+        assert Client(server, source="127.0.0.6").login("admin") == 200
+    finally:
+        out, err = server.stop()
+    assert "every session refused until it is fixed" in err and "Traceback" not in err

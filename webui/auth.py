@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
 import re
 import secrets
@@ -29,6 +30,7 @@ from typing import Any
 
 from webui.netaddr import NetworkError, Scope, parse_network
 
+log = logging.getLogger("maltrail.webui")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
 SCRYPT_MAXMEM = 64 << 20
 USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
@@ -138,7 +140,12 @@ class UserStore:
             raise UserError(f"{self.path}: not a valid users file") from None
 
     def get(self, name: str) -> User | None:
-        return self.load().get(name)
+        """For the running server: a users file that became unreadable fails closed (nobody)."""
+        try:
+            return self.load().get(name)
+        except UserError as exc:
+            log.error("%s: every session refused until it is fixed", exc)
+            return None
 
     def save(self, users: dict[str, User]) -> None:
         """Atomic replace; the file is 0600 from its first byte."""
