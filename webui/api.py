@@ -300,7 +300,7 @@ async def hunt_handler(request: web.Request) -> web.Response:
     try:
         result = await asyncio.get_running_loop().run_in_executor(
             ctx.hunt_pool, hunt, ctx.settings.log_dir, indicator, budget, scope_of(request[USER]),
-            ctx.settings.severity, day_from, day_to)
+            ctx.settings.severity, day_from, day_to, lambda: ctx.closing)
     except HuntError as exc:
         raise BadRequest(f"indicator: {exc}") from None
     return web.json_response(result)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ def _event_json(ev: ParsedEvent, severity: Severity) -> dict[str, Any]:
 
 
 def hunt(log_dir: Path, indicator: str, budget: float, scope: Scope, severity: Severity,
-         day_from: str | None = None, day_to: str | None = None) -> dict[str, Any]:
+         day_from: str | None = None, day_to: str | None = None,
+         stopping: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """`stopping()` true (the server is shutting down) ends the hunt like a spent budget."""
     indicator = indicator.strip()
     if "\n" in indicator or "\r" in indicator or "\x00" in indicator or len(indicator) > MAX_INDICATOR:
         raise HuntError("must be one line of at most 256 characters")
@@ -84,6 +87,10 @@ def hunt(log_dir: Path, indicator: str, budget: float, scope: Scope, severity: S
     needle = _prefilter(net, net.text) if net else indicator.lower().encode()
     deadline = time.monotonic() + budget
     started = time.monotonic()
+
+    def expired() -> bool:
+        return stopping() or time.monotonic() >= deadline
+
     try:
         names = sorted((e.name for e in os.scandir(log_dir) if DAY_FILE.match(e.name)
                         and e.is_file(follow_symlinks=False)), reverse=True)  # as the index does
@@ -94,10 +101,10 @@ def hunt(log_dir: Path, indicator: str, budget: float, scope: Scope, severity: S
     samples: list[dict[str, Any]] = []
     unscanned: list[str] = []
     for date in dates:
-        if days and time.monotonic() >= deadline:  # the first day always starts: some progress
+        if days and expired():  # the first day always starts: some progress
             unscanned.append(date)
             continue
-        hits, complete = _scan_day(log_dir / f"{date}.log", net, needle, scope, severity, deadline, samples)
+        hits, complete = _scan_day(log_dir / f"{date}.log", net, needle, scope, severity, expired, samples)
         days.append({"date": date, "hits": hits, "complete": complete})
     return {"indicator": indicator, "kind": "network" if net else "text",
             "complete": not unscanned and all(d["complete"] for d in days), "days": days,
@@ -106,7 +113,7 @@ def hunt(log_dir: Path, indicator: str, budget: float, scope: Scope, severity: S
 
 
 def _scan_day(path: Path, net: Network | None, needle: bytes | None, scope: Scope, severity: Severity,
-              deadline: float, samples: list[dict[str, Any]]) -> tuple[int, bool]:
+              expired: Callable[[], bool], samples: list[dict[str, Any]]) -> tuple[int, bool]:
     hits = 0
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the with below
@@ -130,7 +137,7 @@ def _scan_day(path: Path, net: Network | None, needle: bytes | None, scope: Scop
                 hits += 1
                 if len(samples) < MAX_SAMPLES:
                     samples.append(_event_json(ev, severity))
-            if time.monotonic() >= deadline:  # checked after each chunk: every started day progresses
+            if expired():  # checked after each chunk: every started day progresses
                 return hits, f.tell() >= size and not rest
 
 
