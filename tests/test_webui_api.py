@@ -300,6 +300,10 @@ def test_check_indicators(admin: Client) -> None:
     assert status == 200 and body["found"] and body["matches"][0]["info"] == "botnet c2 (demo)"
     status, body = admin.get_json("/api/check?indicator=www.evil-demo.example")
     assert body["found"] and body["matches"][0]["trail"] == "evil-demo.example"
+    status, body = admin.get_json("/api/check?indicator=6.6.6.6:8443")
+    assert body["found"] and body["matches"][0]["trail"] == "6.6.6.6:8443"
+    status, body = admin.get_json(f"/api/check?indicator={quote('http://x.example/malicious-login.php?a=1')}")
+    assert body["found"] and body["matches"][0]["trail"] == "/malicious-login.php"
     status, body = admin.get_json("/api/check?indicator=clean.example")
     assert status == 200 and body == {"indicator": "clean.example", "found": False, "matches": []}
     for bad in ("", "x" * 300):

@@ -276,3 +276,31 @@ def test_threat_ids_stay_right_when_the_cache_overflows(tmp_path: Path, monkeypa
     assert conn.execute("SELECT count(*) FROM threats").fetchone()[0] == len(pairs)
     assert conn.execute("SELECT count(*) FROM events e JOIN threats t ON t.id = e.threat "
                         "WHERE t.src_ip = e.src_ip AND t.trail = e.trail").fetchone()[0] == 60
+
+
+def test_engine_status_derivation(tmp_path: Path) -> None:
+    import json
+
+    from webui.status import engine_status
+
+    path = tmp_path / "sensor-status.json"
+    memory: dict = {}
+    assert engine_status(path, memory) == {"running": False}
+    now = time.time()
+    snapshot = {"sensor": "s", "started": now - 10, "updated": now - 1, "final": False,
+                "counters": {"packets": 1000, "malformed": 2}, "per_worker_packets": [600, 400],
+                "per_worker_busy_seconds": [0.5, 0.25], "events_written": 7,
+                "rings": [{"occupancy": 1, "dropped_packets": 3, "dropped_batches": 1}, {"dropped_packets": 2}]}
+    path.write_text(json.dumps(snapshot))
+    first = engine_status(path, memory)
+    assert first["running"] is True and first["packets_per_second"] == round(1000 / 9, 1)
+    assert first["per_worker"] == [{"packets": 600, "busy": 0.5, "share": 0.6}, {"packets": 400, "busy": 0.25,
+                                                                              "share": 0.4}]
+    assert first["drops"] == {"ring_packets": 5, "ring_batches": 1, "malformed": 2}
+    assert first["events"]["written"] == 7
+    path.write_text(json.dumps({**snapshot, "updated": now, "counters": {"packets": 3000}}))
+    assert engine_status(path, memory)["packets_per_second"] == 2000.0  # from the last two snapshots
+    path.write_text(json.dumps({**snapshot, "updated": now - 60}))
+    assert engine_status(path, {})["running"] is False  # stale: the sensor is gone
+    path.write_text("{broken")
+    assert engine_status(path, memory) == {"running": False}
