@@ -165,6 +165,8 @@ SEARCHES: list[tuple[str, Callable[[list[str]], bool]]] = [
     ("-port:443", lambda r: _port(r) != 443),
     ("proto:udp", lambda r: r[6].lower() == "udp"),
     ("type:IP proto:tcp", lambda r: r[7] == "IP" and r[6] == "TCP"),
+    ("type:ip", lambda r: r[7] == "IP"),  # answered from the per-day aggregates
+    ("-type:iport src:10.0.0.0/8", lambda r: r[7] != "IPORT" and _in("10.0.0.0/8")(r[2])),
     ("trail:198.51", lambda r: "198.51" in r[8].lower()),
     ('info:"botnet c2"', lambda r: "botnet c2" in r[9].lower()),
     ("-info:malware", lambda r: "malware" not in r[9].lower()),
@@ -215,6 +217,8 @@ def test_hand_written_maltrail_log_loads(env: dict, admin: Client) -> None:
                             {"date": REPLAY_DAY, "events": len(_rows(env, REPLAY_DAY))}]
     both = _all_threats(admin, HAND_DAY, REPLAY_DAY)
     assert _counts(both) == expected_threats(_rows(env, HAND_DAY) + _rows(env, REPLAY_DAY))
+    assert _counts(_all_threats(admin, HAND_DAY, HAND_DAY, "-type:ip,iport")) == expected_threats(
+        [r for r in _rows(env, HAND_DAY) if r[7] not in ("IP", "IPORT")])
     assert _counts(_all_threats(admin, HAND_DAY, HAND_DAY, "dst:10.0.200.0/24")) == Counter(
         {("203.0.113.200", "203.0.113.200"): 1})
 
@@ -265,6 +269,8 @@ def test_scoped_user_sees_only_its_networks(env: dict, tenant: Client) -> None:
     assert sum(p["count"] for p in body["timeline"]) == len(visible)
     assert _counts(_all_threats(tenant, REPLAY_DAY, REPLAY_DAY, "port:80")) == expected_threats(
         [r for r in _visible_to(TENANT_SCOPE, _rows(env, REPLAY_DAY)) if _port(r) == 80])
+    assert _counts(_all_threats(tenant, HAND_DAY, REPLAY_DAY, "type:IP,IPORT")) == expected_threats(
+        [r for r in visible if r[7] in ("IP", "IPORT")])
     inside = _in(TENANT_SCOPE)
     for r in rows:
         status, body = tenant.get_json(f"/api/threats/{r['id']}/events?from={HAND_DAY}&to={REPLAY_DAY}&limit=1000")

@@ -57,26 +57,35 @@ class View:
     def rows(self) -> tuple[str, list[object]]:
         """SQL yielding `_ROW_NAMES` columns for every visible (day, threat, type)."""
         d = [self.day_from, self.day_to]
-        q, scope = self.query, self.scope
-        if q.has_event_terms:
-            sql = f"SELECT {_RAW_COLUMNS} FROM events e WHERE e.day BETWEEN ? AND ? AND " + " AND ".join(q.event_sql)
-            params = d + q.event_params
-            if not scope.unrestricted:
-                s, sp = scope.sql("e.src_key")
-                t, tp = scope.sql("e.dst_key", "e.dst_ip")
-                sql += f" AND ({s} OR {t})"
-                params += sp + tp
-            return sql, params
+        scope = self.scope
+        if self.query.has_event_terms:
+            where, params = self.event_filter()
+            return f"SELECT {_RAW_COLUMNS} FROM events e WHERE {where}", params
         agg = f"SELECT {_AGG_COLUMNS} FROM agg a WHERE a.day BETWEEN ? AND ?"
+        rows, rp = "".join(f" AND {x}" for x in self.query.row_sql), self.query.row_params
+        agg += rows
         if scope.unrestricted:
-            return agg, d
+            return agg, d + rp
         s, sp = scope.sql("t.src_key")
         es, esp = scope.sql("e.src_key")
         t, tp = scope.sql("e.dst_key", "e.dst_ip")
         # `+e.day`: let SQLite find the in-scope destinations through events_dst, not scan the days
         sql = (f"{agg} AND a.threat IN (SELECT t.id FROM threats t WHERE {s}) UNION ALL "
-               f"SELECT {_RAW_COLUMNS} FROM events e WHERE +e.day BETWEEN ? AND ? AND NOT COALESCE({es}, 0) AND {t}")
-        return sql, d + sp + d + esp + tp
+               f"SELECT {_RAW_COLUMNS} FROM events e WHERE +e.day BETWEEN ? AND ? AND NOT COALESCE({es}, 0) AND {t}"
+               f"{rows}")
+        return sql, d + rp + sp + d + esp + tp + rp
+
+    def event_filter(self) -> tuple[str, list[object]]:
+        """WHERE clause (alias `e`) of the matching events when the search has event terms."""
+        q, scope = self.query, self.scope
+        sql = "e.day BETWEEN ? AND ? AND " + " AND ".join(q.event_sql + q.row_sql)
+        params: list[object] = [self.day_from, self.day_to, *q.event_params, *q.row_params]
+        if not scope.unrestricted:
+            s, sp = scope.sql("e.src_key")
+            t, tp = scope.sql("e.dst_key", "e.dst_ip")
+            sql += f" AND ({s} OR {t})"
+            params += sp + tp
+        return sql, params
 
     def filtered(self) -> tuple[str, list[object]]:
         """`WITH ... f AS (...)`: the visible threats after suppressions and threat-level terms."""
@@ -189,25 +198,46 @@ def days(conn: sqlite3.Connection, view: View) -> list[dict[str, Any]]:
 
 
 def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
+    """Two passes whatever the search: the visible threats (top lists and severity split are
+    summed here), then hourly counts per (threat, day, type) kept for those threats."""
     head, params = view.filtered()
-    rows_timeline = conn.execute(
-        f"{head}SELECT day, type, {', '.join(f'sum({h})' for h in HOURS)} FROM rows "
-        "WHERE threat IN (SELECT threat FROM f) GROUP BY day, type ORDER BY day, type", params).fetchall()
-    timeline = []
-    for day, type_, *hours in rows_timeline:
-        y, m, d = (int(x) for x in day.split("-"))
-        for h, n in enumerate(hours):
-            if n:
-                timeline.append({"time": time.mktime((y, m, d, h, 0, 0, 0, 0, -1)), "type": type_, "count": int(n)})
-    timeline.sort(key=lambda x: (x["time"], x["type"]))
-    top_sources = [{"value": v, "count": int(n)} for v, n in conn.execute(
-        f"{head}SELECT src_ip, sum(cnt) AS n FROM f GROUP BY src_ip ORDER BY n DESC, src_ip LIMIT 10", params)]
-    top_trails = [{"value": v, "count": int(n)} for v, n in conn.execute(
-        f"{head}SELECT trail, sum(cnt) AS n FROM f GROUP BY trail ORDER BY n DESC, trail LIMIT 10", params)]
+    visible: set[int] = set()
+    sources: dict[str, int] = {}
+    trails: dict[str, int] = {}
     severity = {"high": 0, "medium": 0, "low": 0}
-    for sev, n in conn.execute(f"{head}SELECT sev, count(*) FROM f GROUP BY sev", params):
-        severity[NAMES.get(sev, "medium")] += int(n)
-    return {"timeline": timeline, "top_sources": top_sources, "top_trails": top_trails, "severity": severity}
+    for threat, src, trail, cnt, sev in conn.execute(f"{head}SELECT threat, src_ip, trail, cnt, sev FROM f", params):
+        visible.add(threat)
+        sources[src] = sources.get(src, 0) + cnt
+        trails[trail] = trails.get(trail, 0) + cnt
+        severity[NAMES.get(sev, "medium")] += 1
+    per_hour: dict[tuple[str, str], list[int]] = {}
+    if view.query.has_event_terms:  # raw events: count per hour (not 24 sums per event)
+        where, where_params = view.event_filter()
+        for threat, day, type_, hour, n in conn.execute(
+                f"SELECT e.threat, e.day, e.type, e.hour, count(*) FROM events e WHERE {where} "
+                "GROUP BY e.threat, e.day, e.type, e.hour", where_params):
+            if threat in visible:
+                per_hour.setdefault((day, type_), [0] * 24)[hour] += n
+    else:
+        rows, row_params = view.rows()
+        for threat, day, type_, *hours in conn.execute(
+                f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, day, type, "
+                f"{', '.join(f'sum({h})' for h in HOURS)} FROM rows GROUP BY threat, day, type", row_params):
+            if threat in visible:
+                total = per_hour.setdefault((day, type_), [0] * 24)
+                for h, n in enumerate(hours):
+                    total[h] += n
+    timeline = []
+    for (day, type_), hours in per_hour.items():
+        y, m, d = (int(x) for x in day.split("-"))
+        timeline += [{"time": time.mktime((y, m, d, h, 0, 0, 0, 0, -1)), "type": type_, "count": int(n)}
+                     for h, n in enumerate(hours) if n]
+    timeline.sort(key=lambda x: (x["time"], x["type"]))
+
+    def top(counts: dict[str, int]) -> list[dict[str, Any]]:
+        return [{"value": v, "count": n} for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]]
+
+    return {"timeline": timeline, "top_sources": top(sources), "top_trails": top(trails), "severity": severity}
 
 
 def live_after(conn: sqlite3.Connection, scope: Scope, after: int, limit: int) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ Tokens are ANDed. `field:value` (`src dst ip port proto type trail info sev sens
 suppressed`), a leading `-` negates, double quotes group spaces, a bare word matches any text
 field. Tokens on the threat key (source, trail) or on the threat itself (severity, status) are
 kept apart from the tokens on single events: a query with no event token is answered from the
-per-day aggregates, one with event tokens from the raw events.
+per-day aggregates (which are per type too, so `type:` is answered there), one with event tokens
+from the raw events.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ class SearchError(ValueError):
 
 @dataclass
 class Query:
-    """`event_sql` filters events (alias `e`), `threat_sql` filters grouped threats (aliases `t`
-    for the threat key, `g` for the aggregate, `tr` for triage)."""
+    """`event_sql` filters events (alias `e`), `row_sql` filters events and per-day aggregates
+    alike (unqualified `type`), `threat_sql` filters grouped threats (aliases `t` for the threat
+    key, `g` for the aggregate, `tr` for triage)."""
 
     event_sql: list[str] = field(default_factory=list)
     event_params: list[object] = field(default_factory=list)
+    row_sql: list[str] = field(default_factory=list)  # on `type`, which events and aggregates both have
+    row_params: list[object] = field(default_factory=list)
     threat_sql: list[str] = field(default_factory=list)
     threat_params: list[object] = field(default_factory=list)
     include_suppressed: bool = False
@@ -169,7 +173,8 @@ def compile_query(q: str) -> Query:
             sql, params = f"COALESCE(tr.status, 'new') IN ({','.join('?' * len(states))})", states
         elif name in ("proto", "type"):
             values = [v for v in value.lower().split(",") if v]
-            sql = "(" + " OR ".join(f"lower({EVENT_TEXT[name]}) = ?" for _ in values) + ")"
+            column = "type" if name == "type" else EVENT_TEXT[name]
+            sql = "(" + " OR ".join(f"lower({column}) = ?" for _ in values) + ")"
             params = list(values)
         elif name is not None:
             sql, params = _text(EVENT_TEXT[name], value)
@@ -181,6 +186,9 @@ def compile_query(q: str) -> Query:
         if threat_level:
             query.threat_sql.append(sql)
             query.threat_params += params
+        elif name == "type":
+            query.row_sql.append(sql)
+            query.row_params += params
         else:
             query.event_sql.append(sql)
             query.event_params += params
