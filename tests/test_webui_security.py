@@ -383,13 +383,14 @@ def test_login_throttling_answers_at_once(tmp_path: Path) -> None:
         assert c.login("admin", "wrong-password") == 401  # 6th failure: the lockout doubles
         status, headers, _ = c.request("POST", "/api/login", body={"username": "admin", "password": "x" * 12})
         assert status == 429 and headers["retry-after"] == "2"
+        assert c.login("admin") == 429  # refused again: counted, not audited again
         assert Client(server, source="127.0.0.9").login("admin") == 200  # other clients are not locked out
         time.sleep(2.2)
         assert c.login("admin") == 200  # success clears the record
         assert c.login("admin", "wrong-password") == 401
         assert c.login("admin") == 200
         audit = (logs / ".webui" / "audit.log").read_text()
-        assert "login-throttled" in audit
+        assert audit.count("login-throttled") == 2  # once per lockout, however many refusals
         burst = Client(server, source="127.0.0.10")
         with ThreadPoolExecutor(12) as pool:  # parallel guesses from one address
             answers = list(pool.map(lambda _: burst.login("admin", "wrong-password"), range(12)))

@@ -140,7 +140,8 @@ async def login(request: web.Request) -> web.Response:
     bucket = client_bucket(client)
     wait = ctx.throttle.retry_after(bucket)
     if wait > 0:
-        ctx.audit.write("login-throttled", "-", client)
+        if ctx.throttle.refused(bucket) == 0:
+            ctx.audit.write("login-throttled", "-", client, f"retry_after={math.ceil(wait)}")
         seconds = math.ceil(wait)
         return json_error(429, "too many failed logins; try again later", {"Retry-After": str(seconds)},
                           retry_after=seconds)

@@ -275,6 +275,7 @@ class _Record:
     failures: int
     last: float
     locked_until: float
+    refused: int = 0  # attempts refused during the current lockout
 
 
 class Throttle:
@@ -304,7 +305,17 @@ class Throttle:
         rec.last = now
         if rec.failures >= self.free:
             rec.locked_until = now + min(self.max_seconds, 2.0 ** (rec.failures - self.free))
+            rec.refused = 0
         return max(0.0, rec.locked_until - now)
+
+    def refused(self, bucket: str) -> int:
+        """Count one refused attempt; returns how many came before it in this lockout (the audit
+        records the first only, so a flood cannot fill the disk)."""
+        rec = self._table.get(bucket)
+        if rec is None:
+            return 0
+        rec.refused += 1
+        return rec.refused - 1
 
     def success(self, bucket: str) -> None:
         self._table.pop(bucket, None)
