@@ -143,6 +143,12 @@ def test_throttle_backs_off_exponentially_and_forgets() -> None:
     assert t.retry_after("b", now=20) == 0  # per client
     t.success("a")
     assert t.retry_after("a", now=20) == 0
+    for i in range(2):
+        t.failure("x", "admin", now=30 + i)
+    t.success("x", "mallory")  # one's own account does not wipe failures at another's
+    assert t.failure("x", "admin", now=33) == 1
+    t.success("x", "admin")  # the user who failed, now right: clear
+    assert t.retry_after("x", now=33.5) == 0
     assert client_bucket("2001:db8::1") == client_bucket("2001:db8::ffff") == "2001:db8::/64"
     assert client_bucket("::ffff:10.0.0.1") == "10.0.0.1"
     assert sanitize("a\nb c\x1b") == "a?b?c?" and len(sanitize("x" * 500)) == 64

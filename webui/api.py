@@ -161,10 +161,10 @@ async def login(request: web.Request) -> web.Response:
     finally:
         ctx.logins_in_flight.pop(bucket, None)
     if user is None:
-        ctx.throttle.failure(bucket)
+        ctx.throttle.failure(bucket, name)
         ctx.audit.write("login-failed", name, client)
         return json_error(401, "wrong user name or password")
-    ctx.throttle.success(bucket)
+    ctx.throttle.success(bucket, user.name)
     old = request.cookies.get(COOKIE)
     if old:
         ctx.sessions.delete(old)  # no session fixation: always a fresh token

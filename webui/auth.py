@@ -276,6 +276,7 @@ class _Record:
     last: float
     locked_until: float
     refused: int = 0  # attempts refused during the current lockout
+    names: set[str] = field(default_factory=set)  # user names tried and failed (at most 16 kept)
 
 
 class Throttle:
@@ -296,13 +297,15 @@ class Throttle:
             return 0.0
         return max(0.0, rec.locked_until - now)
 
-    def failure(self, bucket: str, now: float | None = None) -> float:
+    def failure(self, bucket: str, name: str = "", now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
         rec = self._table.get(bucket)
         if rec is None or now - rec.last > THROTTLE_FORGET_SECONDS:
             rec = self._table[bucket] = _Record(0, now, 0.0)
         rec.failures += 1
         rec.last = now
+        if len(rec.names) < 16:
+            rec.names.add(name[:64])
         if rec.failures >= self.free:
             rec.locked_until = now + min(self.max_seconds, 2.0 ** (rec.failures - self.free))
             rec.refused = 0
@@ -317,8 +320,12 @@ class Throttle:
         rec.refused += 1
         return rec.refused - 1
 
-    def success(self, bucket: str) -> None:
-        self._table.pop(bucket, None)
+    def success(self, bucket: str, name: str = "") -> None:
+        """Clears the record only when every failure was for this same user: logging in to one's
+        own account between guesses at another must not reset the count."""
+        rec = self._table.get(bucket)
+        if rec is not None and rec.names <= {name[:64]}:
+            del self._table[bucket]
 
     def _prune(self, now: float) -> bool:
         for key in [k for k, r in self._table.items()
