@@ -1,4 +1,4 @@
-"""The `maltrail` command: sensor, trails build, check, demo.
+"""The `maltrail` command: sensor, trails build, check, demo, server, user.
 
 Control code only: argument parsing, configuration and error reporting. Every expected failure
 ends as one line on stderr and a non-zero exit status, never a traceback.
@@ -22,6 +22,7 @@ from engine.sensor import SensorError, prepare_index, run_sensor
 from engine.trails.ignore import IgnoreRulesError
 from engine.trails.sources import TrailSourceError
 from engine.trails.whitelist import WhitelistError
+from webui.cli import register as register_webui
 
 EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError,
                    WhitelistError, IgnoreRulesError)
@@ -77,7 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(Path(args.out), args.packets, args.workers)
+    return run_demo(Path(args.out), args.packets, args.workers, None if args.no_server else args.listen)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo-out", help="directory for the capture, trails and logs")
     p.add_argument("--packets", type=int, default=200_000)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-server", action="store_true", help="do not start the dashboard after the replay")
+    p.add_argument("--listen", default="127.0.0.1:8338", help="dashboard address (HOST:PORT)")
     p.set_defaults(func=cmd_demo)
+
+    register_webui(sub)
     return parser
 
 

@@ -95,7 +95,7 @@ def _check_type(section: str, key: str, value: Any, expected: Any) -> None:
 
 
 def sensor_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> SensorConfig:
-    unknown_sections = set(data) - {"sensor"}
+    unknown_sections = set(data) - {"sensor", "server"}
     if unknown_sections:
         raise ConfigError(f"{source}: unknown section [{sorted(unknown_sections)[0]}]")
     section = data.get("sensor", {})
@@ -121,6 +121,10 @@ def load_config(path: Path | None) -> SensorConfig:
     """Read `path` (None: defaults only)."""
     if path is None:
         return SensorConfig()
+    return sensor_config_from(_read_toml(path), str(path))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -130,4 +134,67 @@ def load_config(path: Path | None) -> SensorConfig:
         raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    return sensor_config_from(data, str(path))
+    return data
+
+
+@dataclass
+class ServerConfig:
+    """`[server]`: the web dashboard (`maltrail server`). Empty paths fall back as documented."""
+
+    listen: str = "127.0.0.1:8338"
+    log_dir: str = ""
+    users: str = ""
+    index_dir: str = ""
+    trails: str = ""
+    status_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    allowed_hosts: list[str] = field(default_factory=list)
+    session_idle_minutes: int = 30
+    session_max_hours: int = 12
+    hunt_budget_seconds: int = 10
+    max_live_streams: int = 32
+    severity_rules: list[dict[str, str]] = field(default_factory=list)
+
+
+_SERVER_LIMITS: dict[str, tuple[int, int]] = {
+    "session_idle_minutes": (1, 1440),
+    "session_max_hours": (1, 720),
+    "hunt_budget_seconds": (1, 600),
+    "max_live_streams": (1, 1000),
+}
+
+
+def server_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> ServerConfig:
+    """Types and ranges here; listen addresses and severity regexes are checked by `webui.settings`."""
+    section = data.get("server", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: [server] must be a table")
+    cfg = ServerConfig()
+    types = {f.name: f.type for f in fields(ServerConfig)}
+    for key, value in section.items():
+        if key not in types:
+            raise ConfigError(f"{source}: [server] {key}: unknown key")
+        where = f"{source}: [server] {key}"
+        if key == "severity_rules":
+            if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+                raise ConfigError(f"{where}: expected a list of tables")
+        else:
+            expected = {"str": str, "int": int}.get(str(types[key]), list)
+            try:
+                _check_type("server", key, value, expected)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+            if key in _SERVER_LIMITS and not _SERVER_LIMITS[key][0] <= value <= _SERVER_LIMITS[key][1]:
+                lo, hi = _SERVER_LIMITS[key]
+                raise ConfigError(f"{where}: {value} is out of range ({lo}..{hi})")
+        setattr(cfg, key, value)
+    return cfg
+
+
+def load_configs(path: Path | None) -> tuple[SensorConfig, ServerConfig]:
+    """Both sections of `path` (None: defaults only)."""
+    if path is None:
+        return SensorConfig(), ServerConfig()
+    data = _read_toml(path)
+    return sensor_config_from(data, str(path)), server_config_from(data, str(path))

@@ -1,7 +1,8 @@
 """`maltrail demo`: generate a realistic capture, replay it through the full pipeline, show events.
 
 Everything the demo uses is generated or shipped with the project: the capture comes from
-`engine.traffic`, the trails from the bundled demo trail set.
+`engine.traffic`, the trails from the bundled demo trail set. Then (unless `listen` is None) the
+dashboard serves the replay's logs until Ctrl-C, printing its URL and a one-time admin password.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from engine.config import SensorConfig
+from engine.config import SensorConfig, ServerConfig
 from engine.index.build import build_index_file
 from engine.resources import data_file
 from engine.sensor import run_sensor
@@ -19,7 +20,7 @@ DEMO_TRAIL_IPS = ("198.51.100.66", "203.0.113.44", "192.0.2.77", "100.64.7.7")
 SHOWN_EVENTS = 20
 
 
-def run_demo(out: Path, packets: int, workers: int) -> int:
+def run_demo(out: Path, packets: int, workers: int, listen: str | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     capture = out / "demo.pcap"
     index = out / "demo-trails.mtidx"
@@ -39,4 +40,11 @@ def run_demo(out: Path, packets: int, workers: int) -> int:
         print(f"  ... {len(lines) - SHOWN_EVENTS} more")
     print()
     print("\n".join(summary.lines()))
-    return 0
+    if listen is None:
+        return 0
+    from webui.server import serve
+    from webui.settings import resolve
+
+    settings = resolve(cfg, ServerConfig(listen=listen))  # logs (and so users) are new each run
+    print("\nstarting the dashboard (Ctrl-C to stop)")
+    return serve(settings)

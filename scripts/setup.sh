@@ -7,6 +7,7 @@ need_apt=()
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)  # browser tests (Playwright drives Debian's build)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -1,0 +1,425 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright against the real
+`maltrail server`, over the logs of a generated capture replayed through `maltrail sensor`.
+
+What an analyst does: log in, see the threats of the replay, filter by search, open a threat and
+its raw events, watch a live event arrive, triage, suppress, export, switch theme. A screenshot
+of the main view is saved to test-artifacts/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from webui_browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DEMO_TRAIL_IPS,
+    ApiClient,
+    add_user,
+    append_event,
+    chromium_missing_reason,
+    free_port,
+    log_pairs,
+    replay_capture,
+    start_server,
+    stop_server,
+)
+
+_missing = chromium_missing_reason()
+pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
+if _missing is None:
+    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+USER = "analyst"
+PASSWORD = "correct horse battery"
+PACKETS = 120_000
+
+
+class Dashboard:
+    """The running server and what the tests need to know about its data."""
+
+    def __init__(self, url: str, log_dir: Path, api: ApiClient) -> None:
+        self.url = url
+        self.log_dir = log_dir
+        self.api = api
+
+    def pairs(self) -> dict[tuple[str, str], int]:
+        return log_pairs(self.log_dir)
+
+
+def _wait_past_midnight() -> None:
+    """Keep the replay, the live event and the default 'today' view on one calendar day."""
+    now = dt.datetime.now()
+    left = (dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time()) - now).total_seconds()
+    if left < 240:
+        time.sleep(left + 2)
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
+    _wait_past_midnight()
+    work = tmp_path_factory.mktemp("webui-browser")
+    log_dir = work / "logs"
+    now = time.time()
+    midnight = dt.datetime.combine(dt.date.today(), dt.time()).timestamp()
+    # Two different captures replayed earlier today, so the timeline has more than one bar.
+    for seed, start in enumerate(sorted({int(midnight + (now - midnight) * 0.3), int(now - 90)}), start=11):
+        replay_capture(work, log_dir, PACKETS, start, seed)
+    users = work / "users.json"
+    add_user(users, USER, PASSWORD)
+    port = free_port()
+    proc = start_server(log_dir, users, port, work / "server.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        api = ApiClient(url, USER, PASSWORD)
+        api.wait_for_total(len(log_pairs(log_dir)))
+        yield Dashboard(url, log_dir, api)
+    finally:
+        stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+class Console:
+    """Browser-side errors: uncaught exceptions and console errors (CSP violations land there)."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors: list[str] = []
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("console", lambda msg: msg.type == "error" and self.errors.append(msg.text))
+
+    def unexpected(self, *allowed: int) -> list[str]:
+        """Errors other than refused loads with the `allowed` statuses; the browser logs every non-2xx load,
+        and the session probe before login answers 401 by design."""
+        statuses = {401, *allowed}
+        return [e for e in self.errors if not any(f"status of {s} " in e for s in statuses)]
+
+
+@pytest.fixture()
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000}, color_scheme="dark")
+    ctx.set_default_timeout(20_000)
+    yield ctx
+    ctx.close()
+
+
+def login(context: BrowserContext, dashboard: Dashboard) -> tuple[Page, Console]:
+    page = context.new_page()
+    console = Console(page)
+    page.goto(dashboard.url + "/")
+    page.fill("#login-user", USER)
+    page.fill("#login-pass", PASSWORD)
+    page.click("#login-submit")
+    expect(page.locator("#threats-body tr").first).to_be_visible()
+    return page, console
+
+
+def shown_total(page: Page) -> int:
+    return int(page.inner_text("#threat-total").replace(",", ""))
+
+
+def expect_total(page: Page, expected: int) -> None:
+    expect(page.locator("#threat-total")).to_have_text(f"{expected:,}")
+
+
+def test_login_then_threats_of_the_replay(context: BrowserContext, dashboard: Dashboard) -> None:
+    page = context.new_page()
+    console = Console(page)
+    page.goto(dashboard.url + "/")
+    expect(page.locator("#login-form")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    page.fill("#login-user", USER)
+    page.fill("#login-pass", "not the password")
+    page.click("#login-submit")
+    expect(page.locator("#login-error")).to_have_text("Wrong username or password.")
+    page.fill("#login-pass", PASSWORD)
+    page.click("#login-submit")
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#user-name")).to_have_text(USER)
+
+    pairs = dashboard.pairs()
+    expect_total(page, len(pairs))
+    trails = page.locator("#threats-body td.c-trail").all_inner_texts()
+    assert len(trails) == min(50, len(pairs)) and set(trails) <= set(DEMO_TRAIL_IPS)
+    top_trails = page.locator("#chart-trails .bar-label").all_inner_texts()
+    assert set(top_trails) == {t for _, t in pairs}
+    events = sum(pairs.values())
+    expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
+    assert page.locator("#chart-timeline rect.seg").count() >= 1
+    # Sorting by events puts the busiest (source, trail) first.
+    page.click("#threats-head button[data-sort='count']")
+    expect(page.locator("#threats-body tr").first.locator("td.c-num")).to_have_text(f"{max(pairs.values()):,}")
+    assert console.unexpected() == []
+
+
+def test_search_filters_with_chips(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    pairs = dashboard.pairs()
+    trail = DEMO_TRAIL_IPS[2]
+    with_trail = sum(1 for _, t in pairs if t == trail)
+    page.fill("#search-input", f"trail:{trail}")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#chips .chip")).to_have_count(1)
+    expect_total(page, with_trail)
+    assert set(page.locator("#threats-body td.c-trail").all_inner_texts()) == {trail}
+    assert f"q=trail%3A{trail}" in page.url
+    # Clicking the chip negates it.
+    page.click("#chips .chip-body")
+    expect(page.locator("#chips .chip-neg")).to_have_count(1)
+    expect_total(page, len(pairs) - with_trail)
+    assert trail not in page.locator("#threats-body td.c-trail").all_inner_texts()
+    # A token the server refuses is reported, naming it.
+    page.fill("#search-input", "port:http")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#view-note")).to_contain_text("port:http")
+    expect(page.locator("#chips .chip-bad")).to_have_count(1)
+    page.click("#chips .chip-clear")
+    expect(page.locator("#chips .chip")).to_have_count(0)
+    expect_total(page, len(pairs))
+    # Severity pill and a chart bar add filters too.
+    page.click("#sev-pills button[data-sev='high']")
+    expect(page.locator("#chips .chip")).to_have_count(1)
+    high = dashboard.api.get("/api/threats", q="sev:high", per_page=1)["total"]
+    expect_total(page, high)
+    assert set(page.locator("#threats-body td.c-sev").all_inner_texts()) == {"HIGH"}
+    # A value in the table: its menu excludes it.
+    page.locator("#threats-body tr").first.locator("td.c-port .val").click()
+    page.click("#value-menu button:has-text('Exclude this value')")
+    expect(page.locator("#chips .chip-neg")).to_have_count(1)
+    assert page.locator("#chips .chip-neg").inner_text().startswith("NOT")
+    assert console.unexpected(400) == []  # the refused search
+
+
+def test_threat_drawer_raw_events_and_pivot(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    page.click("#threats-head button[data-sort='count']")
+    first = page.locator("#threats-body tr").first
+    expect(first.locator("td.c-num")).to_have_text(f"{max(dashboard.pairs().values()):,}")
+    src = first.locator("td.c-ip").first.inner_text()
+    trail = first.locator("td.c-trail").inner_text()
+    count = dashboard.pairs()[(src, trail)]
+    first.locator("td.c-sev").click()
+    expect(page.locator("#drawer")).to_be_visible()
+    expect(page.locator("#drawer-title")).to_have_text(trail)
+    rows = page.locator("#drawer-events tbody tr")
+    expect(rows).to_have_count(min(count, 200))
+    sources = {r.split("\t")[1] for r in rows.all_inner_texts()}
+    assert all(s.startswith(src) for s in sources)
+    # Newest first.
+    times = [r.split("\t")[0] for r in rows.all_inner_texts()]
+    assert times == sorted(times, reverse=True)
+    page.click("#pivot-source")
+    expect(page.locator("#drawer")).to_be_hidden()
+    expect(page.locator("#chips .chip")).to_have_count(1)
+    expect_total(page, sum(1 for s, _ in dashboard.pairs() if s == src))
+    assert set(page.locator("#threats-body td.c-ip").all_inner_texts()[::2]) == {src}
+    assert console.unexpected() == []
+
+
+def test_live_event_appears_without_reload(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    expect(page.locator("#live-btn")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#live-state")).to_have_text("connected")
+    page.evaluate("window.__noReload = true")
+    before = shown_total(page)
+    now = time.time()
+    append_event(dashboard.log_dir, (int(now), int(now % 1 * 1e6), "10.66.0.7", 53001, "10.0.0.53", 53, "UDP",
+                                     "DNS", "evil-demo.example", "malware (demo)", "(static)"), "browser-test")
+    feed = page.locator("#live-feed .feed-item").first
+    expect(feed).to_contain_text("evil-demo.example")
+    expect(feed).to_contain_text("10.66.0.7")
+    expect(page.locator("#threats-body tr", has_text="evil-demo.example")).to_have_count(1)
+    expect_total(page, before + 1)
+    expect(page.locator("#legend-timeline")).to_contain_text("DNS")
+    assert page.evaluate("window.__noReload") is True
+    assert console.unexpected() == []
+
+
+def test_hostile_fields_render_as_text(context: BrowserContext, dashboard: Dashboard) -> None:
+    """Every field is network data: markup in it must show as text, never become elements."""
+    page, console = login(context, dashboard)
+    expect(page.locator("#live-state")).to_have_text("connected")
+    trail = '<img src=x onerror="window.__xss=1">.example'
+    info = '<script>window.__xss=2</script> "quoted" & <b>bold</b>'
+    now = time.time()
+    append_event(dashboard.log_dir, (int(now), 0, "10.66.0.8", 40000, "198.18.0.9", 80, "TCP", "URL", trail, info,
+                                     "<i>ref</i>"), "<svg onload=alert(1)>")
+    row = page.locator("#threats-body tr", has_text="10.66.0.8")
+    expect(row).to_have_count(1)
+    expect(row.locator("td.c-trail")).to_have_text(trail)
+    expect(row.locator("td.c-info")).to_have_text(info)
+    row.locator("td.c-sev").click()
+    expect(page.locator("#drawer-title")).to_have_text(trail)
+    expect(page.locator("#drawer-events tbody tr")).to_have_count(1)
+    expect(page.locator("#live-feed")).to_contain_text(trail)
+    assert page.locator("img[src='x'], script:not([src]), b, i, svg[onload]").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert console.unexpected() == []
+
+
+def test_theme_switch_persists_and_follows_system(browser: Browser, context: BrowserContext,
+                                                   dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    html = page.locator("html")
+    expect(html).to_have_attribute("data-theme", "dark")  # the context prefers dark
+    dark_bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    page.click("#theme-btn")
+    expect(html).to_have_attribute("data-theme", "light")
+    light_bg = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert dark_bg != light_bg
+    page.reload()
+    expect(page.locator("#threats-body tr").first).to_be_visible()
+    expect(html).to_have_attribute("data-theme", "light")
+    page.keyboard.press("t")
+    expect(html).to_have_attribute("data-theme", "dark")
+    assert console.unexpected() == []
+    fresh = browser.new_context(color_scheme="light")
+    try:
+        other = fresh.new_page()
+        other.goto(dashboard.url + "/")
+        expect(other.locator("html")).to_have_attribute("data-theme", "light")
+    finally:
+        fresh.close()
+
+
+def test_triage_is_shared_and_survives_reload(browser: Browser, context: BrowserContext,
+                                              dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    row = page.locator("#threats-body tr").nth(3)
+    tid = row.get_attribute("data-id")
+    row.locator("td.c-sev").click()
+    page.click("#drawer button[data-status='investigating']")
+    page.fill("#triage-note", "checking with the host owner")
+    page.click("#triage-save")
+    expect(page.locator(f"#threats-body tr[data-id='{tid}'] td.c-status")).to_contain_text("Investigating")
+    # Another analyst (a separate browser session) sees the status and the note.
+    other = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page2, _ = login(other, dashboard)
+        page2.fill("#search-input", "status:investigating")
+        page2.press("#search-input", "Enter")
+        expect_total(page2, 1)
+        mine = page2.locator(f"#threats-body tr[data-id='{tid}']")
+        expect(mine.locator("td.c-status")).to_contain_text("Investigating")
+        mine.locator("td.c-sev").click()
+        expect(page2.locator("#triage-note")).to_have_value("checking with the host owner")
+    finally:
+        other.close()
+    page.reload()
+    expect(page.locator(f"#threats-body tr[data-id='{tid}'] td.c-status")).to_contain_text("Investigating")
+    assert console.unexpected() == []
+
+
+def test_suppression_hides_then_lifts(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    total = len(dashboard.pairs())
+    expect_total(page, total)
+    row = page.locator("#threats-body tr").first
+    src = row.locator("td.c-ip").first.inner_text()
+    row.locator("td.c-sev").click()
+    page.select_option("#supp-scope", "source")
+    page.fill("#supp-note", "lab scanner")
+    page.click("#supp-create")
+    same_source = sum(1 for s, _ in dashboard.pairs() if s == src)
+    expect_total(page, total - same_source)
+    page.fill("#search-input", "suppressed:yes")
+    page.press("#search-input", "Enter")
+    expect_total(page, total)
+    page.click("#chips .chip-x")
+    page.click("#user-btn")
+    page.click("#supp-btn")
+    rule = page.locator("#supp-table tbody tr", has_text=src)
+    expect(rule).to_contain_text("lab scanner")
+    expect(rule).to_contain_text(USER)
+    rule.locator("button", has_text="Lift").click()
+    expect(page.locator("#supp-list")).to_contain_text("No suppression rules")
+    page.keyboard.press("Escape")
+    expect_total(page, total)
+    assert console.unexpected() == []
+
+
+def test_export_links_follow_the_filtered_view(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    trail = DEMO_TRAIL_IPS[0]
+    page.fill("#search-input", f"trail:{trail}")
+    page.press("#search-input", "Enter")
+    expected = sum(1 for _, t in dashboard.pairs() if t == trail)
+    expect_total(page, expected)
+    hrefs = {f: page.get_attribute(f"#export-{f}", "href") for f in ("csv", "json", "defanged")}
+    for fmt, href in hrefs.items():
+        assert f"format={fmt}" in href and f"q=trail%3A{trail}" in href
+    csv_text = page.request.get(dashboard.url + hrefs["csv"]).text()
+    lines = csv_text.strip().splitlines()
+    assert "trail" in lines[0] and len(lines) == 1 + expected
+    assert all(trail in line for line in lines[1:])
+    data = json.loads(page.request.get(dashboard.url + hrefs["json"]).text())
+    assert len(data["rows"]) == expected and {r["trail"] for r in data["rows"]} == {trail}
+    defanged = page.request.get(dashboard.url + hrefs["defanged"]).text()
+    assert defanged.split() == [trail.replace(".", "[.]")]
+    # The browser downloads it as a file.
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    assert download.value.suggested_filename.endswith(".csv")
+    assert console.unexpected() == []
+
+
+def test_keyboard_date_picker_and_engine_panel(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    total = len(dashboard.pairs())
+    page.keyboard.press("j")
+    expect(page.locator("#threats-body tr.row-selected")).to_have_count(1)
+    page.keyboard.press("Enter")
+    expect(page.locator("#drawer")).to_be_visible()
+    second = page.locator("#threats-body tr").nth(1).get_attribute("data-id")
+    page.keyboard.press("j")  # the open drawer follows the selection
+    expect(page.locator("#drawer-body")).to_contain_text(second)
+    page.keyboard.press("Escape")
+    expect(page.locator("#drawer")).to_be_hidden()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#pager-top")).to_contain_text(f"51–{min(100, total):,} of {total:,}")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.id") == "search-input"
+    page.keyboard.press("Escape")
+
+    page.click("#range-btn")
+    today = dt.date.today().isoformat()
+    cell = page.locator(f"#calendar button[data-date='{today}']")
+    events_today = sum(dashboard.pairs().values())
+    expect(cell).to_have_attribute("title", f"{today}: {events_today:,} events")
+    assert re.search(r"\bd[1-5]\b", cell.get_attribute("class"))
+    page.click("#range-presets button[data-preset='-1']")
+    expect(page.locator("#threats-empty")).to_be_visible()
+    expect_total(page, 0)
+    page.keyboard.press("PageDown")
+    expect_total(page, total)
+
+    page.click("#engine-btn")
+    expect(page.locator("#engine-panel")).to_be_visible()
+    expect(page.locator("#engine-workers tbody tr")).to_have_count(2)  # the replay ran 2 workers
+    expect(page.locator("#engine-body .pill")).to_have_text("stopped")
+    assert console.unexpected() == []
+
+
+def test_screenshot_of_the_main_view(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    expect(page.locator("#chart-trails .bar-row").first).to_be_visible()
+    page.wait_for_timeout(300)  # let the row highlight fade
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 20_000
+    assert console.unexpected() == []

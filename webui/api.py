@@ -1,0 +1,505 @@
+"""JSON API handlers (contract: docs/WEBUI.md). Parameters are validated here and refused with a
+400 naming the parameter; database work runs in the reader threads, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import json
+import math
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+
+from webui import queries as Q
+from webui.app import COOKIE, SESSION, USER, Context, client_address, ctx_of, json_error
+from webui.auth import MAX_PASSWORD, Session, User, client_bucket, scope_of, verify
+from webui.hunt import HuntError, hunt
+from webui.netaddr import ip_key
+from webui.openapi import spec
+from webui.search import STATUSES, Query, SearchError, compile_query
+from webui.status import engine_status
+from webui.store import QueryTooLong
+
+MAX_DAYS = 366
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+EXPORT_MAX = 100_000
+MAX_NOTE = 2000
+MAX_INDICATOR = 256
+MAX_SUPPRESSIONS = 10_000
+MAX_LOGINS_IN_FLIGHT = 8
+
+
+class BadRequest(Exception):
+    """Becomes a 400 with this message."""
+
+
+def _date(request: web.Request, name: str, default: dt.date) -> dt.date:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    if not DATE.match(text):
+        raise BadRequest(f"{name}: expected a date YYYY-MM-DD")
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"{name}: {text} is not a valid date") from None
+
+
+def date_range(request: web.Request) -> tuple[str, str]:
+    today = dt.date.today()
+    start = _date(request, "from", today)
+    end = _date(request, "to", start if request.query.get("from") else today)
+    if end < start:
+        raise BadRequest("from: must not be after to")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise BadRequest(f"from/to: at most {MAX_DAYS} days at once")
+    return start.isoformat(), end.isoformat()
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    if not re.fullmatch(r"\d{1,9}", text):
+        raise BadRequest(f"{name}: expected a whole number {lo}..{hi}")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name}: {value} is out of range ({lo}..{hi})")
+    return value
+
+
+def choice_param(request: web.Request, name: str, default: str, allowed: tuple[str, ...] | dict) -> str:
+    value = request.query.get(name) or default
+    if value not in allowed:
+        raise BadRequest(f"{name}: expected one of {', '.join(allowed)}")
+    return value
+
+
+def view_of(request: web.Request, with_query: bool = True) -> Q.View:
+    day_from, day_to = date_range(request)
+    try:
+        query = compile_query(request.query.get("q", "") if with_query else "")
+    except SearchError as exc:
+        raise BadRequest(f"q: {exc}") from None
+    return Q.View(day_from, day_to, scope_of(request[USER]), query)
+
+
+def handle(fn: Any) -> Any:
+    """BadRequest (and a query past its time limit) -> 400 JSON."""
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        try:
+            return await fn(request)
+        except BadRequest as exc:
+            return json_error(400, str(exc))
+        except QueryTooLong:
+            return json_error(400, "this query takes too long: narrow the date range or the search")
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise BadRequest("expected a JSON body (Content-Type: application/json)")
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body: invalid JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body: expected a JSON object")
+    return body
+
+
+def _text_field(body: dict[str, Any], name: str, limit: int, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str):
+        raise BadRequest(f"{name}: expected a string")
+    if len(value) > limit:
+        raise BadRequest(f"{name}: at most {limit} characters")
+    if any(ord(c) < 32 and c not in "\n\t" for c in value):
+        raise BadRequest(f"{name}: control characters are not allowed")
+    return value
+
+
+def _session_json(session: Session, user: User) -> dict[str, Any]:
+    return {"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin}
+
+
+# --- session -----------------------------------------------------------------------------------
+
+@handle
+async def login(request: web.Request) -> web.Response:
+    """POST only (405 otherwise): credentials never travel in a URL."""
+    ctx = ctx_of(request)
+    client = client_address(request)
+    bucket = client_bucket(client)
+    wait = ctx.throttle.retry_after(bucket)
+    if wait > 0:
+        if ctx.throttle.refused(bucket) == 0:
+            ctx.audit.write("login-throttled", "-", client, f"retry_after={math.ceil(wait)}")
+        seconds = math.ceil(wait)
+        return json_error(429, "too many failed logins; try again later", {"Retry-After": str(seconds)},
+                          retry_after=seconds)
+    body = await _json_body(request)
+    name = body.get("username")
+    password = body.get("password")
+    if not isinstance(name, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD:
+        raise BadRequest("username and password: expected strings")
+    # One attempt at a time per client (parallel guesses would all pass the throttle check
+    # before the first failure is counted), and a bounded number in total (scrypt is costly).
+    if ctx.logins_in_flight.get(bucket) or sum(ctx.logins_in_flight.values()) >= MAX_LOGINS_IN_FLIGHT:
+        return json_error(429, "another login attempt is in progress; try again", {"Retry-After": "1"},
+                          retry_after=1)
+    ctx.logins_in_flight[bucket] = 1
+    try:
+        user = await asyncio.get_running_loop().run_in_executor(ctx.login_pool, verify, ctx.users, name, password)
+    finally:
+        ctx.logins_in_flight.pop(bucket, None)
+    if user is None:
+        ctx.throttle.failure(bucket, name)
+        ctx.audit.write("login-failed", name, client)
+        return json_error(401, "wrong user name or password")
+    ctx.throttle.success(bucket, user.name)
+    old = request.cookies.get(COOKIE)
+    if old:
+        ctx.sessions.delete(old)  # no session fixation: always a fresh token
+    session = ctx.sessions.create(user.name)
+    ctx.audit.write("login-ok", user.name, client)
+    resp = web.json_response({"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin})
+    resp.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict", path="/", secure=ctx.settings.tls)
+    return resp
+
+
+async def session_info(request: web.Request) -> web.Response:
+    return web.json_response(_session_json(request[SESSION], request[USER]))
+
+
+async def logout(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    ctx.sessions.delete(request[SESSION].token)
+    ctx.audit.write("logout", request[USER].name, client_address(request))
+    resp = web.json_response({"ok": True})
+    resp.del_cookie(COOKIE, path="/")
+    return resp
+
+
+# --- threats and events --------------------------------------------------------------------------
+
+@handle
+async def threats(request: web.Request) -> web.Response:
+    view = view_of(request)
+    sort = choice_param(request, "sort", "last_seen", Q.SORTS)
+    order = choice_param(request, "order", "desc", ("asc", "desc"))
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    per_page = int_param(request, "per_page", 50, 1, 500)
+    ctx = ctx_of(request)
+
+    def run() -> tuple[int, list[dict[str, Any]]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page)
+
+    total, rows = await ctx.read(run)
+    return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows})
+
+
+async def _visible_threat(ctx: Context, view: Q.View, tid: str) -> tuple[int, dict[str, Any]] | None:
+    """The threat as this user sees it in the view (suppressed ones included), or None."""
+    if not re.fullmatch(r"[0-9a-f]{16}", tid):
+        return None
+
+    def run() -> tuple[int, dict[str, Any]] | None:
+        with ctx.readers.snapshot() as conn:
+            found = Q.threat_by_tid(conn, tid)
+            if found is None:
+                return None
+            everything = Q.View(view.day_from, view.day_to, view.scope, Query(include_suppressed=True))
+            _, rows = Q.threats(conn, everything, "last_seen", "desc", 1, 0, "f.threat = ?", (found[0],))
+            return (found[0], rows[0]) if rows else None
+
+    return await ctx.read(run)
+
+
+@handle
+async def threat_events(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    view = view_of(request, with_query=False)
+    limit = int_param(request, "limit", 200, 1, 1000)
+    found = await _visible_threat(ctx, view, request.match_info["tid"])
+    if found is None:
+        return json_error(404, "no such threat in this range")
+    threat, row = found
+
+    def run() -> list[dict[str, Any]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.threat_events(conn, view, threat, limit)
+
+    return web.json_response({"threat": row, "events": await ctx.read(run)})
+
+
+@handle
+async def days(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    view = view_of(request, with_query=False)
+
+    def run() -> list[dict[str, Any]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.days(conn, view)
+
+    return web.json_response({"days": await ctx.read(run)})
+
+
+@handle
+async def stats(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    view = view_of(request)
+
+    def run() -> dict[str, Any]:
+        with ctx.readers.snapshot() as conn:
+            return Q.stats(conn, view)
+
+    return web.json_response(await ctx.read(run))
+
+
+# --- indicators ----------------------------------------------------------------------------------
+
+@handle
+async def check(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    indicator = request.query.get("indicator", "")
+    if not indicator.strip() or len(indicator) > MAX_INDICATOR:
+        raise BadRequest(f"indicator: give 1..{MAX_INDICATOR} characters")
+    if ctx.trail_index is None:
+        return web.json_response({"indicator": indicator, "found": False, "matches": [],
+                                  "error": ctx.trail_error or "trail index loading"})
+    result = await ctx.read(ctx.trail_index.check, indicator)
+    matches = [{"trail": result.trail, "info": result.info, "reference": result.reference}] if result.found else []
+    return web.json_response({"indicator": indicator, "found": result.found, "matches": matches})
+
+
+@handle
+async def hunt_handler(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    indicator = request.query.get("indicator", "")
+    budget_text = request.query.get("budget")
+    budget = ctx.settings.hunt_budget_seconds
+    if budget_text:
+        try:
+            budget = float(budget_text)
+        except ValueError:
+            raise BadRequest("budget: expected seconds") from None
+        if not math.isfinite(budget) or budget <= 0:
+            raise BadRequest("budget: expected a positive number of seconds")
+        budget = min(budget, ctx.settings.hunt_budget_seconds)
+    day_from = day_to = None
+    if request.query.get("from") or request.query.get("to"):
+        day_from, day_to = date_range(request)
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(
+            ctx.hunt_pool, hunt, ctx.settings.log_dir, indicator, budget, scope_of(request[USER]),
+            ctx.settings.severity, day_from, day_to, lambda: ctx.closing)
+    except HuntError as exc:
+        raise BadRequest(f"indicator: {exc}") from None
+    return web.json_response(result)
+
+
+async def status(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    data = await ctx.read(engine_status, ctx.settings.status_file, ctx.status_memory)
+
+    def index_info() -> dict[str, Any]:
+        with ctx.readers.snapshot() as conn:
+            return {"events": Q.last_event_id(conn), "caught_up": ctx.caught_up}
+
+    data["index"] = await ctx.read(index_info)
+    return web.json_response(data)
+
+
+# --- export --------------------------------------------------------------------------------------
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CSV_COLUMNS = ("id", "severity", "status", "count", "first_seen", "last_seen", "src_ip", "dst_ip", "dst_port",
+               "proto", "type", "trail", "info", "reference", "sensor", "note")
+
+
+def csv_cell(value: Any) -> str:
+    """Spreadsheet formula injection: a text cell never starts with = + - @ tab or CR."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def _iso(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def defang(text: str) -> str:
+    out = re.sub(r"(?i)^http", "hxxp", text).replace("://", "[://]")
+    return out.replace(".", "[.]")
+
+
+@handle
+async def export(request: web.Request) -> web.StreamResponse:
+    ctx = ctx_of(request)
+    fmt = choice_param(request, "format", "csv", ("csv", "json", "defanged"))
+    view = view_of(request)
+    sort = choice_param(request, "sort", "last_seen", Q.SORTS)
+    order = choice_param(request, "order", "desc", ("asc", "desc"))
+
+    def run() -> tuple[int, list[dict[str, Any]]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.threats(conn, view, sort, order, EXPORT_MAX, 0)
+
+    total, rows = await ctx.read(run)
+    name = f"maltrail-threats-{view.day_from}_{view.day_to}"
+    if fmt == "json":
+        body = json.dumps({"from": view.day_from, "to": view.day_to, "total": total, "rows": rows}).encode()
+        ctype, ext = "application/json", "json"
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\r\n")
+        w.writerow(CSV_COLUMNS)
+        for r in rows:
+            w.writerow([csv_cell(_iso(r[c]) if c in ("first_seen", "last_seen") else r[c]) for c in CSV_COLUMNS])
+        body, ctype, ext = buf.getvalue().encode(), "text/csv; charset=utf-8", "csv"
+    else:
+        seen: dict[str, None] = {}
+        for r in rows:
+            seen.setdefault(r["trail"], None)
+        body = "".join(defang(t) + "\n" for t in seen if t).encode()
+        ctype, ext = "text/plain; charset=utf-8", "txt"
+    return web.Response(body=body, headers={"Content-Type": ctype,
+                                            "Content-Disposition": f'attachment; filename="{name}.{ext}"'})
+
+
+# --- shared triage -------------------------------------------------------------------------------
+
+@handle
+async def triage(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    body = await _json_body(request)
+    status_value = body.get("status", "new")
+    if status_value not in STATUSES:
+        raise BadRequest(f"status: expected one of {', '.join(STATUSES)}")
+    note = _text_field(body, "note", MAX_NOTE, "")
+    tid = request.match_info["tid"]
+    if not re.fullmatch(r"[0-9a-f]{16}", tid):
+        return json_error(404, "no such threat")
+
+    def span() -> tuple[str, str] | None:
+        with ctx.readers.snapshot() as conn:
+            found = Q.threat_by_tid(conn, tid)
+            if found is None:
+                return None
+            row = conn.execute("SELECT min(day), max(day) FROM agg WHERE threat = ?", (found[0],)).fetchone()
+            return (row[0], row[1]) if row[0] else None
+
+    bounds = await ctx.read(span)
+    if bounds is None:
+        return json_error(404, "no such threat")
+    user = request[USER]
+    view = Q.View(bounds[0], bounds[1], scope_of(user), compile_query(""))
+    found = await _visible_threat(ctx, view, tid)
+    if found is None:
+        return json_error(404, "no such threat")
+    row = found[1]
+    await ctx.write(ctx.ingester.set_triage, row["src_ip"], row["trail"], status_value, note, user.name, time.time())
+    ctx.audit.write("triage", user.name, client_address(request), f"threat={tid} status={status_value}")
+    found = await _visible_threat(ctx, view, tid)
+    return web.json_response(found[1] if found else row)
+
+
+def _rule_visible(rule: dict[str, Any], user: User) -> bool:
+    scope = scope_of(user)
+    return scope.unrestricted or rule["scope"] == "trail" or scope.contains_text(rule["src_ip"])
+
+
+async def suppressions_list(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+
+    def run() -> list[dict[str, Any]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.suppressions(conn)
+
+    user = request[USER]
+    return web.json_response({"rules": [r for r in await ctx.read(run) if _rule_visible(r, user)]})
+
+
+@handle
+async def suppressions_add(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    body = await _json_body(request)
+    scope_kind = body.get("scope")
+    if scope_kind not in ("source", "trail", "both"):
+        raise BadRequest("scope: expected source, trail or both")
+    src = _text_field(body, "src_ip", 64, "") if scope_kind != "trail" else ""
+    trail = _text_field(body, "trail", 1024, "") if scope_kind != "source" else ""
+    note = _text_field(body, "note", MAX_NOTE, "")
+    if scope_kind != "trail" and ip_key(src) is None:
+        raise BadRequest("src_ip: expected an IP address")
+    if scope_kind != "source" and not trail.strip():
+        raise BadRequest("trail: required for this scope")
+    user = request[USER]
+    user_scope = scope_of(user)
+    if not user_scope.unrestricted and (scope_kind == "trail" or not user_scope.contains_text(src)):
+        return json_error(403, "a scoped user can only suppress sources inside their scope")
+
+    def count() -> int:
+        with ctx.readers.snapshot() as conn:
+            return int(conn.execute("SELECT count(*) FROM st.suppressions").fetchone()[0])
+
+    if await ctx.read(count) >= MAX_SUPPRESSIONS:
+        return json_error(409, f"at most {MAX_SUPPRESSIONS} suppression rules")
+    now = time.time()
+    rule_id = await ctx.write(ctx.ingester.add_suppression, scope_kind, src, trail, note, user.name, now)
+    ctx.audit.write("suppress", user.name, client_address(request), f"rule={rule_id} scope={scope_kind} src={src}")
+    return web.json_response({"id": rule_id, "scope": scope_kind, "src_ip": src, "trail": trail, "note": note,
+                              "user": user.name, "created": now})
+
+
+async def suppressions_delete(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    text = request.match_info["rid"]
+    if not re.fullmatch(r"\d{1,12}", text):
+        return json_error(404, "no such rule")
+
+    def get() -> dict[str, Any] | None:
+        with ctx.readers.snapshot() as conn:
+            return next((r for r in Q.suppressions(conn) if r["id"] == int(text)), None)
+
+    rule = await ctx.read(get)
+    user = request[USER]
+    if rule is None or not _rule_visible(rule, user):
+        return json_error(404, "no such rule")
+    if not scope_of(user).unrestricted and rule["scope"] == "trail":
+        return json_error(403, "a scoped user cannot remove trail-wide rules")
+    await ctx.write(ctx.ingester.delete_suppression, int(text))
+    ctx.audit.write("unsuppress", user.name, client_address(request), f"rule={text}")
+    return web.json_response({"ok": True})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(spec())
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/api/login", login)
+    r.add_get("/api/session", session_info)
+    r.add_post("/api/logout", logout)
+    r.add_get("/api/threats", threats)
+    r.add_get("/api/threats/{tid}/events", threat_events)
+    r.add_get("/api/days", days)
+    r.add_get("/api/stats", stats)
+    r.add_get("/api/check", check)
+    r.add_get("/api/hunt", hunt_handler)
+    r.add_get("/api/status", status)
+    r.add_get("/api/export", export)
+    r.add_post("/api/triage/{tid}", triage)
+    r.add_get("/api/suppressions", suppressions_list)
+    r.add_post("/api/suppressions", suppressions_add)
+    r.add_delete("/api/suppressions/{rid}", suppressions_delete)
+    r.add_get("/api/openapi.json", openapi)

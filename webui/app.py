@@ -1,0 +1,331 @@
+"""The aiohttp application: shared state, middlewares (errors, Host check, session, CSRF),
+security headers, static files and the background ingest task.
+
+Order of the middlewares (outermost first): errors -> host -> auth. Every response, errors
+included, gets the security headers from the `on_response_prepare` hook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from engine.index.mapped import TrailIndex
+from webui.auth import Audit, Session, Sessions, Throttle, User, UserStore
+from webui.settings import Settings
+from webui.store import SYNC_BYTES, Ingester, Readers
+
+log = logging.getLogger("maltrail.webui")
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+COOKIE = "mt_session"
+INGEST_SECONDS = 1.0
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+PUBLIC_API = {"/api/openapi.json", "/api/login"}
+UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png", ".ico": "image/x-icon",
+    ".json": "application/json", ".woff2": "font/woff2", ".webmanifest": "application/manifest+json",
+}
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    """Everything the handlers share; one per application."""
+
+    settings: Settings
+    users: UserStore
+    sessions: Sessions
+    throttle: Throttle
+    audit: Audit
+    ingester: Ingester
+    readers: Readers
+    reader_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(3, "mt-read"))
+    writer_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "mt-write"))
+    hunt_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "mt-hunt"))
+    login_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "mt-login"))
+    logins_in_flight: dict[str, int] = field(default_factory=dict)
+    trail_index: TrailIndex | None = None
+    trail_error: str = ""
+    tick: asyncio.Event = field(default_factory=asyncio.Event)
+    caught_up: bool = False
+    live_streams: dict[str, int] = field(default_factory=dict)
+    status_memory: dict[str, Any] = field(default_factory=dict)
+    closing: bool = False
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.reader_pool, fn, *args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.writer_pool, fn, *args)
+
+    def notify(self) -> None:
+        """Wake every live stream (a new Event each time: no waiter misses a round)."""
+        old, self.tick = self.tick, asyncio.Event()
+        old.set()
+
+
+CTX = web.AppKey("ctx", Context)
+SESSION = web.RequestKey("session", Session)
+USER = web.RequestKey("user", User)
+
+
+def ctx_of(request: web.Request) -> Context:
+    return request.app[CTX]
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "?"
+
+
+def host_allowed(request: web.Request, allowed: frozenset[str]) -> bool:
+    host = request.headers.get("Host", "")
+    if not host or len(host) > 260:
+        return False
+    if host.startswith("["):
+        name = host[1:host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.lower() in allowed
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                 ) -> web.StreamResponse:
+    """No traceback or server detail ever reaches a client; API errors are JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/"):
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            return json_error(exc.status, exc.reason.lower(), headers)
+        if exc.status >= 400:
+            return web.Response(status=exc.status, text=f"{exc.status} {exc.reason}\n",
+                                headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return json_error(500, "internal error")
+
+
+@web.middleware
+async def host_check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+    """DNS rebinding: a page from another origin cannot reach us under its own host name."""
+    if not host_allowed(request, ctx_of(request).settings.allowed_hosts):
+        return json_error(421, "unknown host name (add it to [server] allowed_hosts)")
+    return await handler(request)
+
+
+def current_user(request: web.Request) -> tuple[Session, User] | None:
+    ctx = ctx_of(request)
+    session = ctx.sessions.get(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    user = ctx.users.get(session.user)
+    if user is None:
+        ctx.sessions.delete(session.token)
+        return None
+    return session, user
+
+
+def same_origin(request: web.Request) -> bool:
+    """Browsers send Origin on every cross-site POST; when present it must be us."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    scheme = "https" if ctx_of(request).settings.tls else "http"
+    return origin == f"{scheme}://{request.headers.get('Host', '')}"
+
+
+@web.middleware
+async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+               ) -> web.StreamResponse:
+    """Every /api/ path but the public ones needs a session; every state change needs the CSRF
+    token of that session and a same-origin request."""
+    path = request.path
+    if request.method in UNSAFE_METHODS and not same_origin(request):
+        return json_error(403, "cross-origin request refused")
+    if not path.startswith("/api/") or path in PUBLIC_API:
+        return await handler(request)
+    found = current_user(request)
+    if found is None:
+        return json_error(401, "login required")
+    session, user = found
+    if request.method in UNSAFE_METHODS:
+        token = request.headers.get("X-CSRF-Token", "")
+        if not hmac.compare_digest(token.encode(), session.csrf.encode()):
+            return json_error(403, "missing or wrong CSRF token")
+    request[SESSION] = session
+    request[USER] = user
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    h = response.headers
+    h["Server"] = "maltrail"
+    h["Content-Security-Policy"] = CSP
+    h["X-Content-Type-Options"] = "nosniff"
+    h["Referrer-Policy"] = "no-referrer"
+    h["X-Frame-Options"] = "DENY"
+    h["Cross-Origin-Opener-Policy"] = "same-origin"
+    h["Cross-Origin-Resource-Policy"] = "same-origin"
+    h["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+    if request.path.startswith("/api/"):
+        h["Cache-Control"] = "no-store"
+    if request.app[CTX].settings.tls:
+        h["Strict-Transport-Security"] = "max-age=31536000"
+
+
+BASE_HEADERS = {"Server": "maltrail", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+
+
+class _HardenedHandler(RequestHandler):
+    """Protocol-level errors (malformed request line, oversized headers) never reach the app, so
+    aiohttp answers them itself, with its version and an echo of the input: answer plainly."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        status = status if 400 <= status < 600 else 500
+        resp = web.Response(status=status, text=f"{status}\n", headers=BASE_HEADERS)
+        resp.force_close()
+        return resp
+
+
+class _HardenedServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _HardenedHandler(self, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """AppRunner whose connections use `_HardenedHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _HardenedServer  # same object, only the protocol factory differs
+        return server
+
+
+async def ping(request: web.Request) -> web.Response:
+    return web.Response(text="pong")
+
+
+async def static(request: web.Request) -> web.StreamResponse:
+    """Files under webui/static/ at `/<path>` (and `/static/<path>`); `/` is index.html.
+    Hidden names, `..`, backslashes and unknown extensions are refused; the resolved path must
+    stay inside the folder (no symlink escape)."""
+    rel = request.match_info.get("path", "") or "index.html"
+    if rel.startswith("static/"):
+        rel = rel[len("static/"):]
+    parts = rel.split("/")
+    if len(rel) > 512 or any(p in ("", ".", "..") or p.startswith(".") or "\\" in p or "\x00" in p for p in parts):
+        raise web.HTTPNotFound()
+    root = STATIC_DIR.resolve()
+    path = (root / rel).resolve()
+    suffix = path.suffix.lower()
+    if not path.is_relative_to(root) or suffix not in STATIC_TYPES or not path.is_file():
+        raise web.HTTPNotFound()
+    cache = "no-cache" if suffix == ".html" else "max-age=300, must-revalidate"
+    return web.FileResponse(path, headers={"Content-Type": STATIC_TYPES[suffix], "Cache-Control": cache})
+
+
+async def ingest_loop(app: web.Application) -> None:
+    """Follow the logs into the index in bounded steps; wake the live streams when events arrive."""
+    ctx = app[CTX]
+    while not ctx.closing:
+        try:
+            added = await ctx.write(ctx.ingester.sync, SYNC_BYTES)
+        except Exception:
+            log.exception("indexing the logs failed; retrying")
+            added = 0
+        if added:
+            ctx.notify()
+        if ctx.ingester.pending:
+            await asyncio.sleep(0)
+            continue
+        ctx.caught_up = True
+        await asyncio.sleep(INGEST_SECONDS)
+
+
+async def load_trails(app: web.Application) -> None:
+    """The trail index for /api/check, prepared (built if needed) off the event loop."""
+    ctx = app[CTX]
+    source = ctx.settings.trails
+    if source is None:
+        ctx.trail_error = "no trail index configured ([server] trails or --trails)"
+        return
+
+    def prepare() -> TrailIndex:
+        from engine.config import SensorConfig
+        from engine.sensor import prepare_index
+        return TrailIndex(prepare_index(SensorConfig(trails=str(source)), ctx.settings.index_dir))
+
+    try:
+        ctx.trail_index = await ctx.write(prepare)
+    except Exception as exc:  # reported by /api/check; the rest of the server works without trails
+        ctx.trail_error = f"trail index unavailable: {str(exc)[:200]}"
+
+
+def build_app(ctx: Context) -> web.Application:
+    from webui import api, live  # handlers import this module
+
+    app = web.Application(middlewares=[errors, host_check, auth], client_max_size=64 * 1024)
+    app[CTX] = ctx
+    app.on_response_prepare.append(security_headers)
+    api.add_routes(app)
+    app.router.add_get("/api/live", live.live)
+    app.router.add_get("/ping", ping)
+    app.router.add_get("/", static)
+    app.router.add_get("/{path:(?!api/).+}", static)
+
+    async def background(app: web.Application) -> Any:
+        tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app))]
+        yield
+        ctx.closing = True
+        ctx.notify()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for pool in (ctx.reader_pool, ctx.hunt_pool, ctx.login_pool, ctx.writer_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+        ctx.readers.close()
+        ctx.ingester.close()
+
+    app.cleanup_ctx.append(background)
+    return app
+
+
+def make_context(settings: Settings) -> Context:
+    ingester = Ingester(settings.log_dir, settings.index_dir, settings.severity)
+    return Context(
+        settings=settings, users=UserStore(settings.users),
+        sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=Throttle(),
+        audit=Audit(settings.index_dir / "audit.log"), ingester=ingester,
+        readers=Readers(ingester.path, ingester.triage_path))

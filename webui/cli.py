@@ -1,0 +1,90 @@
+"""`maltrail server` and `maltrail user add|remove|list`: argument parsing and reporting only."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from engine.config import ConfigError, load_configs
+from webui.auth import UserError, UserStore
+from webui.settings import Settings, resolve
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = Path(args.config) if args.config else None
+    if path is None and Path("maltrail.toml").is_file():
+        path = Path("maltrail.toml")
+    sensor, server = load_configs(path)
+    return resolve(sensor, server, log_dir=args.log_dir, users=args.users, listen=getattr(args, "listen", None),
+                   trails=getattr(args, "trails", None))
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from webui.server import serve  # aiohttp only when serving
+
+    return serve(_settings(args))
+
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ConfigError("passwords differ")
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    store = UserStore(_settings(args).users)
+    try:
+        if args.user_command == "add":
+            scope = [s for s in args.scope.split(",")] if args.scope is not None else None
+            password = _read_password().rstrip("\r")
+            user = store.set_user(args.name, password, admin=True if args.admin else None, scope=scope)
+            scope_text = ", ".join(user.scope) or "everything"
+            print(f"user {user.name!r} saved in {store.path} (scope: {scope_text}{', admin' if user.admin else ''})")
+        elif args.user_command == "remove":
+            if not store.remove(args.name):
+                raise ConfigError(f"no user {args.name!r} in {store.path}")
+            print(f"user {args.name!r} removed from {store.path}")
+        else:
+            for user in store.load().values():
+                print(f"{user.name}  scope={','.join(user.scope) or '*'}{'  admin' if user.admin else ''}")
+    except UserError as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"{store.path}: {exc.strerror}") from None
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", help="configuration file (default: ./maltrail.toml if present)")
+    p.add_argument("--log-dir", dest="log_dir", help="directory of the daily event files")
+    p.add_argument("--users", help="users file (default: LOG_DIR/.webui/users.json)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("server", help="serve the dashboard and its JSON API over the event logs")
+    _common(p)
+    p.add_argument("--listen", help="HOST:PORT to bind (default 127.0.0.1:8338)")
+    p.add_argument("--trails", help="trail index (or trails.csv / static folder) for indicator lookups")
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("user", help="dashboard users")
+    usub = p.add_subparsers(dest="user_command", required=True)
+    a = usub.add_parser("add", help="add a user or set a password (read from stdin when it is not a terminal)")
+    a.add_argument("name")
+    _common(a)
+    a.add_argument("--scope", help="comma-separated CIDRs the user may see (default: everything)")
+    a.add_argument("--admin", action="store_true", help="administrator")
+    a.set_defaults(func=cmd_user)
+    r = usub.add_parser("remove", help="remove a user")
+    r.add_argument("name")
+    _common(r)
+    r.set_defaults(func=cmd_user)
+    ls = usub.add_parser("list", help="list users")
+    _common(ls)
+    ls.set_defaults(func=cmd_user)

@@ -1,0 +1,262 @@
+"""Read queries over the index: threats (grouped, filtered, sorted, paged), their events, per-day
+counts, chart statistics and the live tail.
+
+Every query is built from three parts, all with bound parameters: the date range, the user's
+network scope, and the compiled search. `_rows` yields aggregate-shaped rows (one per day,
+threat and type): straight from `agg` when nothing needs single events, otherwise from `events`
+grouped on the fly. Scope is exact: a threat whose source is in scope brings all its events
+(served from `agg`); for the others only events whose destination is in scope are counted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from webui.netaddr import Scope
+from webui.search import Query
+from webui.severity import NAMES
+from webui.store import HOURS
+
+SORTS = {
+    "severity": "f.sev {o}, f.last_seen {o}",
+    "count": "f.cnt {o}",
+    "first_seen": "f.first_seen {o}",
+    "last_seen": "f.last_seen {o}",
+    "src_ip": "f.src_key {o}, f.src_ip {o}",
+    "dst_ip": "e.dst_key {o}, e.dst_ip {o}",
+    "dst_port": "e.dport {o}, e.dst_port {o}",
+    "proto": "e.proto COLLATE NOCASE {o}",
+    "type": "e.type COLLATE NOCASE {o}",
+    "trail": "f.trail COLLATE NOCASE {o}",
+    "info": "e.info COLLATE NOCASE {o}",
+    "sensor": "e.sensor COLLATE NOCASE {o}",
+}
+IN_CHUNK = 1000
+EVENT_SORTS = {"dst_ip", "dst_port", "proto", "type", "info", "sensor"}
+EVENT_COLUMNS = "e.id, e.time, e.sensor, e.src_ip, e.src_port, e.dst_ip, e.dst_port, e.proto, e.type, e.trail, " \
+                "e.info, e.reference, e.sev"
+_HOUR_FLAGS = ", ".join(f"(e.hour = {i}) AS {h}" for i, h in enumerate(HOURS))
+_AGG_COLUMNS = f"a.threat, a.day, a.type, a.cnt, a.first_seen, a.last_seen, a.sev, a.last_event, " \
+               f"{', '.join('a.' + h for h in HOURS)}"
+_RAW_COLUMNS = f"e.threat, e.day, e.type, 1, e.time, e.time, e.sev, e.id, {_HOUR_FLAGS}"
+_ROW_NAMES = f"threat, day, type, cnt, first_seen, last_seen, sev, last_event, {', '.join(HOURS)}"
+
+
+@dataclass(frozen=True)
+class View:
+    """What one request may see: a date range, a scope and a search."""
+
+    day_from: str
+    day_to: str
+    scope: Scope
+    query: Query
+
+    def rows(self) -> tuple[str, list[object]]:
+        """SQL yielding `_ROW_NAMES` columns for every visible (day, threat, type)."""
+        d = [self.day_from, self.day_to]
+        scope = self.scope
+        if self.query.has_event_terms:
+            where, params = self.event_filter()
+            return f"SELECT {_RAW_COLUMNS} FROM events e WHERE {where}", params
+        agg = f"SELECT {_AGG_COLUMNS} FROM agg a WHERE a.day BETWEEN ? AND ?"
+        rows, rp = "".join(f" AND {x}" for x in self.query.row_sql), self.query.row_params
+        agg += rows
+        if scope.unrestricted:
+            return agg, d + rp
+        s, sp = scope.sql("t.src_key")
+        es, esp = scope.sql("e.src_key")
+        t, tp = scope.sql("e.dst_key", "e.dst_ip")
+        # `+e.day`: let SQLite find the in-scope destinations through events_dst, not scan the days
+        sql = (f"{agg} AND a.threat IN (SELECT t.id FROM threats t WHERE {s}) UNION ALL "
+               f"SELECT {_RAW_COLUMNS} FROM events e WHERE +e.day BETWEEN ? AND ? AND NOT COALESCE({es}, 0) AND {t}"
+               f"{rows}")
+        return sql, d + rp + sp + d + esp + tp + rp
+
+    def event_filter(self) -> tuple[str, list[object]]:
+        """WHERE clause (alias `e`) of the matching events when the search has event terms."""
+        q, scope = self.query, self.scope
+        sql = "e.day BETWEEN ? AND ? AND " + " AND ".join(q.event_sql + q.row_sql)
+        params: list[object] = [self.day_from, self.day_to, *q.event_params, *q.row_params]
+        if not scope.unrestricted:
+            s, sp = scope.sql("e.src_key")
+            t, tp = scope.sql("e.dst_key", "e.dst_ip")
+            sql += f" AND ({s} OR {t})"
+            params += sp + tp
+        return sql, params
+
+    def filtered(self) -> tuple[str, list[object]]:
+        """`WITH ... f AS (...)`: the visible threats after suppressions and threat-level terms."""
+        rows, params = self.rows()
+        where = [] if self.query.include_suppressed else [
+            "NOT EXISTS (SELECT 1 FROM st.suppressions s WHERE (s.src_ip = '' OR s.src_ip = t.src_ip) "
+            "AND (s.trail = '' OR s.trail = t.trail))"]
+        where += self.query.threat_sql
+        sql = (f"WITH rows({_ROW_NAMES}) AS ({rows}), "
+               "g AS (SELECT threat, sum(cnt) AS cnt, min(first_seen) AS first_seen, max(last_seen) AS last_seen, "
+               "max(sev) AS sev, max(last_event) AS last_event FROM rows GROUP BY threat), "
+               "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, COALESCE(tr.status, 'new') AS status, "
+               "COALESCE(tr.note, '') AS note FROM g JOIN threats t ON t.id = g.threat "
+               "LEFT JOIN st.triage tr ON tr.src_ip = t.src_ip AND tr.trail = t.trail"
+               + (" WHERE " + " AND ".join(where) if where else "") + ") ")
+        return sql, params + self.query.threat_params
+
+
+def port_value(text: str | None) -> int | str | None:
+    if not text:
+        return None
+    return int(text) if text.isdigit() and len(text) <= 5 else text
+
+
+def event_json(row: tuple) -> dict[str, Any]:
+    eid, t, sensor, src, sport, dst, dport, proto, type_, trail, info, ref, sev = row
+    return {"id": eid, "time": t, "sensor": sensor, "src_ip": src, "src_port": port_value(sport), "dst_ip": dst,
+            "dst_port": port_value(dport), "proto": proto, "type": type_, "trail": trail, "info": info,
+            "reference": ref, "severity": NAMES.get(sev, "medium")}
+
+
+def _threat_json(f: tuple, e: tuple, hourly: list[int]) -> dict[str, Any]:
+    threat, tid, src, trail, cnt, first, last, sev, status, note = f
+    ev = event_json(e)
+    return {"id": tid, "src_ip": src, "dst_ip": ev["dst_ip"], "dst_port": ev["dst_port"], "proto": ev["proto"],
+            "type": ev["type"], "trail": trail, "info": ev["info"], "reference": ev["reference"],
+            "sensor": ev["sensor"], "count": cnt, "first_seen": first, "last_seen": last,
+            "severity": NAMES.get(sev, "medium"), "hourly": hourly, "status": status, "note": note}
+
+
+_F_COLUMNS = "f.threat, f.tid, f.src_ip, f.trail, f.cnt, f.first_seen, f.last_seen, f.sev, f.status, f.note, " \
+             "f.last_event"
+
+
+def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: int, offset: int,
+            extra_where: str = "", extra_params: tuple = ()) -> tuple[int, list[dict[str, Any]]]:
+    """(total, page of Threat dicts)."""
+    head, params = view.filtered()
+    o = "DESC" if order == "desc" else "ASC"
+    order_by = SORTS[sort].format(o=o) + f", f.threat {o}"
+    where = f" WHERE {extra_where}" if extra_where else ""
+    if sort in EVENT_SORTS:
+        sql = (f"{head}SELECT {_F_COLUMNS}, count(*) OVER () FROM f JOIN events e ON e.id = f.last_event{where} "
+               f"ORDER BY {order_by} LIMIT ? OFFSET ?")
+    else:
+        sql = f"{head}SELECT {_F_COLUMNS}, count(*) OVER () FROM f{where} ORDER BY {order_by} LIMIT ? OFFSET ?"
+    page = conn.execute(sql, [*params, *extra_params, limit, offset]).fetchall()
+    if page:
+        total = page[0][-1]
+    else:
+        total = conn.execute(f"{head}SELECT count(*) FROM f{where}", [*params, *extra_params]).fetchone()[0]
+    if not page:
+        return total, []
+    ids = [r[0] for r in page]
+    events: dict[int, tuple] = {}
+    latest = [r[10] for r in page]
+    for i in range(0, len(latest), IN_CHUNK):  # SQLite caps the number of bound parameters
+        chunk = latest[i:i + IN_CHUNK]
+        events.update((r[0], r) for r in conn.execute(
+            f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({','.join('?' * len(chunk))})", chunk))
+    hourly = _hourly(conn, view, ids)
+    return total, [_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)) for r in page]
+
+
+def _hourly(conn: sqlite3.Connection, view: View, ids: list[int]) -> dict[int, list[int]]:
+    """Hourly profiles of the given threats (a page: filtered by id; an export: all at once)."""
+    rows, params = view.rows()
+    sums = ", ".join(f"sum({h})" for h in HOURS)
+    if len(ids) > IN_CHUNK:
+        sql = f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, {sums} FROM rows GROUP BY threat"
+        wanted = set(ids)
+        return {r[0]: [int(v) for v in r[1:]] for r in conn.execute(sql, params) if r[0] in wanted}
+    marks = ",".join("?" * len(ids))
+    sql = (f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, {sums} FROM rows WHERE threat IN ({marks}) "
+           "GROUP BY threat")
+    return {r[0]: [int(v) for v in r[1:]] for r in conn.execute(sql, [*params, *ids])}
+
+
+def threat_by_tid(conn: sqlite3.Connection, tid: str) -> tuple[int, str, str] | None:
+    row = conn.execute("SELECT id, src_ip, trail FROM threats WHERE tid = ?", (tid,)).fetchone()
+    return (int(row[0]), row[1], row[2]) if row else None
+
+
+def threat_events(conn: sqlite3.Connection, view: View, threat: int, limit: int) -> list[dict[str, Any]]:
+    sql = f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.threat = ? AND e.day BETWEEN ? AND ?"
+    params: list[object] = [threat, view.day_from, view.day_to]
+    if not view.scope.unrestricted:
+        s, sp = view.scope.sql("e.src_key")
+        t, tp = view.scope.sql("e.dst_key", "e.dst_ip")
+        sql += f" AND ({s} OR {t})"
+        params += sp + tp
+    sql += " ORDER BY e.id DESC LIMIT ?"
+    return [event_json(r) for r in conn.execute(sql, [*params, limit])]
+
+
+def days(conn: sqlite3.Connection, view: View) -> list[dict[str, Any]]:
+    rows, params = view.rows()
+    sql = f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT day, sum(cnt) FROM rows GROUP BY day ORDER BY day"
+    return [{"date": d, "events": int(n)} for d, n in conn.execute(sql, params)]
+
+
+def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
+    """Two passes whatever the search: the visible threats (top lists and severity split are
+    summed here), then hourly counts per (threat, day, type) kept for those threats."""
+    head, params = view.filtered()
+    visible: set[int] = set()
+    sources: dict[str, int] = {}
+    trails: dict[str, int] = {}
+    severity = {"high": 0, "medium": 0, "low": 0}
+    for threat, src, trail, cnt, sev in conn.execute(f"{head}SELECT threat, src_ip, trail, cnt, sev FROM f", params):
+        visible.add(threat)
+        sources[src] = sources.get(src, 0) + cnt
+        trails[trail] = trails.get(trail, 0) + cnt
+        severity[NAMES.get(sev, "medium")] += 1
+    per_hour: dict[tuple[str, str], list[int]] = {}
+    if view.query.has_event_terms:  # raw events: count per hour (not 24 sums per event)
+        where, where_params = view.event_filter()
+        for threat, day, type_, hour, n in conn.execute(
+                f"SELECT e.threat, e.day, e.type, e.hour, count(*) FROM events e WHERE {where} "
+                "GROUP BY e.threat, e.day, e.type, e.hour", where_params):
+            if threat in visible:
+                per_hour.setdefault((day, type_), [0] * 24)[hour] += n
+    else:
+        rows, row_params = view.rows()
+        for threat, day, type_, *hours in conn.execute(
+                f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, day, type, "
+                f"{', '.join(f'sum({h})' for h in HOURS)} FROM rows GROUP BY threat, day, type", row_params):
+            if threat in visible:
+                total = per_hour.setdefault((day, type_), [0] * 24)
+                for h, n in enumerate(hours):
+                    total[h] += n
+    timeline = []
+    for (day, type_), hours in per_hour.items():
+        y, m, d = (int(x) for x in day.split("-"))
+        timeline += [{"time": time.mktime((y, m, d, h, 0, 0, 0, 0, -1)), "type": type_, "count": int(n)}
+                     for h, n in enumerate(hours) if n]
+    timeline.sort(key=lambda x: (x["time"], x["type"]))
+
+    def top(counts: dict[str, int]) -> list[dict[str, Any]]:
+        return [{"value": v, "count": n} for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:10]]
+
+    return {"timeline": timeline, "top_sources": top(sources), "top_trails": top(trails), "severity": severity}
+
+
+def live_after(conn: sqlite3.Connection, scope: Scope, after: int, limit: int) -> list[dict[str, Any]]:
+    sql = f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id > ?"
+    params: list[object] = [after]
+    if not scope.unrestricted:
+        s, sp = scope.sql("e.src_key")
+        t, tp = scope.sql("e.dst_key", "e.dst_ip")
+        sql += f" AND ({s} OR {t})"
+        params += sp + tp
+    sql += " ORDER BY e.id LIMIT ?"
+    return [event_json(r) for r in conn.execute(sql, [*params, limit])]
+
+
+def last_event_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+
+
+def suppressions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    return [{"id": i, "scope": sc, "src_ip": s, "trail": t, "note": n, "user": u, "created": c}
+            for i, sc, s, t, n, u, c in conn.execute(
+                "SELECT id, scope, src_ip, trail, note, user, created FROM st.suppressions ORDER BY id")]

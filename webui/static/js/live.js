@@ -1,0 +1,119 @@
+// Live mode: a Server-Sent Events stream of new events (GET /api/live). The browser's
+// EventSource resumes with Last-Event-ID after a drop; if the stream is refused the view falls
+// back to polling. New events go to the live feed and ask the view to refresh.
+
+import {h, $, clear} from './dom.js';
+import {endpoint, fmtTimeMs, num} from './format.js';
+import {typeClass} from './charts.js';
+import {token} from './search.js';
+
+const FEED_MAX = 100;
+const POLL_MS = 10000;
+let source = null;
+let lastId = '';
+let received = 0;
+let pollTimer = 0;
+let handlers = {onEvent: () => {}, onPoll: () => {}, onPivot: () => {}};
+
+function setState(text, cls) {
+  const el = $('live-state');
+  el.textContent = text;
+  el.className = cls || 'muted';
+  $('live-btn').dataset.state = cls || '';
+}
+
+function feedItem(e) {
+  return h('li', {class: ['feed-item', `row-${e.severity}`, 'row-changed']},
+    h('button', {type: 'button', class: 'feed-btn', title: 'Show this source and trail',
+      onclick: () => handlers.onPivot([token('src', e.src_ip), token('trail', e.trail)])},
+    h('span', {class: 'mono muted', text: fmtTimeMs(e.time)}),
+    h('span', {class: ['sev', `sev-${e.severity}`], text: e.severity}),
+    h('span', {class: 'mono', text: `${endpoint(e.src_ip, e.src_port)} → ${endpoint(e.dst_ip, e.dst_port)}`}),
+    h('span', {class: ['type-tag', typeClass(e.type)], text: e.type}),
+    h('span', {class: 'mono feed-trail', text: e.trail}),
+    h('span', {class: 'feed-info', text: e.info})));
+}
+
+function onMessage(msg) {
+  let e;
+  try {
+    e = JSON.parse(msg.data);
+  } catch {
+    return;
+  }
+  lastId = msg.lastEventId || lastId;
+  received += 1;
+  const feed = $('live-feed');
+  feed.prepend(feedItem(e));
+  while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+  $('live-panel').hidden = false;
+  $('live-total').textContent = `${num(received)} received`;
+  const badge = $('live-count');
+  badge.hidden = false;
+  badge.textContent = received > 999 ? '999+' : String(received);
+  handlers.onEvent(e);
+}
+
+function connect() {
+  const url = lastId ? `/api/live?after=${encodeURIComponent(lastId)}` : '/api/live';
+  source = new EventSource(url);
+  source.addEventListener('open', () => {
+    clearInterval(pollTimer);
+    pollTimer = 0;
+    setState('connected', 'ok');
+  });
+  source.addEventListener('event', onMessage);
+  source.addEventListener('error', () => {
+    if (!source) return;
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused (e.g. session expired or stream budget): poll, and try the stream again later.
+      source = null;
+      setState('stream unavailable, polling', 'warn');
+      handlers.onPoll(true);
+      if (!pollTimer) pollTimer = setInterval(() => handlers.onPoll(false), POLL_MS);
+      setTimeout(() => { if (isLive() && !source) connect(); }, POLL_MS * 3);
+    } else {
+      setState('reconnecting…', 'warn');
+    }
+  });
+}
+
+export function isLive() {
+  return $('live-btn').getAttribute('aria-pressed') === 'true';
+}
+
+/** Start the stream; `remember` stores the analyst's choice for the next visit. */
+export function startLive(remember = false) {
+  $('live-btn').setAttribute('aria-pressed', 'true');
+  if (remember) localStorage.setItem('mt.live', 'on');
+  $('live-panel').hidden = false;
+  if (!source) connect();
+  setState('connecting…', '');
+}
+
+export function stopLive(remember = false) {
+  $('live-btn').setAttribute('aria-pressed', 'false');
+  if (remember) localStorage.setItem('mt.live', 'off');
+  if (source) source.close();
+  source = null;
+  clearInterval(pollTimer);
+  pollTimer = 0;
+  setState('off', '');
+  $('live-panel').hidden = true;
+}
+
+export function resetLiveCounter() {
+  received = 0;
+  $('live-count').hidden = true;
+  clear($('live-feed'));
+  $('live-total').textContent = '';
+}
+
+export function initLive(options) {
+  handlers = options;
+  $('live-btn').addEventListener('click', () => (isLive() ? stopLive(true) : startLive(true)));
+}
+
+export function liveWanted() {
+  return localStorage.getItem('mt.live') !== 'off';
+}

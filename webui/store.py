@@ -1,0 +1,376 @@
+"""The embedded event index (SQLite, WAL): built from `LOG_DIR/YYYY-MM-DD.log`, never the truth.
+
+Each log file is ingested from the byte offset reached last time, one transaction per chunk of
+whole lines, so the index follows a growing file cheaply and a crash never leaves half a chunk.
+A truncated, replaced or deleted file drops its day and (if still there) is read again. A missing
+or outdated index (schema or severity rules changed) is rebuilt from the logs.
+
+Tables: `events` (rowid = event id), `threats` (one row per (source, trail)), and `agg`, one row
+per (day, threat, type) with count, first/last seen, severity and 24 hourly counters, so threats
+over a date range are served without reading raw events. Shared triage and suppressions live in
+a separate database (`triage.sqlite`) that a rebuild never touches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from webui.logparse import ParsedEvent, TimeParser, parse_lines
+from webui.netaddr import in_range_text, in_scope_text, ip_key
+from webui.severity import Severity
+
+SCHEMA_VERSION = "2"
+DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
+CHUNK_BYTES = 4 << 20
+SYNC_BYTES = 16 << 20  # per call of the server's ingest loop
+THREAT_CACHE = 300_000
+HEAD_BYTES = 256
+HOURS = tuple(f"h{i:02d}" for i in range(24))
+QUERY_SECONDS = 20.0
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files(name TEXT PRIMARY KEY, day TEXT NOT NULL, offset INTEGER NOT NULL,
+    inode INTEGER NOT NULL, head BLOB NOT NULL, malformed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS threats(id INTEGER PRIMARY KEY, tid TEXT NOT NULL UNIQUE, src_ip TEXT NOT NULL,
+    trail TEXT NOT NULL, src_key BLOB, UNIQUE(src_ip, trail));
+CREATE INDEX IF NOT EXISTS threats_src ON threats(src_key);
+CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, day TEXT NOT NULL, time REAL NOT NULL,
+    hour INTEGER NOT NULL, sensor TEXT, src_ip TEXT, src_port TEXT, dst_ip TEXT, dst_port TEXT, dport INTEGER,
+    proto TEXT, type TEXT, trail TEXT, info TEXT, reference TEXT, sev INTEGER NOT NULL, threat INTEGER NOT NULL,
+    src_key BLOB, dst_key BLOB);
+CREATE INDEX IF NOT EXISTS events_day ON events(day);
+CREATE INDEX IF NOT EXISTS events_threat ON events(threat, day);
+CREATE INDEX IF NOT EXISTS events_dst ON events(dst_key, day);
+CREATE TABLE IF NOT EXISTS agg(day TEXT NOT NULL, threat INTEGER NOT NULL, type TEXT NOT NULL,
+    cnt INTEGER NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL, sev INTEGER NOT NULL,
+    last_event INTEGER NOT NULL, {", ".join(f"{h} INTEGER NOT NULL" for h in HOURS)},
+    PRIMARY KEY(day, threat, type)) WITHOUT ROWID;
+"""
+
+TRIAGE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS triage(src_ip TEXT NOT NULL, trail TEXT NOT NULL, status TEXT NOT NULL,
+    note TEXT NOT NULL, user TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY(src_ip, trail)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS suppressions(id INTEGER PRIMARY KEY, scope TEXT NOT NULL, src_ip TEXT NOT NULL,
+    trail TEXT NOT NULL, note TEXT NOT NULL, user TEXT NOT NULL, created REAL NOT NULL);
+"""
+
+_AGG_UPSERT = (
+    f"INSERT INTO agg(day, threat, type, cnt, first_seen, last_seen, sev, last_event, {', '.join(HOURS)}) "
+    f"VALUES ({', '.join('?' * (8 + 24))}) ON CONFLICT(day, threat, type) DO UPDATE SET "
+    "cnt = cnt + excluded.cnt, first_seen = min(first_seen, excluded.first_seen), "
+    "last_seen = max(last_seen, excluded.last_seen), sev = max(sev, excluded.sev), "
+    "last_event = max(last_event, excluded.last_event), "
+    + ", ".join(f"{h} = {h} + excluded.{h}" for h in HOURS)
+)
+
+
+def threat_tid(src_ip: str, trail: str) -> str:
+    """Stable opaque id of a (source, trail) pair: the same across rebuilds and servers."""
+    return hashlib.blake2b(f"{src_ip}\x00{trail}".encode("utf-8", "replace"), digest_size=8).hexdigest()
+
+
+def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("ATTACH DATABASE ? AS st", (str(triage_path),))
+    conn.create_function("mt_in_scope", 2, in_scope_text, deterministic=True)
+    conn.create_function("mt_in_range", 3, in_range_text, deterministic=True)
+    if readonly:
+        conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+class Ingester:
+    """The single writer: follows the log files into the index."""
+
+    def __init__(self, log_dir: Path, index_dir: Path, severity: Severity) -> None:
+        self.log_dir = log_dir
+        self.index_dir = index_dir
+        self.severity = severity
+        self.path = index_dir / "index.sqlite"
+        self.triage_path = index_dir / "triage.sqlite"
+        index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(index_dir, 0o700)
+        self._open()
+        self._times = TimeParser()
+        self._keys: dict[str, bytes | None] = {}
+        self.lock = threading.Lock()
+        self._budget = 0
+        self.pending = False
+
+    def _open(self) -> None:
+        fresh = not self.path.exists()
+        self.conn = connect(self.path, self.triage_path, readonly=False)
+        self.conn.executescript(TRIAGE_SCHEMA.replace("EXISTS ", "EXISTS st."))
+        version = None
+        if not fresh:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                version = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        wanted = {"schema": SCHEMA_VERSION, "severity": self.severity.fingerprint}
+        if version is not None:
+            version.pop("next_event", None)
+        if not fresh and version != wanted:
+            self.conn.close()
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            self.conn = connect(self.path, self.triage_path, readonly=False)
+        self.conn.executescript(SCHEMA)
+        self.conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", wanted.items())
+        self.rebuilt = fresh or version != wanted
+        self._open_caches()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _key(self, text: str) -> bytes | None:
+        key = self._keys.get(text, b"")
+        if key == b"":
+            if len(self._keys) > 500_000:
+                self._keys.clear()
+            key = self._keys[text] = ip_key(text)
+        return key
+
+    def _drop_day(self, name: str, day: str) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("DELETE FROM events WHERE day = ?", (day,))
+        self.conn.execute("DELETE FROM agg WHERE day = ?", (day,))
+        self.conn.execute("DELETE FROM files WHERE name = ?", (name,))
+        self.conn.execute("COMMIT")
+
+    def sync(self, budget: int | None = None) -> int:
+        """Ingest what the log files gained since the last call (at most about `budget` bytes,
+        so writes of shared triage never wait long behind a rebuild); returns new events.
+        `pending` tells whether the budget stopped it before the end."""
+        with self.lock:
+            self._budget = budget if budget is not None else 1 << 62
+            self.pending = False
+            return self._sync()
+
+    def _sync(self) -> int:
+        known = {row[0]: row for row in self.conn.execute("SELECT name, day, offset, inode, head FROM files")}
+        present: dict[str, str] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.log_dir):
+                m = DAY_FILE.match(entry.name)
+                if m and entry.is_file(follow_symlinks=False):
+                    present[entry.name] = m.group(1)
+        for name, row in known.items():
+            if name not in present:
+                self._drop_day(name, row[1])
+        added = 0
+        for name in sorted(present):
+            if self._budget <= 0:
+                self.pending = True
+                break
+            added += self._follow(name, present[name], known.get(name))
+        return added
+
+    def _follow(self, name: str, day: str, row: tuple | None) -> int:
+        path = self.log_dir / name
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - closed below, stat taken on the open file
+        except OSError:
+            return 0
+        with f:
+            st = os.fstat(f.fileno())
+            head = f.read(HEAD_BYTES)
+            offset = 0
+            if row is not None:
+                _, _, offset, inode, old_head = row
+                if inode != st.st_ino or st.st_size < offset or head[:len(old_head)] != old_head:
+                    self._drop_day(name, day)
+                    offset = 0
+            if st.st_size <= offset:
+                return 0
+            added = 0
+            f.seek(offset)
+            while True:
+                if self._budget <= 0:
+                    self.pending = True
+                    break
+                data = f.read(CHUNK_BYTES)
+                if not data:
+                    break
+                self._budget -= len(data)
+                end = data.rfind(b"\n") + 1
+                if end == 0:
+                    if len(data) < CHUNK_BYTES:
+                        break  # a partial last line: wait for its newline
+                    end = len(data)  # one absurdly long line: skip it as malformed
+                    f.seek(offset + end)
+                    self._commit(name, day, offset + end, st.st_ino, head, [], 1)
+                    offset += end
+                    continue
+                if end < len(data):
+                    f.seek(offset + end)
+                lines = data[:end].decode("utf-8", "replace").split("\n")[:-1]
+                events = list(parse_lines(lines, self._times))
+                bad = sum(1 for e in events if e is None)
+                added += self._commit(name, day, offset + end, st.st_ino, head, events, bad)
+                offset += end
+            return added
+
+    def _commit(self, name: str, day: str, offset: int, inode: int, head: bytes,
+                events: list[ParsedEvent | None], malformed: int) -> int:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows, aggs = self._rows(day, events)
+            if rows:
+                conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                conn.executemany(_AGG_UPSERT, ([day, threat, type_, *vals[:5], *vals[5]]
+                                               for (threat, type_), vals in aggs.items()))
+            conn.execute("INSERT INTO files(name, day, offset, inode, head, malformed) VALUES (?,?,?,?,?,?) "
+                         "ON CONFLICT(name) DO UPDATE SET offset = excluded.offset, inode = excluded.inode, "
+                         "head = excluded.head, malformed = malformed + excluded.malformed",
+                         (name, day, offset, inode, head, malformed))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_event', ?)", (str(self._next_event),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            self._open_caches()
+            raise
+        return len(rows)
+
+    def _open_caches(self) -> None:
+        count = self.conn.execute("SELECT count(*) FROM threats").fetchone()[0]
+        self._all_cached = count <= THREAT_CACHE  # the cache holds every threat: a miss is a new one
+        self._threats = {(s, t): i for i, s, t in self.conn.execute("SELECT id, src_ip, trail FROM threats")
+                         } if self._all_cached else {}
+        self._next_threat = (self.conn.execute("SELECT max(id) FROM threats").fetchone()[0] or 0) + 1
+        stored = self.conn.execute("SELECT value FROM meta WHERE key = 'next_event'").fetchone()
+        top = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
+        self._next_event = max(top, int(stored[0]) if stored else 0)  # ids of dropped days never come back
+
+    def _rows(self, day: str, events: list[ParsedEvent | None]) -> tuple[list[tuple], dict[tuple[int, str], list]]:
+        """Event rows and the per-(threat, type) aggregate deltas of one chunk."""
+        rows: list[tuple] = []
+        aggs: dict[tuple[int, str], list] = {}
+        threats, key, sev_of = self._threats, self._key, self.severity.of
+        new_threats = []
+        eid = self._next_event
+        for ev in events:
+            if ev is None:
+                continue
+            t, hour, sensor, src, sport, dst, dport, proto, type_, trail, info, ref = ev
+            pair = (src, trail)
+            threat = threats.get(pair)
+            if threat is None:
+                if len(threats) >= THREAT_CACHE:  # bounded memory for years of distinct pairs
+                    threats.clear()
+                    self._all_cached = False
+                    self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?)", new_threats)
+                    new_threats.clear()
+                known = None if self._all_cached else self.conn.execute(
+                    "SELECT id FROM threats WHERE src_ip = ? AND trail = ?", pair).fetchone()
+                if known is not None:
+                    threat = threats[pair] = known[0]
+                else:
+                    threat = threats[pair] = self._next_threat
+                    self._next_threat += 1
+                    new_threats.append((threat, threat_tid(*pair), src, trail, key(src)))
+            sev = sev_of(type_, trail, info, ref)
+            rows.append((eid, day, t, hour, sensor, src, sport, dst, dport,
+                         int(dport) if dport.isdigit() and len(dport) <= 5 else None, proto, type_, trail, info, ref,
+                         sev, threat, key(src), key(dst)))
+            a = aggs.get((threat, type_))
+            if a is None:
+                a = aggs[(threat, type_)] = [0, t, t, sev, eid, [0] * 24]
+            a[0] += 1
+            if t < a[1]:
+                a[1] = t
+            if t > a[2]:
+                a[2] = t
+            if sev > a[3]:
+                a[3] = sev
+            a[4] = eid
+            a[5][hour] += 1
+            eid += 1
+        if new_threats:
+            self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?)", new_threats)
+        self._next_event = eid
+        return rows, aggs
+
+    # --- shared triage (separate database, survives rebuilds) ---------------------------------
+
+    def set_triage(self, src_ip: str, trail: str, status: str, note: str, user: str, now: float) -> None:
+        with self.lock:
+            self.conn.execute("INSERT INTO st.triage VALUES (?,?,?,?,?,?) ON CONFLICT(src_ip, trail) DO UPDATE SET "
+                              "status = excluded.status, note = excluded.note, user = excluded.user, "
+                              "updated = excluded.updated", (src_ip, trail, status, note, user, now))
+
+    def add_suppression(self, scope: str, src_ip: str, trail: str, note: str, user: str, now: float) -> int:
+        with self.lock:
+            cur = self.conn.execute("INSERT INTO st.suppressions(scope, src_ip, trail, note, user, created) "
+                                    "VALUES (?,?,?,?,?,?)", (scope, src_ip, trail, note, user, now))
+            return int(cur.lastrowid or 0)
+
+    def delete_suppression(self, rule_id: int) -> bool:
+        with self.lock:
+            return self.conn.execute("DELETE FROM st.suppressions WHERE id = ?", (rule_id,)).rowcount > 0
+
+
+class QueryTooLong(Exception):
+    """A read ran past its time limit and was interrupted by SQLite."""
+
+
+class Readers:
+    """One read-only connection per reader thread. A snapshot has a time limit: SQLite's progress
+    handler interrupts it, so one huge query cannot hold a reader thread for minutes."""
+
+    def __init__(self, path: Path, triage_path: Path) -> None:
+        self.path = path
+        self.triage_path = triage_path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self.triage_path, readonly=True)
+            local = self._local
+            local.deadline = math.inf
+            conn.set_progress_handler(lambda: time.monotonic() > local.deadline, 20_000)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def snapshot(self, seconds: float = QUERY_SECONDS) -> Iterator[sqlite3.Connection]:
+        """Several queries that see one consistent state of the index, within `seconds`."""
+        conn = self.get()
+        self._local.deadline = time.monotonic() + seconds
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise QueryTooLong(str(exc)) from None
+            raise
+        finally:
+            self._local.deadline = math.inf
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._all.clear()
