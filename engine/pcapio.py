@@ -14,7 +14,7 @@ import logging
 import mmap
 import select
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -287,9 +287,10 @@ class LiveCapture:
         self._wait_ms = timeout_ms
         self.linktype = cap.datalink()
 
-    def batches(self, max_packets: int = 4096) -> Iterator[Batch]:
+    def batches(self, max_packets: int = 4096, idle: Callable[[], None] | None = None) -> Iterator[Batch]:
         """Until `stop()`. libpcap is read without blocking and the wait happens in `poll`,
-        which Python interrupts for signals: an idle link never makes Ctrl-C wait."""
+        which Python interrupts for signals: an idle link never makes Ctrl-C wait. `idle` runs
+        after every empty wait, so periodic work goes on when no packet comes."""
         while not self._stopped:
             packets, packed = self._cap.next_batch(max_packets)
             if packed:
@@ -297,6 +298,8 @@ class LiveCapture:
                 yield Batch(self.linktype, meta, meta[:, 3].copy(), packets)
             else:
                 self._poll.poll(self._wait_ms)
+                if idle is not None:
+                    idle()
 
     def stop(self) -> None:
         self._stopped = True
