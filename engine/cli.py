@@ -13,6 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.benchmark import (
+    DEFAULT_PACKETS,
+    DEFAULT_TRAIL_ROWS,
+    DEFAULT_WORKERS,
+    BenchOptions,
+    parse_workers,
+    run_bench,
+)
 from engine.config import ConfigError, SensorConfig, load_config
 from engine.demo import run_demo
 from engine.index.build import IndexBuildError, build_index_file
@@ -21,6 +29,7 @@ from engine.index.mapped import TrailIndex
 from engine.livestats import StatusError, read_status, sensor_state, status_text
 from engine.pcapio import CaptureError
 from engine.sensor import SensorError, prepare_index, run_sensor
+from engine.traffic import MIXES
 from engine.trails.ignore import IgnoreRulesError
 from engine.trails.sources import TrailSourceError
 from engine.trails.whitelist import WhitelistError
@@ -96,6 +105,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.read and args.mix:
+        raise ConfigError("-r and --mix: give a capture or a traffic mix to generate, not both")
+    if args.read and args.packets is not None:
+        raise ConfigError("-r and --packets: a given capture is replayed whole")
+    if args.trails and args.trail_rows is not None:
+        raise ConfigError("--trails and --trail-rows: --trail-rows sizes the generated trail set only")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    options = BenchOptions(mix=args.mix or "mixed", capture=args.read, workers=parse_workers(args.workers),
+                           packets=DEFAULT_PACKETS if args.packets is None else args.packets, trails=args.trails,
+                           trail_rows=DEFAULT_TRAIL_ROWS if args.trail_rows is None else args.trail_rows,
+                           rate=args.rate, json_path=args.json, progress=progress)
+    run_bench(_config(args), options)
+    return 0
+
+
 def cmd_trails_build(args: argparse.Namespace) -> int:
     meta = build_index_file(args.sources, Path(args.out), [Path(w) for w in args.whitelist],
                             not args.no_default_whitelist)
@@ -153,6 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="print again every --interval seconds until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between prints with --watch (default 1)")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("bench", help="replay a traffic mix for several worker counts: throughput, drops, advice")
+    p.add_argument("-c", "--config", help="sensor configuration to bench (default: ./maltrail.toml if present)")
+    p.add_argument("--mix", choices=list(MIXES), help="traffic mix to generate (default: mixed)")
+    p.add_argument("-r", "--read", metavar="CAPTURE", help="replay this pcap/pcapng instead of generating one")
+    p.add_argument("--packets", type=int, help=f"packets to generate (default {DEFAULT_PACKETS:,})")
+    p.add_argument("--workers", default=",".join(map(str, DEFAULT_WORKERS)), metavar="N,N,...",
+                   help="worker counts to try (default %(default)s)")
+    p.add_argument("--trails", metavar="INDEX|CSV|DIR", help="trail set (default: a generated one)")
+    p.add_argument("--trail-rows", dest="trail_rows", type=int,
+                   help=f"rows of the generated trail set (default {DEFAULT_TRAIL_ROWS:,})")
+    p.add_argument("--rate", type=float, metavar="PPS",
+                   help="offer packets at this rate, as a busy link (full rings drop), and report drops")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("trails", help="trail index commands")
     tsub = p.add_subparsers(dest="trails_command", required=True)
