@@ -230,7 +230,7 @@ def test_every_trail_hit_reported_when_nothing_is_dropped(link: Link, tmp_path: 
     delivered_hits = [i for i in hits if i not in set(sent["failed"])]
     assert _hit_ports(tmp_path) == delivered_hits
     assert all(f"{link.subnet}.2" in line and "(veth test)" in line for line in _events(tmp_path))
-    assert f"drops        0 (ring: w0=0 w1=0), 0 (kernel)" in out
+    assert "drops        0 (ring: w0=0 w1=0), 0 (kernel)" in out
 
 
 def _pids_of_workers(proc: subprocess.Popen[str], work: Path) -> list[int]:
