@@ -60,6 +60,10 @@ class Dispatcher:
         """Send a batch, split into pieces that each fit one slot."""
         n = len(wirelen)
         room = self.rings[0].payload_bytes - batch_bytes(0, 0) - 8
+        if (n and int(meta[0, 2]) == 0 and int(meta[-1, 2]) + int(meta[-1, 3]) == len(data)
+                and len(data) + n * PER_PACKET_BYTES <= room):  # a whole batch that fits one slot
+            self._put(linktype, meta, wirelen, memoryview(data))
+            return
         start = 0
         while start < n:
             need = np.cumsum(meta[start:, 3].astype(np.int64) + PER_PACKET_BYTES)
@@ -71,11 +75,9 @@ class Dispatcher:
             piece[:, 2] -= base
             self._put(linktype, piece, wirelen[start:stop], memoryview(data)[base:end])
             start = stop
-        self.batches += 1
-        self.publish()
 
     def publish(self) -> None:
-        """Totals so far to the shared counters (after every batch, and at the end)."""
+        """Totals so far to the shared counters (after every slot written or dropped, and at the end)."""
         if self.counters is not None:
             self.counters.set(packets=self.packets, bytes=self.bytes, batches=self.batches, ring_dropped=self.dropped)
 
@@ -127,6 +129,8 @@ class Dispatcher:
     def _count(self, wirelen: np.ndarray) -> None:
         self.packets += len(wirelen)
         self.bytes += int(wirelen.sum(dtype=np.uint64))
+        self.batches += 1
+        self.publish()
 
     def finish(self) -> None:
         """End-of-input marker to every worker (once, even if interrupted half-way); the totals
