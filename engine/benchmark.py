@@ -404,6 +404,9 @@ def run_bench(cfg: SensorConfig, options: BenchOptions, out: TextIO | None = Non
             monitor = _Monitor(sampler, bar, i * prepared.packets)
             bar.text = f"{workers} worker(s), run {i + 1}/{len(options.workers)}"
             summary = run_sensor(run_cfg, [Path(prepared.capture)], offered_pps=options.rate, monitor=monitor)
+            if summary.interrupted:  # the sensor drained and stopped: so does the bench
+                bar.close()
+                raise KeyboardInterrupt
             runs.append(_run_result(workers, summary, sampler, monitor))
         bar.close()
     advice = recommend(runs, options.rate)

@@ -4,8 +4,11 @@ accounted exactly, progress bar, clear errors. Small captures so each run takes 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +142,17 @@ def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], mess
     run = _bench(*args, cwd=tmp_path)
     assert run.returncode == 2
     assert run.stderr.startswith("maltrail: error: ") and message in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_ctrl_c_stops_the_bench_cleanly(trails: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "bench", "--packets", "300000", "--workers", "1,2",
+                             "--trails", str(trails), "--rate", "100000", "--json", str(tmp_path / "r.json")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "preparing" in proc.stderr.readline()
+    assert "prepared" in proc.stderr.readline()
+    time.sleep(1.0)  # the first run is replaying (3 s at this rate)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "maltrail: interrupted" in err
+    assert "recommendation" not in out and not (tmp_path / "r.json").exists()
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"maltrail_{proc.pid}_")]
