@@ -187,3 +187,12 @@ def test_live_sensor_reports_and_status_shows_it(tmp_path: Path) -> None:
     assert "drops        0 (ring: w0=0 w1=0), 0 (kernel)" in out
     stopped = _maltrail("status", "--log-dir", str(logs))
     assert stopped.returncode == 1 and ": stopped, sensor finished" in stopped.stdout
+
+
+def test_bad_report_interval_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sensor", "-r", str(tmp_path / "x.pcap"), "--report", "-1"]) == 2
+    assert "--report: -1.0 is out of range (0..86400 seconds)" in capsys.readouterr().err
+    cfg = tmp_path / "m.toml"
+    cfg.write_text("[sensor]\nreport_seconds = -5\n")
+    assert main(["sensor", "-c", str(cfg), "-r", str(tmp_path / "x.pcap")]) == 2
+    assert "[sensor] report_seconds: -5 is out of range (0..86400)" in capsys.readouterr().err
