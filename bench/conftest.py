@@ -1,41 +1,37 @@
-"""Shared fixtures for the benchmarks: the full static trail set (or a generated stand-in) and
-the realistic mixed capture, built once per session."""
+"""Shared fixtures for the benchmarks: the full static trail set (or a generated stand-in), smaller
+sets for the size scaling, and the generated captures of every traffic mix, built once per session.
+
+The full set is `../shared/trails/static` when present (1.6 M rows) and a generated 1.5 M-row set
+with the same composition otherwise (`engine.benchmark.generate_trails`). The 10 k and 100 k sets
+are uniform samples of the same source, so only the size changes between them.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from engine.index.build import build_index_file
+from engine.benchmark import DEFAULT_TRAIL_ROWS, generate_trails
+from engine.index.build import build_index_file, compile_index
+from engine.index.fileformat import write_arrays
 from engine.index.mapped import TrailIndex
 from engine.ipaddr import ip4_text
 from engine.traffic import mixed_capture
+from engine.trails.sources import load_sources, wildcard_trails
+from engine.trails.whitelist import Whitelist
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STATIC = SHARED / "trails" / "static"
 MIXED_PACKETS = 300_000
-TRAIL_IPS = ("198.51.100.66", "203.0.113.44", "192.0.2.77")
 
 
-def _generated_trails(path: Path, rows: int) -> Path:
-    """A stand-in for the static set when ../shared is absent: IPs, domains and URLs."""
-    rng = random.Random(1)
-    with open(path, "w") as f:
-        for i in range(rows):
-            kind = i % 3
-            if kind == 0:
-                key = ".".join(str(rng.randint(1, 254)) for _ in range(4))
-            elif kind == 1:
-                key = f"host{i}.example-{rng.randint(0, 99999)}.com"
-            else:
-                key = f"site{i}.example.net/gate{rng.randint(0, 999)}.php"
-            f.write(f"{key},generated (bench),(static)\n")
-        for ip in TRAIL_IPS:
-            f.write(f"{ip},malware (bench),(static)\n")
-    return path
+@pytest.fixture(scope="session")
+def trail_set_name() -> str:
+    return f"static set {STATIC}" if STATIC.is_dir() else f"generated {DEFAULT_TRAIL_ROWS:,}-row set"
 
 
 @pytest.fixture(scope="session")
@@ -49,15 +45,61 @@ def full_index(workdir: Path) -> Path:
     if STATIC.is_dir():
         build_index_file([str(STATIC)], out)
     else:
-        build_index_file([str(_generated_trails(workdir / "generated.csv", 1_500_000))], out)
+        csv = generate_trails(workdir / "generated.csv", DEFAULT_TRAIL_ROWS)
+        build_index_file([str(csv)], out)
     return out
 
 
 @pytest.fixture(scope="session")
-def mixed_pcap(workdir: Path, full_index: Path) -> Path:
-    """The mixed capture, with a few flows to IPv4 trails that really are in the index."""
-    keys = TrailIndex(full_index).ip4_keys
-    trail_ips = [ip4_text(int(keys[i])) for i in np.linspace(0, len(keys) - 1, 5).astype(int)]
-    path = workdir / "mixed.pcap"
-    mixed_capture(path, MIXED_PACKETS, seed=1, trail_ips=trail_ips)
-    return path
+def sized_index(workdir: Path, full_index: Path) -> Callable[[int | None], Path]:
+    """`sized_index(rows)`: an index of `rows` trails sampled from the full source (None: the full)."""
+    built: dict[int, Path] = {}
+    trails: dict[str, tuple[str, str]] = {}
+
+    def make(rows: int | None) -> Path:
+        if rows is None:
+            return full_index
+        if rows not in built:
+            out = workdir / f"sized-{rows}.mtidx"
+            if STATIC.is_dir():
+                whitelist = Whitelist.default()
+                if not trails:
+                    trails.update(load_sources([str(STATIC)], whitelist))
+                picks = sorted(random.Random(rows).sample(range(len(trails)), rows))
+                keys = list(trails)
+                subset = {keys[i]: trails[keys[i]] for i in picks}
+                arrays, meta = compile_index(subset, whitelist.exact, whitelist.ranges4, wildcard_trails(subset), 64,
+                                             [f"sample of {STATIC}"])
+                write_arrays(out, arrays, meta)
+            else:
+                build_index_file([str(generate_trails(workdir / f"generated-{rows}.csv", rows))], out)
+            built[rows] = out
+        return built[rows]
+
+    return make
+
+
+def _trail_ips(index: Path) -> list[str]:
+    keys = TrailIndex(index).ip4_keys
+    return [ip4_text(int(keys[i])) for i in np.linspace(0, len(keys) - 1, 5).astype(int)]
+
+
+@pytest.fixture(scope="session")
+def mix_pcap(workdir: Path, full_index: Path) -> Callable[[str], Path]:
+    """`mix_pcap(name)`: a MIXED_PACKETS capture of that traffic mix, with a few flows to IPv4
+    trails that really are in the full index (so replays produce real events)."""
+    made: dict[str, Path] = {}
+
+    def make(mix: str) -> Path:
+        if mix not in made:
+            path = workdir / f"{mix}.pcap"
+            mixed_capture(path, MIXED_PACKETS, seed=1, trail_ips=_trail_ips(full_index), mix=mix)
+            made[mix] = path
+        return made[mix]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def mixed_pcap(mix_pcap: Callable[[str], Path]) -> Path:
+    return mix_pcap("mixed")

@@ -23,6 +23,7 @@ from typing import Any
 from engine.eventlog import DailyLog, Event
 from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.mapped import TrailIndex
+from engine.livestats import CaptureSource, CaptureStatus
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
 from workers.observe import TCP_SCANS, TICK, UDP_SCANS
@@ -143,6 +144,7 @@ def run_aggregator(
     conn: Connection,
     ready: Semaphore,
     heuristic_settings: HeuristicSettings,
+    capture: CaptureSource,
 ) -> None:
     index = TrailIndex(Path(index_path))
     pipeline = EventPipeline(index, IgnoreRules.from_files([Path(p) for p in ignore_files]),
@@ -150,6 +152,7 @@ def run_aggregator(
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
+    capture_status = CaptureStatus(capture, len(rings))
     heuristics = Heuristics(heuristic_settings, index.is_whitelisted_ip)
     ready.release()
     pending: list[tuple[int, int, dict[str, int], list[Event]]] = []
@@ -162,6 +165,7 @@ def run_aggregator(
         now = time.time()
         return {
             "pid": os.getpid(),
+            "sensor_pid": parent_pid,
             "sensor": sensor_name,
             "started": started,
             "updated": now,
@@ -174,6 +178,7 @@ def run_aggregator(
             "events_suppressed": pipeline.throttle.suppressed,
             "events_ignored": pipeline.ignored,
             "events_whitelisted": pipeline.whitelisted,
+            **capture_status.fields(counters.per_worker_packets, counters.per_worker_busy_ns),
         }
 
     try:
@@ -211,5 +216,6 @@ def run_aggregator(
         conn.send(final)
     finally:
         pipeline.log.close()
+        capture_status.close()
         for r in rings + packet_rings:
             r.close()

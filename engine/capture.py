@@ -1,45 +1,69 @@
 """The capture side: packet batches from files or an interface into the worker rings.
 
-A batch from pcapy-ng is copied once, column by column, into a free ring slot. Batches are
-spread round-robin over the workers, skipping a full ring when another has room. Reading files,
-a full pipeline makes the capture wait (back-pressure, nothing lost); capturing live it never
-waits: the batch is dropped and counted on the ring it was meant for.
+A batch from pcapy-ng is copied once, column by column, into a free ring slot. Each batch goes
+to the worker with the fewest packets queued (round-robin among equals), skipping a full ring
+when another has room, so batches of uneven size (live capture hands over what has arrived) and
+a worker slowed by a heavy batch do not unbalance the work. Reading files, a full pipeline makes
+the capture wait (back-pressure, nothing lost); capturing live it never waits: the batch is
+dropped and counted on the ring it was meant for. `paced` turns a file into
+a busy link (packets released at a fixed rate) for `maltrail bench --rate`.
+
+What only the capture side knows (packets read, libpcap's kernel statistics) goes to a small
+shared counters segment that the aggregator copies into the status file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
+from engine.pcapio import Batch
+from shm.counters import SharedCounters
 from shm.packets import batch_bytes, write_batch
 from shm.ring import Ring
 
 PER_PACKET_BYTES = 20  # meta row + wire length in the slot
+CAPTURE_FIELDS = ("packets", "bytes", "batches", "ring_dropped", "live", "kernel_valid", "kernel_received",
+                  "kernel_dropped", "kernel_ifdropped", "offered_pps")
+MAX_TICK = 0.1  # libpcap's read timeout in live capture: the longest a packet waits to be handed over
+MIN_TICK = 0.001
 
 
 class Dispatcher:
     """Assigns batch sequence numbers and writes batches into worker rings."""
 
-    def __init__(self, rings: list[Ring], live: bool, idle: Callable[[], None], poll: float = 0.2) -> None:
+    def __init__(self, rings: list[Ring], live: bool, idle: Callable[[], None], poll: float = 0.2,
+                 counters: SharedCounters | None = None) -> None:
         self.rings = rings
         self.live = live
         self.idle = idle
         self.poll = poll
+        self.counters = counters
         self.seq = 0
+        self.batches = 0
         self.packets = 0
         self.bytes = 0
         self.dropped = 0
+        if counters is not None:
+            counters.set(live=int(live))
         self.finished = False
         self._eof_sent = 0
         self._next = 0
+        self._in_slots: list[deque[int]] = [deque() for _ in rings]  # packets of each unconsumed slot
+        self._released = [0] * len(rings)  # slots seen consumed
+        self._queued = [0] * len(rings)  # packets published, not yet consumed
 
     def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes) -> None:
         """Send a batch, split into pieces that each fit one slot."""
         n = len(wirelen)
-        self.packets += n
-        self.bytes += int(wirelen.sum(dtype=np.uint64))
         room = self.rings[0].payload_bytes - batch_bytes(0, 0) - 8
+        if (n and int(meta[0, 2]) == 0 and int(meta[-1, 2]) + int(meta[-1, 3]) == len(data)
+                and len(data) + n * PER_PACKET_BYTES <= room):  # a whole batch that fits one slot
+            self._put(linktype, meta, wirelen, memoryview(data))
+            return
         start = 0
         while start < n:
             need = np.cumsum(meta[start:, 3].astype(np.int64) + PER_PACKET_BYTES)
@@ -52,13 +76,19 @@ class Dispatcher:
             self._put(linktype, piece, wirelen[start:stop], memoryview(data)[base:end])
             start = stop
 
+    def publish(self) -> None:
+        """Totals so far to the shared counters (after every slot written or dropped, and at the end)."""
+        if self.counters is not None:
+            self.counters.set(packets=self.packets, bytes=self.bytes, batches=self.batches, ring_dropped=self.dropped)
+
     def _put(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: memoryview) -> None:
+        """One slot's worth, counted once it is published or dropped (an interrupt in between
+        leaves the totals consistent)."""
         rings = self.rings
-        first = self._next
-        self._next = (first + 1) % len(rings)
+        order = self._order()
+        first = order[0]
         target, off = None, None
-        for k in range(len(rings)):
-            w = (first + k) % len(rings)
+        for w in order:
             off = rings[w].reserve(block=False)
             if off is not None:
                 target = w
@@ -67,6 +97,7 @@ class Dispatcher:
             if self.live:
                 rings[first].count_drop(len(wirelen))
                 self.dropped += len(wirelen)
+                self._count(wirelen)
                 return
             target = first
             off = rings[first].reserve(True, self.poll)
@@ -77,10 +108,104 @@ class Dispatcher:
         used = write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data)
         ring.publish(used)
         self.seq += 1
+        self._in_slots[target].append(len(wirelen))
+        self._queued[target] += len(wirelen)
+        self._count(wirelen)
+
+    def _order(self) -> list[int]:
+        """Rings by packets queued, then round-robin from the last choice."""
+        n = len(self.rings)
+        start = self._next
+        self._next = (start + 1) % n
+        if n == 1:
+            return [0]
+        for w, ring in enumerate(self.rings):
+            consumed, slots = ring.consumed(), self._in_slots[w]
+            while self._released[w] < consumed and slots:
+                self._queued[w] -= slots.popleft()
+                self._released[w] += 1
+        return sorted(range(n), key=lambda w: (self._queued[w], (w - start) % n))
+
+    def _count(self, wirelen: np.ndarray) -> None:
+        self.packets += len(wirelen)
+        self.bytes += int(wirelen.sum(dtype=np.uint64))
+        self.batches += 1
+        self.publish()
 
     def finish(self) -> None:
-        """End-of-input marker to every worker (once, even if interrupted half-way)."""
+        """End-of-input marker to every worker (once, even if interrupted half-way); the totals
+        are published first, so the aggregator's final status has them."""
+        self.publish()
         for ring in self.rings[self._eof_sent :]:
             ring.put_eof(self.poll, self.idle)
             self._eof_sent += 1
         self.finished = True
+
+
+class _Cursor:
+    """Packets of a batch stream taken in any count, joined across batch boundaries (never
+    across a change of link type)."""
+
+    def __init__(self, batches: Iterable[Batch]) -> None:
+        self._batches = iter(batches)
+        self._current: Batch | None = None
+        self._pos = 0
+
+    def take(self, count: int) -> Batch | None:
+        parts: list[tuple[Batch, int, int]] = []
+        while count > 0:
+            if self._current is None or self._pos >= len(self._current):
+                self._current, self._pos = next(self._batches, None), 0
+                if self._current is None:
+                    break
+                continue
+            if parts and self._current.linktype != parts[0][0].linktype:
+                break
+            stop = min(len(self._current), self._pos + count)
+            parts.append((self._current, self._pos, stop))
+            count -= stop - self._pos
+            self._pos = stop
+        if not parts:
+            return None
+        if len(parts) == 1:
+            batch, start, stop = parts[0]
+            return Batch(batch.linktype, batch.meta[start:stop], batch.wirelen[start:stop], batch.data)
+        return _join(parts)
+
+
+def _join(parts: list[tuple[Batch, int, int]]) -> Batch:
+    """One batch from row ranges of several (one copy of their packet bytes)."""
+    metas, wires, chunks, size = [], [], [], 0
+    for batch, start, stop in parts:
+        meta = batch.meta[start:stop].copy()
+        first, last = int(meta[0, 2]), int(meta[-1, 2]) + int(meta[-1, 3])
+        meta[:, 2] -= np.uint32(first)
+        meta[:, 2] += np.uint32(size)
+        metas.append(meta)
+        wires.append(batch.wirelen[start:stop])
+        chunks.append(memoryview(batch.data)[first:last])
+        size += last - first
+    return Batch(parts[0][0].linktype, np.concatenate(metas), np.concatenate(wires), b"".join(chunks))
+
+
+def paced(batches: Iterable[Batch], rate: float, max_packets: int) -> Iterator[Batch]:
+    """Packets released at `rate` per second, as a live link hands them over: at every tick, the
+    packets due since the previous one, in batches of at most `max_packets`. A tick lasts what a
+    full batch takes at this rate, within [1 ms, 100 ms] (libpcap's read timeout)."""
+    tick = min(MAX_TICK, max(MIN_TICK, max_packets / rate))
+    cursor = _Cursor(batches)
+    start = time.monotonic()
+    next_tick = start + tick
+    sent = 0
+    while True:
+        time.sleep(max(0.0, next_tick - time.monotonic()))
+        now = time.monotonic()
+        next_tick = max(next_tick + tick, now)
+        budget = int((now - start) * rate) - sent
+        while budget > 0:
+            batch = cursor.take(min(budget, max_packets))
+            if batch is None:
+                return
+            yield batch
+            sent += len(batch)
+            budget -= len(batch)

@@ -1,4 +1,4 @@
-"""The `maltrail` command: sensor, trails build, check, demo, server, user.
+"""The `maltrail` command: sensor, status, bench, trails build, check, demo, server, user.
 
 Control code only: argument parsing, configuration and error reporting. Every expected failure
 ends as one line on stderr and a non-zero exit status, never a traceback.
@@ -10,22 +10,34 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from engine.benchmark import (
+    DEFAULT_PACKETS,
+    DEFAULT_TRAIL_ROWS,
+    DEFAULT_WORKERS,
+    BenchOptions,
+    parse_workers,
+    run_bench,
+)
 from engine.config import ConfigError, SensorConfig, load_config
 from engine.demo import run_demo
 from engine.index.build import IndexBuildError, build_index_file
 from engine.index.fileformat import IndexFormatError
 from engine.index.mapped import TrailIndex
+from engine.livestats import StatusError, read_status, sensor_state, status_text
 from engine.pcapio import CaptureError
 from engine.sensor import SensorError, prepare_index, run_sensor
+from engine.traffic import MIXES
 from engine.trails.ignore import IgnoreRulesError
 from engine.trails.sources import TrailSourceError
 from engine.trails.whitelist import WhitelistError
 from webui.cli import register as register_webui
 
 EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError,
-                   WhitelistError, IgnoreRulesError)
+                   WhitelistError, IgnoreRulesError, StatusError)
+STATE_EXIT = {"running": 0, "stopped": 1, "stale": 1}
 
 
 def _config(args: argparse.Namespace) -> SensorConfig:
@@ -45,9 +57,68 @@ def cmd_sensor(args: argparse.Namespace) -> int:
         cfg.promisc = False
     if args.workers is not None and not 1 <= args.workers <= 64:
         raise ConfigError(f"--workers: {args.workers} is out of range (1..64)")
+    if args.report is not None and not 0 <= args.report <= 86400:
+        raise ConfigError(f"--report: {args.report} is out of range (0..86400 seconds)")
     interface = args.interface or (cfg.interface if not args.read else None)
-    summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface)
+    summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report)
     print("\n".join(summary.lines()))
+    return 0
+
+
+def _status_path(args: argparse.Namespace) -> Path:
+    if args.status_file:
+        return Path(args.status_file)
+    if args.log_dir:
+        return Path(args.log_dir) / "sensor-status.json"
+    cfg = _config(args)
+    return Path(cfg.status_file) if cfg.status_file else Path(cfg.log_dir).expanduser() / "sensor-status.json"
+
+
+def _show_status(path: Path, as_json: bool, watching: bool) -> int:
+    try:
+        status = read_status(path)
+    except StatusError as exc:
+        if not watching:
+            raise
+        print(json.dumps({"state": "absent", "reason": str(exc)}) if as_json else f"waiting: {exc}", flush=True)
+        return 1
+    state, why = sensor_state(status)
+    if as_json:
+        print(json.dumps({"state": state, "reason": why, **status}, indent=None if watching else 1), flush=True)
+    else:
+        print("\n".join(status_text(status, state, why)), flush=True)
+    return STATE_EXIT[state]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _status_path(args)
+    if not args.watch:
+        return _show_status(path, args.json, False)
+    if args.interval <= 0:
+        raise ConfigError(f"--interval: {args.interval} must be > 0 seconds")
+    clear = sys.stdout.isatty() and not args.json
+    while True:
+        if clear:
+            print("\x1b[H\x1b[2J", end="")
+        elif not args.json:
+            print()
+        _show_status(path, args.json, True)
+        time.sleep(args.interval)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.read and args.mix:
+        raise ConfigError("-r and --mix: give a capture or a traffic mix to generate, not both")
+    if args.read and args.packets is not None:
+        raise ConfigError("-r and --packets: a given capture is replayed whole")
+    if args.trails and args.trail_rows is not None:
+        raise ConfigError("--trails and --trail-rows: --trail-rows sizes the generated trail set only")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    options = BenchOptions(mix=args.mix or "mixed", capture=args.read, workers=parse_workers(args.workers),
+                           packets=DEFAULT_PACKETS if args.packets is None else args.packets, trails=args.trails,
+                           trail_rows=DEFAULT_TRAIL_ROWS if args.trail_rows is None else args.trail_rows,
+                           rate=args.rate, json_path=args.json, progress=progress)
+    run_bench(_config(args), options)
     return 0
 
 
@@ -95,7 +166,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bpf", help="BPF capture filter (live)")
     p.add_argument("--snaplen", type=int, help="snap length (live)")
     p.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
+    p.add_argument("--report", type=float, metavar="SECONDS",
+                   help="one-line report every SECONDS (default: [sensor] report_seconds live, none for replays)")
     p.set_defaults(func=cmd_sensor)
+
+    p = sub.add_parser("status", help="live counters of a running sensor (drops, rates, rings, workers)")
+    p.add_argument("-c", "--config", help="configuration file for log_dir / status_file (default: ./maltrail.toml)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--log-dir", dest="log_dir", help="the sensor's log directory")
+    where.add_argument("--status-file", dest="status_file", help="the sensor's status file")
+    p.add_argument("--json", action="store_true", help="print the status as JSON (with state and reason)")
+    p.add_argument("--watch", action="store_true", help="print again every --interval seconds until Ctrl-C")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between prints with --watch (default 1)")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("bench", help="replay a traffic mix for several worker counts: throughput, drops, advice")
+    p.add_argument("-c", "--config", help="sensor configuration to bench (default: ./maltrail.toml if present)")
+    p.add_argument("--mix", choices=list(MIXES), help="traffic mix to generate (default: mixed)")
+    p.add_argument("-r", "--read", metavar="CAPTURE", help="replay this pcap/pcapng instead of generating one")
+    p.add_argument("--packets", type=int, help=f"packets to generate (default {DEFAULT_PACKETS:,})")
+    p.add_argument("--workers", default=",".join(map(str, DEFAULT_WORKERS)), metavar="N,N,...",
+                   help="worker counts to try (default %(default)s)")
+    p.add_argument("--trails", metavar="INDEX|CSV|DIR", help="trail set (default: a generated one)")
+    p.add_argument("--trail-rows", dest="trail_rows", type=int,
+                   help=f"rows of the generated trail set (default {DEFAULT_TRAIL_ROWS:,})")
+    p.add_argument("--rate", type=float, metavar="PPS",
+                   help="offer packets at this rate, as a busy link (full rings drop), and report drops")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("trails", help="trail index commands")
     tsub = p.add_subparsers(dest="trails_command", required=True)

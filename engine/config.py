@@ -40,6 +40,7 @@ class SensorConfig:
     ring_slots: int = 8
     ring_slot_kb: int = 8192
     status_file: str = ""
+    report_seconds: int = 5
     use_heuristics: bool = True
     disabled_heuristics: list[str] = field(default_factory=list)
     check_missing_host: bool = False
@@ -64,6 +65,7 @@ _LIMITS: dict[str, tuple[int, int]] = {
     "batch_packets": (1, 65536),
     "ring_slots": (2, 1024),
     "ring_slot_kb": (512, 262144),
+    "report_seconds": (0, 86400),
     "scan_window": (1, 3600),
     "port_scan_threshold": (1, 1024),
     "udp_scan_threshold": (1, 1024),

@@ -14,7 +14,7 @@ import logging
 import mmap
 import select
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,7 @@ PCAP_MAGICS = {
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PCAP_HEADER = 24
 _RECORD_HEADER = 16
+_EIGHT = np.arange(8, dtype=np.int64)
 
 
 class CaptureError(Exception):
@@ -86,16 +87,17 @@ class _PcapLengths:
         self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         self._data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
         self._order = order
+        self._dtype = np.dtype(f"{order}u4")
         self._pos = _PCAP_HEADER
         self._released = 0
 
     def take(self, caplen: np.ndarray) -> np.ndarray:
         steps = caplen.astype(np.int64) + _RECORD_HEADER
         starts = self._pos + np.concatenate(([0], np.cumsum(steps)[:-1]))
-        file_caplen = self._field(starts + 8)
-        if np.array_equal(file_caplen, caplen):
+        fields = self._fields(starts + 8)  # (included length, original length) of each record
+        if np.array_equal(fields[:, 0], caplen):
             self._pos = int(starts[-1] + steps[-1]) if len(starts) else self._pos
-            lengths = self._field(starts + 12)
+            lengths = np.ascontiguousarray(fields[:, 1])
         else:
             lengths = self._walk(len(caplen))
         self._release_read_pages()
@@ -108,13 +110,11 @@ class _PcapLengths:
             self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
             self._released = done
 
-    def _field(self, at: np.ndarray) -> np.ndarray:
-        """The u32 at each file offset (4 byte gathers; offsets need no alignment)."""
-        d = self._data
-        b = [np.take(d, at + k, mode="clip").astype(np.uint32) for k in range(4)]
-        if self._order == "<":
-            return b[0] | b[1] << 8 | b[2] << 16 | b[3] << 24
-        return b[3] | b[2] << 8 | b[1] << 16 | b[0] << 24
+    def _fields(self, at: np.ndarray) -> np.ndarray:
+        """The two u32 at each file offset, as (n, 2): one gather of 8 bytes per record (offsets
+        need no alignment), then a view in the file's byte order."""
+        raw = np.take(self._data, at[:, None] + _EIGHT, mode="clip")
+        return raw.view(self._dtype).reshape(-1, 2)
 
     def _walk(self, n: int) -> np.ndarray:
         """Record by record, for files whose records libpcap shortened (caplen > snaplen)."""
@@ -287,9 +287,10 @@ class LiveCapture:
         self._wait_ms = timeout_ms
         self.linktype = cap.datalink()
 
-    def batches(self, max_packets: int = 4096) -> Iterator[Batch]:
+    def batches(self, max_packets: int = 4096, idle: Callable[[], None] | None = None) -> Iterator[Batch]:
         """Until `stop()`. libpcap is read without blocking and the wait happens in `poll`,
-        which Python interrupts for signals: an idle link never makes Ctrl-C wait."""
+        which Python interrupts for signals: an idle link never makes Ctrl-C wait. `idle` runs
+        after every empty wait, so periodic work goes on when no packet comes."""
         while not self._stopped:
             packets, packed = self._cap.next_batch(max_packets)
             if packed:
@@ -297,6 +298,8 @@ class LiveCapture:
                 yield Batch(self.linktype, meta, meta[:, 3].copy(), packets)
             else:
                 self._poll.poll(self._wait_ms)
+                if idle is not None:
+                    idle()
 
     def stop(self) -> None:
         self._stopped = True

@@ -1,4 +1,4 @@
-"""A process and its descendants, and what they cost (PSS), read from /proc.
+"""A process and its descendants, and what they cost (PSS, CPU time), read from /proc.
 
 PSS splits shared pages among the processes that map them, so the sum over the sensor's tree
 is what the sensor really costs: the measure `maltrail bench` and the memory benchmark report.
@@ -51,3 +51,16 @@ def pss_kb(pid: int) -> int:
 
 def tree_pss_kb(pid: int) -> dict[int, int]:
     return {p: pss_kb(p) for p in [pid, *descendants(pid)]}
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
+    """User + system CPU of a process (or of one of its threads); None once it has gone."""
+    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15)

@@ -5,7 +5,8 @@ segment, starts the workers and the aggregator, feeds the rings, and checks afte
 that all its children are alive. A child that dies stops the sensor loudly (a sensor that runs
 blind is worse than one that stops). Ctrl-C and SIGTERM stop capturing, drain what is already
 in the rings, and print the summary; a second Ctrl-C abandons the drain. Segments are unlinked on
-every path out.
+every path out. While capturing it publishes libpcap's kernel counts for the status file and,
+live (or when asked), prints a one-line report every few seconds.
 """
 
 from __future__ import annotations
@@ -14,23 +15,26 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TextIO
 
 from engine.aggregator import run_aggregator
-from engine.capture import Dispatcher
+from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
 from engine.config import ConfigError, SensorConfig
 from engine.heuristics import HeuristicSettings
 from engine.index.build import build_index_file
 from engine.index.fileformat import is_index_file
+from engine.livestats import CaptureSource, StatusError, read_status, report_line
 from engine.pcapio import Batch, LiveCapture, read_batches
 from engine.resources import data_file
+from shm.counters import SharedCounters, create_counters
 from shm.ring import Ring, create_ring
 from shm.segments import SegmentOwner
 from workers.payload import DetectionSettings
@@ -38,6 +42,7 @@ from workers.worker import run_worker
 
 RESULT_SLOTS = 8
 RESULT_SLOT_BYTES = 1 << 20
+KERNEL_STATS_SECONDS = 0.5  # how often libpcap's counts are published for the status file
 
 
 class SensorError(Exception):
@@ -54,22 +59,35 @@ class Summary:
     capture_dropped: int
     kernel: tuple[int, int, int] | None
     interrupted: bool
+    captured: int = 0
+    offered_pps: float | None = None
 
     @property
     def packets(self) -> int:
         return int(self.status["counters"].get("packets", 0))
 
+    @property
+    def ring_drops(self) -> list[int]:
+        return [int(r["dropped_packets"]) for r in self.status["rings"]]
+
     def lines(self) -> list[str]:
         c = self.status["counters"]
         per_worker = ", ".join(f"w{i}={n}" for i, n in enumerate(self.status["per_worker_packets"]))
-        ring_drops = sum(r["dropped_packets"] for r in self.status["rings"])
+        ring_drops = " ".join(f"w{i}={n}" for i, n in enumerate(self.ring_drops))
         pps = self.packets / self.wall_seconds if self.wall_seconds > 0 else 0.0
         out = [
             "summary:" + (" (interrupted)" if self.interrupted else ""),
             f"  packets      {self.packets}",
+            f"  captured     {self.captured}"
+            + (f" (offered at {self.offered_pps:,.0f} packets/s)" if self.offered_pps else ""),
             f"  bytes        {c.get('bytes', 0)}",
             f"  per worker   {per_worker}",
-            f"  drops        {ring_drops} (ring)"
+        ]
+        if self.kernel:
+            out.append(f"  kernel       received {self.kernel[0]}, dropped {self.kernel[1]}, "
+                       f"interface dropped {self.kernel[2]} (libpcap's counts)")
+        out += [
+            f"  drops        {sum(self.ring_drops)} (ring: {ring_drops})"
             + (f", {self.kernel[1]} (kernel), {self.kernel[2]} (interface)" if self.kernel else ""),
             f"  events       {self.status['events_written']} written, {self.status['events_suppressed']} "
             f"collapsed as duplicates, {self.status['events_whitelisted']} whitelisted, "
@@ -79,6 +97,68 @@ class Summary:
             f"  packets/s    {pps:,.0f}",
         ]
         return out
+
+
+class RunMonitor(Protocol):
+    """Hooks for `maltrail bench`: the processes once ready, progress, the end of the drain."""
+
+    def started(self, pids: dict[str, int]) -> None: ...
+
+    def progress(self, captured: int) -> None: ...
+
+    def drained(self) -> None: ...
+
+
+@dataclass
+class Periodic:
+    """What the capture loop does every so often, between batches and on an idle link: publish
+    libpcap's kernel counts (the aggregator copies them into the status file), check the
+    children, and print the one-line report every `report_seconds` (0: never)."""
+
+    counters: SharedCounters
+    supervisor: Supervisor
+    status_path: Path
+    live: LiveCapture | None = None
+    report_seconds: float = 0.0
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    _next_kernel: float = 0.0
+    _next_report: float = 0.0
+    _previous: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        now = time.monotonic()
+        self._next_kernel = now
+        self._next_report = now + self.report_seconds
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_kernel:
+            self._next_kernel = now + KERNEL_STATS_SECONDS
+            self.publish_kernel()
+        if self.report_seconds and now >= self._next_report:
+            self._next_report = now + self.report_seconds
+            self.report()
+
+    def idle(self) -> None:
+        self.supervisor.check()
+        self()
+
+    def publish_kernel(self) -> tuple[int, int, int] | None:
+        if self.live is None:
+            return None
+        recv, drop, ifdrop = self.live.stats()
+        self.counters.set(kernel_received=recv, kernel_dropped=drop, kernel_ifdropped=ifdrop, kernel_valid=1)
+        return recv, drop, ifdrop
+
+    def report(self) -> None:
+        try:
+            status = read_status(self.status_path)
+        except StatusError:  # nothing published yet
+            return
+        if self._previous is not None and status["updated"] <= self._previous["updated"]:
+            return
+        print(report_line(self._previous, status), file=self.out, flush=True)
+        self._previous = status
 
 
 def detection_settings(cfg: SensorConfig) -> DetectionSettings:
@@ -178,13 +258,23 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = None) -> Summary:
-    """Run the full pipeline over capture files (in order) or a live interface."""
+def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = None, *,
+               report_seconds: float | None = None, offered_pps: float | None = None,
+               monitor: RunMonitor | None = None) -> Summary:
+    """Run the full pipeline over capture files (in order) or a live interface.
+
+    `report_seconds` overrides `[sensor] report_seconds` and applies to replays too (which are
+    quiet otherwise). `offered_pps` replays the files as a busy link: packets released at that
+    rate, and a full ring drops the batch and counts it, as in live capture."""
     if bool(captures) == bool(interface):
         raise ConfigError("give capture files (-r) or an interface (-i / [sensor] interface), not both or none")
+    if offered_pps is not None and (interface or offered_pps <= 0):
+        raise ConfigError("an offered rate applies to capture files only, and must be > 0 packets/s")
     for path in captures:
         if not Path(path).is_file():
             raise SensorError(f"{path}: capture file not found")
+    if report_seconds is None:
+        report_seconds = cfg.report_seconds if interface else 0
     started = time.monotonic()
     log_dir = Path(cfg.log_dir).expanduser()
     try:
@@ -198,6 +288,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     procs: list[BaseProcess] = []
     rings: list[Ring] = []
     live: LiveCapture | None = None
+    counters: SharedCounters | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="maltrail-") as work:
             index_path = prepare_index(cfg, Path(work))
@@ -205,6 +296,10 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             slots = max(2, cfg.ring_slots // cfg.workers)  # a total budget: memory flat in workers
             in_specs = [create_ring(owner, f"in{w}", slots, cfg.ring_slot_kb * 1024) for w in range(cfg.workers)]
             out_specs = [create_ring(owner, f"out{w}", RESULT_SLOTS, RESULT_SLOT_BYTES) for w in range(cfg.workers)]
+            source = CaptureSource(create_counters(owner, "capture", CAPTURE_FIELDS), interface,
+                                   tuple(str(p) for p in captures))
+            counters = SharedCounters(source.counters)
+            counters.set(offered_pps=int(offered_pps or 0))
             receiver, sender = ctx.Pipe(duplex=False)
             ready = ctx.Semaphore(0)
             me = os.getpid()
@@ -214,14 +309,16 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                                                detection_settings(cfg))))
             procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
                 str(index_path), out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
-                str(status_path), me, sender, ready, heuristic_settings(cfg))))
+                str(status_path), me, sender, ready, heuristic_settings(cfg), source)))
             _start_ignoring_sigint(procs)
             supervisor = Supervisor(procs)
             rings = [Ring(s) for s in in_specs]
-            dispatcher = Dispatcher(rings, live=interface is not None, idle=supervisor.check)
+            drop_when_full = interface is not None or offered_pps is not None
+            dispatcher = Dispatcher(rings, live=drop_when_full, idle=supervisor.check, counters=counters)
             if interface:  # opened before waiting, so a capture error is reported at once
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
                                    buffer_size=cfg.capture_buffer_mb << 20)
+            periodic = Periodic(counters, supervisor, status_path, live, report_seconds)
             capture_started = time.monotonic()
             interrupted = False
             try:  # from here on, Ctrl-C means: stop capturing, drain, summarise
@@ -229,25 +326,41 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                     while not ready.acquire(timeout=0.2):
                         supervisor.check()
                 capture_started = time.monotonic()
-                batches = live.batches(cfg.batch_packets) if live else _file_batches(captures, cfg.batch_packets)
+                periodic.start()
+                if monitor is not None:
+                    monitor.started({p.name: p.pid for p in procs if p.pid is not None})
+                if live:
+                    batches = live.batches(cfg.batch_packets, periodic.idle)
+                elif offered_pps:
+                    batches = paced(_file_batches(captures, cfg.batch_packets), offered_pps, cfg.batch_packets)
+                else:
+                    batches = _file_batches(captures, cfg.batch_packets)
                 for batch in batches:
                     dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
                     supervisor.check()
+                    periodic()
+                    if monitor is not None:
+                        monitor.progress(dispatcher.packets)
             except KeyboardInterrupt:
                 interrupted = True
-            kernel = live.stats() if live else None
+            kernel = periodic.publish_kernel()  # final figures, before the aggregator's final status
             try:
                 status = _drain(dispatcher, receiver, supervisor, procs[-1])
             except KeyboardInterrupt:  # a first Ctrl-C while draining: keep draining
                 interrupted = True
                 status = _drain(dispatcher, receiver, supervisor, procs[-1])
             wall = time.monotonic() - capture_started
+            if monitor is not None:
+                monitor.drained()
             supervisor.stop()
-            return Summary(status, wall, capture_started - started, dispatcher.dropped, kernel, interrupted)
+            return Summary(status, wall, capture_started - started, dispatcher.dropped, kernel, interrupted,
+                           dispatcher.packets, offered_pps)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
         if live is not None:
             live.close()
+        if counters is not None:
+            counters.close()
         for ring in rings:
             ring.close()
         for p in procs:

@@ -5,6 +5,7 @@ tcpdump, Wireshark - reads them the way it would read real traffic. `mixed_captu
 realistic capture fast: each flow kind is built once per call as a few dozen templates with the
 builders, then replayed with other addresses and ephemeral ports patched in and the checksums
 updated incrementally (RFC 1624), so the per-packet cost is a handful of slice assignments.
+`MIXES` names the traffic mixes `maltrail bench` offers (flow kinds and their weights).
 """
 
 from __future__ import annotations
@@ -407,10 +408,12 @@ def _syn_options(mss: int, rng: Random) -> bytes:
     return struct.pack("!BBHBBBBIIBBBB", 2, 4, mss, 4, 2, 8, 10, rng.getrandbits(32), 0, 1, 3, 3, 7)
 
 
-def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, bytes]], rng: Random) -> list[_Packet]:
-    """Handshake, `messages` segmented at the MSS with delayed ACKs, then a FIN exchange."""
+def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, bytes]], rng: Random,
+              mss: int = 0, ack_every: int = 2) -> list[_Packet]:
+    """Handshake, `messages` segmented at the MSS with an ACK every `ack_every` segments (2: delayed
+    ACKs; more: a GRO receiver's stretch ACKs), then a FIN exchange."""
     v6 = ":" in a
-    build, mss = (tcp6, 1440) if v6 else (tcp4, 1460)
+    build, mss = (tcp6, mss or 1440) if v6 else (tcp4, mss or 1460)
     ends = ((a, b, sport, dport), (b, a, dport, sport))
     seq = [rng.getrandbits(32), rng.getrandbits(32)]
     out: list[_Packet] = []
@@ -429,7 +432,7 @@ def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, 
         for k, segment in enumerate(segments):
             last = k == len(segments) - 1
             send(d, ACK | (PSH if last else 0), segment)
-            if last or k % 2:
+            if last or k % ack_every == ack_every - 1:
                 send(1 - d, ACK)
     send(0, FIN | ACK)
     send(1, FIN | ACK)
@@ -437,10 +440,28 @@ def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, 
     return out
 
 
+# Flow kinds and their weights (per flow, not per packet) for each traffic mix. `mixed` is the
+# realistic default: ~300-byte mean frame, ~25 % DNS. The others stress one cost: big frames
+# (`bulk`: 1,400-byte data frames and a GRO receiver's stretch ACKs), payload inspection
+# (`dns-heavy`, `http-heavy`), or per-packet overhead with nothing to inspect (`syn-flood`).
+MIXES: dict[str, dict[str, int]] = {
+    "mixed": {"dns4": 115, "dns6": 10, "http": 8, "tls4": 11, "tls6": 2, "quic4": 4, "quic6": 1, "scan": 70,
+              "ntp": 12, "syslog": 20, "ping": 10},
+    "bulk": {"bulk": 30, "dns4": 10, "tls4": 2},
+    "dns-heavy": {"dns4": 200, "dns6": 25, "http": 2, "tls4": 3, "scan": 10, "ntp": 5, "ping": 2},
+    "http-heavy": {"http": 60, "dns4": 20, "tls4": 4, "scan": 4},
+    "syn-flood": {"synflood": 400, "dns4": 10, "tls4": 1},
+}
+BULK_FRAME = 1400
+_BULK_ACK_EVERY = 16
+_BULK_TEMPLATES = 16
+
+
 class _Mix:
     """State of one `mixed_capture` call: seeded RNG, address pools and flow templates."""
 
-    def __init__(self, seed: int, trail_ips: Sequence[str], link: _Link, ethernet_link: bool) -> None:
+    def __init__(self, seed: int, trail_ips: Sequence[str], link: _Link, ethernet_link: bool,
+                 weights: dict[str, int] | None = None) -> None:
         self.rng = rng = Random(seed)
         self.trail_ips = list(trail_ips)
         self.stats = _Stats(trail_syns=dict.fromkeys(trail_ips, 0), trail_syns_from=dict.fromkeys(trail_ips, 0),
@@ -457,20 +478,30 @@ class _Mix:
         self.resolvers6 = [_addr("fd00:10::53")]
         self.collectors = [_addr("10.0.0.10")]
         c4, c6, s4, s6 = "10.0.0.1", "fd00:10::1", "93.184.216.34", "2606:2800:220:1::1"
-        # (weight, templates, initiators, responders); weights give a ~300-byte mean frame
-        self.kinds = [
-            (115, self._templates(lambda p: self._dns(c4, "10.0.0.53", p)), self.clients4, self.resolvers4),
-            (10, self._templates(lambda p: self._dns(c6, "fd00:10::53", p)), self.clients6, self.resolvers6),
-            (8, self._templates(lambda p: self._http(c4, s4, p)), self.clients4, self.servers4),
-            (11, self._templates(lambda p: self._tls(c4, s4, p)), self.clients4, self.servers4),
-            (2, self._templates(lambda p: self._tls(c6, s6, p)), self.clients6, self.servers6),
-            (4, self._templates(lambda p: self._quic(c4, s4, p)), self.clients4, self.servers4),
-            (1, self._templates(lambda p: self._quic(c6, s6, p)), self.clients6, self.servers6),
-            (70, self._templates(lambda p: self._scan(s4, c4, p)), self.servers4, self.clients4),
-            (12, self._templates(lambda p: self._ntp(c4, s4, p)), self.clients4, self.servers4),
-            (20, self._templates(lambda p: self._syslog(c4, "10.0.0.10", p)), self.clients4, self.collectors),
-            (10, self._templates(lambda p: self._ping(c4, s4)), self.clients4, self.servers4),
-        ]
+        weights = MIXES["mixed"] if weights is None else weights
+        spoofed = (self._pool(4096, avoid, lambda: str(ipaddress.IPv4Address(rng.getrandbits(32))))
+                   if weights.get("synflood") else [])
+        kinds: dict[str, tuple[Callable[[int], list[_Packet]], list[bytes], list[bytes], int]] = {
+            "dns4": (lambda p: self._dns(c4, "10.0.0.53", p), self.clients4, self.resolvers4, _TEMPLATES),
+            "dns6": (lambda p: self._dns(c6, "fd00:10::53", p), self.clients6, self.resolvers6, _TEMPLATES),
+            "http": (lambda p: self._http(c4, s4, p), self.clients4, self.servers4, _TEMPLATES),
+            "tls4": (lambda p: self._tls(c4, s4, p), self.clients4, self.servers4, _TEMPLATES),
+            "tls6": (lambda p: self._tls(c6, s6, p), self.clients6, self.servers6, _TEMPLATES),
+            "quic4": (lambda p: self._quic(c4, s4, p), self.clients4, self.servers4, _TEMPLATES),
+            "quic6": (lambda p: self._quic(c6, s6, p), self.clients6, self.servers6, _TEMPLATES),
+            "scan": (lambda p: self._scan(s4, c4, p), self.servers4, self.clients4, _TEMPLATES),
+            "ntp": (lambda p: self._ntp(c4, s4, p), self.clients4, self.servers4, _TEMPLATES),
+            "syslog": (lambda p: self._syslog(c4, "10.0.0.10", p), self.clients4, self.collectors, _TEMPLATES),
+            "ping": (lambda p: self._ping(c4, s4), self.clients4, self.servers4, _TEMPLATES),
+            "bulk": (lambda p: self._bulk(c4, s4, p), self.clients4, self.servers4, _BULK_TEMPLATES),
+            "synflood": (lambda p: self._syn(s4, c4, p), spoofed, self.servers4, _TEMPLATES),
+        }
+        unknown = set(weights) - set(kinds)
+        if unknown:
+            raise ValueError(f"unknown flow kind {sorted(unknown)[0]!r}")
+        # (weight, templates, initiators, responders), built in this order so a mix is deterministic
+        self.kinds = [(weights[name], self._templates(build, count), initiators, responders)
+                      for name, (build, initiators, responders, count) in kinds.items() if weights.get(name)]
         self.cum_weights = list(accumulate(kind[0] for kind in self.kinds))
 
     def _pool(self, size: int, avoid: set[ipaddress.IPv4Address | ipaddress.IPv6Address],
@@ -491,9 +522,9 @@ class _Mix:
             return ethernet(l3, src_mac=DEFAULT_HOST_MAC, dst_mac=DEFAULT_ROUTER_MAC)
         return ethernet(l3, src_mac=DEFAULT_ROUTER_MAC, dst_mac=DEFAULT_HOST_MAC)
 
-    def _templates(self, build: Callable[[int], list[_Packet]]) -> list[_Template]:
+    def _templates(self, build: Callable[[int], list[_Packet]], count: int = _TEMPLATES) -> list[_Template]:
         out = []
-        for _ in range(_TEMPLATES):
+        for _ in range(count):
             port = self._eph()
             out.append(_template(self._frame, build(port), port))
         return out
@@ -582,6 +613,20 @@ class _Mix:
                    window=1024, options=b"\x02\x04\x05\xb4")
         return [(syn, 0)] * self.rng.choice((1, 1, 2))  # no answer; sometimes one retransmission
 
+    def _syn(self, source: str, target: str, port: int) -> list[_Packet]:
+        """A flood SYN as tools send it: no options, small window, never answered."""
+        dport = 80 if self.rng.random() < 0.7 else 443
+        return [(tcp4(source, target, port, dport, SYN, seq=self.rng.getrandbits(32), window=512), 0)]
+
+    def _bulk(self, client: str, server: str, port: int) -> list[_Packet]:
+        """A long download over TLS: data frames of exactly BULK_FRAME bytes on Ethernet."""
+        rng = self.rng
+        mss = BULK_FRAME - 14 - 20 - 20  # Ethernet, IPv4 and option-less TCP headers
+        size = mss * rng.randint(64, 256)
+        records = b"".join(_tls_record(0x17, rng.randbytes(16384)) for _ in range(size // 16389 + 1))
+        messages = [(0, tls_client_hello(self._name())), (1, records[:size])]  # the flow ends mid-record
+        return _tcp_flow(client, server, port, 443, messages, rng, mss=mss, ack_every=_BULK_ACK_EVERY)
+
     def _ntp(self, client: str, server: str, port: int) -> list[_Packet]:
         stamp = self.rng.randbytes(8)
         request = b"\x23" + bytes(39) + stamp
@@ -650,8 +695,9 @@ class _Mix:
 
 
 def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequence[str] = (),
-                  linktype: int = 1) -> dict:
-    """Write `packets` frames of realistic interleaved traffic to a classic pcap file.
+                  linktype: int = 1, mix: str = "mixed") -> dict:
+    """Write `packets` frames of realistic interleaved traffic (of one of the `MIXES`) to a classic
+    pcap file.
 
     Deterministic for a seed. ~0.5 % of flows involve `trail_ips` (SYNs and UDP to them, some SYNs
     from them). The file is assembled in memory chunks and written in a few large writes, which is
@@ -664,9 +710,11 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
     links = {dlt: wrap for dlt, wrap in LINKTYPES.values()}
     if linktype not in links:
         raise ValueError(f"unsupported linktype {linktype}; one of {sorted(links)}")
-    mix = _Mix(seed, trail_ips, links[linktype], linktype == 1)
-    rand, pack = mix.rng.random, struct.Struct("<IIII").pack
-    flows = [mix.new_flow(i) for i in range(_CONCURRENT)]
+    if mix not in MIXES:
+        raise ValueError(f"unknown traffic mix {mix!r}; one of {', '.join(MIXES)}")
+    flows_mix = _Mix(seed, trail_ips, links[linktype], linktype == 1, MIXES[mix])
+    rand, pack = flows_mix.rng.random, struct.Struct("<IIII").pack
+    flows = [flows_mix.new_flow(i) for i in range(_CONCURRENT)]
     started, ts, total, written = _CONCURRENT, _T0_US, 0, 0
     chunk: list[bytes] = []
     with open(path, "wb") as f:
@@ -675,7 +723,7 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
             slot = int(rand() * _CONCURRENT)
             frame = next(flows[slot], None)
             if frame is None:
-                flows[slot] = mix.new_flow(started)
+                flows[slot] = flows_mix.new_flow(started)
                 started += 1
                 continue
             ts += 1 + int(-_MEAN_GAP_US * log(1.0 - rand()))  # exponential gaps: bursty like real links
@@ -687,7 +735,7 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
                 f.write(b"".join(chunk))
                 chunk.clear()
         f.write(b"".join(chunk))
-    stats = mix.stats
+    stats = flows_mix.stats
     return {"packets": written, "bytes": total, "mean_frame": total / written if written else 0.0,
             "flows": stats.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
             "trail_udp": stats.trail_udp}

@@ -152,6 +152,10 @@ class Ring:
                 return b"".join(parts)
 
     # ---- statistics ----------------------------------------------------------------------
+    def consumed(self) -> int:
+        """Slots the consumer has released so far."""
+        return int(self._hdr[_CONSUMED])
+
     def stats(self) -> dict[str, int]:
         published = int(self._hdr[_PUBLISHED])
         consumed = int(self._hdr[_CONSUMED])
