@@ -24,11 +24,11 @@ from engine.eventlog import DailyLog, Event
 from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.mapped import TrailIndex
 from engine.livestats import CaptureSource, CaptureStatus
+from engine.proctree import pid_alive
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
 from workers.observe import TCP_SCANS, TICK, UDP_SCANS
 from workers.payload import OBS_DNS_QUERY, OBS_NXDOMAIN, OBS_WEB
-from workers.worker import sensor_alive
 
 POLL_SECONDS = 0.002
 STATUS_SECONDS = 1.0
@@ -208,7 +208,7 @@ def run_aggregator(
                 last_status = now
                 _write_json(Path(status_path), status(False))
             if not got:
-                if not sensor_alive(parent_pid):
+                if not pid_alive(parent_pid):
                     return
                 time.sleep(POLL_SECONDS)
         final = status(True)

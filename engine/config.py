@@ -96,19 +96,25 @@ def _check_type(section: str, key: str, value: Any, expected: Any) -> None:
             raise ConfigError(f"{where}: {value} is out of range ({lo}..{hi})")
 
 
+def _section_items(data: dict[str, Any], name: str, cls: type, source: str) -> list[tuple[str, Any, str]]:
+    """(key, value, declared type) of a section's entries; a key the dataclass lacks is refused."""
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    types = {f.name: str(f.type) for f in fields(cls)}
+    for key in section:
+        if key not in types:
+            raise ConfigError(f"{source}: [{name}] {key}: unknown key")
+    return [(key, value, types[key]) for key, value in section.items()]
+
+
 def sensor_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> SensorConfig:
     unknown_sections = set(data) - {"sensor", "server"}
     if unknown_sections:
         raise ConfigError(f"{source}: unknown section [{sorted(unknown_sections)[0]}]")
-    section = data.get("sensor", {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{source}: [sensor] must be a table")
     cfg = SensorConfig()
-    types = {f.name: f.type for f in fields(SensorConfig)}
-    for key, value in section.items():
-        if key not in types:
-            raise ConfigError(f"{source}: [sensor] {key}: unknown key")
-        expected = {"str": str, "int": int, "bool": bool}.get(str(types[key]), list)
+    for key, value, declared in _section_items(data, "sensor", SensorConfig, source):
+        expected = {"str": str, "int": int, "bool": bool}.get(declared, list)
         _check_type("sensor", key, value, expected)
         if key == "disabled_heuristics":
             unknown = [v for v in value if v not in HEURISTIC_NAMES]
@@ -169,20 +175,14 @@ _SERVER_LIMITS: dict[str, tuple[int, int]] = {
 
 def server_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> ServerConfig:
     """Types and ranges here; listen addresses and severity regexes are checked by `webui.settings`."""
-    section = data.get("server", {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{source}: [server] must be a table")
     cfg = ServerConfig()
-    types = {f.name: f.type for f in fields(ServerConfig)}
-    for key, value in section.items():
-        if key not in types:
-            raise ConfigError(f"{source}: [server] {key}: unknown key")
+    for key, value, declared in _section_items(data, "server", ServerConfig, source):
         where = f"{source}: [server] {key}"
         if key == "severity_rules":
             if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
                 raise ConfigError(f"{where}: expected a list of tables")
         else:
-            expected = {"str": str, "int": int}.get(str(types[key]), list)
+            expected = {"str": str, "int": int}.get(declared, list)
             try:
                 _check_type("server", key, value, expected)
             except ConfigError as exc:

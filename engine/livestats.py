@@ -10,12 +10,12 @@ sensor's periodic one-line report and `maltrail status`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.proctree import pid_alive
 from shm.counters import CountersSpec, SharedCounters
 
 STALE_SECONDS = 10.0  # the aggregator writes every second; this long without an update means stuck
@@ -100,16 +100,6 @@ def read_status(path: Path) -> dict[str, Any]:
     return data
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sensor_state(status: dict[str, Any], now: float | None = None) -> tuple[str, str]:
     """("running" | "stopped" | "stale", why): from the final flag, pid liveness and update age."""
     now = time.time() if now is None else now
@@ -117,7 +107,7 @@ def sensor_state(status: dict[str, Any], now: float | None = None) -> tuple[str,
     pid = int(status.get("sensor_pid") or status.get("pid") or 0)
     if status.get("final"):
         return "stopped", f"sensor finished {_ago(age)}"
-    if pid and not _pid_alive(pid):
+    if pid and not pid_alive(pid):
         return "stale", f"sensor pid {pid} is gone (killed?), last update {_ago(age)}"
     if age > STALE_SECONDS:
         return "stale", f"no update for {age:.0f} s (sensor pid {pid} alive but not publishing)"

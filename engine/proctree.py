@@ -10,6 +10,22 @@ import os
 from pathlib import Path
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether the process runs. `kill(pid, 0)` also succeeds on a zombie (dead, not yet reaped
+    by its parent), which must count as gone: workers outliving a killed sensor hold its pipes."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return True  # no /proc entry to read: trust kill()
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] != b"Z"
+
+
 def children(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):

@@ -7,7 +7,6 @@ sensor never leaves workers (or their shared memory) behind.
 
 from __future__ import annotations
 
-import os
 import pickle
 import time
 from multiprocessing.synchronize import Semaphore
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.index.mapped import TrailIndex
+from engine.proctree import pid_alive
 from shm.packets import read_batch
 from shm.ring import FLAG_EOF, Ring, RingSpec
 from workers.batch import SUPPORTED_LINKTYPES, Parsed, parse_batch
@@ -47,19 +47,8 @@ def batch_counters(parsed_version: np.ndarray, malformed: np.ndarray, wirelen: n
     }
 
 
-def sensor_alive(pid: int) -> bool:
-    """Workers are forked by a fork server, so the sensor is not their parent: ask for its pid."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _check_parent(parent_pid: int) -> None:
-    if not sensor_alive(parent_pid):
+    if not pid_alive(parent_pid):  # workers are forked by a fork server: the sensor is not their parent
         raise ParentGone(3)
 
 
