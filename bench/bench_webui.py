@@ -118,6 +118,11 @@ def test_first_page_of_a_million_event_day(benchmark, big_day: Path) -> None:
         with opener.open(f"{url}api/threats?from={DAY}&to={DAY}&q=port:443%20info:malware", timeout=30) as resp:
             json.loads(resp.read())
         print(f"  with an event-level search (raw events): {(time.perf_counter() - started) * 1000:.0f} ms")
+        for path in (f"api/stats?from={DAY}", f"api/stats?from={DAY}&q=proto:tcp", f"api/days?from={DAY}"):
+            started = time.perf_counter()
+            with opener.open(url + path, timeout=30) as resp:
+                json.loads(resp.read())
+            print(f"  /{path}: {(time.perf_counter() - started) * 1000:.0f} ms")
         scoped = _login(url, "scoped", "scoped-password-1")
         started = time.perf_counter()
         with scoped.open(page_url, timeout=30) as resp:

@@ -250,6 +250,19 @@ def test_stats_follow_the_filtered_view(env: dict, admin: Client) -> None:
         sources.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
     status, udp = admin.get_json(f"/api/stats?from={REPLAY_DAY}&q=proto:udp")
     assert sum(p["count"] for p in udp["timeline"]) == sum(1 for r in log_rows if r[6] == "UDP")
+    for q in ("proto:tcp sev:high", "port:80 -src:10.0.0.0/17", "type:IP sev:medium"):
+        rows = _all_threats(admin, REPLAY_DAY, REPLAY_DAY, q)
+        status, body = admin.get_json(f"/api/stats?from={REPLAY_DAY}&q={quote(q)}")
+        assert sum(body["severity"].values()) == len(rows) > 0, q
+        assert sum(p["count"] for p in body["timeline"]) == sum(r["count"] for r in rows), q
+        assert body["top_sources"][0]["count"] == max(_src_counts(rows).values()), q
+
+
+def _src_counts(rows: list[dict]) -> Counter:
+    out: Counter = Counter()
+    for r in rows:
+        out[r["src_ip"]] += r["count"]
+    return out
 
 
 def _visible_to(scope: str, rows: list[list[str]]) -> list[list[str]]:

@@ -78,3 +78,26 @@ def test_user_commands(tmp_path: Path) -> None:
     users.write_text("{not json")
     done = run("list")
     assert done.returncode == 2 and "not a valid users file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_server_stops_cleanly_with_a_live_stream_open(tmp_path: Path) -> None:
+    import http.client
+
+    from webui_support import PASSWORDS, add_user, start_server
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    users = tmp_path / "users.json"
+    assert add_user(users, "admin", PASSWORDS["admin"]).returncode == 0
+    server = start_server(logs, users, wait_index=False)
+    client = Client(server)
+    assert client.login("admin") == 200
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    conn.request("GET", "/api/live", headers={"Cookie": client.cookie or "", "Host": f"localhost:{server.port}"})
+    stream = conn.getresponse()
+    assert stream.status == 200 and stream.readline() == b": connected\n"
+    server.proc.send_signal(signal.SIGTERM)
+    out, err = server.proc.communicate(timeout=30)
+    assert server.proc.returncode == 0 and "dashboard: stopped" in out and "Traceback" not in err
+    assert stream.read().strip() == b""  # a clean end of the chunked stream (no IncompleteRead)
+    conn.close()

@@ -318,6 +318,12 @@ def build_app(ctx: Context) -> web.Application:
         ctx.readers.close()
         ctx.ingester.close()
 
+    async def stopping(app: web.Application) -> None:
+        """Before aiohttp waits for open handlers: live streams and hunts end now."""
+        ctx.closing = True
+        ctx.notify()
+
+    app.on_shutdown.append(stopping)
     app.cleanup_ctx.append(background)
     return app
 

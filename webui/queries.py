@@ -10,6 +10,7 @@ grouped on the fly. Scope is exact: a threat whose source is in scope brings all
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -87,17 +88,25 @@ class View:
             params += sp + tp
         return sql, params
 
-    def filtered(self) -> tuple[str, list[object]]:
-        """`WITH ... f AS (...)`: the visible threats after suppressions and threat-level terms."""
-        rows, params = self.rows()
+    def filtered(self, grouped: list[tuple[int, int, int]] | None = None) -> tuple[str, list[object]]:
+        """`WITH ... f AS (...)`: the visible threats after suppressions and threat-level terms.
+        `grouped` ((threat, count, severity) already summed from the events) replaces the
+        grouping pass; first/last seen and the latest event are then not filled in."""
+        if grouped is None:
+            rows, params = self.rows()
+            head = (f"WITH rows({_ROW_NAMES}) AS ({rows}), "
+                    "g AS (SELECT threat, sum(cnt) AS cnt, min(first_seen) AS first_seen, max(last_seen) AS last_seen, "
+                    "max(sev) AS sev, max(last_event) AS last_event FROM rows GROUP BY threat), ")
+        else:
+            params = [json.dumps(grouped)]
+            head = ("WITH g(threat, cnt, first_seen, last_seen, sev, last_event) AS (SELECT "
+                    "json_extract(value, '$[0]'), json_extract(value, '$[1]'), 0, 0, json_extract(value, '$[2]'), 0 "
+                    "FROM json_each(?)), ")
         where = [] if self.query.include_suppressed else [
             "NOT EXISTS (SELECT 1 FROM st.suppressions s WHERE (s.src_ip = '' OR s.src_ip = t.src_ip) "
             "AND (s.trail = '' OR s.trail = t.trail))"]
         where += self.query.threat_sql
-        sql = (f"WITH rows({_ROW_NAMES}) AS ({rows}), "
-               "g AS (SELECT threat, sum(cnt) AS cnt, min(first_seen) AS first_seen, max(last_seen) AS last_seen, "
-               "max(sev) AS sev, max(last_event) AS last_event FROM rows GROUP BY threat), "
-               "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, COALESCE(tr.status, 'new') AS status, "
+        sql = (head + "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, COALESCE(tr.status, 'new') AS status, "
                "COALESCE(tr.note, '') AS note FROM g JOIN threats t ON t.id = g.threat "
                "LEFT JOIN st.triage tr ON tr.src_ip = t.src_ip AND tr.trail = t.trail"
                + (" WHERE " + " AND ".join(where) if where else "") + ") ")
@@ -198,9 +207,21 @@ def days(conn: sqlite3.Connection, view: View) -> list[dict[str, Any]]:
 
 
 def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
-    """Two passes whatever the search: the visible threats (top lists and severity split are
-    summed here), then hourly counts per (threat, day, type) kept for those threats."""
-    head, params = view.filtered()
+    """Timeline, top lists and severity split of the visible threats. With event terms, one pass
+    over the events gives both the per-hour counts and the per-threat sums the filters need."""
+    per_hour: dict[tuple[str, str], list[int]] = {}
+    if view.query.has_event_terms:
+        where, where_params = view.event_filter()
+        hours = conn.execute(f"SELECT e.threat, e.day, e.type, e.hour, count(*), max(e.sev) FROM events e "
+                             f"WHERE {where} GROUP BY e.threat, e.day, e.type, e.hour", where_params).fetchall()
+        sums: dict[int, list[int]] = {}
+        for threat, _, _, _, n, sev in hours:
+            total = sums.setdefault(threat, [0, 0])
+            total[0] += n
+            total[1] = max(total[1], sev)
+        head, params = view.filtered([(t, c, s) for t, (c, s) in sums.items()])
+    else:
+        head, params = view.filtered()
     visible: set[int] = set()
     sources: dict[str, int] = {}
     trails: dict[str, int] = {}
@@ -210,22 +231,18 @@ def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
         sources[src] = sources.get(src, 0) + cnt
         trails[trail] = trails.get(trail, 0) + cnt
         severity[NAMES.get(sev, "medium")] += 1
-    per_hour: dict[tuple[str, str], list[int]] = {}
-    if view.query.has_event_terms:  # raw events: count per hour (not 24 sums per event)
-        where, where_params = view.event_filter()
-        for threat, day, type_, hour, n in conn.execute(
-                f"SELECT e.threat, e.day, e.type, e.hour, count(*) FROM events e WHERE {where} "
-                "GROUP BY e.threat, e.day, e.type, e.hour", where_params):
+    if view.query.has_event_terms:
+        for threat, day, type_, hour, n, _ in hours:
             if threat in visible:
                 per_hour.setdefault((day, type_), [0] * 24)[hour] += n
     else:
         rows, row_params = view.rows()
-        for threat, day, type_, *hours in conn.execute(
+        for threat, day, type_, *counts in conn.execute(
                 f"WITH rows({_ROW_NAMES}) AS ({rows}) SELECT threat, day, type, "
                 f"{', '.join(f'sum({h})' for h in HOURS)} FROM rows GROUP BY threat, day, type", row_params):
             if threat in visible:
                 total = per_hour.setdefault((day, type_), [0] * 24)
-                for h, n in enumerate(hours):
+                for h, n in enumerate(counts):
                     total[h] += n
     timeline = []
     for (day, type_), hours in per_hour.items():
