@@ -228,11 +228,17 @@ class Heuristics:
     @staticmethod
     def _scans(acc: _Accumulator, tags: list[str], sources: list[Addr], targets: list, sports: list[int],
                firsts: list, values: list[tuple]) -> None:
-        items = acc.items
+        items, first, rank, over, limits = acc.items, acc.first, acc.rank, acc.over, acc.limits
+        max_keys, max_items = acc.max_keys, acc.max_items
         for tag, src, target, sport, x, vals in zip(tags, sources, targets, sports, firsts, values, strict=True):
             key = (tag, src, target)
-            if key not in items and len(items) < acc.max_keys and len(vals) <= acc.max_items:
-                acc.add_new(key, set(vals), (sport, x))  # the common case: a key new in this window
+            if key not in items and len(items) < max_keys and len(vals) <= max_items:
+                # The common case, inlined (`add_new`): a key new in this window.
+                bucket = items[key] = set(vals)
+                first[key] = (sport, x)
+                rank[key] = len(rank)
+                if len(bucket) > limits[tag]:
+                    over[key] = None
             else:
                 acc.add_many(key, vals, (sport, x))
 
