@@ -39,8 +39,7 @@ def test_aggregator_apply_and_write(benchmark, full_index: Path, mixed_pcap: Pat
 
     def fresh() -> tuple[tuple[Heuristics, EventPipeline], dict]:
         log_dir = workdir / f"aggregator-{next(rounds)}"
-        heuristics = Heuristics(HeuristicSettings(), index.is_whitelisted_ip, index.is_whitelisted_domain,
-                                lambda name: index.lookup_string(name) >= 0)
+        heuristics = Heuristics(HeuristicSettings(), index.is_whitelisted_ip)
         pipeline = EventPipeline(index, IgnoreRules.from_files([data_file("ignore_events.txt")]),
                                  DailyLog(log_dir, "bench"))
         return (heuristics, pipeline), {}
