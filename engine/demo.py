@@ -8,6 +8,7 @@ dashboard serves the replay's logs until Ctrl-C, printing its URL and a one-time
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 from engine.config import SensorConfig, ServerConfig
@@ -26,7 +27,8 @@ def run_demo(out: Path, packets: int, workers: int, listen: str | None = None) -
     index = out / "demo-trails.mtidx"
     logs = out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
-    info = mixed_capture(capture, packets, seed=7, trail_ips=DEMO_TRAIL_IPS)
+    # Stamped a few minutes ago, so that the dashboard's default view (today) shows the replay.
+    info = mixed_capture(capture, packets, seed=7, trail_ips=DEMO_TRAIL_IPS, start=time.time() - 300)
     print(f"generated {capture}: {info['packets']} packets, {info['bytes']} bytes")
     meta = build_index_file([str(data_file("demo_trails.csv"))], index)
     print(f"built {index}: {meta['counts']['entries']} demo trails")

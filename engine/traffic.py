@@ -695,15 +695,16 @@ class _Mix:
 
 
 def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequence[str] = (),
-                  linktype: int = 1, mix: str = "mixed") -> dict:
+                  linktype: int = 1, mix: str = "mixed", start: float = _T0_US / 1e6) -> dict:
     """Write `packets` frames of realistic interleaved traffic (of one of the `MIXES`) to a classic
     pcap file.
 
-    Deterministic for a seed. ~0.5 % of flows involve `trail_ips` (SYNs and UDP to them, some SYNs
-    from them). The file is assembled in memory chunks and written in a few large writes, which is
-    why this writes the pcap format itself instead of one call per frame. Returns `packets`, `bytes`
-    (sum of frame lengths), `mean_frame`, `flows`, `trail_syns` / `trail_syns_from` (SYN without ACK
-    to / from each trail IP) and `trail_udp` (UDP datagrams to each trail IP, never DNS).
+    Deterministic for a seed; the first packet is stamped `start` (epoch seconds). ~0.5 % of flows
+    involve `trail_ips` (SYNs and UDP to them, some SYNs from them). The file is assembled in memory
+    chunks and written in a few large writes, which is why this writes the pcap format itself
+    instead of one call per frame. Returns `packets`, `bytes` (sum of frame lengths), `mean_frame`,
+    `flows`, `trail_syns` / `trail_syns_from` (SYN without ACK to / from each trail IP) and
+    `trail_udp` (UDP datagrams to each trail IP, never DNS).
     """
     if packets < 0:
         raise ValueError("packets must be >= 0")
@@ -715,7 +716,7 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
     flows_mix = _Mix(seed, trail_ips, links[linktype], linktype == 1, MIXES[mix])
     rand, pack = flows_mix.rng.random, struct.Struct("<IIII").pack
     flows = [flows_mix.new_flow(i) for i in range(_CONCURRENT)]
-    started, ts, total, written = _CONCURRENT, _T0_US, 0, 0
+    started, ts, total, written = _CONCURRENT, int(start * 1e6), 0, 0
     chunk: list[bytes] = []
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))  # as engine.pcapio.PcapWriter
