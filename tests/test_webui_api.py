@@ -26,6 +26,7 @@ from webui_support import (
     Server,
     add_user,
     expected_threats,
+    logged_in,
     read_log,
     replay_capture,
     start_server,
@@ -67,16 +68,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture()
 def admin(env: dict) -> Client:
-    c = Client(env["server"])
-    assert c.login("admin") == 200
-    return c
+    return logged_in(env["server"], "admin")
 
 
 @pytest.fixture()
 def tenant(env: dict) -> Client:
-    c = Client(env["server"])
-    assert c.login("tenant") == 200
-    return c
+    return logged_in(env["server"], "tenant")
 
 
 def _rows(env: dict, day: str) -> list[list[str]]:
@@ -489,24 +486,18 @@ def test_index_is_rebuilt_from_the_logs(env: dict, tmp_path: Path) -> None:
     index_dir = tmp_path / "index"
     config = tmp_path / "m.toml"
     config.write_text(f'[server]\nindex_dir = "{index_dir}"\n')
-    for _ in range(2):  # first run builds a new index, the second reuses it
+    def threats_of_a_new_server() -> Counter:
         other = start_server(env["logs"], env["users"], "-c", str(config))
         try:
-            c = Client(other)
-            c.login("admin")
-            assert _counts(_all_threats(c, HAND_DAY, REPLAY_DAY)) == before
+            return _counts(_all_threats(logged_in(other, "admin"), HAND_DAY, REPLAY_DAY))
         finally:
             other.stop()
+
+    assert threats_of_a_new_server() == before  # builds a new index
+    assert threats_of_a_new_server() == before  # reuses it
     assert stat.S_IMODE(os.stat(index_dir).st_mode) == 0o700
     (index_dir / "index.sqlite").unlink()
-    other = start_server(env["logs"], env["users"], "-c", str(config))
-    try:
-        c = Client(other)
-        c.login("admin")
-        assert _counts(_all_threats(c, HAND_DAY, REPLAY_DAY)) == before
-    finally:
-        other.stop()
-
+    assert threats_of_a_new_server() == before
 
 def test_partial_hunt_is_reported_honestly(tmp_path: Path) -> None:
     """Two big days and a tiny budget: the first day is cut short and says so, the second is

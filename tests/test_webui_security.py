@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from webui_support import PASSWORDS, TENANT_SCOPE, Client, Server, add_user, start_server
+from webui_support import PASSWORDS, TENANT_SCOPE, Client, Server, add_user, logged_in, start_server
 
 DAY = "2023-11-13"
 LOG = "".join(line + "\n" for line in (
@@ -55,9 +55,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture()
 def admin(env: dict) -> Client:
-    c = Client(env["server"])
-    assert c.login("admin") == 200
-    return c
+    return logged_in(env["server"], "admin")
 
 
 def _spec_requests(spec: dict) -> list[tuple[str, str]]:

@@ -151,3 +151,10 @@ class Client:
         if status == 200:
             self.csrf = body["csrf"]
         return status
+
+
+def logged_in(server: Server, user: str) -> Client:
+    """A client with a session for `user` (whose password is the test's)."""
+    c = Client(server)
+    assert c.login(user) == 200
+    return c
