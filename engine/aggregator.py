@@ -27,7 +27,7 @@ from engine.livestats import CaptureSource, CaptureStatus
 from engine.proctree import pid_alive
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
-from workers.observe import TCP_SCANS, TICK, UDP_SCANS
+from workers.observe import PROBES, TICK
 from workers.payload import OBS_DNS_QUERY, OBS_NXDOMAIN, OBS_WEB
 
 POLL_SECONDS = 0.002
@@ -111,10 +111,8 @@ def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics,
             found = dns_query(*data)
             if found:
                 pipeline.process(found)
-        elif kind == TCP_SCANS:
-            h.tcp_scans(*data)
-        elif kind == UDP_SCANS:
-            h.udp_scans(*data)
+        elif kind == PROBES:
+            h.probes(*data)
         elif kind == "event":
             if len(data) == 1 or not h.suppressed(data[1]):
                 pipeline.process(data[:1])

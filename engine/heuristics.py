@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from engine.eventlog import Event
 from engine.ipaddr import Addr, addr_text
+from workers.batch import PROTO_TCP
 from workers.heuristics.dns_rules import dga_reason, looks_like_dnsbl_trail, nx_keys
 
 HEURISTIC_REF = "(heuristic)"
@@ -69,14 +70,19 @@ class _Accumulator:
     rank: dict[tuple, int] = field(default_factory=dict)
     over: dict[tuple, None] = field(default_factory=dict)
 
-    def add_new(self, key: tuple, bucket: set, probe: tuple) -> None:
-        """A key not in the window yet (the caller checked), with its first set."""
-        self.items[key] = bucket
-        self.first[key] = probe
-        self.rank[key] = len(self.rank)
-        self._check(key, bucket)
-
-    def _check(self, key: tuple, bucket: set) -> None:
+    def add(self, key: tuple, item: object, probe: tuple) -> None:
+        """One item for a key; the first probe of a key is kept for the report."""
+        bucket = self.items.get(key)
+        if bucket is None:
+            if len(self.items) >= self.max_keys:
+                return
+            bucket = self.items[key] = {item}
+            self.first[key] = probe
+            self.rank[key] = len(self.rank)
+        elif len(bucket) < self.max_items:
+            bucket.add(item)
+        else:
+            return
         if len(bucket) > self.limits.get(key[0], self.limit):
             self.over[key] = None
 
@@ -87,26 +93,6 @@ class _Accumulator:
             del self.over[k]
         keys.sort(key=self.rank.__getitem__)
         return keys
-
-    def add(self, key: tuple, item: object, probe: tuple) -> None:
-        self.add_many(key, (item,), probe)
-
-    def add_many(self, key: tuple, items: tuple, probe: tuple) -> None:
-        """Items in order, as if added one by one (the cap keeps the first ones)."""
-        bucket = self.items.get(key)
-        if bucket is None:
-            if len(self.items) >= self.max_keys:
-                return
-            bucket = set()
-            self.add_new(key, bucket, probe)
-        if len(bucket) + len(items) <= self.max_items:
-            bucket.update(items)
-        else:
-            for item in items:
-                if len(bucket) >= self.max_items:
-                    break
-                bucket.add(item)
-        self._check(key, bucket)
 
     def clear(self) -> None:
         self.items.clear()
@@ -212,35 +198,21 @@ class Heuristics:
         return self.local_prefix
 
     # ---- observations --------------------------------------------------------------------
-    def tcp_scans(self, tags: list[str], sources: list[Addr], targets: list, sports: list[int], firsts: list,
-                  values: list[tuple]) -> None:
-        """One segment's TCP groups (`workers.observe`): tag "p" keys (source, destination) with the
-        distinct ports probed, tag "i" keys (source, infection port) with the distinct targets SYNed;
-        with the first probe's source port and destination port (or target) for the report."""
-        if self.settings.use_heuristics:
-            self._scans(self.tcp, tags, sources, targets, sports, firsts, values)
-
-    def udp_scans(self, tags: list[str], sources: list[Addr], targets: list, sports: list[int], firsts: list,
-                  values: list[tuple]) -> None:
-        if self.settings.use_heuristics:
-            self._scans(self.udp, tags, sources, targets, sports, firsts, values)
-
-    @staticmethod
-    def _scans(acc: _Accumulator, tags: list[str], sources: list[Addr], targets: list, sports: list[int],
-               firsts: list, values: list[tuple]) -> None:
-        items, first, rank, over, limits = acc.items, acc.first, acc.rank, acc.over, acc.limits
-        max_keys, max_items = acc.max_keys, acc.max_items
-        for tag, src, target, sport, x, vals in zip(tags, sources, targets, sports, firsts, values, strict=True):
-            key = (tag, src, target)
-            if key not in items and len(items) < max_keys and len(vals) <= max_items:
-                # The common case, inlined (`add_new`): a key new in this window.
-                bucket = items[key] = set(vals)
-                first[key] = (sport, x)
-                rank[key] = len(rank)
-                if len(bucket) > limits[tag]:
-                    over[key] = None
+    def probes(self, protos: list[int], sources: list[Addr], targets: list[Addr], sports: list[int],
+               dports: list[int], syns: list[bool]) -> None:
+        """One segment's scan probes in capture order (`workers.observe`): TCP SYN/NULL/FIN/XMAS
+        count towards port scans, SYNs to infection ports towards infection sweeps, UDP towards
+        UDP scans."""
+        if not self.settings.use_heuristics:
+            return
+        tcp, udp = self.tcp.add, self.udp.add
+        for proto, src, dst, sport, dport, syn in zip(protos, sources, targets, sports, dports, syns, strict=True):
+            if proto == PROTO_TCP:
+                tcp(("p", src, dst), dport, (sport, dport))
+                if syn and dport in INFECTION_PORTS:
+                    tcp(("i", src, dport), dst, (sport, dst))
             else:
-                acc.add_many(key, vals, (sport, x))
+                udp(("u", src, dst), dport, (sport, dport))
 
     def web_request(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))

@@ -15,7 +15,7 @@ from engine import traffic as t
 from engine.heuristics import INFECTION_PORTS, Heuristics, HeuristicSettings, _Accumulator
 from engine.ipaddr import parse_ip4, parse_ip6
 from workers.batch import parse_batch
-from workers.observe import TCP_SCANS, TICK, UDP_SCANS, probe_items, tick_items
+from workers.observe import PROBES, TICK, probe_items, tick_items
 
 SRC4 = ["10.0.0.5", "10.0.0.6", "198.51.100.7"]
 DST4 = ["203.0.113.1", "203.0.113.2", "127.0.0.1", "10.0.1.9"]
@@ -99,10 +99,8 @@ def _grouped(frames: list, settings: HeuristicSettings, batch: int) -> tuple[Heu
         for _, kind, args in items:
             if kind == TICK:
                 events += h.tick(*args)
-            elif kind == TCP_SCANS:
-                h.tcp_scans(*args)
-            elif kind == UDP_SCANS:
-                h.udp_scans(*args)
+            elif kind == PROBES:
+                h.probes(*args)
     return h, events
 
 

@@ -110,9 +110,8 @@ def test_state_plateaus_under_unique_key_floods(tmp_path: Path) -> None:
     caps = HeuristicSettings(max_keys=500, max_items_per_key=50, max_dns_keys=1000)
     h = Heuristics(caps, ix.is_whitelisted_ip)
     for i in range(20_000):
-        h.tcp_scans(["p", "i"], [i, i], [0x0A000001, 445], [1, 1], [i % 65536, 0x0A000001],
-                    [(i % 65536, 1, 2), (0x0A000001, i)])
-        h.udp_scans(["u"], [i], [0x0A000001], [1], [i % 65536], [(i % 65536,)])
+        h.probes([6, 6, 17], [i, i, i], [0x0A000001, i + 1, 0x0A000001], [1, 1, 1], [i % 65536, 445, i % 65536],
+                 [True, True, False])
         h.web_request(0, 0, f"198.18.{i >> 8 & 255}.{i & 255}", 1, "192.0.2.1", 80, f"s{i}")
         h.nxdomain(0, 0, "192.0.2.53", 53, "203.0.113.5", 1, f"r{i}.flood{i}.example")
         h.dns_query(0, 0, "10.0.0.1", 1, "192.0.2.53", 53, f"x{i}.f{i}.example", f"f{i}.example", f"x{i}")
