@@ -213,3 +213,15 @@ def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
         payload_off=payload_off,
         payload_len=payload_len,
     )
+
+
+def row_addresses(p: Parsed, rows: np.ndarray) -> tuple[list, list]:
+    """Source and destination of each row as the aggregator keys them, not yet spelled out: IPv4
+    as integers, IPv6 as 16 packed bytes (numpy's S16 drops trailing zero bytes: put back)."""
+    src, dst = p.src4[rows].tolist(), p.dst4[rows].tolist()
+    v6 = np.flatnonzero(p.version[rows] == 6)
+    if v6.size:
+        pos = np.searchsorted(p.v6_rows, rows[v6])
+        for i, a, b in zip(v6.tolist(), p.src6[pos].tolist(), p.dst6[pos].tolist(), strict=True):
+            src[i], dst[i] = a.ljust(16, b"\0"), b.ljust(16, b"\0")
+    return src, dst

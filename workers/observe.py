@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from workers.batch import PROTO_TCP, PROTO_UDP, Parsed
+from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 
 TICK, PROBES = "tick", "probes"
 _PROBE_FLAGS = np.zeros(256, bool)  # SYN, NULL, FIN, XMAS (a table lookup beats np.isin 6x)
@@ -63,12 +63,7 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
         rows = np.sort(np.concatenate((rows, rows6)))
     if not rows.size:
         return []
-    src, dst = p.src4[rows].tolist(), p.dst4[rows].tolist()
-    v6 = np.flatnonzero(p.version[rows] == 6)
-    if v6.size:
-        pos = np.searchsorted(p.v6_rows, rows[v6])
-        for i, a, b in zip(v6.tolist(), p.src6[pos].tolist(), p.dst6[pos].tolist(), strict=True):
-            src[i], dst[i] = a.ljust(16, b"\0"), b.ljust(16, b"\0")
+    src, dst = row_addresses(p, rows)
     columns = (p.proto[rows].tolist(), src, dst, p.sport[rows].tolist(), p.dport[rows].tolist(), syn[rows].tolist())
     seg = segment[rows]
     bounds = np.flatnonzero(np.concatenate(([True], seg[1:] != seg[:-1], [True]))).tolist()

@@ -19,7 +19,7 @@ from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
 from engine.ipaddr import Addr, addr_text, parse_ip4
 from workers import dnsbatch
-from workers.batch import PROTO_TCP, PROTO_UDP, Parsed
+from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
@@ -110,7 +110,7 @@ class PayloadInspector:
         if not rows.size:
             return out
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
-        src, dst = _addresses(p, rows)
+        src, dst = row_addresses(p, rows)
         columns = zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(), src, dst,
                       p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
                       p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
@@ -237,7 +237,7 @@ class PayloadInspector:
         nx = np.flatnonzero(response & (b.byte3 == 0x83))
         if nx.size:
             r = fast[nx]
-            src, dst = _addresses(p, r)
+            src, dst = row_addresses(p, r)
             for row, name, sec, usec, s, sport, d, dport in zip(
                     r.tolist(), [b.names[i] for i in nx.tolist()], p.sec[r].tolist(), p.usec[r].tolist(), src,
                     p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
@@ -259,7 +259,7 @@ class PayloadInspector:
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         listed = ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0)).tolist()
         plain = ((qtype != 12) & (qtype != 28) & (qclass == 1)).tolist()
-        src, dst = _addresses(p, rows)
+        src, dst = row_addresses(p, rows)
         known = self._names
         columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
                       p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
@@ -441,21 +441,9 @@ class PayloadInspector:
             c.event("HTTP", resp.content_type, "content type (suspicious)", HEURISTIC_REF)
 
 
-def _addresses(p: Parsed, rows: np.ndarray) -> tuple[list, list]:
-    """Source and destination of each row for observations, not yet spelled out: IPv4 as integers,
-    IPv6 as packed bytes (the aggregator writes out the few it reports, `engine.ipaddr.addr_text`)."""
-    src, dst = p.src4[rows].tolist(), p.dst4[rows].tolist()
-    v6 = np.flatnonzero(p.version[rows] == 6)
-    if v6.size:
-        pos = np.searchsorted(p.v6_rows, rows[v6])
-        for i, a, b in zip(v6.tolist(), p.src6[pos].tolist(), p.dst6[pos].tolist(), strict=True):
-            src[i], dst[i] = a.ljust(16, b"\0"), b.ljust(16, b"\0")
-    return src, dst
-
-
 def _context(p: Parsed, row: int, out: list[Item], dst_entry: int, src_entry: int, dstport_entry: int) -> _Packet:
     """The packet context of one row, for the rare packet of a bulk path that reports something."""
-    (src,), (dst,) = _addresses(p, np.array([row]))
+    (src,), (dst,) = row_addresses(p, np.array([row]))
     proto = "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP"
     return _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]), proto,
                    out, dst_entry, src_entry, dstport_entry)
