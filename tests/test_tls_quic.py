@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import struct
+from unittest.mock import patch
 
 import pytest
 from cryptography import x509
@@ -23,6 +24,7 @@ from engine.traffic import (
     tls_server_certificate_flight,
     tls_server_hello,
 )
+from workers.protocols import quic
 from workers.protocols.quic import MAX_FRAMES, QUIC_V1, QUIC_V2, initial_keys, initial_sni
 from workers.protocols.tls import client_hello_sni, handshake_sni, server_certificate_sha1
 
@@ -137,6 +139,17 @@ def test_quic_crypto_frames_reassembled_in_any_order() -> None:
 ])
 def test_quic_frames_without_sni(frames: bytes) -> None:
     assert initial_sni(_packet(frames)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40), st.integers(0, 255), st.booleans())
+def test_quic_first_frame_shortcut_changes_nothing(frames: bytes, first: int, hello: bool) -> None:
+    """Rejecting a packet whose first decrypted byte is no frame `_crypto_stream` takes gives what
+    decrypting and parsing it all would (the shortcut disabled)."""
+    packet = _packet(bytes((first,)) + frames + (_crypto(0, HELLO) if hello else b""))
+    with patch.object(quic, "_FIRST_FRAMES", frozenset(range(256))):
+        expected = initial_sni(packet)
+    assert initial_sni(packet) == expected
 
 
 def test_quic_rejects_other_packets() -> None:

@@ -31,6 +31,7 @@ _VERSIONS = {
     QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2 ", 0b01),  # RFC 9369 3.3
 }
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
+_FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_stream`
 
 
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
@@ -51,11 +52,12 @@ def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, byt
             _expand_label(client, prefix + b"hp", 16))
 
 
-@lru_cache(maxsize=256)
-def _header_protection(hp: bytes) -> CipherContext:
-    """AES-ECB encryptor for the header-protection mask: ECB keeps no state between blocks, so one
-    context per connection serves all its Initials (creating one costs more than using it)."""
-    return Cipher(algorithms.AES(hp), modes.ECB()).encryptor()
+@lru_cache(maxsize=512)
+def _ecb(key: bytes) -> CipherContext:
+    """AES-ECB encryptor for a key (header-protection masks, single CTR keystream blocks): ECB
+    keeps no state between blocks, so one context per connection serves all its Initials
+    (creating one costs more than using it)."""
+    return Cipher(algorithms.AES(key), modes.ECB()).encryptor()
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -130,7 +132,7 @@ def initial_sni(payload: bytes | memoryview) -> str | None:
         return None
     key, iv, hp = initial_keys(dcid, version)
     sample = data[pn_offset + 4 : pn_offset + 4 + SAMPLE]
-    mask = _header_protection(hp).update(sample)
+    mask = _ecb(hp).update(sample)
     pn_len = ((data[0] ^ mask[0]) & 0x03) + 1
     packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
         mask[1 : 1 + pn_len], "big")
@@ -141,6 +143,8 @@ def initial_sni(payload: bytes | memoryview) -> str | None:
         return None
     nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
     counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
+    if _ecb(key).update(counter)[0] ^ data[start] not in _FIRST_FRAMES:
+        return None  # the frames would stop at once: wrong keys (a server's Initial) or junk
     plain = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor().update(data[start:end])
     stream = _crypto_stream(plain)
     return handshake_sni(stream) if stream else None
