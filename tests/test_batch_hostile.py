@@ -40,3 +40,16 @@ def test_empty_batch_and_empty_data() -> None:
     meta = np.zeros((3, 4), dtype=np.uint32)
     p = parse_batch(meta, np.zeros(0, np.uint8), 1)
     assert p.n == 3 and not p.version.any()
+
+
+def test_column_types_and_missing_values() -> None:
+    """The documented column types; -1 marks a protocol or ICMP type that is not there."""
+    rng = np.random.default_rng(7)
+    meta, data = _batch(rng, 512, 120)
+    p = parse_batch(meta, data, 1)
+    for name in ("proto", "sport", "dport", "tcp_flags", "icmp_type"):
+        assert getattr(p, name).dtype == np.int32, name
+    assert p.src4.dtype == p.dst4.dtype == np.uint32
+    assert (p.proto[p.version == 0] == -1).all()
+    icmp = p.first_frag & ((p.proto == 1) | (p.proto == 58))
+    assert (p.icmp_type[~icmp] == -1).all()
