@@ -407,6 +407,11 @@ def test_content_types() -> None:
 # --- robustness -------------------------------------------------------------------------------
 
 
+def test_user_agent_of_backslashes_keeps_a_trail() -> None:
+    """Found by hypothesis: a User-Agent of one backslash matched the list and gave an empty trail."""
+    assert suspicious_user_agent("\\") == "\\"
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300), st.one_of(st.none(), st.text(max_size=300)), st.booleans(), st.text(max_size=60))
 def test_random_text_never_raises(path: str, body: str | None, private: bool, host: str) -> None:

@@ -375,4 +375,7 @@ def suspicious_user_agent(ua: str) -> str | None:
     before, after = ua.split(hit, 1)
     if before and after:
         return f"{_ua_piece(hit)} ({_ua_piece(ua)})"
-    return (f"({_ua_piece(before)})" if before else "") + _ua_piece(hit) + (f"({_ua_piece(after)})" if after else "")
+    trail = (f"({_ua_piece(before)})" if before else "") + _ua_piece(hit) + (f"({_ua_piece(after)})" if after else "")
+    # Trailing backslashes are dropped so that none escapes a closing bracket; a match made only of
+    # backslashes keeps them rather than leave an empty trail.
+    return trail or hit
