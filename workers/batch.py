@@ -48,7 +48,7 @@ class Parsed:
     payload_len: np.ndarray  # int64 (>= 0)
 
 
-class _Gather:
+class Gather:
     """Bounded byte reads at per-packet offsets."""
 
     def __init__(self, data: np.ndarray) -> None:
@@ -74,7 +74,7 @@ class _Gather:
         return np.take(self.data, idx[:, None] + np.arange(width), mode="clip")
 
 
-def _link(g: _Gather, linktype: int, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(offset of the IP header, expected IP version or 0 when not IP) per packet."""
     n = len(start)
     if linktype in (DLT_RAW, DLT_RAW_BSD, DLT_RAW_101, DLT_IPV4, DLT_IPV6):
@@ -109,7 +109,7 @@ def _link(g: _Gather, linktype: int, start: np.ndarray, end: np.ndarray) -> tupl
 
 def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
     n = len(meta)
-    g = _Gather(data)
+    g = Gather(data)
     start = meta[:, 2].astype(np.int64)
     end = start + meta[:, 3]
     l3, want = _link(g, linktype, start, end)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workers.batch import Gather
 from workers.protocols.dns import MAX_ANSWERS, MAX_NAME_WIRE_LENGTH
 
 HEADER = 12
@@ -40,33 +41,25 @@ class DnsBatch:
     has_a: np.ndarray  # bool
 
 
-def _u8(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return np.take(d, idx, mode="clip").astype(np.int64)
-
-
-def _be16(d: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return _u8(d, idx) << 8 | _u8(d, idx + 1)
-
-
 def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: bool) -> DnsBatch:
     """Decode the DNS payloads at `off`/`length` (int64 arrays) of the batch buffer `data`."""
-    d = data if len(data) else np.zeros(1, np.uint8)
+    g = Gather(data)
     n = len(off)
     end = off + length
-    qdcount = _be16(d, off + 4)
+    qdcount = g.be16(off + 4)
     slow = (length < HEADER + 5) | (qdcount != 1)
-    name_end, seps = _question_names(d, off + HEADER, end, slow)
+    name_end, seps = _question_names(g, off + HEADER, end, slow)
     slow |= name_end + 5 > end
     fast = np.flatnonzero(~slow)
     start, stop = off[fast] + HEADER + 1, name_end[fast]
-    byte2, byte3 = _u8(d, off[fast] + 2), _u8(d, off[fast] + 3)
-    names = _names(d, start, stop, seps, fast, n)
+    byte2, byte3 = g.u8(off[fast] + 2), g.u8(off[fast] + 3)
+    names = _names(g.data, start, stop, seps, fast, n)
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
-        wanted = np.flatnonzero((byte2 & 0x80 != 0) & (byte3 == 0x80) & (_be16(d, off[fast] + 6) > 0))
+        wanted = np.flatnonzero((byte2 & 0x80 != 0) & (byte3 == 0x80) & (g.be16(off[fast] + 6) > 0))
         if wanted.size:
-            a, found, unknown = _first_a(d, stop[wanted] + 5, end[fast][wanted], _be16(d, off[fast][wanted] + 6))
+            a, found, unknown = _first_a(g, stop[wanted] + 5, end[fast][wanted], g.be16(off[fast][wanted] + 6))
             answer_a[wanted], has_a[wanted] = a, found
             if unknown.any():
                 back = np.zeros(fast.size, bool)
@@ -77,11 +70,11 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 start, stop = start[keep], stop[keep]
                 names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]
                 answer_a, has_a = answer_a[keep], has_a[keep]
-    return DnsBatch(fast, np.flatnonzero(slow), byte2, byte3, _be16(d, stop + 1), _be16(d, stop + 3), names,
+    return DnsBatch(fast, np.flatnonzero(slow), byte2, byte3, g.be16(stop + 1), g.be16(stop + 3), names,
                     answer_a, has_a)
 
 
-def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
+def _question_names(g: Gather, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
                     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Walk the first question's labels for every row at once; rows that are not plain go slow.
 
@@ -97,7 +90,7 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
             break
         p = pos[active]
         inside = p < end[active]
-        size = np.where(inside, _u8(d, p), 0xFF)
+        size = np.where(inside, g.u8(p), 0xFF)
         root = size == 0
         label = (size > 0) & (size < 0x40)
         wire[active] += np.where(label, size + 1, 0)
@@ -136,7 +129,7 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     return [text[i:j] for i, j in zip(b[:-1], b[1:], strict=True)]
 
 
-def _first_a(d: np.ndarray, pos: np.ndarray, end: np.ndarray, count: np.ndarray
+def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first A record among the answers: (address, found, unknown) per row. Owners must be a
     pointer or the root; a spelled-out owner name leaves the row `unknown` (for the parser)."""
@@ -150,18 +143,18 @@ def _first_a(d: np.ndarray, pos: np.ndarray, end: np.ndarray, count: np.ndarray
         if not active.size:
             break
         p = pos[active]
-        first = np.where(p < end[active], _u8(d, p), 0x40)
+        first = np.where(p < end[active], g.u8(p), 0x40)
         pointer = first >= 0xC0
         spelled = (first > 0) & (first < 0x40)
         unknown[active[spelled]] = True
         fixed = np.where(pointer, p + 2, p + 1)
         rdata = fixed + 10
-        rdlength = _be16(d, fixed + 8)
+        rdlength = g.be16(fixed + 8)
         ok = (pointer | (first == 0)) & (rdata <= end[active]) & (rdata + rdlength <= end[active])
-        is_a = ok & (_be16(d, fixed) == 1) & (rdlength == 4)
+        is_a = ok & (g.be16(fixed) == 1) & (rdlength == 4)
         hit = active[is_a]
         r = rdata[is_a]
-        addr[hit] = (_u8(d, r) << 24 | _u8(d, r + 1) << 16 | _u8(d, r + 2) << 8 | _u8(d, r + 3)).astype(np.uint32)
+        addr[hit] = g.be32(r)
         found[hit] = True
         go = ok & ~is_a
         pos[active[go]] = rdata[go] + rdlength[go]
