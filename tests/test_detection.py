@@ -236,3 +236,46 @@ def test_ipv6_payloads_and_heuristics(index: Path, tmp_path: Path) -> None:
     assert any(f" {c6} 50101 {s6} 443 TCP DNS tls-evil.example " in line for line in lines), text
     assert any(f" {e6} 40000 {s6} 1000 TCP IP {e6} " in line and "port scanning" in line for line in lines), text
     assert any(f" {r6} 53 2001:db8:c::500 40000 UDP DNS " in line and "no such domain" in line for line in lines), text
+
+
+def test_repeated_requests_report_as_if_each_were_new(index: Path, tmp_path: Path) -> None:
+    """A request seen again (other client, port and time) is replayed from its recorded plan; the
+    items must equal those of an inspector that has never seen it, forwarded-for source included."""
+    fwd = {"X-Forwarded-For": "192.0.2.200"}
+    requests = [
+        ("GET", "/malicious-login.php", "victim.example", None, V, {}, b""),
+        ("GET", "/bad/path", "evil-url.example", None, V, {}, b""),
+        ("GET", "/index.html", "hostcheck.example", None, "203.0.113.44", {}, b""),
+        ("GET", "/items.php?id=1%20union%20all%20select%20username,password%20from%20users", "sqli.example", None, V,
+         fwd, b""),
+        ("POST", "/form", "post.example", None, V, fwd, b"q=<script>alert(1)</script>"),
+        ("GET", "/", "ua.example", "masscan/1.0", V, {}, b""),
+        ("GET", "/setup.exe", "dl.example", None, V, fwd, b""),
+        ("GET", "http://proxy-check.example/probe.txt", "proxy-check.example", None, V, {}, b""),
+        ("GET", "/plain.html", None, None, V, {}, b""),
+        ("GET", "/" + "a" * 2000, "long.example", None, V, {}, b""),  # too long to keep: checked every time
+    ]
+    frames = []
+    for i, (method, path, host, ua, dst, headers, body) in enumerate(requests):
+        req = t.http_request(method, path, host=host, user_agent=ua, headers=headers, body=body)
+        for k, client in enumerate((A, "10.0.0.77", "10.0.0.78")):
+            frames.append(t.ethernet(t.tcp4(client, dst, 50000 + 10 * i + k, 80, t.PSH | t.ACK, req)))
+    path = tmp_path / "repeat.pcap"
+    with PcapWriter(path) as w:
+        for n, frame in enumerate(frames):
+            w.write(frame, T0 + n * 0.01)
+    batch = next(read_batches(path))
+    data = np.frombuffer(batch.data, np.uint8)
+    parsed = parse_batch(batch.meta, data, batch.linktype)
+    settings = DetectionSettings(check_missing_host=True)
+    shared = PayloadInspector(TrailIndex(index), settings)
+    rows = shared.rows(parsed, data)
+    assert rows.size == len(frames)
+    items = shared.inspect(parsed, data, rows)
+    fresh = [item for row in rows.tolist()
+             for item in PayloadInspector(TrailIndex(index), settings).inspect(parsed, data, np.array([row]))]
+    assert items == fresh
+    assert len(shared._requests) == len(requests) - 1
+    reported = [payload[0] for _, kind, payload in items if kind == "event"]
+    assert any(ev[2] == "10.0.0.78,192.0.2.200" for ev in reported)  # a replayed forwarded-for source
+    assert sum(kind == "web" for _, kind, _ in items) >= 3 * 7

@@ -24,7 +24,7 @@ from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns
-from workers.protocols.http import forwarded_for, parse_http_request, parse_http_response
+from workers.protocols.http import HttpRequest, forwarded_for, parse_http_request, parse_http_response
 from workers.protocols.quic import QUIC_V1, QUIC_V2, initial_sni
 from workers.protocols.tls import client_hello_sni, server_certificate_sha1
 
@@ -33,6 +33,8 @@ OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
 OBS_NXDOMAIN = "nx"  # detail: query name
 OBS_WEB = "web"  # detail: first path segment, host, path
 QUERY_CACHE_SIZE = 20_000
+REQUEST_CACHE_SIZE = 4096  # request plans kept per worker (FIFO)
+PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
 _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 
 _HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
@@ -95,6 +97,7 @@ class PayloadInspector:
         self._queries: dict[bytes, DnsMessage | None] = {}
         self._names: dict[str, tuple] = {}
         self._nx_names: dict[str, bool] = {}
+        self._requests: dict[tuple, _Plan] = {}
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
     def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
@@ -153,10 +156,10 @@ class PayloadInspector:
         return dst, src, dport
 
     # ---- helpers --------------------------------------------------------------------------
-    def _entry_event(self, c: _Packet, etype: str, trail: str, entry: int, obs: tuple = ()) -> None:
+    def _entry_event(self, c: _Packet | _Plan, etype: str, trail: str, entry: int, obs: tuple = ()) -> None:
         c.event(etype, trail, self.index.info(entry), self.index.reference(entry), obs)
 
-    def _domain(self, c: _Packet, name: str, obs: tuple = ()) -> None:
+    def _domain(self, c: _Packet | _Plan, name: str, obs: tuple = ()) -> None:
         hit = self.domains.check(name)
         if hit is not None:
             c.event("DNS", hit.trail, hit.info, hit.reference, obs)
@@ -333,6 +336,27 @@ class PayloadInspector:
         req = parse_http_request(payload)
         if req is None:
             return
+        fwd = forwarded_for(req.text) if self.settings.use_heuristics else None
+        key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.raw_dst, c.dport)
+        plan = self._requests.get(key)
+        if plan is None:
+            plan = _Plan(c.dst, c.dport, c.dst_entry)
+            self._request_plan(plan, req, fwd)
+            if len(req.path) + len(req.body) + len(req.host or "") + len(req.user_agent or "") <= PLAN_KEY_CHARS:
+                if len(self._requests) >= REQUEST_CACHE_SIZE:
+                    self._requests.pop(next(iter(self._requests)))
+                self._requests[key] = plan
+        for action in plan.actions:
+            if action is _FORWARD:
+                c.src = f"{c.src},{fwd}"
+            elif len(action) == 2:
+                c.observe(*action)
+            else:
+                c.event(*action)
+
+    def _request_plan(self, c: _Plan, req: HttpRequest, fwd: str | None) -> None:
+        """Maltrail's request checks (spec 2.6), recorded into a plan: their outcome depends only
+        on the request, the destination and its port, never on time, source or source port."""
         ix, st = self.index, self.settings
         heur = st.use_heuristics
         path = req.path.lower()
@@ -389,10 +413,8 @@ class PayloadInspector:
             return
         if not heur:
             return
-        src = c.src
-        fwd = forwarded_for(req.text)
         if fwd:
-            c.src = f"{src},{fwd}"
+            c.actions.append(_FORWARD)
         enc_path = http_rules.encode_for_trail(path)
         category = http_rules.suspicious_request(path, None, is_private(c.dst))
         if category:
@@ -409,7 +431,7 @@ class PayloadInspector:
         if info:
             c.event("URL", f"{host}({enc_path})", info, HEURISTIC_REF)
 
-    def _url_trails(self, c: _Packet, method: str, host: str, path: str, post: str, url: str) -> bool:
+    def _url_trails(self, c: _Plan, method: str, host: str, path: str, post: str, url: str) -> bool:
         ix = self.index
         path = path.replace("//", "/")
         for cand in _url_candidates(path, post):
@@ -484,31 +506,40 @@ def _bracket(url: str, hit: str) -> str:
 
 class _Packet:
     """One inspected packet and where its items go. Address texts are spelled out on first use:
-    most inspected packets report nothing and never need them."""
+    most inspected packets report nothing and never need them. Observations always carry the
+    addresses as they came, so the aggregator keys one address one way."""
 
-    __slots__ = ("row", "sec", "usec", "_src", "sport", "_dst", "dport", "proto", "out", "dst_entry", "src_entry",
-                 "dstport_entry")
+    __slots__ = ("row", "sec", "usec", "_src", "_src_text", "sport", "_dst", "_dst_text", "dport", "proto", "out",
+                 "dst_entry", "src_entry", "dstport_entry")
 
     def __init__(self, row: int, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, proto: str,
                  out: list[Item], dst_entry: int, src_entry: int, dstport_entry: int) -> None:
         self.row, self.sec, self.usec, self.proto, self.out = row, sec, usec, proto, out
         self._src, self.sport, self._dst, self.dport = src, sport, dst, dport
+        self._src_text: str | None = None
+        self._dst_text: str | None = None
         self.dst_entry, self.src_entry, self.dstport_entry = dst_entry, src_entry, dstport_entry
 
     @property
     def src(self) -> str:
-        if not isinstance(self._src, str):
-            self._src = addr_text(self._src)
-        return self._src
+        if self._src_text is None:
+            self._src_text = addr_text(self._src)
+        return self._src_text
 
     @src.setter
     def src(self, text: str) -> None:
-        self._src = text
+        """The source as events show it (a forwarded-for address appended)."""
+        self._src_text = text
 
     @property
     def dst(self) -> str:
-        if not isinstance(self._dst, str):
-            self._dst = addr_text(self._dst)
+        if self._dst_text is None:
+            self._dst_text = addr_text(self._dst)
+        return self._dst_text
+
+    @property
+    def raw_dst(self) -> Addr:
+        """The destination as it came (a cache key that costs no formatting)."""
         return self._dst
 
     def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
@@ -519,3 +550,25 @@ class _Packet:
     def observe(self, kind: str, detail: tuple) -> None:
         """An observation for the aggregator, addresses as they came (spelled out there if reported)."""
         self.out.append((self.row, kind, (self.sec, self.usec, self._src, self.sport, self._dst, self.dport, *detail)))
+
+
+_FORWARD = ("forward",)  # plan step: from here on the source reads `source,forwarded-for address`
+
+
+class _Plan:
+    """What a request's checks report, recorded once and replayed onto every packet that carries
+    the same request to the same destination and port (`PayloadInspector._http`): clients repeat
+    requests far more often than they make new ones. Steps are events (etype, trail, info,
+    reference, tag), observations (kind, detail) and `_FORWARD`."""
+
+    __slots__ = ("dst", "dport", "dst_entry", "actions")
+
+    def __init__(self, dst: str, dport: int, dst_entry: int) -> None:
+        self.dst, self.dport, self.dst_entry = dst, dport, dst_entry
+        self.actions: list[tuple] = []
+
+    def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
+        self.actions.append((etype, trail, info, reference, tag))
+
+    def observe(self, kind: str, detail: tuple) -> None:
+        self.actions.append((kind, detail))
