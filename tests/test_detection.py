@@ -7,15 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine import traffic as t
 from engine.config import SensorConfig
 from engine.index.build import build_index_file
 from engine.index.mapped import TrailIndex
+from engine.ipaddr import ip4_text
 from engine.pcapio import PcapWriter, read_batches
 from engine.sensor import run_sensor
 from workers.batch import parse_batch
-from workers.payload import DetectionSettings, PayloadInspector
+from workers.payload import DetectionSettings, PayloadInspector, _private_addr, is_private
 
 TRAILS = """\
 evil-test-domain.com,malware (test),(static)
@@ -258,8 +261,10 @@ def test_repeated_requests_report_as_if_each_were_new(index: Path, tmp_path: Pat
     frames = []
     for i, (method, path, host, ua, dst, headers, body) in enumerate(requests):
         req = t.http_request(method, path, host=host, user_agent=ua, headers=headers, body=body)
-        for k, client in enumerate((A, "10.0.0.77", "10.0.0.78")):
-            frames.append(t.ethernet(t.tcp4(client, dst, 50000 + 10 * i + k, 80, t.PSH | t.ACK, req)))
+        other = dst if dst == "203.0.113.44" else "198.51.100.8"  # another unlisted public server
+        for k, (client, server) in enumerate(((A, dst), ("10.0.0.77", dst), ("10.0.0.78", other),
+                                              ("10.0.0.79", "10.1.1.1"), ("10.0.0.80", dst))):
+            frames.append(t.ethernet(t.tcp4(client, server, 50000 + 10 * i + k, 80, t.PSH | t.ACK, req)))
     path = tmp_path / "repeat.pcap"
     with PcapWriter(path) as w:
         for n, frame in enumerate(frames):
@@ -275,7 +280,17 @@ def test_repeated_requests_report_as_if_each_were_new(index: Path, tmp_path: Pat
     fresh = [item for row in rows.tolist()
              for item in PayloadInspector(TrailIndex(index), settings).inspect(parsed, data, np.array([row]))]
     assert items == fresh
-    assert len(shared._requests) == len(requests) - 1
     reported = [payload[0] for _, kind, payload in items if kind == "event"]
-    assert any(ev[2] == "10.0.0.78,192.0.2.200" for ev in reported)  # a replayed forwarded-for source
-    assert sum(kind == "web" for _, kind, _ in items) >= 3 * 7
+    assert any(ev[2] == "10.0.0.80,192.0.2.200" for ev in reported)  # a replayed forwarded-for source
+    assert sum(kind == "web" for _, kind, _ in items) >= 5 * 7
+    assert any(ev[8] == "dl.example(/setup.exe)" and ev[4] == "198.51.100.8" for ev in reported)
+    assert not any(ev[8] == "dl.example(/setup.exe)" and ev[4] == "10.1.1.1" for ev in reported)  # private server
+    plans = [p for p in shared._requests.values() if hasattr(p, "actions")]
+    assert len(plans) < len(frames) - 5  # repeats were replayed, the long request never kept
+
+
+@given(st.integers(0, 2**32 - 1) | st.sampled_from([
+    0x0A000000, 0x09FFFFFF, 0x0B000000, 0x7F000001, 0xAC0FFFFF, 0xAC100000, 0xAC1FFFFF, 0xAC200000, 0xC0A80000,
+    0xC0A7FFFF, 0xC0A90000, 0xA9FE0001, 0xA9FD0001]))
+def test_private_address_test_without_text(ip: int) -> None:
+    assert _private_addr(ip) == is_private(ip4_text(ip))

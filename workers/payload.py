@@ -50,6 +50,13 @@ def is_private(ip: str) -> bool:
     return _PRIVATE.match(ip) is not None
 
 
+def _private_addr(addr: Addr) -> bool:
+    """`is_private` of an address as it came, without spelling an IPv4 one out."""
+    if isinstance(addr, int):
+        return addr >> 24 in (10, 127) or addr >> 20 == 0xAC1 or addr >> 16 in (0xC0A8, 0xA9FE)
+    return is_private(addr_text(addr))
+
+
 @dataclass
 class DetectionSettings:
     """The detection switches a worker needs (from maltrail.toml [detection])."""
@@ -97,7 +104,7 @@ class PayloadInspector:
         self._queries: dict[bytes, DnsMessage | None] = {}
         self._names: dict[str, tuple] = {}
         self._nx_names: dict[str, bool] = {}
-        self._requests: dict[tuple, _Plan] = {}
+        self._requests: dict[tuple, _Plan | object] = {}
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
     def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
@@ -337,15 +344,17 @@ class PayloadInspector:
         if req is None:
             return
         fwd = forwarded_for(req.text) if self.settings.use_heuristics else None
-        key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.raw_dst, c.dport)
+        key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.dport, c.dst_entry,
+               _private_addr(c.raw_dst))
         plan = self._requests.get(key)
+        if plan is _BY_DESTINATION:
+            plan = self._requests.get((*key, c.raw_dst))
         if plan is None:
-            plan = _Plan(c.dst, c.dport, c.dst_entry)
+            plan = _Plan(c, key[-1])
             self._request_plan(plan, req, fwd)
+            plan.packet = None
             if len(req.path) + len(req.body) + len(req.host or "") + len(req.user_agent or "") <= PLAN_KEY_CHARS:
-                if len(self._requests) >= REQUEST_CACHE_SIZE:
-                    self._requests.pop(next(iter(self._requests)))
-                self._requests[key] = plan
+                self._keep_plan(key, plan, c.raw_dst)
         for action in plan.actions:
             if action is _FORWARD:
                 c.src = f"{c.src},{fwd}"
@@ -354,13 +363,25 @@ class PayloadInspector:
             else:
                 c.event(*action)
 
+    def _keep_plan(self, key: tuple, plan: _Plan, dst: Addr) -> None:
+        """A plan that spelled the destination out is kept for that destination only. Whether it
+        does is decided by what the key holds (no Host header, a listed destination), so a key
+        always needs the destination or never does."""
+        requests = self._requests
+        while len(requests) >= REQUEST_CACHE_SIZE:
+            requests.pop(next(iter(requests)))
+        if plan.used_dst:
+            requests[key] = _BY_DESTINATION
+            requests[(*key, dst)] = plan
+        else:
+            requests[key] = plan
+
     def _request_plan(self, c: _Plan, req: HttpRequest, fwd: str | None) -> None:
         """Maltrail's request checks (spec 2.6), recorded into a plan: their outcome depends only
         on the request, the destination and its port, never on time, source or source port."""
         ix, st = self.index, self.settings
         heur = st.use_heuristics
         path = req.path.lower()
-        host = c.dst
         if req.host is not None:
             host = req.host.strip().lower()
             if host.endswith(":80"):
@@ -368,13 +389,15 @@ class PayloadInspector:
             bare = host.split(":", 1)[0]
             if host[:1].isalpha() and c.dst_entry >= 0:
                 self._entry_event(c, "IP", f"{c.dst} ({bare})", c.dst_entry)
-            elif _IP4ISH.fullmatch(host) and http_rules.iot_download(host, path) and not is_private(c.dst):
+            elif _IP4ISH.fullmatch(host) and http_rules.iot_download(host, path) and not c.private_dst:
                 c.event("HTTP", f"({host}){path}", "potential iot-malware download (suspicious)", HEURISTIC_REF)
                 return
             elif st.check_host_domains:
                 self._domain(c, bare)
-        elif heur and st.check_missing_host:
-            c.event("HTTP", f"{c.dst}{path}", "missing host header (suspicious)", HEURISTIC_REF)
+        else:
+            host = c.dst
+            if heur and st.check_missing_host:
+                c.event("HTTP", f"{c.dst}{path}", "missing host header (suspicious)", HEURISTIC_REF)
         post = req.body
         url = host + path
         if heur and path.startswith("/"):
@@ -416,7 +439,7 @@ class PayloadInspector:
         if fwd:
             c.actions.append(_FORWARD)
         enc_path = http_rules.encode_for_trail(path)
-        category = http_rules.suspicious_request(path, None, is_private(c.dst))
+        category = http_rules.suspicious_request(path, None, c.private_dst)
         if category:
             c.event("URL", f"{host}({enc_path})", f"{category} (suspicious)", HEURISTIC_REF)
             return
@@ -427,7 +450,7 @@ class PayloadInspector:
                 c.event("HTTP", f"{host}({enc_path} \\({req.method} {body}\\))", f"{category} (suspicious)",
                         HEURISTIC_REF)
                 return
-        info = http_rules.direct_download(host, path, is_private(c.dst)) or http_rules.suspicious_path(path)
+        info = http_rules.direct_download(host, path, c.private_dst) or http_rules.suspicious_path(path)
         if info:
             c.event("URL", f"{host}({enc_path})", info, HEURISTIC_REF)
 
@@ -553,19 +576,29 @@ class _Packet:
 
 
 _FORWARD = ("forward",)  # plan step: from here on the source reads `source,forwarded-for address`
+_BY_DESTINATION = object()  # request-cache value: the plans of this key are kept per destination
 
 
 class _Plan:
     """What a request's checks report, recorded once and replayed onto every packet that carries
-    the same request to the same destination and port (`PayloadInspector._http`): clients repeat
+    the same request to the same kind of destination (`PayloadInspector._http`): clients repeat
     requests far more often than they make new ones. Steps are events (etype, trail, info,
-    reference, tag), observations (kind, detail) and `_FORWARD`."""
+    reference, tag), observations (kind, detail) and `_FORWARD`. Reading `dst` marks the plan as
+    valid for that destination only."""
 
-    __slots__ = ("dst", "dport", "dst_entry", "actions")
+    __slots__ = ("packet", "dport", "dst_entry", "private_dst", "used_dst", "actions")
 
-    def __init__(self, dst: str, dport: int, dst_entry: int) -> None:
-        self.dst, self.dport, self.dst_entry = dst, dport, dst_entry
+    def __init__(self, packet: _Packet, private_dst: bool) -> None:
+        self.packet: _Packet | None = packet
+        self.dport, self.dst_entry, self.private_dst = packet.dport, packet.dst_entry, private_dst
+        self.used_dst = False
         self.actions: list[tuple] = []
+
+    @property
+    def dst(self) -> str:
+        assert self.packet is not None, "a plan reads the destination only while it is being recorded"
+        self.used_dst = True
+        return self.packet.dst
 
     def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
         self.actions.append((etype, trail, info, reference, tag))
