@@ -36,7 +36,8 @@ class DnsBatch:
     byte3: np.ndarray
     qtype: np.ndarray
     qclass: np.ndarray
-    names: list[str]  # lowercased (ASCII letters), latin-1 decoded, "" for the root
+    names: list[str | None]  # standard queries and NXDOMAIN answers only (None elsewhere): lowercased
+    # (ASCII letters), latin-1 decoded, "" for the root
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
     has_a: np.ndarray  # bool
 
@@ -53,7 +54,10 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     fast = np.flatnonzero(~slow)
     start, stop = off[fast] + HEADER + 1, name_end[fast]
     byte2, byte3 = g.u8(off[fast] + 2), g.u8(off[fast] + 3)
-    names = _names(g.data, start, stop, seps, fast, n)
+    named = np.flatnonzero(((byte2 & 0xFA) == 0) | ((byte2 & 0x80 != 0) & (byte3 & 0x0F == 3)))
+    names: list[str | None] = [None] * fast.size
+    for i, name in zip(named.tolist(), _names(g.data, start[named], stop[named], seps, fast[named], n), strict=True):
+        names[i] = name
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
@@ -110,7 +114,7 @@ def _question_names(g: Gather, pos0: np.ndarray, end: np.ndarray, slow: np.ndarr
 
 def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.ndarray, np.ndarray],
            fast: np.ndarray, n: int) -> list[str]:
-    """The dotted text of every fast row's name, from one gather and one decode."""
+    """The dotted text of the names of the `fast` rows given, from one gather and one decode."""
     if not fast.size:
         return []
     lengths = np.maximum(stop - start, 0)  # the root name has no text
