@@ -1,6 +1,6 @@
-"""Per-packet cost of payload inspection: a DNS query with a unique name, an HTTP request, a TLS
-ClientHello and a QUIC Initial (new connection id), each through parse + IP matching + payload
-inspection, in batches of one kind."""
+"""Per-packet cost of payload inspection: a DNS query with a unique name, an HTTP request (new,
+and the same request again from other client ports), a TLS ClientHello and a QUIC Initial (new
+connection id), each through parse + IP matching + payload inspection, in batches of one kind."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ CASES = {
     "http_request": lambda: t.ethernet(t.tcp4("10.0.0.1", "192.0.2.80", 40000, 80, t.PSH | t.ACK, t.http_request(
         "GET", f"/news/item{next(_counter)}.html", host="www.news.example.com",
         user_agent="Mozilla/5.0 Firefox/120.0"))),
+    "http_request_repeated": lambda: t.ethernet(t.tcp4("10.0.0.1", "192.0.2.80", 40000 + next(_counter) % 20000, 80,
+                                                       t.PSH | t.ACK, t.http_request(
+        "GET", "/news/today.html", host="www.news.example.com", user_agent="Mozilla/5.0 Firefox/120.0"))),
     "tls_client_hello": lambda: t.ethernet(t.tcp4("10.0.0.1", "192.0.2.80", 40000, 443, t.PSH | t.ACK,
                                                   t.tls_client_hello(f"s{next(_counter)}.example.com"))),
     "quic_initial": lambda: t.ethernet(t.udp4("10.0.0.1", "192.0.2.80", 40000, 443, t.quic_initial(
