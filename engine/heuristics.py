@@ -53,6 +53,13 @@ def _is_private(ip: str) -> bool:
     return ip.startswith(("fc", "fd", "fe80:", "::1"))
 
 
+def _is_private_addr(addr: Addr) -> bool:
+    """`_is_private` of an address as workers send it, an IPv4 one without spelling it out."""
+    if isinstance(addr, int):
+        return addr >> 24 in (10, 127) or addr >> 20 == 0xAC1 or addr >> 16 == 0xC0A8
+    return _is_private(addr_text(addr))
+
+
 @dataclass
 class _Accumulator:
     """key -> set of items, with the first observation kept for the report.
@@ -262,13 +269,12 @@ class Heuristics:
         if ".".join(labels[-2:]) in self.exhausted:
             return []
         out: list[Event] = []
-        src, dst = addr_text(src), addr_text(dst)
         if len(labels) == 2:
             reason = dga_reason(labels[0])
             if reason:
-                out.append((sec, usec, src, sport, dst, dport, "UDP", "DNS", f"({labels[0]}).{labels[1]}", reason,
-                            HEURISTIC_REF))
-        if _is_private(dst):
+                out.append((sec, usec, addr_text(src), sport, addr_text(dst), dport, "UDP", "DNS",
+                            f"({labels[0]}).{labels[1]}", reason, HEURISTIC_REF))
+        if _is_private_addr(dst):
             return out
         hour = sec // 3600
         if hour != self._nx_hour:
@@ -296,7 +302,7 @@ class Heuristics:
                         break
                 else:
                     trail = key
-                out.append((sec, usec, src, sport, dst, dport, "UDP", "DNS", trail,
+                out.append((sec, usec, addr_text(src), sport, addr_text(dst), dport, "UDP", "DNS", trail,
                             "excessive no such domain (suspicious)", HEURISTIC_REF))
                 break
         return out

@@ -10,10 +10,19 @@ from unittest.mock import patch
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine import traffic as t
-from engine.heuristics import INFECTION_PORTS, Heuristics, HeuristicSettings, _Accumulator
-from engine.ipaddr import parse_ip4, parse_ip6
+from engine.heuristics import (
+    INFECTION_PORTS,
+    Heuristics,
+    HeuristicSettings,
+    _Accumulator,
+    _is_private,
+    _is_private_addr,
+)
+from engine.ipaddr import ip4_text, parse_ip4, parse_ip6
 from workers.batch import parse_batch
 from workers.observe import PROBES, TICK, probe_items, tick_items
 
@@ -120,3 +129,10 @@ def test_grouped_probes_equal_one_at_a_time(seed: int, batch: int) -> None:
     assert seed != 0 or any("infection" in ev[9] for ev in ref_events)
     assert ref_events == got_events
     assert ref.alerted == got.alerted
+
+
+@given(st.integers(0, 2**32 - 1) | st.sampled_from([
+    0x0A000000, 0x09FFFFFF, 0x0B000000, 0x7F000001, 0xAC0FFFFF, 0xAC100000, 0xAC1FFFFF, 0xAC200000, 0xC0A80000,
+    0xC0A7FFFF, 0xC0A90000, 0xA9FE0001]))
+def test_private_address_test_on_integers(ip: int) -> None:
+    assert _is_private_addr(ip) == _is_private(ip4_text(ip))
