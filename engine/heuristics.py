@@ -12,7 +12,7 @@ ignored (scans) or the oldest are evicted (DNS), so a flood of unique keys plate
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from engine.eventlog import Event
@@ -62,49 +62,68 @@ def _is_private_addr(addr: Addr) -> bool:
 
 @dataclass
 class _Accumulator:
-    """key -> set of items, with the first observation kept for the report.
+    """key -> distinct items, with the first observation kept for the report.
 
-    A sweep only needs the keys whose sets grew past their alert limit (`over`), in the order the
-    keys arrived (`rank`): going over every key of the window each second would cost a flood of
+    `keys` maps a key to [arrival rank, first probe, its item, or a set once it has several]: one
+    dictionary entry and no set for the many keys that never see a second item (every connection's
+    SYN is a probe). A sweep only needs the keys that grew past their alert limit (`over`), in the
+    order the keys arrived: going over every key of the window each second would cost a flood of
     one-port keys more than everything else the aggregator does."""
 
     max_keys: int
     max_items: int
     limits: dict[str, int]  # alert limit per key tag (key[0]); keys without a tag use `limit`
     limit: int = 0
-    items: dict[tuple, set] = field(default_factory=dict)
-    first: dict[tuple, tuple] = field(default_factory=dict)
-    rank: dict[tuple, int] = field(default_factory=dict)
+    keys: dict[tuple, list] = field(default_factory=dict)
     over: dict[tuple, None] = field(default_factory=dict)
 
     def add(self, key: tuple, item: object, probe: tuple) -> None:
         """One item for a key; the first probe of a key is kept for the report."""
-        bucket = self.items.get(key)
-        if bucket is None:
-            if len(self.items) >= self.max_keys:
-                return
-            bucket = self.items[key] = {item}
-            self.first[key] = probe
-            self.rank[key] = len(self.rank)
-        elif len(bucket) < self.max_items:
-            bucket.add(item)
-        else:
-            return
-        if len(bucket) > self.limits.get(key[0], self.limit):
-            self.over[key] = None
+        self.add_all(((key, item, probe),))
+
+    def add_all(self, entries: Iterable[tuple[tuple, object, tuple]]) -> None:
+        """`add` for every (key, item, probe) in order, in one loop: the aggregator's hottest."""
+        keys, over, limits, limit = self.keys, self.over, self.limits, self.limit
+        max_keys, max_items = self.max_keys, self.max_items
+        for key, item, probe in entries:
+            state = keys.get(key)
+            if state is None:
+                if len(keys) >= max_keys:
+                    continue
+                keys[key] = [len(keys), probe, item]
+                size = 1
+            else:
+                bucket = state[2]
+                if type(bucket) is set:
+                    if len(bucket) >= max_items:
+                        continue
+                    bucket.add(item)
+                    size = len(bucket)
+                elif bucket == item or max_items < 2:
+                    continue
+                else:
+                    state[2] = {bucket, item}
+                    size = 2
+            if size > limits.get(key[0], limit):
+                over[key] = None
+
+    def size(self, key: tuple) -> int:
+        bucket = self.keys[key][2]
+        return len(bucket) if type(bucket) is set else 1
+
+    def first(self, key: tuple) -> tuple:
+        return self.keys[key][1]
 
     def due(self, tag: str | None = None) -> list[tuple]:
         """Keys (of a tag) over their limit, in arrival order; they leave `over`."""
         keys = [k for k in self.over if tag is None or k[0] == tag]
         for k in keys:
             del self.over[k]
-        keys.sort(key=self.rank.__getitem__)
+        keys.sort(key=lambda k: self.keys[k][0])
         return keys
 
     def clear(self) -> None:
-        self.items.clear()
-        self.first.clear()
-        self.rank.clear()
+        self.keys.clear()
         self.over.clear()
 
 
@@ -168,7 +187,7 @@ class Heuristics:
                 if self._once(key):
                     src = addr_text(key[1])
                     if prefix and src.startswith(prefix):
-                        sport, dst = self.tcp.first[key]
+                        sport, dst = self.tcp.first(key)
                         out.append((sec, usec, src, sport, addr_text(dst), key[2], "TCP", "PORT", str(key[2]),
                                     "potential infection", HEURISTIC_REF))
         if s.on("udp_scanning"):
@@ -178,7 +197,7 @@ class Heuristics:
                 if self._once(("w", *key)):
                     src, dst = addr_text(key[0]), addr_text(key[1])
                     if not self._wl_ip(src) and not (_is_private(src) and _is_private(dst)):
-                        rsec, rusec, sport, dport = self.web.first[key]
+                        rsec, rusec, sport, dport = self.web.first(key)
                         out.append((rsec, rusec, src, sport, dst, dport, "TCP", "PATH", "*",
                                     "potential web scanning", HEURISTIC_REF))
         return out
@@ -190,14 +209,14 @@ class Heuristics:
             if self._once(key):
                 src, dst = addr_text(key[1]), addr_text(key[2])
                 if not self._wl_ip(src):
-                    sport, dport = acc.first[key]
+                    sport, dport = acc.first(key)
                     out.append((sec, usec, src, sport, dst, dport, proto, "IP", src, info, HEURISTIC_REF))
         return out
 
     def _local_prefix(self) -> str:
         """The most common /16-style prefix among TCP sources (ties: the greatest), cached once known."""
         if not self.local_prefix:
-            sources = {addr_text(k[1]) for k in self.tcp.items}
+            sources = {addr_text(k[1]) for k in self.tcp.keys}
             counts = Counter(".".join(s.split(".")[:2]) + "." for s in sources if "." in s)
             if counts:
                 top = max(counts.values())
@@ -212,14 +231,17 @@ class Heuristics:
         UDP scans."""
         if not self.settings.use_heuristics:
             return
-        tcp, udp = self.tcp.add, self.udp.add
+        tcp: list[tuple[tuple, object, tuple]] = []
+        udp: list[tuple[tuple, object, tuple]] = []
         for proto, src, dst, sport, dport, syn in zip(protos, sources, targets, sports, dports, syns, strict=True):
             if proto == PROTO_TCP:
-                tcp(("p", src, dst), dport, (sport, dport))
+                tcp.append((("p", src, dst), dport, (sport, dport)))
                 if syn and dport in INFECTION_PORTS:
-                    tcp(("i", src, dport), dst, (sport, dst))
+                    tcp.append((("i", src, dport), dst, (sport, dst)))
             else:
-                udp(("u", src, dst), dport, (sport, dport))
+                udp.append((("u", src, dst), dport, (sport, dport)))
+        self.tcp.add_all(tcp)
+        self.udp.add_all(udp)
 
     def web_request(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))

@@ -62,8 +62,7 @@ def _key(addr: str) -> int | bytes:
 def _every_key_due(acc: _Accumulator, tag: str | None = None) -> list[tuple]:
     """The reference sweep: every key of the window (of the tag) checked against its limit."""
     acc.over.clear()
-    return [k for k, v in acc.items.items()
-            if (tag is None or k[0] == tag) and len(v) > acc.limits.get(k[0], acc.limit)]
+    return [k for k in acc.keys if (tag is None or k[0] == tag) and acc.size(k) > acc.limits.get(k[0], acc.limit)]
 
 
 def _one_at_a_time(frames: list, settings: HeuristicSettings) -> tuple[Heuristics, list]:
@@ -123,8 +122,8 @@ def test_grouped_probes_equal_one_at_a_time(seed: int, batch: int) -> None:
     got, got_events = _grouped(frames, settings, batch)
     for name in ("tcp", "udp"):
         a, b = getattr(ref, name), getattr(got, name)
-        assert list(a.items) == list(b.items)  # same keys, same insertion order
-        assert a.items == b.items and a.first == b.first
+        assert list(a.keys) == list(b.keys)  # same keys, same insertion order
+        assert a.keys == b.keys  # same ranks, first probes and items
     assert any("scanning" in ev[9] for ev in ref_events)
     assert seed != 0 or any("infection" in ev[9] for ev in ref_events)
     assert ref_events == got_events
@@ -136,3 +135,31 @@ def test_grouped_probes_equal_one_at_a_time(seed: int, batch: int) -> None:
     0xC0A7FFFF, 0xC0A90000, 0xA9FE0001]))
 def test_private_address_test_on_integers(ip: int) -> None:
     assert _is_private_addr(ip) == _is_private(ip4_text(ip))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["p", "i", "u"]), st.integers(0, 5), st.integers(0, 6)), max_size=120),
+       st.integers(0, 6), st.integers(0, 5), st.integers(0, 4))
+def test_accumulator_is_a_capped_map_of_sets(ops: list[tuple[str, int, int]], max_keys: int, max_items: int,
+                                             limit: int) -> None:
+    """The compact representation (a lone item until a second one comes) against plain sets."""
+    acc = _Accumulator(max_keys, max_items, {"p": limit, "i": limit + 1}, limit)
+    sets: dict[tuple, set] = {}
+    first: dict[tuple, tuple] = {}
+    over: list[tuple] = []
+    for n, (tag, k, item) in enumerate(ops):
+        key = (tag, k)
+        acc.add(key, item, (n,))
+        if key not in sets:
+            if len(sets) >= max_keys:
+                continue
+            sets[key], first[key] = {item}, (n,)
+        elif len(sets[key]) < max_items:
+            sets[key].add(item)
+        else:
+            continue
+        if len(sets[key]) > {"p": limit, "i": limit + 1}.get(tag, limit) and key not in over:
+            over.append(key)
+    assert list(acc.keys) == list(sets)
+    assert {key: acc.size(key) for key in acc.keys} == {key: len(items) for key, items in sets.items()}
+    assert {key: acc.first(key) for key in acc.keys} == first
+    assert acc.due() == sorted(over, key=list(sets).index)

@@ -115,7 +115,7 @@ def test_state_plateaus_under_unique_key_floods(tmp_path: Path) -> None:
         h.web_request(0, 0, f"198.18.{i >> 8 & 255}.{i & 255}", 1, "192.0.2.1", 80, f"s{i}")
         h.nxdomain(0, 0, "192.0.2.53", 53, "203.0.113.5", 1, f"r{i}.flood{i}.example")
         h.dns_query(0, 0, "10.0.0.1", 1, "192.0.2.53", 53, f"x{i}.f{i}.example", f"f{i}.example", f"x{i}")
-    assert len(h.tcp.items) <= 500 and len(h.udp.items) <= 500 and len(h.web.items) <= 500
+    assert len(h.tcp.keys) <= 500 and len(h.udp.keys) <= 500 and len(h.web.keys) <= 500
     assert len(h.nx) <= 1000 and len(h.exhaustion) <= 1000
     checker = DomainChecker(ix)
     for i in range(NEGATIVE_CACHE_SIZE + 5000):
