@@ -124,6 +124,7 @@ class Periodic:
     _next_kernel: float = 0.0
     _next_report: float = 0.0
     _previous: dict[str, Any] | None = None
+    _kernel: tuple[int, int, int] | None = None
 
     def start(self) -> None:
         now = time.monotonic()
@@ -146,7 +147,7 @@ class Periodic:
     def publish_kernel(self) -> tuple[int, int, int] | None:
         if self.live is None:
             return None
-        recv, drop, ifdrop = self.live.stats()
+        recv, drop, ifdrop = self._kernel = self.live.stats()
         self.counters.set(kernel_received=recv, kernel_dropped=drop, kernel_ifdropped=ifdrop, kernel_valid=1)
         return recv, drop, ifdrop
 
@@ -157,6 +158,11 @@ class Periodic:
             return
         if self._previous is not None and status["updated"] <= self._previous["updated"]:
             return
+        capture = status.get("capture")
+        if self._kernel is not None and isinstance(capture, dict) and not capture.get("kernel"):
+            # the aggregator wrote this status before it saw the first kernel counts: ours are first-hand
+            recv, drop, ifdrop = self._kernel
+            capture["kernel"] = {"received": recv, "dropped": drop, "interface_dropped": ifdrop}
         print(report_line(self._previous, status), file=self.out, flush=True)
         self._previous = status
 

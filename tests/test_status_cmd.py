@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -15,8 +16,12 @@ from pathlib import Path
 import pytest
 
 from engine import traffic as t
+from engine.capture import CAPTURE_FIELDS
 from engine.cli import main
 from engine.pcapio import CaptureError, LiveCapture
+from engine.sensor import Periodic, Supervisor
+from shm.counters import SharedCounters, create_counters
+from shm.segments import SegmentOwner
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = "/s; drops "
@@ -196,3 +201,30 @@ def test_bad_report_interval_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     cfg.write_text("[sensor]\nreport_seconds = -5\n")
     assert main(["sensor", "-c", str(cfg), "-r", str(tmp_path / "x.pcap")]) == 2
     assert "[sensor] report_seconds: -5 is out of range (0..86400)" in capsys.readouterr().err
+
+
+class _Live:
+    """A live capture's libpcap statistics, as `LiveCapture.stats` gives them."""
+
+    def stats(self) -> tuple[int, int, int]:
+        return 1040, 28, 2
+
+
+def test_report_before_the_aggregator_saw_kernel_counts(tmp_path: Path) -> None:
+    """A status written before the first kernel counts reached the aggregator still reports the
+    capture's own figures (the first report of a live sensor raced that before)."""
+    path = _status_file(tmp_path / "s.json")
+    data = json.loads(path.read_text())
+    data["capture"]["kernel"] = None
+    path.write_text(json.dumps(data))
+    out = io.StringIO()
+    owner = SegmentOwner()
+    try:
+        counters = SharedCounters(create_counters(owner, "capture", CAPTURE_FIELDS))
+        periodic = Periodic(counters, Supervisor([]), path, live=_Live(), report_seconds=1, out=out)  # type: ignore[arg-type]
+        periodic.publish_kernel()
+        periodic.report()
+        counters.close()
+    finally:
+        owner.unlink_all()
+    assert "kernel 28 (+28), interface 2" in out.getvalue()
