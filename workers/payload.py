@@ -95,7 +95,9 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
 
 
 class PayloadInspector:
-    """Per-packet protocol checks; state is the domain checker's bounded negative cache."""
+    """Per-packet protocol checks. Its state is bounded caches of what repeats: parsed DNS
+    messages, query-name facts, NXDOMAIN name checks, HTTP request plans and the domain checker's
+    clean names; none changes what is reported."""
 
     def __init__(self, index: TrailIndex, settings: DetectionSettings) -> None:
         self.index = index
