@@ -64,9 +64,10 @@ def _is_private_addr(addr: Addr) -> bool:
 class _Accumulator:
     """key -> distinct items, with the first observation kept for the report.
 
-    `keys` maps a key to [arrival rank, first probe, its item, or a set once it has several]: one
+    `keys` maps a key to (arrival rank, first probe, its item, or a set once it has several): one
     dictionary entry and no set for the many keys that never see a second item (every connection's
-    SYN is a probe). A sweep only needs the keys that grew past their alert limit (`over`), in the
+    SYN is a probe); a tuple, not a list: one allocation, and the collector stops tracking it while
+    it holds no set. A sweep only needs the keys that grew past their alert limit (`over`), in the
     order the keys arrived: going over every key of the window each second would cost a flood of
     one-port keys more than everything else the aggregator does."""
 
@@ -74,7 +75,7 @@ class _Accumulator:
     max_items: int
     limits: dict[str, int]  # alert limit per key tag (key[0]); keys without a tag use `limit`
     limit: int = 0
-    keys: dict[tuple, list] = field(default_factory=dict)
+    keys: dict[tuple, tuple] = field(default_factory=dict)
     over: dict[tuple, None] = field(default_factory=dict)
 
     def add(self, key: tuple, item: object, probe: tuple) -> None:
@@ -82,7 +83,8 @@ class _Accumulator:
         self.add_all(((key, item, probe),))
 
     def add_all(self, entries: Iterable[tuple[tuple, object, tuple]]) -> None:
-        """`add` for every (key, item, probe) in order, in one loop: the aggregator's hottest."""
+        """`add` for every (key, item, probe) in order, in one loop (`Heuristics.probes` has the
+        same rules inlined)."""
         keys, over, limits, limit = self.keys, self.over, self.limits, self.limit
         max_keys, max_items = self.max_keys, self.max_items
         for key, item, probe in entries:
@@ -90,7 +92,7 @@ class _Accumulator:
             if state is None:
                 if len(keys) >= max_keys:
                     continue
-                keys[key] = [len(keys), probe, item]
+                keys[key] = (len(keys), probe, item)
                 size = 1
             else:
                 bucket = state[2]
@@ -102,7 +104,7 @@ class _Accumulator:
                 elif bucket == item or max_items < 2:
                     continue
                 else:
-                    state[2] = {bucket, item}
+                    keys[key] = (state[0], state[1], {bucket, item})
                     size = 2
             if size > limits.get(key[0], limit):
                 over[key] = None
@@ -228,20 +230,49 @@ class Heuristics:
                dports: list[int], syns: list[bool]) -> None:
         """One segment's scan probes in capture order (`workers.observe`): TCP SYN/NULL/FIN/XMAS
         count towards port scans, SYNs to infection ports towards infection sweeps, UDP towards
-        UDP scans."""
+        UDP scans. `_Accumulator.add_all`'s rules are inlined: the aggregator's hottest loop, and
+        a probe's first report tuple is only built for a new key."""
         if not self.settings.use_heuristics:
             return
-        tcp: list[tuple[tuple, object, tuple]] = []
-        udp: list[tuple[tuple, object, tuple]] = []
+        tcp, udp = self.tcp, self.udp
+        tcp_lane = ("p", tcp.keys, tcp.over, tcp.max_keys, tcp.max_items, tcp.limits.get("p", tcp.limit))
+        udp_lane = ("u", udp.keys, udp.over, udp.max_keys, udp.max_items, udp.limits.get("u", udp.limit))
+        infection_limit = tcp.limits.get("i", tcp.limit)
         for proto, src, dst, sport, dport, syn in zip(protos, sources, targets, sports, dports, syns, strict=True):
-            if proto == PROTO_TCP:
-                tcp.append((("p", src, dst), dport, (sport, dport)))
-                if syn and dport in INFECTION_PORTS:
-                    tcp.append((("i", src, dport), dst, (sport, dst)))
-            else:
-                udp.append((("u", src, dst), dport, (sport, dport)))
-        self.tcp.add_all(tcp)
-        self.udp.add_all(udp)
+            tag, keys, over, max_keys, max_items, limit = tcp_lane if proto == PROTO_TCP else udp_lane
+            key = (tag, src, dst)
+            state = keys.get(key)
+            if state is None:
+                if len(keys) < max_keys:
+                    keys[key] = (len(keys), (sport, dport), dport)
+                    if limit < 1:
+                        over[key] = None
+            elif type(bucket := state[2]) is set:
+                if len(bucket) < max_items:
+                    bucket.add(dport)
+                    if len(bucket) > limit:
+                        over[key] = None
+            elif bucket != dport and max_items > 1:
+                keys[key] = (state[0], state[1], {bucket, dport})
+                if limit < 2:
+                    over[key] = None
+            if syn and proto == PROTO_TCP and dport in INFECTION_PORTS:
+                key = ("i", src, dport)
+                state = keys.get(key)
+                if state is None:
+                    if len(keys) < max_keys:
+                        keys[key] = (len(keys), (sport, dst), dst)
+                        if infection_limit < 1:
+                            over[key] = None
+                elif type(bucket := state[2]) is set:
+                    if len(bucket) < max_items:
+                        bucket.add(dst)
+                        if len(bucket) > infection_limit:
+                            over[key] = None
+                elif bucket != dst and max_items > 1:
+                    keys[key] = (state[0], state[1], {bucket, dst})
+                    if infection_limit < 2:
+                        over[key] = None
 
     def web_request(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))
