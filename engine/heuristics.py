@@ -216,9 +216,10 @@ class Heuristics:
         return out
 
     def _local_prefix(self) -> str:
-        """The most common /16-style prefix among TCP sources (ties: the greatest), cached once known."""
+        """The most common /16-style prefix among TCP sources (ties: the greatest), cached once known
+        (until then, every sweep: sources are spelled out once each, not once per key)."""
         if not self.local_prefix:
-            sources = {addr_text(k[1]) for k in self.tcp.keys}
+            sources = {addr_text(src) for src in {k[1] for k in self.tcp.keys}}
             counts = Counter(".".join(s.split(".")[:2]) + "." for s in sources if "." in s)
             if counts:
                 top = max(counts.values())
