@@ -12,7 +12,7 @@ ignored (scans) or the oldest are evicted (DNS), so a flood of unique keys plate
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.eventlog import Event
@@ -79,35 +79,29 @@ class _Accumulator:
     over: dict[tuple, None] = field(default_factory=dict)
 
     def add(self, key: tuple, item: object, probe: tuple) -> None:
-        """One item for a key; the first probe of a key is kept for the report."""
-        self.add_all(((key, item, probe),))
-
-    def add_all(self, entries: Iterable[tuple[tuple, object, tuple]]) -> None:
-        """`add` for every (key, item, probe) in order, in one loop (`Heuristics.probes` has the
-        same rules inlined)."""
-        keys, over, limits, limit = self.keys, self.over, self.limits, self.limit
-        max_keys, max_items = self.max_keys, self.max_items
-        for key, item, probe in entries:
-            state = keys.get(key)
-            if state is None:
-                if len(keys) >= max_keys:
-                    continue
-                keys[key] = (len(keys), probe, item)
-                size = 1
+        """One item for a key; the first probe of a key is kept for the report (`Heuristics.probes`
+        has the same rules inlined)."""
+        keys = self.keys
+        state = keys.get(key)
+        if state is None:
+            if len(keys) >= self.max_keys:
+                return
+            keys[key] = (len(keys), probe, item)
+            size = 1
+        else:
+            bucket = state[2]
+            if type(bucket) is set:
+                if len(bucket) >= self.max_items:
+                    return
+                bucket.add(item)
+                size = len(bucket)
+            elif bucket == item or self.max_items < 2:
+                return
             else:
-                bucket = state[2]
-                if type(bucket) is set:
-                    if len(bucket) >= max_items:
-                        continue
-                    bucket.add(item)
-                    size = len(bucket)
-                elif bucket == item or max_items < 2:
-                    continue
-                else:
-                    keys[key] = (state[0], state[1], {bucket, item})
-                    size = 2
-            if size > limits.get(key[0], limit):
-                over[key] = None
+                keys[key] = (state[0], state[1], {bucket, item})
+                size = 2
+        if size > self.limits.get(key[0], self.limit):
+            self.over[key] = None
 
     def size(self, key: tuple) -> int:
         bucket = self.keys[key][2]
@@ -231,7 +225,7 @@ class Heuristics:
                dports: list[int], syns: list[bool]) -> None:
         """One segment's scan probes in capture order (`workers.observe`): TCP SYN/NULL/FIN/XMAS
         count towards port scans, SYNs to infection ports towards infection sweeps, UDP towards
-        UDP scans. `_Accumulator.add_all`'s rules are inlined: the aggregator's hottest loop, and
+        UDP scans. `_Accumulator.add`'s rules are inlined: the aggregator's hottest loop, and
         a probe's first report tuple is only built for a new key."""
         if not self.settings.use_heuristics:
             return
