@@ -12,7 +12,7 @@ ignored (scans) or the oldest are evicted (DNS), so a flood of unique keys plate
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.eventlog import Event
@@ -64,9 +64,10 @@ def _is_private_addr(addr: Addr) -> bool:
 class _Accumulator:
     """key -> distinct items, with the first observation kept for the report.
 
-    `keys` maps a key to [arrival rank, first probe, its item, or a set once it has several]: one
+    `keys` maps a key to (arrival rank, first probe, its item, or a set once it has several): one
     dictionary entry and no set for the many keys that never see a second item (every connection's
-    SYN is a probe). A sweep only needs the keys that grew past their alert limit (`over`), in the
+    SYN is a probe); a tuple, not a list: one allocation, and the collector stops tracking it while
+    it holds no set. A sweep only needs the keys that grew past their alert limit (`over`), in the
     order the keys arrived: going over every key of the window each second would cost a flood of
     one-port keys more than everything else the aggregator does."""
 
@@ -74,38 +75,33 @@ class _Accumulator:
     max_items: int
     limits: dict[str, int]  # alert limit per key tag (key[0]); keys without a tag use `limit`
     limit: int = 0
-    keys: dict[tuple, list] = field(default_factory=dict)
+    keys: dict[tuple, tuple] = field(default_factory=dict)
     over: dict[tuple, None] = field(default_factory=dict)
 
     def add(self, key: tuple, item: object, probe: tuple) -> None:
-        """One item for a key; the first probe of a key is kept for the report."""
-        self.add_all(((key, item, probe),))
-
-    def add_all(self, entries: Iterable[tuple[tuple, object, tuple]]) -> None:
-        """`add` for every (key, item, probe) in order, in one loop: the aggregator's hottest."""
-        keys, over, limits, limit = self.keys, self.over, self.limits, self.limit
-        max_keys, max_items = self.max_keys, self.max_items
-        for key, item, probe in entries:
-            state = keys.get(key)
-            if state is None:
-                if len(keys) >= max_keys:
-                    continue
-                keys[key] = [len(keys), probe, item]
-                size = 1
+        """One item for a key; the first probe of a key is kept for the report (`Heuristics.probes`
+        has the same rules inlined)."""
+        keys = self.keys
+        state = keys.get(key)
+        if state is None:
+            if len(keys) >= self.max_keys:
+                return
+            keys[key] = (len(keys), probe, item)
+            size = 1
+        else:
+            bucket = state[2]
+            if type(bucket) is set:
+                if len(bucket) >= self.max_items:
+                    return
+                bucket.add(item)
+                size = len(bucket)
+            elif bucket == item or self.max_items < 2:
+                return
             else:
-                bucket = state[2]
-                if type(bucket) is set:
-                    if len(bucket) >= max_items:
-                        continue
-                    bucket.add(item)
-                    size = len(bucket)
-                elif bucket == item or max_items < 2:
-                    continue
-                else:
-                    state[2] = {bucket, item}
-                    size = 2
-            if size > limits.get(key[0], limit):
-                over[key] = None
+                keys[key] = (state[0], state[1], {bucket, item})
+                size = 2
+        if size > self.limits.get(key[0], self.limit):
+            self.over[key] = None
 
     def size(self, key: tuple) -> int:
         bucket = self.keys[key][2]
@@ -214,9 +210,10 @@ class Heuristics:
         return out
 
     def _local_prefix(self) -> str:
-        """The most common /16-style prefix among TCP sources (ties: the greatest), cached once known."""
+        """The most common /16-style prefix among TCP sources (ties: the greatest), cached once known
+        (until then, every sweep: sources are spelled out once each, not once per key)."""
         if not self.local_prefix:
-            sources = {addr_text(k[1]) for k in self.tcp.keys}
+            sources = {addr_text(src) for src in {k[1] for k in self.tcp.keys}}
             counts = Counter(".".join(s.split(".")[:2]) + "." for s in sources if "." in s)
             if counts:
                 top = max(counts.values())
@@ -228,20 +225,49 @@ class Heuristics:
                dports: list[int], syns: list[bool]) -> None:
         """One segment's scan probes in capture order (`workers.observe`): TCP SYN/NULL/FIN/XMAS
         count towards port scans, SYNs to infection ports towards infection sweeps, UDP towards
-        UDP scans."""
+        UDP scans. `_Accumulator.add`'s rules are inlined: the aggregator's hottest loop, and
+        a probe's first report tuple is only built for a new key."""
         if not self.settings.use_heuristics:
             return
-        tcp: list[tuple[tuple, object, tuple]] = []
-        udp: list[tuple[tuple, object, tuple]] = []
+        tcp, udp = self.tcp, self.udp
+        tcp_lane = ("p", tcp.keys, tcp.over, tcp.max_keys, tcp.max_items, tcp.limits.get("p", tcp.limit))
+        udp_lane = ("u", udp.keys, udp.over, udp.max_keys, udp.max_items, udp.limits.get("u", udp.limit))
+        infection_limit = tcp.limits.get("i", tcp.limit)
         for proto, src, dst, sport, dport, syn in zip(protos, sources, targets, sports, dports, syns, strict=True):
-            if proto == PROTO_TCP:
-                tcp.append((("p", src, dst), dport, (sport, dport)))
-                if syn and dport in INFECTION_PORTS:
-                    tcp.append((("i", src, dport), dst, (sport, dst)))
-            else:
-                udp.append((("u", src, dst), dport, (sport, dport)))
-        self.tcp.add_all(tcp)
-        self.udp.add_all(udp)
+            tag, keys, over, max_keys, max_items, limit = tcp_lane if proto == PROTO_TCP else udp_lane
+            key = (tag, src, dst)
+            state = keys.get(key)
+            if state is None:
+                if len(keys) < max_keys:
+                    keys[key] = (len(keys), (sport, dport), dport)
+                    if limit < 1:
+                        over[key] = None
+            elif type(bucket := state[2]) is set:
+                if len(bucket) < max_items:
+                    bucket.add(dport)
+                    if len(bucket) > limit:
+                        over[key] = None
+            elif bucket != dport and max_items > 1:
+                keys[key] = (state[0], state[1], {bucket, dport})
+                if limit < 2:
+                    over[key] = None
+            if syn and proto == PROTO_TCP and dport in INFECTION_PORTS:
+                key = ("i", src, dport)
+                state = keys.get(key)
+                if state is None:
+                    if len(keys) < max_keys:
+                        keys[key] = (len(keys), (sport, dst), dst)
+                        if infection_limit < 1:
+                            over[key] = None
+                elif type(bucket := state[2]) is set:
+                    if len(bucket) < max_items:
+                        bucket.add(dst)
+                        if len(bucket) > infection_limit:
+                            over[key] = None
+                elif bucket != dst and max_items > 1:
+                    keys[key] = (state[0], state[1], {bucket, dst})
+                    if infection_limit < 2:
+                        over[key] = None
 
     def web_request(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))
