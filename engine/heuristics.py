@@ -79,8 +79,7 @@ class _Accumulator:
     over: dict[tuple, None] = field(default_factory=dict)
 
     def add(self, key: tuple, item: object, probe: tuple) -> None:
-        """One item for a key; the first probe of a key is kept for the report (`Heuristics.probes`
-        has the same rules inlined)."""
+        """One item for a key; the first probe of a key is kept for the report."""
         keys = self.keys
         state = keys.get(key)
         if state is None:
@@ -225,49 +224,17 @@ class Heuristics:
                dports: list[int], syns: list[bool]) -> None:
         """One segment's scan probes in capture order (`workers.observe`): TCP SYN/NULL/FIN/XMAS
         count towards port scans, SYNs to infection ports towards infection sweeps, UDP towards
-        UDP scans. `_Accumulator.add`'s rules are inlined: the aggregator's hottest loop, and
-        a probe's first report tuple is only built for a new key."""
+        UDP scans."""
         if not self.settings.use_heuristics:
             return
-        tcp, udp = self.tcp, self.udp
-        tcp_lane = ("p", tcp.keys, tcp.over, tcp.max_keys, tcp.max_items, tcp.limits.get("p", tcp.limit))
-        udp_lane = ("u", udp.keys, udp.over, udp.max_keys, udp.max_items, udp.limits.get("u", udp.limit))
-        infection_limit = tcp.limits.get("i", tcp.limit)
+        tcp, udp = self.tcp.add, self.udp.add
         for proto, src, dst, sport, dport, syn in zip(protos, sources, targets, sports, dports, syns, strict=True):
-            tag, keys, over, max_keys, max_items, limit = tcp_lane if proto == PROTO_TCP else udp_lane
-            key = (tag, src, dst)
-            state = keys.get(key)
-            if state is None:
-                if len(keys) < max_keys:
-                    keys[key] = (len(keys), (sport, dport), dport)
-                    if limit < 1:
-                        over[key] = None
-            elif type(bucket := state[2]) is set:
-                if len(bucket) < max_items:
-                    bucket.add(dport)
-                    if len(bucket) > limit:
-                        over[key] = None
-            elif bucket != dport and max_items > 1:
-                keys[key] = (state[0], state[1], {bucket, dport})
-                if limit < 2:
-                    over[key] = None
-            if syn and proto == PROTO_TCP and dport in INFECTION_PORTS:
-                key = ("i", src, dport)
-                state = keys.get(key)
-                if state is None:
-                    if len(keys) < max_keys:
-                        keys[key] = (len(keys), (sport, dst), dst)
-                        if infection_limit < 1:
-                            over[key] = None
-                elif type(bucket := state[2]) is set:
-                    if len(bucket) < max_items:
-                        bucket.add(dst)
-                        if len(bucket) > infection_limit:
-                            over[key] = None
-                elif bucket != dst and max_items > 1:
-                    keys[key] = (state[0], state[1], {bucket, dst})
-                    if infection_limit < 2:
-                        over[key] = None
+            if proto == PROTO_TCP:
+                tcp(("p", src, dst), dport, (sport, dport))
+                if syn and dport in INFECTION_PORTS:
+                    tcp(("i", src, dport), dst, (sport, dst))
+            else:
+                udp(("u", src, dst), dport, (sport, dport))
 
     def web_request(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, segment: str) -> None:
         self.web.add((src, dst), segment, (sec, usec, sport, dport))
