@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.eventlog import Event
-from engine.ipaddr import Addr, addr_text
+from engine.ipaddr import Addr, addr_text, ip4_private
 from workers.batch import PROTO_TCP
 from workers.heuristics.dns_rules import dga_reason, looks_like_dnsbl_trail, nx_keys
 
@@ -56,7 +56,7 @@ def _is_private(ip: str) -> bool:
 def _is_private_addr(addr: Addr) -> bool:
     """`_is_private` of an address as workers send it, an IPv4 one without spelling it out."""
     if isinstance(addr, int):
-        return addr >> 24 in (10, 127) or addr >> 20 == 0xAC1 or addr >> 16 == 0xC0A8
+        return ip4_private(addr)
     return _is_private(addr_text(addr))
 
 

@@ -88,6 +88,12 @@ def addr_text(addr: Addr) -> str:
     return addr
 
 
+def ip4_private(ip: int, link_local: bool = False) -> bool:
+    """10/8, 127/8, 172.16/12, 192.168/16 and, when asked, 169.254/16: the private-address rules
+    of the heuristics, on an IPv4 integer (no text to build)."""
+    return ip >> 24 in (10, 127) or ip >> 20 == 0xAC1 or ip >> 16 == 0xC0A8 or (link_local and ip >> 16 == 0xA9FE)
+
+
 def addr_port_text(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 

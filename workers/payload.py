@@ -17,7 +17,7 @@ import numpy as np
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
-from engine.ipaddr import Addr, addr_text, parse_ip4
+from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, DomainChecker
@@ -53,7 +53,7 @@ def is_private(ip: str) -> bool:
 def _private_addr(addr: Addr) -> bool:
     """`is_private` of an address as it came, without spelling an IPv4 one out."""
     if isinstance(addr, int):
-        return addr >> 24 in (10, 127) or addr >> 20 == 0xAC1 or addr >> 16 in (0xC0A8, 0xA9FE)
+        return ip4_private(addr, link_local=True)
     return is_private(addr_text(addr))
 
 
