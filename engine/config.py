@@ -7,6 +7,7 @@ typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -85,10 +86,12 @@ def _check_type(section: str, key: str, value: Any, expected: Any) -> None:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif expected is str:
         ok = isinstance(value, str)
+    elif expected is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
     else:  # list[str]
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     if not ok:
-        name = "list of strings" if expected is list else expected.__name__
+        name = {list: "list of strings", float: "number"}.get(expected, getattr(expected, "__name__", ""))
         raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
     if key in _LIMITS:
         lo, hi = _LIMITS[key]
@@ -109,7 +112,7 @@ def _section_items(data: dict[str, Any], name: str, cls: type, source: str) -> l
 
 
 def sensor_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> SensorConfig:
-    unknown_sections = set(data) - {"sensor", "server"}
+    unknown_sections = set(data) - {"sensor", "server", "update"}
     if unknown_sections:
         raise ConfigError(f"{source}: unknown section [{sorted(unknown_sections)[0]}]")
     cfg = SensorConfig()
@@ -200,3 +203,83 @@ def load_configs(path: Path | None) -> tuple[SensorConfig, ServerConfig]:
         return SensorConfig(), ServerConfig()
     data = _read_toml(path)
     return sensor_config_from(data, str(path)), server_config_from(data, str(path))
+
+
+DEFAULT_STATIC_URL = "https://codeload.github.com/stamparm/maltrail/tar.gz/refs/heads/master"
+_PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass
+class UpdateConfig:
+    """`[update]`: `maltrail update` (static trails, feeds, custom URLs) and the sensor's own timer."""
+
+    period: str = "1d"
+    sensor_updates: bool = False
+    static_url: str = DEFAULT_STATIC_URL
+    feeds: list[str] = field(default_factory=list)
+    disabled_feeds: list[str] = field(default_factory=list)
+    custom_urls: list[str] = field(default_factory=list)
+    timeout: int = 30
+    retries: int = 3
+    max_bytes: int = 256 << 20
+    min_ratio: float = 0.5
+    proxy: str = ""
+    ip_minimum_feeds: int = 3
+    disabled_info_regex: str = ""
+    cache_dir: str = ""
+
+    @property
+    def period_seconds(self) -> int:
+        return parse_period(self.period)
+
+
+def parse_period(text: str) -> int:
+    """`"1d"`, `"12h"`, `"30m"`, `"90s"` or plain seconds `"3600"` -> seconds (0 = never)."""
+    value = text.strip().lower()
+    unit = _PERIOD_UNITS.get(value[-1:], None) if value else None
+    number = value[:-1] if unit else value
+    if not number.isdigit():
+        raise ConfigError(f"[update] period: {text!r} is not a duration (e.g. 1d, 12h, 30m, 3600)")
+    return int(number) * (unit or 1)
+
+
+_UPDATE_LIMITS: dict[str, tuple[float, float]] = {
+    "timeout": (1, 600),
+    "retries": (0, 10),
+    "max_bytes": (1024, 1 << 34),
+    "min_ratio": (0.0, 1.0),
+    "ip_minimum_feeds": (1, 100),
+}
+
+
+def update_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> UpdateConfig:
+    """Types, ranges, the period and the regex here; feed names are checked against the definitions
+    by `engine.update`, which knows them."""
+    cfg = UpdateConfig()
+    for key, value, declared in _section_items(data, "update", UpdateConfig, source):
+        where = f"{source}: [update] {key}"
+        expected = {"str": str, "int": int, "bool": bool, "float": float}.get(declared, list)
+        try:
+            _check_type("update", key, value, expected)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        if key in _UPDATE_LIMITS and not _UPDATE_LIMITS[key][0] <= value <= _UPDATE_LIMITS[key][1]:
+            lo, hi = _UPDATE_LIMITS[key]
+            raise ConfigError(f"{where}: {value} is out of range ({lo}..{hi})")
+        if key == "period":
+            try:
+                parse_period(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        if key == "disabled_info_regex" and value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ConfigError(f"{where}: not a regular expression ({exc})") from None
+        setattr(cfg, key, value)
+    return cfg
+
+
+def load_update_config(path: Path | None) -> UpdateConfig:
+    """`[update]` of `path` (None: defaults only)."""
+    return UpdateConfig() if path is None else update_config_from(_read_toml(path), str(path))

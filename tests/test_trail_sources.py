@@ -569,7 +569,10 @@ def test_missing_sources(tmp_path: Path) -> None:
 def test_empty_sources(tmp_path: Path) -> None:
     empty_static = _static(tmp_path / "static", {"t.txt": "# only a comment\n\n", "malware/x.txt": ""})
     assert "empty" in _error(empty_static)
-    assert "empty" in _error(_custom(tmp_path / "custom", {"t.txt": "# nothing\n"}))
+    # an empty custom folder is allowed, as in Maltrail (issue 10); a missing one is an error
+    assert _load(_custom(tmp_path / "custom", {"t.txt": "# nothing\n"})) == {}
+    assert _load(_custom(tmp_path / "custom2", {}), _static(tmp_path / "s", {"t.txt": "a.example\n"})) == {
+        "a.example": ("t", "(static)")}
     assert "empty" in _error(_trails_csv(tmp_path / "trails.csv", [["only", "two"]]))
     (tmp_path / "void").mkdir()
     assert "empty" in _error(tmp_path / "void")

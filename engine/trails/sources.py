@@ -15,10 +15,12 @@ and local keys; the result equals what Maltrail would write to ``trails.csv``, k
 unchanged). The ``read_*`` functions return one source as merged on its own, before
 post-processing.
 
-Not implemented, because this sensor has no feeds: feed loading, ``DISABLED_FEEDS``,
-``DISABLED_TRAILS_INFO_REGEX``, the ``IP_MINIMUM_FEEDS`` rule (it drops IPv4 trails seen in too
-few feeds; static and custom ones are exempt, rows of a ``trails.csv`` are taken as already
-filtered), ``CUSTOM_TRAILS_URL`` and the bogon/CDN filter on leading IPv4 addresses.
+Fetched sources (feeds, ``CUSTOM_TRAILS_URL`` lists) are passed in as ready ``Trails`` dicts
+(``engine.update`` fetches and parses them); ``MergeRules`` carries the updater's options that only
+matter with them: ``IP_MINIMUM_FEEDS`` (IPv4 trails seen in too few feeds are dropped; static and
+custom ones are exempt, rows of a ``trails.csv`` are taken as already filtered by default) and
+``DISABLED_TRAILS_INFO_REGEX``. The bogon/CDN filter on leading IPv4 addresses, Maltrail's last
+step, is ``engine.update.sanity``'s.
 
 Key extensions of this project, kept as written except for strip and lower-casing: ``ua:<agent>``
 (exact User-Agent trails: never cut at ``#``, ``?`` or ``://``, never IDNA-encoded) and address
@@ -32,6 +34,7 @@ import csv
 import io
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -326,13 +329,13 @@ def _read_custom_dir(path: str | Path) -> _Source:
     for txt_path in _files(_listing(directory), ".txt"):
         value = _value(txt_path.stem.replace("_", " "), CUSTOM_REFERENCE)
         _parse_trail_lines(_read_text(txt_path), value, source, static_txt=False)
-    if not source.trails:
-        raise TrailSourceError(f"trail source {directory}: empty (no trail rows)")
-    return source
+    return source  # an empty custom folder is allowed, as in Maltrail
 
 
 def read_custom_dir(path: str | Path) -> Trails:
-    """A custom trail folder (``*.txt`` by name, merged on its own): info is the stem, ``(custom)``."""
+    """A custom trail folder (``*.txt`` by name, merged on its own): info is the stem, ``(custom)``.
+
+    An empty folder gives no trails (Maltrail allows it); a missing one is an error."""
     return _read_custom_dir(path).settle({})
 
 
@@ -454,7 +457,25 @@ def _rename(trails: Trails, key: str, new_key: str, value: tuple[str, str]) -> N
     trails[new_key] = value
 
 
-def _review_key(trails: Trails, duplicates: dict[str, set[str]], key: str) -> str | None:
+@dataclass(frozen=True)
+class MergeRules:
+    """The updater's options that apply once fetched sources take part (defaults: off)."""
+
+    ip_minimum_feeds: int = 1  # Maltrail's IP_MINIMUM_FEEDS (its default is 3)
+    disabled_info: re.Pattern[str] | None = None  # Maltrail's DISABLED_TRAILS_INFO_REGEX
+
+
+def rows_source(rows: Trails) -> _Source:
+    """A fetched source's items (feed or custom URL), merged like Maltrail merges a module's result."""
+    source = _Source()
+    for key, value in rows.items():
+        source.trails[key] = value
+        if _needs_review(key):
+            source.note(key)
+    return source
+
+
+def _review_key(trails: Trails, duplicates: dict[str, set[str]], key: str, ip_minimum: int = 1) -> str | None:
     """Maltrail's per-key post-processing; returns the key's final name, None when it was dropped."""
     value = trails.get(key)
     if value is None:  # already renamed onto or dropped by an earlier key
@@ -485,6 +506,11 @@ def _review_key(trails: Trails, duplicates: dict[str, set[str]], key: str) -> st
             del duplicates[key]
         if info == "malware":
             value = trails[key] = ("potential malware site", reference)
+        if ip_minimum > 1 and "custom" not in reference and "static" not in reference and (
+            len(duplicates.get(key, ())) < ip_minimum
+        ):
+            del trails[key]
+            return None
         if any(int(octet) > 255 for octet in key.split(".")):
             del trails[key]
             return None
@@ -511,7 +537,8 @@ def _review_key(trails: Trails, duplicates: dict[str, set[str]], key: str) -> st
     return key
 
 
-def _post_process(trails: Trails, duplicates: dict[str, set[str]], candidates: list[str]) -> list[str]:
+def _post_process(trails: Trails, duplicates: dict[str, set[str]], candidates: list[str], ip_minimum: int = 1
+                  ) -> list[str]:
     """Maltrail's post-processing pass; returns the final names of the keys it looked at.
 
     Maltrail runs every key through the pass; only ``candidates`` (keys passing ``_needs_review``,
@@ -521,7 +548,7 @@ def _post_process(trails: Trails, duplicates: dict[str, set[str]], candidates: l
     """
     final_names = []
     for key in candidates:
-        final = _review_key(trails, duplicates, key)
+        final = _review_key(trails, duplicates, key, ip_minimum)
         if final is not None:
             final_names.append(final)
     for key in duplicates:
@@ -548,29 +575,43 @@ def _drop_unwanted(trails: Trails, whitelist: Whitelist | None, candidates: list
             del trails[key]
 
 
-def load_sources(specs: list[str], whitelist: Whitelist | None) -> Trails:
+def load_sources(specs: Sequence[str | Trails], whitelist: Whitelist | None, rules: MergeRules = MergeRules()
+                 ) -> Trails:
     """Read and merge trail sources in order, normalise them and drop whitelisted keys.
 
-    Each spec is a static trail folder (directory), a ``trails.csv`` (``.csv`` file) or
-    ``custom:DIR``. A lone ``trails.csv`` is a built set and kept as written (spec 1.1).
-    Maltrail itself merges custom trails before static ones; pass them in that
-    order for the same precedence. Raises TrailSourceError for a missing, unreadable or empty source.
+    Each spec is a static trail folder (directory), a ``trails.csv`` (``.csv`` file),
+    ``custom:DIR``, or a fetched source's rows (a ``Trails`` dict: a feed or a custom URL list). A
+    lone ``trails.csv`` is a built set and kept as written (spec 1.1). Maltrail merges feeds, then
+    custom trails, then static ones, then custom URLs; pass them in that order for the same
+    precedence. Raises TrailSourceError for a missing, unreadable or empty source.
     """
-    if len(specs) == 1 and not specs[0].startswith(CUSTOM_SPEC_PREFIX) and Path(specs[0]).is_file():
+    if len(specs) == 1 and isinstance(specs[0], str) and not specs[0].startswith(CUSTOM_SPEC_PREFIX) and (
+        Path(specs[0]).is_file()
+    ):
         return _load_built_csv(specs[0], whitelist)
     trails: Trails = {}
     candidates: list[str] = []
     duplicates: dict[str, set[str]] = {}
     for spec in specs:
-        source = _read_spec(spec)
+        source = _read_spec(spec) if isinstance(spec, str) else rows_source(spec)
         if trails:
             _merge(trails, duplicates, candidates, source)
         else:  # reuse the first source's dict: copying 1.6 M keys would cost about a second
             trails = source.settle(duplicates)
             candidates = list(dict.fromkeys(source.review))
-    final_names = _post_process(trails, duplicates, candidates)
+    if rules.disabled_info is not None:
+        _drop_disabled_info(trails, rules.disabled_info)
+    final_names = _post_process(trails, duplicates, candidates, rules.ip_minimum_feeds)
     _drop_unwanted(trails, whitelist, final_names)
     return trails
+
+
+def _drop_disabled_info(trails: Trails, pattern: re.Pattern[str]) -> None:
+    """Maltrail's DISABLED_TRAILS_INFO_REGEX: the regex runs once per distinct info, not per key."""
+    disabled = {info for info in {value[0] for value in trails.values()} if pattern.search(info)}
+    if disabled:
+        for key in [key for key, value in trails.items() if value[0] in disabled]:
+            del trails[key]
 
 
 def _load_built_csv(spec: str, whitelist: Whitelist | None) -> Trails:
