@@ -236,7 +236,7 @@ class UpdateConfig:
 def parse_period(text: str) -> int:
     """`"1d"`, `"12h"`, `"30m"`, `"90s"` or plain seconds `"3600"` -> seconds (0 = never)."""
     value = text.strip().lower()
-    unit = _PERIOD_UNITS.get(value[-1:], None) if value else None
+    unit = _PERIOD_UNITS.get(value[-1:]) if value else None
     number = value[:-1] if unit else value
     if not number.isdigit():
         raise ConfigError(f"[update] period: {text!r} is not a duration (e.g. 1d, 12h, 30m, 3600)")

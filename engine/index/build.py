@@ -22,6 +22,7 @@ import pyroaring
 import xxhash
 
 from engine.index.fileformat import write_arrays
+from engine.index.provenance import describe
 from engine.index.schema import (
     K_CIDR4,
     K_CIDR6,
@@ -34,7 +35,7 @@ from engine.index.schema import (
 )
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 from engine.resources import data_file
-from engine.trails.sources import load_sources, wildcard_trails
+from engine.trails.sources import CUSTOM_SPEC_PREFIX, load_sources, wildcard_trails
 from engine.trails.whitelist import Whitelist, merge_ranges
 
 FORMAT_VERSION = 1
@@ -293,5 +294,7 @@ def build_index_file(
     arrays, meta = compile_index(
         trails, whitelist.exact, whitelist.ranges4, wildcard_trails(trails), hash_bits, [str(s) for s in specs]
     )
+    custom = [Path(s[len(CUSTOM_SPEC_PREFIX):]) for s in specs if s.startswith(CUSTOM_SPEC_PREFIX)]
+    meta["provenance"] = describe(list(whitelist_files), default_whitelist, custom)
     write_arrays(Path(out), arrays, meta)
     return meta

@@ -69,6 +69,18 @@ def is_index_file(path: Path) -> bool:
         return False
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """An index's metadata from its header alone (nothing mapped)."""
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise IndexFormatError(f"{path}: not a trail index file (bad magic)")
+        (hlen,) = struct.unpack("<Q", f.read(8))
+        try:
+            return json.loads(f.read(hlen))["meta"]
+        except (ValueError, KeyError):
+            raise IndexFormatError(f"{path}: unreadable index header") from None
+
+
 def map_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], mmap.mmap]:
     """Map the file and return read-only views of its arrays (no copy), its metadata and the map."""
     with open(path, "rb") as f:

@@ -373,6 +373,21 @@ def read_trails_csv(path: str | Path) -> Trails:
     return _read_trails_csv(path).settle({})
 
 
+SourceRows = _Source  # one source read and merged on its own, ready for load_sources
+
+
+def read_source(spec: str) -> SourceRows:
+    """One source spec read on its own (its trails are ``.trails``), to be passed to ``load_sources``."""
+    return _read_spec(spec)
+
+
+def read_list_text(text: str, info: str, reference: str) -> SourceRows:
+    """A remote trail list (Maltrail's ``CUSTOM_TRAILS_URL``): lines parsed like a custom file's."""
+    source = _Source()
+    _parse_trail_lines(text, _value(info, reference), source, static_txt=False)
+    return source
+
+
 def _read_spec(spec: str) -> _Source:
     """A source spec: ``custom:DIR``, a directory (static folder) or a ``.csv`` file (trails.csv)."""
     if spec.startswith(CUSTOM_SPEC_PREFIX):
@@ -575,12 +590,13 @@ def _drop_unwanted(trails: Trails, whitelist: Whitelist | None, candidates: list
             del trails[key]
 
 
-def load_sources(specs: Sequence[str | Trails], whitelist: Whitelist | None, rules: MergeRules = MergeRules()
-                 ) -> Trails:
+def load_sources(specs: Sequence[str | Trails | SourceRows], whitelist: Whitelist | None,
+                 rules: MergeRules = MergeRules()) -> Trails:
     """Read and merge trail sources in order, normalise them and drop whitelisted keys.
 
     Each spec is a static trail folder (directory), a ``trails.csv`` (``.csv`` file),
-    ``custom:DIR``, or a fetched source's rows (a ``Trails`` dict: a feed or a custom URL list). A
+    ``custom:DIR``, a fetched source's rows (a ``Trails`` dict: a feed or a custom URL list) or a
+    source already read (``read_source``, ``read_list_text``). A
     lone ``trails.csv`` is a built set and kept as written (spec 1.1). Maltrail merges feeds, then
     custom trails, then static ones, then custom URLs; pass them in that order for the same
     precedence. Raises TrailSourceError for a missing, unreadable or empty source.
@@ -593,7 +609,10 @@ def load_sources(specs: Sequence[str | Trails], whitelist: Whitelist | None, rul
     candidates: list[str] = []
     duplicates: dict[str, set[str]] = {}
     for spec in specs:
-        source = _read_spec(spec) if isinstance(spec, str) else rows_source(spec)
+        if isinstance(spec, _Source):
+            source = spec
+        else:
+            source = _read_spec(spec) if isinstance(spec, str) else rows_source(spec)
         if trails:
             _merge(trails, duplicates, candidates, source)
         else:  # reuse the first source's dict: copying 1.6 M keys would cost about a second
