@@ -21,7 +21,7 @@ from engine.benchmark import (
     parse_workers,
     run_bench,
 )
-from engine.config import ConfigError, SensorConfig, load_config
+from engine.config import ConfigError, SensorConfig, load_config, load_update_config
 from engine.demo import run_demo
 from engine.index.build import IndexBuildError, build_index_file
 from engine.index.fileformat import IndexFormatError
@@ -33,18 +33,23 @@ from engine.traffic import MIXES
 from engine.trails.ignore import IgnoreRulesError
 from engine.trails.sources import TrailSourceError
 from engine.trails.whitelist import WhitelistError
+from engine.update.errors import UpdateError
 from webui.cli import register as register_webui
 
 EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError,
-                   WhitelistError, IgnoreRulesError, StatusError)
+                   WhitelistError, IgnoreRulesError, StatusError, UpdateError)
 STATE_EXIT = {"running": 0, "stopped": 1, "stale": 1}
 
 
-def _config(args: argparse.Namespace) -> SensorConfig:
+def _config_path(args: argparse.Namespace) -> Path | None:
     path = Path(args.config) if args.config else None
     if path is None and Path("maltrail.toml").is_file():
         path = Path("maltrail.toml")
-    return load_config(path)
+    return path
+
+
+def _config(args: argparse.Namespace) -> SensorConfig:
+    return load_config(_config_path(args))
 
 
 def cmd_sensor(args: argparse.Namespace) -> int:
@@ -148,6 +153,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if any(r.found for r in results) else 1
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    from engine.update.feeds import FeedError
+    from engine.update.fetch import FetchError
+    from engine.update.runner import UpdateOptions, cache_dir, index_path, run_update
+    from engine.update.state import load_state, status_lines, status_rows
+
+    path = _config_path(args)
+    cfg, ucfg = load_config(path), load_update_config(path)
+    out = index_path(cfg, args.out)
+    if args.status:
+        state_file = cache_dir(ucfg, out) / "state.json"
+        rows = status_rows(load_state(state_file), ucfg.period_seconds)
+        if args.json:
+            print(json.dumps({"index": str(out), "sources": rows}, indent=1))
+        elif rows:
+            print("\n".join(status_lines(rows)))
+        else:
+            print(f"no update has run yet for {out} (no {state_file})")
+        return 0 if rows and all(r["state"] in ("ok", "disabled") for r in rows) else 1
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    options = UpdateOptions(out, args.offline, only, args.force, _path(args.bundle), _path(args.from_bundle))
+    try:
+        report = run_update(cfg, ucfg, options)
+    except (FeedError, FetchError) as exc:  # configuration-level: a feed definition or a proxy URL
+        raise UpdateError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"index": str(report.out), "installed": report.installed, "trails": report.entries,
+                          "previous": report.previous, "seconds": round(report.seconds, 3),
+                          "sources": status_rows(report.state, ucfg.period_seconds)}, indent=1))
+    else:
+        print(report.line())
+    return 0
+
+
+def _path(text: str | None) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), args.packets, args.workers, None if args.no_server else args.listen)
 
@@ -213,6 +256,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.add_argument("indicators", nargs="+", metavar="INDICATOR")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("update", help="fetch static trails, feeds and custom URLs; build and install the index")
+    p.add_argument("-c", "--config", help="configuration file (default: ./maltrail.toml if present)")
+    p.add_argument("--out", metavar="INDEX",
+                   help="index to write (default: [sensor] trails, else /var/lib/maltrail/trails.mtidx)")
+    p.add_argument("--offline", action="store_true", help="no network: build from local sources and cached copies")
+    p.add_argument("--only", metavar="FEED,...", help="refresh only these sources (feed names, static, url:URL); "
+                   "the others keep their cached copies")
+    p.add_argument("--json", action="store_true", help="print the result (or --status) as JSON")
+    p.add_argument("--status", action="store_true",
+                   help="one line per source: state, last attempt and success, HTTP status, rows, age")
+    p.add_argument("--force", action="store_true", help="install even when the index shrinks below min_ratio")
+    p.add_argument("--bundle", metavar="FILE", help="also write what was fetched and the index into FILE (tar.gz)")
+    p.add_argument("--from-bundle", dest="from_bundle", metavar="FILE",
+                   help="build from a bundle written by --bundle, with no network")
+    p.set_defaults(func=cmd_update)
 
     p = sub.add_parser("demo", help="generate traffic and replay it through the full pipeline")
     p.add_argument("--out", default="demo-out", help="directory for the capture, trails and logs")

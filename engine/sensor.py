@@ -18,7 +18,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -30,7 +30,8 @@ from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
 from engine.config import ConfigError, SensorConfig
 from engine.heuristics import HeuristicSettings
 from engine.index.build import build_index_file
-from engine.index.fileformat import is_index_file
+from engine.index.fileformat import is_index_file, read_meta
+from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, read_status, report_line
 from engine.pcapio import Batch, LiveCapture, read_batches
 from engine.resources import data_file
@@ -181,20 +182,46 @@ def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
         dns_exhaustion_threshold=cfg.dns_exhaustion_threshold, nxdomain_threshold=cfg.nxdomain_threshold)
 
 
-def prepare_index(cfg: SensorConfig, workdir: Path) -> Path:
-    """The index to map: the configured file itself, or one built now from the sources."""
+def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] | None = None) -> Path:
+    """The index to map: the configured file itself, or one built now from the sources.
+
+    A prebuilt index is used only if it was built with the configured whitelist and custom trails
+    (its recorded provenance); otherwise it is rebuilt from its recorded sources when they are all
+    still there (saying so through `say`), or refused with what differs. Never silently ignored."""
     if not cfg.trails:
         raise ConfigError("no trail source: set [sensor] trails in maltrail.toml or pass --trails")
     path = Path(cfg.trails).expanduser()
     if not path.exists():
         raise ConfigError(f"[sensor] trails: {path} does not exist")
-    if is_index_file(path) and not cfg.custom_trails:
-        return path
-    if is_index_file(path):
-        raise ConfigError("[sensor] custom_trails: cannot be combined with a prebuilt index (rebuild it)")
+    custom = [Path(d).expanduser() for d in cfg.custom_trails]
+    for folder in custom:
+        if not folder.is_dir():
+            raise ConfigError(f"[sensor] custom_trails: {folder} is not a folder")
+    whitelist = [Path(w) for w in cfg.whitelist]
     out = workdir / "trails.mtidx"
-    specs = [f"custom:{d}" for d in cfg.custom_trails] + [str(path)]  # Maltrail's order: custom first
-    build_index_file(specs, out, [Path(w) for w in cfg.whitelist], cfg.default_whitelist)
+    if not is_index_file(path):
+        specs = [f"custom:{d}" for d in custom] + [str(path)]  # Maltrail's order: custom first
+        build_index_file(specs, out, whitelist, cfg.default_whitelist)
+        return out
+    meta = read_meta(path)
+    diffs = differences(meta.get("provenance"), describe(whitelist, cfg.default_whitelist, custom))
+    if not diffs:
+        return path
+    specs = [str(s) for s in meta.get("sources", [])]
+    rebuildable = bool(specs) and "update" not in meta and all(
+        Path(s.removeprefix("custom:")).exists() and Path(s.removeprefix("custom:")).is_absolute() for s in specs)
+    if not rebuildable:
+        how = "maltrail update (it applies [sensor] whitelist and custom_trails)" if "update" in meta else \
+            "maltrail trails build with the same whitelist and custom folders"
+        raise ConfigError(f"[sensor] trails: {path} was built with other settings ({'; '.join(diffs)}); "
+                          f"rebuild it with {how}, or configure the same")
+    known = {s for s in specs if s.startswith("custom:")}
+    extra = [f"custom:{d.resolve()}" for d in custom if f"custom:{d.resolve()}" not in known]
+    ordered = [s for s in specs if s.startswith("custom:")] + extra + [s for s in specs if not s.startswith("custom:")]
+    build_index_file(ordered, out, whitelist, cfg.default_whitelist)
+    if say is not None:
+        say(f"{path} was built with other settings ({'; '.join(diffs)}): rebuilt from its sources "
+            "with the configured ones for this run")
     return out
 
 
@@ -297,7 +324,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     counters: SharedCounters | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="maltrail-") as work:
-            index_path = prepare_index(cfg, Path(work))
+            index_path = prepare_index(cfg, Path(work), lambda line: print(f"maltrail: {line}", file=sys.stderr))
             ctx = process_context()
             slots = max(2, cfg.ring_slots // cfg.workers)  # a total budget: memory flat in workers
             in_specs = [create_ring(owner, f"in{w}", slots, cfg.ring_slot_kb * 1024) for w in range(cfg.workers)]

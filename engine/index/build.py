@@ -280,6 +280,12 @@ def compile_index(
     return arrays, meta
 
 
+def _absolute(spec: str) -> str:
+    """A source spec with an absolute path, so that a sensor can rebuild from it later."""
+    prefix = CUSTOM_SPEC_PREFIX if spec.startswith(CUSTOM_SPEC_PREFIX) else ""
+    return prefix + str(Path(spec[len(prefix):]).resolve())
+
+
 def build_index_file(
     specs: Sequence[str],
     out: Path,
@@ -292,7 +298,7 @@ def build_index_file(
     whitelist = Whitelist.from_files(paths)
     trails = load_sources(list(specs), whitelist)
     arrays, meta = compile_index(
-        trails, whitelist.exact, whitelist.ranges4, wildcard_trails(trails), hash_bits, [str(s) for s in specs]
+        trails, whitelist.exact, whitelist.ranges4, wildcard_trails(trails), hash_bits, [_absolute(s) for s in specs]
     )
     custom = [Path(s[len(CUSTOM_SPEC_PREFIX):]) for s in specs if s.startswith(CUSTOM_SPEC_PREFIX)]
     meta["provenance"] = describe(list(whitelist_files), default_whitelist, custom)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.update.errors import UpdateError
 from engine.update.state import UpdateState, UrlEntry, url_key
 
 BUNDLE_FORMAT = "maltrail-ng-bundle"
@@ -25,7 +26,7 @@ BUNDLE_VERSION = 1
 LOCAL_STATIC = "bundle:static"  # manifest's static_url when the static folder travels in the bundle
 
 
-class BundleError(Exception):
+class BundleError(UpdateError):
     """A bundle that cannot be read or written; one line."""
 
 

@@ -43,6 +43,7 @@ from engine.trails.sources import (
 )
 from engine.trails.whitelist import Whitelist
 from engine.update.bundle import import_bundle, write_bundle
+from engine.update.errors import UpdateError
 from engine.update.feeds import FeedError, FeedSpec, collect, load_feeds
 from engine.update.fetch import Fetcher, FetchError, archive_members
 from engine.update.sanity import drop_in_ranges, drop_ranges, screen
@@ -54,10 +55,6 @@ CUSTOM_URL_REFERENCE = "(remote custom)"
 STATIC_MARKER = "trails/static/"
 _CIDR4 = re.compile(r"\b(\d{1,3}(?:\.\d{1,3}){3})/(\d{1,2})\b")
 _MIN_EXPANDED_PREFIX = 22  # Maltrail expands custom-URL CIDRs of /22 or narrower into addresses
-
-
-class UpdateError(Exception):
-    """The update installed nothing; one line saying why (the last good index stays)."""
 
 
 @dataclass
