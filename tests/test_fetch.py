@@ -149,8 +149,10 @@ def test_archive_truncated_or_corrupt() -> None:
     tar = gzip.decompress(archive)
     with pytest.raises(FetchError, match="truncated or corrupt tar"):
         list(archive_members(tar[:2048]))  # cut inside a member's data
+    with pytest.raises(FetchError, match="no end-of-archive block"):
+        list(archive_members(tar[:512 * 21]))  # cut between members: tarfile alone would end quietly
     with pytest.raises(FetchError, match="truncated or corrupt tar"):
-        list(archive_members(tar[:512 * 22]))  # cut at a block boundary, before the end-of-archive blocks
+        list(archive_members(tar[:512 * 21] + b"\xff" * 512 + tar[512 * 22:]))  # damaged header
     with pytest.raises(FetchError, match="truncated or corrupt zip"):
         list(archive_members(make_zip({"a.txt": b"a\n"})[:-30]))
     with pytest.raises(FetchError, match="not a tar or zip archive"):
@@ -177,6 +179,14 @@ def test_redirect_loop_fails(server: FixtureServer) -> None:
     server.route("/loop", b"", redirect_to="/loop")
     with pytest.raises(FetchError, match=r"/loop: HTTP 302"):
         fetcher().get(server.url + "/loop")
+
+
+def test_redirect_to_file_refused(server: FixtureServer, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"secret\n")
+    server.route("/feed.txt", b"", redirect_to=secret.as_uri())
+    with pytest.raises(FetchError, match=r"feed\.txt: HTTP 302: .*not allowed"):
+        fetcher().get(server.url + "/feed.txt")
 
 
 def test_timeout_before_answer(server: FixtureServer) -> None:
