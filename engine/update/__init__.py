@@ -1,0 +1,1 @@
+"""Keeping trails current: fetching feeds and archives for `maltrail update`."""
