@@ -26,7 +26,6 @@ from email.message import Message
 from email.utils import parsedate_to_datetime
 from importlib import metadata
 
-PROJECT_URL = "https://github.com/maltrail-ng/maltrail-ng"
 DEFAULT_MAX_BYTES = 64 << 20
 
 
@@ -37,7 +36,7 @@ def _version() -> str:
         return "dev"
 
 
-USER_AGENT = f"maltrail-ng/{_version()} (+{PROJECT_URL})"
+USER_AGENT = f"maltrail-ng/{_version()} (trail updater; Maltrail-compatible sensor)"
 
 _CHUNK = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
