@@ -227,6 +227,7 @@ class UpdateConfig:
     ip_minimum_feeds: int = 3
     disabled_info_regex: str = ""
     cache_dir: str = ""
+    mirror: str = ""
 
     @property
     def period_seconds(self) -> int:

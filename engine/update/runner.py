@@ -117,6 +117,20 @@ def select_feeds(ucfg: UpdateConfig, feeds: dict[str, FeedSpec]) -> tuple[list[s
     return sorted(chosen), sorted(set(feeds) - chosen)
 
 
+def mirror_url(url: str, base: str) -> str:
+    """`url` as served by a mirror laid out as BASE/HOST/PATH?QUERY (templates keep their placeholders)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return url
+    return f"{base.rstrip('/')}/{rest}"
+
+
+def mirrored(spec: FeedSpec, base: str) -> FeedSpec:
+    return replace(spec, urls=tuple(mirror_url(u, base) for u in spec.urls),
+                   fallback=mirror_url(spec.fallback, base) if spec.fallback else spec.fallback,
+                   follow_url=mirror_url(spec.follow_url, base) if spec.follow_url else spec.follow_url)
+
+
 def custom_url(text: str) -> str:
     """Maltrail adds ``http://`` to a custom URL written without a scheme."""
     return text if "//" in text else f"http://{text}"
@@ -140,15 +154,17 @@ class BodyCache:
         path = self.root / url_key(url)
         return path.read_bytes() if url in self.state.urls and path.is_file() else None
 
-    def get(self, url: str, online: bool = True) -> bytes:
-        """The body for `url`: fetched (a 304 gives the cached one), or the cached one offline."""
+    def get(self, url: str, online: bool = True, unpack: bool = True) -> bytes:
+        """The body for `url`: fetched (a 304 gives the cached one), or the cached one offline.
+        `unpack=False` keeps an archive as it came (the static trails)."""
         cached = self.cached(url)
         if self.fetcher is None or not online:
             if cached is None:
                 raise FetchError(f"{url}: no copy fetched yet (offline)")
             return cached
         entry = self.state.urls.get(url) if cached is not None else None
-        result = self.fetcher.get(url, entry.etag if entry else None, entry.last_modified if entry else None)
+        result = self.fetcher.get(url, entry.etag if entry else None, entry.last_modified if entry else None,
+                                  unpack=unpack)
         self.status[url] = result.status
         if result.body is None:  # 304 Not Modified
             assert cached is not None
@@ -338,7 +354,7 @@ def _static(run: _Run, url: str) -> SourceRows | None:
     else:
         stamp = folder / ".archive-sha256"
         try:
-            data = run.bodies.get(url, online)
+            data = run.bodies.get(url, online, unpack=False)
             sha = hashlib.sha256(data).hexdigest()
             if not stamp.is_file() or stamp.read_text() != sha:
                 fresh = _unpack_static(data, folder, run.ucfg.max_bytes)
@@ -433,9 +449,13 @@ def run_update(cfg: SensorConfig, ucfg: UpdateConfig, options: UpdateOptions, *,
             manifest = import_bundle(options.from_bundle, root / "bodies", state, Path(work))
             chosen = [n for n in manifest.get("feeds", []) if n in feeds]
             ucfg = replace(ucfg, static_url=manifest.get("static_url", ""), feeds=chosen,
-                           disabled_feeds=[n for n in feeds if n not in chosen],
+                           disabled_feeds=[n for n in feeds if n not in chosen], mirror=manifest.get("mirror", ""),
                            custom_urls=list(manifest.get("custom_urls", [])))
             options = replace(options, offline=True)
+        configured = {"static_url": ucfg.static_url, "mirror": ucfg.mirror, "custom_urls": ucfg.custom_urls}
+        if ucfg.mirror:
+            feeds = {name: mirrored(spec, ucfg.mirror) for name, spec in feeds.items()}
+            ucfg = replace(ucfg, static_url=mirror_url(ucfg.static_url, ucfg.mirror))
         enabled, disabled = select_feeds(ucfg, feeds)
         if options.only is not None:
             known = set(feeds) | {"static"} | {f"url:{custom_url(u)}" for u in ucfg.custom_urls}
@@ -455,8 +475,7 @@ def run_update(cfg: SensorConfig, ucfg: UpdateConfig, options: UpdateOptions, *,
         report.seconds = time.perf_counter() - started
         if options.bundle is not None:
             local = Path(ucfg.static_url).expanduser() if ucfg.static_url and "://" not in ucfg.static_url else None
-            manifest = {"static_url": ucfg.static_url, "feeds": enabled, "custom_urls": ucfg.custom_urls,
-                        "urls": run.used_urls, "created": run.now}
+            manifest = {**configured, "feeds": enabled, "urls": run.used_urls, "created": run.now}
             write_bundle(options.bundle, root / "bodies", state, manifest, out, local)
         return report
 
