@@ -1,0 +1,1 @@
+"""Fetching Maltrail's trail feeds: declarative feed definitions and the generic parsers behind them."""
