@@ -276,7 +276,7 @@ def _apply(steps: tuple[Step, ...], value: str) -> str | None:
 
 def _fill(template: str, fields: dict[str, str], steps: tuple[Step, ...] = (), default: str = "") -> str | None:
     """A template with its ``{N}``/``{name}`` placeholders filled; None when a field is missing."""
-    if template == "{0}":  # the common plain-list case, without a regex substitution per row
+    if template == "{0}" and not steps:  # the common plain-list case, without a regex substitution per row
         return fields["0"]
     if "{" not in template:
         return template
