@@ -1,1 +1,1 @@
-"""Keeping trails current: fetching feeds and archives for `maltrail update`."""
+"""`maltrail update`: trail feeds, fetching, sanity filters, the fail-closed build and its state."""
