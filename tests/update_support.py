@@ -38,7 +38,8 @@ def static_archive(files: dict[str, str], top: str = "maltrail-master") -> bytes
     return buf.getvalue()
 
 
-def _path(url: str) -> str:
+def mirror_path(url: str) -> str:
+    """Where the mirror serves `url`."""
     parts = urllib.parse.urlsplit(url)
     return f"/{parts.netloc}{parts.path}" + (f"?{parts.query}" if parts.query else "")
 
@@ -47,17 +48,17 @@ def feed_bodies(spec: FeedSpec) -> dict[str, bytes]:
     """Mirror path -> body for one feed, from its fixture(s)."""
     out: dict[str, bytes] = {}
     if spec.name == "trickbot":
-        out[_path(spec.urls[0])] = (FIXTURES / "trickbot.html").read_bytes()
+        out[mirror_path(spec.urls[0])] = (FIXTURES / "trickbot.html").read_bytes()
         xml = re.sub(r"\{[^}]*\}", "config.conf_20200915.xml", spec.follow_url)
-        out[_path(xml)] = (FIXTURES / "trickbot.xml").read_bytes()
+        out[mirror_path(xml)] = (FIXTURES / "trickbot.xml").read_bytes()
         return out
     for url in spec.urls:
         if spec.name == "dataplane":
             fixture = FIXTURES / f"dataplane.{url.rsplit('/', 1)[1]}"
-            out[_path(url)] = fixture.read_bytes() if fixture.is_file() else EMPTY_DATAPLANE.encode()
+            out[mirror_path(url)] = fixture.read_bytes() if fixture.is_file() else EMPTY_DATAPLANE.encode()
         else:
             (fixture,) = [p for p in FIXTURES.iterdir() if p.name.split(".")[0] == spec.name]
-            out[_path(url)] = fixture.read_bytes()
+            out[mirror_path(url)] = fixture.read_bytes()
     return out
 
 
