@@ -18,7 +18,8 @@ TRAILS = "evil-one-test.com,malware,test\nevil-two-test.com,malware,test\n"
 def _capture(path: Path) -> Path:
     with PcapWriter(path, linktype=1) as w:
         for i, name in enumerate(("evil-one-test.com", "evil-two-test.com")):
-            w.write(ethernet(udp4("10.0.0.5", "10.0.0.53", 40000 + i, 53, dns_query(name, txid=i + 1))), 1_700_000_000.0 + i)
+            query = udp4("10.0.0.5", "10.0.0.53", 40000 + i, 53, dns_query(name, txid=i + 1))
+            w.write(ethernet(query), 1_700_000_000.0 + i)
     return path
 
 
@@ -80,7 +81,7 @@ def test_sensor_adds_a_configured_custom_folder_by_rebuilding(tmp_path: Path) ->
     (custom / "mine.txt").write_text("evil-two-test.com\n")
     code, logs = _sensor(tmp_path, index, f'custom_trails = ["{custom}"]\n', pcap, "custom")
     assert code == 0
-    assert "DNS evil-two-test.com mine (custom)" in _events(logs)
+    assert "DNS evil-two-test.com mine \"(custom) (+test)\"" in _events(logs)
 
 
 def test_sensor_refuses_when_the_index_cannot_be_rebuilt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
