@@ -181,9 +181,11 @@ def test_bundle_round_trip_without_network(tmp_path: Path, capsys: pytest.Captur
     first, first_meta, _ = map_arrays(out)
     second, second_meta, _ = map_arrays(again)
     assert first.keys() == second.keys()
-    assert all(np.array_equal(first[name], second[name]) for name in first)
+    assert [name for name in first if not np.array_equal(first[name], second[name])] == []
     assert first_meta["counts"] == second_meta["counts"]
     assert TrailIndex(again).check("my-own-bad.example").found
+    code, rows = _status(capsys, config, again)
+    assert code == 0 and {r["state"] for r in rows.values()} == {"ok", "disabled"}
 
 
 def test_offline_builds_from_the_cache(upstream: Upstream, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
+from socket import inet_aton
 
 import numpy as np
 from publicsuffixlist import PublicSuffixList
@@ -20,7 +21,6 @@ from engine.resources import data_file
 from engine.trails.sources import BAD_TRAIL_PREFIXES, Trails
 from engine.trails.whitelist import Whitelist
 
-_LEADING_IP4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?=$|[:/ ])")
 _CIDR4_LINE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})/(\d{1,2})")
 _KEEP_INFO = ("parking", "sinkhole")
 
@@ -77,15 +77,20 @@ def public_suffixes() -> PublicSuffixList:
 
 
 def _leading_ip4(keys: list[str]) -> tuple[list[str], np.ndarray]:
-    """The keys that start with an IPv4 address, and those addresses."""
+    """The keys that start with an IPv4 address (then ``:``, ``/``, a space or the end), and those
+    addresses. Runs over every digit-led key of the static set (~300 k), so C string methods only."""
     found, values = [], []
     for key in keys:
-        match = _LEADING_IP4.match(key)
-        if match is not None:
-            octets = [int(o) for o in match.groups()]
-            if max(octets) <= 255:
-                found.append(key)
-                values.append(octets[0] << 24 | octets[1] << 16 | octets[2] << 8 | octets[3])
+        head = key.partition(":")[0].partition("/")[0].partition(" ")[0]
+        if head.count(".") != 3 or not head.replace(".", "").isdigit():
+            continue
+        try:
+            packed = inet_aton(head)
+        except OSError:  # an octet over 255
+            continue
+        if len(head) <= 15:
+            found.append(key)
+            values.append(int.from_bytes(packed, "big"))
     return found, np.array(values, dtype=np.uint32)
 
 

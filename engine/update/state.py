@@ -38,6 +38,7 @@ class SourceRecord:
     error: str = ""
     disabled: bool = False
     good_rows: int = 0  # rows of the last good content (the fail-closed shrink test compares with it)
+    digest: str = ""  # its content as of the installed index
 
     def state(self, now: float, period: float) -> str:
         if self.disabled:
