@@ -33,7 +33,7 @@ from engine.heuristics import HeuristicSettings
 from engine.index.build import build_index_file
 from engine.index.fileformat import is_index_file
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
-from engine.livestats import CaptureSource, StatusError, read_status, report_line
+from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
 from engine.pcapio import Batch, LiveCapture, read_batches
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
@@ -101,18 +101,6 @@ class Summary:
             f"  packets/s    {pps:,.0f}",
         ]
         return out
-
-
-def index_line(index: dict[str, Any] | None) -> str:
-    """The summary's trail index line: generation, size, age and reloads."""
-    if not index:
-        return "  trail index  unknown"
-    built = index.get("built_at")
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(built)) if built else "?"
-    line = (f"  trail index  generation {index['generation']} ({index['trails']:,} trails, built {when}), "
-            f"{index.get('reloads', 0)} reloads, {index.get('reload_failures', 0)} failed")
-    error = index.get("last_reload_error")
-    return line + (f" (last: {error})" if error else "")
 
 
 class RunMonitor(Protocol):
