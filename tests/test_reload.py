@@ -232,3 +232,75 @@ def test_a_replaced_generation_is_unmapped(tmp_path: Path) -> None:
     detection.close()
     assert str(path) not in Path("/proc/self/maps").read_text()
     assert index.meta["counts"]["entries"] == 2  # what the status file reads stays
+
+
+class _TwoReloads(_SwitchAt):
+    """Reloads at two positions; checks at every batch that at most two generations exist."""
+
+    def __init__(self, positions: list[tuple[int, Path]], configured: Path) -> None:
+        super().__init__(0, configured, configured)
+        self.positions = positions
+        self.most_files = 0
+        self.most_apart = 0
+
+    def progress(self, captured: int) -> None:
+        assert self.reloader is not None
+        files = list(self.reloader.workdir.glob("gen-*.mtidx"))
+        self.most_files = max(self.most_files, len(files))
+        words = self.reloader.in_use.as_dict().values()
+        self.most_apart = max(self.most_apart, max(words) - min(words))
+        if self.positions and captured >= self.positions[0][0]:
+            _, new = self.positions.pop(0)
+            os.replace(new, self.configured)
+            self.reloader.request("test")
+
+
+def test_two_reloads_keep_at_most_two_generations(tmp_path: Path) -> None:
+    configured = _index(tmp_path, "trails", OLD_TRAILS)
+    second = _index(tmp_path, "second", NEW_TRAILS)
+    third = _index(tmp_path, "third", NEW_TRAILS + "66.66.88.88,malware (test),(static)\n")
+    hook = _TwoReloads([(PACKETS // 4, second), (PACKETS // 4 + 1024, third)], configured)
+    cfg = SensorConfig(name="t", trails=str(configured), log_dir=str(tmp_path / "logs"), workers=2,
+                       batch_packets=256)
+    summary = run_sensor(cfg, [_capture(tmp_path / "c.pcap")], monitor=hook,
+                         on_reloader=lambda r: setattr(hook, "reloader", r))
+    index = summary.status["index"]
+    assert index["generation"] == 3 and index["reloads"] == 2 and index["trails"] == 3
+    assert hook.most_files <= 2 and hook.most_apart <= 1
+    assert summary.packets == PACKETS
+
+
+def test_idle_rings_are_sent_the_new_generation(tmp_path: Path) -> None:
+    from engine.capture import Dispatcher
+    from shm.packets import read_batch
+    from shm.ring import Ring, create_ring
+    from shm.segments import SegmentOwner
+
+    owner = SegmentOwner()
+    try:
+        rings = [Ring(create_ring(owner, f"r{i}", 2, 1 << 16)) for i in range(3)]
+        d = Dispatcher(rings, live=True, idle=lambda: None)
+        meta = np.zeros((1, 4), dtype=np.uint32)
+        meta[0, 3] = 60
+        for _ in range(6):  # every ring full
+            d.send(1, meta, np.array([60], dtype=np.uint32), b"x" * 60)
+        d.switch(2)  # no room: every ring is owed the new generation
+        rings[1].wait(0)
+        rings[1].release()
+        d.catch_up()  # ring 1 has room now: an empty batch carries generation 2 to it
+        for r in rings:
+            r.wait(0)
+            r.release()
+        d.catch_up()  # then the others
+        left = []
+        for r in rings:
+            while (slot := r.wait(0)) is not None:
+                b = read_batch(r.buf, slot[0])
+                left.append((len(b), b.generation, b.seq))
+                r.release()
+        assert [(n, g) for n, g, _ in left] == [(1, 1), (0, 2), (0, 2), (1, 1), (0, 2)]
+        assert sorted(seq for n, _, seq in left if not n) == [6, 7, 8]  # markers take the next sequence numbers
+        for r in rings:
+            r.close()
+    finally:
+        owner.unlink_all()
