@@ -307,7 +307,8 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     status_path = Path(cfg.status_file) if cfg.status_file else log_dir / "sensor-status.json"
     ignore_files = ([str(data_file("ignore_events.txt"))] if cfg.default_ignore else []) + list(cfg.ignore)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
-    previous_hup = signal.getsignal(signal.SIGHUP)
+    hangups: list[int] = []  # SIGHUP while starting: acted on once the reloader exists
+    previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     owner = SegmentOwner()
     procs: list[BaseProcess] = []
     rings: list[Ring] = []
@@ -350,6 +351,9 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
                                    buffer_size=cfg.capture_buffer_mb << 20)
             reloader = Reloader(cfg, source, seen, Path(work), ctx, dispatcher, in_use, notes_out, prepare_index)
+            signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request("SIGHUP", rebuild=True))
+            if hangups:
+                reloader.request("SIGHUP", rebuild=True)
             periodic = Periodic(counters, supervisor, status_path, live, report_seconds, reloader)
             capture_started = time.monotonic()
             interrupted = False
@@ -358,7 +362,6 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                     while not ready.acquire(timeout=0.2):
                         supervisor.check()
                 capture_started = time.monotonic()
-                signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request("SIGHUP", rebuild=True))
                 if on_reloader is not None:
                     on_reloader(reloader)
                 periodic.start()
