@@ -33,7 +33,7 @@ def test_aggregator_apply_and_write(benchmark, full_index: Path, mixed_pcap: Pat
             break
         data = np.frombuffer(batch.data, dtype=np.uint8)
         items = batch_items(parse_batch(batch.meta, data, batch.linktype), data, matcher, inspector)
-        messages.append(pickle.dumps((seq, 0, {"packets": len(batch)}, items), protocol=5))
+        messages.append(pickle.dumps((seq, 0, 1, {"packets": len(batch)}, items), protocol=5))
         packets += len(batch)
     rounds = iter(range(1000))
 
@@ -46,7 +46,7 @@ def test_aggregator_apply_and_write(benchmark, full_index: Path, mixed_pcap: Pat
 
     def aggregate(heuristics: Heuristics, pipeline: EventPipeline) -> None:
         for message in messages:
-            _, _, _, items = pickle.loads(message)
+            _, _, _, _, items = pickle.loads(message)
             apply_items(items, heuristics, pipeline)
             pipeline.flush()
         pipeline.log.close()

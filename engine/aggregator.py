@@ -4,6 +4,8 @@ Workers finish batches in any order; the aggregator holds results until every ea
 in, so the event stream (and everything stateful applied to it: throttle, later the heuristics)
 is the same whatever the number of workers. It is the only writer of the daily log files, and
 it publishes the live counters as a status file that `maltrail status` and the dashboard read.
+It switches to a reloaded index (whitelist checks) at the first batch, in seq order, matched with
+it, and reports the generation in use with the supervisor's reload figures.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from engine.eventlog import DailyLog, Event
 from engine.heuristics import Heuristics, HeuristicSettings
+from engine.index.generations import GenerationSpec, GenerationUser
 from engine.index.mapped import TrailIndex
 from engine.livestats import CaptureSource, CaptureStatus
 from engine.proctree import pid_alive
@@ -130,8 +133,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def index_fields(generation: int, index: TrailIndex, reloads: dict[str, Any]) -> dict[str, Any]:
+    """The status file's `index`: the generation the events so far were matched with, and reloads."""
+    return {"generation": generation, "built_at": index.meta.get("built_at"),
+            "trails": int(index.meta.get("counts", {}).get("entries", 0)), **reloads}
+
+
 def run_aggregator(
-    index_path: str,
+    generations: GenerationSpec,
     out_specs: list[RingSpec],
     in_specs: list[RingSpec],
     log_dir: str,
@@ -140,26 +149,32 @@ def run_aggregator(
     status_path: str,
     parent_pid: int,
     conn: Connection,
+    reload_notes: Connection,
     ready: Semaphore,
     heuristic_settings: HeuristicSettings,
     capture: CaptureSource,
 ) -> None:
-    index = TrailIndex(Path(index_path))
-    pipeline = EventPipeline(index, IgnoreRules.from_files([Path(p) for p in ignore_files]),
+    user = GenerationUser(generations, "aggregator")
+    generation = 1
+    user.report(generation)
+    reloads: dict[str, Any] = {"reloads": 0, "reload_failures": 0, "last_reload_at": None, "last_reload_error": None}
+    pipeline = EventPipeline(user.open(generation), IgnoreRules.from_files([Path(p) for p in ignore_files]),
                              DailyLog(Path(log_dir), sensor_name))
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
     capture_status = CaptureStatus(capture, len(rings))
-    heuristics = Heuristics(heuristic_settings, index.is_whitelisted_ip)
+    heuristics = Heuristics(heuristic_settings, pipeline.index.is_whitelisted_ip)
     ready.release()
-    pending: list[tuple[int, int, dict[str, int], list[Event]]] = []
+    pending: list[tuple[int, int, int, dict[str, int], list[Event]]] = []
     next_seq = 0
     open_rings = set(range(len(rings)))
     started = time.time()
     last_status = 0.0
 
     def status(final: bool) -> dict[str, Any]:
+        while reload_notes.poll(0):
+            reloads.update(reload_notes.recv())
         now = time.time()
         return {
             "pid": os.getpid(),
@@ -176,6 +191,7 @@ def run_aggregator(
             "events_suppressed": pipeline.throttle.suppressed,
             "events_ignored": pipeline.ignored,
             "events_whitelisted": pipeline.whitelisted,
+            "index": index_fields(generation, pipeline.index, reloads),
             **capture_status.fields(counters.per_worker_packets, counters.per_worker_busy_ns),
         }
 
@@ -192,7 +208,14 @@ def run_aggregator(
                     continue
                 heapq.heappush(pending, pickle.loads(msg))
             while pending and pending[0][0] == next_seq:
-                _, worker, batch_counters, items = heapq.heappop(pending)
+                _, worker, batch_generation, batch_counters, items = heapq.heappop(pending)
+                if batch_generation != generation:  # a reload, at this batch in capture order
+                    old, generation = pipeline.index, batch_generation
+                    pipeline.index = user.open(generation)
+                    heuristics.use_whitelist(pipeline.index.is_whitelisted_ip)
+                    old.close()
+                    del old
+                    user.report(generation)
                 counters.add(worker, batch_counters)
                 apply_items(items, heuristics, pipeline)
                 pipeline.flush()
@@ -217,3 +240,4 @@ def run_aggregator(
         capture_status.close()
         for r in rings + packet_rings:
             r.close()
+        user.close()

@@ -5,7 +5,9 @@ to the worker with the fewest packets queued (round-robin among equals), skippin
 when another has room, so batches of uneven size (live capture hands over what has arrived) and
 a worker slowed by a heavy batch do not unbalance the work. Reading files, a full pipeline makes
 the capture wait (back-pressure, nothing lost); capturing live it never waits: the batch is
-dropped and counted on the ring it was meant for. `paced` turns a file into
+dropped and counted on the ring it was meant for. Every batch carries the trail index generation
+to match it with; after a reload, a ring that gets no batch soon is sent an empty one carrying
+the new generation, so an idle worker lets go of the old index too. `paced` turns a file into
 a busy link (packets released at a fixed rate) for `maltrail bench --rate`.
 
 What only the capture side knows (packets read, libpcap's kernel statistics) goes to a small
@@ -43,6 +45,7 @@ class Dispatcher:
         self.poll = poll
         self.counters = counters
         self.seq = 0
+        self.generation = 1
         self.batches = 0
         self.packets = 0
         self.bytes = 0
@@ -55,6 +58,26 @@ class Dispatcher:
         self._in_slots: list[deque[int]] = [deque() for _ in rings]  # packets of each unconsumed slot
         self._released = [0] * len(rings)  # slots seen consumed
         self._queued = [0] * len(rings)  # packets published, not yet consumed
+        self._behind: set[int] = set()  # rings whose last batch carries an older generation
+
+    def switch(self, generation: int) -> None:
+        """From the next batch on, match with `generation`; every ring is owed a batch carrying it."""
+        self.generation = generation
+        self._behind = set(range(len(self.rings)))
+        self.catch_up()
+
+    def catch_up(self) -> None:
+        """An empty batch with the current generation to each ring still owed one, where a slot is free."""
+        for w in sorted(self._behind):
+            ring = self.rings[w]
+            off = ring.reserve(block=False)
+            if off is None:
+                continue
+            empty = np.zeros((0, 4), dtype=np.uint32)
+            ring.publish(write_batch(ring.buf, off, self.seq, 0, empty, empty[:, 0], b"", self.generation))
+            self.seq += 1
+            self._in_slots[w].append(0)
+            self._behind.discard(w)
 
     def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes) -> None:
         """Send a batch, split into pieces that each fit one slot."""
@@ -105,9 +128,10 @@ class Dispatcher:
                 self.idle()
                 off = rings[first].reserve(True, self.poll)
         ring = rings[target]
-        used = write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data)
+        used = write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data, self.generation)
         ring.publish(used)
         self.seq += 1
+        self._behind.discard(target)
         self._in_slots[target].append(len(wirelen))
         self._queued[target] += len(wirelen)
         self._count(wirelen)

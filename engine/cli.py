@@ -62,10 +62,13 @@ def cmd_sensor(args: argparse.Namespace) -> int:
         cfg.promisc = False
     if args.workers is not None and not 1 <= args.workers <= 64:
         raise ConfigError(f"--workers: {args.workers} is out of range (1..64)")
+    if args.rate is not None and args.rate <= 0:
+        raise ConfigError(f"--rate: {args.rate} must be > 0 packets/s")
     if args.report is not None and not 0 <= args.report <= 86400:
         raise ConfigError(f"--report: {args.report} is out of range (0..86400 seconds)")
     interface = args.interface or (cfg.interface if not args.read else None)
-    summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report)
+    summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report,
+                         offered_pps=args.rate)
     print("\n".join(summary.lines()))
     return 0
 
@@ -211,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-promisc", action="store_true", help="do not put the interface in promiscuous mode")
     p.add_argument("--report", type=float, metavar="SECONDS",
                    help="one-line report every SECONDS (default: [sensor] report_seconds live, none for replays)")
+    p.add_argument("--rate", type=float, metavar="PPS",
+                   help="replay the files as a busy link: PPS packets/s, a full ring drops (as live)")
     p.set_defaults(func=cmd_sensor)
 
     p = sub.add_parser("status", help="live counters of a running sensor (drops, rates, rings, workers)")

@@ -143,6 +143,11 @@ class Heuristics:
         self._nx_hour = -1
 
     # ---- ticks and sweeps ----------------------------------------------------------------
+
+    def use_whitelist(self, is_whitelisted_ip: Callable[[str], bool]) -> None:
+        """A reloaded index brings its own whitelist; the accumulated state stays."""
+        self._wl_ip = is_whitelisted_ip
+
     def tick(self, sec: int, usec: int) -> list[Event]:
         """The first packet of a later second: evaluate the scan windows."""
         if sec <= self.last_sec:

@@ -3,8 +3,9 @@
 The aggregator rewrites `LOG_DIR/sensor-status.json` every second. Besides its totals it carries
 what the capture process publishes in shared memory (packets read, libpcap's kernel receive and
 drop counts) and rates over the last interval (per-worker packets/s and busy fraction), so a
-sensor answers "is anything dropped, and where?" while it runs. The same status feeds the
-sensor's periodic one-line report and `maltrail status`.
+sensor answers "is anything dropped, and where?" while it runs, and which trail index generation
+it matches with. The same status feeds the sensor's periodic one-line report, `maltrail status`
+and the exit summary.
 """
 
 from __future__ import annotations
@@ -174,6 +175,18 @@ def report_line(previous: dict[str, Any] | None, current: dict[str, Any]) -> str
             f"drops {drops}; rings {occupancy}; workers {per_worker}")
 
 
+def index_line(index: dict[str, Any] | None) -> str:
+    """The trail index in use: generation, size, build time, reloads (and the last failure)."""
+    if not index:
+        return "  trail index  unknown"
+    built = index.get("built_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(built)) if built else "?"
+    line = (f"  trail index  generation {index['generation']} ({_n(index['trails'])} trails, built {when}), "
+            f"{index.get('reloads', 0)} reloads, {index.get('reload_failures', 0)} failed")
+    error = index.get("last_reload_error")
+    return line + (f" (last: {error})" if error else "")
+
+
 def status_text(status: dict[str, Any], state: str, why: str) -> list[str]:
     """`maltrail status` in words."""
     capture = status.get("capture") or {}
@@ -213,4 +226,5 @@ def status_text(status: dict[str, Any], state: str, why: str) -> list[str]:
     out.append(f"  events       {_n(status.get('events_written', 0))} written, "
                f"{_n(status.get('events_suppressed', 0))} collapsed, {_n(status.get('events_whitelisted', 0))} "
                f"whitelisted, {_n(status.get('events_ignored', 0))} ignored")
+    out.append(index_line(status.get("index")))
     return out

@@ -5,8 +5,9 @@ segment, starts the workers and the aggregator, feeds the rings, and checks afte
 that all its children are alive. A child that dies stops the sensor loudly (a sensor that runs
 blind is worse than one that stops). Ctrl-C and SIGTERM stop capturing, drain what is already
 in the rings, and print the summary; a second Ctrl-C abandons the drain. Segments are unlinked on
-every path out. While capturing it publishes libpcap's kernel counts for the status file and,
-live (or when asked), prints a one-line report every few seconds.
+every path out. While capturing it publishes libpcap's kernel counts for the status file,
+live (or when asked) prints a one-line report every few seconds, and reloads the trail index
+when its source changes, on SIGHUP, or when asked (`engine/reload.py`).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from engine.config import ConfigError, SensorConfig
 from engine.heuristics import HeuristicSettings
 from engine.index.build import build_index_file
 from engine.index.fileformat import is_index_file, read_meta
+from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
-from engine.livestats import CaptureSource, StatusError, read_status, report_line
+from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
 from engine.pcapio import Batch, LiveCapture, read_batches
+from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
 from shm.counters import SharedCounters, create_counters
 from shm.ring import Ring, create_ring
@@ -94,6 +97,7 @@ class Summary:
             f"collapsed as duplicates, {self.status['events_whitelisted']} whitelisted, "
             f"{self.status['events_ignored']} ignored",
             f"  malformed    {c.get('malformed', 0)}",
+            index_line(self.status.get("index")),
             f"  wall time    {self.wall_seconds:.3f} s (startup {self.startup_seconds:.3f} s)",
             f"  packets/s    {pps:,.0f}",
         ]
@@ -114,13 +118,14 @@ class RunMonitor(Protocol):
 class Periodic:
     """What the capture loop does every so often, between batches and on an idle link: publish
     libpcap's kernel counts (the aggregator copies them into the status file), check the
-    children, and print the one-line report every `report_seconds` (0: never)."""
+    children, let the reloader act, and print the one-line report every `report_seconds` (0: never)."""
 
     counters: SharedCounters
     supervisor: Supervisor
     status_path: Path
     live: LiveCapture | None = None
     report_seconds: float = 0.0
+    reloader: Reloader | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
     _next_kernel: float = 0.0
     _next_report: float = 0.0
@@ -137,6 +142,8 @@ class Periodic:
         if now >= self._next_kernel:
             self._next_kernel = now + KERNEL_STATS_SECONDS
             self.publish_kernel()
+        if self.reloader is not None:
+            self.reloader.poll(now)
         if self.report_seconds and now >= self._next_report:
             self._next_report = now + self.report_seconds
             self.report()
@@ -225,6 +232,14 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     return out
 
 
+def _first_generation(prepared: Path, workdir: Path) -> None:
+    """Generation 1 gets its own path in the work dir, as every reloaded one will."""
+    if prepared.parent == workdir:
+        os.replace(prepared, generation_path(workdir, 1))
+    else:
+        stage(prepared, generation_path(workdir, 1))
+
+
 class Supervisor:
     """Watches the child processes; any abnormal exit stops the run."""
 
@@ -287,18 +302,24 @@ def _start_ignoring_sigint(procs: list[BaseProcess]) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def _say(line: str) -> None:
+    print(f"maltrail: {line}", file=sys.stderr)
+
+
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = None, *,
                report_seconds: float | None = None, offered_pps: float | None = None,
-               monitor: RunMonitor | None = None) -> Summary:
+               monitor: RunMonitor | None = None, on_reloader: Callable[[Reloader], None] | None = None) -> Summary:
     """Run the full pipeline over capture files (in order) or a live interface.
 
     `report_seconds` overrides `[sensor] report_seconds` and applies to replays too (which are
     quiet otherwise). `offered_pps` replays the files as a busy link: packets released at that
-    rate, and a full ring drops the batch and counts it, as in live capture."""
+    rate, and a full ring drops the batch and counts it, as in live capture. `on_reloader` is
+    handed the run's `Reloader` once every process is ready (an update timer, tests): a new
+    index published at the configured path is then one `reloader.request(reason)` away."""
     if bool(captures) == bool(interface):
         raise ConfigError("give capture files (-r) or an interface (-i / [sensor] interface), not both or none")
     if offered_pps is not None and (interface or offered_pps <= 0):
@@ -317,32 +338,41 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     status_path = Path(cfg.status_file) if cfg.status_file else log_dir / "sensor-status.json"
     ignore_files = ([str(data_file("ignore_events.txt"))] if cfg.default_ignore else []) + list(cfg.ignore)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    hangups: list[int] = []  # SIGHUP while starting: acted on once the reloader exists
+    previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
     owner = SegmentOwner()
     procs: list[BaseProcess] = []
     rings: list[Ring] = []
     live: LiveCapture | None = None
     counters: SharedCounters | None = None
+    in_use: SharedCounters | None = None
+    reloader: Reloader | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="maltrail-") as work:
-            index_path = prepare_index(cfg, Path(work), lambda line: print(f"maltrail: {line}", file=sys.stderr))
+            source = TrailSource(cfg)
+            seen = source.signature()  # before building: a change during the build is not missed
+            _first_generation(prepare_index(cfg, Path(work), _say), Path(work))
             ctx = process_context()
             slots = max(2, cfg.ring_slots // cfg.workers)  # a total budget: memory flat in workers
             in_specs = [create_ring(owner, f"in{w}", slots, cfg.ring_slot_kb * 1024) for w in range(cfg.workers)]
             out_specs = [create_ring(owner, f"out{w}", RESULT_SLOTS, RESULT_SLOT_BYTES) for w in range(cfg.workers)]
-            source = CaptureSource(create_counters(owner, "capture", CAPTURE_FIELDS), interface,
-                                   tuple(str(p) for p in captures))
-            counters = SharedCounters(source.counters)
+            capture_source = CaptureSource(create_counters(owner, "capture", CAPTURE_FIELDS), interface,
+                                           tuple(str(p) for p in captures))
+            counters = SharedCounters(capture_source.counters)
             counters.set(offered_pps=int(offered_pps or 0))
+            generations = GenerationSpec(work, create_counters(owner, "generations", generation_roles(cfg.workers)))
+            in_use = SharedCounters(generations.counters)
             receiver, sender = ctx.Pipe(duplex=False)
+            notes_in, notes_out = ctx.Pipe(duplex=False)
             ready = ctx.Semaphore(0)
             me = os.getpid()
             for w in range(cfg.workers):
                 procs.append(ctx.Process(target=run_worker, name=f"worker-{w}",
-                                         args=(w, str(index_path), in_specs[w], out_specs[w], me, ready,
+                                         args=(w, generations, in_specs[w], out_specs[w], me, ready,
                                                detection_settings(cfg))))
             procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
-                str(index_path), out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
-                str(status_path), me, sender, ready, heuristic_settings(cfg), source)))
+                generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
+                str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source)))
             _start_ignoring_sigint(procs)
             supervisor = Supervisor(procs)
             rings = [Ring(s) for s in in_specs]
@@ -351,7 +381,11 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             if interface:  # opened before waiting, so a capture error is reported at once
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
                                    buffer_size=cfg.capture_buffer_mb << 20)
-            periodic = Periodic(counters, supervisor, status_path, live, report_seconds)
+            reloader = Reloader(cfg, source, seen, Path(work), ctx, dispatcher, in_use, notes_out, prepare_index)
+            signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request("SIGHUP", rebuild=True))
+            if hangups:
+                reloader.request("SIGHUP", rebuild=True)
+            periodic = Periodic(counters, supervisor, status_path, live, report_seconds, reloader)
             capture_started = time.monotonic()
             interrupted = False
             try:  # from here on, Ctrl-C means: stop capturing, drain, summarise
@@ -359,6 +393,8 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                     while not ready.acquire(timeout=0.2):
                         supervisor.check()
                 capture_started = time.monotonic()
+                if on_reloader is not None:
+                    on_reloader(reloader)
                 periodic.start()
                 if monitor is not None:
                     monitor.started({p.name: p.pid for p in procs if p.pid is not None})
@@ -390,10 +426,14 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                            dispatcher.packets, offered_pps)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGHUP, previous_hup)
+        if reloader is not None:
+            reloader.close()
         if live is not None:
             live.close()
-        if counters is not None:
-            counters.close()
+        for shared in (counters, in_use):
+            if shared is not None:
+                shared.close()
         for ring in rings:
             ring.close()
         for p in procs:

@@ -1,7 +1,8 @@
-"""Named u64 counters in one small shared-memory segment: one writer, any number of readers.
+"""Named u64 counters in one small shared-memory segment: one writer per field, any number of readers.
 
 The capture process publishes what only it knows (packets read, libpcap's kernel statistics)
-here, and the aggregator copies them into the status file. Each field is an aligned 64-bit word,
+here, and the aggregator copies them into the status file; every process reports the trail index
+generation it maps in a segment of its own kind, read by the supervisor. Each field is an aligned 64-bit word,
 so a reader never sees a torn value; fields are not updated together (statistics, not state).
 """
 

@@ -1,9 +1,12 @@
 """Layout of one packet batch inside a ring slot.
 
-`[u64 seq][u32 n][u32 linktype][u64 data_len][n x 4 u32 meta][n u32 wirelen][pad to 8][data]`.
-`meta` rows are (sec, usec, offset, caplen) as pcapy-ng's `next_batch` delivers them, with
-offsets relative to `data`. The capture writes a batch with one copy per column; a worker reads
-it back as numpy views of the slot (no copy).
+`[u64 seq][u32 n][u32 linktype][u64 data_len][u64 generation][n x 4 u32 meta][n u32 wirelen]
+[pad to 8][data]`. `generation` is the trail index the worker must match the batch with: the
+capture assigns it, so a reload takes effect at one capture position whatever the worker count
+(an empty batch only carries a newer generation to a worker that gets no packets). `meta` rows
+are (sec, usec, offset, caplen) as pcapy-ng's `next_batch` delivers them, with offsets relative
+to `data`. The capture writes a batch with one copy per column; a worker reads it back as numpy
+views of the slot (no copy).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_HEAD = struct.Struct("<QIIQ")
+_HEAD = struct.Struct("<QIIQQ")
 
 
 @dataclass
@@ -21,6 +24,7 @@ class PacketBatch:
     """A batch as numpy views of the slot (valid until the slot is released)."""
 
     seq: int
+    generation: int
     linktype: int
     meta: np.ndarray  # (n, 4) uint32: sec, usec, offset, caplen
     wirelen: np.ndarray  # (n,) uint32
@@ -42,10 +46,11 @@ def write_batch(
     meta: np.ndarray,
     wirelen: np.ndarray,
     data: bytes | memoryview,
+    generation: int = 1,
 ) -> int:
     """Write into `buf` at `off`; returns the bytes used. `meta` offsets must be relative to `data`."""
     n = len(wirelen)
-    _HEAD.pack_into(buf, off, seq, n, linktype, len(data))
+    _HEAD.pack_into(buf, off, seq, n, linktype, len(data), generation)
     pos = off + _HEAD.size
     np.ndarray((n, 4), dtype="<u4", buffer=buf, offset=pos)[:] = meta
     pos += n * 16
@@ -56,11 +61,11 @@ def write_batch(
 
 
 def read_batch(buf: memoryview, off: int) -> PacketBatch:
-    seq, n, linktype, data_len = _HEAD.unpack_from(buf, off)
+    seq, n, linktype, data_len, generation = _HEAD.unpack_from(buf, off)
     pos = off + _HEAD.size
     meta = np.ndarray((n, 4), dtype="<u4", buffer=buf, offset=pos)
     pos += n * 16
     wirelen = np.ndarray((n,), dtype="<u4", buffer=buf, offset=pos)
     pos += (n * 4 + 7) // 8 * 8
     data = np.ndarray((data_len,), dtype=np.uint8, buffer=buf, offset=pos)
-    return PacketBatch(seq, linktype, meta, wirelen, data)
+    return PacketBatch(seq, generation, linktype, meta, wirelen, data)

@@ -1,6 +1,8 @@
 """The matcher worker process: packet batches in from its ring, results out to the aggregator.
 
-A worker maps the trail index read-only and parses each batch in place in the ring slot. It
+A worker maps the trail index read-only and parses each batch in place in the ring slot. A batch
+carrying a newer index generation (a reload) makes it switch between two batches: map the new
+index, build the matchers over it, unmap the old one, and report the generation it now uses. It
 exits when the capture sends end-of-input, and on its own when its parent disappears, so a killed
 sensor never leaves workers (or their shared memory) behind.
 """
@@ -9,12 +11,13 @@ from __future__ import annotations
 
 import pickle
 import time
+from dataclasses import dataclass
 from multiprocessing.synchronize import Semaphore
 from operator import itemgetter
-from pathlib import Path
 
 import numpy as np
 
+from engine.index.generations import GenerationSpec, GenerationUser
 from engine.index.mapped import TrailIndex
 from engine.proctree import pid_alive
 from shm.packets import read_batch
@@ -62,11 +65,31 @@ def batch_items(parsed: Parsed, data: np.ndarray, matcher: IpMatcher, inspector:
     return items
 
 
-def run_worker(worker_id: int, index_path: str, in_spec: RingSpec, out_spec: RingSpec, parent_pid: int,
-               ready: Semaphore, settings: DetectionSettings) -> None:
-    index = TrailIndex(Path(index_path))
-    matcher = IpMatcher(index)
-    inspector = PayloadInspector(index, settings)
+@dataclass
+class Detection:
+    """One index generation and the matchers built over it (their caches belong to that index)."""
+
+    generation: int
+    index: TrailIndex
+    matcher: IpMatcher
+    inspector: PayloadInspector
+
+    @classmethod
+    def open(cls, user: GenerationUser, generation: int, settings: DetectionSettings) -> Detection:
+        index = user.open(generation)
+        return cls(generation, index, IpMatcher(index), PayloadInspector(index, settings))
+
+    def close(self) -> None:
+        index = self.index
+        del self.matcher, self.inspector, self.index
+        index.close()
+
+
+def run_worker(worker_id: int, generations: GenerationSpec, in_spec: RingSpec, out_spec: RingSpec,
+               parent_pid: int, ready: Semaphore, settings: DetectionSettings) -> None:
+    user = GenerationUser(generations, f"worker{worker_id}")
+    detection = Detection.open(user, 1, settings)
+    user.report(1)
     ring_in, ring_out = Ring(in_spec), Ring(out_spec)
     ready.release()
     try:
@@ -82,10 +105,18 @@ def run_worker(worker_id: int, index_path: str, in_spec: RingSpec, out_spec: Rin
                 return
             started = time.perf_counter_ns()
             batch = read_batch(ring_in.buf, off)
-            seq = batch.seq
-            if batch.linktype in SUPPORTED_LINKTYPES:
+            seq, generation = batch.seq, batch.generation
+            if generation != detection.generation:  # a reload: between two batches, never within one
+                new = Detection.open(user, generation, settings)
+                detection.close()
+                detection = new
+                user.report(generation)
+            if not len(batch):  # carries only the generation
+                items: list[Item] = []
+                counters = {"packets": 0}
+            elif batch.linktype in SUPPORTED_LINKTYPES:
                 parsed = parse_batch(batch.meta, batch.data, batch.linktype)
-                items = batch_items(parsed, batch.data, matcher, inspector)
+                items = batch_items(parsed, batch.data, detection.matcher, detection.inspector)
                 counters = batch_counters(parsed.version, parsed.malformed, batch.wirelen)
                 del parsed
             else:
@@ -95,9 +126,9 @@ def run_worker(worker_id: int, index_path: str, in_spec: RingSpec, out_spec: Rin
             del batch
             ring_in.release()
             counters["busy_ns"] = time.perf_counter_ns() - started
-            message = pickle.dumps((seq, worker_id, counters, items), protocol=5)
+            message = pickle.dumps((seq, worker_id, generation, counters, items), protocol=5)
             ring_out.put(message, POLL_SECONDS, lambda: _check_parent(parent_pid))
     finally:
         ring_in.close()
         ring_out.close()
-
+        user.close()

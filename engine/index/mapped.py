@@ -6,6 +6,7 @@ private memory stays the same whatever the number of trails.
 
 from __future__ import annotations
 
+import gc
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +101,20 @@ class TrailIndex:
     def __len__(self) -> int:
         return len(self.entry_info)
 
-    def close(self) -> None:
-        """Drop the views and the map (only when no view of the arrays is still in use)."""
-        self._a.clear()
-        for name in list(vars(self)):
-            if isinstance(getattr(self, name), np.ndarray):
-                setattr(self, name, None)
-        self._mm.close()
+    def close(self) -> bool:
+        """Unmap the file, so a replaced generation really leaves memory: every view held here goes
+        first. True once unmapped; a view still held elsewhere keeps the map until it is dropped."""
+        mm, meta, path = self._mm, self.meta, self.path
+        self.__dict__.clear()
+        self.meta, self.path = meta, path
+        for attempt in range(2):
+            try:
+                mm.close()
+                return True
+            except BufferError:  # a view in a reference cycle: collect it, then try once more
+                if attempt == 0:
+                    gc.collect()
+        return False
 
     # ---- entries -------------------------------------------------------------------------
     def info(self, e: int) -> str:
