@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.benchmark import (
     DEFAULT_PACKETS,
@@ -34,6 +35,9 @@ from engine.trails.ignore import IgnoreRulesError
 from engine.trails.sources import TrailSourceError
 from engine.trails.whitelist import WhitelistError
 from engine.update.errors import UpdateError
+
+if TYPE_CHECKING:
+    from engine.update.timer import UpdateTimer
 from webui.cli import register as register_webui
 
 EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError,
@@ -67,10 +71,32 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     if args.report is not None and not 0 <= args.report <= 86400:
         raise ConfigError(f"--report: {args.report} is out of range (0..86400 seconds)")
     interface = args.interface or (cfg.interface if not args.read else None)
-    summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report,
-                         offered_pps=args.rate)
+    timer = _update_timer(args, cfg)
+    try:
+        summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report,
+                             offered_pps=args.rate, on_reloader=timer.start if timer is not None else None)
+    finally:
+        if timer is not None:
+            timer.stop()
     print("\n".join(summary.lines()))
     return 0
+
+
+def _update_timer(args: argparse.Namespace, cfg: SensorConfig) -> UpdateTimer | None:
+    """With `[update] sensor_updates`, the sensor owns the update: a missing index is built before
+    the sensor starts (a fresh install detects real threats after one command), later ones every
+    period while it runs."""
+    path = _config_path(args)
+    ucfg = load_update_config(path)
+    if not ucfg.sensor_updates:
+        return None
+    from engine.update.timer import UpdateTimer, check_owner
+
+    index = check_owner(cfg, ucfg)
+    timer = UpdateTimer(path.resolve() if path is not None else None, index, ucfg)
+    if not index.exists() and timer.run_once() != 0:
+        raise UpdateError(f"[update] sensor_updates: the first update of {index} failed (see above)")
+    return timer
 
 
 def _status_path(args: argparse.Namespace) -> Path:
