@@ -276,9 +276,12 @@ async def check(request: web.Request) -> web.Response:
     if ctx.trail_index is None:
         return web.json_response({"indicator": indicator, "found": False, "matches": [],
                                   "error": ctx.trail_error or "trail index loading"})
-    result = await ctx.read(ctx.trail_index.check, indicator)
+    index = ctx.trail_index
+    result = await ctx.read(index.check, indicator)
     matches = [{"trail": result.trail, "info": result.info, "reference": result.reference}] if result.found else []
-    return web.json_response({"indicator": indicator, "found": result.found, "matches": matches})
+    about = {"generation": ctx.trail_generation, "built_at": index.meta.get("built_at"),
+             "trails": index.meta.get("counts", {}).get("entries"), "reload_error": ctx.trail_error or None}
+    return web.json_response({"indicator": indicator, "found": result.found, "matches": matches, "index": about})
 
 
 @handle

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Context:
     logins_in_flight: dict[str, int] = field(default_factory=dict)
     trail_index: TrailIndex | None = None
     trail_error: str = ""
+    trail_generation: int = 0
     tick: asyncio.Event = field(default_factory=asyncio.Event)
     caught_up: bool = False
     live_streams: dict[str, int] = field(default_factory=dict)
@@ -273,22 +275,53 @@ async def ingest_loop(app: web.Application) -> None:
 
 
 async def load_trails(app: web.Application) -> None:
-    """The trail index for /api/check, prepared (built if needed) off the event loop."""
+    """The trail index for /api/check: the sensor's own (same whitelist and custom trails), prepared
+    off the event loop, and prepared again when its source changes or on SIGHUP, like the sensor."""
+    from engine.reload import SIGNATURE_SECONDS, TrailSource
+
     ctx = app[CTX]
-    source = ctx.settings.trails
-    if source is None:
+    cfg = ctx.settings.trail_config
+    if not cfg.trails:
         ctx.trail_error = "no trail index configured ([server] trails or --trails)"
         return
+    source = TrailSource(cfg)
+    asked = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals outside the main thread
+        loop.add_signal_handler(signal.SIGHUP, asked.set)
+    seen: object = None
+    try:
+        while True:
+            signature = await ctx.read(source.signature)
+            if signature != seen or asked.is_set():
+                asked.clear()
+                seen = signature
+                await _prepare_trails(ctx, cfg)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asked.wait(), SIGNATURE_SECONDS * 2)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def _prepare_trails(ctx: Context, cfg: Any) -> None:
+    """One generation: a failure keeps the index in use (or says why there is none)."""
+    from engine.sensor import prepare_index
 
     def prepare() -> TrailIndex:
-        from engine.config import SensorConfig
-        from engine.sensor import prepare_index
-        return TrailIndex(prepare_index(SensorConfig(trails=str(source)), ctx.settings.index_dir))
+        work = ctx.settings.index_dir / "trails"
+        work.mkdir(parents=True, exist_ok=True)
+        return TrailIndex(prepare_index(cfg, work))
 
     try:
-        ctx.trail_index = await ctx.write(prepare)
+        index = await ctx.write(prepare)
     except Exception as exc:  # reported by /api/check; the rest of the server works without trails
-        ctx.trail_error = f"trail index unavailable: {str(exc)[:200]}"
+        ctx.trail_error = f"trail index reload failed: {str(exc)[:200]}"
+        if ctx.trail_index is None:
+            ctx.trail_error = f"trail index unavailable: {str(exc)[:200]}"
+        return
+    ctx.trail_index, ctx.trail_error = index, ""
+    ctx.trail_generation += 1
 
 
 def build_app(ctx: Context) -> web.Application:

@@ -4,7 +4,7 @@ validated once at start with errors that name the key."""
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.config import ConfigError, SensorConfig, ServerConfig
@@ -21,6 +21,7 @@ class Settings:
     index_dir: Path
     users: Path
     trails: Path | None
+    trail_config: SensorConfig  # [sensor] whitelist, default_whitelist, custom_trails: the sensor's index
     status_file: Path
     tls_cert: Path | None
     tls_key: Path | None
@@ -81,6 +82,7 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         host=host, port=port, log_dir=logs, index_dir=index_dir,
         users=Path(users or server.users).expanduser() if (users or server.users) else index_dir / "users.json",
         trails=Path(trails_src).expanduser() if trails_src else None,
+        trail_config=replace(sensor, trails=str(Path(trails_src).expanduser()) if trails_src else ""),
         status_file=Path(status).expanduser() if status else logs / "sensor-status.json",
         tls_cert=Path(server.tls_cert).expanduser() if server.tls_cert else None,
         tls_key=Path(server.tls_key).expanduser() if server.tls_key else None,
