@@ -321,7 +321,9 @@ def test_check_indicators(admin: Client) -> None:
     status, body = admin.get_json(f"/api/check?indicator={quote('http://x.example/malicious-login.php?a=1')}")
     assert body["found"] and body["matches"][0]["trail"] == "/malicious-login.php"
     status, body = admin.get_json("/api/check?indicator=clean.example")
+    index = body.pop("index")
     assert status == 200 and body == {"indicator": "clean.example", "found": False, "matches": []}
+    assert index["generation"] == 1 and index["trails"] > 0 and index["reload_error"] is None
     for bad in ("", "x" * 300):
         status, body = admin.get_json(f"/api/check?indicator={bad}")
         assert status == 400 and "indicator" in body["error"]
