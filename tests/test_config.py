@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, SensorConfig, load_config
+from engine.config import ConfigError, SensorConfig, UpdateConfig, load_config, load_update_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,3 +41,27 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> Non
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="configuration file not found"):
         load_config(tmp_path / "none.toml")
+
+
+def test_shipped_file_documents_every_update_option_with_its_default() -> None:
+    data = tomllib.loads((ROOT / "maltrail.toml").read_text())["update"]
+    defaults = UpdateConfig()
+    assert set(data) == {f.name for f in dataclasses.fields(UpdateConfig)}
+    for key, value in data.items():
+        assert getattr(defaults, key) == value, key
+    assert load_update_config(ROOT / "maltrail.toml") == defaults
+    assert defaults.period_seconds == 86400 and defaults.min_ratio == 0.5
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[update]\nperiod = 'soon'\n", r"\[update\] period: 'soon' is not a duration"),
+    ("[update]\nmin_ratio = 2\n", r"\[update\] min_ratio: 2 is out of range"),
+    ("[update]\ntimeout = 'x'\n", r"\[update\] timeout: expected int"),
+    ("[update]\nfeed = []\n", r"\[update\] feed: unknown key"),
+    ("[update]\ndisabled_info_regex = '('\n", r"\[update\] disabled_info_regex: not a regular expression"),
+])
+def test_bad_update_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_update_config(path)

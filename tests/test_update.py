@@ -288,3 +288,10 @@ def test_update_refuses_to_overwrite_a_trail_source(tmp_path: Path, capsys: pyte
     code, _, err = _update(capsys, "-c", str(config))
     assert code == 2 and "is a trail source, not an index" in err
     assert csv.read_text() == "evil.example,malware,test\n"
+
+
+def test_unknown_feed_names_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "maltrail.toml"
+    config.write_text('[update]\nstatic_url = ""\ndisabled_feeds = ["abuseipdb", "nosuch"]\n')
+    code, _, err = _update(capsys, "-c", str(config), "--out", str(tmp_path / "t.mtidx"), "--offline")
+    assert code == 2 and "[update] disabled_feeds: unknown feed 'nosuch'" in err
