@@ -168,12 +168,25 @@ class ServerConfig:
     severity_rules: list[dict[str, str]] = field(default_factory=list)
 
 
-_SERVER_LIMITS: dict[str, tuple[int, int]] = {
+_SERVER_LIMITS: dict[str, tuple[float, float]] = {
     "session_idle_minutes": (1, 1440),
     "session_max_hours": (1, 720),
     "hunt_budget_seconds": (1, 600),
     "max_live_streams": (1, 1000),
 }
+
+
+def _check_value(section: str, source: str, key: str, value: Any, declared: str,
+                 limits: dict[str, tuple[float, float]]) -> None:
+    """Type (from the dataclass field) and range of one key, the error naming file, section and key."""
+    expected = {"str": str, "int": int, "bool": bool, "float": float}.get(declared, list)
+    try:
+        _check_type(section, key, value, expected)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if key in limits and not limits[key][0] <= value <= limits[key][1]:
+        lo, hi = limits[key]
+        raise ConfigError(f"{source}: [{section}] {key}: {value} is out of range ({lo}..{hi})")
 
 
 def server_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> ServerConfig:
@@ -185,14 +198,7 @@ def server_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> S
             if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
                 raise ConfigError(f"{where}: expected a list of tables")
         else:
-            expected = {"str": str, "int": int}.get(declared, list)
-            try:
-                _check_type("server", key, value, expected)
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
-            if key in _SERVER_LIMITS and not _SERVER_LIMITS[key][0] <= value <= _SERVER_LIMITS[key][1]:
-                lo, hi = _SERVER_LIMITS[key]
-                raise ConfigError(f"{where}: {value} is out of range ({lo}..{hi})")
+            _check_value("server", source, key, value, declared, _SERVER_LIMITS)
         setattr(cfg, key, value)
     return cfg
 
@@ -259,14 +265,7 @@ def update_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> U
     cfg = UpdateConfig()
     for key, value, declared in _section_items(data, "update", UpdateConfig, source):
         where = f"{source}: [update] {key}"
-        expected = {"str": str, "int": int, "bool": bool, "float": float}.get(declared, list)
-        try:
-            _check_type("update", key, value, expected)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        if key in _UPDATE_LIMITS and not _UPDATE_LIMITS[key][0] <= value <= _UPDATE_LIMITS[key][1]:
-            lo, hi = _UPDATE_LIMITS[key]
-            raise ConfigError(f"{where}: {value} is out of range ({lo}..{hi})")
+        _check_value("update", source, key, value, declared, _UPDATE_LIMITS)
         if key == "period":
             try:
                 parse_period(value)
