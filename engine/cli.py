@@ -207,6 +207,8 @@ def cmd_update(args: argparse.Namespace) -> int:
         report = run_update(cfg, ucfg, options)
     except (FeedError, FetchError) as exc:  # configuration-level: a feed definition or a proxy URL
         raise UpdateError(str(exc)) from None
+    except OSError as exc:  # the index or cache folder cannot be written (permissions, disk full)
+        raise UpdateError(f"{exc.filename or out}: {exc.strerror or exc}; the installed index is unchanged") from None
     if args.json:
         print(json.dumps({"index": str(report.out), "installed": report.installed, "trails": report.entries,
                           "previous": report.previous, "seconds": round(report.seconds, 3),
