@@ -210,6 +210,8 @@ class _Source:
         bare = [keys[i][4:] for i in www]
         if any(key.startswith("www.") for key in bare):
             source.add(keys, values)
+            if not review:
+                source.review.clear()
             return source
         if not www:
             source.trails = dict(zip(keys, values, strict=True))
@@ -700,10 +702,9 @@ def _load_built_csv(spec: str, whitelist: Whitelist | None) -> Trails:
     are for merging sources, not for a set the user built. Merged with other sources, it is
     treated like a feed."""
     trails = _read_spec(spec, review=False).settle({})
-    keys = list(trails)
-    lowered = list(map(str.lower, keys))
-    if lowered != keys:
-        trails = dict(zip(lowered, trails.values(), strict=True))
+    joined = "".join(trails)
+    if not (joined.isascii() and joined == joined.lower()):  # else no key changes (ASCII is context-free)
+        trails = dict(zip(map(str.lower, trails), trails.values(), strict=True))
     if whitelist is not None:
         dropped = trails.keys() & whitelist.exact
         if whitelist.ranges4:  # range hits are dotted quads: a digit first, never a colon
