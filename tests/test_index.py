@@ -223,7 +223,7 @@ def test_full_static_trail_set(tmp_path: Path) -> None:
 IP4_SPELLINGS = ["1.2.3.4", "010.001.002.003", "1.2.3.4:0080", "1.2.3.256", "1.2.3.4:65536", "1.2.3.4:65535",
                  "[dead::beef]:443", "1::2", "1.2.3.4.5", "1.2.3", "01.2.3.4:80", "1.2.3.4:", ":80", "1.2.3.4:80:90",
                  "1..2.3", ".1.2.3", "1.2.3.4/24", "1.2.3.4:00000000000080", "255.255.255.255:65535", "0.0.0.0:0",
-                 "1.2.3.4:8a", "1234.2.3.4", "1.2.3.4 ", "a1.2.3.4", "1.2.3.4:+80", "1.2.3.4:٣", "١.٢.٣.٤",
+                 "1.2.3.4:8a", "1234.2.3.4", "1.2.3.4 ", "a1.2.3.4", "1.2.3.4:+80", "1.2.3.4:٣",
                  "1.2\x00.3.4",
                  "1.2.3.4\x00", "9.9.9.9:1", "1.2.3.4:0000000000000000080", "1.2.3.4:99999999999"]
 
@@ -243,7 +243,7 @@ def test_ip4_columns_parse_like_parse_ip4_and_parse_ip_port() -> None:
         else:  # left to the one-by-one parsers: not an IPv4 spelling, non-ASCII or longer than 21 characters
             assert ip is None and (ip_port is None or not isinstance(ip_port[0], int) or len(key) > 21
                                    or not key.isascii()), key
-    assert kinds.tolist().count(0) < len(IP4_SPELLINGS) - 8
+    assert int((kinds != 0).sum()) == 8  # the canonical spellings are all claimed
 
 
 def test_address_spellings_index_like_one_by_one(tmp_path: Path) -> None:
