@@ -208,7 +208,7 @@ class _Source:
         www = np.flatnonzero(np.fromiter(map(str.startswith, keys, repeat("www.")), dtype=bool, count=n)).tolist()
         www = [i for i in www if "/" not in keys[i]]
         bare = [keys[i][4:] for i in www]
-        if any(key.startswith("www.") for key in bare):
+        if any(map(str.startswith, bare, repeat("www."))):
             source.add(keys, values)
             if not review:
                 source.review.clear()
@@ -234,7 +234,10 @@ class _Source:
                 both = np.flatnonzero(listed_www & plain).tolist()
             source.trails.update((listed[i], values[i]) for i in both)
             first_bare = {keys[i]: i for i in reversed(both)}
-            source.www_first = {key for key, i in first_www.items() if first_bare.get(key, n) > i}
+            if first_bare:
+                source.www_first = {key for key, i in first_www.items() if first_bare.get(key, n) > i}
+            else:
+                source.www_first = set(first_www)
         if review:
             source.review = list(compress(keys, _review_mask(keys).tolist()))
         return source
@@ -316,7 +319,11 @@ def _parse_trail_lines(text: str, value: tuple[str, str], source: _Source, stati
     trails = source.trails
     note = source.note
     first_chars, prefixes, quad_chars = _REVIEW_FIRST_CHARS, _REVIEW_PREFIXES, _QUAD_CHARS
+    # tests the whole text can answer for every line (lower-casing only depends on the context for Σ,
+    # which never survives it)
     ascii_text = text.isascii()
+    cased = text != text.lower()
+    query = "?" in text
     for line in map(str.strip, text.split("\n")):
         if not line or line[0] == "#":
             continue
@@ -333,9 +340,9 @@ def _parse_trail_lines(text: str, value: tuple[str, str], source: _Source, stati
         trails[key] = value
         # _needs_review for a key without "/"
         if (
-            key != key.lower()
+            (cased and key != key.lower())
             or "." not in key
-            or "?" in key
+            or (query and "?" in key)
             or not (ascii_text or key.isascii())
             or (key[0] in first_chars and (not key.strip(quad_chars) or key.startswith(prefixes)))
         ):
@@ -725,6 +732,9 @@ def wildcard_trails(trails: Trails) -> list[tuple[str, str, str]]:
     """
     found: list[tuple[str, str, str]] = []
     # ']', '*' or '+' is required by the test; checking them first keeps this cheap on 1.6 M keys
+    joined = "".join(trails)
+    if "]" not in joined and "*" not in joined and "+" not in joined:
+        return found
     for key in [key for key in trails if "]" in key or "*" in key or "+" in key]:
         info, reference = trails[key]
         if "static" not in reference or _WILDCARD_HINT.search(key) is None:
