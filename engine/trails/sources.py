@@ -195,17 +195,20 @@ class _Source:
     www_first: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_rows(cls, keys: list[str], values: list[tuple[str, str]], review: bool = True) -> _Source:
+    def from_rows(cls, keys: list[str], values: list[tuple[str, str]], review: bool = True,
+                  www: list[int] | None = None) -> _Source:
         """The source ``add`` makes of these rows, built with whole-list operations.
 
         ``www.`` rows are renamed to their bare key first, so one ``dict`` build puts every key at
         the position of its first form; a second pass restores the last bare value where both forms
-        were listed. ``review=False`` leaves ``review`` empty (for a set that is not post-processed).
+        were listed. ``review=False`` leaves ``review`` empty (for a set that is not post-processed);
+        ``www`` lists the rows whose key starts with ``www.`` when the caller knows them already.
         Rows with a ``www.www.`` key, whose bare key is itself a ``www.`` key, take ``add``.
         """
         source = cls()
         n = len(keys)
-        www = np.flatnonzero(np.fromiter(map(str.startswith, keys, repeat("www.")), dtype=bool, count=n)).tolist()
+        if www is None:
+            www = np.flatnonzero(np.fromiter(map(str.startswith, keys, repeat("www.")), dtype=bool, count=n)).tolist()
         www = [i for i in www if "/" not in keys[i]]
         bare = [keys[i][4:] for i in www]
         if any(map(str.startswith, bare, repeat("www."))):
@@ -455,27 +458,44 @@ def read_custom_dir(path: str | Path) -> Trails:
     return _read_custom_dir(path).settle({})
 
 
-def _csv_rows(text: str) -> list[list[str]] | None:
-    """Rows of exactly three fields of a text without quotes or carriage returns, split at C speed;
-    None for any other text (the csv module's rules then apply, including its field size limit)."""
+def _csv_rows(text: str) -> tuple[list[list[str]], list[int]] | None:
+    """Rows of exactly three fields of a text without quotes or carriage returns, split at C speed,
+    and the rows whose key starts with ``www.``; None for any other text (the csv module's rules
+    then apply, including its field size limit).
+
+    Lines are measured on the UTF-8 bytes (commas and newlines are never part of a longer
+    character), so only the split itself makes Python strings.
+    """
     if '"' in text or "\r" in text:
         return None
-    lines = text.split("\n")
-    if max(map(len, lines)) > csv.field_size_limit():
+    body = text[:-1] if text.endswith("\n") else text
+    data = np.frombuffer(body.encode(), dtype=np.uint8)
+    bounds = np.concatenate([[-1], np.flatnonzero(data == ord("\n")), [len(data)]])  # around each line
+    if int(np.diff(bounds).max()) - 1 > csv.field_size_limit():
         return None
-    commas = np.fromiter(map(str.count, lines, repeat(",")), dtype=np.int64, count=len(lines))
-    if not (commas == 2).all():
-        lines = list(compress(lines, (commas == 2).tolist()))
-    fields = ",".join(lines).split(",")
-    return [fields[0::3], fields[1::3], fields[2::3]] if lines else [[], [], []]
+    commas = np.diff(np.searchsorted(np.flatnonzero(data == ord(",")), bounds))
+    rows = commas == 2
+    if rows.all():
+        fields = body.replace("\n", ",").split(",")
+    else:
+        fields = ",".join(compress(body.split("\n"), rows.tolist())).split(",") if rows.any() else []
+    starts = bounds[:-1][rows] + 1
+    padded = np.concatenate([data, np.zeros(4, dtype=np.uint8)])
+    www = np.ones(len(starts), dtype=bool)
+    for offset, char in enumerate(b"www."):
+        www &= padded[starts + offset] == char
+    return [fields[0::3], fields[1::3], fields[2::3]], np.flatnonzero(www).tolist()
 
 
 def _read_trails_csv(path: str | Path, review: bool = True) -> _Source:
     """``trails.csv`` reader behind ``read_trails_csv``; ``review`` as for ``_Source.from_rows``."""
     csv_path = Path(path)
     text = _read_text(csv_path)
-    columns = _csv_rows(text)
-    if columns is None:
+    split = _csv_rows(text)
+    if split is not None:
+        columns, www = split
+    else:
+        www = None
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=",", quotechar='"')
         try:
             rows = [row for row in reader if len(row) == CSV_FIELDS]
@@ -487,7 +507,7 @@ def _read_trails_csv(path: str | Path, review: bool = True) -> _Source:
     if not keys:
         raise TrailSourceError(f"trail source {csv_path}: empty (no trail rows)")
     values = list(map(_Values().__getitem__, zip(infos, references, strict=True)))
-    return _Source.from_rows(keys, values, review)
+    return _Source.from_rows(keys, values, review, www)
 
 
 def read_trails_csv(path: str | Path) -> Trails:
