@@ -149,13 +149,13 @@ def _review_mask(keys: Sequence[str]) -> np.ndarray:
     np.cumsum(np.fromiter(map(len, keys), dtype=np.int64, count=n - 1) + 1, out=starts[1:])
     padded = np.frombuffer((joined + "\n" + "\0" * 9).encode("ascii"), dtype=np.uint8)
     data = padded[: len(joined) + 1]  # every key with its newline: no reduction segment is empty
-    slashes = data == 47
-    not_quad = ((data < 48) | (data > 57)) & (data != 46)
+    slashes = data == ord("/")
+    not_quad = ((data < ord("0")) | (data > ord("9"))) & (data != ord("."))
     not_quad[starts[1:] - 1] = False  # the newlines
     not_quad[-1] = False
-    bits = (((data - 65) < 26) | (data >= 128)).view(np.uint8)  # 1: upper case or (stand-in) non-ASCII
-    bits |= (data == 46).view(np.uint8) << 1  # 2: a dot
-    bits |= (data == 63).view(np.uint8) << 2  # 4: a question mark
+    bits = (((data - ord("A")) < 26) | (data >= 0x80)).view(np.uint8)  # 1: upper case or (stand-in) non-ASCII
+    bits |= (data == ord(".")).view(np.uint8) << 1  # 2: a dot
+    bits |= (data == ord("?")).view(np.uint8) << 2  # 4: a question mark
     bits[:-1] |= (slashes[:-1] & slashes[1:]).view(np.uint8) << 3  # 8: a doubled slash
     bits |= not_quad.view(np.uint8) << 4  # 16: not a dotted-quad character
     found = np.bitwise_or.reduceat(bits, starts)
