@@ -745,6 +745,7 @@ CSV_TEXTS = {
     "crlf": "a.example,x,y\r\nwww.b.example,x,y\r\nc.example,x\r\n",
     "bare cr": "a.example,x,y\rb.example,x,y\r",
     "bom": "\ufeffa.example,x,y\nb.example,x,y\n",
+    "other line breaks": "a.example,b\u2028c,d\nx\x0by.example,z\x1c,w\x0c\n",
 }
 
 
