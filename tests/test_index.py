@@ -13,10 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.index.build import IndexBuildError, build_index_file, compile_index, flatten_ranges
+from engine.index.build import (
+    _IP4ISH,
+    IndexBuildError,
+    _ip4_keys,
+    _text_arena,
+    build_index_file,
+    compile_index,
+    flatten_ranges,
+)
 from engine.index.fileformat import IndexFormatError, write_arrays
 from engine.index.mapped import TrailIndex
-from engine.ipaddr import ip6_text, parse_ip4
+from engine.index.schema import K_IP4, K_IP4PORT
+from engine.ipaddr import ip6_text, parse_ip4, parse_ip_port
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STATIC = SHARED / "trails" / "static"
@@ -209,3 +218,45 @@ def test_full_static_trail_set(tmp_path: Path) -> None:
     for _ in range(200_000):
         name = "".join(words.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(14)) + ".zz-test"
         assert ix.lookup_string(name) == -1
+
+
+IP4_SPELLINGS = ["1.2.3.4", "010.001.002.003", "1.2.3.4:0080", "1.2.3.256", "1.2.3.4:65536", "1.2.3.4:65535",
+                 "[dead::beef]:443", "1::2", "1.2.3.4.5", "1.2.3", "01.2.3.4:80", "1.2.3.4:", ":80", "1.2.3.4:80:90",
+                 "1..2.3", ".1.2.3", "1.2.3.4/24", "1.2.3.4:00000000000080", "255.255.255.255:65535", "0.0.0.0:0",
+                 "1.2.3.4:8a", "1234.2.3.4", "1.2.3.4 ", "a1.2.3.4", "1.2.3.4:+80", "1.2.3.4:٣",
+                 "1.2\x00.3.4",
+                 "1.2.3.4\x00", "9.9.9.9:1", "1.2.3.4:0000000000000000080", "1.2.3.4:99999999999"]
+
+
+def test_ip4_columns_parse_like_parse_ip4_and_parse_ip_port() -> None:
+    """The array parser of compile_index claims a key only where the one-by-one parsers give the same answer."""
+    arena, offsets = _text_arena(IP4_SPELLINGS)
+    starts = offsets[:-1].astype(np.int64)
+    kinds, values = _ip4_keys(arena, starts, np.diff(offsets).astype(np.int64))
+    for key, kind, value in zip(IP4_SPELLINGS, kinds.tolist(), values.tolist(), strict=True):
+        ip = parse_ip4(key) if _IP4ISH.fullmatch(key) else None
+        ip_port = parse_ip_port(key) if ip is None else None
+        if kind == K_IP4:
+            assert ip == value, key
+        elif kind == K_IP4PORT:
+            assert ip_port is not None and ip_port[0] << 16 | ip_port[1] == value, key
+        else:  # left to the one-by-one parsers: not an IPv4 spelling, non-ASCII or longer than 21 characters
+            assert ip is None and (ip_port is None or not isinstance(ip_port[0], int) or len(key) > 21
+                                   or not key.isascii()), key
+    assert int((kinds != 0).sum()) == 8  # the canonical spellings are all claimed
+
+
+def test_address_spellings_index_like_one_by_one(tmp_path: Path) -> None:
+    """Equal addresses spelled differently keep entry order among equal keys; every kind is counted."""
+    trails = {key: (f"info {i}", "(static)") for i, key in enumerate(["9.9.9.9", "009.9.9.9", "9.9.9.9:80",
+                                                                      "9.9.9.9:0080", "[dead::beef]:1", "10.0.0.0/8"])}
+    arrays, meta = compile_index(trails)
+    assert arrays["ip4_entry"].tolist() == [0, 1] and arrays["ip4p_entry"].tolist() == [2, 3]
+    assert meta["counts"] | {"whitelist": 0} == {"entries": 6, "ip4": 2, "ip4port": 2, "ip6": 0, "ip6port": 1,
+                                                 "cidr4": 1, "cidr6": 0, "strings": 1, "certificates": 0,
+                                                 "whitelist": 0, "wildcards": 0}
+
+
+def test_empty_key_is_refused() -> None:
+    with pytest.raises(IndexBuildError, match="empty"):
+        compile_index({"": ("x", "(static)"), "a.example": ("x", "(static)")})

@@ -14,6 +14,11 @@ import pytest
 
 from engine.trails.sources import (
     TrailSourceError,
+    _csv_rows,
+    _needs_review,
+    _read_trails_csv,
+    _review_mask,
+    _Source,
     load_sources,
     read_custom_dir,
     read_static_dir,
@@ -675,3 +680,93 @@ def test_full_shared_static_set() -> None:
     assert not any(key.startswith(("127.", "192.168.", "localhost")) for key in trails)
     assert "8.8.8.8" not in trails
     assert len(wildcard_trails(trails)) > 20
+
+
+# --- whole-list fast paths against the row-by-row reference ------------------------------------------
+
+TRICKY_KEYS = [
+    "evil.example", "Evil.Example", "www.evil.example", "evil.example", "www.first.example", "first.example",
+    "first.example", "www.first.example", "www.only.example", "www.only.example", "www.x.example/path",
+    "bücher.example", "ПРИМЕР.рф", "ua:EvilBot/1.0 (X, Y)", "ua:evilbot", "1.2.3.4", "1.2.3.4:80", "127.0.0.1",
+    "192.168.1.1", "localhost", "l.example", "999.1.1.1", "noalpha", ".dot.example", "x.example/a?b", "a//b.example",
+    "/path.php", "", "dead::beef", "10.0.0.0/8", "1\n2", "www.", "wwwx.example", "tab\t.example",
+]
+
+
+def _values(n: int) -> list[tuple[str, str]]:
+    return [(f"info {i % 5}", "(static)" if i % 3 else "feed.example") for i in range(n)]
+
+
+@pytest.mark.parametrize("keys", [
+    TRICKY_KEYS,
+    TRICKY_KEYS[::-1],
+    [key for key in TRICKY_KEYS if not key.startswith("www.")],
+    ["a.example", "b.example", "c.example"],
+    ["www.a.example", "a.example", "www.a.example", "b.example", "a.example"],
+    ["www.www.a.example", "www.a.example", "a.example", "www.www.a.example"],  # takes the row-by-row path
+])
+def test_source_from_rows_equals_row_by_row(keys: list[str]) -> None:
+    values = _values(len(keys))
+    reference = _Source()
+    reference.add(keys, values)
+    fast = _Source.from_rows(keys, values)
+    assert list(fast.trails.items()) == list(reference.trails.items())
+    assert fast.review == reference.review
+    assert fast.www_values == reference.www_values
+    assert fast.www_first == reference.www_first
+    assert list(fast.settle({}).items()) == list(reference.settle({}).items())
+    assert _Source.from_rows(keys, values, review=False).review == []
+
+
+def test_review_mask_equals_needs_review() -> None:
+    keys = [*TRICKY_KEYS, "w", "l", "ww", "localhos", "127.", "192.168.", "192.16", "A.b", "a?b.c", "1.2", ".x.y",
+            "abc/", "a./", "9.9/", "Localhost", "ł.x", "\x00", "1\x00.2", "1.\n2", "/", "//", "a/", "Z.", "@.", "[.",
+            "`.", "{.", "www.x", "localhost.x", "192.168.1.1:80", "127.0.0.1/8", "0", "0.", "..", "l."]
+    assert _review_mask(keys).tolist() == [_needs_review(key) for key in keys]
+    assert _review_mask([]).tolist() == []
+
+
+def _reference_csv_source(path: Path) -> _Source:
+    """The csv module and ``_Source.add`` row by row: what ``_read_trails_csv`` must equal."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        rows = [row for row in csv.reader(handle) if len(row) == 3]
+    source = _Source()
+    source.add([row[0] for row in rows], [("ransomware (malware)" if info == "ransomware" else info, reference)
+                                          for _, info, reference in rows])
+    return source
+
+
+CSV_TEXTS = {
+    "plain": "evil.example,bot,feed\nwww.evil.example,bot2,feed\n1.2.3.4,attacker,(static)\n",
+    "no final newline": "a.example,x,y\nb.example,x,y",
+    "two and four fields": "a.example,x\nb.example,x,y,z\nc.example,x,y\n\n,,\nd.example,ransomware,y\n",
+    "upper case and non-ASCII": "Evil.Example,Bot,Feed\nbücher.example,x,y\nua:Bot/1.0 (X; Y),ua,(static)\n",
+    "duplicates": "a.example,x,y\nb.example,x,y\na.example,later,y\nwww.a.example,www,y\n",
+    "quoted commas": 'a.example,"info, with comma","ref, too"\nb.example,x,y\n',
+    "quoted newline": 'a.example,"multi\nline",y\nb.example,x,y\n',
+    "doubled quotes": 'a.example,"say ""hi""",y\nb"x.example,x,y\n',
+    "crlf": "a.example,x,y\r\nwww.b.example,x,y\r\nc.example,x\r\n",
+    "bare cr": "a.example,x,y\rb.example,x,y\r",
+    "bom": "\ufeffa.example,x,y\nb.example,x,y\n",
+    "other line breaks": "a.example,b\u2028c,d\nx\x0by.example,z\x1c,w\x0c\n",
+}
+
+
+@pytest.mark.parametrize("name", list(CSV_TEXTS))
+def test_trails_csv_fast_path_equals_csv_module(tmp_path: Path, name: str) -> None:
+    path = _write(tmp_path / "trails.csv", CSV_TEXTS[name])
+    fast, reference = _read_trails_csv(path), _reference_csv_source(path)
+    assert list(fast.trails.items()) == list(reference.trails.items())
+    assert (fast.review, fast.www_values, fast.www_first) == (reference.review, reference.www_values,
+                                                              reference.www_first)
+
+
+def test_trails_csv_fast_path_only_for_plain_text() -> None:
+    assert _csv_rows("a,b,c\nd,e\nf,g,h,i\n\nwww.j,k,l") == ([["a", "www.j"], ["b", "k"], ["c", "l"]], [1])
+    assert _csv_rows("www.a,b,c\nd,e\n") == ([["www.a"], ["b"], ["c"]], [0])
+    assert _csv_rows("www,.b,c\nww,w.,c\nwww.ü,x,y") == ([["www", "ww", "www.ü"], [".b", "w.", "x"], ["c"] * 2 + ["y"]],
+                                                         [2])
+    assert _csv_rows("a,b\n") == ([[], [], []], [])
+    assert _csv_rows("") == _csv_rows("\n") == ([[], [], []], [])
+    for text in ('a,"b",c\n', "a,b,c\r\n", "a,b,c\rd,e,f", "a,b," + "c" * (csv.field_size_limit() + 1)):
+        assert _csv_rows(text) is None

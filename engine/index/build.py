@@ -14,6 +14,7 @@ import heapq
 import re
 import time
 from collections.abc import Iterable, Sequence
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from engine.trails.whitelist import Whitelist, merge_ranges
 
 FORMAT_VERSION = 1
 
-_ADDRESS_START = frozenset("0123456789[")
+_ADDRESS_START = np.frombuffer(b"0123456789[", dtype=np.uint8)
+_IP4_PORT_WIDTH = len("255.255.255.255:65535")
 _IP4ISH = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _SHA1_HEX = re.compile(r"[0-9a-f]{40}")  # server certificate trails (type CERT)
 
@@ -113,10 +115,64 @@ def string_prefilter(hashes: np.ndarray) -> np.ndarray:
     return np.packbits(bits, bitorder="little")
 
 
-def _sorted_table(prefix: str, keys: np.ndarray, ids: Sequence[int]) -> dict[str, np.ndarray]:
-    """Keys sorted for `searchsorted`, with the entry id of each."""
-    order = np.argsort(keys, kind="stable")
-    return {f"{prefix}_keys": keys[order], f"{prefix}_entry": np.asarray(ids, dtype=np.int32)[order]}
+def _sorted_table(prefix: str, keys: np.ndarray, ids: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """Keys sorted for `searchsorted`, with the entry id of each (equal keys by entry id)."""
+    ids = np.asarray(ids, dtype=np.int32)
+    order = np.lexsort((ids, keys))
+    return {f"{prefix}_keys": keys[order], f"{prefix}_entry": ids[order]}
+
+
+class _Ids(dict[Any, int]):
+    """Dense ids in first-seen order: ``map(ids.__getitem__, items)`` numbers a column at C speed."""
+
+    def __missing__(self, item: Any) -> int:
+        ident = self[item] = len(self)
+        return ident
+
+
+def _ip4_keys(arena: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kind and value of keys spelled ``a.b.c.d`` or ``a.b.c.d:port``, parsed a character column at a time.
+
+    A key gets K_IP4 (value: the address) or K_IP4PORT (``address << 16 | port``) when it is ASCII
+    digits with octets of 1-3 digits <= 255 and a port of digits <= 65535, which is exactly when
+    `parse_ip4` / `parse_ip_port` accept it; every other key gets 0 and is left to them.
+    """
+    kind = np.zeros(len(starts), dtype=np.uint8)
+    value = np.zeros(len(starts), dtype=np.uint64)
+    width = _IP4_PORT_WIDTH
+    short = np.flatnonzero(lengths <= width)
+    padded = np.concatenate([arena, np.zeros(width, dtype=np.uint8)])
+    chars = padded[starts[short, None] + np.arange(width)]
+    beyond = np.arange(width) >= lengths[short, None]
+    other = ((chars < ord("0")) | (chars > ord(":"))) & (chars != ord(".")) & ~beyond
+    chars[beyond] = 0  # ignored by the walk
+    # only keys of digits, three dots and at most one colon go through the column walk
+    shaped = ((chars == ord(".")).sum(axis=1) == 3) & ((chars == ord(":")).sum(axis=1) <= 1) & ~other.any(axis=1)
+    rows = short[shaped]
+    chars = chars[shaped].T.copy()
+    ok = np.ones(len(rows), dtype=bool)
+    field = np.zeros(len(rows), dtype=np.int8)  # dots and colon seen
+    address = np.zeros(len(rows), dtype=np.int64)
+    number = np.zeros(len(rows), dtype=np.int32)  # the digits since the last separator, saturated
+    digits = np.zeros(len(rows), dtype=np.int32)
+    for char in chars:
+        digit = (char >= ord("0")) & (char <= ord("9"))
+        separator = (char == ord(".")) | (char == ord(":"))
+        octet = (digits >= 1) & (digits <= 3) & (number <= 255)
+        ok &= ~separator | (octet & ((char == ord(":")) == (field == 3)))
+        number = np.where(digit, np.minimum(number * 10 + char - ord("0"), 1 << 20), number)
+        digits += digit
+        address = np.where(separator, address << 8 | number, address)
+        field += separator
+        number[separator] = 0
+        digits[separator] = 0
+    ip4 = ok & (field == 3) & (digits >= 1) & (digits <= 3) & (number <= 255)
+    ip4port = ok & (field == 4) & (digits >= 1) & (number <= 65535)
+    kind[rows[ip4]] = K_IP4
+    value[rows[ip4]] = address[ip4] << 8 | number[ip4]
+    kind[rows[ip4port]] = K_IP4PORT
+    value[rows[ip4port]] = address[ip4port] << 16 | number[ip4port]
+    return kind, value
 
 
 def _v6bytes(values: Iterable[int]) -> np.ndarray:
@@ -148,37 +204,55 @@ def compile_index(
     mask = (1 << hash_bits) - 1
 
     keys = list(trails)
-    pairs: dict[tuple[str, str], int] = {}
-    pair_ids = np.fromiter((pairs.setdefault(v, len(pairs)) for v in trails.values()), dtype=np.int32,
-                           count=len(keys))
+    if "" in trails:
+        raise IndexBuildError("a trail key is empty")
+    n = len(keys)
+    pairs = _Ids()
+    pair_ids = np.fromiter(map(pairs.__getitem__, trails.values()), dtype=np.int32, count=n)
     infos: dict[str, int] = {}
     refs: dict[str, int] = {}
     pair_info = np.array([infos.setdefault(info, len(infos)) for info, _ in pairs], dtype=np.int32)
     pair_ref = np.array([refs.setdefault(ref, len(refs)) for _, ref in pairs], dtype=np.int32)
     entry_info = pair_info[pair_ids]
     entry_ref = pair_ref[pair_ids]
-    n = len(keys)
     entry_kind = np.zeros(n, dtype=np.uint8)
+    key_arena, key_off = _text_arena(keys)
+    starts = key_off[:-1].astype(np.int64)
+    lengths = np.diff(key_off).astype(np.int64)
 
+    wanted = {pattern for pattern, _, _ in wildcards[:100]}
+    hits = np.flatnonzero(np.fromiter(map(wanted.__contains__, keys), dtype=bool, count=n)).tolist() if wanted else []
+    found = {keys[e]: e for e in hits}
+    missing = wanted - found.keys()
+    if missing:
+        raise IndexBuildError(f"wildcard trail {sorted(missing)[0]!r} is not in the trail set")
+    wildcard_entry = {pattern: found[pattern] for pattern, _, _ in wildcards[:100]}
+
+    # Only keys that can be an address are parsed (a digit or "[" first, or a colon); the rest (most)
+    # are strings. Plain IPv4 and IPv4:port keys are parsed as arrays; of the others, only those with
+    # a colon, a slash or a non-ASCII character can still be an address (IPv6, CIDR) and are parsed
+    # one by one.
+    def having(byte_test: np.ndarray) -> np.ndarray:
+        found = np.zeros(n, dtype=bool)
+        found[np.searchsorted(starts, np.flatnonzero(byte_test), side="right") - 1] = True
+        return found
+
+    colon = having(key_arena == ord(":"))
+    candidates = np.flatnonzero(np.isin(key_arena[starts], _ADDRESS_START) | colon)
+    kinds, values = _ip4_keys(key_arena, starts[candidates], lengths[candidates])
+    entry_kind[candidates] = kinds
+    unusual = colon | having((key_arena == ord("/")) | (key_arena >= 0x80))
+    general = candidates[(kinds == 0) & unusual[candidates]]
     tables: dict[int, tuple[list, list[int]]] = {k: ([], []) for k in (K_IP4, K_IP4PORT, K_IP6, K_IP6PORT)}
 
     def add_address(kind: int, e: int, value: int | bytes) -> None:
         entry_kind[e] = kind
         tables[kind][0].append(value)
         tables[kind][1].append(e)
-        not_string.append(e)
     cidr4: list[tuple[int, int, int]] = []
     cidr6: list[tuple[int, int, int]] = []
-    not_string: list[int] = []
 
-    wanted = {pattern for pattern, _, _ in wildcards[:100]}
-    found = {k: i for i, k in enumerate(keys) if k in wanted}
-    missing = wanted - found.keys()
-    if missing:
-        raise IndexBuildError(f"wildcard trail {sorted(missing)[0]!r} is not in the trail set")
-    wildcard_entry = {pattern: found[pattern] for pattern, _, _ in wildcards[:100]}
-    # Only keys that can be an address are parsed; the rest (most) are strings.
-    for e in [i for i, k in enumerate(keys) if k[0] in _ADDRESS_START or ":" in k]:
+    for e in general.tolist():
         key = keys[e]
         if _IP4ISH.fullmatch(key):
             ip = parse_ip4(key)
@@ -203,10 +277,17 @@ def compile_index(
             entry_kind[e] = K_CIDR4 if version == 4 else K_CIDR6
             (cidr4 if version == 4 else cidr6).append((lo, hi, e))
 
-    (ip4_keys, ip4_ids), (ip4p_keys, ip4p_ids) = tables[K_IP4], tables[K_IP4PORT]
+    def ip4_table(kind: int, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+        """The array-parsed keys of a kind followed by the one-by-one parsed ones, with entry ids."""
+        fast = kinds == kind
+        return (np.concatenate([values[fast], np.asarray(tables[kind][0], dtype=np.uint64)]).astype(dtype),
+                np.concatenate([candidates[fast], np.asarray(tables[kind][1], dtype=np.int64)]))
+
+    ip4_keys, ip4_ids = ip4_table(K_IP4, np.uint32)
+    ip4p_keys, ip4p_ids = ip4_table(K_IP4PORT, np.uint64)
     (ip6_keys, ip6_ids), (ip6p_keys, ip6p_ids) = tables[K_IP6], tables[K_IP6PORT]
-    string_ids = np.ones(n, dtype=bool)
-    string_ids[not_string] = False
+    # strings: every key but the exact addresses (CIDR keys stay strings too)
+    string_ids = (entry_kind != K_IP4) & (entry_kind != K_IP4PORT) & (entry_kind != K_IP6) & (entry_kind != K_IP6PORT)
     str_ids = np.flatnonzero(string_ids)
 
     info_list = list(infos)
@@ -217,13 +298,13 @@ def compile_index(
         "entry_kind": entry_kind,
         "entry_flags": flags_by_info[entry_info],
     }
-    arrays["key_arena"], arrays["key_off"] = _text_arena(keys)
+    arrays["key_arena"], arrays["key_off"] = key_arena, key_off
     arrays["info_arena"], arrays["info_off"] = _arena([s.encode() for s in info_list])
     arrays["ref_arena"], arrays["ref_off"] = _arena([s.encode() for s in refs])
 
-    arrays.update(_sorted_table("ip4", np.asarray(ip4_keys, dtype=np.uint32), ip4_ids))
-    arrays["ip4_roaring"] = np.frombuffer(pyroaring.BitMap(ip4_keys).serialize(), dtype=np.uint8)
-    arrays.update(_sorted_table("ip4p", np.asarray(ip4p_keys, dtype=np.uint64), ip4p_ids))
+    arrays.update(_sorted_table("ip4", ip4_keys, ip4_ids))
+    arrays["ip4_roaring"] = np.frombuffer(pyroaring.BitMap(ip4_keys.tolist()).serialize(), dtype=np.uint8)
+    arrays.update(_sorted_table("ip4p", ip4p_keys, ip4p_ids))
     arrays.update(_sorted_table("ip6", np.array(ip6_keys, dtype="S16"), ip6_ids))
     arrays.update(_sorted_table("ip6p", np.array(ip6p_keys, dtype="S18"), ip6p_ids))
 
@@ -244,7 +325,7 @@ def compile_index(
         covered[first >> 8 : (last >> 8) + 1] = True
     arrays["pf4"] = np.packbits(covered, bitorder="little")
 
-    arrays.update(_string_table("str", [keys[i] for i in str_ids.tolist()], str_ids, mask))
+    arrays.update(_string_table("str", list(compress(keys, string_ids.tolist())), str_ids, mask))
     arrays["str_pf"] = string_prefilter(arrays["str_hash"])
 
     wl_exact = sorted({w.lower() for w in whitelist_exact})
@@ -271,7 +352,7 @@ def compile_index(
             "cidr4": len(cidr4),
             "cidr6": len(cidr6),
             "strings": len(str_ids),
-            "certificates": sum(1 for i in str_ids.tolist() if _SHA1_HEX.fullmatch(keys[i])),
+            "certificates": sum(1 for i in str_ids[lengths[str_ids] == 40].tolist() if _SHA1_HEX.fullmatch(keys[i])),
             "whitelist": len(wl_exact) + len(wl_ranges),
             "wildcards": len(wildcard_rows),
         },

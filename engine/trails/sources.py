@@ -36,7 +36,11 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import is_not, itemgetter, not_
 from pathlib import Path
+
+import numpy as np
 
 from engine.trails.whitelist import Whitelist
 
@@ -72,6 +76,7 @@ _REVIEW_FIRST_CHARS = "0123456789w.l"
 _QUAD_CHARS = "0123456789."
 _UA_PREFIXES = (UA_PREFIX, UA_PREFIX.upper(), "Ua:", "uA:")
 _DROP_FIRST_CHARS = "0123456789l"  # first characters of dotted quads and of BAD_TRAIL_PREFIXES
+_FIRST_CHAR = itemgetter(slice(1))
 
 
 class TrailSourceError(Exception):
@@ -101,6 +106,14 @@ def _value(info: str, reference: str) -> tuple[str, str]:
     return ("ransomware (malware)" if info == "ransomware" else info, reference)
 
 
+class _Values(dict[tuple[str, str], tuple[str, str]]):
+    """``_value`` of each ``(info, reference)`` pair, computed once: rows share the tuple."""
+
+    def __missing__(self, pair: tuple[str, str]) -> tuple[str, str]:
+        value = self[pair] = _value(*pair)
+        return value
+
+
 def _needs_review(key: str) -> bool:
     """Cheap superset test: could post-processing or the final filter change or drop this key?
 
@@ -118,6 +131,47 @@ def _needs_review(key: str) -> bool:
             key[0] in _REVIEW_FIRST_CHARS and (not key.strip(_QUAD_CHARS) or key.startswith(_REVIEW_PREFIXES))
         )
     )
+
+
+def _review_mask(keys: Sequence[str]) -> np.ndarray:
+    """``_needs_review`` of every key at once, as numpy operations over the keys' bytes.
+
+    The keys are joined with a newline (no test looks for one, so nothing matches across two keys)
+    and the byte tests are OR-ed per key in one reduction; non-ASCII keys always need review and
+    stand in as ``A``.
+    """
+    n = len(keys)
+    if not n:
+        return np.zeros(0, dtype=bool)
+    joined = "\n".join(keys)
+    if not joined.isascii():
+        keys = [key if key.isascii() else "A" for key in keys]
+        joined = "\n".join(keys)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, keys), dtype=np.int64, count=n - 1) + 1, out=starts[1:])
+    padded = np.frombuffer((joined + "\n" + "\0" * 9).encode("ascii"), dtype=np.uint8)
+    data = padded[: len(joined) + 1]  # every key with its newline: no reduction segment is empty
+    slashes = data == ord("/")
+    not_quad = ((data < ord("0")) | (data > ord("9"))) & (data != ord("."))
+    not_quad[starts[1:] - 1] = False  # the newlines
+    not_quad[-1] = False
+    bits = (((data - ord("A")) < 26) | (data >= 0x80)).view(np.uint8)  # 1: upper case or (stand-in) non-ASCII
+    bits |= (data == ord(".")).view(np.uint8) << 1  # 2: a dot
+    bits |= (data == ord("?")).view(np.uint8) << 2  # 4: a question mark
+    bits[:-1] |= (slashes[:-1] & slashes[1:]).view(np.uint8) << 3  # 8: a doubled slash
+    bits |= not_quad.view(np.uint8) << 4  # 16: not a dotted-quad character
+    found = np.bitwise_or.reduceat(bits, starts)
+    review = (found & 13 != 0) | (found & 2 == 0)
+    first = padded[starts]
+    maybe = np.flatnonzero(~review & np.isin(first, np.frombuffer(_REVIEW_FIRST_CHARS.encode(), dtype=np.uint8)))
+    prefixed = found[maybe] & 16 == 0
+    for prefix in _REVIEW_PREFIXES:
+        hit = np.ones(len(maybe), dtype=bool)
+        for offset, char in enumerate(prefix.encode()):
+            hit &= padded[starts[maybe] + offset] == char
+        prefixed |= hit
+    review[maybe[prefixed]] = True
+    return review
 
 
 # Stands for "only listed as www.<key> so far" while a source is read; never leaves _Source.
@@ -141,6 +195,65 @@ class _Source:
     www_values: dict[str, tuple[str, str]] = field(default_factory=dict)
     # bare keys whose www. form was listed before the bare form
     www_first: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_rows(cls, keys: list[str], values: list[tuple[str, str]], review: bool = True,
+                  www: list[int] | None = None) -> _Source:
+        """The source ``add`` makes of these rows, built with whole-list operations.
+
+        ``www.`` rows are renamed to their bare key first, so one ``dict`` build puts every key at
+        the position of its first form; a second pass restores the last bare value where both forms
+        were listed. ``review=False`` leaves ``review`` empty (for a set that is not post-processed);
+        ``www`` lists the rows whose key starts with ``www.`` when the caller knows them already.
+        Rows with a ``www.www.`` key, whose bare key is itself a ``www.`` key, take ``add``.
+        """
+        source = cls()
+        n = len(keys)
+        if www is None:
+            www = np.flatnonzero(np.fromiter(map(str.startswith, keys, repeat("www.")), dtype=bool, count=n)).tolist()
+        www = [i for i in www if "/" not in keys[i]]
+        bare = [keys[i][4:] for i in www]
+        if any(map(str.startswith, bare, repeat("www."))):
+            source.add(keys, values)
+            if not review:
+                source.review.clear()
+            return source
+        if not www:
+            source.trails = dict(zip(keys, values, strict=True))
+        else:
+            plain = np.ones(n, dtype=bool)
+            plain[www] = False
+            listed = keys
+            keys, renamed = list(keys), list(values)
+            for i, key in zip(www, bare, strict=True):
+                keys[i] = key
+                renamed[i] = _WWW_ONLY
+            source.trails = dict(zip(keys, renamed, strict=True))
+            source.www_values = dict(zip(bare, map(values.__getitem__, www), strict=True))
+            first_www = dict(zip(reversed(bare), reversed(www), strict=True))
+            # plain rows of a key also listed as www.<key> (only if some key is listed twice): the last
+            # one's value is the bare value
+            both: list[int] = []
+            if len(source.trails) < n:
+                listed_www = np.fromiter(map(first_www.__contains__, keys), dtype=bool, count=n)
+                both = np.flatnonzero(listed_www & plain).tolist()
+            source.trails.update((listed[i], values[i]) for i in both)
+            first_bare = {keys[i]: i for i in reversed(both)}
+            if first_bare:
+                source.www_first = {key for key, i in first_www.items() if first_bare.get(key, n) > i}
+            else:
+                source.www_first = set(first_www)
+        if review:
+            source.review = list(compress(keys, _review_mask(keys).tolist()))
+        return source
+
+    def add(self, keys: list[str], values: list[tuple[str, str]]) -> None:
+        """Store rows in order, later ones overwriting earlier ones (the reference for ``from_rows``)."""
+        trails = self.trails
+        for key, value in zip(keys, values, strict=True):
+            trails[key] = value
+            if _needs_review(key):
+                self.note(key)
 
     def note(self, key: str) -> None:
         """Take care of a key that was just stored and passed ``_needs_review``."""
@@ -172,11 +285,15 @@ class _Source:
     def settle(self, duplicates: dict[str, set[str]]) -> Trails:
         """Finish the source as if merged into an empty set; returns its trails."""
         trails = self.trails
-        for key in self.www_values:
-            first, *later = self.forms(key, trails[key])
+        # keys listed only as www.<key> take that value; the others merge their two forms
+        both = list(compress(self.www_values, map(is_not, map(trails.__getitem__, self.www_values), repeat(_WWW_ONLY))))
+        bare_values = list(map(trails.__getitem__, both))
+        trails.update(self.www_values)
+        for key, value in zip(both, bare_values, strict=True):
+            first, *later = self.forms(key, value)
             trails[key] = first
-            for value in later:
-                _merge_item(trails, duplicates, key, value)
+            for form in later:
+                _merge_item(trails, duplicates, key, form)
         return trails
 
 
@@ -207,7 +324,11 @@ def _parse_trail_lines(text: str, value: tuple[str, str], source: _Source, stati
     trails = source.trails
     note = source.note
     first_chars, prefixes, quad_chars = _REVIEW_FIRST_CHARS, _REVIEW_PREFIXES, _QUAD_CHARS
+    # tests the whole text can answer for every line (lower-casing only depends on the context for Σ,
+    # which never survives it)
     ascii_text = text.isascii()
+    cased = text != text.lower()
+    query = "?" in text
     for line in map(str.strip, text.split("\n")):
         if not line or line[0] == "#":
             continue
@@ -224,9 +345,9 @@ def _parse_trail_lines(text: str, value: tuple[str, str], source: _Source, stati
         trails[key] = value
         # _needs_review for a key without "/"
         if (
-            key != key.lower()
+            (cased and key != key.lower())
             or "." not in key
-            or "?" in key
+            or (query and "?" in key)
             or not (ascii_text or key.isascii())
             or (key[0] in first_chars and (not key.strip(quad_chars) or key.startswith(prefixes)))
         ):
@@ -339,30 +460,56 @@ def read_custom_dir(path: str | Path) -> Trails:
     return _read_custom_dir(path).settle({})
 
 
-def _read_trails_csv(path: str | Path) -> _Source:
-    """``trails.csv`` reader behind ``read_trails_csv``."""
+def _csv_rows(text: str) -> tuple[list[list[str]], list[int]] | None:
+    """Rows of exactly three fields of a text without quotes or carriage returns, split at C speed,
+    and the rows whose key starts with ``www.``; None for any other text (the csv module's rules
+    then apply, including its field size limit).
+
+    Lines are measured on the UTF-8 bytes (commas and newlines are never part of a longer
+    character), so only the split itself makes Python strings.
+    """
+    if '"' in text or "\r" in text:
+        return None
+    body = text[:-1] if text.endswith("\n") else text
+    data = np.frombuffer(body.encode(), dtype=np.uint8)
+    bounds = np.concatenate([[-1], np.flatnonzero(data == ord("\n")), [len(data)]])  # around each line
+    if int(np.diff(bounds).max()) - 1 > csv.field_size_limit():
+        return None
+    commas = np.diff(np.searchsorted(np.flatnonzero(data == ord(",")), bounds))
+    rows = commas == 2
+    if rows.all():
+        fields = body.replace("\n", ",").split(",")
+    else:
+        fields = ",".join(compress(body.split("\n"), rows.tolist())).split(",") if rows.any() else []
+    starts = bounds[:-1][rows] + 1
+    padded = np.concatenate([data, np.zeros(4, dtype=np.uint8)])
+    www = np.ones(len(starts), dtype=bool)
+    for offset, char in enumerate(b"www."):
+        www &= padded[starts + offset] == char
+    return [fields[0::3], fields[1::3], fields[2::3]], np.flatnonzero(www).tolist()
+
+
+def _read_trails_csv(path: str | Path, review: bool = True) -> _Source:
+    """``trails.csv`` reader behind ``read_trails_csv``; ``review`` as for ``_Source.from_rows``."""
     csv_path = Path(path)
-    reader = csv.reader(io.StringIO(_read_text(csv_path), newline=""), delimiter=",", quotechar='"')
-    source = _Source()
-    values: dict[tuple[str, str], tuple[str, str]] = {}
-    try:
-        for row in reader:
-            if len(row) != CSV_FIELDS:
-                continue
-            key, info, reference = row
-            pair = (info, reference)
-            value = values.get(pair)
-            if value is None:
-                value = values[pair] = _value(info, reference)
-            source.trails[key] = value
-            if _needs_review(key):
-                source.note(key)
-    except csv.Error as exc:
-        problem = f"line {reader.line_num}: {exc}"
-        raise TrailSourceError(f"trail source {csv_path}: unreadable ({problem})") from None
-    if not source.trails:
+    text = _read_text(csv_path)
+    split = _csv_rows(text)
+    if split is not None:
+        columns, www = split
+    else:
+        www = None
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=",", quotechar='"')
+        try:
+            rows = [row for row in reader if len(row) == CSV_FIELDS]
+        except csv.Error as exc:
+            problem = f"line {reader.line_num}: {exc}"
+            raise TrailSourceError(f"trail source {csv_path}: unreadable ({problem})") from None
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[], [], []]
+    keys, infos, references = columns
+    if not keys:
         raise TrailSourceError(f"trail source {csv_path}: empty (no trail rows)")
-    return source
+    values = list(map(_Values().__getitem__, zip(infos, references, strict=True)))
+    return _Source.from_rows(keys, values, review, www)
 
 
 def read_trails_csv(path: str | Path) -> Trails:
@@ -388,8 +535,9 @@ def read_list_text(text: str, info: str, reference: str) -> SourceRows:
     return source
 
 
-def _read_spec(spec: str) -> _Source:
-    """A source spec: ``custom:DIR``, a directory (static folder) or a ``.csv`` file (trails.csv)."""
+def _read_spec(spec: str, review: bool = True) -> _Source:
+    """A source spec: ``custom:DIR``, a directory (static folder) or a ``.csv`` file (trails.csv);
+    ``review`` as for ``_Source.from_rows`` (trails.csv only)."""
     if spec.startswith(CUSTOM_SPEC_PREFIX):
         directory = spec[len(CUSTOM_SPEC_PREFIX) :]
         if not directory:
@@ -401,7 +549,7 @@ def _read_spec(spec: str) -> _Source:
     if not path.exists():
         raise TrailSourceError(f"trail source {path}: not found")
     if path.suffix.lower() == ".csv":
-        return _read_trails_csv(path)
+        return _read_trails_csv(path, review)
     raise TrailSourceError(f"trail source {path}: not a directory, custom:DIR or .csv file")
 
 
@@ -639,11 +787,17 @@ def _load_built_csv(spec: str, whitelist: Whitelist | None) -> Trails:
     whitelisted keys are dropped; the updater's rules (``127.`` prefixes, alphabetic keys, ...)
     are for merging sources, not for a set the user built. Merged with other sources, it is
     treated like a feed."""
-    trails: Trails = {}
-    for key, value in _read_spec(spec).settle({}).items():
-        trails[key.lower()] = value
+    trails = _read_spec(spec, review=False).settle({})
+    joined = "".join(trails)
+    if not (joined.isascii() and joined == joined.lower()):  # else no key changes (ASCII is context-free)
+        trails = dict(zip(map(str.lower, trails), trails.values(), strict=True))
     if whitelist is not None:
-        for key in [k for k in trails if k in whitelist.exact or (k[:1].isdigit() and whitelist.is_ip_whitelisted(k))]:
+        dropped = trails.keys() & whitelist.exact
+        if whitelist.ranges4:  # range hits are dotted quads: a digit first, never a colon
+            digit_first = list(compress(trails, map(str.isdigit, map(_FIRST_CHAR, trails))))
+            quads = compress(digit_first, map(not_, map(str.__contains__, digit_first, repeat(":"))))
+            dropped.update(filter(whitelist.is_ip_whitelisted, quads))
+        for key in dropped:
             del trails[key]
     return trails
 
@@ -657,6 +811,9 @@ def wildcard_trails(trails: Trails) -> list[tuple[str, str, str]]:
     """
     found: list[tuple[str, str, str]] = []
     # ']', '*' or '+' is required by the test; checking them first keeps this cheap on 1.6 M keys
+    joined = "".join(trails)
+    if "]" not in joined and "*" not in joined and "+" not in joined:
+        return found
     for key in [key for key in trails if "]" in key or "*" in key or "+" in key]:
         info, reference = trails[key]
         if "static" not in reference or _WILDCARD_HINT.search(key) is None:
