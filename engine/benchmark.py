@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -34,8 +34,10 @@ from engine.index.mapped import TrailIndex
 from engine.ipaddr import ip4_text
 from engine.pcapio import read_batches
 from engine.proctree import cpu_seconds, pss_kb
-from engine.sensor import Summary, prepare_index, run_sensor
 from engine.traffic import MIXES, mixed_capture
+
+if TYPE_CHECKING:
+    from engine.sensor import Summary
 
 DEFAULT_PACKETS = 1_000_000
 DEFAULT_WORKERS = (1, 2, 4)
@@ -143,6 +145,8 @@ def prepare(cfg: SensorConfig, options: BenchOptions, workdir: str) -> Prepared:
     started = time.monotonic()
     work = Path(workdir)
     if options.trails:
+        from engine.sensor import prepare_index
+
         index = prepare_index(replace(cfg, trails=options.trails), work)
         source = options.trails
     else:
@@ -403,6 +407,8 @@ def run_bench(cfg: SensorConfig, options: BenchOptions, out: TextIO | None = Non
             sampler = ProcessSampler()
             monitor = _Monitor(sampler, bar, i * prepared.packets)
             bar.text = f"{workers} worker(s), run {i + 1}/{len(options.workers)}"
+            from engine.sensor import run_sensor
+
             summary = run_sensor(run_cfg, [Path(prepared.capture)], offered_pps=options.rate, monitor=monitor)
             if summary.interrupted:  # the sensor drained and stopped: so does the bench
                 bar.close()

@@ -23,13 +23,11 @@ from engine.benchmark import (
     run_bench,
 )
 from engine.config import ConfigError, SensorConfig, load_config, load_update_config
-from engine.demo import run_demo
 from engine.index.build import IndexBuildError, build_index_file
 from engine.index.fileformat import IndexFormatError
 from engine.index.mapped import TrailIndex
 from engine.livestats import StatusError, read_status, sensor_state, status_text
 from engine.pcapio import CaptureError
-from engine.sensor import SensorError, prepare_index, run_sensor
 from engine.traffic import MIXES
 from engine.trails.ignore import IgnoreRulesError
 from engine.trails.sources import TrailSourceError
@@ -40,8 +38,17 @@ if TYPE_CHECKING:
     from engine.update.timer import UpdateTimer
 from webui.cli import register as register_webui
 
-EXPECTED_ERRORS = (ConfigError, SensorError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError,
-                   WhitelistError, IgnoreRulesError, StatusError, UpdateError)
+LIGHT_ERRORS = (ConfigError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError, WhitelistError,
+                IgnoreRulesError, StatusError, UpdateError)
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """Errors reported as one line. Commands import what they run when they run it (start-up of
+    `trails build`, `check` or `update` does not pay for the sensor's or the dashboard's modules);
+    an error of a module is only raised once that module is loaded anyway."""
+    from engine.sensor import SensorError
+
+    return (*LIGHT_ERRORS, SensorError)
 STATE_EXIT = {"running": 0, "stopped": 1, "stale": 1}
 
 
@@ -73,6 +80,8 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     interface = args.interface or (cfg.interface if not args.read else None)
     timer = _update_timer(args, cfg)
     try:
+        from engine.sensor import run_sensor
+
         summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report,
                              offered_pps=args.rate, on_reloader=timer.start if timer is not None else None)
     finally:
@@ -169,6 +178,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.trails:
         cfg.trails = args.trails
     with tempfile.TemporaryDirectory(prefix="maltrail-check-") as work:
+        from engine.sensor import prepare_index
+
         index = TrailIndex(prepare_index(cfg, Path(work)))
         results = [index.check(q) for q in args.indicators]
     if args.json:
@@ -223,6 +234,8 @@ def _path(text: str | None) -> Path | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.demo import run_demo
+
     return run_demo(Path(args.out), args.packets, args.workers, None if args.no_server else args.listen)
 
 
@@ -322,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except EXPECTED_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, expected_errors()):
+            raise
         print(f"maltrail: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from engine.config import ConfigError, load_configs
-from webui.auth import UserError, UserStore
 from webui.settings import Settings, resolve
 
 
@@ -38,6 +37,8 @@ def _read_password() -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
+    from webui.auth import UserError, UserStore  # scrypt set-up only for user commands
+
     store = UserStore(_settings(args).users)
     try:
         if args.user_command == "add":
