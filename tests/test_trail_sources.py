@@ -762,11 +762,12 @@ def test_trails_csv_fast_path_equals_csv_module(tmp_path: Path, name: str) -> No
 
 
 def test_trails_csv_fast_path_only_for_plain_text() -> None:
-    assert _csv_rows("a,b,c\nd,e\nf,g,h,i\n\nwww.j,k,l") == ([["a", "www.j"], ["b", "k"], ["c", "l"]], [1])
-    assert _csv_rows("www.a,b,c\nd,e\n") == ([["www.a"], ["b"], ["c"]], [0])
-    assert _csv_rows("www,.b,c\nww,w.,c\nwww.ü,x,y") == ([["www", "ww", "www.ü"], [".b", "w.", "x"], ["c"] * 2 + ["y"]],
+    assert _csv_rows("a,b,c\nd,e\nf,g,h,i\n\nwww.j,k,l") == (["a", "www.j"], [("b", "c"), ("k", "l")], [1])
+    assert _csv_rows("www.a,b,c\nd,e\n") == (["www.a"], [("b", "c")], [0])
+    assert _csv_rows("www,.b,c\nww,w.,c\nwww.ü,x,y") == (["www", "ww", "www.ü"], [(".b", "c"), ("w.", "c"), ("x", "y")],
                                                          [2])
-    assert _csv_rows("a,b\n") == ([[], [], []], [])
-    assert _csv_rows("") == _csv_rows("\n") == ([[], [], []], [])
+    assert _csv_rows("a,b,c\nd,ransomware,f") == (["a", "d"], [("b", "c"), ("ransomware (malware)", "f")], [])
+    assert _csv_rows("a,b\n") == ([], [], [])
+    assert _csv_rows("") == _csv_rows("\n") == ([], [], [])
     for text in ('a,"b",c\n', "a,b,c\r\n", "a,b,c\rd,e,f", "a,b," + "c" * (csv.field_size_limit() + 1)):
         assert _csv_rows(text) is None

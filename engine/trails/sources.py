@@ -460,10 +460,10 @@ def read_custom_dir(path: str | Path) -> Trails:
     return _read_custom_dir(path).settle({})
 
 
-def _csv_rows(text: str) -> tuple[list[list[str]], list[int]] | None:
-    """Rows of exactly three fields of a text without quotes or carriage returns, split at C speed,
-    and the rows whose key starts with ``www.``; None for any other text (the csv module's rules
-    then apply, including its field size limit).
+def _csv_rows(text: str) -> tuple[list[str], list[tuple[str, str]], list[int]] | None:
+    """Keys and values (``_value``) of the rows of exactly three fields of a text without
+    quotes or carriage returns, split at C speed, and the rows whose key starts with ``www.``; None
+    for any other text (the csv module's rules then apply, including its field size limit).
 
     Lines are measured on the UTF-8 bytes (commas and newlines are never part of a longer
     character), so only the split itself makes Python strings.
@@ -475,18 +475,23 @@ def _csv_rows(text: str) -> tuple[list[list[str]], list[int]] | None:
     bounds = np.concatenate([[-1], np.flatnonzero(data == ord("\n")), [len(data)]])  # around each line
     if int(np.diff(bounds).max()) - 1 > csv.field_size_limit():
         return None
-    commas = np.diff(np.searchsorted(np.flatnonzero(data == ord(",")), bounds))
+    comma_at = np.flatnonzero(data == ord(","))
+    commas = np.diff(np.searchsorted(comma_at, bounds))
     rows = commas == 2
-    if rows.all():
-        fields = body.replace("\n", ",").split(",")
-    else:
-        fields = ",".join(compress(body.split("\n"), rows.tolist())).split(",") if rows.any() else []
     starts = bounds[:-1][rows] + 1
     padded = np.concatenate([data, np.zeros(4, dtype=np.uint8)])
     www = np.ones(len(starts), dtype=bool)
     for offset, char in enumerate(b"www."):
         www &= padded[starts + offset] == char
-    return [fields[0::3], fields[1::3], fields[2::3]], np.flatnonzero(www).tolist()
+    if rows.all():  # the usual file: each line's first comma becomes a line break, so one split
+        split = data.copy()  # gives keys and "info,reference" texts, and a pair is split once
+        split[comma_at[0::2]] = ord("\n")
+        parts = split.tobytes().decode().split("\n")
+        pairs = {suffix: _value(*suffix.split(",")) for suffix in set(parts[1::2])}
+        return parts[0::2], list(map(pairs.__getitem__, parts[1::2])), np.flatnonzero(www).tolist()
+    fields = ",".join(compress(body.split("\n"), rows.tolist())).split(",") if rows.any() else []
+    values = list(map(_Values().__getitem__, zip(fields[1::3], fields[2::3], strict=True)))
+    return fields[0::3], values, np.flatnonzero(www).tolist()
 
 
 def _read_trails_csv(path: str | Path, review: bool = True) -> _Source:
@@ -495,7 +500,7 @@ def _read_trails_csv(path: str | Path, review: bool = True) -> _Source:
     text = _read_text(csv_path)
     split = _csv_rows(text)
     if split is not None:
-        columns, www = split
+        keys, values, www = split
     else:
         www = None
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=",", quotechar='"')
@@ -504,11 +509,10 @@ def _read_trails_csv(path: str | Path, review: bool = True) -> _Source:
         except csv.Error as exc:
             problem = f"line {reader.line_num}: {exc}"
             raise TrailSourceError(f"trail source {csv_path}: unreadable ({problem})") from None
-        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[], [], []]
-    keys, infos, references = columns
+        keys = [row[0] for row in rows]
+        values = list(map(_Values().__getitem__, [(row[1], row[2]) for row in rows]))
     if not keys:
         raise TrailSourceError(f"trail source {csv_path}: empty (no trail rows)")
-    values = list(map(_Values().__getitem__, zip(infos, references, strict=True)))
     return _Source.from_rows(keys, values, review, www)
 
 
