@@ -21,7 +21,7 @@ from engine.update.runner import UpdateOptions, run_update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from httpfixture import FixtureServer  # noqa: E402
-from update_support import STATIC_PATH, Upstream  # noqa: E402
+from update_support import STATIC_PATH, Upstream, feed_bodies  # noqa: E402
 
 STATIC = Path(__file__).resolve().parents[2] / "shared" / "trails" / "static"
 pytestmark = pytest.mark.skipif(not STATIC.is_dir(), reason=f"needs Maltrail's static trails at {STATIC}")
@@ -58,7 +58,8 @@ def test_update_feed_changed(benchmark, upstream: Upstream, tmp_path: Path) -> N
     out = tmp_path / "trails.mtidx"
     _update(upstream, out)
     path = upstream.paths["urlhaus"][0]
-    bodies = iter(f"URLhaus\nhttp://changed-{i}.example/x.exe\n".encode() for i in range(100))
+    listed = feed_bodies(upstream.feeds["urlhaus"])[path]
+    bodies = iter(listed + f"http://changed-{i}.example/x.exe\n".encode() for i in range(100))
     benchmark.pedantic(lambda: (upstream.serve(path, next(bodies)), _update(upstream, out)), rounds=3, iterations=1)
 
 

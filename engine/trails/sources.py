@@ -34,7 +34,7 @@ import csv
 import io
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import is_not, itemgetter, not_
@@ -403,31 +403,68 @@ def _files(entries: list[os.DirEntry[str]], suffix: str) -> list[Path]:
     return [Path(entry.path) for entry in entries if entry.name.endswith(suffix) and entry.is_file()]
 
 
+def _static_order(names: list[str]) -> list[tuple[str, str | None]]:
+    """Trail files of a static tree (relative ``/`` paths) in Maltrail's reading order, each with
+    its category (sub-directory) or None: the root and its first-level sub-directories,
+    suspicious/malicious ones first, then the root and the others, then any with ``custom`` in the
+    name (by name within each group); in each, ``*.csv`` files and then ``*.txt`` files by name,
+    files with ``history`` in the name last."""
+    folders: dict[str | None, list[str]] = {None: []}
+    for name in sorted(names):
+        parts = name.split("/")
+        if len(parts) <= 2 and not any(part.startswith(".") for part in parts):
+            folders.setdefault(parts[0] if len(parts) == 2 else None, []).append(parts[-1])
+    order = sorted(folders, key=lambda folder: 0 if folder is None else _directory_rank(folder))
+    plan: list[tuple[str, str | None]] = []
+    for folder in order:
+        files = folders[folder]
+        prefix = "" if folder is None else f"{folder}/"
+        txt = sorted((f for f in files if f.endswith(".txt")), key=lambda f: "history" in f)
+        plan += [(prefix + f, folder) for f in files if f.endswith(".csv")] + [(prefix + f, folder) for f in txt]
+    return plan
+
+
+def _read_static_files(names: list[str], read: Callable[[str], str], where: str) -> _Source:
+    """A static tree's trails, its files read through ``read(relative path)``."""
+    source = _Source()
+    for name, category in _static_order(names):
+        stem = name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        if name.endswith(".csv"):
+            _parse_static_csv(read(name), category, f"{stem} {STATIC_REFERENCE}", source)
+            continue
+        info = stem.replace("_", " ")
+        if category:
+            info = f"{info} ({category})"
+        _parse_trail_lines(read(name), _value(info, STATIC_REFERENCE), source, static_txt=True)
+    if not source.trails:
+        raise TrailSourceError(f"trail source {where}: empty (no trail rows)")
+    return source
+
+
 def _read_static_dir(path: str | Path) -> _Source:
     """Static folder reader behind ``read_static_dir``."""
     root = Path(path)
     if not root.is_dir():
         raise TrailSourceError(f"trail source {root}: not a directory")
     root_entries = _listing(root)
-    directories: list[tuple[Path, str | None]] = [(root, None)]
-    directories += [(Path(entry.path), entry.name) for entry in root_entries if entry.is_dir()]
-    directories.sort(key=lambda item: 0 if item[1] is None else _directory_rank(item[1]))
+    names = [entry.name for entry in root_entries if entry.is_file()]
+    for entry in root_entries:
+        if entry.is_dir():
+            names += [f"{entry.name}/{sub.name}" for sub in _listing(Path(entry.path)) if sub.is_file()]
+    return _read_static_files(names, lambda name: _read_text(root / name), str(root))
 
-    source = _Source()
-    for directory, category in directories:
-        entries = root_entries if category is None else _listing(directory)
-        for csv_path in _files(entries, ".csv"):
-            _parse_static_csv(_read_text(csv_path), category, f"{csv_path.stem} {STATIC_REFERENCE}", source)
-        txt_paths = _files(entries, ".txt")
-        txt_paths.sort(key=lambda item: "history" in item.name)
-        for txt_path in txt_paths:
-            info = txt_path.stem.replace("_", " ")
-            if category:
-                info = f"{info} ({category})"
-            _parse_trail_lines(_read_text(txt_path), _value(info, STATIC_REFERENCE), source, static_txt=True)
-    if not source.trails:
-        raise TrailSourceError(f"trail source {root}: empty (no trail rows)")
-    return source
+
+def read_static_texts(files: dict[str, bytes], where: str) -> SourceRows:
+    """Static trails held in memory (an archive's ``trails/static`` members by relative path),
+    read like a static folder; ``where`` names them in errors."""
+    def read(name: str) -> str:
+        try:
+            return files[name].decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise TrailSourceError(f"trail source {where}/{name}: unreadable (not UTF-8 at byte {exc.start})"
+                                   ) from None
+
+    return _read_static_files(list(files), read, where)
 
 
 def read_static_dir(path: str | Path) -> Trails:

@@ -50,7 +50,7 @@ def write_bundle(path: Path, bodies_root: Path, state: UpdateState, manifest: di
             for url in urls:
                 tar.add(bodies_root / url_key(url), f"bodies/{url_key(url)}")
             if static_folder is not None:
-                tar.add(static_folder, "static", filter=lambda m: m if not m.name.endswith("/lock") else None)
+                tar.add(static_folder, "static")
             if index.is_file():
                 tar.add(index, "index.mtidx")
         os.replace(tmp, path)

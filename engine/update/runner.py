@@ -17,7 +17,6 @@ import fcntl
 import hashlib
 import json
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from engine.trails.sources import (
     load_sources,
     read_list_text,
     read_source,
+    read_static_texts,
     wildcard_trails,
 )
 from engine.trails.whitelist import Whitelist
@@ -47,7 +47,7 @@ from engine.update.errors import UpdateError
 from engine.update.feeds import FeedError, FeedSpec, collect, load_feeds
 from engine.update.fetch import Fetcher, FetchError, archive_members
 from engine.update.sanity import drop_in_ranges, drop_ranges, screen
-from engine.update.state import UpdateState, UrlEntry, load_state, save_state, url_key
+from engine.update.state import SourceRecord, UpdateState, UrlEntry, load_state, save_state, url_key
 
 DEFAULT_INDEX = Path("/var/lib/maltrail/trails.mtidx")
 CUSTOM_URL_INFO = "blacklisted"
@@ -307,42 +307,21 @@ def _custom_url(run: _Run, url: str) -> Trails | None:
     return run.fetched(f"url:{url}", "url", [url], fetch)
 
 
-def _static_members(data: bytes, limit: int) -> Iterator[tuple[str, bytes]]:
-    """Trail files of an archive holding Maltrail's ``trails/static`` (or a bare ``static/``)."""
+def _static_members(data: bytes, limit: int) -> dict[str, bytes]:
+    """Trail files of an archive holding Maltrail's ``trails/static`` (or a bare ``static/``), by path
+    below that folder."""
     members = [(name, body) for name, body in archive_members(data, max_bytes=limit)
                if name.endswith((".txt", ".csv"))]
     for marker in (STATIC_MARKER, "static/"):
-        found = [(name.split(marker, 1)[1], body) for name, body in members if marker in name]
+        found = {name.split(marker, 1)[1]: body for name, body in members if marker in name}
         if found:
-            yield from found
-            return
+            return found
     raise FeedError(f"the archive holds no {STATIC_MARKER} folder")
 
 
-def _unpack_static(data: bytes, target: Path, limit: int) -> Path:
-    """The static trails of an archive, unpacked beside `target` (swapped in by `_swap` once accepted)."""
-    fresh = target.with_name(target.name + ".new")
-    shutil.rmtree(fresh, ignore_errors=True)
-    for name, body in _static_members(data, limit):
-        path = fresh / name
-        if not path.resolve().is_relative_to(fresh.resolve()):
-            raise FeedError(f"archive member {name!r} leaves the static folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(body)
-    return fresh
-
-
-def _swap(fresh: Path, target: Path) -> None:
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    fresh.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _static(run: _Run, url: str) -> SourceRows | Callable[[], SourceRows] | None:
-    """Maltrail's static trails, from a local folder or an archive URL (unpacked into the cache).
+    """Maltrail's static trails, from a local folder or an archive URL (read in memory from the
+    archive, which the cache keeps as its last good body).
 
     Unchanged since the installed index, they are returned unread (a loader): reading 1.6 M lines
     is most of an update's time, and an update where nothing changed needs none of it."""
@@ -352,52 +331,59 @@ def _static(run: _Run, url: str) -> SourceRows | Callable[[], SourceRows] | None
     online = run.online("static")
     if online:
         rec.last_attempt = run.now
-    folder, fresh, sha = run.root / "static", None, ""
     if "://" not in url or local.is_dir():
         if not local.is_dir():
             raise UpdateError(f"[update] static_url: {local} is not a folder or an archive URL")
-        folder, digest = local, folder_digest(local, content=False)
+        digest = folder_digest(local, content=False)
+
+        def load() -> SourceRows:
+            return read_source(str(local))
     else:
-        stamp = folder / ".archive-sha256"
         try:
             data = run.bodies.get(url, online, unpack=False)
-            sha = hashlib.sha256(data).hexdigest()
-            if not stamp.is_file() or stamp.read_text() != sha:
-                fresh = _unpack_static(data, folder, run.ucfg.max_bytes)
-        except (FetchError, FeedError, OSError) as exc:
-            run.bodies.drop([url])
+        except (FetchError, OSError) as exc:
             rec.http_status = _status_of(exc, run.bodies.status, [url])
             if online:
-                rec.error = str(exc).splitlines()[0][:300]
-                online = False  # the last good folder stands in, as for a failing feed
-            if not folder.is_dir():
+                rec.error, online = str(exc).splitlines()[0][:300], False
+            data = run.bodies.cached(url)
+            if data is None:
                 rec.rows = 0
                 return None
-        digest = sha or (run.state.urls[url].sha256 if url in run.state.urls else "")
+        digest = hashlib.sha256(data).hexdigest()
+
+        def load() -> SourceRows:
+            return read_static_texts(_static_members(data, run.ucfg.max_bytes), url)
     run.inputs.append(("static", digest))
-    if fresh is None and digest == rec.digest and rec.rows:
-        if online:
-            rec.error, rec.last_success = "", run.now
-            rec.http_status = run.bodies.status.get(url) or None
-        if url in run.state.urls:
-            run.used_urls.append(url)
-        return lambda: read_source(str(folder))  # read only if another source changed
+    if digest == rec.digest and rec.rows:
+        _static_ok(run, rec, url, online, rec.rows)
+        return load  # read only if another source changed
     try:
-        source = read_source(str(fresh or folder))
-    except TrailSourceError as exc:
-        rec.error, rec.rows = str(exc), 0
-        return None
+        source = load()
+    except (FetchError, FeedError, TrailSourceError) as exc:  # a corrupt archive: the last good one stands in
+        run.bodies.drop([url])
+        if online:
+            rec.error = str(exc).splitlines()[0][:300]
+        cached = run.bodies.cached(url)
+        if cached is None or "://" not in url:
+            rec.rows = 0
+            run.inputs.pop()
+            return None
+        run.inputs[-1] = ("static", hashlib.sha256(cached).hexdigest())
+        source = read_static_texts(_static_members(cached, run.ucfg.max_bytes), url)
+        online = False
     rows = len(source.trails)
     if online and rec.good_rows and rows < run.ucfg.min_ratio * rec.good_rows and not run.options.force:
         run.bodies.drop([url])
         rec.error = f"shrunk from {rec.good_rows} to {rows} rows (under min_ratio {run.ucfg.min_ratio})"
         raise UpdateError(f"static trails: {rec.error}; keeping the installed index (--force installs it)")
-    if fresh is not None:
-        _swap(fresh, folder)
-        (folder / ".archive-sha256").write_text(sha)
     run.bodies.commit([url])
-    if url in run.state.urls:
-        run.used_urls.append(url)
+    _static_ok(run, rec, url, online, rows)
+    rec.whitelisted = len(source.trails.keys() & run.whitelist.exact)
+    return source
+
+
+def _static_ok(run: _Run, rec: SourceRecord, url: str, online: bool, rows: int) -> None:
+    """Bookkeeping of static trails that are in use (fetched now, from the cache or a bundle)."""
     if online:
         rec.error, rec.last_success = "", run.now
         rec.http_status = run.bodies.status.get(url) or None
@@ -405,8 +391,8 @@ def _static(run: _Run, url: str) -> SourceRows | Callable[[], SourceRows] | None
     elif run.bundle_time:
         rec.error, rec.last_success, rec.good_rows = "", run.bundle_time, rows
     rec.rows = rows
-    rec.whitelisted = len(source.trails.keys() & run.whitelist.exact)
-    return source
+    if url in run.state.urls:
+        run.used_urls.append(url)
 
 
 def _custom_dirs(run: _Run) -> list[SourceRows]:
