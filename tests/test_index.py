@@ -16,11 +16,11 @@ import pytest
 from engine.index.build import (
     _IP4ISH,
     IndexBuildError,
-    _ip4_keys,
     _text_arena,
     build_index_file,
     compile_index,
     flatten_ranges,
+    ip4_columns,
 )
 from engine.index.fileformat import IndexFormatError, write_arrays
 from engine.index.mapped import TrailIndex
@@ -232,7 +232,7 @@ def test_ip4_columns_parse_like_parse_ip4_and_parse_ip_port() -> None:
     """The array parser of compile_index claims a key only where the one-by-one parsers give the same answer."""
     arena, offsets = _text_arena(IP4_SPELLINGS)
     starts = offsets[:-1].astype(np.int64)
-    kinds, values = _ip4_keys(arena, starts, np.diff(offsets).astype(np.int64))
+    kinds, values = ip4_columns(arena, starts, np.diff(offsets).astype(np.int64))
     for key, kind, value in zip(IP4_SPELLINGS, kinds.tolist(), values.tolist(), strict=True):
         ip = parse_ip4(key) if _IP4ISH.fullmatch(key) else None
         ip_port = parse_ip_port(key) if ip is None else None

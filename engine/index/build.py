@@ -130,7 +130,7 @@ class _Ids(dict[Any, int]):
         return ident
 
 
-def _ip4_keys(arena: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ip4_columns(arena: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Kind and value of keys spelled ``a.b.c.d`` or ``a.b.c.d:port``, parsed a character column at a time.
 
     A key gets K_IP4 (value: the address) or K_IP4PORT (``address << 16 | port``) when it is ASCII
@@ -239,7 +239,7 @@ def compile_index(
 
     colon = having(key_arena == ord(":"))
     candidates = np.flatnonzero(np.isin(key_arena[starts], _ADDRESS_START) | colon)
-    kinds, values = _ip4_keys(key_arena, starts[candidates], lengths[candidates])
+    kinds, values = ip4_columns(key_arena, starts[candidates], lengths[candidates])
     entry_kind[candidates] = kinds
     unusual = colon | having((key_arena == ord("/")) | (key_arena >= 0x80))
     general = candidates[(kinds == 0) & unusual[candidates]]

@@ -12,17 +12,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from socket import inet_aton
 
 import numpy as np
 from publicsuffixlist import PublicSuffixList
 
+from engine.index.build import ip4_columns
+from engine.index.schema import K_IP4
 from engine.resources import data_file
 from engine.trails.sources import BAD_TRAIL_PREFIXES, Trails
 from engine.trails.whitelist import Whitelist
 
 _CIDR4_LINE = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3})/(\d{1,2})")
 _KEEP_INFO = ("parking", "sinkhole")
+_HEAD_WIDTH = len("255.255.255.255") + 1  # the address and the character after it
 
 
 class AddressRanges:
@@ -78,20 +80,22 @@ def public_suffixes() -> PublicSuffixList:
 
 def _leading_ip4(keys: list[str]) -> tuple[list[str], np.ndarray]:
     """The keys that start with an IPv4 address (then ``:``, ``/``, a space or the end), and those
-    addresses. Runs over every digit-led key of the static set (~300 k), so C string methods only."""
-    found, values = [], []
-    for key in keys:
-        head = key.partition(":")[0].partition("/")[0].partition(" ")[0]
-        if head.count(".") != 3 or not head.replace(".", "").isdigit():
-            continue
-        try:
-            packed = inet_aton(head)
-        except OSError:  # an octet over 255
-            continue
-        if len(head) <= 15:
-            found.append(key)
-            values.append(int.from_bytes(packed, "big"))
-    return found, np.array(values, dtype=np.uint32)
+    addresses. Runs over every digit-led key of the static set (~400 k): each key is cut at its first
+    ``:``, ``/`` or space and parsed by the index builder's column parser."""
+    if not keys:
+        return [], np.zeros(0, dtype=np.uint32)
+    encoded = [key.encode("utf-8", "surrogateescape") for key in keys]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    arena = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    width = _HEAD_WIDTH
+    padded = np.concatenate([arena, np.full(width, ord("/"), dtype=np.uint8)])
+    chars = padded[starts[:, None] + np.arange(width)]
+    cut = (chars == ord("/")) | (chars == ord(" ")) | (chars == ord(":"))
+    lengths = np.minimum(lengths, np.where(cut.any(axis=1), cut.argmax(axis=1), width + 1))
+    kind, value = ip4_columns(arena, starts, lengths)
+    found = np.flatnonzero(kind == K_IP4)
+    return [keys[i] for i in found.tolist()], value[found].astype(np.uint32)
 
 
 def drop_in_ranges(trails: Trails, ranges: AddressRanges) -> int:
