@@ -299,9 +299,15 @@ def _tar_members(data: bytes, limit: int, label: str) -> Iterator[tuple[str, byt
                 total += member.size
                 if total > limit:
                     raise FetchError(f"{label}: archive content over {limit} bytes")
-                handle = archive.extractfile(member)
-                assert handle is not None  # a regular member always has content
-                yield name, handle.read()
+                if member.issparse():
+                    handle = archive.extractfile(member)
+                    assert handle is not None  # a regular member always has content
+                    yield name, handle.read()
+                else:  # its bytes lie in the archive as they are: a slice, no file object per member
+                    body = data[member.offset_data : member.offset_data + member.size]
+                    if len(body) < member.size:
+                        raise FetchError(f"{label}: truncated or corrupt tar ({member.name} cut short)")
+                    yield name, body
             end = archive.offset
     except (tarfile.TarError, EOFError) as exc:
         what = "truncated or corrupt tar" if archive else "not a tar or zip archive"
