@@ -429,12 +429,13 @@ def _locked(root: Path) -> Iterator[None]:
         yield
 
 
-def installed_entries(out: Path) -> int:
-    """Trail count of the index at `out` (0 when there is none)."""
+def installed(out: Path) -> tuple[int, str]:
+    """Trail count of the index at `out` and the inputs digest it was built from (0, "": none)."""
     try:
-        return int(read_meta(out).get("counts", {}).get("entries", 0)) if out.is_file() else 0
-    except (IndexFormatError, OSError, ValueError):
-        return 0
+        meta = read_meta(out) if out.is_file() else {}
+        return int(meta.get("counts", {}).get("entries", 0)), str(meta.get("update", {}).get("inputs", ""))
+    except (IndexFormatError, OSError, ValueError, AttributeError):
+        return 0, ""
 
 
 def run_update(cfg: SensorConfig, ucfg: UpdateConfig, options: UpdateOptions, *,
@@ -506,14 +507,15 @@ def _build(run: _Run, feeds: dict[str, FeedSpec], enabled: list[str], disabled: 
     for name in [n for n in run.state.sources if n not in keep]:
         del run.state.sources[name]
 
-    out, previous = run.options.out, installed_entries(run.options.out)
+    out = run.options.out
+    previous, built_from = installed(out)
     provenance = describe([Path(w) for w in run.cfg.whitelist], run.cfg.default_whitelist,
                           [Path(d).expanduser() for d in run.cfg.custom_trails])
     settings = {"ip_minimum_feeds": run.ucfg.ip_minimum_feeds, "disabled_info_regex": run.ucfg.disabled_info_regex,
                 "provenance": provenance}
     inputs = hashlib.sha256(json.dumps([settings, sorted(run.inputs)], sort_keys=True).encode()).hexdigest()
     report = UpdateReport(out, False, previous, previous, 0.0, run.state, run.root)
-    if inputs == run.state.inputs and previous and not run.options.force:
+    if inputs == built_from and not run.options.force:  # the installed index is this build's already
         return report
     specs = [spec() if callable(spec) else spec for spec in specs]
     rules = MergeRules(run.ucfg.ip_minimum_feeds,
@@ -532,7 +534,6 @@ def _build(run: _Run, feeds: dict[str, FeedSpec], enabled: list[str], disabled: 
     meta["update"] = {"inputs": inputs, "sources": dict(run.inputs), "cache": str(run.root)}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_arrays(out, arrays, meta)
-    run.state.inputs, run.state.entries, run.state.built_at = inputs, len(trails), meta["built_at"]
     for name, digest in run.inputs:
         run.state.sources[name].digest = digest
     report.installed, report.entries = True, len(trails)

@@ -2,8 +2,8 @@
 
 Per URL: the validators for conditional requests (ETag, Last-Modified) and the file holding the
 last good body, so a 304, a failed fetch or ``--offline`` can reuse it. Per source: the figures
-``--status`` prints. Per build: a digest of every input, so an update whose inputs did not change
-leaves the index file alone (a running sensor then has nothing to reload).
+``--status`` prints and the digest of its content in the installed index (whose metadata holds
+the digest of all inputs: an update whose inputs did not change leaves the file alone).
 """
 
 from __future__ import annotations
@@ -67,9 +67,6 @@ class UrlEntry:
 class UpdateState:
     sources: dict[str, SourceRecord] = field(default_factory=dict)
     urls: dict[str, UrlEntry] = field(default_factory=dict)
-    inputs: str = ""  # digest of everything the installed index was built from
-    entries: int = 0  # its trail count
-    built_at: float | None = None
 
     def record(self, name: str, kind: str) -> SourceRecord:
         rec = self.sources.get(name)
@@ -94,8 +91,7 @@ def load_state(path: Path) -> UpdateState:
     try:
         return UpdateState(
             sources={k: SourceRecord(**v) for k, v in data.get("sources", {}).items()},
-            urls={k: UrlEntry(**v) for k, v in data.get("urls", {}).items()},
-            inputs=data.get("inputs", ""), entries=int(data.get("entries", 0)), built_at=data.get("built_at"))
+            urls={k: UrlEntry(**v) for k, v in data.get("urls", {}).items()})
     except (TypeError, ValueError):
         return UpdateState()
 
@@ -103,8 +99,7 @@ def load_state(path: Path) -> UpdateState:
 def save_state(path: Path, state: UpdateState) -> None:
     """Written beside and renamed into place: a crash never leaves half a state file."""
     data = {"version": STATE_VERSION, "sources": {k: asdict(v) for k, v in state.sources.items()},
-            "urls": {k: asdict(v) for k, v in state.urls.items()}, "inputs": state.inputs,
-            "entries": state.entries, "built_at": state.built_at}
+            "urls": {k: asdict(v) for k, v in state.urls.items()}}
     fd, tmp = tempfile.mkstemp(prefix=".state.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
