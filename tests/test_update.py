@@ -302,3 +302,16 @@ def test_unwritable_cache_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     blocker.write_text("")
     code, _, err = _update(capsys, "--out", str(blocker / "t.mtidx"), "--offline")
     assert code == 2 and err.count("\n") == 1 and "installed index is unchanged" in err
+
+
+def test_an_index_replaced_by_hand_is_rebuilt(upstream: Upstream, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    config = upstream.config(tmp_path / "maltrail.toml")
+    out = tmp_path / "trails.mtidx"
+    assert _update(capsys, "-c", str(config), "--out", str(out))[0] == 0
+    trails = tmp_path / "mine.csv"
+    trails.write_text("".join(f"other{i}.example,malware,me\n" for i in range(200)))
+    assert main(["trails", "build", "--from", str(trails), "--out", str(out)]) == 0
+    code, text, _ = _update(capsys, "-c", str(config), "--out", str(out))
+    assert code == 0 and "installed" in text
+    assert TrailIndex(out).check("zeus-gate.example/gate.php").found
