@@ -13,13 +13,15 @@ from engine.config import ConfigError, SensorConfig, UpdateConfig, load_config, 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_shipped_file_documents_every_option_with_its_default() -> None:
-    data = tomllib.loads((ROOT / "maltrail.toml").read_text())["sensor"]
-    defaults = SensorConfig()
-    assert set(data) == {f.name for f in dataclasses.fields(SensorConfig)}
+@pytest.mark.parametrize(("section", "cls", "load"), [("sensor", SensorConfig, load_config),
+                                                      ("update", UpdateConfig, load_update_config)])
+def test_shipped_file_documents_every_option_with_its_default(section: str, cls: type, load) -> None:
+    data = tomllib.loads((ROOT / "maltrail.toml").read_text())[section]
+    defaults = cls()
+    assert set(data) == {f.name for f in dataclasses.fields(cls)}
     for key, value in data.items():
         assert getattr(defaults, key) == value, key
-    assert load_config(ROOT / "maltrail.toml") == defaults
+    assert load(ROOT / "maltrail.toml") == defaults
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -30,12 +32,18 @@ def test_shipped_file_documents_every_option_with_its_default() -> None:
     ("[sensors]\n", r"unknown section \[sensors\]"),
     ("[sensor]\nwhitelist = 'a.txt'\n", r"\[sensor\] whitelist: expected list of strings"),
     ("[sensor\n", r"invalid TOML"),
+    ("[update]\nperiod = 'soon'\n", r"\[update\] period: 'soon' is not a duration"),
+    ("[update]\nmin_ratio = 2\n", r"\[update\] min_ratio: 2 is out of range"),
+    ("[update]\ntimeout = 'x'\n", r"\[update\] timeout: expected int"),
+    ("[update]\nfeed = []\n", r"\[update\] feed: unknown key"),
+    ("[update]\ndisabled_info_regex = '('\n", r"\[update\] disabled_info_regex: not a regular expression"),
 ])
 def test_bad_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "m.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+        load_update_config(path)
 
 
 def test_missing_file(tmp_path: Path) -> None:
@@ -43,25 +51,6 @@ def test_missing_file(tmp_path: Path) -> None:
         load_config(tmp_path / "none.toml")
 
 
-def test_shipped_file_documents_every_update_option_with_its_default() -> None:
-    data = tomllib.loads((ROOT / "maltrail.toml").read_text())["update"]
-    defaults = UpdateConfig()
-    assert set(data) == {f.name for f in dataclasses.fields(UpdateConfig)}
-    for key, value in data.items():
-        assert getattr(defaults, key) == value, key
-    assert load_update_config(ROOT / "maltrail.toml") == defaults
-    assert defaults.period_seconds == 86400 and defaults.min_ratio == 0.5
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("[update]\nperiod = 'soon'\n", r"\[update\] period: 'soon' is not a duration"),
-    ("[update]\nmin_ratio = 2\n", r"\[update\] min_ratio: 2 is out of range"),
-    ("[update]\ntimeout = 'x'\n", r"\[update\] timeout: expected int"),
-    ("[update]\nfeed = []\n", r"\[update\] feed: unknown key"),
-    ("[update]\ndisabled_info_regex = '('\n", r"\[update\] disabled_info_regex: not a regular expression"),
-])
-def test_bad_update_values_name_the_key(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "m.toml"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=message):
-        load_update_config(path)
+def test_update_period() -> None:
+    assert UpdateConfig().period_seconds == 86400 and UpdateConfig(period="90m").period_seconds == 5400
+    assert UpdateConfig(period="0").period_seconds == 0
