@@ -1,7 +1,8 @@
-"""Maltrail's conformance corpus (../shared/corpus): each case replayed with the corpus trails,
-the bundled whitelist and the oracle's switches (missing-Host and Host-domain checks on); every
-expected substring must appear, cases expecting nothing produce no event (mixed_soup, which
-replays packets of other cases, must simply not fail). One test per case, named after it."""
+"""Maltrail's conformance corpus, vendored in tests/data/corpus (MIT, LICENSE-maltrail there), so
+every clone runs it: each case replayed with the corpus trails, the bundled whitelist and the
+oracle's switches (missing-Host and Host-domain checks on); every expected substring must appear,
+cases expecting nothing produce no event (mixed_soup, which replays packets of other cases, must
+simply not fail). One test per case, named after it."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from engine.config import SensorConfig
 from engine.index.build import build_index_file
 from engine.sensor import run_sensor
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(__file__).resolve().parent / "data" / "corpus"
 MANIFEST = CORPUS / "manifest.json"
-CASES = {c["name"]: c for c in json.loads(MANIFEST.read_text())} if MANIFEST.is_file() else {}
+CASES = {c["name"]: c for c in json.loads(MANIFEST.read_text())}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,7 @@ def _replay(name: str, index: Path, log_dir: Path, workers: int = 1) -> str:
     return "".join(f.read_text() for f in sorted(log_dir.glob("*.log")))
 
 
-@pytest.mark.parametrize("name", sorted(CASES) or [pytest.param("corpus", marks=pytest.mark.skip(
-    reason="../shared/corpus not present: conformance corpus tests skipped"))])
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_corpus_case(name: str, corpus_index: Path, tmp_path: Path) -> None:
     text = _replay(name, corpus_index, tmp_path)
     case = CASES[name]

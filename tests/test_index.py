@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fullscale import static_set
 
 from engine.index.build import (
     _IP4ISH,
@@ -26,9 +27,6 @@ from engine.index.fileformat import IndexFormatError, write_arrays
 from engine.index.mapped import TrailIndex
 from engine.index.schema import K_IP4, K_IP4PORT
 from engine.ipaddr import ip6_text, parse_ip4, parse_ip_port
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-STATIC = SHARED / "trails" / "static"
 
 TRAILS = {
     "evil.com": ("malware (x)", "(static)"),
@@ -169,22 +167,21 @@ def test_ipv6_rendering_follows_maltrail() -> None:
 
 @pytest.mark.slow
 def test_full_static_trail_set(tmp_path: Path) -> None:
-    if not STATIC.is_dir():
-        pytest.skip("../shared/trails/static not present: full-scale index test skipped")
+    static = static_set()
     from engine.resources import data_file
     from engine.trails.sources import load_sources
     from engine.trails.whitelist import Whitelist
 
     out = tmp_path / "static.mtidx"
     started = time.perf_counter()
-    meta = build_index_file([str(STATIC)], out)
+    meta = build_index_file([str(static)], out)
     build_seconds = time.perf_counter() - started
     started = time.perf_counter()
     ix = TrailIndex(out)
     map_seconds = time.perf_counter() - started
     print(f"\nfull static set: {meta['counts']}, build {build_seconds:.2f} s, map {map_seconds:.4f} s, "
           f"file {out.stat().st_size / 1e6:.1f} MB")
-    trails = load_sources([str(STATIC)], Whitelist.from_files([data_file("whitelist.txt")]))
+    trails = load_sources([str(static)], Whitelist.from_files([data_file("whitelist.txt")]))
     assert len(ix) == len(trails) > 1_000_000
     equivalent_csv = tmp_path / "trails.csv"
     with open(equivalent_csv, "w", newline="") as f:

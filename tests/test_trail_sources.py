@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fullscale import static_set
 
 from engine.trails.sources import (
     TrailSourceError,
@@ -26,8 +27,6 @@ from engine.trails.sources import (
     wildcard_trails,
 )
 from engine.trails.whitelist import Whitelist
-
-SHARED_STATIC = Path(__file__).resolve().parents[2] / "shared" / "trails" / "static"
 
 
 def _write(path: Path, text: str) -> Path:
@@ -658,10 +657,9 @@ def test_wildcard_trails_from_a_static_folder(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_shared_static_set() -> None:
-    if not SHARED_STATIC.is_dir():
-        pytest.skip("../shared/trails/static not present: full-scale trail test skipped")
+    static = static_set()
     started = time.perf_counter()
-    trails = load_sources([str(SHARED_STATIC)], Whitelist.default())
+    trails = load_sources([str(static)], Whitelist.default())
     elapsed = time.perf_counter() - started
     assert 1_550_000 < len(trails) < 1_700_000
     assert elapsed < 10  # about 2 s here; a loose bound that still catches accidental quadratic work
