@@ -60,7 +60,7 @@ def everything(path: Path) -> Path:
         _dns_q(T0 + 0.1, "www.evil-parent.com"),
         _dns_q(T0 + 0.2, "dga1234.wildcard-test.com"),
         _dns_q(T0 + 0.3, "whatever.com", resolver="198.51.100.53"),
-        _dns_q(T0 + 0.4, "whatever.com", qtype=28, resolver="198.51.100.53", sport=50001),  # AAAA: no check
+        _dns_q(T0 + 0.4, "whatever.com", qtype=28, resolver="198.51.100.53"),  # AAAA, same socket and second
         _dns_q(T0 + 0.5, "host.local"),  # ignored suffix
         _dns_r(T0 + 0.6, "sinkholed.com", ["198.51.100.90"]),
         _dns_r(T0 + 0.7, "parked.com", ["198.51.100.91"], sport=50011),
@@ -152,7 +152,7 @@ def test_every_protocol_and_heuristic(index: Path, capture: Path, tmp_path: Path
     text = "\n".join(lines)
     for trail_part, info in EXPECTED:
         assert any(trail_part in line and info in line for line in lines), f"{trail_part} / {info}:\n{text}"
-    assert sum("198.51.100.53 (whatever.com)" in line for line in lines) == 1  # the AAAA query is not checked
+    assert sum("198.51.100.53 (whatever.com)" in line for line in lines) == 1  # A + AAAA: one event
     assert "host.local" not in text
     assert sum("potential port scanning" in line for line in lines) == 1
 

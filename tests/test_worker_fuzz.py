@@ -33,6 +33,9 @@ SEEDS = [
                       t.http_request("GET", "/bad.php?id=1'", host="evil.example", user_agent="masscan/1.0"))),
     t.ethernet(t.tcp4("10.0.0.1", "192.0.2.9", 1234, 443, t.PSH | t.ACK, t.tls_client_hello("evil.example"))),
     t.ethernet(t.udp4("10.0.0.1", "192.0.2.9", 1234, 443, t.quic_initial("evil.example"))),
+    t.ethernet(t.tcp4("10.0.0.1", "192.0.2.53", 5353, 53, t.PSH | t.ACK, b"".join(  # DNS over TCP, 3 messages
+        len(m).to_bytes(2, "big") + m for m in (t.dns_query("a.evil.example"), t.dns_query("evil.example", 28),
+                                                t.dns_response("nx.example", [], rcode=3))))),
     t.ethernet(t.tcp6("2001:db8::1", "2001:db8::2", 1, 2, t.SYN)),
     t.ethernet(t.icmp4("10.0.0.1", "66.66.66.66", 8, 0, b"x")),
 ]

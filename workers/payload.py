@@ -23,7 +23,7 @@ from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
-from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns
+from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns, tcp_messages
 from workers.protocols.http import HttpRequest, forwarded_for, parse_http_request, parse_http_response
 from workers.protocols.quic import QUIC_V1, QUIC_V2, initial_sni
 from workers.protocols.tls import client_hello_sni, server_certificate_sha1
@@ -72,7 +72,8 @@ Item = tuple[int, str, tuple]  # (row, "event" | observation kind, payload)
 
 
 def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.ndarray:
-    """Rows that need a payload parser: DNS, HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials.
+    """Rows that need a payload parser: DNS (UDP, and TCP with room for a length and a header),
+    HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials.
     Server handshakes (for certificate hashes) only when the trails hold certificates."""
     has = p.first_frag & (p.payload_len > 0) & ~p.malformed
     d = data if len(data) else np.zeros(1, np.uint8)
@@ -82,7 +83,9 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
               | np.take(d, off + 2, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 3, mode="clip"))
     tcp = has & (p.proto == PROTO_TCP)
     udp = has & (p.proto == PROTO_UDP)
-    dns = udp & ((p.sport == 53) | (p.dport == 53))
+    port53 = (p.sport == 53) | (p.dport == 53)
+    dns = udp & port53
+    dns_tcp = tcp & port53 & (p.payload_len >= 14)
     http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
     kind = np.take(d, off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
     tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & ((kind == 1) | ((kind == 2) & certificates))
@@ -91,7 +94,7 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
                | np.take(d, off + 3, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 4, mode="clip"))
     initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
     quic = udp & ~dns & initial & (p.payload_len >= 64)
-    return np.flatnonzero(dns | http | tls | quic)
+    return np.flatnonzero(dns | dns_tcp | http | tls | quic)
 
 
 class PayloadInspector:
@@ -134,6 +137,8 @@ class PayloadInspector:
                     self._dns(ctx, payload)
                 else:
                     self._sni(ctx, initial_sni(payload))
+            elif (sport == 53 or dport == 53) and self._dns_tcp(ctx, payload):
+                continue
             elif payload[:1] == b"\x16":
                 if payload[5:6] == b"\x01":
                     self._sni(ctx, client_hello_sni(payload))
@@ -189,7 +194,23 @@ class PayloadInspector:
         msg = self._parse_dns(payload)
         if msg is None:  # not DNS after all: its addresses are still checked (Maltrail misses these)
             self._plain_udp(c)
-            return
+        else:
+            self._dns_message(c, msg)
+
+    def _dns_tcp(self, c: _Packet, segment: bytes) -> bool:
+        """DNS over TCP (Maltrail parses none): each complete message of the segment is checked as a
+        UDP one would be. False when none parses, so the segment is inspected like other TCP."""
+        found = False
+        for message in tcp_messages(segment):
+            msg = self._parse_dns(message)
+            if msg is not None:
+                self._dns_message(c, msg)
+                found = True
+        return found
+
+    def _dns_message(self, c: _Packet, msg: DnsMessage) -> None:
+        """Spec 2.7, except that AAAA queries are checked too (docs/DIFFERENCES.md): an A and an
+        AAAA query from one socket in one second give identical events, which the throttle merges."""
         q = msg.qname
         if msg.byte2 & 0xFA == 0:  # standard query
             if not q or not is_valid_dns_name(q) or is_ignored_query(q):
@@ -198,7 +219,7 @@ class PayloadInspector:
             tag = (exh[0],) if exh else ()
             if exh:
                 c.observe(OBS_DNS_QUERY, (q, exh[0], exh[1]))
-            if msg.qtype in (12, 28) or msg.qclass != 1:
+            if msg.qtype == 12 or msg.qclass != 1:
                 return
             self._query_events(c, q, tag)
         elif self.settings.use_heuristics and msg.byte2 & 0x80:
@@ -270,7 +291,7 @@ class PayloadInspector:
         texts) is only built for the rare query that reports something."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         listed = ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0)).tolist()
-        plain = ((qtype != 12) & (qtype != 28) & (qclass == 1)).tolist()
+        plain = ((qtype != 12) & (qclass == 1)).tolist()
         src, dst = row_addresses(p, rows)
         known = self._names
         columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,

@@ -1,4 +1,4 @@
-"""DNS message parsing for the sensor: header, first question, A/AAAA answers.
+"""DNS message parsing for the sensor: header, first question, A/AAAA answers, TCP framing.
 
 A pure function from bytes to a small record, in the style of h11: no I/O, bounded work, and it
 never raises, because every byte of a datagram sent to or from port 53 is attacker-controlled.
@@ -22,6 +22,7 @@ MAX_POINTER_HOPS = 16  # compression pointers followed per name
 MAX_NAME_WIRE_LENGTH = 255  # RFC 1035 2.3.4: length bytes + labels + the root byte
 MAX_QUESTIONS = 16  # questions skipped to reach the answers
 MAX_ANSWERS = 64  # answer records examined
+MAX_TCP_MESSAGES = 16  # length-prefixed messages read from one TCP segment
 
 TYPE_A = 1
 TYPE_AAAA = 28
@@ -150,6 +151,23 @@ def parse_dns(payload: bytes | memoryview) -> DnsMessage | None:
         truncated=bool(byte2 & 0x02), rcode=byte3 & 0xF, byte2=byte2, byte3=byte3,
         qname=qname, qtype=qtype, qclass=qclass, answers_a=answers_a, answers_aaaa=answers_aaaa,
     )
+
+
+def tcp_messages(segment: bytes) -> list[bytes]:
+    """The complete DNS messages of one TCP segment (RFC 1035 4.2.2: each after a two-byte length).
+
+    Bounded: at most `MAX_TCP_MESSAGES` frames and never past the segment's end. A message that
+    does not end inside the segment (split across segments) ends the walk and is skipped."""
+    out: list[bytes] = []
+    pos, size = 0, len(segment)
+    for _ in range(MAX_TCP_MESSAGES):
+        start = pos + 2
+        end = start + int.from_bytes(segment[pos:start], "big")
+        if end > size or start > size:
+            break
+        out.append(segment[start:end])
+        pos = end
+    return out
 
 
 def is_valid_dns_name(name: str) -> bool:
