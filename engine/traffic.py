@@ -401,7 +401,7 @@ def _template(link: _Link, packets: list[_Packet], port: int) -> _Template:
     """Frame a flow built with placeholder addresses and record the patch points."""
     l3 = packets[0][0]
     v6 = _is_v6(l3)
-    hl = len(link(l3)) - len(l3)
+    hl = link(l3).index(l3)  # header length; a link layer may also pad after the packet (NFLOG)
     proto = l3[6] if v6 else l3[9]
     l4 = hl + (40 if v6 else (l3[0] & 0x0F) * 4)
     has_port = proto in (PROTO_TCP, PROTO_UDP)
