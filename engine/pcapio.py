@@ -174,6 +174,18 @@ class _PcapngLengths:
         self._f.close()
 
 
+def file_linktype(path: Path | str) -> int:
+    """The link type a capture file declares (a pcapng file's first interface), read before any packet."""
+    try:
+        reader = pcapy.open_offline(str(path))
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"{path}: {exc}") from None
+    try:
+        return reader.datalink()
+    finally:
+        reader.close()
+
+
 def read_batches(path: Path | str, max_packets: int = 4096) -> Iterator[Batch]:
     """Batches of a pcap or pcapng file, in file order. A truncated last record ends the file."""
     path = Path(path)

@@ -35,12 +35,13 @@ from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
-from engine.pcapio import Batch, LiveCapture, read_batches
+from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
 from shm.counters import SharedCounters, create_counters
 from shm.ring import Ring, create_ring
 from shm.segments import SegmentOwner
+from workers.batch import SUPPORTED_LINKTYPES, linktype_name
 from workers.payload import DetectionSettings
 from workers.worker import run_worker
 
@@ -274,6 +275,19 @@ def process_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
+def _linktype_text(linktype: int) -> str:
+    name = linktype_name(linktype)
+    return f"{linktype} ({name})" if name else str(linktype)
+
+
+def check_linktype(source: str, linktype: int) -> None:
+    """Refuse at start a capture the workers cannot parse, rather than count every packet of it
+    as `unsupported_link` and report nothing."""
+    if linktype not in SUPPORTED_LINKTYPES:
+        supported = ", ".join(_linktype_text(d) for d in SUPPORTED_LINKTYPES)
+        raise CaptureError(f"{source}: link type {_linktype_text(linktype)} is not supported; supported: {supported}")
+
+
 def _file_batches(paths: Iterable[Path], max_packets: int) -> Iterator[Batch]:
     for path in paths:
         yield from read_batches(path, max_packets)
@@ -327,6 +341,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     for path in captures:
         if not Path(path).is_file():
             raise SensorError(f"{path}: capture file not found")
+        check_linktype(str(path), file_linktype(path))
     if report_seconds is None:
         report_seconds = cfg.report_seconds if interface else 0
     started = time.monotonic()
@@ -381,6 +396,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             if interface:  # opened before waiting, so a capture error is reported at once
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
                                    buffer_size=cfg.capture_buffer_mb << 20)
+                check_linktype(interface, live.linktype)
             reloader = Reloader(cfg, source, seen, Path(work), ctx, dispatcher, in_use, notes_out, prepare_index)
             signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request("SIGHUP", rebuild=True))
             if hangups:

@@ -144,22 +144,55 @@ def _mac(mac: bytes | str) -> bytes:
     return bytes.fromhex(mac.replace(":", "").replace("-", "")) if isinstance(mac, str) else mac
 
 
-def ethernet(l3: bytes, vlan: int | list[int] | None = None, src_mac: bytes | str = DEFAULT_HOST_MAC,
-             dst_mac: bytes | str = DEFAULT_ROUTER_MAC) -> bytes:
-    """Ethernet II frame; `vlan=10` adds an 802.1Q tag, `vlan=[outer, inner]` a QinQ stack (0x88A8, 0x8100)."""
+def _eth_header(vlan: int | list[int] | None, src_mac: bytes | str, dst_mac: bytes | str) -> bytes:
+    """Addresses and VLAN tags: everything of an Ethernet header before the final EtherType."""
     tags = [] if vlan is None else [vlan] if isinstance(vlan, int) else list(vlan)
     header = _mac(dst_mac) + _mac(src_mac)
     for i, vid in enumerate(tags):
         tpid = 0x88A8 if i == 0 and len(tags) > 1 else 0x8100
         header += struct.pack("!HH", tpid, vid & 0x0FFF)
-    return header + (b"\x86\xdd" if _is_v6(l3) else b"\x08\x00") + l3
+    return header
+
+
+def ethernet(l3: bytes, vlan: int | list[int] | None = None, src_mac: bytes | str = DEFAULT_HOST_MAC,
+             dst_mac: bytes | str = DEFAULT_ROUTER_MAC) -> bytes:
+    """Ethernet II frame; `vlan=10` adds an 802.1Q tag, `vlan=[outer, inner]` a QinQ stack (0x88A8, 0x8100)."""
+    return _eth_header(vlan, src_mac, dst_mac) + (b"\x86\xdd" if _is_v6(l3) else b"\x08\x00") + l3
 
 
 def pppoe(l3: bytes, session_id: int = 1, src_mac: bytes | str = DEFAULT_HOST_MAC,
-          dst_mac: bytes | str = DEFAULT_ROUTER_MAC) -> bytes:
-    """PPPoE session frame (EtherType 0x8864), as on DSL uplinks."""
-    ppp = (b"\x00\x57" if _is_v6(l3) else b"\x00\x21") + l3
-    return _mac(dst_mac) + _mac(src_mac) + struct.pack("!HBBHH", 0x8864, 0x11, 0x00, session_id, len(ppp)) + ppp
+          dst_mac: bytes | str = DEFAULT_ROUTER_MAC, vlan: int | list[int] | None = None, pfc: bool = False,
+          pad_to: int = 0) -> bytes:
+    """PPPoE session frame (EtherType 0x8864), as on DSL uplinks. `pfc` writes the PPP protocol
+    in its compressed 1-byte form (RFC 1661 protocol field compression), `vlan` tags the frame
+    as `ethernet` does (ISPs often carry PPPoE in VLAN 7 or the like), `pad_to` pads the frame
+    with zeros to that length as a NIC pads short frames (the PPPoE length field excludes it)."""
+    proto = (0x0057 if _is_v6(l3) else 0x0021).to_bytes(1 if pfc else 2, "big")
+    ppp = proto + l3
+    session = struct.pack("!HBBHH", 0x8864, 0x11, 0x00, session_id, len(ppp))
+    frame = _eth_header(vlan, src_mac, dst_mac) + session + ppp
+    return frame.ljust(pad_to, b"\0")
+
+
+def c_hdlc(l3: bytes) -> bytes:
+    """Cisco HDLC (DLT 104): address (0x0F unicast), control 0, then the EtherType."""
+    return struct.pack("!BBH", 0x0F, 0x00, 0x86DD if _is_v6(l3) else 0x0800) + l3
+
+
+def _nla(kind: int, value: bytes) -> bytes:
+    """A netlink attribute: little-endian length (header included) and type, padded to 4 bytes."""
+    tlv = struct.pack("<HH", 4 + len(value), kind) + value
+    return tlv + b"\0" * (-len(tlv) % 4)
+
+
+def nflog(l3: bytes, prefix: bytes = b"maltrail") -> bytes:
+    """Linux NFLOG (DLT 239), as `tcpdump -i nflog:N` writes it: family, version 0, group 0 (big
+    endian), then attributes: the packet header (hardware protocol, hook), the log prefix
+    (NUL-terminated, so its TLV is padded) and last the payload (type 9)."""
+    v6 = _is_v6(l3)
+    header = struct.pack("!BBH", 10 if v6 else 2, 0, 0)
+    packet_hdr = _nla(1, struct.pack("!HBx", 0x86DD if v6 else 0x0800, 1))
+    return header + packet_hdr + _nla(10, prefix + b"\0") + _nla(9, l3)
 
 
 def sll(l3: bytes) -> bytes:
@@ -185,14 +218,17 @@ def loop(l3: bytes) -> bytes:
 
 
 def raw(l3: bytes) -> bytes:
-    """Raw IP (DLT 12 / 101): the packet itself."""
+    """Raw IP (DLT 12 / 14 / 101): the packet itself."""
     return l3
 
 
 LINKTYPES: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
     "ethernet": (1, ethernet),
     "raw12": (12, raw),
+    "raw14": (14, raw),
     "raw101": (101, raw),
+    "chdlc": (104, c_hdlc),
+    "nflog": (239, nflog),
     "sll": (113, sll),
     "sll2": (276, sll2),
     "null": (0, null),
@@ -365,7 +401,7 @@ def _template(link: _Link, packets: list[_Packet], port: int) -> _Template:
     """Frame a flow built with placeholder addresses and record the patch points."""
     l3 = packets[0][0]
     v6 = _is_v6(l3)
-    hl = len(link(l3)) - len(l3)
+    hl = link(l3).index(l3)  # header length; a link layer may also pad after the packet (NFLOG)
     proto = l3[6] if v6 else l3[9]
     l4 = hl + (40 if v6 else (l3[0] & 0x0F) * 4)
     has_port = proto in (PROTO_TCP, PROTO_UDP)

@@ -102,7 +102,10 @@ def test_ipv6_header() -> None:
 LINK_LAYOUT = {
     "ethernet": (14, lambda f: struct.unpack("!H", f[12:14])[0], (0x0800, 0x86DD)),
     "raw12": (0, lambda f: f[0] >> 4, (4, 6)),
+    "raw14": (0, lambda f: f[0] >> 4, (4, 6)),
     "raw101": (0, lambda f: f[0] >> 4, (4, 6)),
+    "chdlc": (4, lambda f: struct.unpack("!H", f[2:4])[0], (0x0800, 0x86DD)),
+    "nflog": (32, lambda f: f[0], (2, 10)),  # header 4, packet header TLV 8, prefix TLV 16, payload TLV head 4
     "sll": (16, lambda f: struct.unpack("!H", f[14:16])[0], (0x0800, 0x86DD)),
     "sll2": (20, lambda f: struct.unpack("!H", f[0:2])[0], (0x0800, 0x86DD)),
     "null": (4, lambda f: struct.unpack("<I", f[:4])[0], (2, 30)),
@@ -121,7 +124,8 @@ def test_link_wrappers_put_ip_at_the_right_offset(name: str) -> None:
 
 def test_linktype_numbers() -> None:
     assert {name: dlt for name, (dlt, _) in t.LINKTYPES.items()} == {
-        "ethernet": 1, "raw12": 12, "raw101": 101, "sll": 113, "sll2": 276, "null": 0, "loop": 108}
+        "ethernet": 1, "raw12": 12, "raw14": 14, "raw101": 101, "chdlc": 104, "nflog": 239, "sll": 113,
+        "sll2": 276, "null": 0, "loop": 108}
 
 
 def test_vlan_qinq_and_pppoe_layouts() -> None:
@@ -323,6 +327,8 @@ def test_mixed_capture_other_link_types(tmp_path: Path, name: str) -> None:
     assert linktype == dlt and len(records) == info["packets"] == 500
     for _, _, frame in records:
         pkt = frame[offset:]
+        if name == "nflog":  # the payload TLV is padded to 4 bytes: its length says where the packet ends
+            pkt = pkt[:struct.unpack("<H", frame[offset - 4:offset - 2])[0] - 4]
         assert proto_field(frame) == expected[0 if pkt[0] >> 4 == 4 else 1]
         _l3(pkt)
 

@@ -14,11 +14,30 @@ from dataclasses import dataclass
 import numpy as np
 
 DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_RAW_BSD, DLT_LOOP, DLT_RAW_101 = 0, 1, 12, 14, 108, 101
-DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_IPV4, DLT_IPV6 = 113, 276, 228, 229
-SUPPORTED_LINKTYPES = (DLT_NULL, DLT_EN10MB, DLT_RAW, DLT_RAW_BSD, DLT_RAW_101, DLT_LOOP, DLT_LINUX_SLL,
-                       DLT_LINUX_SLL2, DLT_IPV4, DLT_IPV6)
+DLT_C_HDLC, DLT_LINUX_SLL, DLT_NFLOG, DLT_LINUX_SLL2, DLT_IPV4, DLT_IPV6 = 104, 113, 239, 276, 228, 229
+LINKTYPE_NAMES = {
+    DLT_NULL: "NULL", DLT_EN10MB: "EN10MB", DLT_RAW: "RAW", DLT_RAW_BSD: "RAW", DLT_RAW_101: "RAW",
+    DLT_C_HDLC: "C_HDLC", DLT_LOOP: "LOOP", DLT_LINUX_SLL: "LINUX_SLL", DLT_NFLOG: "NFLOG",
+    DLT_LINUX_SLL2: "LINUX_SLL2", DLT_IPV4: "IPV4", DLT_IPV6: "IPV6",
+}
+SUPPORTED_LINKTYPES = tuple(LINKTYPE_NAMES)
+# a few common types we do not parse, so that a refusal names what the user captured
+_OTHER_NAMES = {6: "IEEE802", 9: "PPP", 10: "FDDI", 50: "PPP_SERIAL", 51: "PPP_ETHER", 105: "IEEE802_11",
+                119: "PRISM_HEADER", 127: "IEEE802_11_RADIO", 163: "IEEE802_11_RADIO_AVS", 192: "PPI",
+                195: "IEEE802_15_4", 201: "BLUETOOTH_HCI_H4_WITH_PHDR", 220: "USB_LINUX_MMAPPED",
+                227: "CAN_SOCKETCAN", 249: "USBPCAP", 254: "BLUETOOTH_LE_LL"} | {147 + i: f"USER{i}" for i in range(16)}
+NFULA_PAYLOAD = 9
+AF_INET_LINUX, AF_INET6_LINUX = 2, 10
+_NFLOG_MAX_TLVS = 32  # NFLOG defines fewer attribute types than this: a longer walk is hostile
+
+
+def linktype_name(linktype: int) -> str:
+    """libpcap's name of a link type (DLT_ prefix dropped), or "" when we know no name."""
+    return LINKTYPE_NAMES.get(linktype) or _OTHER_NAMES.get(linktype, "")
+
 
 ETH_IP4, ETH_IP6, ETH_VLAN, ETH_QINQ, ETH_VLAN_OLD, ETH_PPPOE = 0x0800, 0x86DD, 0x8100, 0x88A8, 0x9100, 0x8864
+PPP_IP4, PPP_IP6 = 0x21, 0x57
 PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6 = 1, 6, 17, 58
 _V6_EXT = (0, 43, 60)
 _V6_FRAG = 44
@@ -61,6 +80,10 @@ class Gather:
         d = self.data
         return (np.take(d, idx, mode="clip").astype(np.int32) << 8) | np.take(d, idx + 1, mode="clip")
 
+    def le16(self, idx: np.ndarray) -> np.ndarray:
+        d = self.data
+        return np.take(d, idx, mode="clip").astype(np.int32) | (np.take(d, idx + 1, mode="clip").astype(np.int32) << 8)
+
     def be32(self, idx: np.ndarray) -> np.ndarray:
         d = self.data
         out = np.take(d, idx, mode="clip").astype(np.uint32) << 24
@@ -74,24 +97,54 @@ class Gather:
         return np.take(self.data, idx[:, None] + np.arange(width), mode="clip")
 
 
-def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(offset of the IP header, expected IP version or 0 when not IP) per packet."""
+def _nflog(g: Gather, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NFLOG: 4-byte header (address family first), then netlink TLVs (little-endian length and
+    type, each padded to 4 bytes); the packet is the NFULA_PAYLOAD value. Walked for all rows at
+    once, one TLV per step."""
+    family = g.u8(start)
+    pos = start + 4
+    l3 = end.copy()
+    found = np.zeros(len(start), dtype=bool)
+    active = pos + 4 <= end
+    for _ in range(_NFLOG_MAX_TLVS):
+        if not active.any():
+            break
+        tlen, ttype = g.le16(pos), g.le16(pos + 2) & 0x3FFF  # top bits: nested / byte-order flags
+        hit = active & (ttype == NFULA_PAYLOAD) & (tlen >= 4)
+        found |= hit
+        l3 = np.where(hit, pos + 4, l3)
+        end = np.where(hit, np.minimum(end, pos + tlen), end)
+        active &= ~hit & (tlen >= 4)  # a zero length would loop in place
+        pos = np.where(active, pos + ((tlen + 3) & ~3), pos)
+        active &= pos + 4 <= end
+    ver = np.where(family == AF_INET_LINUX, 4, np.where(family == AF_INET6_LINUX, 6, 0))
+    return l3, np.where(found, ver, 0), end
+
+
+def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offset of the IP header, expected IP version or 0 when not IP, end of the IP packet) per
+    packet; the end is the capture's unless the link layer says the packet is shorter (padding)."""
     n = len(start)
     if linktype in (DLT_RAW, DLT_RAW_BSD, DLT_RAW_101, DLT_IPV4, DLT_IPV6):
-        return start.copy(), g.u8(start) >> 4
+        return start.copy(), g.u8(start) >> 4, end
     if linktype in (DLT_NULL, DLT_LOOP):
         first, last = g.u8(start), g.u8(start + 3)
         family = np.where(first != 0, first, last)  # host or network byte order
         ver = np.where(family == 2, 4, np.where(np.isin(family, (10, 24, 28, 30)), 6, 0))
-        return start + 4, np.where(end - start >= 4, ver, 0)
+        return start + 4, np.where(end - start >= 4, ver, 0), end
+    if linktype == DLT_NFLOG:
+        return _nflog(g, start, end)
     if linktype == DLT_EN10MB:
         etype, l3 = g.be16(start + 12), start + 14
     elif linktype == DLT_LINUX_SLL:
         etype, l3 = g.be16(start + 14), start + 16
     elif linktype == DLT_LINUX_SLL2:
         etype, l3 = g.be16(start), start + 20
+    elif linktype == DLT_C_HDLC:  # address, control, then an EtherType
+        etype, l3 = g.be16(start + 2), start + 4
     else:
-        return start.copy(), np.zeros(n, dtype=np.int32)
+        return start.copy(), np.zeros(n, dtype=np.int32), end
     for _ in range(2):  # 802.1Q, QinQ
         tagged = (etype == ETH_VLAN) | (etype == ETH_QINQ) | (etype == ETH_VLAN_OLD)
         if not tagged.any():
@@ -100,11 +153,16 @@ def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray) -> tuple
         l3 = np.where(tagged, l3 + 4, l3)
     pppoe = etype == ETH_PPPOE
     if pppoe.any():
-        ppp = g.be16(l3 + 6)
-        etype = np.where(pppoe, np.where(ppp == 0x0021, ETH_IP4, np.where(ppp == 0x0057, ETH_IP6, 0)), etype)
-        l3 = np.where(pppoe, l3 + 8, l3)
+        # PPP protocol after the 6-byte session header: 2 bytes, or 1 when compressed (PFC, RFC
+        # 1661: a protocol number's first byte is even, so an odd first byte is the whole field)
+        first = g.u8(l3 + 6)
+        pfc = (first & 1) == 1
+        ppp = np.where(pfc, first, g.be16(l3 + 6))
+        etype = np.where(pppoe, np.where(ppp == PPP_IP4, ETH_IP4, np.where(ppp == PPP_IP6, ETH_IP6, 0)), etype)
+        end = np.where(pppoe, np.minimum(end, l3 + 6 + g.be16(l3 + 4)), end)  # Ethernet padding is not PPP
+        l3 = np.where(pppoe, l3 + np.where(pfc, 7, 8), l3)
     ver = np.where(etype == ETH_IP4, 4, np.where(etype == ETH_IP6, 6, 0))
-    return l3, np.where(l3 <= end, ver, 0)
+    return l3, np.where(l3 <= end, ver, 0), end
 
 
 def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
@@ -112,7 +170,7 @@ def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
     g = Gather(data)
     start = meta[:, 2].astype(np.int64)
     end = start + meta[:, 3]
-    l3, want = _link(g, linktype, start, end)
+    l3, want, end = _link(g, linktype, start, end)
     b0 = g.u8(l3)
     nibble = b0 >> 4
     room = end - l3
