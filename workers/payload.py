@@ -18,6 +18,7 @@ from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
+from engine.trails.sources import UA_PREFIX
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, DomainChecker
@@ -383,6 +384,10 @@ class PayloadInspector:
         on the request, the destination and its port, never on time, source or source port."""
         ix, st = self.index, self.settings
         heur = st.use_heuristics
+        if req.user_agent:  # before any early return: a listed User-Agent is reported whatever the request
+            e = ix.lookup_string(UA_PREFIX + req.user_agent.lower())
+            if e >= 0:
+                self._entry_event(c, "UA", UA_PREFIX + req.user_agent, e)
         path = req.path.lower()
         if req.host is not None:
             host = req.host.strip().lower()
