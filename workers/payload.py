@@ -25,7 +25,13 @@ from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns
-from workers.protocols.http import HttpRequest, forwarded_for, parse_http_request, parse_http_response
+from workers.protocols.http import (
+    HttpRequest,
+    forwarded_for,
+    parse_http_request,
+    parse_http_response,
+    split_requests,
+)
 from workers.protocols.quic import QUIC_V1, QUIC_V2, initial_sni
 from workers.protocols.tls import client_hello_sni, server_certificate_sha1
 
@@ -343,9 +349,16 @@ class PayloadInspector:
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
             return
-        req = parse_http_request(payload)
-        if req is None:
-            return
+        for n, piece in enumerate(split_requests(payload)):
+            req = parse_http_request(piece)
+            if req is None:
+                return
+            if n:
+                c.reset_src()  # a forwarded-for address is the previous request's
+            self._http_request(c, req)
+
+    def _http_request(self, c: _Packet, req: HttpRequest) -> None:
+        """One request's checks, replayed from its plan when the request was seen before."""
         fwd = forwarded_for(req.text) if self.settings.use_heuristics else None
         key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.dport, c.dst_entry,
                _private_addr(c.raw_dst))
@@ -560,6 +573,10 @@ class _Packet:
     def src(self, text: str) -> None:
         """The source as events show it (a forwarded-for address appended)."""
         self._src_text = text
+
+    def reset_src(self) -> None:
+        """The source as it came again, for the next request of a pipelined segment."""
+        self._src_text = None
 
     @property
     def dst(self) -> str:
