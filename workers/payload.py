@@ -349,7 +349,14 @@ class PayloadInspector:
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
             return
-        for n, piece in enumerate(split_requests(payload)):
+        req = parse_http_request(payload)
+        if req is None:
+            return
+        pieces = split_requests(payload) if req.body else ()  # no body, nothing pipelined: the usual case
+        if len(pieces) < 2:
+            self._http_request(c, req)
+            return
+        for n, piece in enumerate(pieces):
             req = parse_http_request(piece)
             if req is None:
                 return
