@@ -32,6 +32,7 @@ evil-url.example/bad/path,malware (test),(static)
 198.51.100.90,sinkhole testsink (malware),(static)
 198.51.100.91,parking site (suspicious),(static)
 dga[0-9]+\\.wildcard-test\\.com,malware (test),(static)
+ua:evilbot/6.6 (test build),malware agent (test),(static)
 """
 T0 = 1_700_000_000.0
 A, E, V, R = "10.0.0.66", "203.0.113.9", "198.51.100.7", "192.0.2.53"
@@ -253,6 +254,7 @@ def test_repeated_requests_report_as_if_each_were_new(index: Path, tmp_path: Pat
          fwd, b""),
         ("POST", "/form", "post.example", None, V, fwd, b"q=<script>alert(1)</script>"),
         ("GET", "/", "ua.example", "masscan/1.0", V, {}, b""),
+        ("GET", "/setup.exe.txt", "ua-trail.example", "EvilBot/6.6 (test build)", V, {}, b""),
         ("GET", "/setup.exe", "dl.example", None, V, fwd, b""),
         ("GET", "http://proxy-check.example/probe.txt", "proxy-check.example", None, V, {}, b""),
         ("GET", "/plain.html", None, None, V, {}, b""),
@@ -281,6 +283,7 @@ def test_repeated_requests_report_as_if_each_were_new(index: Path, tmp_path: Pat
              for item in PayloadInspector(TrailIndex(index), settings).inspect(parsed, data, np.array([row]))]
     assert items == fresh
     reported = [payload[0] for _, kind, payload in items if kind == "event"]
+    assert sum(ev[7:10] == ("UA", "ua:EvilBot/6.6 (test build)", "malware agent (test)") for ev in reported) == 5
     assert any(ev[2] == "10.0.0.80,192.0.2.200" for ev in reported)  # a replayed forwarded-for source
     assert sum(kind == "web" for _, kind, _ in items) >= 5 * 7
     assert any(ev[8] == "dl.example(/setup.exe)" and ev[4] == "198.51.100.8" for ev in reported)

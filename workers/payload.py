@@ -18,13 +18,20 @@ from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
+from engine.trails.sources import UA_PREFIX
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, DomainChecker
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns, tcp_messages
-from workers.protocols.http import HttpRequest, forwarded_for, parse_http_request, parse_http_response
+from workers.protocols.http import (
+    HttpRequest,
+    forwarded_for,
+    parse_http_request,
+    parse_http_response,
+    split_requests,
+)
 from workers.protocols.quic import QUIC_V1, QUIC_V2, initial_sni
 from workers.protocols.tls import client_hello_sni, server_certificate_sha1
 
@@ -366,6 +373,20 @@ class PayloadInspector:
         req = parse_http_request(payload)
         if req is None:
             return
+        pieces = split_requests(payload) if req.body else ()  # no body, nothing pipelined: the usual case
+        if len(pieces) < 2:
+            self._http_request(c, req)
+            return
+        for n, piece in enumerate(pieces):
+            req = parse_http_request(piece)
+            if req is None:
+                return
+            if n:
+                c.reset_src()  # a forwarded-for address is the previous request's
+            self._http_request(c, req)
+
+    def _http_request(self, c: _Packet, req: HttpRequest) -> None:
+        """One request's checks, replayed from its plan when the request was seen before."""
         fwd = forwarded_for(req.text) if self.settings.use_heuristics else None
         key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.dport, c.dst_entry,
                _private_addr(c.raw_dst))
@@ -404,6 +425,10 @@ class PayloadInspector:
         on the request, the destination and its port, never on time, source or source port."""
         ix, st = self.index, self.settings
         heur = st.use_heuristics
+        if req.user_agent:  # before any early return: a listed User-Agent is reported whatever the request
+            e = ix.lookup_string(UA_PREFIX + req.user_agent.lower())
+            if e >= 0:
+                self._entry_event(c, "UA", UA_PREFIX + req.user_agent, e)
         path = req.path.lower()
         if req.host is not None:
             host = req.host.strip().lower()
@@ -576,6 +601,10 @@ class _Packet:
     def src(self, text: str) -> None:
         """The source as events show it (a forwarded-for address appended)."""
         self._src_text = text
+
+    def reset_src(self) -> None:
+        """The source as it came again, for the next request of a pipelined segment."""
+        self._src_text = None
 
     @property
     def dst(self) -> str:

@@ -1,7 +1,8 @@
 """HTTP/1.x request and response parsing with Maltrail's exact, deliberately naive rules.
 
 Pure functions from one TCP payload to a small record (no reassembly, no I/O), in the style of
-h11; they never raise and examine only the first `MAX_EXAMINED` bytes. Maltrail looks headers up
+h11; they never raise and examine only the first `MAX_EXAMINED` bytes. A segment carrying
+pipelined requests is cut into them first (`split_requests`, at most `MAX_PIPELINED`). Maltrail looks headers up
 as the case-sensitive substring `\\r\\nName:` ending at the next `\\r\\n`, and trails depend on
 that, so no real HTTP header parsing is done here on purpose.
 """
@@ -12,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 MAX_EXAMINED = 8192  # bytes of a payload that are decoded and searched
+MAX_PIPELINED = 16  # requests of one segment that are inspected (pipelining); later ones are not
 HEAD_CHARS = 2000  # response characters Maltrail runs the sinkhole regex on
 
 _STATUS = re.compile(rb"HTTP/\S* +(\d{3})(?!\d)")
@@ -69,6 +71,51 @@ def header(text: str, name: str) -> str | None:
     start += len(key)
     end = text.find("\r\n", start)
     return text[start:end].strip() if end >= 0 else None
+
+
+def split_requests(payload: bytes) -> list[bytes]:
+    """The examined bytes cut into pipelined requests, at most MAX_PIPELINED. A request ends after
+    its blank line and its Content-Length body when a complete request line follows; otherwise it
+    runs to the end, as Maltrail's body does (everything after the blank line). A lone request
+    (the usual case) comes back as the payload itself, without a copy."""
+    raw = payload[:MAX_EXAMINED]
+    pieces = []
+    start = 0
+    while len(pieces) < MAX_PIPELINED:
+        end = _request_end(raw, start)
+        pieces.append(raw[start:end])
+        if end >= len(raw):
+            break
+        start = end
+    return pieces
+
+
+def _request_end(raw: bytes, start: int) -> int:
+    """Where the request at `start` ends: the start of the next one, else len(raw)."""
+    head = raw.find(b"\r\n\r\n", start)
+    if head < 0 or head + 4 >= len(raw):
+        return len(raw)
+    end = head + 4 + _content_length(raw[start:head].lower())
+    return end if end < len(raw) and _request_line(raw, end) else len(raw)
+
+
+def _content_length(head: bytes) -> int:
+    """The Content-Length of a lower-cased header block; 0 when absent or not a number."""
+    at = head.find(b"\r\ncontent-length:")
+    if at < 0:
+        return 0
+    value = head[at + 17 :].split(b"\r\n", 1)[0].strip()
+    return int(value) if value.isdigit() and len(value) < 12 else 0
+
+
+def _request_line(raw: bytes, at: int) -> bool:
+    """`parse_http_request`'s request-line test on the bytes from `at`: a complete first line."""
+    eol = raw.find(b"\r\n", at)
+    if eol < 0:
+        return False
+    line = raw[at:eol]
+    parts = line.split(b" ")
+    return len(parts) == 3 and bool(parts[0]) and bool(parts[1]) and b" HTTP/" in line
 
 
 def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
