@@ -5,6 +5,16 @@ packet is a few numpy element operations, not a Python call. Reads past a packet
 length are clipped and masked: a truncated or hostile packet is counted as malformed, never
 raises. Only first fragments reach L4; IPv6 extension headers (hop-by-hop, routing, destination
 options, fragment) are walked.
+
+Tunnels are decapsulated so that the inner packet is matched as if it had been captured directly:
+its addresses, ports and payload offsets replace the outer ones in the columns (the outer
+addresses, the tunnel endpoints, are not matched). After the first L3/L4 pass the rows whose L4
+is a tunnel get their inner offsets computed with numpy, and the same L3/L4 pass runs again on
+those rows only: GRE (RFC 2784/2890, inner IP, Ethernet 0x6558, ERSPAN I/II 0x88BE, III 0x22EB,
+MPLS), IP-in-IP / IPv6-in-IPv4 / IPv6-in-IPv6 (protocols 4, 41), VXLAN (UDP 4789), Geneve (UDP
+6081), Teredo (UDP 3544). MPLS label stacks (EtherType 0x8847 / 0x8848) are walked wherever an
+EtherType is read. At most `MAX_TUNNEL_DEPTH` tunnels are taken off one packet; a packet nested
+deeper is counted as malformed and not matched.
 """
 
 from __future__ import annotations
@@ -41,6 +51,13 @@ PPP_IP4, PPP_IP6 = 0x21, 0x57
 PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6 = 1, 6, 17, 58
 _V6_EXT = (0, 43, 60)
 _V6_FRAG = 44
+ETH_MPLS, ETH_MPLS_MC, ETH_BRIDGE = 0x8847, 0x8848, 0x6558  # 0x6558: transparent Ethernet bridging
+GRE_ERSPAN, GRE_ERSPAN3 = 0x88BE, 0x22EB
+PROTO_IPIP, PROTO_IPV6, PROTO_GRE = 4, 41, 47
+UDP_VXLAN, UDP_GENEVE, UDP_TEREDO = 4789, 6081, 3544
+_INNER_ETYPES = (ETH_IP4, ETH_IP6, ETH_MPLS, ETH_MPLS_MC, ETH_VLAN, ETH_QINQ, ETH_VLAN_OLD, ETH_PPPOE)
+MAX_TUNNEL_DEPTH = 4  # tunnels taken off one packet; one nested deeper is malformed
+_MPLS_MAX_LABELS = 8
 
 
 @dataclass
@@ -121,6 +138,59 @@ def _nflog(g: Gather, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, n
     return l3, np.where(found, ver, 0), end
 
 
+def _vlan(g: Gather, etype: np.ndarray, l3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """802.1Q, QinQ: up to two tags skipped."""
+    for _ in range(2):
+        tagged = (etype == ETH_VLAN) | (etype == ETH_QINQ) | (etype == ETH_VLAN_OLD)
+        if not tagged.any():
+            break
+        etype = np.where(tagged, g.be16(l3 + 2), etype)
+        l3 = np.where(tagged, l3 + 4, l3)
+    return etype, l3
+
+
+def _mpls(g: Gather, etype: np.ndarray, l3: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MPLS: labels up to the bottom-of-stack bit, then IPv4 / IPv6 by the first nibble, or a
+    pseudowire control word (first nibble 0, RFC 4385) followed by an Ethernet frame. A stack
+    deeper than `_MPLS_MAX_LABELS` is not IP."""
+    mpls = (etype == ETH_MPLS) | (etype == ETH_MPLS_MC)
+    if not mpls.any():
+        return etype, l3
+    pos, active = l3.copy(), mpls.copy()
+    for _ in range(_MPLS_MAX_LABELS):
+        bottom = (g.u8(pos + 2) & 1) == 1
+        pos = np.where(active, pos + 4, pos)
+        active &= ~bottom
+        if not active.any():
+            break
+    nibble = g.u8(pos) >> 4
+    pw = mpls & ~active & (nibble == 0)
+    inner = np.where(nibble == 4, ETH_IP4, np.where(nibble == 6, ETH_IP6, np.where(pw, g.be16(pos + 16), 0)))
+    etype = np.where(mpls, np.where(active, 0, inner), etype)
+    l3 = np.where(mpls, np.where(pw, pos + 18, pos), l3)
+    return _vlan(g, etype, l3) if pw.any() else (etype, l3)
+
+
+def _ethertype(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From an EtherType and the offset after it: VLAN tags, MPLS, PPPoE, down to (offset of the IP
+    header, expected IP version or 0, end of the IP packet)."""
+    etype, l3 = _vlan(g, etype, l3)
+    etype, l3 = _mpls(g, etype, l3)
+    pppoe = etype == ETH_PPPOE
+    if pppoe.any():
+        # PPP protocol after the 6-byte session header: 2 bytes, or 1 when compressed (PFC, RFC
+        # 1661: a protocol number's first byte is even, so an odd first byte is the whole field)
+        first = g.u8(l3 + 6)
+        pfc = (first & 1) == 1
+        ppp = np.where(pfc, first, g.be16(l3 + 6))
+        etype = np.where(pppoe, np.where(ppp == PPP_IP4, ETH_IP4, np.where(ppp == PPP_IP6, ETH_IP6, 0)), etype)
+        end = np.where(pppoe, np.minimum(end, l3 + 6 + g.be16(l3 + 4)), end)  # Ethernet padding is not PPP
+        l3 = np.where(pppoe, l3 + np.where(pfc, 7, 8), l3)
+    ver = np.where(etype == ETH_IP4, 4, np.where(etype == ETH_IP6, 6, 0))
+    return l3, np.where(l3 <= end, ver, 0), end
+
+
 def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offset of the IP header, expected IP version or 0 when not IP, end of the IP packet) per
@@ -145,32 +215,39 @@ def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray
         etype, l3 = g.be16(start + 2), start + 4
     else:
         return start.copy(), np.zeros(n, dtype=np.int32), end
-    for _ in range(2):  # 802.1Q, QinQ
-        tagged = (etype == ETH_VLAN) | (etype == ETH_QINQ) | (etype == ETH_VLAN_OLD)
-        if not tagged.any():
-            break
-        etype = np.where(tagged, g.be16(l3 + 2), etype)
-        l3 = np.where(tagged, l3 + 4, l3)
-    pppoe = etype == ETH_PPPOE
-    if pppoe.any():
-        # PPP protocol after the 6-byte session header: 2 bytes, or 1 when compressed (PFC, RFC
-        # 1661: a protocol number's first byte is even, so an odd first byte is the whole field)
-        first = g.u8(l3 + 6)
-        pfc = (first & 1) == 1
-        ppp = np.where(pfc, first, g.be16(l3 + 6))
-        etype = np.where(pppoe, np.where(ppp == PPP_IP4, ETH_IP4, np.where(ppp == PPP_IP6, ETH_IP6, 0)), etype)
-        end = np.where(pppoe, np.minimum(end, l3 + 6 + g.be16(l3 + 4)), end)  # Ethernet padding is not PPP
-        l3 = np.where(pppoe, l3 + np.where(pfc, 7, 8), l3)
-    ver = np.where(etype == ETH_IP4, 4, np.where(etype == ETH_IP6, 6, 0))
-    return l3, np.where(l3 <= end, ver, 0), end
+    return _ethertype(g, etype, l3, end)
 
 
-def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
-    n = len(meta)
-    g = Gather(data)
-    start = meta[:, 2].astype(np.int64)
-    end = start + meta[:, 3]
-    l3, want, end = _link(g, linktype, start, end)
+@dataclass
+class _Net:
+    """L3/L4 columns of some rows (`Parsed` without the timestamps, plus where L4 starts and the
+    IP packet ends, which decapsulation needs); `v6_rows` index these rows."""
+
+    version: np.ndarray
+    malformed: np.ndarray
+    first_frag: np.ndarray
+    proto: np.ndarray
+    src4: np.ndarray
+    dst4: np.ndarray
+    v6_rows: np.ndarray
+    src6: np.ndarray
+    dst6: np.ndarray
+    sport: np.ndarray
+    dport: np.ndarray
+    tcp_flags: np.ndarray
+    icmp_type: np.ndarray
+    l4: np.ndarray
+    ip_end: np.ndarray
+    payload_off: np.ndarray
+    payload_len: np.ndarray
+
+
+_ROW_FIELDS = ("version", "malformed", "first_frag", "proto", "src4", "dst4", "sport", "dport", "tcp_flags",
+               "icmp_type", "l4", "ip_end", "payload_off", "payload_len")
+
+
+def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net:
+    """IPv4 / IPv6 then TCP / UDP / ICMP columns of the rows whose IP header is at `l3`."""
     b0 = g.u8(l3)
     nibble = b0 >> 4
     room = end - l3
@@ -250,26 +327,116 @@ def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
     payload_len = np.where(ports, np.maximum(ip_end - payload_off, 0), 0)
     first_frag = first_frag & ~(bad_tcp | bad_udp | bad_icmp)
     version = np.where(is4, 4, np.where(is6, 6, 0))
+    return _Net(version, malformed, first_frag, proto, src4, dst4, v6_rows, src6, dst6, sport, dport, flags,
+                icmp_type, l4, ip_end, payload_off, payload_len)
+
+
+_NONE = np.zeros(0, dtype=np.int64)
+
+
+def _decap(g: Gather, c: _Net) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of `c` that carry a tunnel we take apart, and their inner (IP offset, expected
+    version, end). A row whose tunnel header does not check out (unknown GRE version or payload
+    type, VXLAN without its I flag, Teredo without IPv6 inside) stays as it is."""
+    udp = c.first_frag & (c.proto == PROTO_UDP)
+    cand = c.first_frag & ((c.proto == PROTO_IPIP) | (c.proto == PROTO_IPV6) | (c.proto == PROTO_GRE))
+    cand |= udp & ((c.dport == UDP_VXLAN) | (c.dport == UDP_GENEVE) | (c.dport == UDP_TEREDO)
+                   | (c.sport == UDP_TEREDO))
+    rows = np.flatnonzero(cand)
+    if not rows.size:
+        return _NONE, _NONE, _NONE, _NONE
+    proto, l4, po, end = c.proto[rows], c.l4[rows], c.payload_off[rows], c.ip_end[rows]
+    sport, dport = c.sport[rows], c.dport[rows]
+    # IP in IP: the inner header right after the outer one
+    etype = np.where(proto == PROTO_IPIP, ETH_IP4, np.where(proto == PROTO_IPV6, ETH_IP6, 0))
+    pos = l4.copy()
+    gre = proto == PROTO_GRE
+    if gre.any():
+        flags, ptype = g.be16(l4), g.be16(l4 + 2)
+        seq = (flags & 0x1000) != 0
+        hlen = 4 + 4 * ((flags >> 15) & 1) + 4 * ((flags >> 13) & 1) + 4 * seq  # checksum, key, sequence
+        # ERSPAN I has no header (and no GRE sequence number), II an 8-byte one, III 12 bytes and
+        # an 8-byte platform subheader when its O bit (last bit of the third word) is set
+        erspan3 = 12 + 8 * (g.u8(l4 + hlen + 11) & 1)
+        hlen += np.where(ptype == GRE_ERSPAN, 8 * seq, np.where(ptype == GRE_ERSPAN3, erspan3, 0))
+        ptype = np.where((ptype == GRE_ERSPAN) | (ptype == GRE_ERSPAN3), ETH_BRIDGE, ptype)
+        ok = gre & ((flags & 0x4007) == 0)  # version 0 without RFC 1701 routing
+        etype = np.where(ok, ptype, etype)
+        pos = np.where(gre, l4 + hlen, pos)
+    vxlan = (dport == UDP_VXLAN) & ((g.u8(po) & 0x08) != 0)
+    etype = np.where(vxlan, ETH_BRIDGE, etype)
+    geneve = dport == UDP_GENEVE
+    b0 = g.u8(po)
+    etype = np.where(geneve & (b0 >> 6 == 0), g.be16(po + 2), etype)
+    pos = np.where(vxlan, po + 8, np.where(geneve, po + 8 + (b0 & 0x3F) * 4, pos))
+    teredo = ((dport == UDP_TEREDO) | (sport == UDP_TEREDO)) & ~(vxlan | geneve)
+    if teredo.any():
+        # optional authentication (type 1: id and authenticator lengths, nonce, confirmation)
+        # then optional origin indication (type 0, 8 bytes), then the IPv6 packet
+        auth = g.be16(po) == 1
+        at = np.where(auth, po + 13 + g.u8(po + 2) + g.u8(po + 3), po)
+        at = np.where(g.be16(at) == 0, at + 8, at)
+        etype = np.where(teredo & (g.u8(at) >> 4 == 6), ETH_IP6, etype)
+        pos = np.where(teredo, at, pos)
+    bridged = etype == ETH_BRIDGE
+    etype = np.where(bridged, g.be16(pos + 12), etype)
+    pos = np.where(bridged, pos + 14, pos)
+    known = np.isin(etype, _INNER_ETYPES)
+    rows, etype, pos, end = rows[known], etype[known], pos[known], end[known]
+    l3, want, end = _ethertype(g, etype, pos, end)
+    return rows, l3, want, end
+
+
+def _merge(c: _Net, rows: np.ndarray, inner: _Net) -> None:
+    """Put the inner columns of `rows` in place of their outer ones."""
+    for name in _ROW_FIELDS:
+        getattr(c, name)[rows] = getattr(inner, name)
+    keep = ~np.isin(c.v6_rows, rows)
+    v6 = np.concatenate((c.v6_rows[keep], rows[inner.v6_rows]))
+    order = np.argsort(v6, kind="stable")
+    c.v6_rows = v6[order]
+    c.src6 = np.concatenate((c.src6[keep], inner.src6))[order]
+    c.dst6 = np.concatenate((c.dst6[keep], inner.dst6))[order]
+
+
+def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
+    n = len(meta)
+    g = Gather(data)
+    start = meta[:, 2].astype(np.int64)
+    end = start + meta[:, 3]
+    c = _ip_l4(g, *_link(g, linktype, start, end))
+    level, rows = c, np.arange(n)
+    for depth in range(MAX_TUNNEL_DEPTH + 1):
+        sub, l3, want, inner_end = _decap(g, level)
+        if not sub.size:
+            break
+        rows = rows[sub]
+        if depth == MAX_TUNNEL_DEPTH:  # nested deeper than we follow: counted, not matched
+            c.malformed[rows] = True
+            c.first_frag[rows] = False
+            break
+        level = _ip_l4(g, l3, want, inner_end)
+        _merge(c, rows, level)
 
     return Parsed(
         n=n,
         sec=meta[:, 0],
         usec=meta[:, 1],
-        version=version,
-        malformed=malformed,
-        first_frag=first_frag,
-        proto=proto,
-        src4=src4,
-        dst4=dst4,
-        v6_rows=v6_rows,
-        src6=src6,
-        dst6=dst6,
-        sport=sport,
-        dport=dport,
-        tcp_flags=flags,
-        icmp_type=icmp_type,
-        payload_off=payload_off,
-        payload_len=payload_len,
+        version=c.version,
+        malformed=c.malformed,
+        first_frag=c.first_frag,
+        proto=c.proto,
+        src4=c.src4,
+        dst4=c.dst4,
+        v6_rows=c.v6_rows,
+        src6=c.src6,
+        dst6=c.dst6,
+        sport=c.sport,
+        dport=c.dport,
+        tcp_flags=c.tcp_flags,
+        icmp_type=c.icmp_type,
+        payload_off=c.payload_off,
+        payload_len=c.payload_len,
     )
 
 
