@@ -222,6 +222,93 @@ def raw(l3: bytes) -> bytes:
     return l3
 
 
+# --- tunnels (outer packets, IPv4 or IPv6 by the form of `src`) ---------------------------------
+
+ETH_BRIDGE, ETH_MPLS, GRE_ERSPAN, GRE_ERSPAN3 = 0x6558, 0x8847, 0x88BE, 0x22EB
+UDP_VXLAN, UDP_GENEVE, UDP_TEREDO = 4789, 6081, 3544
+
+
+def _outer(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    return (ipv6 if ":" in src else ipv4)(src, dst, proto, payload)
+
+
+def _outer_udp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    return (udp6 if ":" in src else udp4)(src, dst, sport, dport, payload)
+
+
+def _ethertype_of(inner: bytes) -> int:
+    return 0x86DD if _is_v6(inner) else 0x0800
+
+
+def gre(src: str, dst: str, inner: bytes, ptype: int | None = None, csum: bool = False, key: int | None = None,
+        seq: int | None = None) -> bytes:
+    """GRE (RFC 2784 / 2890) packet carrying `inner`: an IP packet unless `ptype` says otherwise
+    (0x6558: an Ethernet frame); the optional checksum, key and sequence fields in that order."""
+    flags = (0x8000 if csum else 0) | (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    ptype = _ethertype_of(inner) if ptype is None else ptype
+    fields = b"\0\0\0\0" if csum else b""
+    fields += b"" if key is None else struct.pack("!I", key)
+    fields += b"" if seq is None else struct.pack("!I", seq)
+    message = struct.pack("!HH", flags, ptype) + fields + inner
+    if csum:
+        message = message[:4] + checksum(message).to_bytes(2, "big") + message[6:]
+    return _outer(src, dst, 47, message)
+
+
+def erspan(src: str, dst: str, frame: bytes, version: int, session: int = 1, platform: bool = False) -> bytes:
+    """A mirrored Ethernet `frame` as a SPAN port sends it: ERSPAN type I (GRE 0x88BE, no
+    sequence, no header), II (0x88BE, sequence, 8-byte header) or III (0x22EB, 12-byte header,
+    `platform` adds the 8-byte platform subheader and sets the O bit)."""
+    if version == 1:
+        return gre(src, dst, frame, ptype=GRE_ERSPAN)
+    if version == 2:
+        header = struct.pack("!HHI", 0x1000, session & 0x3FF, 0)
+        return gre(src, dst, header + frame, ptype=GRE_ERSPAN, seq=1)
+    header = struct.pack("!HHIHH", 0x2000, session & 0x3FF, 0, 0, 1 if platform else 0)
+    return gre(src, dst, header + (b"\x08" + b"\0" * 7 if platform else b"") + frame, ptype=GRE_ERSPAN3, seq=1)
+
+
+def ipip(src: str, dst: str, inner: bytes) -> bytes:
+    """IP-in-IP (protocol 4) or IPv6-in-IP (41) by the inner packet's version."""
+    return _outer(src, dst, 41 if _is_v6(inner) else 4, inner)
+
+
+def vxlan(src: str, dst: str, frame: bytes, vni: int = 42, sport: int = 49152) -> bytes:
+    """VXLAN (RFC 7348): UDP to 4789, 8-byte header with the I flag, then the Ethernet `frame`."""
+    return _outer_udp(src, dst, sport, UDP_VXLAN, struct.pack("!II", 0x08000000, vni << 8) + frame)
+
+
+def geneve(src: str, dst: str, inner: bytes, ptype: int | None = None, options: bytes = b"", vni: int = 42) -> bytes:
+    """Geneve (RFC 8926): UDP to 6081, 8-byte header, `options` (padded to 4 bytes), then `inner`:
+    an IP packet unless `ptype` says otherwise (0x6558: Ethernet)."""
+    options += b"\0" * (-len(options) % 4)
+    ptype = _ethertype_of(inner) if ptype is None else ptype
+    header = struct.pack("!BBHI", len(options) // 4, 0, ptype, vni << 8)
+    return _outer_udp(src, dst, 49152, UDP_GENEVE, header + options + inner)
+
+
+def teredo(src: str, dst: str, inner6: bytes, auth: tuple[bytes, bytes] | None = None, origin: bool = False,
+           from_server: bool = False) -> bytes:
+    """Teredo (RFC 4380): IPv6 in UDP port 3544, after an optional authentication header (client
+    id and authenticator given, nonce and confirmation zero) and origin indication."""
+    header = b""
+    if auth is not None:
+        header += struct.pack("!HBB", 1, len(auth[0]), len(auth[1])) + auth[0] + auth[1] + b"\0" * 9
+    if origin:
+        header += struct.pack("!HH4s", 0, 0xFFFF ^ 3544, bytes(b ^ 0xFF for b in _addr(src)))
+    sport, dport = (UDP_TEREDO, 40000) if from_server else (40000, UDP_TEREDO)
+    return _outer_udp(src, dst, sport, dport, header + inner6)
+
+
+def mpls(inner: bytes, labels: Sequence[int] = (16,), control_word: bool = False) -> bytes:
+    """Ethernet frame with an MPLS label stack (EtherType 0x8847) over an IP packet, or with
+    `control_word` over a pseudowire control word and the Ethernet frame `inner`."""
+    stack = b"".join(struct.pack("!I", (label << 12) | (i == len(labels) - 1) << 8 | 64)
+                     for i, label in enumerate(labels))
+    return _eth_header(None, DEFAULT_HOST_MAC, DEFAULT_ROUTER_MAC) + struct.pack("!H", ETH_MPLS) + stack + (
+        b"\0" * 4 if control_word else b"") + inner
+
+
 LINKTYPES: dict[str, tuple[int, Callable[[bytes], bytes]]] = {
     "ethernet": (1, ethernet),
     "raw12": (12, raw),
