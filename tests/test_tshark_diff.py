@@ -238,11 +238,14 @@ def _report_shares(request: pytest.FixtureRequest) -> Iterator[None]:
     for capture, (hit, wanted, found) in rows:
         lines.append(f"  {capture:32} {hit:5d} / {wanted:5d} {pct(hit, wanted)}"
                      f"   {hit:5d} / {found:5d} {pct(hit, found)}")
-    for line in lines:
-        if reporter is not None:
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print("\n".join(lines))
+        return
+    with capture.global_and_fixture_disabled():  # shown without -s too
+        reporter.write_line("")
+        for line in lines:
             reporter.write_line(line)
-        else:
-            print(line)
 
 
 def check_capture(label: str, capture: Path, tmp: Path) -> None:
@@ -342,6 +345,9 @@ def _edge_packets() -> Iterator[bytes]:
     length_alone = dns_query("lenalone.tcp.difftest.net")
     yield tcp4(c4, r4, 41009, 53, ACK, len(length_alone).to_bytes(2, "big"), seq=100, ack=1)
     yield tcp4(c4, r4, 41009, 53, ACK | PSH, length_alone, seq=102, ack=1)  # excluded: reassembled
+    hello = tls_client_hello("splithello.difftest.net")
+    yield tcp4(c4, s4, 41010, 443, ACK, hello[:100], seq=1, ack=1)
+    yield tcp4(c4, s4, 41010, 443, ACK | PSH, hello[100:], seq=101, ack=1)  # excluded: reassembled
 
 
 def test_edge_cases(tmp_path: Path) -> None:
