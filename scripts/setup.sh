@@ -8,10 +8,12 @@ python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # browser tests (Playwright drives Debian's build)
+command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)  # differential test (tests/test_tshark_diff.py)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq "${need_apt[@]}" python3-dev gcc >/dev/null
+    # noninteractive: tshark's package asks (debconf) whether non-root users may capture; the default (no) is kept
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" python3-dev gcc >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
