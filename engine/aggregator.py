@@ -26,12 +26,14 @@ from engine.eventlog import DailyLog, Event
 from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.generations import GenerationSpec, GenerationUser
 from engine.index.mapped import TrailIndex
+from engine.ipaddr import Addr
 from engine.livestats import CaptureSource, CaptureStatus
 from engine.proctree import pid_alive
+from engine.quicstreams import QuicStreams
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
 from workers.observe import PROBES, TICK
-from workers.payload import OBS_DNS_QUERY, OBS_NXDOMAIN, OBS_WEB
+from workers.payload import OBS_DNS_QUERY, OBS_NXDOMAIN, OBS_QUIC, OBS_WEB, DetectionSettings, PayloadInspector
 
 POLL_SECONDS = 0.002
 STATUS_SECONDS = 1.0
@@ -105,8 +107,27 @@ class Counters:
         self.per_worker_busy_ns[worker] += counters.get("busy_ns", 0)
 
 
-def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics, pipeline: EventPipeline) -> None:
-    """One batch's events and observations, in capture order, through the heuristics and the pipeline."""
+class SniCheck:
+    """The workers' SNI -> event code over the aggregator's index, for the ClientHellos it
+    reassembles; built on first use (most captures have none), again after a reload."""
+
+    def __init__(self, index: TrailIndex, settings: DetectionSettings) -> None:
+        self.index, self.settings = index, settings
+        self._inspector: PayloadInspector | None = None
+
+    def use_index(self, index: TrailIndex) -> None:
+        self.index, self._inspector = index, None
+
+    def __call__(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, sni: str) -> list[Event]:
+        if self._inspector is None:
+            self._inspector = PayloadInspector(self.index, self.settings)
+        return self._inspector.sni_events(sec, usec, src, sport, dst, dport, sni)
+
+
+def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics, pipeline: EventPipeline,
+                quic: QuicStreams | None = None) -> None:
+    """One batch's events and observations, in capture order, through the heuristics and the pipeline
+    (QUIC CRYPTO chunks through `quic`, ignored without one)."""
     h = heuristics
     dns_query = h.dns_query
     for _, kind, data in items:  # the most frequent kinds first
@@ -125,6 +146,8 @@ def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics,
             h.web_request(*data[:7])
         elif kind == OBS_NXDOMAIN:
             pipeline.process(h.nxdomain(*data))
+        elif kind == OBS_QUIC and quic is not None:
+            pipeline.process(quic.add(*data))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -153,6 +176,7 @@ def run_aggregator(
     ready: Semaphore,
     heuristic_settings: HeuristicSettings,
     capture: CaptureSource,
+    detection: DetectionSettings,
 ) -> None:
     user = GenerationUser(generations, "aggregator")
     generation = 1
@@ -165,6 +189,8 @@ def run_aggregator(
     counters = Counters(len(rings))
     capture_status = CaptureStatus(capture, len(rings))
     heuristics = Heuristics(heuristic_settings, pipeline.index.is_whitelisted_ip)
+    sni_check = SniCheck(pipeline.index, detection)
+    quic = QuicStreams(sni_check)
     ready.release()
     pending: list[tuple[int, int, int, dict[str, int], list[Event]]] = []
     next_seq = 0
@@ -213,11 +239,12 @@ def run_aggregator(
                     old, generation = pipeline.index, batch_generation
                     pipeline.index = user.open(generation)
                     heuristics.use_whitelist(pipeline.index.is_whitelisted_ip)
+                    sni_check.use_index(pipeline.index)
                     old.close()
                     del old
                     user.report(generation)
                 counters.add(worker, batch_counters)
-                apply_items(items, heuristics, pipeline)
+                apply_items(items, heuristics, pipeline, quic)
                 pipeline.flush()
                 next_seq += 1
             if not open_rings and pending:

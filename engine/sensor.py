@@ -387,7 +387,8 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                                                detection_settings(cfg))))
             procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
                 generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
-                str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source)))
+                str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source,
+                detection_settings(cfg))))
             _start_ignoring_sigint(procs)
             supervisor = Supervisor(procs)
             rings = [Ring(s) for s in in_specs]

@@ -887,18 +887,62 @@ def quic_protect_initial(header: bytes, payload: bytes, dcid: bytes, version: in
     return bytes((header[0] ^ (mask[0] & 0x0F),)) + header[1:-pn_len] + protected_pn + sealed
 
 
+def quic_crypto(offset: int, data: bytes) -> bytes:
+    """A CRYPTO frame carrying stream bytes data at offset."""
+    return b"\x06" + _quic_varint(offset) + _quic_varint(len(data)) + data
+
+
+def quic_client_hello(sni: str, post_quantum: bool = False) -> bytes:
+    """The ClientHello handshake message a QUIC client sends in CRYPTO frames (no TLS record);
+    `post_quantum` adds an X25519MLKEM768 key share (1216 bytes), as current browsers do, so the
+    message no longer fits one 1200-byte Initial."""
+    hello = tls_client_hello(sni)[5:]
+    if not post_quantum:
+        return hello
+    share = struct.pack("!HH", 0x11EC, 1216) + hashlib.shake_256(sni.encode()).digest(1216)
+    body = hello[4:] + _ext(0xFE0D, share)  # a private-use extension: parsers skip it as they skip any
+    ext_at = 2 + 32 + 1 + body[34] + 2 + int.from_bytes(body[35 + body[34] : 37 + body[34]], "big")
+    ext_at += 1 + body[ext_at]
+    ext_len = int.from_bytes(body[ext_at : ext_at + 2], "big") + 4 + len(share)
+    body = body[:ext_at] + ext_len.to_bytes(2, "big") + body[ext_at + 2 :]
+    return _handshake(1, body)
+
+
+def quic_initial_packet(frames: bytes, dcid: bytes, version: int = 1, scid: bytes = b"", token: bytes = b"",
+                        pad_to: int = 0, packet_number: int = 0, pn_len: int = 1) -> bytes:
+    """One client Initial packet carrying `frames`, PADDING up to `pad_to` bytes, protected with the
+    Initial keys of `dcid` as a real client does; packets can be concatenated (coalesced)."""
+    type_bits = 0b01 if version == QUIC_V2 else 0b00
+    head = (bytes((0xC0 | type_bits << 4 | (pn_len - 1),)) + version.to_bytes(4, "big") + bytes((len(dcid),)) + dcid
+            + bytes((len(scid),)) + scid + _quic_varint(len(token)) + token)
+    frames += bytes(max(0, pad_to - (len(head) + 2 + pn_len + 16) - len(frames)))
+    header = head + _quic_varint(pn_len + len(frames) + 16, 2) + packet_number.to_bytes(pn_len, "big")
+    return quic_protect_initial(header, frames, dcid, version)
+
+
 def quic_initial(sni: str, dcid: bytes = bytes.fromhex("8394c8f03e515708"), version: int = 1, scid: bytes = b"",
                  pad_to: int = 1200, packet_number: int = 0, pn_len: int = 1) -> bytes:
     """A client's first QUIC Initial datagram: one CRYPTO frame with the ClientHello of
     `tls_client_hello(sni)`, PADDING up to `pad_to` bytes, protected as a real client does."""
-    hello = tls_client_hello(sni)[5:]  # QUIC carries handshake messages without TLS records
-    crypto = b"\x06" + _quic_varint(0) + _quic_varint(len(hello)) + hello
-    type_bits = 0b01 if version == QUIC_V2 else 0b00
-    head = (bytes((0xC0 | type_bits << 4 | (pn_len - 1),)) + version.to_bytes(4, "big") + bytes((len(dcid),)) + dcid
-            + bytes((len(scid),)) + scid + _quic_varint(0))  # no token
-    frames = crypto + bytes(max(0, pad_to - (len(head) + 2 + pn_len + 16) - len(crypto)))
-    header = head + _quic_varint(pn_len + len(frames) + 16, 2) + packet_number.to_bytes(pn_len, "big")
-    return quic_protect_initial(header, frames, dcid, version)
+    return quic_initial_packet(quic_crypto(0, quic_client_hello(sni)), dcid, version, scid, pad_to=pad_to,
+                               packet_number=packet_number, pn_len=pn_len)
+
+
+_RETRY_INTEGRITY = {  # RFC 9001 5.8, RFC 9369 3.3.3: (key, nonce) of the Retry integrity tag
+    1: (bytes.fromhex("be0c690b9f66575a1d766b54e368c84e"), bytes.fromhex("461599d35d632bf2239825bb")),
+    QUIC_V2: (bytes.fromhex("8fb4b01b56ac48e260fbcbcead7ccc92"), bytes.fromhex("d86969bc2d7c6d9990efb04a")),
+}
+
+
+def quic_retry(original_dcid: bytes, client_scid: bytes, new_scid: bytes, token: bytes, version: int = 1) -> bytes:
+    """A server's Retry (RFC 9000 17.2.5): the client must resend its Initial with `token` to the DCID
+    `new_scid`, under that DCID's Initial keys."""
+    type_bits = 0b00 if version == QUIC_V2 else 0b11
+    packet = (bytes((0xC0 | type_bits << 4,)) + version.to_bytes(4, "big") + bytes((len(client_scid),)) + client_scid
+              + bytes((len(new_scid),)) + new_scid + token)
+    key, nonce = _RETRY_INTEGRITY[version]
+    pseudo = bytes((len(original_dcid),)) + original_dcid + packet
+    return packet + AESGCM(key).encrypt(nonce, b"", pseudo)
 
 
 def tls_server_certificate_flight(cert_der: bytes) -> bytes:

@@ -144,7 +144,7 @@ def test_quic_frames_without_sni(frames: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=40), st.integers(0, 255), st.booleans())
 def test_quic_first_frame_shortcut_changes_nothing(frames: bytes, first: int, hello: bool) -> None:
-    """Rejecting a packet whose first decrypted byte is no frame `_crypto_stream` takes gives what
+    """Rejecting a packet whose first decrypted byte is no frame `_crypto_chunks` takes gives what
     decrypting and parsing it all would (the shortcut disabled)."""
     packet = _packet(bytes((first,)) + frames + (_crypto(0, HELLO) if hello else b""))
     with patch.object(quic, "_FIRST_FRAMES", frozenset(range(256))):

@@ -11,12 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import traffic as t
-from engine.aggregator import EventPipeline, apply_items
+from engine.aggregator import EventPipeline, SniCheck, apply_items
 from engine.eventlog import DailyLog
 from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.build import compile_index
 from engine.index.fileformat import write_arrays
 from engine.index.mapped import TrailIndex
+from engine.quicstreams import QuicStreams
 from engine.trails.ignore import IgnoreRules
 from workers.batch import parse_batch
 from workers.domains import NEGATIVE_CACHE_SIZE, DomainChecker
@@ -26,6 +27,7 @@ from workers.worker import batch_counters, batch_items
 
 TRAILS = {"evil.example": ("malware (x)", "(static)"), "66.66.66.66": ("malware (x)", "(static)"),
           "/bad.php": ("malware (x)", "(static)")}
+_PQ_HELLO = t.quic_client_hello("evil.example", post_quantum=True)
 SEEDS = [
     t.ethernet(t.udp4("10.0.0.1", "192.0.2.53", 5353, 53, t.dns_query("a.evil.example"))),
     t.ethernet(t.udp4("192.0.2.53", "10.0.0.1", 53, 5353, t.dns_response("x.example", ["66.66.66.66"]))),
@@ -33,6 +35,9 @@ SEEDS = [
                       t.http_request("GET", "/bad.php?id=1'", host="evil.example", user_agent="masscan/1.0"))),
     t.ethernet(t.tcp4("10.0.0.1", "192.0.2.9", 1234, 443, t.PSH | t.ACK, t.tls_client_hello("evil.example"))),
     t.ethernet(t.udp4("10.0.0.1", "192.0.2.9", 1234, 443, t.quic_initial("evil.example"))),
+    *(t.ethernet(t.udp4("10.0.0.1", "192.0.2.9", 1235, 443, t.quic_initial_packet(  # a ClientHello over 2 datagrams
+        t.quic_crypto(start, _PQ_HELLO[start:end]), b"\x01" * 8, pad_to=1200)))
+      for start, end in ((0, 100), (100, 1000))),
     t.ethernet(t.tcp4("10.0.0.1", "192.0.2.53", 5353, 53, t.PSH | t.ACK, b"".join(  # DNS over TCP, 3 messages
         len(m).to_bytes(2, "big") + m for m in (t.dns_query("a.evil.example"), t.dns_query("evil.example", 28),
                                                 t.dns_response("nx.example", [], rcode=3))))),
@@ -52,6 +57,7 @@ class _World:
         self.inspector = PayloadInspector(self.index, DetectionSettings(check_missing_host=True,
                                                                         check_host_domains=True))
         self.heuristics = Heuristics(HeuristicSettings(), self.index.is_whitelisted_ip)
+        self.quic = QuicStreams(SniCheck(self.index, DetectionSettings()))
         self.pipeline = EventPipeline(self.index, IgnoreRules(), DailyLog(tmp / "logs", "fuzz"))
 
     def run(self, frames: list[bytes], linktype: int = 1) -> dict[str, int]:
@@ -62,7 +68,7 @@ class _World:
         data = np.frombuffer(b"".join(frames), dtype=np.uint8)
         parsed = parse_batch(meta, data, linktype)
         items = batch_items(parsed, data, self.matcher, self.inspector)
-        apply_items(items, self.heuristics, self.pipeline)
+        apply_items(items, self.heuristics, self.pipeline, self.quic)
         self.pipeline.flush()
         return batch_counters(parsed.version, parsed.malformed, caplen)
 

@@ -32,13 +32,14 @@ from workers.protocols.http import (
     parse_http_response,
     split_requests,
 )
-from workers.protocols.quic import QUIC_V1, QUIC_V2, initial_sni
-from workers.protocols.tls import client_hello_sni, server_certificate_sha1
+from workers.protocols.quic import QUIC_V1, QUIC_V2, crypto_stream, hello_complete, initial_crypto
+from workers.protocols.tls import client_hello_sni, handshake_sni, server_certificate_sha1
 
 # Observation kinds sent to the aggregator: (kind, sec, usec, src, sport, dst, dport, detail...)
 OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
 OBS_NXDOMAIN = "nx"  # detail: query name
 OBS_WEB = "web"  # detail: first path segment, host, path
+OBS_QUIC = "quic"  # detail: client SCID, CRYPTO chunks ((offset, bytes), ...) of a ClientHello cut over datagrams
 QUERY_CACHE_SIZE = 20_000
 REQUEST_CACHE_SIZE = 4096  # request plans kept per worker (FIFO)
 PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
@@ -143,7 +144,7 @@ class PayloadInspector:
                 if sport == 53 or dport == 53:
                     self._dns(ctx, payload)
                 else:
-                    self._sni(ctx, initial_sni(payload))
+                    self._quic(ctx, payload)
             elif (sport == 53 or dport == 53) and self._dns_tcp(ctx, payload):
                 continue
             elif payload[:1] == b"\x16":
@@ -195,6 +196,27 @@ class PayloadInspector:
     def _sni(self, c: _Packet, sni: str | None) -> None:
         if sni:
             self._domain(c, sni)
+
+    def _quic(self, c: _Packet, payload: bytes) -> None:
+        """A datagram whose own Initials give the SNI is checked here; the CRYPTO chunks of one that
+        holds only part of a ClientHello go to the aggregator, which sees every datagram of the
+        connection in capture order whatever worker handled them."""
+        scid, chunks = initial_crypto(payload)
+        if not chunks:
+            return
+        stream = crypto_stream(chunks)
+        sni = handshake_sni(stream) if stream else None
+        if sni:
+            self._domain(c, sni)
+        elif stream[:1] in (b"", b"\x01") and not hello_complete(stream):  # a ClientHello's start, or later
+            c.observe(OBS_QUIC, (scid, tuple(chunks)))
+
+    def sni_events(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, sni: str) -> list[Event]:
+        """The events of an SNI read by the aggregator (a reassembled QUIC ClientHello), made by the
+        same code as a packet's own."""
+        out: list[Item] = []
+        self._sni(_Packet(-1, sec, usec, src, sport, dst, dport, "UDP", out, -1, -1, -1), sni)
+        return [data[0] for _, _, data in out]
 
     # ---- DNS (spec 2.7) ---------------------------------------------------------------------
     def _dns(self, c: _Packet, payload: bytes) -> None:

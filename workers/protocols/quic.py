@@ -3,8 +3,10 @@
 Initial packets are protected with keys anyone can derive from the Destination Connection ID, so
 a passive sensor can read the ClientHello. Decryption is AES-128-CTR without the GCM tag check, as
 the spec asks: the plaintext is the same bytes GCM would return, and a datagram cut by the capture
-snap length still yields its first frames. Work is bounded: at most MAX_DECRYPT bytes are
-decrypted and MAX_FRAMES frames parsed, and any malformed field ends the parse with None.
+snap length still yields its first frames. Work is bounded: at most MAX_COALESCED Initials of a
+datagram are read, of each at most MAX_DECRYPT bytes decrypted and MAX_FRAMES frames parsed, and
+any malformed field ends the parse. A ClientHello spread over several datagrams is reassembled by
+the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto` returns.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ QUIC_V1, QUIC_V2 = 0x00000001, 0x6B3343CF
 MAX_DECRYPT = 2048
 MAX_FRAMES = 64  # clients split a ClientHello into a few CRYPTO frames among PING/PADDING, not hundreds
 MAX_ACK_RANGES = 16
+MAX_COALESCED = 4  # Initials in one datagram (RFC 9000 12.2); clients send one or two
 MAX_CID = 20  # RFC 9000 17.2: longer connection IDs are not QUIC v1/v2
 SAMPLE = 16
 TAG = 16
@@ -31,7 +34,7 @@ _VERSIONS = {
     QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2 ", 0b01),  # RFC 9369 3.3
 }
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
-_FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_stream`
+_FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_chunks`
 
 
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
@@ -71,8 +74,8 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[pos:end], "big") & ((1 << (8 * size - 2)) - 1), end
 
 
-def _crypto_stream(plain: bytes) -> bytes:
-    """Contiguous CRYPTO data from offset 0, frames taken in any order (clients split and shuffle)."""
+def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
+    """(offset, data) of the CRYPTO frames of a decrypted Initial, in packet order."""
     chunks: list[tuple[int, bytes]] = []
     pos, end = 0, len(plain)
     for _ in range(MAX_FRAMES):
@@ -97,10 +100,16 @@ def _crypto_stream(plain: bytes) -> bytes:
             size, pos = _varint(plain, pos)
             if pos < 0:
                 break
-            chunks.append((offset, plain[pos : pos + size]))  # a cut last frame keeps what it has
+            if size:
+                chunks.append((offset, plain[pos : pos + size]))  # a cut last frame keeps what it has
             pos += size
         else:
             break
+    return chunks
+
+
+def crypto_stream(chunks: list[tuple[int, bytes]]) -> bytes:
+    """Contiguous CRYPTO data from offset 0, frames taken in any order (clients split and shuffle)."""
     stream = b""
     for offset, data in sorted(chunks, key=lambda chunk: chunk[0]):
         if offset > len(stream):
@@ -109,42 +118,70 @@ def _crypto_stream(plain: bytes) -> bytes:
     return stream
 
 
-def initial_sni(payload: bytes | memoryview) -> str | None:
-    """SNI of the ClientHello in a UDP payload holding a QUIC v1/v2 client Initial packet."""
-    data = bytes(payload)
+def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, bytes, list[tuple[int, bytes]], int]:
+    """(DCID, SCID, CRYPTO chunks, end) of the client Initial at data[pos:]; end -1 when there is none
+    (or its DCID is not `dcid`: RFC 9000 12.2, coalesced packets share it)."""
     n = len(data)
-    if n < 7 or not data[0] & 0x80:
-        return None
-    version = int.from_bytes(data[1:5], "big")
+    none: tuple[bytes, bytes, list[tuple[int, bytes]], int] = (b"", b"", [], -1)
+    if n < pos + 7 or not data[pos] & 0x80:
+        return none
+    first = data[pos]
+    version = int.from_bytes(data[pos + 1 : pos + 5], "big")
     params = _VERSIONS.get(version)
-    if params is None or (data[0] >> 4) & 3 != params[2]:
-        return None
-    dcid_len = data[5]
-    pos = 6 + dcid_len
-    if dcid_len > MAX_CID or pos >= n or data[pos] > MAX_CID:
-        return None
-    dcid = data[6:pos]
-    token_len, pos = _varint(data, pos + 1 + data[pos])
-    if pos < 0:
-        return None
-    length, pn_offset = _varint(data, pos + token_len)
+    if params is None or (first >> 4) & 3 != params[2]:
+        return none
+    dcid_len = data[pos + 5]
+    cid_end = pos + 6 + dcid_len
+    if dcid_len > MAX_CID or cid_end >= n or data[cid_end] > MAX_CID:
+        return none
+    packet_dcid = data[pos + 6 : cid_end]
+    if dcid is not None and packet_dcid != dcid:
+        return none
+    scid = data[cid_end + 1 : cid_end + 1 + data[cid_end]]
+    token_len, at = _varint(data, cid_end + 1 + data[cid_end])
+    if at < 0:
+        return none
+    length, pn_offset = _varint(data, at + token_len)
     if pn_offset < 0 or length < 4 + SAMPLE or pn_offset + 4 + SAMPLE > n:
-        return None
-    key, iv, hp = initial_keys(dcid, version)
+        return none
+    key, iv, hp = initial_keys(packet_dcid, version)
     sample = data[pn_offset + 4 : pn_offset + 4 + SAMPLE]
     mask = _ecb(hp).update(sample)
-    pn_len = ((data[0] ^ mask[0]) & 0x03) + 1
+    pn_len = ((first ^ mask[0]) & 0x03) + 1
     packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
         mask[1 : 1 + pn_len], "big")
-    start, end = pn_offset + pn_len, pn_offset + length
-    end = end - TAG if end <= n else n  # a whole packet ends with the tag; a cut one keeps all it has
+    start, packet_end = pn_offset + pn_len, pn_offset + length
+    end = packet_end - TAG if packet_end <= n else n  # a whole packet ends with the tag; a cut one keeps all
     end = min(end, start + MAX_DECRYPT)
     if end <= start:
-        return None
+        return none
     nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
     counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
     if _ecb(key).update(counter)[0] ^ data[start] not in _FIRST_FRAMES:
-        return None  # the frames would stop at once: wrong keys (a server's Initial) or junk
+        return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
     plain = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor().update(data[start:end])
-    stream = _crypto_stream(plain)
+    return packet_dcid, scid, _crypto_chunks(plain), packet_end
+
+
+def initial_crypto(payload: bytes | memoryview) -> tuple[bytes, list[tuple[int, bytes]]]:
+    """(client SCID, CRYPTO chunks) of the client Initials coalesced in a UDP payload (at most
+    MAX_COALESCED, sharing the first one's DCID); no chunks when it holds none."""
+    data = bytes(payload)
+    dcid, scid, chunks, pos = _initial_packet(data, 0, None)
+    for _ in range(MAX_COALESCED - 1):
+        if not 0 < pos < len(data):
+            break
+        _, _, more, pos = _initial_packet(data, pos, dcid)
+        chunks += more
+    return scid, chunks
+
+
+def hello_complete(stream: bytes) -> bool:
+    """Whether a CRYPTO stream from offset 0 holds a whole handshake message (nothing more to wait for)."""
+    return len(stream) >= 4 and len(stream) >= 4 + int.from_bytes(stream[1:4], "big")
+
+
+def initial_sni(payload: bytes | memoryview) -> str | None:
+    """SNI of the ClientHello in a UDP payload holding QUIC v1/v2 client Initial packets."""
+    stream = crypto_stream(initial_crypto(payload)[1])
     return handshake_sni(stream) if stream else None
