@@ -563,11 +563,278 @@ def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, 
     return out
 
 
+def _router_frame(link: _Link, ethernet_link: bool, l3: bytes) -> bytes:
+    """Link framing; on Ethernet the MACs follow the direction as behind a real router."""
+    if not ethernet_link:
+        return link(l3)
+    inside = (l3[8] == 0xFD) if _is_v6(l3) else (l3[12] == 10)
+    if inside:
+        return ethernet(l3, src_mac=DEFAULT_HOST_MAC, dst_mac=DEFAULT_ROUTER_MAC)
+    return ethernet(l3, src_mac=DEFAULT_ROUTER_MAC, dst_mac=DEFAULT_HOST_MAC)
+
+
+# --- traffic where everything is new (issue 12) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UniqueShares:
+    """Per-packet shares of the `unique` mix (the rest is bulk TCP data of long flows); `ipv6` is the
+    share of flows of every kind carried over IPv6. Parameters so that figures can be checked to
+    hold when the proportions move."""
+
+    dns: float = 0.08  # queries and their answers
+    http: float = 0.02  # whole HTTP flows: handshake, request, response, FIN exchange
+    tls: float = 0.02  # whole TLS flows: ClientHello, server flight, bulk records
+    quic: float = 0.01  # client Initials and the server's first answer
+    syn: float = 0.01  # lone SYNs, never answered
+    udp: float = 0.02  # other UDP (STUN, WireGuard, RTP-like)
+    icmp: float = 0.005  # echo requests and replies
+    ipv6: float = 0.04
+
+    def kinds(self) -> dict[str, float]:
+        """Packet share of each kind, bulk included."""
+        shares = {"dns": self.dns, "http": self.http, "tls": self.tls, "quic": self.quic, "syn": self.syn,
+                  "udp": self.udp, "icmp": self.icmp}
+        rest = 1.0 - sum(shares.values())
+        if rest < 0 or min(shares.values()) < 0 or not 0 <= self.ipv6 <= 1:
+            raise ValueError("unique mix shares must be >= 0 and sum to at most 1")
+        return {**shares, "bulk": rest}
+
+
+_PORTS = 65536 - 1024  # client ports used: 1024..65535, each once per client address block
+_PORT_STEP = 40_501  # coprime to _PORTS (2**10 * 63): the walk visits every port before repeating
+_OPEN_FLOWS = {"dns": 8, "http": 4, "tls": 4, "quic": 4, "bulk": 256}  # flows of each kind interleaved
+_BULK_PACKETS = (200, 3000)  # a long flow's remaining length when the capture sees it
+_UDP_PORTS = (3478, 51820, 5004, 5060, 1194, 27015)
+_LANGS = ("en-US,en;q=0.9", "de-DE,de;q=0.9,en;q=0.6", "fr-FR,fr;q=0.8,en-US;q=0.5", "es-ES,es;q=0.9",
+          "ja-JP,ja;q=0.9,en;q=0.4", "pt-BR,pt;q=0.9,en;q=0.7", "en-GB,en;q=0.9")
+_ACCEPTS = ("text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+            "application/json, text/plain, */*", "*/*", "image/avif,image/webp,image/png,image/*;q=0.8,*/*;q=0.5")
+
+
+def _token(number: int, rng: Random, letters: int = 3) -> str:
+    """A name fragment that is new for every `number` (its base-36 digits) with seeded letters around it."""
+    digits = ""
+    while True:
+        number, d = divmod(number, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not number:
+            break
+    return "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=letters)) + digits
+
+
+def _user_agent(n: int, rng: Random) -> str:
+    """A browser's User-Agent of one of several families, its version numbers carrying `n` so it is new."""
+    a, b = n % 1000, n // 1000
+    family = rng.randrange(6)
+    major = rng.randint(110, 131)
+    if family == 0:
+        return (f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                f"Chrome/{major}.0.{5000 + a}.{b} Safari/537.36")
+    if family == 1:
+        return (f"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                f"Chrome/{major}.0.0.0 Safari/537.36 Edg/{major}.0.{2000 + a}.{b}")
+    if family == 2:
+        return (f"Mozilla/5.0 (X11; Linux x86_64; rv:{major}.0) Gecko/20100101 Firefox/{major}.{a}.{b}")
+    if family == 3:
+        return (f"Mozilla/5.0 (iPhone; CPU iPhone OS 17_{rng.randint(0, 6)} like Mac OS X) AppleWebKit/605.1.15 "
+                f"(KHTML, like Gecko) Version/17.{a} Mobile/15E{b} Safari/604.1")
+    if family == 4:
+        return (f"Mozilla/5.0 (Linux; Android 14; SM-S9{rng.randint(10, 28)}B) AppleWebKit/537.36 (KHTML, like "
+                f"Gecko) Chrome/{major}.0.{6000 + a}.{b} Mobile Safari/537.36")
+    return (f"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+            f"Version/{a % 8 + 15}.{a}.{b} Safari/605.1.15")
+
+
+class _Unique:
+    """State of one `unique` capture: counters that make every name, path, User-Agent, SNI and client
+    port new, the seeded RNG for everything else, and the open flows of each kind."""
+
+    def __init__(self, seed: int, shares: UniqueShares, link: _Link, ethernet_link: bool,
+                 trail_ips: Sequence[str], trail_names: Sequence[str]) -> None:
+        self.rng = rng = Random(seed)
+        self.link, self.ethernet_link = link, ethernet_link
+        self.stats = _Stats(trail_syns=dict.fromkeys(trail_ips, 0), trail_syns_from=dict.fromkeys(trail_ips, 0),
+                            trail_udp=dict.fromkeys(trail_ips, 0))
+        self.trail_ips, self.trail_names = list(trail_ips), list(trail_names)
+        self.flows = self.names = self.requests = self.dns_flows = self.planted = self.syns = 0
+        self.port_base = rng.randrange(_PORTS)
+        kinds = shares.kinds()
+        self.ipv6 = shares.ipv6
+        self.kind_names = list(kinds)
+        self.cum = list(accumulate(kinds.values()))
+        self.builders: dict[str, Callable[[bool], list[_Packet]]] = {
+            "dns": self._dns, "http": self._http, "tls": self._tls, "quic": self._quic, "syn": self._syn,
+            "udp": self._udp, "icmp": self._icmp, "bulk": self._bulk}
+        self.open: dict[str, list[list[_Packet]]] = {k: [] for k in kinds}
+        self.body = rng.randbytes(1 << 16)  # bulk payload source: sliced at random offsets
+
+    # addresses, ports and names
+
+    def _client(self, v6: bool, flow: int) -> tuple[str, int]:
+        """A client address and port pair never used before: ports walk 1024..65535, and every time the
+        walk wraps the clients move to another address block."""
+        block, i = divmod(flow, _PORTS)
+        port = 1024 + (self.port_base + i * _PORT_STEP) % _PORTS
+        r = self.rng.randrange
+        if v6:
+            return f"fd00:{block + 0x100:x}::{r(1, 0xFFFF):x}:{r(1, 0xFFFF):x}", port
+        return f"10.{block % 200 + 1}.{r(0, 256)}.{r(1, 255)}", port
+
+    def _server(self, v6: bool) -> str:
+        r = self.rng.randrange
+        if v6:
+            return f"{self.rng.choice(_V6_SERVER_PREFIXES)}::{r(1, 0xFFFF):x}"
+        return f"{self.rng.choice(_V4_FIRST_OCTETS)}.{r(0, 256)}.{r(0, 256)}.{r(1, 255)}"
+
+    def _endpoints(self, v6: bool) -> tuple[str, int, str]:
+        self.flows += 1
+        return (*self._client(v6, self.flows - 1), self._server(v6))
+
+    def _name(self) -> str:
+        """A DNS name never seen before in this capture (the counter is in its first label)."""
+        rng = self.rng
+        self.names += 1
+        prefix = rng.choice(("www.", "api.", "cdn.", "img.", "", "", "m.", "static."))
+        return f"{prefix}{rng.choice(_WORDS)}-{_token(self.names, rng)}.{rng.choice(_TLDS)}"
+
+    # flows, as IP packets with their direction
+
+    def _dns(self, v6: bool) -> list[_Packet]:
+        rng = self.rng
+        client, port, _ = self._endpoints(v6)
+        resolver = "fd00:10::53" if v6 else rng.choice(("10.0.0.53", "10.0.0.54"))
+        self.dns_flows += 1
+        if self.trail_names and self.dns_flows % 500 == 250 and self.planted < len(self.trail_names):
+            name = self.trail_names[self.planted]  # a listed name, each asked once
+            self.planted += 1
+        else:
+            name = self._name()
+        txid, roll = rng.getrandbits(16), rng.random()
+        udp = udp6 if v6 else udp4
+        if roll < 0.1:
+            qtype, answers, rcode = 1, [], 3
+        elif roll < 0.3:
+            qtype, answers, rcode = 28, [self._server(True) for _ in range(rng.randint(1, 2))], 0
+        else:
+            qtype, answers, rcode = 1, [self._server(False) for _ in range(rng.randint(1, 4))], 0
+        return [(udp(client, resolver, port, 53, dns_query(name, qtype, txid)), 0),
+                (udp(resolver, client, 53, port, dns_response(name, answers, rcode, txid)), 1)]
+
+    def _http(self, v6: bool) -> list[_Packet]:
+        rng = self.rng
+        client, port, server = self._endpoints(v6)
+        self.requests += 1
+        n, host = self.requests, self._name()
+        query = f"?id={_token(n, rng, 4)}&ref={rng.getrandbits(40):x}&utm_source={rng.choice(_WORDS)}"
+        path = f"/{rng.choice(_WORDS)}/{rng.choice(_WORDS)}/{_token(n, rng, 6)}.html"
+        path += "x" * max(0, 60 - len(path) - len(query)) + query
+        headers = {"Accept": rng.choice(_ACCEPTS), "Accept-Language": rng.choice(_LANGS),
+                   "Cookie": f"sid={rng.getrandbits(96):024x}; theme={rng.choice(('dark', 'light'))}",
+                   "Referer": f"https://{host}/{rng.choice(_WORDS)}/", "Accept-Encoding": "gzip, deflate, br",
+                   "Connection": "keep-alive"}
+        request = http_request("GET", path, host=host, user_agent=_user_agent(n, rng), headers=headers)
+        body = (b"<p>lorem ipsum dolor sit amet, consectetur adipiscing elit</p>\n" * 40)[:rng.randint(300, 2500)]
+        return _tcp_flow(client, server, port, 80, [(0, request), (1, http_response(200, "text/html", body))], rng)
+
+    def _tls(self, v6: bool) -> list[_Packet]:
+        rng = self.rng
+        client, port, server = self._endpoints(v6)
+
+        def data(size: int) -> bytes:
+            return _tls_record(0x17, rng.randbytes(size))
+
+        ccs = _tls_record(0x14, b"\x01")
+        messages = [(0, tls_client_hello(self._name())), (1, tls_server_hello() + ccs + data(rng.randint(2000, 4500))),
+                    (0, ccs + data(53) + data(rng.randint(150, 700))),
+                    (1, b"".join(data(16384) for _ in range(rng.randint(1, 4)))), (0, data(19))]
+        return _tcp_flow(client, server, port, 443, messages, rng)
+
+    def _quic(self, v6: bool) -> list[_Packet]:
+        rng = self.rng
+        client, port, server = self._endpoints(v6)
+        udp = udp6 if v6 else udp4
+        dcid, scid = rng.randbytes(8), rng.randbytes(8)
+        answer = b"\xc1\x00\x00\x00\x01\x08" + scid + b"\x08" + dcid + b"\x00" + rng.randbytes(1200)
+        return [(udp(client, server, port, 443, quic_initial(self._name(), dcid=dcid)), 0),
+                (udp(server, client, 443, port, answer), 1)]
+
+    def _syn(self, v6: bool) -> list[_Packet]:
+        rng = self.rng
+        self.syns += 1
+        listed = bool(self.trail_ips) and self.syns % 50 == 25  # a connection attempt to a listed address
+        client, port, server = self._endpoints(v6 and not listed)
+        if listed:
+            server = self.trail_ips[self.syns // 50 % len(self.trail_ips)]
+            self.stats.trail_syns[server] += 1
+            v6 = False
+        build = tcp6 if v6 else tcp4
+        dport = rng.choice((80, 443, 443, 8080, 22, 25))
+        return [(build(client, server, port, dport, SYN, seq=rng.getrandbits(32),
+                       options=_syn_options(1440 if v6 else 1460, rng)), 0)]
+
+    def _udp(self, v6: bool) -> list[_Packet]:
+        rng = self.rng
+        client, port, server = self._endpoints(v6)
+        return [((udp6 if v6 else udp4)(client, server, port, rng.choice(_UDP_PORTS),
+                                        rng.randbytes(rng.randint(40, 300))), 0)]
+
+    def _icmp(self, v6: bool) -> list[_Packet]:
+        rng = self.rng
+        client, _, server = self._endpoints(v6)
+        body = struct.pack("!HH", rng.getrandbits(16), 1) + rng.randbytes(56)
+        if v6:
+            return [(icmp6(client, server, 128, 0, body), 0), (icmp6(server, client, 129, 0, body), 1)]
+        return [(icmp4(client, server, 8, 0, body), 0), (icmp4(server, client, 0, 0, body), 1)]
+
+    def _bulk(self, v6: bool) -> list[_Packet]:
+        """The rest of a long download already under way (no handshake): full data segments from the
+        server, an ACK every few, and the FIN exchange at the end."""
+        rng = self.rng
+        client, port, server = self._endpoints(v6)
+        build, mss = (tcp6, 1440) if v6 else (tcp4, 1460)
+        seq_c, seq_s = rng.getrandbits(32), rng.getrandbits(32)
+        out: list[_Packet] = []
+        for k in range(rng.randint(*_BULK_PACKETS) * 2 // 3):
+            size = mss if rng.random() < 0.9 else rng.randint(200, mss)
+            at = rng.randrange(len(self.body) - size)
+            out.append((build(server, client, 443, port, ACK, self.body[at:at + size], seq=seq_s, ack=seq_c), 1))
+            seq_s = (seq_s + size) & 0xFFFFFFFF
+            if k % 2:
+                out.append((build(client, server, port, 443, ACK, seq=seq_c, ack=seq_s), 0))
+        out += [(build(client, server, port, 443, FIN | ACK, seq=seq_c, ack=seq_s), 0),
+                (build(server, client, 443, port, FIN | ACK, seq=seq_s, ack=seq_c + 1), 1),
+                (build(client, server, port, 443, ACK, seq=seq_c + 1, ack=seq_s + 1), 0)]
+        return out
+
+    def next_packet(self) -> bytes:
+        """One framed packet: its kind drawn by share, then the next packet of one of that kind's open
+        flows (a new flow when fewer than `_OPEN_FLOWS` are open), so the shares hold per packet."""
+        r = self.rng.random
+        kind = self.kind_names[min(bisect(self.cum, r() * self.cum[-1]), len(self.kind_names) - 1)]
+        flows = self.open[kind]
+        if len(flows) < _OPEN_FLOWS.get(kind, 1):
+            flows.append(self.builders[kind](r() < self.ipv6)[::-1])  # reversed: pop() takes the next
+        i = int(r() * len(flows))
+        flow = flows[i]
+        packet, _ = flow.pop()
+        if not flow:
+            flows[i] = flows[-1]
+            flows.pop()
+        return self._frame(packet)
+
+    def _frame(self, l3: bytes) -> bytes:
+        return _router_frame(self.link, self.ethernet_link, l3)
+
+
 # Flow kinds and their weights (per flow, not per packet) for each traffic mix. `mixed` is the
 # realistic default: ~300-byte mean frame, ~25 % DNS. The others stress one cost: big frames
 # (`bulk`: 1,400-byte data frames and a GRO receiver's stretch ACKs), payload inspection
 # (`dns-heavy`, `http-heavy`), or per-packet overhead with nothing to inspect (`syn-flood`).
-MIXES: dict[str, dict[str, int]] = {
+# `unique` is the other way round: per-packet shares (`UniqueShares`) and every name, path,
+# User-Agent, SNI and client port new, so no cache of the sensor ever hits.
+MIXES: dict[str, dict[str, int] | UniqueShares] = {
+    "unique": UniqueShares(),
     "mixed": {"dns4": 115, "dns6": 10, "http": 8, "tls4": 11, "tls6": 2, "quic4": 4, "quic6": 1, "scan": 70,
               "ntp": 12, "syslog": 20, "ping": 10},
     "bulk": {"bulk": 30, "dns4": 10, "tls4": 2},
@@ -637,13 +904,7 @@ class _Mix:
         return list(out)
 
     def _frame(self, l3: bytes) -> bytes:
-        """Link framing; on Ethernet the MACs follow the direction like behind a real router."""
-        if not self.ethernet_link:
-            return self.link(l3)
-        inside = (l3[8] == 0xFD) if _is_v6(l3) else (l3[12] == 10)
-        if inside:
-            return ethernet(l3, src_mac=DEFAULT_HOST_MAC, dst_mac=DEFAULT_ROUTER_MAC)
-        return ethernet(l3, src_mac=DEFAULT_ROUTER_MAC, dst_mac=DEFAULT_HOST_MAC)
+        return _router_frame(self.link, self.ethernet_link, l3)
 
     def _templates(self, build: Callable[[int], list[_Packet]], count: int = _TEMPLATES) -> list[_Template]:
         out = []
@@ -818,7 +1079,8 @@ class _Mix:
 
 
 def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequence[str] = (),
-                  linktype: int = 1, mix: str = "mixed", start: float = _T0_US / 1e6) -> dict:
+                  linktype: int = 1, mix: str = "mixed", start: float = _T0_US / 1e6,
+                  shares: UniqueShares | None = None, trail_names: Sequence[str] = ()) -> dict:
     """Write `packets` frames of realistic interleaved traffic (of one of the `MIXES`) to a classic
     pcap file.
 
@@ -828,6 +1090,9 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
     instead of one call per frame. Returns `packets`, `bytes` (sum of frame lengths), `mean_frame`,
     `flows`, `trail_syns` / `trail_syns_from` (SYN without ACK to / from each trail IP) and
     `trail_udp` (UDP datagrams to each trail IP, never DNS).
+
+    The `unique` mix is generated packet by packet (`unique_capture`); `shares` overrides its
+    proportions and `trail_names` are asked once each in its DNS queries.
     """
     if packets < 0:
         raise ValueError("packets must be >= 0")
@@ -836,7 +1101,10 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
         raise ValueError(f"unsupported linktype {linktype}; one of {sorted(links)}")
     if mix not in MIXES:
         raise ValueError(f"unknown traffic mix {mix!r}; one of {', '.join(MIXES)}")
-    flows_mix = _Mix(seed, trail_ips, links[linktype], linktype == 1, MIXES[mix])
+    weights = MIXES[mix]
+    if isinstance(weights, UniqueShares):
+        return unique_capture(path, packets, seed, trail_ips, linktype, start, shares or weights, trail_names)
+    flows_mix = _Mix(seed, trail_ips, links[linktype], linktype == 1, weights)
     rand, pack = flows_mix.rng.random, struct.Struct("<IIII").pack
     flows = [flows_mix.new_flow(i) for i in range(_CONCURRENT)]
     started, ts, total, written = _CONCURRENT, int(start * 1e6), 0, 0
@@ -864,6 +1132,42 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
             "flows": stats.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
             "trail_udp": stats.trail_udp}
 
+
+
+def unique_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequence[str] = (), linktype: int = 1,
+                   start: float = _T0_US / 1e6, shares: UniqueShares | None = None,
+                   trail_names: Sequence[str] = ()) -> dict:
+    """Write `packets` frames of the `unique` mix: every DNS name, HTTP host, path, query string and
+    User-Agent, SNI and client (address, port) appears once (client ports themselves are distinct
+    for the first 64,512 flows). Every packet is built, none replayed, so this is several times slower
+    than the template mixes. One SYN in 50 goes to one of `trail_ips` (counted in `trail_syns`), one
+    DNS query in 500 asks for the next of `trail_names`. Returns what `mixed_capture` returns.
+    """
+    if packets < 0:
+        raise ValueError("packets must be >= 0")
+    links = {dlt: wrap for dlt, wrap in LINKTYPES.values()}
+    if linktype not in links:
+        raise ValueError(f"unsupported linktype {linktype}; one of {sorted(links)}")
+    gen = _Unique(seed, shares or UniqueShares(), links[linktype], linktype == 1, trail_ips, trail_names)
+    rand, pack, nxt = gen.rng.random, struct.Struct("<IIII").pack, gen.next_packet
+    ts, total = int(start * 1e6), 0
+    chunk: list[bytes] = []
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
+        for _ in range(packets):
+            frame = nxt()
+            ts += 1 + int(-_MEAN_GAP_US * log(1.0 - rand()))
+            n = len(frame)
+            chunk += (pack(ts // 1_000_000, ts % 1_000_000, n, n), frame)
+            total += n
+            if len(chunk) >= 131072:
+                f.write(b"".join(chunk))
+                chunk.clear()
+        f.write(b"".join(chunk))
+    stats = gen.stats
+    return {"packets": packets, "bytes": total, "mean_frame": total / packets if packets else 0.0,
+            "flows": gen.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
+            "trail_udp": stats.trail_udp}
 
 # --- QUIC client Initial and TLS server flight (spec 2.8) --------------------------------------
 
