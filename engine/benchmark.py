@@ -54,7 +54,7 @@ _TLDS = ("com", "net", "org", "ru", "xyz", "top")
 class BenchOptions:
     """What `maltrail bench` was asked for (validated by `check`)."""
 
-    mix: str = "mixed"
+    mix: str = "unique"
     capture: str | None = None
     packets: int = DEFAULT_PACKETS
     workers: list[int] = field(default_factory=lambda: list(DEFAULT_WORKERS))

@@ -157,7 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.trails and args.trail_rows is not None:
         raise ConfigError("--trails and --trail-rows: --trail-rows sizes the generated trail set only")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    options = BenchOptions(mix=args.mix or "mixed", capture=args.read, workers=parse_workers(args.workers),
+    options = BenchOptions(mix=args.mix or "unique", capture=args.read, workers=parse_workers(args.workers),
                            packets=DEFAULT_PACKETS if args.packets is None else args.packets, trails=args.trails,
                            trail_rows=DEFAULT_TRAIL_ROWS if args.trail_rows is None else args.trail_rows,
                            rate=args.rate, json_path=args.json, progress=progress)
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="replay a traffic mix for several worker counts: throughput, drops, advice")
     p.add_argument("-c", "--config", help="sensor configuration to bench (default: ./maltrail.toml if present)")
-    p.add_argument("--mix", choices=list(MIXES), help="traffic mix to generate (default: mixed)")
+    p.add_argument("--mix", choices=list(MIXES), help="traffic mix to generate (default: unique)")
     p.add_argument("-r", "--read", metavar="CAPTURE", help="replay this pcap/pcapng instead of generating one")
     p.add_argument("--packets", type=int, help=f"packets to generate (default {DEFAULT_PACKETS:,})")
     p.add_argument("--workers", default=",".join(map(str, DEFAULT_WORKERS)), metavar="N,N,...",
