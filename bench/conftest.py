@@ -27,6 +27,7 @@ from engine.trails.whitelist import Whitelist
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 STATIC = SHARED / "trails" / "static"
 MIXED_PACKETS = 300_000
+UNIQUE_PACKETS = 900_000  # replayed once: a capture given twice would repeat every item
 
 
 @pytest.fixture(scope="session")
@@ -103,3 +104,11 @@ def mix_pcap(workdir: Path, full_index: Path) -> Callable[[str], Path]:
 @pytest.fixture(scope="session")
 def mixed_pcap(mix_pcap: Callable[[str], Path]) -> Path:
     return mix_pcap("mixed")
+
+
+@pytest.fixture(scope="session")
+def unique_pcap(workdir: Path, full_index: Path) -> Path:
+    """A UNIQUE_PACKETS capture of the `unique` mix (about a minute to generate: no packet is replayed)."""
+    path = workdir / "unique-large.pcap"
+    mixed_capture(path, UNIQUE_PACKETS, seed=1, trail_ips=_trail_ips(full_index), mix="unique")
+    return path

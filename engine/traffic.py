@@ -646,6 +646,25 @@ def _user_agent(n: int, rng: Random) -> str:
             f"Version/{a % 8 + 15}.{a}.{b} Safari/605.1.15")
 
 
+def unique_name(n: int, rng: Random) -> str:
+    """DNS name number `n`: new for every `n` (its base-36 digits end the first label)."""
+    prefix = rng.choice(("www.", "api.", "cdn.", "img.", "", "", "m.", "static."))
+    return f"{prefix}{rng.choice(_WORDS)}-{_token(n, rng)}.{rng.choice(_TLDS)}"
+
+
+def unique_http_request(n: int, host: str, rng: Random) -> bytes:
+    """Request number `n` of a browser: a ~60-character path with a query string and a User-Agent that
+    both carry `n` (so they are new), and the six headers browsers send (Host, User-Agent, Accept,
+    Accept-Language, Cookie, Referer)."""
+    query = f"?id={_token(n, rng, 4)}&ref={rng.getrandbits(40):x}&utm_source={rng.choice(_WORDS)}"
+    path = f"/{rng.choice(_WORDS)}/{rng.choice(_WORDS)}/{_token(n, rng, 6)}.html"
+    path += "x" * max(0, 60 - len(path) - len(query)) + query
+    headers = {"Accept": rng.choice(_ACCEPTS), "Accept-Language": rng.choice(_LANGS),
+               "Cookie": f"sid={rng.getrandbits(96):024x}; theme={rng.choice(('dark', 'light'))}",
+               "Referer": f"https://{host}/{rng.choice(_WORDS)}/"}
+    return http_request("GET", path, host=host, user_agent=_user_agent(n, rng), headers=headers)
+
+
 class _Unique:
     """State of one `unique` capture: counters that make every name, path, User-Agent, SNI and client
     port new, the seeded RNG for everything else, and the open flows of each kind."""
@@ -693,10 +712,8 @@ class _Unique:
 
     def _name(self) -> str:
         """A DNS name never seen before in this capture (the counter is in its first label)."""
-        rng = self.rng
         self.names += 1
-        prefix = rng.choice(("www.", "api.", "cdn.", "img.", "", "", "m.", "static."))
-        return f"{prefix}{rng.choice(_WORDS)}-{_token(self.names, rng)}.{rng.choice(_TLDS)}"
+        return unique_name(self.names, self.rng)
 
     # flows, as IP packets with their direction
 
@@ -725,15 +742,7 @@ class _Unique:
         rng = self.rng
         client, port, server = self._endpoints(v6)
         self.requests += 1
-        n, host = self.requests, self._name()
-        query = f"?id={_token(n, rng, 4)}&ref={rng.getrandbits(40):x}&utm_source={rng.choice(_WORDS)}"
-        path = f"/{rng.choice(_WORDS)}/{rng.choice(_WORDS)}/{_token(n, rng, 6)}.html"
-        path += "x" * max(0, 60 - len(path) - len(query)) + query
-        headers = {"Accept": rng.choice(_ACCEPTS), "Accept-Language": rng.choice(_LANGS),
-                   "Cookie": f"sid={rng.getrandbits(96):024x}; theme={rng.choice(('dark', 'light'))}",
-                   "Referer": f"https://{host}/{rng.choice(_WORDS)}/", "Accept-Encoding": "gzip, deflate, br",
-                   "Connection": "keep-alive"}
-        request = http_request("GET", path, host=host, user_agent=_user_agent(n, rng), headers=headers)
+        request = unique_http_request(self.requests, self._name(), rng)
         body = (b"<p>lorem ipsum dolor sit amet, consectetur adipiscing elit</p>\n" * 40)[:rng.randint(300, 2500)]
         return _tcp_flow(client, server, port, 80, [(0, request), (1, http_response(200, "text/html", body))], rng)
 
