@@ -5,7 +5,9 @@ tcpdump, Wireshark - reads them the way it would read real traffic. `mixed_captu
 realistic capture fast: each flow kind is built once per call as a few dozen templates with the
 builders, then replayed with other addresses and ephemeral ports patched in and the checksums
 updated incrementally (RFC 1624), so the per-packet cost is a handful of slice assignments.
-`MIXES` names the traffic mixes `maltrail bench` offers (flow kinds and their weights).
+`MIXES` names the traffic mixes `maltrail bench` offers (flow kinds and their weights). The `unique`
+mix is the exception: every name, path, User-Agent, SNI and client port in it is new, so nothing can
+be replayed and `unique_capture` builds every packet (several times slower to generate).
 """
 
 from __future__ import annotations
