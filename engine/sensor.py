@@ -13,7 +13,6 @@ when its source changes, on SIGHUP, or when asked (`engine/reload.py`).
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import sys
@@ -36,6 +35,7 @@ from engine.index.generations import GenerationSpec, generation_path, generation
 from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
 from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
+from engine.processes import process_context
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
 from shm.counters import SharedCounters, create_counters
@@ -265,14 +265,6 @@ class Supervisor:
             if p.is_alive():
                 p.kill()
                 p.join()
-
-
-def process_context() -> multiprocessing.context.BaseContext:
-    """Children are forked from a server that has already imported numpy and our modules: their
-    code and imported state stay shared pages, so a worker costs little memory beyond its work."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["workers.preload"])
-    return ctx
 
 
 def _linktype_text(linktype: int) -> str:

@@ -26,6 +26,7 @@ from random import Random
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from engine.mixes import MIXES
 from workers.protocols.quic import QUIC_V2, initial_keys
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -563,18 +564,6 @@ def _tcp_flow(a: str, b: str, sport: int, dport: int, messages: list[tuple[int, 
     return out
 
 
-# Flow kinds and their weights (per flow, not per packet) for each traffic mix. `mixed` is the
-# realistic default: ~300-byte mean frame, ~25 % DNS. The others stress one cost: big frames
-# (`bulk`: 1,400-byte data frames and a GRO receiver's stretch ACKs), payload inspection
-# (`dns-heavy`, `http-heavy`), or per-packet overhead with nothing to inspect (`syn-flood`).
-MIXES: dict[str, dict[str, int]] = {
-    "mixed": {"dns4": 115, "dns6": 10, "http": 8, "tls4": 11, "tls6": 2, "quic4": 4, "quic6": 1, "scan": 70,
-              "ntp": 12, "syslog": 20, "ping": 10},
-    "bulk": {"bulk": 30, "dns4": 10, "tls4": 2},
-    "dns-heavy": {"dns4": 200, "dns6": 25, "http": 2, "tls4": 3, "scan": 10, "ntp": 5, "ping": 2},
-    "http-heavy": {"http": 60, "dns4": 20, "tls4": 4, "scan": 4},
-    "syn-flood": {"synflood": 400, "dns4": 10, "tls4": 1},
-}
 BULK_FRAME = 1400
 _BULK_ACK_EVERY = 16
 _BULK_TEMPLATES = 16
