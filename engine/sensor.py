@@ -25,11 +25,9 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from engine.aggregator import run_aggregator
 from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
 from engine.config import ConfigError, SensorConfig
 from engine.heuristics import HeuristicSettings
-from engine.index.build import build_index_file
 from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
@@ -41,9 +39,9 @@ from engine.resources import data_file
 from shm.counters import SharedCounters, create_counters
 from shm.ring import Ring, create_ring
 from shm.segments import SegmentOwner
+from workers import entry
 from workers.batch import SUPPORTED_LINKTYPES, linktype_name
-from workers.payload import DetectionSettings
-from workers.worker import run_worker
+from workers.settings import DetectionSettings
 
 RESULT_SLOTS = 8
 RESULT_SLOT_BYTES = 1 << 20
@@ -195,7 +193,10 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
 
     A prebuilt index is used only if it was built with the configured whitelist and custom trails
     (its recorded provenance); otherwise it is rebuilt from its recorded sources when they are all
-    still there (saying so through `say`), or refused with what differs. Never silently ignored."""
+    still there (saying so through `say`), or refused with what differs. Never silently ignored.
+    The trail compiler is imported only to build: a prebuilt index starts without it."""
+    from engine.index.build import build_index_file
+
     if not cfg.trails:
         raise ConfigError("no trail source: set [sensor] trails in maltrail.toml or pass --trails")
     path = Path(cfg.trails).expanduser()
@@ -374,10 +375,10 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             ready = ctx.Semaphore(0)
             me = os.getpid()
             for w in range(cfg.workers):
-                procs.append(ctx.Process(target=run_worker, name=f"worker-{w}",
+                procs.append(ctx.Process(target=entry.worker, name=f"worker-{w}",
                                          args=(w, generations, in_specs[w], out_specs[w], me, ready,
                                                detection_settings(cfg))))
-            procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
+            procs.append(ctx.Process(target=entry.aggregator, name="aggregator", args=(
                 generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
                 str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source,
                 detection_settings(cfg))))

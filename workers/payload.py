@@ -9,7 +9,6 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 import numpy as np
@@ -34,6 +33,7 @@ from workers.protocols.http import (
 )
 from workers.protocols.quic import QUIC_V1, QUIC_V2, crypto_stream, hello_complete, initial_crypto
 from workers.protocols.tls import client_hello_sni, handshake_sni, server_certificate_sha1
+from workers.settings import DetectionSettings
 
 # Observation kinds sent to the aggregator: (kind, sec, usec, src, sport, dst, dport, detail...)
 OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
@@ -63,17 +63,6 @@ def _private_addr(addr: Addr) -> bool:
     if isinstance(addr, int):
         return ip4_private(addr, link_local=True)
     return is_private(addr_text(addr))
-
-
-@dataclass
-class DetectionSettings:
-    """The detection switches a worker needs (from maltrail.toml [detection])."""
-
-    use_heuristics: bool = True
-    check_missing_host: bool = False
-    check_host_domains: bool = False
-    long_domain: bool = True
-    web_scanning: bool = True
 
 
 Item = tuple[int, str, tuple]  # (row, "event" | observation kind, payload)
