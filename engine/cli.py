@@ -15,10 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.config import ConfigError, SensorConfig, load_config, load_update_config
-from engine.index.fileformat import IndexFormatError
-from engine.livestats import StatusError, read_status, sensor_state, status_text
 from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
-from engine.pcapio import CaptureError
 from engine.processes import start_process_server
 from engine.trails.ignore import IgnoreRulesError
 from engine.trails.whitelist import WhitelistError
@@ -28,20 +25,23 @@ if TYPE_CHECKING:
     from engine.update.timer import UpdateTimer
 from webui.cli import register as register_webui
 
-LIGHT_ERRORS = (ConfigError, CaptureError, IndexFormatError, WhitelistError, IgnoreRulesError, StatusError,
-                UpdateError)
+LIGHT_ERRORS = (ConfigError, WhitelistError, IgnoreRulesError, UpdateError)
 
 
 def expected_errors() -> tuple[type[Exception], ...]:
     """Errors reported as one line. Commands import what they run when they run it (start-up of
-    `trails build`, `check` or `update` does not pay for the sensor's or the dashboard's modules,
-    nor the sensor's for the trail compiler's or the benchmark's); an error of a module is only
+    `trails build`, `check` or `update` does not pay for the sensor's or the dashboard's modules;
+    the sensor starts its fork server before importing numpy); an error of a module is only
     raised once that module is loaded anyway."""
     from engine.index.build import IndexBuildError
+    from engine.index.fileformat import IndexFormatError
+    from engine.livestats import StatusError
+    from engine.pcapio import CaptureError
     from engine.sensor import SensorError
     from engine.trails.sources import TrailSourceError
 
-    return (*LIGHT_ERRORS, IndexBuildError, TrailSourceError, SensorError)
+    return (*LIGHT_ERRORS, CaptureError, IndexFormatError, StatusError, IndexBuildError, TrailSourceError,
+            SensorError)
 STATE_EXIT = {"running": 0, "stopped": 1, "stale": 1}
 
 
@@ -112,6 +112,8 @@ def _status_path(args: argparse.Namespace) -> Path:
 
 
 def _show_status(path: Path, as_json: bool, watching: bool) -> int:
+    from engine.livestats import StatusError, read_status, sensor_state, status_text
+
     try:
         status = read_status(path)
     except StatusError as exc:
