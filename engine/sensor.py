@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
-from engine.config import ConfigError, SensorConfig
-from engine.heuristics import HeuristicSettings
+from engine.config import ConfigError, HeuristicSettings, SensorConfig
 from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
