@@ -187,15 +187,19 @@ def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
         dns_exhaustion_threshold=cfg.dns_exhaustion_threshold, nxdomain_threshold=cfg.nxdomain_threshold)
 
 
+def _build_index(specs: list[str], out: Path, whitelist: list[Path], default_whitelist: bool) -> None:
+    """The trail compiler is imported only to build: a prebuilt index starts without it."""
+    from engine.index.build import build_index_file
+
+    build_index_file(specs, out, whitelist, default_whitelist)
+
+
 def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] | None = None) -> Path:
     """The index to map: the configured file itself, or one built now from the sources.
 
     A prebuilt index is used only if it was built with the configured whitelist and custom trails
     (its recorded provenance); otherwise it is rebuilt from its recorded sources when they are all
-    still there (saying so through `say`), or refused with what differs. Never silently ignored.
-    The trail compiler is imported only to build: a prebuilt index starts without it."""
-    from engine.index.build import build_index_file
-
+    still there (saying so through `say`), or refused with what differs. Never silently ignored."""
     if not cfg.trails:
         raise ConfigError("no trail source: set [sensor] trails in maltrail.toml or pass --trails")
     path = Path(cfg.trails).expanduser()
@@ -209,7 +213,7 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     out = workdir / "trails.mtidx"
     if not is_index_file(path):
         specs = [f"custom:{d}" for d in custom] + [str(path)]  # Maltrail's order: custom first
-        build_index_file(specs, out, whitelist, cfg.default_whitelist)
+        _build_index(specs, out, whitelist, cfg.default_whitelist)
         return out
     meta = read_meta(path)
     diffs = differences(meta.get("provenance"), describe(whitelist, cfg.default_whitelist, custom))
@@ -226,7 +230,7 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     known = {s for s in specs if s.startswith("custom:")}
     extra = [f"custom:{d.resolve()}" for d in custom if f"custom:{d.resolve()}" not in known]
     ordered = [s for s in specs if s.startswith("custom:")] + extra + [s for s in specs if not s.startswith("custom:")]
-    build_index_file(ordered, out, whitelist, cfg.default_whitelist)
+    _build_index(ordered, out, whitelist, cfg.default_whitelist)
     if say is not None:
         say(f"{path} was built with other settings ({'; '.join(diffs)}): rebuilt from its sources "
             "with the configured ones for this run")
