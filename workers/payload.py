@@ -15,9 +15,8 @@ import numpy as np
 
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
-from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
+from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
-from engine.trails.sources import UA_PREFIX
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, DomainChecker
