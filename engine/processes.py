@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import os
 import signal
 from multiprocessing.context import BaseContext
 
@@ -26,7 +27,13 @@ def start_process_server() -> None:
     """Start the fork server now (it takes a few tenths of a second to import its modules); the
     first process start would otherwise wait for all of it. It is started ignoring SIGINT, as the
     children it forks must be: Ctrl-C goes to the whole foreground group, and only the sensor
-    decides how the pipeline stops."""
+    decides how the pipeline stops.
+
+    No process of the sensor uses BLAS, whose thread pool (started by importing numpy) spins
+    for about 40 ms per process at start on cores the start-up needs: one thread is asked for,
+    unless the environment already says otherwise, before this process or the server imports
+    numpy."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     process_context()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
