@@ -385,15 +385,16 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                 generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
                 str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source,
                 detection_settings(cfg))))
+            if interface:  # opened before the children start: a capture error is reported at once, and
+                # nothing they publish (the status file) precedes the open capture, now that they start quickly
+                live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
+                                   buffer_size=cfg.capture_buffer_mb << 20)
+                check_linktype(interface, live.linktype)
             _start_ignoring_sigint(procs)
             supervisor = Supervisor(procs)
             rings = [Ring(s) for s in in_specs]
             drop_when_full = interface is not None or offered_pps is not None
             dispatcher = Dispatcher(rings, live=drop_when_full, idle=supervisor.check, counters=counters)
-            if interface:  # opened before waiting, so a capture error is reported at once
-                live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
-                                   buffer_size=cfg.capture_buffer_mb << 20)
-                check_linktype(interface, live.linktype)
             reloader = Reloader(cfg, source, seen, Path(work), ctx, dispatcher, in_use, notes_out, prepare_index)
             signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request("SIGHUP", rebuild=True))
             if hangups:
