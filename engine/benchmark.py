@@ -32,16 +32,14 @@ from engine.config import ConfigError, SensorConfig
 from engine.index.build import build_index_file
 from engine.index.mapped import TrailIndex
 from engine.ipaddr import ip4_text
+from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
 from engine.pcapio import read_batches
 from engine.proctree import cpu_seconds, pss_kb
-from engine.traffic import MIXES, mixed_capture
+from engine.traffic import mixed_capture
 
 if TYPE_CHECKING:
     from engine.sensor import Summary
 
-DEFAULT_PACKETS = 1_000_000
-DEFAULT_WORKERS = (1, 2, 4)
-DEFAULT_TRAIL_ROWS = 1_500_000
 WITHIN_BEST = 0.05  # the recommendation: fewest workers within this fraction of the best throughput
 CPU_SAMPLE_SECONDS = 0.02
 PSS_SAMPLE_SECONDS = 0.25

@@ -14,23 +14,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.benchmark import (
-    DEFAULT_PACKETS,
-    DEFAULT_TRAIL_ROWS,
-    DEFAULT_WORKERS,
-    BenchOptions,
-    parse_workers,
-    run_bench,
-)
 from engine.config import ConfigError, SensorConfig, load_config, load_update_config
-from engine.index.build import IndexBuildError, build_index_file
-from engine.index.fileformat import IndexFormatError
-from engine.index.mapped import TrailIndex
-from engine.livestats import StatusError, read_status, sensor_state, status_text
-from engine.pcapio import CaptureError
-from engine.traffic import MIXES
+from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
+from engine.processes import start_process_server
 from engine.trails.ignore import IgnoreRulesError
-from engine.trails.sources import TrailSourceError
 from engine.trails.whitelist import WhitelistError
 from engine.update.errors import UpdateError
 
@@ -38,17 +25,23 @@ if TYPE_CHECKING:
     from engine.update.timer import UpdateTimer
 from webui.cli import register as register_webui
 
-LIGHT_ERRORS = (ConfigError, CaptureError, TrailSourceError, IndexBuildError, IndexFormatError, WhitelistError,
-                IgnoreRulesError, StatusError, UpdateError)
+LIGHT_ERRORS = (ConfigError, WhitelistError, IgnoreRulesError, UpdateError)
 
 
 def expected_errors() -> tuple[type[Exception], ...]:
     """Errors reported as one line. Commands import what they run when they run it (start-up of
-    `trails build`, `check` or `update` does not pay for the sensor's or the dashboard's modules);
-    an error of a module is only raised once that module is loaded anyway."""
+    `trails build`, `check` or `update` does not pay for the sensor's or the dashboard's modules;
+    the sensor starts its fork server before importing numpy); an error of a module is only
+    raised once that module is loaded anyway."""
+    from engine.index.build import IndexBuildError
+    from engine.index.fileformat import IndexFormatError
+    from engine.livestats import StatusError
+    from engine.pcapio import CaptureError
     from engine.sensor import SensorError
+    from engine.trails.sources import TrailSourceError
 
-    return (*LIGHT_ERRORS, SensorError)
+    return (*LIGHT_ERRORS, CaptureError, IndexFormatError, StatusError, IndexBuildError, TrailSourceError,
+            SensorError)
 STATE_EXIT = {"running": 0, "stopped": 1, "stale": 1}
 
 
@@ -64,6 +57,7 @@ def _config(args: argparse.Namespace) -> SensorConfig:
 
 
 def cmd_sensor(args: argparse.Namespace) -> int:
+    start_process_server()  # imports what the workers need while this process imports the rest
     cfg = _config(args)
     for name in ("trails", "log_dir", "workers", "bpf", "snaplen"):
         value = getattr(args, name)
@@ -118,6 +112,8 @@ def _status_path(args: argparse.Namespace) -> Path:
 
 
 def _show_status(path: Path, as_json: bool, watching: bool) -> int:
+    from engine.livestats import StatusError, read_status, sensor_state, status_text
+
     try:
         status = read_status(path)
     except StatusError as exc:
@@ -156,6 +152,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("-r and --packets: a given capture is replayed whole")
     if args.trails and args.trail_rows is not None:
         raise ConfigError("--trails and --trail-rows: --trail-rows sizes the generated trail set only")
+    from engine.benchmark import BenchOptions, parse_workers, run_bench
+
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     options = BenchOptions(mix=args.mix or "unique", capture=args.read, workers=parse_workers(args.workers),
                            packets=DEFAULT_PACKETS if args.packets is None else args.packets, trails=args.trails,
@@ -166,6 +164,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_trails_build(args: argparse.Namespace) -> int:
+    from engine.index.build import build_index_file
+
     meta = build_index_file(args.sources, Path(args.out), [Path(w) for w in args.whitelist],
                             not args.no_default_whitelist)
     counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
@@ -178,6 +178,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.trails:
         cfg.trails = args.trails
     with tempfile.TemporaryDirectory(prefix="maltrail-check-") as work:
+        from engine.index.mapped import TrailIndex
         from engine.sensor import prepare_index
 
         index = TrailIndex(prepare_index(cfg, Path(work)))

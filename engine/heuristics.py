@@ -15,6 +15,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.config import HeuristicSettings
 from engine.eventlog import Event
 from engine.ipaddr import Addr, addr_text, ip4_private
 from workers.batch import PROTO_TCP
@@ -23,26 +24,6 @@ from workers.heuristics.dns_rules import dga_reason, looks_like_dnsbl_trail, nx_
 HEURISTIC_REF = "(heuristic)"
 INFECTION_PORTS = frozenset((135, 139, 445, 1433, 3389, 6379, 6892, 6893, 6901))
 _EXHAUSTION_GUARDS = ("wpad", "autodiscover", "_ldap._tcp")
-
-
-@dataclass
-class HeuristicSettings:
-    use_heuristics: bool = True
-    disabled: frozenset[str] = frozenset()
-    scan_window: int = 30
-    port_scan_threshold: int = 10
-    udp_scan_threshold: int = 10
-    web_scan_threshold: int = 10
-    infection_threshold: int = 32
-    max_items_per_key: int = 1024
-    max_keys: int = 50_000
-    dns_exhaustion_threshold: int = 1000
-    dns_exhaustion_window: int = 60
-    nxdomain_threshold: int = 20
-    max_dns_keys: int = 100_000
-
-    def on(self, name: str) -> bool:
-        return self.use_heuristics and name not in self.disabled
 
 
 def _is_private(ip: str) -> bool:

@@ -13,7 +13,6 @@ when its source changes, on SIGHUP, or when asked (`engine/reload.py`).
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import sys
@@ -26,24 +25,22 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from engine.aggregator import run_aggregator
 from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
-from engine.config import ConfigError, SensorConfig
-from engine.heuristics import HeuristicSettings
-from engine.index.build import build_index_file
+from engine.config import ConfigError, HeuristicSettings, SensorConfig
 from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
 from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
+from engine.processes import process_context
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
 from shm.counters import SharedCounters, create_counters
 from shm.ring import Ring, create_ring
 from shm.segments import SegmentOwner
+from workers import entry
 from workers.batch import SUPPORTED_LINKTYPES, linktype_name
-from workers.payload import DetectionSettings
-from workers.worker import run_worker
+from workers.settings import DetectionSettings
 
 RESULT_SLOTS = 8
 RESULT_SLOT_BYTES = 1 << 20
@@ -190,6 +187,13 @@ def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
         dns_exhaustion_threshold=cfg.dns_exhaustion_threshold, nxdomain_threshold=cfg.nxdomain_threshold)
 
 
+def _build_index(specs: list[str], out: Path, whitelist: list[Path], default_whitelist: bool) -> None:
+    """The trail compiler is imported only to build: a prebuilt index starts without it."""
+    from engine.index.build import build_index_file
+
+    build_index_file(specs, out, whitelist, default_whitelist)
+
+
 def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] | None = None) -> Path:
     """The index to map: the configured file itself, or one built now from the sources.
 
@@ -209,7 +213,7 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     out = workdir / "trails.mtidx"
     if not is_index_file(path):
         specs = [f"custom:{d}" for d in custom] + [str(path)]  # Maltrail's order: custom first
-        build_index_file(specs, out, whitelist, cfg.default_whitelist)
+        _build_index(specs, out, whitelist, cfg.default_whitelist)
         return out
     meta = read_meta(path)
     diffs = differences(meta.get("provenance"), describe(whitelist, cfg.default_whitelist, custom))
@@ -226,7 +230,7 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     known = {s for s in specs if s.startswith("custom:")}
     extra = [f"custom:{d.resolve()}" for d in custom if f"custom:{d.resolve()}" not in known]
     ordered = [s for s in specs if s.startswith("custom:")] + extra + [s for s in specs if not s.startswith("custom:")]
-    build_index_file(ordered, out, whitelist, cfg.default_whitelist)
+    _build_index(ordered, out, whitelist, cfg.default_whitelist)
     if say is not None:
         say(f"{path} was built with other settings ({'; '.join(diffs)}): rebuilt from its sources "
             "with the configured ones for this run")
@@ -265,14 +269,6 @@ class Supervisor:
             if p.is_alive():
                 p.kill()
                 p.join()
-
-
-def process_context() -> multiprocessing.context.BaseContext:
-    """Children are forked from a server that has already imported numpy and our modules: their
-    code and imported state stay shared pages, so a worker costs little memory beyond its work."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["workers.preload"])
-    return ctx
 
 
 def _linktype_text(linktype: int) -> str:
@@ -382,22 +378,23 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             ready = ctx.Semaphore(0)
             me = os.getpid()
             for w in range(cfg.workers):
-                procs.append(ctx.Process(target=run_worker, name=f"worker-{w}",
+                procs.append(ctx.Process(target=entry.worker, name=f"worker-{w}",
                                          args=(w, generations, in_specs[w], out_specs[w], me, ready,
                                                detection_settings(cfg))))
-            procs.append(ctx.Process(target=run_aggregator, name="aggregator", args=(
+            procs.append(ctx.Process(target=entry.aggregator, name="aggregator", args=(
                 generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
                 str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source,
                 detection_settings(cfg))))
+            if interface:  # opened before the children start: a capture error is reported at once, and
+                # nothing they publish (the status file) precedes the open capture, now that they start quickly
+                live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
+                                   buffer_size=cfg.capture_buffer_mb << 20)
+                check_linktype(interface, live.linktype)
             _start_ignoring_sigint(procs)
             supervisor = Supervisor(procs)
             rings = [Ring(s) for s in in_specs]
             drop_when_full = interface is not None or offered_pps is not None
             dispatcher = Dispatcher(rings, live=drop_when_full, idle=supervisor.check, counters=counters)
-            if interface:  # opened before waiting, so a capture error is reported at once
-                live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
-                                   buffer_size=cfg.capture_buffer_mb << 20)
-                check_linktype(interface, live.linktype)
             reloader = Reloader(cfg, source, seen, Path(work), ctx, dispatcher, in_use, notes_out, prepare_index)
             signal.signal(signal.SIGHUP, lambda signum, frame: reloader.request("SIGHUP", rebuild=True))
             if hangups:

@@ -28,6 +28,7 @@ from random import Random
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from engine.mixes import MIXES, UniqueShares
 from workers.protocols.quic import QUIC_V2, initial_keys
 
 FIN, SYN, RST, PSH, ACK, URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -578,31 +579,6 @@ def _router_frame(link: _Link, ethernet_link: bool, l3: bytes) -> bytes:
 # --- traffic where everything is new (issue 12) --------------------------------------------------
 
 
-@dataclass(frozen=True)
-class UniqueShares:
-    """Per-packet shares of the `unique` mix (the rest is bulk TCP data of long flows); `ipv6` is the
-    share of flows of every kind carried over IPv6. Parameters so that figures can be checked to
-    hold when the proportions move."""
-
-    dns: float = 0.08  # queries and their answers
-    http: float = 0.02  # whole HTTP flows: handshake, request, response, FIN exchange
-    tls: float = 0.02  # whole TLS flows: ClientHello, server flight, bulk records
-    quic: float = 0.01  # client Initials and the server's first answer
-    syn: float = 0.01  # lone SYNs, never answered
-    udp: float = 0.02  # other UDP (STUN, WireGuard, RTP-like)
-    icmp: float = 0.005  # echo requests and replies
-    ipv6: float = 0.04
-
-    def kinds(self) -> dict[str, float]:
-        """Packet share of each kind, bulk included."""
-        shares = {"dns": self.dns, "http": self.http, "tls": self.tls, "quic": self.quic, "syn": self.syn,
-                  "udp": self.udp, "icmp": self.icmp}
-        rest = 1.0 - sum(shares.values())
-        if rest < 0 or min(shares.values()) < 0 or not 0 <= self.ipv6 <= 1:
-            raise ValueError("unique mix shares must be >= 0 and sum to at most 1")
-        return {**shares, "bulk": rest}
-
-
 _PORTS = 65536 - 1024  # client ports used: 1024..65535, each once per client address block
 _PORT_STEP = 40_501  # coprime to _PORTS (2**10 * 63): the walk visits every port before repeating
 _OPEN_FLOWS = {"dns": 8, "http": 4, "tls": 4, "quic": 4, "bulk": 256}  # flows of each kind interleaved
@@ -838,21 +814,6 @@ class _Unique:
         return _router_frame(self.link, self.ethernet_link, l3)
 
 
-# Flow kinds and their weights (per flow, not per packet) for each traffic mix. `mixed` is the
-# realistic default: ~300-byte mean frame, ~25 % DNS. The others stress one cost: big frames
-# (`bulk`: 1,400-byte data frames and a GRO receiver's stretch ACKs), payload inspection
-# (`dns-heavy`, `http-heavy`), or per-packet overhead with nothing to inspect (`syn-flood`).
-# `unique` is the other way round: per-packet shares (`UniqueShares`) and every name, path,
-# User-Agent, SNI and client port new, so no cache of the sensor ever hits.
-MIXES: dict[str, dict[str, int] | UniqueShares] = {
-    "unique": UniqueShares(),
-    "mixed": {"dns4": 115, "dns6": 10, "http": 8, "tls4": 11, "tls6": 2, "quic4": 4, "quic6": 1, "scan": 70,
-              "ntp": 12, "syslog": 20, "ping": 10},
-    "bulk": {"bulk": 30, "dns4": 10, "tls4": 2},
-    "dns-heavy": {"dns4": 200, "dns6": 25, "http": 2, "tls4": 3, "scan": 10, "ntp": 5, "ping": 2},
-    "http-heavy": {"http": 60, "dns4": 20, "tls4": 4, "scan": 4},
-    "syn-flood": {"synflood": 400, "dns4": 10, "tls4": 1},
-}
 BULK_FRAME = 1400
 _BULK_ACK_EVERY = 16
 _BULK_TEMPLATES = 16

@@ -9,16 +9,14 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from urllib.parse import unquote
 
 import numpy as np
 
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
-from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE
+from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
-from engine.trails.sources import UA_PREFIX
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, DomainChecker
@@ -34,6 +32,7 @@ from workers.protocols.http import (
 )
 from workers.protocols.quic import QUIC_V1, QUIC_V2, crypto_stream, hello_complete, initial_crypto
 from workers.protocols.tls import client_hello_sni, handshake_sni, server_certificate_sha1
+from workers.settings import DetectionSettings
 
 # Observation kinds sent to the aggregator: (kind, sec, usec, src, sport, dst, dport, detail...)
 OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
@@ -63,17 +62,6 @@ def _private_addr(addr: Addr) -> bool:
     if isinstance(addr, int):
         return ip4_private(addr, link_local=True)
     return is_private(addr_text(addr))
-
-
-@dataclass
-class DetectionSettings:
-    """The detection switches a worker needs (from maltrail.toml [detection])."""
-
-    use_heuristics: bool = True
-    check_missing_host: bool = False
-    check_host_domains: bool = False
-    long_domain: bool = True
-    web_scanning: bool = True
 
 
 Item = tuple[int, str, tuple]  # (row, "event" | observation kind, payload)

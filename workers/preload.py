@@ -1,7 +1,9 @@
 """Imported once by the fork server that starts the sensor's processes.
 
 Everything a worker or the aggregator needs is imported here, and so is everything the
-`maltrail` command imports (each child re-runs the parent's main module to resolve its target).
+`maltrail` command imports at its start (each child re-runs the parent's main module to resolve
+its target); not the sensor's own modules, which no child runs: the server is on the sensor's
+start-up path, and each module here delays the first process start.
 Then `gc.freeze()` moves these objects out of the collector's reach: otherwise the first
 collection in each child writes to every object header and copies the whole inherited heap,
 one private copy per worker.
@@ -15,7 +17,7 @@ reference cycles.
 import gc
 
 import engine.aggregator  # noqa: F401
-import engine.demo  # noqa: F401
+import engine.cli  # noqa: F401
 import workers.worker  # noqa: F401
 
 gc.freeze()

@@ -5,6 +5,8 @@ Shared by the builder and every reader, so the hot path never needs the builder'
 
 from __future__ import annotations
 
+UA_PREFIX = "ua:"  # the key of a User-Agent trail (the workers look them up without the trail loader)
+
 # Entry flags: facts about an entry's info that the hot path tests without string work.
 F_ATTACKER = 1
 F_PARKING_SITE = 2

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.index.schema import UA_PREFIX
 from engine.trails.whitelist import Whitelist
 
 Trails = dict[str, tuple[str, str]]
@@ -64,7 +65,6 @@ BAD_TRAIL_PREFIXES = ("127.", "192.168.", "localhost")
 STATIC_REFERENCE = "(static)"
 CUSTOM_REFERENCE = "(custom)"
 CUSTOM_SPEC_PREFIX = "custom:"
-UA_PREFIX = "ua:"
 MAX_WILDCARD_TRAILS = 100
 CSV_FIELDS = 3
 

@@ -1,0 +1,56 @@
+"""Start-up of the sensor command: wall time of `python -m engine.cli sensor -r tiny.pcap --trails
+full.mtidx --workers 1` as a subprocess, from its start to its exit, with the full trail index.
+Forensics over many small captures pays this once per capture (target: at most 0.4 s).
+
+`MALTRAIL_STARTUP_BASE=/path/to/other/checkout` also times that checkout's code (with this
+environment's packages), alternating run by run, so load from other work on the machine affects
+both alike: before / after figures from one command.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "data" / "corpus" / "dns_queries.pcap"  # 6 packets, 2 events
+ROUNDS = 10
+
+
+def _run(checkout: Path, index: Path, log_dir: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "engine.cli", "sensor", "-r", str(TINY), "--trails", str(index),
+                    "--workers", "1", "--log-dir", str(log_dir)], cwd=checkout, check=True,
+                   stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(checkout)})
+    return time.perf_counter() - started
+
+
+def _summary(times: list[float]) -> str:
+    return (f"median {statistics.median(times):.3f} s, min {min(times):.3f} s, max {max(times):.3f} s "
+            f"({len(times)} runs)")
+
+
+def test_sensor_startup(benchmark, full_index: Path, workdir: Path, trail_set_name: str) -> None:
+    if not full_index.is_file():
+        pytest.skip("no full trail index could be built")
+    base = os.environ.get("MALTRAIL_STARTUP_BASE")
+    checkouts = {"this": ROOT} | ({"base": Path(base).resolve()} if base else {})
+    times: dict[str, list[float]] = {name: [] for name in checkouts}
+    for name, checkout in checkouts.items():  # warm the page cache and the bytecode caches
+        _run(checkout, full_index, workdir / f"startup-logs-{name}")
+
+    def one_round() -> None:
+        for name, checkout in checkouts.items():
+            times[name].append(_run(checkout, full_index, workdir / f"startup-logs-{name}"))
+
+    benchmark.pedantic(one_round, rounds=ROUNDS)
+    for name, measured in times.items():
+        benchmark.extra_info[f"{name}_median_s"] = statistics.median(measured)
+        print(f"\nsensor start to exit, tiny capture, {trail_set_name}, 1 worker, {name} "
+              f"({checkouts[name]}): {_summary(measured)}")

@@ -1,0 +1,42 @@
+"""The multiprocessing context the sensor's processes come from, and starting its fork server early.
+
+Kept apart from `engine/sensor.py` (numpy, the workers' and the aggregator's modules) so the
+`sensor` command can start the fork server before it imports those: the server is a fresh
+interpreter importing the same modules, and the two then run side by side instead of one after
+the other.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import signal
+from multiprocessing.context import BaseContext
+
+
+def process_context() -> BaseContext:
+    """Children are forked from a server that has already imported numpy and our modules: their
+    code and imported state stay shared pages, so a worker costs little memory beyond its work."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["workers.preload"])
+    return ctx
+
+
+def start_process_server() -> None:
+    """Start the fork server now (it takes a few tenths of a second to import its modules); the
+    first process start would otherwise wait for all of it. It is started ignoring SIGINT, as the
+    children it forks must be: Ctrl-C goes to the whole foreground group, and only the sensor
+    decides how the pipeline stops.
+
+    No process of the sensor uses BLAS, whose thread pool (started by importing numpy) spins
+    for about 40 ms per process at start on cores the start-up needs: one thread is asked for,
+    unless the environment already says otherwise, before this process or the server imports
+    numpy."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    process_context()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
