@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from random import Random
 
-import numpy as np
 import pytest
 
 from engine import traffic as t
@@ -28,12 +27,6 @@ ROUNDS = 20
 TARGETS_US = {"http_request": 10.0, "dns_query": 3.0, "tls_client_hello": 4.0}
 
 
-def _batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    caplen = np.array([len(f) for f in frames], dtype=np.uint32)
-    offsets = np.concatenate([[0], np.cumsum(caplen)[:-1]]).astype(np.uint32)
-    meta = np.stack([np.full(len(frames), 1_700_000_000, np.uint32), np.zeros(len(frames), np.uint32), offsets,
-                     caplen], axis=1)
-    return meta, np.frombuffer(b"".join(frames), dtype=np.uint8)
 
 
 def _client(n: int) -> tuple[str, int]:
@@ -73,7 +66,7 @@ def test_new_item(benchmark, case: str, full_index: Path) -> None:
     ix = TrailIndex(full_index)
     matcher, inspector = IpMatcher(ix), PayloadInspector(ix, DetectionSettings(use_heuristics=True))
     rng, build = Random(12), CASES[case]
-    batches = iter([_batch([build(r * BATCH + i + 1, rng) for i in range(BATCH)]) for r in range(ROUNDS + 1)])
+    batches = iter([t.frames_batch([build(r * BATCH + i + 1, rng) for i in range(BATCH)]) for r in range(ROUNDS + 1)])
     meta, data = next(batches)  # one warm-up batch: first-call costs (imports, lazy tables) are not per item
     batch_items(parse_batch(meta, data, 1), data, matcher, inspector)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from engine import traffic as t
@@ -23,12 +22,6 @@ _counter = itertools.count()
 BATCH = 512
 
 
-def _batch(frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    caplen = np.array([len(f) for f in frames], dtype=np.uint32)
-    offsets = np.concatenate([[0], np.cumsum(caplen)[:-1]]).astype(np.uint32)
-    meta = np.stack([np.full(len(frames), 1_700_000_000, np.uint32), np.zeros(len(frames), np.uint32), offsets,
-                     caplen], axis=1)
-    return meta, np.frombuffer(b"".join(frames), dtype=np.uint8)
 
 
 CASES = {
@@ -52,7 +45,7 @@ def test_payload_packet(benchmark, case: str, full_index: Path) -> None:
     ix = TrailIndex(full_index)
     matcher, inspector = IpMatcher(ix), PayloadInspector(ix, DetectionSettings())
     rounds = 24
-    batches = iter([_batch([CASES[case]() for _ in range(BATCH)]) for _ in range(rounds)])  # never repeated
+    batches = iter([t.frames_batch([CASES[case]() for _ in range(BATCH)]) for _ in range(rounds)])  # never repeated
 
     def one_batch() -> None:
         meta, data = next(batches)

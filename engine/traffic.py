@@ -25,6 +25,7 @@ from math import log
 from pathlib import Path
 from random import Random
 
+import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -1140,6 +1141,16 @@ def unique_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Seq
     return {"packets": packets, "bytes": total, "mean_frame": total / packets if packets else 0.0,
             "flows": gen.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
             "trail_udp": stats.trail_udp}
+
+def frames_batch(frames: list[bytes], sec: int = 1_700_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Frames as one packet batch in pcapy-ng's `next_batch` layout (meta rows and packet bytes), for
+    benchmarks that feed the worker path directly."""
+    caplen = np.array([len(f) for f in frames], dtype=np.uint32)
+    offsets = np.concatenate([[0], np.cumsum(caplen)[:-1]]).astype(np.uint32)
+    meta = np.stack([np.full(len(frames), sec, np.uint32), np.zeros(len(frames), np.uint32), offsets, caplen],
+                    axis=1)
+    return meta, np.frombuffer(b"".join(frames), dtype=np.uint8)
+
 
 # --- QUIC client Initial and TLS server flight (spec 2.8) --------------------------------------
 
