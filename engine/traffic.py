@@ -1078,12 +1078,11 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
     if isinstance(weights, UniqueShares):
         return unique_capture(path, packets, seed, trail_ips, linktype, start, shares or weights, trail_names)
     flows_mix = _Mix(seed, trail_ips, links[linktype], linktype == 1, weights)
-    rand, pack = flows_mix.rng.random, struct.Struct("<IIII").pack
-    flows = [flows_mix.new_flow(i) for i in range(_CONCURRENT)]
-    started, ts, total, written = _CONCURRENT, int(start * 1e6), 0, 0
-    chunk: list[bytes] = []
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))  # as engine.pcapio.PcapWriter
+
+    def frames() -> Iterator[bytes]:
+        rand = flows_mix.rng.random
+        flows = [flows_mix.new_flow(i) for i in range(_CONCURRENT)]
+        started, written = _CONCURRENT, 0
         while written < packets:
             slot = int(rand() * _CONCURRENT)
             frame = next(flows[slot], None)
@@ -1091,7 +1090,28 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
                 flows[slot] = flows_mix.new_flow(started)
                 started += 1
                 continue
-            ts += 1 + int(-_MEAN_GAP_US * log(1.0 - rand()))  # exponential gaps: bursty like real links
+            yield frame
+            written += 1
+
+    written, total = _write_pcap(path, linktype, frames(), flows_mix.rng.random, start)
+    stats = flows_mix.stats
+    return {"packets": written, "bytes": total, "mean_frame": total / written if written else 0.0,
+            "flows": stats.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
+            "trail_udp": stats.trail_udp}
+
+
+def _write_pcap(path: str | Path, linktype: int, frames: Iterator[bytes], rand: Callable[[], float], start: float
+                ) -> tuple[int, int]:
+    """A classic pcap of `frames`, with exponential gaps between them (bursty like real links) drawn
+    from `rand` after each frame, built in memory chunks and written in a few large writes;
+    returns the packets and frame bytes written."""
+    pack = struct.Struct("<IIII").pack
+    ts, total, written = int(start * 1e6), 0, 0
+    chunk: list[bytes] = []
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))  # as engine.pcapio.PcapWriter
+        for frame in frames:
+            ts += 1 + int(-_MEAN_GAP_US * log(1.0 - rand()))
             n = len(frame)
             chunk += (pack(ts // 1_000_000, ts % 1_000_000, n, n), frame)
             total += n
@@ -1100,11 +1120,7 @@ def mixed_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequ
                 f.write(b"".join(chunk))
                 chunk.clear()
         f.write(b"".join(chunk))
-    stats = flows_mix.stats
-    return {"packets": written, "bytes": total, "mean_frame": total / written if written else 0.0,
-            "flows": stats.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
-            "trail_udp": stats.trail_udp}
-
+    return written, total
 
 
 def unique_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Sequence[str] = (), linktype: int = 1,
@@ -1122,21 +1138,8 @@ def unique_capture(path: str | Path, packets: int, seed: int = 1, trail_ips: Seq
     if linktype not in links:
         raise ValueError(f"unsupported linktype {linktype}; one of {sorted(links)}")
     gen = _Unique(seed, shares or UniqueShares(), links[linktype], linktype == 1, trail_ips, trail_names)
-    rand, pack, nxt = gen.rng.random, struct.Struct("<IIII").pack, gen.next_packet
-    ts, total = int(start * 1e6), 0
-    chunk: list[bytes] = []
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype))
-        for _ in range(packets):
-            frame = nxt()
-            ts += 1 + int(-_MEAN_GAP_US * log(1.0 - rand()))
-            n = len(frame)
-            chunk += (pack(ts // 1_000_000, ts % 1_000_000, n, n), frame)
-            total += n
-            if len(chunk) >= 131072:
-                f.write(b"".join(chunk))
-                chunk.clear()
-        f.write(b"".join(chunk))
+    nxt = gen.next_packet
+    _, total = _write_pcap(path, linktype, (nxt() for _ in range(packets)), gen.rng.random, start)
     stats = gen.stats
     return {"packets": packets, "bytes": total, "mean_frame": total / packets if packets else 0.0,
             "flows": gen.flows, "trail_syns": stats.trail_syns, "trail_syns_from": stats.trail_syns_from,
