@@ -9,12 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from replay_support import replay_frames
 
 from engine import traffic as t
 from engine.cli import main
-from engine.config import SensorConfig
 from engine.pcapio import PcapWriter
-from engine.sensor import run_sensor
 from workers.batch import DLT_EN10MB, DLT_NFLOG, parse_batch
 
 TRAILS = "66.66.66.66,malware (test),(static)\ndead::beef,malware (test),(static)\n"
@@ -30,15 +29,7 @@ def trails(tmp_path: Path) -> Path:
 
 
 def _replay(trails: Path, tmp_path: Path, frames: list[bytes], linktype: int) -> tuple[list[str], dict]:
-    """(event lines, worker counters) of the sensor over a pcap of `frames`, one per second."""
-    capture = tmp_path / "c.pcap"
-    with PcapWriter(capture, linktype=linktype) as w:
-        for i, frame in enumerate(frames):
-            w.write(frame, T0 + i)
-    log_dir = tmp_path / "logs"
-    summary = run_sensor(SensorConfig(name="test", trails=str(trails), log_dir=str(log_dir), workers=1), [capture])
-    lines = [line for f in sorted(log_dir.glob("*.log")) for line in f.read_text().splitlines()]
-    return lines, summary.status["counters"]
+    return replay_frames(trails, tmp_path, frames, linktype)
 
 
 def _sports(lines: list[str]) -> list[int]:

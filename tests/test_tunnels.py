@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from replay_support import replay_frames
 
 from engine import traffic as t
-from engine.config import SensorConfig
-from engine.pcapio import PcapWriter
-from engine.sensor import run_sensor
 from workers.batch import DLT_EN10MB, MAX_TUNNEL_DEPTH, parse_batch
 
 TRAILS = ("66.66.66.66,malware (test),(static)\ndead::beef,malware (test),(static)\n"
@@ -62,15 +60,8 @@ def trails(tmp_path: Path) -> Path:
 
 def _replay(trails: Path, tmp_path: Path, frames: list[bytes]) -> tuple[list[list[str]], dict]:
     """(event lines split in fields, worker counters) of the sensor over a pcap of `frames`."""
-    tmp_path.mkdir(exist_ok=True)
-    capture = tmp_path / "c.pcap"
-    with PcapWriter(capture, linktype=DLT_EN10MB) as w:
-        for i, frame in enumerate(frames):
-            w.write(frame, T0 + i)
-    log_dir = tmp_path / "logs"
-    summary = run_sensor(SensorConfig(name="test", trails=str(trails), log_dir=str(log_dir), workers=1), [capture])
-    lines = [line.split(" ") for f in sorted(log_dir.glob("*.log")) for line in f.read_text().splitlines()]
-    return lines, summary.status["counters"]
+    lines, counters = replay_frames(trails, tmp_path, frames, DLT_EN10MB)
+    return [line.split(" ") for line in lines], counters
 
 
 def _parse(frames: list[bytes]):
