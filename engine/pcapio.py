@@ -9,6 +9,7 @@ with struct (block layout varies, so there is no vectorised shortcut).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import mmap
@@ -127,9 +128,12 @@ class _PcapLengths:
         return out
 
     def close(self) -> None:
+        """Unmap now unless a view is still alive (a traceback through `take` keeps one, e.g. on
+        Ctrl-C): then the mapping goes with that view, and the interrupt is not masked."""
         self._data = np.zeros(0, np.uint8)
         if self._map is not None:
-            self._map.close()
+            with contextlib.suppress(BufferError):
+                self._map.close()
         self._f.close()
 
 

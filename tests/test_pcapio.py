@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import pcapio
 from engine.pcapio import CaptureError, LiveCapture, PcapWriter, read_batches, write_pcapng
 
 FRAMES = [bytes([i]) * (20 + i * 7) for i in range(50)]
@@ -43,6 +44,24 @@ def test_pcap_round_trip(tmp_path: Path, nanosecond: bool) -> None:
     assert frames == FRAMES and linktype == 113
     assert stamps == _expected_stamps()
     assert wire == [len(f) for f in FRAMES]
+
+
+def test_interrupt_while_reading_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C lands inside the length gather: the traceback keeps a view of the mapped file alive,
+    and closing the reader must let the KeyboardInterrupt through (it once became a BufferError)."""
+    path = tmp_path / "a.pcap"
+    with PcapWriter(path, linktype=1) as w:
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            w.write(frame, ts)
+
+    def interrupted(self: pcapio._PcapLengths, at: np.ndarray) -> np.ndarray:
+        view = self._data[:8]
+        assert view.base is not None
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pcapio._PcapLengths, "_fields", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _read_all(path)
 
 
 def test_big_endian_pcap(tmp_path: Path) -> None:
