@@ -8,10 +8,12 @@ the other.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 
 
@@ -35,8 +37,19 @@ def start_process_server() -> None:
     numpy."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     process_context()
+    with _sigint_held():
+        multiprocessing.forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """SIGINT is ignored (what the server inherits across exec) and blocked (so a Ctrl-C in this
+    window stays pending instead of being discarded, and reaches this process once its own handler
+    is back): the pattern of the standard library's resource tracker."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        multiprocessing.forkserver.ensure_running()
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

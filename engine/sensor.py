@@ -32,7 +32,7 @@ from engine.index.generations import GenerationSpec, generation_path, generation
 from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
 from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
-from engine.processes import process_context
+from engine.processes import process_context, start_process_server
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
 from shm.counters import SharedCounters, create_counters
@@ -302,14 +302,12 @@ def _drain(dispatcher: Dispatcher, receiver: Connection, supervisor: Supervisor,
 
 
 def _start_ignoring_sigint(procs: list[BaseProcess]) -> None:
-    """Children are born ignoring SIGINT (an ignored signal stays ignored across exec): Ctrl-C
-    goes to the whole foreground group, and only the sensor decides how the pipeline stops."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        for p in procs:
-            p.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    """Children come from the fork server, which ignores SIGINT and passes that on: Ctrl-C goes to
+    the whole foreground group, and only the sensor decides how the pipeline stops. This process
+    keeps its own handler throughout, so a Ctrl-C during the start is never lost."""
+    start_process_server()
+    for p in procs:
+        p.start()
 
 
 def _say(line: str) -> None:
