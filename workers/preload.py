@@ -4,7 +4,9 @@ Everything a worker or the aggregator needs is imported here, and so is everythi
 `maltrail` command imports at its start (each child re-runs the parent's main module to resolve
 its target); not the sensor's own modules, which no child runs: the server is on the sensor's
 start-up path, and each module here delays the first process start.
-Then `signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the server started; still ignored
+Then `http_rules.prepare()
+http_rules.prepare()  # the pattern prefilters: loaded once here, not in every worker
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the server started; still ignored
 gc.freeze()` moves these objects out of the collector's reach: otherwise the first
 collection in each child writes to every object header and copies the whole inherited heap,
 one private copy per worker.
@@ -21,6 +23,7 @@ import signal
 import engine.aggregator  # noqa: F401
 import engine.cli  # noqa: F401
 import workers.worker  # noqa: F401
+from workers.heuristics import http_rules
 
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the server started; still ignored
 gc.freeze()

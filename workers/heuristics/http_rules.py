@@ -18,6 +18,7 @@ from functools import lru_cache
 from urllib.parse import unquote, urlparse
 
 from engine.resources import data_file
+from workers.heuristics.prefilter import PatternSet
 from workers.protocols.http import HEAD_CHARS, HttpResponse
 
 # Decoded, lowercased request texts containing any of these are never examined (`ads` also
@@ -131,6 +132,7 @@ SUSPICIOUS_CATEGORIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re
     ("potential dns changer", _DNS_CHANGER),
 ))
 _DATA_LEAKAGE = "potential data leakage"
+_CATEGORIES = PatternSet("attack-categories", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES], _FLAGS)
 
 # Sinkhole operators mark their servers in a header or say so on the page; the match is the trail.
 SINKHOLE_RESPONSE_RE = re.compile(
@@ -203,82 +205,37 @@ def _ua_patterns(text: str) -> list[str]:
     return patterns
 
 
-_LITERAL_ESCAPES = frozenset(".()/-_ :;'\"#@&=,!%+*?[]{}|^$~<>")
-
-
-def _literal_lead(pattern: str) -> str:
-    """The plain text a pattern must start with (after a leading `\\b`), lowercased; "" if none."""
-    i = 2 if pattern.startswith("\\b") else 0
-    out: list[str] = []
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern) and pattern[i + 1] in _LITERAL_ESCAPES:
-            out.append(pattern[i + 1])
-            i += 2
-        elif ch in "\\^$.*+?()[]{}|":
-            break
-        else:
-            out.append(ch)
-            i += 1
-    lead = "".join(out).lower()
-    return lead[:-1] if lead and pattern[i : i + 1] in ("*", "?", "{") else lead
-
-
 class _UaMatcher:
     """The bundled list with the semantics of one alternation (the leftmost match wins, then list
-    order), but fast: a 1,300-way alternation costs about 1.5 ms per new User-Agent in Python's
-    `re`, and a flood of unique User-Agents must not cost that. Patterns that start with plain
-    text are found through a trigram index and confirmed at that position; patterns anchored at
-    the start are tried at position 0 only; the few others form a small searched alternation.
-    An indexed pattern is compiled when its trigram first occurs: most never do, and compiling
-    them all cost the sensor's start-up about 40 ms."""
+    order): the winner is the candidate whose own leftmost match starts first, ties going to list
+    order. Candidates come from the Hyperscan prefilter (a 1,300-way alternation in `re` cost
+    about 1.5 ms per new User-Agent); each is compiled when first needed, as most never are."""
 
     def __init__(self, patterns: list[str]) -> None:
-        self._indexed: dict[str, list[tuple[int, str, str]]] = {}
+        self._sources = patterns
+        self.prefilter = PatternSet("user-agents", patterns, re.I)
         self._compiled: dict[int, re.Pattern[str]] = {}
-        anchored: list[tuple[int, str]] = []
-        searched: list[tuple[int, str]] = []
-        for order, rx in enumerate(patterns):
-            lead = _literal_lead(rx)
-            if rx.startswith(("\\A", "^")):
-                anchored.append((order, rx))
-            elif len(lead) >= 3:
-                self._indexed.setdefault(lead[:3], []).append((order, lead, rx))
-            else:
-                searched.append((order, rx))
-        self._groups = [(self._alternation(anchored), True), (self._alternation(searched), False)]
-
-    @staticmethod
-    def _alternation(items: list[tuple[int, str]]) -> tuple[list[int], re.Pattern[str] | None]:
-        if not items:
-            return [], None
-        joined = "|".join(f"(?P<g{i}>{rx})" for i, (_, rx) in enumerate(items))
-        return [o for o, _ in items], re.compile(joined, re.I)
 
     def search(self, ua: str) -> tuple[int, int] | None:
         """(start, end) of the match a single alternation of the list would find, or None."""
         best: tuple[int, int, int] | None = None  # (start, list order, end)
-        for (orders, rx), at_start in self._groups:
-            if rx is not None:
-                m = rx.match(ua) if at_start else rx.search(ua)
-                if m and m.lastgroup and (best is None or (m.start(), orders[int(m.lastgroup[1:])]) < best[:2]):
-                    best = (m.start(), orders[int(m.lastgroup[1:])], m.end())
-        low = ua.lower()
-        for i in range(len(low) - 2):
-            if best is not None and i > best[0]:
-                break
-            for order, lead, source in self._indexed.get(low[i : i + 3], ()):
-                if low.startswith(lead, i) and (best is None or (i, order) < best[:2]):
-                    rx = self._compiled.get(order)
-                    if rx is None:
-                        rx = self._compiled[order] = re.compile(f"(?:{source})", re.I)
-                    m = rx.match(ua, i)
-                    if m:
-                        best = (i, order, m.end())
+        for order in self.prefilter.candidates(ua):
+            rx = self._compiled.get(order)
+            if rx is None:
+                rx = self._compiled[order] = re.compile(f"(?:{self._sources[order]})", re.I)
+            m = rx.search(ua)
+            if m and (best is None or m.start() < best[0]):
+                best = (m.start(), order, m.end())
         return None if best is None else (best[0], best[2])
 
 
 _UA = _UaMatcher(_ua_patterns(data_file("ua.txt").read_text(encoding="utf-8")))
+
+
+def prepare() -> None:
+    """Load (or compile) the pattern prefilters now: the fork server does, and workers inherit them."""
+    _CATEGORIES.prepare()
+    _UA.prefilter.prepare()
 
 
 def sinkhole_match(head: str) -> str | None:
@@ -306,10 +263,9 @@ def _categorise(text: str, skip_leakage: bool) -> str | None:
     low = text.lower()
     if any(part in low for part in _WHITELISTED_PARTS) or not any(c in text for c in _PRECONDITION):
         return None
-    for name, rx in SUSPICIOUS_CATEGORIES:
-        if skip_leakage and name == _DATA_LEAKAGE:
-            continue
-        if rx.search(text):
+    for i in _CATEGORIES.candidates(text):
+        name, rx = SUSPICIOUS_CATEGORIES[i]
+        if not (skip_leakage and name == _DATA_LEAKAGE) and rx.search(text):
             return name
     return None
 
