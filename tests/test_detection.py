@@ -18,7 +18,7 @@ from engine.ipaddr import ip4_text
 from engine.pcapio import PcapWriter, read_batches
 from engine.sensor import run_sensor
 from workers.batch import parse_batch
-from workers.payload import DetectionSettings, PayloadInspector, _private_addr, is_private
+from workers.payload import DetectionSettings, PayloadInspector, _private_addr, _without_values, is_private
 
 TRAILS = """\
 evil-test-domain.com,malware (test),(static)
@@ -297,3 +297,10 @@ def test_repeated_requests_report_as_if_each_were_new(index: Path, tmp_path: Pat
     0xC0A7FFFF, 0xC0A90000, 0xA9FE0001, 0xA9FD0001]))
 def test_private_address_test_without_text(ip: int) -> None:
     assert _private_addr(ip) == is_private(ip4_text(ip))
+
+
+@given(st.text(alphabet="ab?&=/.x%", max_size=40))
+def test_parameter_values_are_cut_as_maltrails_regex_does(path: str) -> None:
+    import re
+
+    assert _without_values(path) == re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)

@@ -6,6 +6,8 @@ its target); not the sensor's own modules, which no child runs: the server is on
 start-up path, and each module here delays the first process start.
 Then `http_rules.prepare()
 http_rules.prepare()  # the pattern prefilters: loaded once here, not in every worker
+http_rules.prepare()  # the pattern prefilters: loaded once here, inherited by every worker
+http_rules.prepare()  # the pattern prefilters: loaded once here, inherited by every worker
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the server started; still ignored
 gc.freeze()` moves these objects out of the collector's reach: otherwise the first
 collection in each child writes to every object header and copies the whole inherited heap,
@@ -25,6 +27,7 @@ import engine.cli  # noqa: F401
 import workers.worker  # noqa: F401
 from workers.heuristics import http_rules
 
+http_rules.prepare()  # the pattern prefilters: loaded once here, inherited by every worker
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the server started; still ignored
 gc.freeze()
 gc.set_threshold(50_000, 20, 100)
