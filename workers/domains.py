@@ -20,6 +20,7 @@ from workers.protocols.dns import is_valid_dns_name
 from workers.wildcards import WildcardMatcher
 
 NEGATIVE_CACHE_SIZE = 10_000
+_PLAIN_NAME = re.compile(r"[a-z0-9._-]+")  # names the bulk path takes: their suffixes hash as ASCII
 _INFRA_NAME = re.compile(r"(?:ns|rns|dns|nf|mx|nic)\d*\.")
 _IP_ADRESS = ".ip-adress.com"
 LONG_DOMAIN_INFO = "long domain (suspicious)"
@@ -54,10 +55,38 @@ class DomainChecker:
             return None
         hit = self._lookup(name)
         if hit is None:
-            self._clean[name] = None
-            if len(self._clean) > NEGATIVE_CACHE_SIZE:
-                self._clean.popitem(last=False)
+            self._remember_clean(name)
         return hit
+
+    def check_many(self, names: list[str]) -> list[DomainHit | None]:
+        """`check` of each name, with the trail and whitelist walks of all plain names done in bulk
+        (`TrailIndex.suffix_hits`): a name none of whose suffixes may be a trail or whitelisted
+        (nearly every name) skips both, leaving the long-domain and wildcard checks; the others,
+        and names that are not plain, take `check`."""
+        out: list[DomainHit | None] = [None] * len(names)
+        plain: list[tuple[int, str]] = []
+        for i, raw in enumerate(names):
+            name = raw.lower().split(":", 1)[0]
+            if name in self._clean:
+                continue
+            if not _PLAIN_NAME.fullmatch(name) or name.endswith(_IP_ADRESS) or ".onion." in name:
+                out[i] = self.check(raw)
+            else:
+                plain.append((i, name))
+        trail, listed = self.index.suffix_hits([name for _, name in plain])
+        for (i, name), maybe_trail, maybe_listed in zip(plain, trail, listed, strict=True):
+            if maybe_trail or maybe_listed:
+                out[i] = self.check(name)
+            elif not name.replace(".", "").isdigit() and is_valid_dns_name(name):
+                hit = out[i] = self._unlisted(name)
+                if hit is None:
+                    self._remember_clean(name)
+        return out
+
+    def _remember_clean(self, name: str) -> None:
+        self._clean[name] = None
+        if len(self._clean) > NEGATIVE_CACHE_SIZE:
+            self._clean.popitem(last=False)
 
     def _lookup(self, name: str) -> DomainHit | None:
         ix = self.index
@@ -79,6 +108,20 @@ class DomainChecker:
             if (k == 0 or labels[0] == "www") and flags & F_DYNAMIC:
                 continue
             return self._hit(key if k == 0 else f"({'.'.join(labels[:k])}).{key}", e)
+        hit = self._unlisted(name)
+        if hit is not None:
+            return hit
+        pos = name.find(".onion.")
+        if pos > 0:
+            label = name[:pos].rsplit(".", 1)[-1]
+            e = ix.lookup_string(label + ".onion")
+            if e >= 0:
+                end = pos + len(".onion")
+                return self._hit(f"{name[:end]}({name[end:]})", e)
+        return None
+
+    def _unlisted(self, name: str) -> DomainHit | None:
+        """The checks of a name none of whose suffixes is a trail: long domain, then wildcards."""
         if self.long_domain:
             trail = long_domain_trail(name)
             if trail is not None:
@@ -90,11 +133,4 @@ class DomainChecker:
                 pre, suf = name[: m.start()], name[m.end() :]
                 trail = (f"({pre})" if pre else "") + m.group(0) + (f"({suf})" if suf else "")
                 return self._hit(trail.replace(".)", ")."), self._wild_entries[which])
-        pos = name.find(".onion.")
-        if pos > 0:
-            label = name[:pos].rsplit(".", 1)[-1]
-            e = ix.lookup_string(label + ".onion")
-            if e >= 0:
-                end = pos + len(".onion")
-                return self._hit(f"{name[:end]}({name[end:]})", e)
         return None

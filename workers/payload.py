@@ -48,6 +48,7 @@ _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 _HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
     dtype=np.uint32)
+_PLAIN = re.compile(r"[a-z0-9._-]+")  # names whose whitelist walk can be done in bulk
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
 _RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
@@ -311,12 +312,11 @@ class PayloadInspector:
         plain = ((qtype != 12) & (qclass == 1)).tolist()
         src, dst = row_addresses(p, rows)
         known = self._names
+        fresh = self._names_facts([q for q in dict.fromkeys(names) if q not in known])
         columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
                       p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
         for i, (row, q, checked, hit, sec, usec, s, sport, d, dport) in enumerate(columns):
-            facts = known.get(q)
-            if facts is None:
-                facts = self._name_facts(q)
+            facts = known.get(q) or fresh[q]
             if facts is _IGNORED:
                 continue
             exh, trail = facts
@@ -339,14 +339,26 @@ class PayloadInspector:
             name, ix.is_whitelisted_domain, lambda key: ix.lookup_string(key) >= 0)
         return self._nx_names.put(name, counted)
 
-    def _name_facts(self, q: str) -> tuple:
-        """What a query name alone decides (ignored or not, exhaustion domain, whether it is a trail),
-        kept in a bounded cache: names repeat far more than packets do."""
-        if not q or not is_valid_dns_name(q) or is_ignored_query(q):
-            facts = _IGNORED
-        else:
-            facts = (self._exhaustion(q), self.domains.check(q) is not None)
-        return self._names.put(q, facts)
+    def _names_facts(self, names: list[str]) -> dict[str, tuple]:
+        """What each new query name alone decides (ignored or not, exhaustion domain, whether it is
+        a trail), the trail checks in bulk; kept in a bounded cache: names repeat far more than
+        packets do. The answer holds them all even when the cache is smaller than the batch."""
+        facts = dict.fromkeys(names, _IGNORED)
+        checked = [q for q in names if q and is_valid_dns_name(q) and not is_ignored_query(q)]
+        exhaustion = [exhaustion_domain(q) for q in checked]
+        counted = [exh for exh in exhaustion if exh is not None]
+        plain = [exh[0] for exh in counted if _PLAIN.fullmatch(exh[0])]
+        whitelisted = dict(zip(plain, self.index.whitelisted_domains(plain), strict=True))
+        for q, exh, hit in zip(checked, exhaustion, self.domains.check_many(checked), strict=True):
+            if exh is not None:
+                listed = whitelisted.get(exh[0])
+                if listed is None:
+                    listed = self.index.is_whitelisted_domain(exh[0])
+                exh = None if listed else exh
+            facts[q] = (exh, hit is not None)
+        for q, fact in facts.items():
+            self._names.put(q, fact)
+        return facts
 
     def _parse_dns(self, payload: bytes) -> DnsMessage | None:
         """DNS repeats itself: a message is parsed once per distinct content (transaction id aside)."""

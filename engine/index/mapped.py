@@ -64,6 +64,14 @@ class _Strings:
         return len(self._off) - 1
 
 
+def _hash_present(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    if not len(sorted_hashes) or not len(hashes):
+        return np.zeros(len(hashes), dtype=bool)
+    i = np.searchsorted(sorted_hashes, hashes)
+    np.minimum(i, len(sorted_hashes) - 1, out=i)
+    return sorted_hashes[i] == hashes
+
+
 class TrailIndex:
     """A mapped trail index."""
 
@@ -206,6 +214,48 @@ class TrailIndex:
                 return e
             i += 1
         return -1
+
+    # ---- batch string checks (many keys per numpy call) -----------------------------------------
+    def hash_keys(self, keys: list[str]) -> np.ndarray:
+        """The index's hash of each key (valid UTF-8 strings: the callers pass plain names)."""
+        return np.fromiter(map(xxhash.xxh64_intdigest, keys), np.uint64, len(keys)) & np.uint64(self._mask)
+
+    def strings_maybe(self, hashes: np.ndarray) -> np.ndarray:
+        """Whether each hashed key may be a string trail (False is certain; True nearly so): the
+        prefilter bitmap, then the hash column for what passes it. `lookup_string` is exact."""
+        if self._str_pf is None:
+            return _hash_present(self.str_hash, hashes)
+        bits = hashes & np.uint64(self._str_pf_mask)
+        pf = np.frombuffer(self._str_pf, np.uint8)
+        maybe = (pf[bits >> np.uint64(3)] >> (bits & np.uint64(7)).astype(np.uint8) & 1).astype(bool)
+        passed = np.flatnonzero(maybe)
+        maybe[passed] = _hash_present(self.str_hash, hashes[passed])
+        return maybe
+
+    def suffix_hits(self, names: list[str]) -> tuple[list[bool], list[bool]]:
+        """For plain lowercase ASCII names: whether some label-boundary suffix may be a string
+        trail, and whether some may be whitelisted (False is certain), one hash per suffix and two
+        numpy lookups for the whole list: the parent walks, done in bulk."""
+        suffixes: list[str] = []
+        starts: list[int] = []
+        for name in names:
+            starts.append(len(suffixes))
+            suffixes.append(name)
+            dot = name.find(".")
+            while dot >= 0:
+                suffixes.append(name[dot + 1 :])
+                dot = name.find(".", dot + 1)
+        if not suffixes:
+            return [], []
+        hashes = self.hash_keys(suffixes)
+        trail = np.logical_or.reduceat(self.strings_maybe(hashes), starts)
+        listed = np.logical_or.reduceat(_hash_present(self.wl_hash, hashes), starts)
+        return trail.tolist(), listed.tolist()
+
+    def whitelisted_domains(self, names: list[str]) -> list[bool]:
+        """`is_whitelisted_domain` of each plain lowercase ASCII name, the walks in bulk."""
+        _, listed = self.suffix_hits(names)
+        return [maybe and self.is_whitelisted_domain(name) for name, maybe in zip(names, listed, strict=True)]
 
     def lookup_domain(self, name: str) -> tuple[int, str]:
         """Parent walk on label boundaries: (entry, matched key) of the longest listed suffix."""

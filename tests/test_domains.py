@@ -1,0 +1,91 @@
+"""`DomainChecker.check_many` (the bulk path of DNS queries and TLS SNIs) answers exactly what
+`check` answers name by name: trails and their parents, whitelisted names, dynamic-DNS and
+infrastructure exclusions, long domains, wildcard trails, `.onion` gateways, `ip-adress.com`,
+IP literals and names that are not plain ASCII. Small hash widths force collisions, so the
+exact confirmation behind the bulk prefilter is exercised too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fullscale import static_set
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.index.build import build_index_file
+from engine.index.mapped import TrailIndex
+from workers.domains import DomainChecker
+
+TRAILS = """\
+evil.com,malware,static
+bad.evil.org,malware,static
+dyn-host.net,dynamic domain,static
+mx1.sink.net,sinkhole,static
+sink.net,sinkholed by someone (malware),static
+hidden.onion,tor (malware),static
+lookup.example-host.com,suspicious,static
+byethost[0-9]+\\.com,free hosting (suspicious),(static)
+shop-[a-z]{3}\\.top,phishing (malware),(static)
+"""
+WHITELIST = "good.evil.com\nsafe.org\n"
+PIECES = ["evil", "com", "bad", "org", "www", "dyn-host", "net", "mx1", "sink", "hidden", "onion", "gw", "to",
+          "lookup", "example-host", "ip-adress", "byethost42", "shop-abc", "top", "good", "safe", "a" * 30, "1",
+          "2", "x-y", "ns1", "ÄÖ", "Evil", "", "80"]
+
+
+@pytest.fixture(scope="module", params=[64, 12])
+def index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TrailIndex:
+    folder = tmp_path_factory.mktemp(f"domains{request.param}")
+    (folder / "trails.csv").write_text(TRAILS)
+    (folder / "whitelist.txt").write_text(WHITELIST)
+    out = folder / "index.mtidx"
+    build_index_file([str(folder / "trails.csv")], out, [folder / "whitelist.txt"], default_whitelist=False,
+                     hash_bits=request.param)
+    return TrailIndex(out)
+
+
+def _one_by_one(index: TrailIndex, names: list[str]) -> list[object]:
+    return [DomainChecker(index).check(name) for name in names]
+
+
+NAMES = ["evil.com", "www.evil.com", "x.bad.evil.org", "good.evil.com", "a.good.evil.com", "safe.org",
+         "dyn-host.net", "www.dyn-host.net", "a.dyn-host.net", "mx1.sink.net", "ns2.sink.net", "sink.net",
+         "abc.hidden.onion.to", "hidden.onion", "lookup.example-host.com.ip-adress.com", "www.byethost42.com",
+         "shop-abc.top", "m.shop-abcd.top", "a" * 30 + ".example.org", "1.2.3.4", "EVIL.com", "evil.com:443",
+         "ÄÖ.evil.com", "", "clean.example.org", "evil.com.", "a..evil.com"]
+
+
+def test_known_names(index: TrailIndex) -> None:
+    expected = _one_by_one(index, NAMES)
+    assert DomainChecker(index).check_many(NAMES) == expected
+    assert sum(hit is not None for hit in expected) >= 10
+
+
+def test_repeats_and_the_negative_cache(index: TrailIndex) -> None:
+    checker = DomainChecker(index)
+    names = NAMES * 3
+    assert checker.check_many(names) == _one_by_one(index, names)
+    assert [checker.check(n) for n in names] == _one_by_one(index, names)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(PIECES), min_size=1, max_size=5).map(".".join), max_size=12))
+def test_generated_names(index: TrailIndex, names: list[str]) -> None:
+    assert DomainChecker(index).check_many(names) == _one_by_one(index, names)
+
+
+def test_empty(index: TrailIndex) -> None:
+    assert DomainChecker(index).check_many([]) == []
+
+
+def test_static_trail_set(tmp_path: Path) -> None:
+    """The full static set, where the string prefilter bitmap is in use."""
+    folder = static_set()
+    out = tmp_path / "static.mtidx"
+    build_index_file([str(folder)], out)
+    index = TrailIndex(out)
+    keys = [index.key(e) for e in range(0, len(index), max(1, len(index) // 3000))]
+    names = [k for k in keys if "/" not in k and ":" not in k][:2000]
+    names += [f"www.{n}" for n in names[:500]] + [f"new-{i}.{n}" for i, n in enumerate(names[:500])]
+    assert DomainChecker(index).check_many(names) == _one_by_one(index, names)
