@@ -11,11 +11,10 @@ the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto`
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 
-from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 
 from workers.protocols.tls import handshake_sni
 
@@ -34,32 +33,38 @@ _VERSIONS = {
     QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2 ", 0b01),  # RFC 9369 3.3
 }
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 _FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_chunks`
 
 
+def _hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """HMAC-SHA256 (RFC 2104) for keys of at most one block, as the Initial secrets are: two hashlib
+    calls, where the library objects cost several times more for the few bytes hashed here."""
+    key = key.ljust(64, b"\x00")
+    return hashlib.sha256(key.translate(_OPAD) + hashlib.sha256(key.translate(_IPAD) + message).digest()).digest()
+
+
 def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
-    """HKDF-Expand-Label with an empty context (RFC 8446 7.1)."""
+    """HKDF-Expand-Label with an empty context (RFC 8446 7.1); one HMAC block covers `length` <= 32."""
     full = b"tls13 " + label
     info = length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00"
-    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+    return _hmac_sha256(secret, info + b"\x01")[:length]
 
 
 @lru_cache(maxsize=256)  # a client repeats its DCID over retransmitted and follow-up Initials
 def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
     """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
     salt, prefix, _ = _VERSIONS[version]
-    extract = hmac.HMAC(salt, hashes.SHA256())
-    extract.update(dcid)
-    client = _expand_label(extract.finalize(), b"client in", 32)
+    client = _expand_label(_hmac_sha256(salt, dcid), b"client in", 32)  # HKDF-Extract, then the client secret
     return (_expand_label(client, prefix + b"key", 16), _expand_label(client, prefix + b"iv", 12),
             _expand_label(client, prefix + b"hp", 16))
 
 
 @lru_cache(maxsize=512)
 def _ecb(key: bytes) -> CipherContext:
-    """AES-ECB encryptor for a key (header-protection masks, single CTR keystream blocks): ECB
-    keeps no state between blocks, so one context per connection serves all its Initials
-    (creating one costs more than using it)."""
+    """AES-ECB encryptor for a header-protection key: ECB keeps no state between blocks, so one
+    context per connection serves all its Initials (creating one costs more than using it)."""
     return Cipher(algorithms.AES(key), modes.ECB()).encryptor()
 
 
@@ -157,9 +162,9 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
         return none
     nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
     counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
-    if _ecb(key).update(counter)[0] ^ data[start] not in _FIRST_FRAMES:
-        return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
     plain = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor().update(data[start:end])
+    if plain[0] not in _FIRST_FRAMES:
+        return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
     return packet_dcid, scid, _crypto_chunks(plain), packet_end
 
 
