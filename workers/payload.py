@@ -126,6 +126,7 @@ class PayloadInspector:
         columns = zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(), src, dst,
                       p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
                       p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
+        names: list[tuple[_Packet, str]] = []  # SNIs, checked together after the loop
         for row, off, n, s, d, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
             ctx = _Packet(row, sec, usec, s, sport, d, dport, "TCP" if proto == PROTO_TCP else "UDP", out, de, se, dpe)
@@ -133,16 +134,19 @@ class PayloadInspector:
                 if sport == 53 or dport == 53:
                     self._dns(ctx, payload)
                 else:
-                    self._quic(ctx, payload)
+                    self._quic(ctx, payload, names)
             elif (sport == 53 or dport == 53) and self._dns_tcp(ctx, payload):
                 continue
             elif payload[:1] == b"\x16":
                 if payload[5:6] == b"\x01":
-                    self._sni(ctx, client_hello_sni(payload))
+                    sni = client_hello_sni(payload)
+                    if sni:
+                        names.append((ctx, sni))
                 else:
                     self._certificate(ctx, server_certificate_sha1(payload))
             else:
                 self._http(ctx, payload)
+        self._names_in_bulk(names)
         return out
 
     def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -182,11 +186,13 @@ class PayloadInspector:
             if e >= 0:
                 self._entry_event(c, "CERT", sha1, e)
 
-    def _sni(self, c: _Packet, sni: str | None) -> None:
-        if sni:
-            self._domain(c, sni)
+    def _names_in_bulk(self, names: list[tuple[_Packet, str]]) -> None:
+        """The SNIs of a batch's TLS and QUIC ClientHellos, checked in one `check_many`."""
+        for (c, _), hit in zip(names, self.domains.check_many([name for _, name in names]), strict=True):
+            if hit is not None:
+                c.event("DNS", hit.trail, hit.info, hit.reference)
 
-    def _quic(self, c: _Packet, payload: bytes) -> None:
+    def _quic(self, c: _Packet, payload: bytes, names: list[tuple[_Packet, str]]) -> None:
         """A datagram whose own Initials give the SNI is checked here; the CRYPTO chunks of one that
         holds only part of a ClientHello go to the aggregator, which sees every datagram of the
         connection in capture order whatever worker handled them."""
@@ -196,7 +202,7 @@ class PayloadInspector:
         stream = crypto_stream(chunks)
         sni = handshake_sni(stream) if stream else None
         if sni:
-            self._domain(c, sni)
+            names.append((c, sni))
         elif stream[:1] in (b"", b"\x01") and not hello_complete(stream):  # a ClientHello's start, or later
             c.observe(OBS_QUIC, (scid, tuple(chunks)))
 
@@ -204,7 +210,7 @@ class PayloadInspector:
         """The events of an SNI read by the aggregator (a reassembled QUIC ClientHello), made by the
         same code as a packet's own."""
         out: list[Item] = []
-        self._sni(_Packet(-1, sec, usec, src, sport, dst, dport, "UDP", out, -1, -1, -1), sni)
+        self._domain(_Packet(-1, sec, usec, src, sport, dst, dport, "UDP", out, -1, -1, -1), sni)
         return [data[0] for _, _, data in out]
 
     # ---- DNS (spec 2.7) ---------------------------------------------------------------------
