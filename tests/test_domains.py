@@ -89,3 +89,16 @@ def test_static_trail_set(tmp_path: Path) -> None:
     names = [k for k in keys if "/" not in k and ":" not in k][:2000]
     names += [f"www.{n}" for n in names[:500]] + [f"new-{i}.{n}" for i, n in enumerate(names[:500])]
     assert DomainChecker(index).check_many(names) == _one_by_one(index, names)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(PIECES + ["zen", "spamhaus", "4", "200"]), min_size=1, max_size=6)
+                .map(".".join), max_size=12))
+def test_nxdomain_counting_in_bulk(index: TrailIndex, names: list[str]) -> None:
+    """Which NXDOMAIN names count towards floods: the bulk walk agrees with the name-by-name one."""
+    from workers.payload import DetectionSettings, PayloadInspector
+
+    names = list(dict.fromkeys(names))
+    bulk = PayloadInspector(index, DetectionSettings())._nx_counted_many(names)
+    one = PayloadInspector(index, DetectionSettings())
+    assert bulk == {q: one._nx_counted(q) for q in names}

@@ -295,12 +295,14 @@ class PayloadInspector:
         if nx.size:
             r = fast[nx]
             src, dst = row_addresses(p, r)
+            names = [b.names[i] for i in nx.tolist()]
+            fresh = self._nx_counted_many([q for q in dict.fromkeys(names) if q not in self._nx_names])
             for row, name, sec, usec, s, sport, d, dport in zip(
-                    r.tolist(), [b.names[i] for i in nx.tolist()], p.sec[r].tolist(), p.usec[r].tolist(), src,
+                    r.tolist(), names, p.sec[r].tolist(), p.usec[r].tolist(), src,
                     p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
                 counted = self._nx_names.get(name)
                 if counted is None:
-                    counted = self._nx_counted(name)
+                    counted = fresh[name]
                 if counted:
                     out.append((row, OBS_NXDOMAIN, (sec, usec, s, sport, d, dport, name)))
         answered = np.flatnonzero(response & b.has_a)
@@ -344,6 +346,18 @@ class PayloadInspector:
         counted = bool(name) and is_valid_dns_name(name) and nx_counted(
             name, ix.is_whitelisted_domain, lambda key: ix.lookup_string(key) >= 0)
         return self._nx_names.put(name, counted)
+
+    def _nx_counted_many(self, names: list[str]) -> dict[str, bool]:
+        """`_nx_counted` of new names, their suffix walks in bulk: a plain name none of whose
+        suffixes may be a trail or whitelisted needs only the name's own tests."""
+        out = {q: self._nx_counted(q) for q in names if not _PLAIN.fullmatch(q)}
+        plain = [q for q in names if q not in out]
+        for q, trail, listed in zip(plain, *self.index.suffix_hits(plain), strict=True):
+            if trail or listed:
+                out[q] = self._nx_counted(q)
+            else:
+                out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_counted(q, _never, _never))
+        return out
 
     def _names_facts(self, names: list[str]) -> dict[str, tuple]:
         """What each new query name alone decides (ignored or not, exhaustion domain, whether it is
@@ -558,6 +572,10 @@ def _context(p: Parsed, row: int, out: list[Item], dst_entry: int, src_entry: in
     proto = "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP"
     return _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]), proto,
                    out, dst_entry, src_entry, dstport_entry)
+
+
+def _never(_: str) -> bool:
+    return False
 
 
 def _is_rce(text: str) -> bool:

@@ -38,27 +38,40 @@ _OPAD = bytes(b ^ 0x5C for b in range(256))
 _FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_chunks`
 
 
-def _hmac_sha256(key: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256 (RFC 2104) for keys of at most one block, as the Initial secrets are: two hashlib
-    calls, where the library objects cost several times more for the few bytes hashed here."""
+def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states after the inner and outer padded key of HMAC (RFC 2104), for keys of at most
+    one block (the Initial secrets are): an HMAC is then two state copies and two digests, where
+    the library objects cost several times more for the few bytes hashed here."""
     key = key.ljust(64, b"\x00")
-    return hashlib.sha256(key.translate(_OPAD) + hashlib.sha256(key.translate(_IPAD) + message).digest()).digest()
+    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
 
 
-def _expand_label(secret: bytes, label: bytes, length: int) -> bytes:
-    """HKDF-Expand-Label with an empty context (RFC 8446 7.1); one HMAC block covers `length` <= 32."""
+def _hmac(pads: tuple[hashlib._Hash, hashlib._Hash], message: bytes) -> bytes:
+    inner, outer = pads[0].copy(), pads[1].copy()
+    inner.update(message)
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def _label_info(label: bytes, length: int) -> bytes:
+    """The HKDF-Expand-Label info (RFC 8446 7.1, empty context) plus the counter byte of the one
+    HMAC block that covers `length` <= 32."""
     full = b"tls13 " + label
-    info = length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00"
-    return _hmac_sha256(secret, info + b"\x01")[:length]
+    return length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00\x01"
+
+
+# version -> (HMAC states of its salt, infos of the client secret and of key, iv and hp)
+_DERIVATION = {version: (_hmac_pads(salt), _label_info(b"client in", 32), _label_info(prefix + b"key", 16),
+                         _label_info(prefix + b"iv", 12), _label_info(prefix + b"hp", 16))
+               for version, (salt, prefix, _) in _VERSIONS.items()}
 
 
 @lru_cache(maxsize=256)  # a client repeats its DCID over retransmitted and follow-up Initials
 def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
     """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
-    salt, prefix, _ = _VERSIONS[version]
-    client = _expand_label(_hmac_sha256(salt, dcid), b"client in", 32)  # HKDF-Extract, then the client secret
-    return (_expand_label(client, prefix + b"key", 16), _expand_label(client, prefix + b"iv", 12),
-            _expand_label(client, prefix + b"hp", 16))
+    salt_pads, client_info, key_info, iv_info, hp_info = _DERIVATION[version]
+    client = _hmac_pads(_hmac(_hmac_pads(_hmac(salt_pads, dcid)), client_info))  # HKDF-Extract, client secret
+    return _hmac(client, key_info)[:16], _hmac(client, iv_info)[:12], _hmac(client, hp_info)[:16]
 
 
 @lru_cache(maxsize=512)
