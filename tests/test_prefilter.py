@@ -130,3 +130,29 @@ def test_unwritable_cache_still_works(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("MALTRAIL_CACHE_DIR", str(blocker / "cache"))
     assert PatternSet("test-ro", ["evil"], re.I).candidates("evil") == [0]
     assert not list(tmp_path.glob(".hs-*"))
+
+
+LINE_PATTERNS = [r"^[a-z]{2}-[a-z]{2,3}\.(top|club)$", r"byethost[0-9]+\.com", r"\Aanchored", r"x[^.]*y", r"end\Z",
+                 r"(?<![a-z])ab\b"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="abxy-.0123456789topclubyethostcomanchoredn\u017f", max_size=20), max_size=15))
+def test_many_lines_in_one_scan_never_miss(texts: list[str]) -> None:
+    pset = PatternSet("test-lines", LINE_PATTERNS, 0, lines=True)
+    compiled = [re.compile(p) for p in LINE_PATTERNS]
+    for text, found in zip(texts, pset.candidates_many(texts), strict=True):
+        assert set(_searched(compiled, text)) <= set(found), text
+
+
+def test_many_lines_with_text_anchors_and_newlines() -> None:
+    pset = PatternSet("test-lines", LINE_PATTERNS, 0, lines=True)
+    assert pset.candidates_many(["ab-cd.top", "www.byethost7.com", "plain"]) == [[0, 2, 4, 5], [1, 2, 4], [2, 4]]
+    assert pset.candidates_many(["two\nlines ab", "ab"]) == [[2, 4, 5], [2, 4, 5]]  # falls back to one scan each
+    assert pset.candidates_many([]) == []
+
+
+def test_a_flood_of_reports_falls_back_to_one_scan_per_text() -> None:
+    pset = PatternSet("test-flood", ["a"], 0, lines=True)
+    texts = ["a" * 50] * 10 + ["b"]
+    assert pset.candidates_many(texts) == [[0]] * 10 + [[]]

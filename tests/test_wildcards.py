@@ -51,3 +51,12 @@ def test_generated_names_match_as_combined(parts: list[str]) -> None:
     name = "".join(parts)
     got = WildcardMatcher(PATTERNS).search(name)
     assert (None if got is None else (got[0], got[1].group(0), got[1].start())) == _combined(name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["atztds", "byethost", "1", "42", ".", "-", "com", "club", "xspot", "t35",
+                                          "nklmtf", "leboncoin", "ab", "cd", "x", "y", "org", "top", "advert"]),
+                         min_size=1, max_size=8).map("".join), max_size=20))
+def test_many_names_in_one_scan_match_as_combined(names: list[str]) -> None:
+    got = WildcardMatcher(PATTERNS).search_many(names)
+    assert [None if g is None else (g[0], g[1].group(0), g[1].start()) for g in got] == [_combined(n) for n in names]

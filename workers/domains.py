@@ -74,13 +74,21 @@ class DomainChecker:
             else:
                 plain.append((i, name))
         trail, listed = self.index.suffix_hits([name for _, name in plain])
+        unlisted: list[tuple[int, str]] = []
         for (i, name), maybe_trail, maybe_listed in zip(plain, trail, listed, strict=True):
             if maybe_trail or maybe_listed:
                 out[i] = self.check(name)
             elif not name.replace(".", "").isdigit() and is_valid_dns_name(name):
-                hit = out[i] = self._unlisted(name)
-                if hit is None:
-                    self._remember_clean(name)
+                long_trail = self.long_domain and long_domain_trail(name)
+                if long_trail:
+                    out[i] = DomainHit(long_trail, LONG_DOMAIN_INFO, HEURISTIC_REF)
+                else:
+                    unlisted.append((i, name))
+        wild = self._wild.search_many([name for _, name in unlisted]) if self._wild else [None] * len(unlisted)
+        for (i, name), found in zip(unlisted, wild, strict=True):
+            out[i] = self._wildcard_hit(name, found) if found else None
+            if found is None:
+                self._remember_clean(name)
         return out
 
     def _remember_clean(self, name: str) -> None:
@@ -126,11 +134,11 @@ class DomainChecker:
             trail = long_domain_trail(name)
             if trail is not None:
                 return DomainHit(trail, LONG_DOMAIN_INFO, HEURISTIC_REF)
-        if self._wild is not None:
-            found = self._wild.search(name)
-            if found is not None:
-                which, m = found
-                pre, suf = name[: m.start()], name[m.end() :]
-                trail = (f"({pre})" if pre else "") + m.group(0) + (f"({suf})" if suf else "")
-                return self._hit(trail.replace(".)", ")."), self._wild_entries[which])
-        return None
+        found = self._wild.search(name) if self._wild is not None else None
+        return self._wildcard_hit(name, found) if found is not None else None
+
+    def _wildcard_hit(self, name: str, found: tuple[int, re.Match[str]]) -> DomainHit:
+        which, m = found
+        pre, suf = name[: m.start()], name[m.end() :]
+        trail = (f"({pre})" if pre else "") + m.group(0) + (f"({suf})" if suf else "")
+        return self._hit(trail.replace(".)", ")."), self._wild_entries[which])

@@ -19,12 +19,20 @@ class WildcardMatcher:
 
     def __init__(self, patterns: list[str]) -> None:
         self._patterns = [re.compile(p) for p in patterns]
-        self.prefilter = PatternSet("wildcards", patterns, 0)
+        self.prefilter = PatternSet("wildcards", patterns, 0, lines=True)
 
     def search(self, name: str) -> tuple[int, re.Match[str]] | None:
         """(pattern number, match) of the leftmost match, the earliest pattern on ties; or None."""
+        return self._best(name, self.prefilter.candidates(name))
+
+    def search_many(self, names: list[str]) -> list[tuple[int, re.Match[str]] | None]:
+        """`search` of each one-line name, the prefilter in one scan for all."""
+        return [self._best(name, c) if c else None
+                for name, c in zip(names, self.prefilter.candidates_many(names), strict=True)]
+
+    def _best(self, name: str, candidates: list[int]) -> tuple[int, re.Match[str]] | None:
         best: tuple[int, re.Match[str]] | None = None
-        for i in self.prefilter.candidates(name):
+        for i in candidates:
             m = self._patterns[i].search(name)
             if m is not None and (best is None or m.start() < best[1].start()):
                 best = (i, m)

@@ -30,7 +30,9 @@ import logging
 import os
 import re
 import tempfile
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 from pathlib import Path
 
 import hyperscan
@@ -45,6 +47,7 @@ _FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k
 _NEEDS_FOLD = re.compile("[\u0130\u0131\u017f\u212a\x1c-\x1f]")
 _BOUNDED = re.compile(r"(?<!\\)\{(\d*),\d+\}")
 _PCRE_READS_OTHERWISE = re.compile(r"\[:\^?[a-z]+:\]|[^\x00-\x7f]")
+_TEXT_ANCHOR = re.compile(r"\\[AZ]")  # anchors at the text's ends, which a joined scan does not have
 _GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _POSSESSIVE = re.compile(r"(?<!\\)([+*}?])\+")
 
@@ -71,16 +74,27 @@ def _hs_flags(flags: int) -> int:
 class PatternSet:
     """A prefilter over `patterns` (Python regex sources, all with the `re` flags `flags`).
     `candidates(text)` lists, in pattern order, the indices of the patterns that may match
-    somewhere in `text`: a superset of those whose `re.search` succeeds."""
+    somewhere in `text`: a superset of those whose `re.search` succeeds.
 
-    def __init__(self, name: str, patterns: Sequence[str], flags: int) -> None:
+    With `lines`, `candidates_many(texts)` answers for many one-line texts (DNS names) in one scan
+    of the texts joined by newlines: the database then reports every match end, not one per
+    pattern, and `^`/`$` match at line ends; patterns anchored with `\\A` or `\\Z` are candidates
+    for every text. A match that crosses a newline only adds a candidate, and a flood of reports
+    (a pattern the prefilter had to widen to almost anything) falls back to one scan per text."""
+
+    def __init__(self, name: str, patterns: Sequence[str], flags: int, lines: bool = False) -> None:
         self.name = name
         self._patterns = list(patterns)
         self._flags = _hs_flags(flags)
+        if lines:
+            self._flags = self._flags & ~hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_MULTILINE
+        self._lines = lines
         self._ready = False
         self._db: hyperscan.Database | None = None  # None when no expression compiled at all
         self._always: list[int] = []  # patterns Hyperscan cannot take: candidates for every text
         self._hits: list[int] = []
+        self._ends: list[tuple[int, int]] = []
+        self._report_limit = 0
         self._on_match = self._record
 
     def __len__(self) -> int:
@@ -88,6 +102,10 @@ class PatternSet:
 
     def _record(self, pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
         self._hits.append(pattern_id)
+
+    def _record_end(self, pattern_id: int, start: int, end: int, flags: int, context: object) -> bool:
+        self._ends.append((pattern_id, end))
+        return len(self._ends) > self._report_limit  # True stops the scan
 
     def prepare(self) -> None:
         """Load or compile the database now (the fork server does, so workers inherit it)."""
@@ -109,12 +127,36 @@ class PatternSet:
         if self._db is not None:
             self._db.scan(raw, match_event_handler=self._on_match)
         if len(hits) > 1:
-            hits.sort()
+            hits = sorted(set(hits)) if self._lines else sorted(hits)
         return hits
+
+    def candidates_many(self, texts: list[str]) -> list[list[int]]:
+        """`candidates` of each one-line text, from one scan (`lines` sets only)."""
+        if not self._ready:
+            self.prepare()
+        if self._db is None or not texts:
+            return [list(self._always) for _ in texts]
+        try:
+            raws = [(t.translate(_FOLD) if _NEEDS_FOLD.search(t) else t).encode("utf-8") for t in texts]
+        except UnicodeEncodeError:
+            return [self.candidates(t) for t in texts]
+        joined = b"\n".join(raws)
+        if joined.count(b"\n") != len(raws) - 1:  # a text of several lines
+            return [self.candidates(t) for t in texts]
+        starts = list(accumulate((len(r) + 1 for r in raws[:-1]), initial=0))
+        self._ends, self._report_limit = [], 8 * len(texts) + 64
+        try:
+            self._db.scan(joined, match_event_handler=self._record_end)
+        except hyperscan.ScanTerminated:
+            return [self.candidates(t) for t in texts]
+        found: list[set[int]] = [set() for _ in texts]
+        for pattern_id, end in self._ends:
+            found[bisect_right(starts, end) - 1].add(pattern_id)
+        return [sorted(f.union(self._always)) for f in found]
 
     # ---- building --------------------------------------------------------------------------
     def _key(self) -> str:
-        digest = hashlib.sha256(f"{hyperscan.__version__}\0{self._flags}\0".encode())
+        digest = hashlib.sha256(f"{hyperscan.__version__}\0{self._flags}\0{self._lines}\0".encode())
         for pattern in self._patterns:
             digest.update(pattern.encode("utf-8", "surrogatepass") + b"\0")
         return digest.hexdigest()[:32]
@@ -136,7 +178,8 @@ class PatternSet:
         return True
 
     def _build(self) -> None:
-        odd = {i for i, pattern in enumerate(self._patterns) if _PCRE_READS_OTHERWISE.search(pattern)}
+        odd = {i for i, pattern in enumerate(self._patterns)
+               if _PCRE_READS_OTHERWISE.search(pattern) or (self._lines and _TEXT_ANCHOR.search(pattern))}
         members = [(i, _widened(m)) for i, pattern in enumerate(self._patterns) if i not in odd
                    for m in _alternatives(pattern)]
         self._always = sorted(odd)
