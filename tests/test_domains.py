@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from engine.index.build import build_index_file
 from engine.index.mapped import TrailIndex
 from workers.domains import DomainChecker
+from workers.protocols.dns import is_valid_dns_name
 
 TRAILS = """\
 evil.com,malware,static
@@ -73,6 +74,8 @@ def test_repeats_and_the_negative_cache(index: TrailIndex) -> None:
 @given(st.lists(st.lists(st.sampled_from(PIECES), min_size=1, max_size=5).map(".".join), max_size=12))
 def test_generated_names(index: TrailIndex, names: list[str]) -> None:
     assert DomainChecker(index).check_many(names) == _one_by_one(index, names)
+    valid = [n for n in names if is_valid_dns_name(n)]  # what DNS queries pass, checked by the caller
+    assert DomainChecker(index).check_many(valid, valid=True) == _one_by_one(index, valid)
 
 
 def test_empty(index: TrailIndex) -> None:

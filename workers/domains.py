@@ -58,11 +58,12 @@ class DomainChecker:
             self._remember_clean(name)
         return hit
 
-    def check_many(self, names: list[str]) -> list[DomainHit | None]:
+    def check_many(self, names: list[str], valid: bool = False) -> list[DomainHit | None]:
         """`check` of each name, with the trail and whitelist walks of all plain names done in bulk
         (`TrailIndex.suffix_hits`): a name none of whose suffixes may be a trail or whitelisted
         (nearly every name) skips both, leaving the long-domain and wildcard checks; the others,
-        and names that are not plain, take `check`."""
+        and names that are not plain, take `check`. `valid`: the caller has checked every name with
+        `is_valid_dns_name` already (DNS queries are)."""
         out: list[DomainHit | None] = [None] * len(names)
         plain: list[tuple[int, str]] = []
         for i, raw in enumerate(names):
@@ -78,7 +79,7 @@ class DomainChecker:
         for (i, name), maybe_trail, maybe_listed in zip(plain, trail, listed, strict=True):
             if maybe_trail or maybe_listed:
                 out[i] = self.check(name)
-            elif not name.replace(".", "").isdigit() and is_valid_dns_name(name):
+            elif not name.replace(".", "").isdigit() and (valid or is_valid_dns_name(name)):
                 long_trail = self.long_domain and long_domain_trail(name)
                 if long_trail:
                     out[i] = DomainHit(long_trail, LONG_DOMAIN_INFO, HEURISTIC_REF)

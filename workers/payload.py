@@ -369,7 +369,7 @@ class PayloadInspector:
         counted = [exh for exh in exhaustion if exh is not None]
         plain = [exh[0] for exh in counted if _PLAIN.fullmatch(exh[0])]
         whitelisted = dict(zip(plain, self.index.whitelisted_domains(plain), strict=True))
-        for q, exh, hit in zip(checked, exhaustion, self.domains.check_many(checked), strict=True):
+        for q, exh, hit in zip(checked, exhaustion, self.domains.check_many(checked, valid=True), strict=True):
             if exh is not None:
                 listed = whitelisted.get(exh[0])
                 if listed is None:

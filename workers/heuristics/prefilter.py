@@ -131,28 +131,34 @@ class PatternSet:
         return hits
 
     def candidates_many(self, texts: list[str]) -> list[list[int]]:
-        """`candidates` of each one-line text, from one scan (`lines` sets only)."""
+        """`candidates` of each one-line text, from one scan (`lines` sets only). The lists may be
+        shared between texts: read them, do not change them."""
         if not self._ready:
             self.prepare()
         if self._db is None or not texts:
             return [list(self._always) for _ in texts]
+        joined = "\n".join(texts)
+        if joined.count("\n") != len(texts) - 1:  # a text of several lines
+            return [self.candidates(t) for t in texts]
+        if _NEEDS_FOLD.search(joined):
+            joined = joined.translate(_FOLD)
         try:
-            raws = [(t.translate(_FOLD) if _NEEDS_FOLD.search(t) else t).encode("utf-8") for t in texts]
+            raw = joined.encode("utf-8")
         except UnicodeEncodeError:
             return [self.candidates(t) for t in texts]
-        joined = b"\n".join(raws)
-        if joined.count(b"\n") != len(raws) - 1:  # a text of several lines
-            return [self.candidates(t) for t in texts]
-        starts = list(accumulate((len(r) + 1 for r in raws[:-1]), initial=0))
+        lines = texts if len(raw) == len(joined) else [line.encode("utf-8") for line in joined.split("\n")]
+        starts = list(accumulate((len(line) + 1 for line in lines), initial=0))  # byte offsets
         self._ends, self._report_limit = [], 8 * len(texts) + 64
         try:
-            self._db.scan(joined, match_event_handler=self._record_end)
+            self._db.scan(raw, match_event_handler=self._record_end)
         except hyperscan.ScanTerminated:
             return [self.candidates(t) for t in texts]
-        found: list[set[int]] = [set() for _ in texts]
+        out = [self._always] * len(texts)
         for pattern_id, end in self._ends:
-            found[bisect_right(starts, end) - 1].add(pattern_id)
-        return [sorted(f.union(self._always)) for f in found]
+            i = bisect_right(starts, end) - 1
+            if pattern_id not in out[i]:
+                out[i] = sorted((*out[i], pattern_id))
+        return out
 
     # ---- building --------------------------------------------------------------------------
     def _key(self) -> str:
