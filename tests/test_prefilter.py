@@ -156,3 +156,29 @@ def test_a_flood_of_reports_falls_back_to_one_scan_per_text() -> None:
     pset = PatternSet("test-flood", ["a"], 0, lines=True)
     texts = ["a" * 50] * 10 + ["b"]
     assert pset.candidates_many(texts) == [[0]] * 10 + [[]]
+
+
+def _categorise_reference(text: str, skip_leakage: bool) -> str | None:
+    """Spec 3 without a prefilter: whitelisted parts and preconditions, then every category in order."""
+    low = text.lower()
+    if any(part in low for part in http_rules._WHITELISTED_PARTS) or not any(c in text for c in
+                                                                            http_rules._PRECONDITION):
+        return None
+    for name, rx in http_rules.SUSPICIOUS_CATEGORIES:
+        if not (skip_leakage and name == http_rules._DATA_LEAKAGE) and rx.search(text):
+            return name
+    return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=ALPHABET + "ADS/images", max_size=80) | st.sampled_from(SAMPLES).map(lambda s: s + "&ads=1"),
+       st.booleans())
+def test_categorise_answers_as_the_plain_battery(text: str, skip_leakage: bool) -> None:
+    http_rules._categorise.cache_clear()
+    assert http_rules._categorise(text, skip_leakage) == _categorise_reference(text, skip_leakage)
+
+
+def test_categorise_samples() -> None:
+    for text in SAMPLES + [s.replace("?", "/../images/?") for s in SAMPLES] + [s.upper() for s in SAMPLES]:
+        for skip in (False, True):
+            assert http_rules._categorise(text, skip) == _categorise_reference(text, skip), text

@@ -535,21 +535,23 @@ class PayloadInspector:
             c.event("URL", f"{host}({enc_path})", info, HEURISTIC_REF)
 
     def _url_trails(self, c: _Plan, method: str, host: str, path: str, post: str, url: str) -> bool:
+        """Maltrail's URL keys in order (each candidate bare, then with the host; then `host/`); the
+        first that is a trail is reported. The prefilter bits of all keys are tested first."""
         ix = self.index
         path = path.replace("//", "/")
-        for cand in _url_candidates(path, post):
-            for key in (cand, host + cand):
-                e = ix.lookup_string(key)
-                if e < 0:
-                    continue
-                if "?" not in path and "?" in key and post:
-                    self._entry_event(c, "HTTP", f"{host}({path} \\({method} {post}\\))", e)
-                else:
-                    self._entry_event(c, "URL", _bracket(url, key), e)
-                return True
-        e = ix.lookup_string(host + "/")
-        if e >= 0:
-            self._entry_event(c, "URL", host + "/", e)
+        keys = [key for cand in _url_candidates(path, post) for key in (cand, host + cand)]
+        keys.append(host + "/")
+        for i in ix.string_maybe_positions(keys):
+            key = keys[i]
+            e = ix.lookup_string(key)
+            if e < 0:
+                continue
+            if i == len(keys) - 1:
+                self._entry_event(c, "URL", key, e)
+            elif "?" not in path and "?" in key and post:
+                self._entry_event(c, "HTTP", f"{host}({path} \\({method} {post}\\))", e)
+            else:
+                self._entry_event(c, "URL", _bracket(url, key), e)
             return True
         return False
 

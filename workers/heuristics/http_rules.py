@@ -132,7 +132,9 @@ SUSPICIOUS_CATEGORIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re
     ("potential dns changer", _DNS_CHANGER),
 ))
 _DATA_LEAKAGE = "potential data leakage"
-_CATEGORIES = PatternSet("attack-categories", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES], _FLAGS)
+# The attack categories, then the whitelisted parts: one scan tells whether a text needs any work.
+_CATEGORIES = PatternSet("attack-categories", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES]
+                         + [re.escape(part) for part in _WHITELISTED_PARTS], _FLAGS)
 
 # Sinkhole operators mark their servers in a header or say so on the page; the match is the trail.
 SINKHOLE_RESPONSE_RE = re.compile(
@@ -268,10 +270,20 @@ def encode_for_trail(text: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _categorise(text: str, skip_leakage: bool) -> str | None:
-    low = text.lower()
-    if any(part in low for part in _WHITELISTED_PARTS) or not any(c in text for c in _PRECONDITION):
+    """Nothing for a text with a whitelisted part or none of the precondition characters; else the
+    first category that matches. The prefilter settles the usual text, which has no candidate."""
+    candidates = _CATEGORIES.candidates(text)
+    if not candidates:
         return None
-    for i in _CATEGORIES.candidates(text):
+    if candidates[-1] >= len(SUSPICIOUS_CATEGORIES):  # a whitelisted part may be there
+        low = text.lower()
+        if any(part in low for part in _WHITELISTED_PARTS):
+            return None
+    if not any(c in text for c in _PRECONDITION):
+        return None
+    for i in candidates:
+        if i >= len(SUSPICIOUS_CATEGORIES):
+            break
         name, rx = SUSPICIOUS_CATEGORIES[i]
         if not (skip_leakage and name == _DATA_LEAKAGE) and rx.search(text):
             return name
