@@ -107,6 +107,7 @@ class PayloadInspector:
         self._names: FifoCache[str, tuple] = FifoCache(QUERY_CACHE_SIZE)
         self._nx_names: FifoCache[str, bool] = FifoCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
+        self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
     def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
@@ -420,7 +421,9 @@ class PayloadInspector:
             self._http_request(c, req)
 
     def _http_request(self, c: _Packet, req: HttpRequest) -> None:
-        """One request's checks, replayed from its plan when the request was seen before."""
+        """One request's checks: run on the packet the first time a request is seen, recorded into
+        a plan the second time, and replayed from the plan after that. Most requests on a real
+        link are seen once, and recording a plan for them was wasted work."""
         fwd = forwarded_for(req.text) if self.settings.use_heuristics else None
         key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.dport, c.dst_entry,
                _private_addr(c.raw_dst))
@@ -428,14 +431,20 @@ class PayloadInspector:
         if plan is _BY_DESTINATION:
             plan = self._requests.get((*key, c.raw_dst))
         if plan is None:
+            keep = len(req.path) + len(req.body) + len(req.host or "") + len(req.user_agent or "") <= PLAN_KEY_CHARS
+            if not keep or self._once.pop(hash(key), True):  # first sighting: checked on the packet itself
+                if keep:
+                    self._once.put(hash(key), False)
+                c.private_dst = key[-1]
+                self._request_plan(c, req, fwd)
+                return
             plan = _Plan(c, key[-1])
             self._request_plan(plan, req, fwd)
             plan.packet = None
-            if len(req.path) + len(req.body) + len(req.host or "") + len(req.user_agent or "") <= PLAN_KEY_CHARS:
-                self._keep_plan(key, plan, c.raw_dst)
+            self._keep_plan(key, plan, c.raw_dst)
         for action in plan.actions:
             if action is _FORWARD:
-                c.src = f"{c.src},{fwd}"
+                c.forward(fwd or "")
             elif len(action) == 2:
                 c.observe(*action)
             else:
@@ -452,8 +461,8 @@ class PayloadInspector:
         else:
             requests.put(key, plan)
 
-    def _request_plan(self, c: _Plan, req: HttpRequest, fwd: str | None) -> None:
-        """Maltrail's request checks (spec 2.6), recorded into a plan: their outcome depends only
+    def _request_plan(self, c: _Plan | _Packet, req: HttpRequest, fwd: str | None) -> None:
+        """Maltrail's request checks (spec 2.6), on the packet or recorded into a plan: their outcome depends only
         on the request, the destination and its port, never on time, source or source port."""
         ix, st = self.index, self.settings
         heur = st.use_heuristics
@@ -517,7 +526,7 @@ class PayloadInspector:
         if not heur:
             return
         if fwd:
-            c.actions.append(_FORWARD)
+            c.forward(fwd)
         enc_path = http_rules.encode_for_trail(path)
         category = http_rules.suspicious_request(path, None, c.private_dst)
         if category:
@@ -534,7 +543,7 @@ class PayloadInspector:
         if info:
             c.event("URL", f"{host}({enc_path})", info, HEURISTIC_REF)
 
-    def _url_trails(self, c: _Plan, method: str, host: str, path: str, post: str, url: str) -> bool:
+    def _url_trails(self, c: _Plan | _Packet, method: str, host: str, path: str, post: str, url: str) -> bool:
         """Maltrail's URL keys in order (each candidate bare, then with the host; then `host/`); the
         first that is a trail is reported. The prefilter bits of all keys are tested first."""
         ix = self.index
@@ -634,7 +643,7 @@ class _Packet:
     addresses as they came, so the aggregator keys one address one way."""
 
     __slots__ = ("row", "sec", "usec", "_src", "_src_text", "sport", "_dst", "_dst_text", "dport", "proto", "out",
-                 "dst_entry", "src_entry", "dstport_entry")
+                 "dst_entry", "src_entry", "dstport_entry", "private_dst")
 
     def __init__(self, row: int, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, proto: str,
                  out: list[Item], dst_entry: int, src_entry: int, dstport_entry: int) -> None:
@@ -643,6 +652,7 @@ class _Packet:
         self._src_text: str | None = None
         self._dst_text: str | None = None
         self.dst_entry, self.src_entry, self.dstport_entry = dst_entry, src_entry, dstport_entry
+        self.private_dst = False  # set by the HTTP checks, which read it
 
     @property
     def src(self) -> str:
@@ -658,6 +668,10 @@ class _Packet:
     def reset_src(self) -> None:
         """The source as it came again, for the next request of a pipelined segment."""
         self._src_text = None
+
+    def forward(self, fwd: str) -> None:
+        """From here on the source reads `source,forwarded-for address`."""
+        self.src = f"{self.src},{fwd}"
 
     @property
     def dst(self) -> str:
@@ -710,3 +724,6 @@ class _Plan:
 
     def observe(self, kind: str, detail: tuple) -> None:
         self.actions.append((kind, detail))
+
+    def forward(self, fwd: str) -> None:
+        self.actions.append(_FORWARD)
