@@ -115,7 +115,7 @@ class TrailIndex:
         self.wildcards = [(pattern, int(e)) for pattern, e in self.meta["wildcards"]]
         self._wildcard_re: re.Pattern[str] | None = None
         self._wl_domain_cache: dict[str, bool] = {}
-        self._wl_names: frozenset[bytes] | None = None
+        self._wl_names: frozenset[str] | None = None
 
     def __len__(self) -> int:
         return len(self.entry_info)
@@ -339,13 +339,16 @@ class TrailIndex:
     def _whitelisted_domain(self, name: str) -> bool:
         names = self._wl_names
         if names is None:  # a few thousand short strings: a set beats hashing into the arrays
-            names = self._wl_names = frozenset(self.wl_strings.raw(i) for i in range(len(self.wl_strings)))
+            names = self._wl_names = frozenset(self.wl_strings[i] for i in range(len(self.wl_strings)))
         m = _NAME_CHARS.match(name)
-        labels = (m.group(0) if m else "").lower().split(".")
-        for k in range(len(labels)):
-            raw = ".".join(labels[k:]).encode()
-            if raw and raw in names:
+        text = (m.group(0) if m else "").lower()  # ASCII: whitelist strings compare as text
+        if text and text in names:
+            return True
+        dot = text.find(".")
+        while dot >= 0:  # each parent on a label boundary
+            if dot + 1 < len(text) and text[dot + 1 :] in names:
                 return True
+            dot = text.find(".", dot + 1)
         return False
 
     # ---- check ---------------------------------------------------------------------------

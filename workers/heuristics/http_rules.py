@@ -315,7 +315,10 @@ def direct_download(host: str, path: str, private_dst: bool) -> str | None:
     directly from an outside server (droppers use short random names, software sites long ones)."""
     if private_dst or "." not in path:
         return None
-    stem, ext = posixpath.splitext(_filename(host, path))
+    filename = _filename(host, path)
+    if "." not in filename:
+        return None
+    stem, ext = posixpath.splitext(filename)
     ext = ext.lower()
     if ext not in _DOWNLOAD_EXTENSIONS or len(stem) >= 10:  # rules out almost every request first
         return None
@@ -325,9 +328,14 @@ def direct_download(host: str, path: str, private_dst: bool) -> str | None:
 
 
 def suspicious_path(path: str) -> str | None:
-    """Info text when the requested file name is a web scanner's canary or a known non-existent page."""
+    """Info text when the requested file name is a web scanner's canary or a known non-existent page.
+    Every alternative holds one of two words (the patterns fold ASCII only), and the file name is
+    a piece of the path: a path without them is settled before the file name is cut out."""
+    low = path.lower()
+    if "defaultwebpage.cgi" not in low and "inexistent" not in low:
+        return None
     filename = _filename("", path)
-    low = filename.lower()  # every alternative holds one of these (the patterns fold ASCII only)
+    low = filename.lower()
     if "defaultwebpage.cgi" not in low and "inexistent" not in low:
         return None
     for info, rx in _SUSPICIOUS_FILENAMES:
