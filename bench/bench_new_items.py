@@ -5,10 +5,19 @@ inspection, observations: `workers.worker.batch_items`) with heuristics on and t
 Every item of every round is new to the inspector - new name, path, User-Agent, SNI, connection id,
 client address and port - so no cache of the worker can hide the cost (the review of
 `bench_payload` found that replayed plans made repeated items look free). Batches are built before
-timing. Targets (issue 12): HTTP request <= 10 µs, DNS name <= 3 µs, ClientHello <= 4 µs."""
+timing. Targets (issue 12): HTTP request <= 10 µs, DNS name <= 3 µs, ClientHello <= 4 µs.
+
+`MALTRAIL_BENCH_BASE=/path/to/other/checkout` also measures that checkout's code (this file run as
+a script there, with this environment's packages), case by case right after this one's, so both
+see the same machine load: before / after figures and their ratio from one command."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from random import Random
@@ -61,23 +70,50 @@ CASES: dict[str, Callable[[int, Random], bytes]] = {
     "http_request": _http, "dns_query": _dns, "tls_client_hello": _tls, "quic_initial": _quic}
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_new_item(benchmark, case: str, full_index: Path) -> None:
-    ix = TrailIndex(full_index)
+def _measure(case: str, index: Path) -> tuple[float, float]:
+    """(best, mean) µs per item over ROUNDS batches of BATCH new items, after a warm-up batch."""
+    ix = TrailIndex(index)
     matcher, inspector = IpMatcher(ix), PayloadInspector(ix, DetectionSettings(use_heuristics=True))
     rng, build = Random(12), CASES[case]
-    batches = iter([t.frames_batch([build(r * BATCH + i + 1, rng) for i in range(BATCH)]) for r in range(ROUNDS + 1)])
-    meta, data = next(batches)  # one warm-up batch: first-call costs (imports, lazy tables) are not per item
-    batch_items(parse_batch(meta, data, 1), data, matcher, inspector)
-
-    def one_batch() -> None:
-        meta, data = next(batches)
+    batches = [t.frames_batch([build(r * BATCH + i + 1, rng) for i in range(BATCH)]) for r in range(ROUNDS + 1)]
+    times = []
+    for meta, data in batches:
+        started = time.perf_counter()
         batch_items(parse_batch(meta, data, 1), data, matcher, inspector)
+        times.append(time.perf_counter() - started)
+    times = times[1:]  # the warm-up batch: first-call costs (imports, lazy tables) are not per item
+    return min(times) / BATCH * 1e6, sum(times) / len(times) / BATCH * 1e6
 
-    benchmark.pedantic(one_batch, rounds=ROUNDS)
-    stats = benchmark.stats.stats
-    best, mean = stats.min / BATCH * 1e6, stats.mean / BATCH * 1e6
+
+def _measure_base(base: Path, case: str, index: Path) -> tuple[float, float]:
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), case, str(index)], cwd=base, check=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(base)})
+    best, mean = json.loads(done.stdout.strip().splitlines()[-1])
+    return best, mean
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_new_item(benchmark, case: str, full_index: Path) -> None:
+    base = os.environ.get("MALTRAIL_BENCH_BASE")
+    figures: dict[str, tuple[float, float]] = {}
+
+    def measure() -> None:
+        figures["this"] = _measure(case, full_index)
+        if base:
+            figures["base"] = _measure_base(Path(base).resolve(), case, full_index)
+
+    benchmark.pedantic(measure, rounds=1)
+    best, mean = figures["this"]
     benchmark.extra_info.update({"us_per_item_min": round(best, 2), "us_per_item_mean": round(mean, 2),
                                  "target_us": TARGETS_US.get(case)})
     target = f", target <= {TARGETS_US[case]:g} µs" if case in TARGETS_US else ""
     print(f"\nnew {case}: {best:.2f} µs/item best, {mean:.2f} µs/item mean (batches of {BATCH}, all new{target})")
+    if "base" in figures:
+        base_best, base_mean = figures["base"]
+        benchmark.extra_info.update({"base_us_per_item_min": round(base_best, 2), "ratio_base_to_this": round(
+            base_best / best, 2)})
+        print(f"  base {base}: {base_best:.2f} µs/item best, {base_mean:.2f} mean: {base_best / best:.2f}x this one")
+
+
+if __name__ == "__main__":  # run by `_measure_base` inside the other checkout
+    print(json.dumps(_measure(sys.argv[1], Path(sys.argv[2]))))

@@ -69,27 +69,33 @@ def _stage_rows(p, data: np.ndarray, inspector: PayloadInspector) -> dict[str, n
     return {"DNS": rows[port53], "QUIC": rows[udp & ~port53], "TLS": rows[tls], "HTTP": rows[~udp & ~port53 & ~tls]}
 
 
+def _one_batch(meta: np.ndarray, data: np.ndarray, linktype: int, matcher: IpMatcher,
+               inspector: PayloadInspector) -> dict[str, float]:
+    """Seconds per stage of one batch through the worker path."""
+    took: dict[str, float] = {}
+
+    def timed(stage: str, work: Callable[[], object]) -> object:
+        started = time.perf_counter()
+        result = work()
+        took[stage] = took.get(stage, 0.0) + time.perf_counter() - started
+        return result
+
+    p = timed("parse", lambda: parse_batch(meta, data, linktype))
+    timed("ticks and probes", lambda: (tick_items(p), probe_items(p)))
+    timed("IP trails", lambda: matcher.events(p))
+    stages = timed("payload selection", lambda: _stage_rows(p, data, inspector))
+    for stage, rows in stages.items():
+        timed(stage, lambda rows=rows: inspector.inspect(p, data, rows))
+    return took
+
+
 def _timed_stages(batches: Batches, index: TrailIndex) -> dict[str, float]:
     """Seconds per stage over the capture, each batch's best of RUNS runs."""
     best: list[dict[str, float]] = [{} for _ in batches]
     for _ in range(RUNS):
         matcher, inspector = _fresh(index)
         for i, (meta, data, linktype) in enumerate(batches):
-            took: dict[str, float] = {}
-
-            def timed(stage: str, work: Callable[[], object]) -> object:
-                started = time.perf_counter()
-                result = work()
-                took[stage] = took.get(stage, 0.0) + time.perf_counter() - started
-                return result
-
-            p = timed("parse", lambda: parse_batch(meta, data, linktype))
-            timed("ticks and probes", lambda: (tick_items(p), probe_items(p)))
-            timed("IP trails", lambda: matcher.events(p))
-            stages = timed("payload selection", lambda: _stage_rows(p, data, inspector))
-            for stage, rows in stages.items():
-                timed(stage, lambda rows=rows: inspector.inspect(p, data, rows))
-            for stage, seconds in took.items():
+            for stage, seconds in _one_batch(meta, data, linktype, matcher, inspector).items():
                 best[i][stage] = min(best[i].get(stage, float("inf")), seconds)
     return {stage: sum(b[stage] for b in best) for stage in best[0]}
 
