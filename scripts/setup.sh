@@ -29,3 +29,6 @@ fi
 # PYTHONDONTWRITEBYTECODE set every `maltrail sensor` start compiled them twice (the sensor and its
 # fork server), about 0.1 s of CPU each.
 .venv/bin/python -m compileall -q engine workers shm webui >/dev/null
+# The heuristics' Hyperscan databases, compiled once into the user's cache (a few seconds; every
+# later sensor start loads them in a millisecond).
+.venv/bin/python -c 'from workers.heuristics import http_rules; http_rules.prepare()'

@@ -182,3 +182,12 @@ def test_categorise_samples() -> None:
     for text in SAMPLES + [s.replace("?", "/../images/?") for s in SAMPLES] + [s.upper() for s in SAMPLES]:
         for skip in (False, True):
             assert http_rules._categorise(text, skip) == _categorise_reference(text, skip), text
+
+
+def test_cache_directory_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALTRAIL_CACHE_DIR")
+    monkeypatch.setenv("CACHE_DIRECTORY", f"{tmp_path}/systemd:{tmp_path}/other")
+    assert prefilter.cache_dir() == tmp_path / "systemd"
+    monkeypatch.delenv("CACHE_DIRECTORY")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert prefilter.cache_dir() == tmp_path / "xdg" / "maltrail"

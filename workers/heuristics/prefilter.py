@@ -53,8 +53,9 @@ _POSSESSIVE = re.compile(r"(?<!\\)([+*}?])\+")
 
 
 def cache_dir() -> Path:
-    """`MALTRAIL_CACHE_DIR`, else the XDG cache directory's `maltrail`."""
-    explicit = os.environ.get("MALTRAIL_CACHE_DIR")
+    """`MALTRAIL_CACHE_DIR`, else systemd's `CACHE_DIRECTORY` (a unit's `CacheDirectory=`), else the
+    XDG cache directory's `maltrail`."""
+    explicit = os.environ.get("MALTRAIL_CACHE_DIR") or os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
     if explicit:
         return Path(explicit)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "maltrail"
