@@ -304,3 +304,22 @@ def test_parameter_values_are_cut_as_maltrails_regex_does(path: str) -> None:
     import re
 
     assert _without_values(path) == re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)
+
+
+def test_names_cached_at_a_batch_start_survive_its_evictions(index: Path) -> None:
+    """A name the caches hold when a batch starts is answered from them even when the batch's new
+    names evict it on the way (tiny caches force that); the items equal a fresh inspector's."""
+    ix = TrailIndex(index)
+    frames = [_dns_q(0, "www.news-old.com")[1], _dns_r(0, "gone-old.com", [], rcode=3)[1]]
+    later = [_dns_q(1, n)[1] for n in ("www.news-old.com", "a.news-one.com", "b.news-two.com", "evil.com")]
+    later += [_dns_r(1, n, [], rcode=3)[1] for n in ("gone-old.com", "x.gone-one.com", "y.gone-two.com")]
+
+    def items(inspector: PayloadInspector, batch: list[bytes]) -> list:
+        meta, data = t.frames_batch(batch)
+        p = parse_batch(meta, data, 1)
+        return inspector.inspect(p, data, inspector.rows(p, data))
+
+    warm = PayloadInspector(ix, DetectionSettings(use_heuristics=True))
+    items(warm, frames)
+    warm._names.size = warm._nx_names.size = 1
+    assert items(warm, later) == items(PayloadInspector(ix, DetectionSettings(use_heuristics=True)), later)

@@ -297,14 +297,12 @@ class PayloadInspector:
             r = fast[nx]
             src, dst = row_addresses(p, r)
             names = [b.names[i] for i in nx.tolist()]
-            fresh = self._nx_counted_many([q for q in dict.fromkeys(names) if q not in self._nx_names])
+            counts = {q: self._nx_names.get(q) for q in names}  # before new names evict any
+            counts.update(self._nx_counted_many([q for q, counted in counts.items() if counted is None]))
             for row, name, sec, usec, s, sport, d, dport in zip(
                     r.tolist(), names, p.sec[r].tolist(), p.usec[r].tolist(), src,
                     p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
-                counted = self._nx_names.get(name)
-                if counted is None:
-                    counted = fresh[name]
-                if counted:
+                if counts[name]:
                     out.append((row, OBS_NXDOMAIN, (sec, usec, s, sport, d, dport, name)))
         answered = np.flatnonzero(response & b.has_a)
         if answered.size:
@@ -320,12 +318,12 @@ class PayloadInspector:
         listed = ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0)).tolist()
         plain = ((qtype != 12) & (qclass == 1)).tolist()
         src, dst = row_addresses(p, rows)
-        known = self._names
-        fresh = self._names_facts([q for q in dict.fromkeys(names) if q not in known])
+        facts_of = {q: self._names.get(q) for q in names}  # before new names evict any
+        facts_of.update(self._names_facts([q for q, facts in facts_of.items() if facts is None]))
         columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
                       p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
         for i, (row, q, checked, hit, sec, usec, s, sport, d, dport) in enumerate(columns):
-            facts = known.get(q) or fresh[q]
+            facts = facts_of[q]
             if facts is _IGNORED:
                 continue
             exh, trail = facts
