@@ -105,3 +105,26 @@ def test_nxdomain_counting_in_bulk(index: TrailIndex, names: list[str]) -> None:
     bulk = PayloadInspector(index, DetectionSettings())._nx_counted_many(names)
     one = PayloadInspector(index, DetectionSettings())
     assert bulk == {q: one._nx_counted(q) for q in names}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(PIECES + ["co", "uk", "local"]), min_size=1, max_size=6).map(".".join),
+                max_size=12))
+def test_query_name_facts_in_bulk(index: TrailIndex, names: list[str]) -> None:
+    """Ignored or not, the exhaustion domain unless whitelisted, trail or not: the bulk path of a
+    batch's new query names agrees with the rules applied one name at a time."""
+    from workers.heuristics.dns_rules import exhaustion_domain
+    from workers.payload import _IGNORED, DetectionSettings, PayloadInspector
+    from workers.protocols.dns import is_ignored_query
+
+    names = list(dict.fromkeys(names))
+    bulk = PayloadInspector(index, DetectionSettings())._names_facts(names)
+    expected = {}
+    for q in names:
+        if not q or not is_valid_dns_name(q) or is_ignored_query(q):
+            expected[q] = _IGNORED
+            continue
+        exh = exhaustion_domain(q)
+        exh = None if exh is None or index.is_whitelisted_domain(exh[0]) else exh
+        expected[q] = (exh, DomainChecker(index).check(q) is not None)
+    assert bulk == expected

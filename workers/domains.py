@@ -58,12 +58,15 @@ class DomainChecker:
             self._remember_clean(name)
         return hit
 
-    def check_many(self, names: list[str], valid: bool = False) -> list[DomainHit | None]:
+    def check_many(self, names: list[str], valid: bool = False,
+                   listed_out: list[bool] | None = None) -> list[DomainHit | None]:
         """`check` of each name, with the trail and whitelist walks of all plain names done in bulk
         (`TrailIndex.suffix_hits`): a name none of whose suffixes may be a trail or whitelisted
         (nearly every name) skips both, leaving the long-domain and wildcard checks; the others,
         and names that are not plain, take `check`. `valid`: the caller has checked every name with
-        `is_valid_dns_name` already (DNS queries are)."""
+        `is_valid_dns_name` already (DNS queries are). `listed_out` receives, per name, whether one
+        of its suffixes may be whitelisted (False is certain; True where the bulk walk did not run),
+        which also answers for the name's parents."""
         out: list[DomainHit | None] = [None] * len(names)
         plain: list[tuple[int, str]] = []
         for i, raw in enumerate(names):
@@ -75,6 +78,10 @@ class DomainChecker:
             else:
                 plain.append((i, name))
         trail, listed = self.index.suffix_hits([name for _, name in plain])
+        if listed_out is not None:
+            listed_out[:] = [True] * len(names)
+            for (i, _), maybe in zip(plain, listed, strict=True):
+                listed_out[i] = maybe
         unlisted: list[tuple[int, str]] = []
         for (i, name), maybe_trail, maybe_listed in zip(plain, trail, listed, strict=True):
             if maybe_trail or maybe_listed:

@@ -364,16 +364,12 @@ class PayloadInspector:
         packets do. The answer holds them all even when the cache is smaller than the batch."""
         facts = dict.fromkeys(names, _IGNORED)
         checked = [q for q in names if q and is_valid_dns_name(q) and not is_ignored_query(q)]
-        exhaustion = [exhaustion_domain(q) for q in checked]
-        counted = [exh for exh in exhaustion if exh is not None]
-        plain = [exh[0] for exh in counted if _PLAIN.fullmatch(exh[0])]
-        whitelisted = dict(zip(plain, self.index.whitelisted_domains(plain), strict=True))
-        for q, exh, hit in zip(checked, exhaustion, self.domains.check_many(checked, valid=True), strict=True):
-            if exh is not None:
-                listed = whitelisted.get(exh[0])
-                if listed is None:
-                    listed = self.index.is_whitelisted_domain(exh[0])
-                exh = None if listed else exh
+        listed: list[bool] = []  # whether a suffix of the name may be whitelisted: its parents' answer too
+        hits = self.domains.check_many(checked, valid=True, listed_out=listed)
+        for q, hit, maybe_listed in zip(checked, hits, listed, strict=True):
+            exh = exhaustion_domain(q)
+            if exh is not None and maybe_listed and self.index.is_whitelisted_domain(exh[0]):
+                exh = None
             facts[q] = (exh, hit is not None)
         for q, fact in facts.items():
             self._names.put(q, fact)

@@ -278,11 +278,6 @@ class TrailIndex:
         listed = np.logical_or.reduceat(_hash_present(self.wl_hash, hashes), starts)
         return trail.tolist(), listed.tolist()
 
-    def whitelisted_domains(self, names: list[str]) -> list[bool]:
-        """`is_whitelisted_domain` of each plain lowercase ASCII name, the walks in bulk."""
-        _, listed = self.suffix_hits(names)
-        return [maybe and self.is_whitelisted_domain(name) for name, maybe in zip(names, listed, strict=True)]
-
     def lookup_domain(self, name: str) -> tuple[int, str]:
         """Parent walk on label boundaries: (entry, matched key) of the longest listed suffix."""
         name = name.lower().rstrip(".")
