@@ -4,10 +4,19 @@ The mixed capture is given three times in one run (900k packets) so the figure i
 not dominated by the fixed cost of draining the pipeline at the end; the other mixes once. Targets
 on the mixed capture: 1 worker at most 1.5 µs/packet, 2 workers at least 1.6x the packets/s of 1.
 The unique mix (issue 12) is a 900k-packet capture replayed once, three rounds, as giving it three
-times would repeat every name; targets: 1 worker <= 1.2 µs/packet, 2 workers <= 0.8 µs/packet."""
+times would repeat every name; targets: 1 worker <= 1.2 µs/packet, 2 workers <= 0.8 µs/packet.
+
+`MALTRAIL_BENCH_BASE=/path/to/other/checkout` adds `test_replay_unique_against_base`: the `maltrail
+sensor` command of this checkout and of that one (with this environment's packages), run by turns
+on the unique capture, compared on the wall time their summaries report: before / after figures
+and their ratio from one command."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,3 +67,35 @@ def test_replay_unique(benchmark, workers: int, full_index: Path, unique_pcap: P
 def test_replay_mix(benchmark, mix: str, workers: int, full_index: Path, mix_pcap: Callable[[str], Path],
                     workdir: Path) -> None:
     _replay(benchmark, mix, workers, mix_pcap(mix), full_index, workdir, copies=1, rounds=1)
+
+
+def _sensor_us_per_packet(checkout: Path, capture: Path, index: Path, workers: int, log_dir: Path) -> float:
+    """µs/packet from the summary of `maltrail sensor` run in `checkout` (capture start to summary)."""
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "sensor", "-r", str(capture), "--trails", str(index),
+                           "--workers", str(workers), "--log-dir", str(log_dir)], cwd=checkout, check=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(checkout)})
+    packets = int(re.search(r"^  packets +([\d,]+)", done.stdout, re.M).group(1).replace(",", ""))
+    wall = float(re.search(r"^  wall time +([\d.]+) s", done.stdout, re.M).group(1))
+    return wall / packets * 1e6
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_replay_unique_against_base(benchmark, workers: int, full_index: Path, unique_pcap: Path,
+                                    workdir: Path) -> None:
+    base = os.environ.get("MALTRAIL_BENCH_BASE")
+    if not base:
+        pytest.skip("set MALTRAIL_BENCH_BASE to another checkout to compare with it")
+    checkouts = {"this": Path(__file__).resolve().parents[1], "base": Path(base).resolve()}
+    best: dict[str, float] = {}
+
+    def one_round() -> None:
+        for name, checkout in checkouts.items():
+            us = _sensor_us_per_packet(checkout, unique_pcap, full_index, workers, workdir / f"cmp-{name}-{workers}")
+            best[name] = min(best.get(name, float("inf")), us)
+
+    benchmark.pedantic(one_round, rounds=3)
+    ratio = best["base"] / best["this"]
+    benchmark.extra_info.update({"this_us_per_packet": round(best["this"], 3),
+                                 "base_us_per_packet": round(best["base"], 3), "ratio_base_to_this": round(ratio, 2)})
+    print(f"\nunique, {workers} worker(s): this {best['this']:.3f} µs/packet, base {base} {best['base']:.3f}: "
+          f"{ratio:.2f}x")
