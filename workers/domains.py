@@ -63,17 +63,17 @@ class DomainChecker:
         """`check` of each name, with the trail and whitelist walks of all plain names done in bulk
         (`TrailIndex.suffix_hits`): a name none of whose suffixes may be a trail or whitelisted
         (nearly every name) skips both, leaving the long-domain and wildcard checks; the others,
-        and names that are not plain, take `check`. `valid`: the caller has checked every name with
-        `is_valid_dns_name` already (DNS queries are). `listed_out` receives, per name, whether one
-        of its suffixes may be whitelisted (False is certain; True where the bulk walk did not run),
-        which also answers for the name's parents."""
+        and names that are not plain, take `check`. `valid`: every name is lowercase and passes
+        `is_valid_dns_name` (the caller checked: DNS query names), so it is plain already.
+        `listed_out` receives, per name, whether one of its suffixes may be whitelisted (False is
+        certain; True where the bulk walk did not run), which also answers for the name's parents."""
         out: list[DomainHit | None] = [None] * len(names)
         plain: list[tuple[int, str]] = []
         for i, raw in enumerate(names):
-            name = raw.lower().split(":", 1)[0]
+            name = raw if valid else raw.lower().split(":", 1)[0]
             if name in self._clean:
                 continue
-            if not _PLAIN_NAME.fullmatch(name) or name.endswith(_IP_ADRESS) or ".onion." in name:
+            if (not valid and not _PLAIN_NAME.fullmatch(name)) or name.endswith(_IP_ADRESS) or ".onion." in name:
                 out[i] = self.check(raw)
             else:
                 plain.append((i, name))

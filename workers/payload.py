@@ -359,9 +359,10 @@ class PayloadInspector:
         return out
 
     def _names_facts(self, names: list[str]) -> dict[str, tuple]:
-        """What each new query name alone decides (ignored or not, exhaustion domain, whether it is
-        a trail), the trail checks in bulk; kept in a bounded cache: names repeat far more than
-        packets do. The answer holds them all even when the cache is smaller than the batch."""
+        """What each new query name (lowercase, as the batch decoder gives them) alone decides
+        (ignored or not, exhaustion domain, whether it is a trail), the trail checks in bulk; kept
+        in a bounded cache: names repeat far more than packets do. The answer holds them all even
+        when the cache is smaller than the batch."""
         facts = dict.fromkeys(names, _IGNORED)
         checked = [q for q in names if q and is_valid_dns_name(q) and not is_ignored_query(q)]
         listed: list[bool] = []  # whether a suffix of the name may be whitelisted: its parents' answer too
