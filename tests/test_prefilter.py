@@ -191,3 +191,8 @@ def test_cache_directory_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("CACHE_DIRECTORY")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert prefilter.cache_dir() == tmp_path / "xdg" / "maltrail"
+
+
+def test_flags_hyperscan_cannot_follow_are_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported re flags"):
+        PatternSet("test-verbose", ["a b"], re.VERBOSE)

@@ -62,6 +62,8 @@ def cache_dir() -> Path:
 
 
 def _hs_flags(flags: int) -> int:
+    if flags & ~(re.IGNORECASE | re.DOTALL | re.MULTILINE | re.ASCII | re.UNICODE):
+        raise ValueError(f"prefilter: unsupported re flags {re.RegexFlag(flags)!r}")
     out = _BASE_FLAGS
     if flags & re.IGNORECASE:
         out |= hyperscan.HS_FLAG_CASELESS
