@@ -359,8 +359,8 @@ class SSE:
         self.conn.request("GET", path, headers=h)
         self.resp = self.conn.getresponse()
 
-    def events(self, n: int, timeout: float = 30) -> list[tuple[int, dict]]:
-        out: list[tuple[int, dict]] = []
+    def events(self, n: int, timeout: float = 30) -> list[tuple[str, dict]]:
+        out: list[tuple[str, dict]] = []
         deadline = time.monotonic() + timeout
         current: dict[str, str] = {}
         while len(out) < n and time.monotonic() < deadline:
@@ -370,7 +370,7 @@ class SSE:
                 current[k] = v
             elif line == "" and "data" in current:
                 assert current["event"] == "event"
-                out.append((int(current["id"]), json.loads(current["data"])))
+                out.append((current["id"], json.loads(current["data"])))
                 current = {}
         return out
 
@@ -390,11 +390,23 @@ def test_live_stream_and_resume(env: dict, admin: Client, tenant: Client) -> Non
         f.write(_line("10:00:02", "10.0.9.9", "198.51.100.66", "live-3"))
     got = stream.events(3)
     assert [e["info"] for _, e in got] == ["malware (live-1)", "malware (live-2)", "malware (live-3)"]
-    assert [i for i, _ in got] == [e["id"] for _, e in got] == sorted(i for i, _ in got)
+    assert [int(i) for i, _ in got] == [e["id"] for _, e in got] == sorted(int(i) for i, _ in got)
+    threat_ids = [e["threat"] for _, e in got]
+    assert threat_ids[0] == threat_ids[2] != threat_ids[1] and all(len(t) == 16 for t in threat_ids)
+    assert got[2][1]["new_threat"] is False  # live-1 opened that threat already
+    assert got[0][1]["bucket"] == time.mktime(time.strptime(f"{LIVE_DAY} 10", "%Y-%m-%d %H"))
     scoped_got = scoped.events(2)
     assert [e["info"] for _, e in scoped_got] == ["malware (live-1)", "malware (live-3)"]
+    # A scoped user's ids are opaque: they resume exactly but do not count the events out of scope.
+    tokens = [i for i, _ in scoped_got]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", t) for t in tokens) and [e["id"] for _, e in scoped_got] == tokens
+    assert tokens != [i for i, _ in got[::2]]
     stream.close()
     scoped.close()
+    scoped_again = SSE(tenant, "/api/live", {"Last-Event-ID": tokens[0]})
+    assert [e["info"] for _, e in scoped_again.events(1)] == ["malware (live-3)"]
+    scoped_again.close()
+    assert tenant.get_json(f"/api/live?after={got[0][0]}")[0] == 400
     last = got[-1][0]
     with open(log, "a") as f:
         f.write(_line("10:00:03", "10.0.9.9", "198.51.100.66", "live-4"))

@@ -89,6 +89,11 @@ def view_of(request: web.Request, with_query: bool = True) -> Q.View:
     return Q.View(day_from, day_to, scope_of(request[USER]), query)
 
 
+def _request_key(request: web.Request) -> tuple:
+    """What makes two reads the same: path, parameters and the user's scope."""
+    return request.path, tuple(sorted(request.query.items())), scope_of(request[USER]).cache_key
+
+
 def handle(fn: Any) -> Any:
     """BadRequest (and a query past its time limit) -> 400 JSON."""
     async def wrapper(request: web.Request) -> web.StreamResponse:
@@ -203,7 +208,7 @@ async def threats(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page)
 
-    total, rows = await ctx.read(run)
+    total, rows = await ctx.shared_read(_request_key(request), run)
     return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows})
 
 
@@ -262,7 +267,7 @@ async def stats(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.stats(conn, view)
 
-    return web.json_response(await ctx.read(run))
+    return web.json_response(await ctx.shared_read(_request_key(request), run))
 
 
 # --- indicators ----------------------------------------------------------------------------------
@@ -410,6 +415,7 @@ async def triage(request: web.Request) -> web.Response:
         return json_error(404, "no such threat")
     row = found[1]
     await ctx.write(ctx.ingester.set_triage, row["src_ip"], row["trail"], status_value, note, user.name, time.time())
+    ctx.changed()
     ctx.audit.write("triage", user.name, client_address(request), f"threat={tid} status={status_value}")
     found = await _visible_threat(ctx, view, tid)
     return web.json_response(found[1] if found else row)
@@ -458,6 +464,7 @@ async def suppressions_add(request: web.Request) -> web.Response:
         return json_error(409, f"at most {MAX_SUPPRESSIONS} suppression rules")
     now = time.time()
     rule_id = await ctx.write(ctx.ingester.add_suppression, scope_kind, src, trail, note, user.name, now)
+    ctx.changed()
     ctx.audit.write("suppress", user.name, client_address(request), f"rule={rule_id} scope={scope_kind} src={src}")
     return web.json_response({"id": rule_id, "scope": scope_kind, "src_ip": src, "trail": trail, "note": note,
                               "user": user.name, "created": now})
@@ -480,6 +487,7 @@ async def suppressions_delete(request: web.Request) -> web.Response:
     if not scope_of(user).unrestricted and rule["scope"] == "trail":
         return json_error(403, "a scoped user cannot remove trail-wide rules")
     await ctx.write(ctx.ingester.delete_suppression, int(text))
+    ctx.changed()
     ctx.audit.write("unsuppress", user.name, client_address(request), f"rule={text}")
     return web.json_response({"ok": True})
 

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +44,7 @@ STATIC_TYPES = {
     ".json": "application/json", ".woff2": "font/woff2", ".webmanifest": "application/manifest+json",
 }
 T = TypeVar("T")
+SHARED_MAX = 64
 
 
 @dataclass
@@ -68,12 +71,35 @@ class Context:
     live_streams: dict[str, int] = field(default_factory=dict)
     status_memory: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
+    secret: bytes = b""
+    version: int = 0  # bumped by every change of the index or of shared triage
+    shared: dict[tuple, asyncio.Future] = field(default_factory=dict)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.reader_pool, fn, *args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.writer_pool, fn, *args)
+
+    async def shared_read(self, key: tuple, fn: Callable[[], T]) -> T:
+        """Identical requests over the same state of the index share one computation: ten tabs
+        that refresh the same view after the same live events cost one query. An answer is
+        never reused once an event or a triage change has come in (`version`)."""
+        full = (self.version, *key)
+        task = self.shared.get(full)
+        if task is None:
+            if len(self.shared) >= SHARED_MAX or any(k[0] != self.version for k in self.shared):
+                self.shared = {k: v for k, v in self.shared.items() if k[0] == self.version and not v.done()}
+            task = self.shared[full] = asyncio.ensure_future(self.read(fn))
+            task.add_done_callback(lambda t: self._forget_failed(full, t))
+        return await asyncio.shield(task)
+
+    def _forget_failed(self, key: tuple, task: asyncio.Future) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.shared.pop(key, None)
+
+    def changed(self) -> None:
+        self.version += 1
 
     def notify(self) -> None:
         """Wake every live stream (a new Event each time: no waiter misses a round)."""
@@ -266,6 +292,7 @@ async def ingest_loop(app: web.Application) -> None:
             log.exception("indexing the logs failed; retrying")
             added = 0
         if added:
+            ctx.changed()
             ctx.notify()
         if ctx.ingester.pending:
             await asyncio.sleep(0)
@@ -329,6 +356,7 @@ def build_app(ctx: Context) -> web.Application:
 
     app = web.Application(middlewares=[errors, host_check, auth], client_max_size=64 * 1024)
     app[CTX] = ctx
+    hub = app[live.HUB] = live.LiveHub(ctx)
     app.on_response_prepare.append(security_headers)
     api.add_routes(app)
     app.router.add_get("/api/live", live.live)
@@ -337,7 +365,8 @@ def build_app(ctx: Context) -> web.Application:
     app.router.add_get("/{path:(?!api/).+}", static)
 
     async def background(app: web.Application) -> Any:
-        tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app))]
+        tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app)),
+                 asyncio.create_task(hub.run())]
         yield
         ctx.closing = True
         ctx.notify()
@@ -361,9 +390,22 @@ def build_app(ctx: Context) -> web.Application:
     return app
 
 
+def server_secret(index_dir: Path) -> bytes:
+    """The server's own random key (opaque live ids), kept 0600 beside the index."""
+    path = index_dir / "secret"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
 def make_context(settings: Settings) -> Context:
     ingester = Ingester(settings.log_dir, settings.index_dir, settings.severity)
-    return Context(
+    return Context(secret=server_secret(settings.index_dir),
         settings=settings, users=UserStore(settings.users),
         sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=Throttle(),
         audit=Audit(settings.index_dir / "audit.log"), ingester=ingester,

@@ -246,9 +246,7 @@ def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
                     total[h] += n
     timeline = []
     for (day, type_), hours in per_hour.items():
-        y, m, d = (int(x) for x in day.split("-"))
-        timeline += [{"time": time.mktime((y, m, d, h, 0, 0, 0, 0, -1)), "type": type_, "count": int(n)}
-                     for h, n in enumerate(hours) if n]
+        timeline += [{"time": hour_start(day, h), "type": type_, "count": int(n)} for h, n in enumerate(hours) if n]
     timeline.sort(key=lambda x: (x["time"], x["type"]))
 
     def top(counts: dict[str, int]) -> list[dict[str, Any]]:
@@ -257,16 +255,38 @@ def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
     return {"timeline": timeline, "top_sources": top(sources), "top_trails": top(trails), "severity": severity}
 
 
-def live_after(conn: sqlite3.Connection, scope: Scope, after: int, limit: int) -> list[dict[str, Any]]:
-    sql = f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id > ?"
+def hour_start(day: str, hour: int) -> float:
+    """Epoch of an hour of a server day (the timeline's buckets and the live deltas' key)."""
+    y, m, d = (int(x) for x in day.split("-"))
+    return time.mktime((y, m, d, hour, 0, 0, 0, 0, -1))
+
+
+def live_rows(conn: sqlite3.Connection, after: int, limit: int, scope: Scope | None = None,
+              upto: int | None = None) -> list[tuple[dict[str, Any], int]]:
+    """Events after `after` (and up to `upto`), each with its threat's id, day and hour bucket,
+    and the threat's row id."""
+    sql = (f"SELECT {EVENT_COLUMNS}, t.tid, e.day, e.hour, e.threat FROM events e "
+           "JOIN threats t ON t.id = e.threat WHERE e.id > ?")
     params: list[object] = [after]
-    if not scope.unrestricted:
+    if upto is not None:
+        sql += " AND e.id <= ?"
+        params.append(upto)
+    if scope is not None and not scope.unrestricted:
         s, sp = scope.sql("e.src_key")
         t, tp = scope.sql("e.dst_key", "e.dst_ip")
         sql += f" AND ({s} OR {t})"
         params += sp + tp
     sql += " ORDER BY e.id LIMIT ?"
-    return [event_json(r) for r in conn.execute(sql, [*params, limit])]
+    out = []
+    for r in conn.execute(sql, [*params, limit]):
+        event = event_json(r[:13])
+        event.update(threat=r[13], day=r[14], bucket=hour_start(r[14], r[15]))
+        out.append((event, int(r[16])))
+    return out
+
+
+def last_threat_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(max(id), 0) FROM threats").fetchone()[0])
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:
