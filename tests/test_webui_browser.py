@@ -249,6 +249,28 @@ def test_live_event_appears_without_reload(context: BrowserContext, dashboard: D
     assert console.unexpected() == []
 
 
+def test_live_event_updates_its_row_in_place(context: BrowserContext, dashboard: Dashboard) -> None:
+    """An event of a threat already on screen is folded into its row and the charts from the
+    stream alone: the page does not ask for the whole view again (that waits for the shared
+    30-second boundary)."""
+    page, console = login(context, dashboard)
+    expect(page.locator("#live-state")).to_have_text("connected")
+    top = dashboard.api.get("/api/threats", per_page=1)["rows"][0]
+    row = page.locator(f"#threats-body tr[data-id='{top['id']}']")
+    expect(row.locator("td.c-num")).to_have_text(f"{top['count']:,}")
+    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:  # clear of a full-refresh boundary
+        time.sleep(0.5)
+    asked: list[str] = []
+    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    now = time.time()
+    port = top["dst_port"] if isinstance(top["dst_port"], int) else None
+    append_event(dashboard.log_dir, (int(now), 5, top["src_ip"], 40001, top["dst_ip"], port, top["proto"],
+                                     top["type"], top["trail"], top["info"], top["reference"]), "delta-test")
+    expect(row.locator("td.c-num")).to_have_text(f"{top['count'] + 1:,}", timeout=10_000)
+    assert asked == []
+    assert console.unexpected() == []
+
+
 def test_hostile_fields_render_as_text(context: BrowserContext, dashboard: Dashboard) -> None:
     """Every field is network data: markup in it must show as text, never become elements."""
     page, console = login(context, dashboard)

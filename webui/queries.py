@@ -280,7 +280,7 @@ def live_rows(conn: sqlite3.Connection, after: int, limit: int, scope: Scope | N
     out = []
     for r in conn.execute(sql, [*params, limit]):
         event = event_json(r[:13])
-        event.update(threat=r[13], day=r[14], bucket=hour_start(r[14], r[15]))
+        event.update(threat=r[13], day=r[14], hour=r[15], bucket=hour_start(r[14], r[15]))
         out.append((event, int(r[16])))
     return out
 

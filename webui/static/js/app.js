@@ -15,13 +15,20 @@ import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine}
 import {initSuppressions} from './suppressions.js';
 import {initTheme, toggleTheme} from './theme.js';
 
-const REFRESH_GAP_MS = 1500;
+// Live mode: events update the rows and charts in place (deltas); the whole view is asked for
+// again only on shared wall-clock boundaries, so every open tab asks at the same moment and the
+// server answers them with one computation. A new threat, or a searched view (whose filter only
+// the server can apply), waits for the next short boundary; otherwise the long one.
+const LIVE_NEW_MS = 3000;
+const LIVE_FULL_MS = 30000;
+const DRAW_MS = 500;
+let refreshDue = 0;
+let drawTimer = 0;
 let controller = null;
 let lastThreats = null;
 let lastStats = null;
 let pages = 1;
 let refreshTimer = 0;
-let lastRefresh = 0;
 let started = false;
 let latestData = '';
 
@@ -177,7 +184,7 @@ function renderTable() {
 async function refresh({quiet = false} = {}) {
   clearTimeout(refreshTimer);
   refreshTimer = 0;
-  lastRefresh = Date.now();
+  refreshDue = 0;
   if (controller) controller.abort();
   controller = new AbortController();
   const signal = controller.signal;
@@ -217,13 +224,6 @@ async function refresh({quiet = false} = {}) {
   } finally {
     if (!signal.aborted) document.body.classList.remove('loading');
   }
-}
-
-/** Refresh soon, at most once per REFRESH_GAP_MS (live events arrive in bursts). */
-function scheduleRefresh() {
-  if (refreshTimer) return;
-  const wait = Math.max(0, REFRESH_GAP_MS - (Date.now() - lastRefresh));
-  refreshTimer = setTimeout(() => refresh({quiet: true}), wait);
 }
 
 function setTokens(tokens) {
@@ -295,10 +295,63 @@ function openThreat(threat) {
 
 // ---- live ----------------------------------------------------------------------------------
 
+/** Refresh at the next multiple of `period` on the clock (the same instant in every tab). */
+function refreshAtBoundary(period) {
+  const wait = period - (Date.now() % period) + 50;
+  if (refreshTimer && refreshDue <= Date.now() + wait) return;
+  clearTimeout(refreshTimer);
+  refreshDue = Date.now() + wait;
+  refreshTimer = setTimeout(() => refresh({quiet: true}), wait);
+}
+
+function drawSoon() {
+  if (drawTimer) return;
+  drawTimer = setTimeout(() => {
+    drawTimer = 0;
+    renderTable();
+    renderCharts();
+  }, DRAW_MS);
+}
+
+function bump(list, value) {
+  const entry = list.find((x) => x.value === value);
+  if (entry) entry.count += 1;
+}
+
+/** One event folded into the threat on screen and the charts, without asking the server. */
+function applyDelta(e) {
+  const row = lastThreats && (lastThreats.rows || []).find((r) => r.id === e.threat);
+  if (row) {
+    row.count += 1;
+    if (e.time > row.last_seen) {
+      row.last_seen = e.time;
+      Object.assign(row, {dst_ip: e.dst_ip, dst_port: e.dst_port, proto: e.proto, type: e.type, info: e.info,
+        sensor: e.sensor});
+    }
+    if (row.hourly && e.hour >= 0 && e.hour < 24) row.hourly[e.hour] += 1;
+  }
+  if (lastStats) {
+    const line = (lastStats.timeline || []).find((p) => p.time === e.bucket && p.type === e.type);
+    if (line) line.count += 1;
+    else (lastStats.timeline = lastStats.timeline || []).push({time: e.bucket, type: e.type, count: 1});
+    bump(lastStats.top_sources || [], e.src_ip);
+    bump(lastStats.top_trails || [], row ? row.trail : e.trail);
+  }
+  drawSoon();
+}
+
 function onLiveEvent(e) {
-  const day = isoDate(new Date(e.time * 1000));
-  if (day >= state.from && day <= state.to) scheduleRefresh();
-  else $('live-feed-note').textContent = `Live events are arriving for ${day}, outside this range.`;
+  const day = e.day || isoDate(new Date(e.time * 1000));
+  if (day < state.from || day > state.to) {
+    $('live-feed-note').textContent = `Live events are arriving for ${day}, outside this range.`;
+    return;
+  }
+  if (e.new_threat || state.tokens.length || !lastThreats) {
+    refreshAtBoundary(LIVE_NEW_MS);
+    return;
+  }
+  applyDelta(e);
+  refreshAtBoundary(LIVE_FULL_MS);
 }
 
 // ---- keyboard ------------------------------------------------------------------------------
