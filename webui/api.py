@@ -18,6 +18,7 @@ from aiohttp import web
 from webui import queries as Q
 from webui.app import COOKIE, SESSION, USER, Context, client_address, ctx_of, json_error
 from webui.auth import MAX_PASSWORD, Session, User, client_bucket, scope_of, verify
+from webui.grouping import normalize_trail
 from webui.hunt import HuntError, hunt
 from webui.netaddr import ip_key
 from webui.openapi import spec
@@ -445,7 +446,7 @@ async def suppressions_add(request: web.Request) -> web.Response:
     if scope_kind not in ("source", "trail", "both"):
         raise BadRequest("scope: expected source, trail or both")
     src = _text_field(body, "src_ip", 64, "") if scope_kind != "trail" else ""
-    trail = _text_field(body, "trail", 1024, "") if scope_kind != "source" else ""
+    trail = normalize_trail(_text_field(body, "trail", 1024, "").strip()) if scope_kind != "source" else ""
     note = _text_field(body, "note", MAX_NOTE, "")
     if scope_kind != "trail" and ip_key(src) is None:
         raise BadRequest("src_ip: expected an IP address")
@@ -465,7 +466,8 @@ async def suppressions_add(request: web.Request) -> web.Response:
     now = time.time()
     rule_id = await ctx.write(ctx.ingester.add_suppression, scope_kind, src, trail, note, user.name, now)
     ctx.changed()
-    ctx.audit.write("suppress", user.name, client_address(request), f"rule={rule_id} scope={scope_kind} src={src}")
+    ctx.audit.write("suppress", user.name, client_address(request),
+                    f"rule={rule_id} scope={scope_kind} src={src} trail={trail}")
     return web.json_response({"id": rule_id, "scope": scope_kind, "src_ip": src, "trail": trail, "note": note,
                               "user": user.name, "created": now})
 
@@ -488,7 +490,8 @@ async def suppressions_delete(request: web.Request) -> web.Response:
         return json_error(403, "a scoped user cannot remove trail-wide rules")
     await ctx.write(ctx.ingester.delete_suppression, int(text))
     ctx.changed()
-    ctx.audit.write("unsuppress", user.name, client_address(request), f"rule={text}")
+    ctx.audit.write("unsuppress", user.name, client_address(request),
+                    f"rule={text} scope={rule['scope']} src={rule['src_ip']} trail={rule['trail']}")
     return web.json_response({"ok": True})
 
 

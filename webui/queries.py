@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from webui.grouping import trail_rule_sql
 from webui.netaddr import Scope
 from webui.search import Query
 from webui.severity import NAMES
@@ -104,7 +105,7 @@ class View:
                     "FROM json_each(?)), ")
         where = [] if self.query.include_suppressed else [
             "NOT EXISTS (SELECT 1 FROM st.suppressions s WHERE (s.src_ip = '' OR s.src_ip = t.src_ip) "
-            "AND (s.trail = '' OR s.trail = t.trail))"]
+            f"AND {trail_rule_sql('t.trail')})"]
         where += self.query.threat_sql
         sql = (head + "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, COALESCE(tr.status, 'new') AS status, "
                "COALESCE(tr.note, '') AS note FROM g JOIN threats t ON t.id = g.threat "
@@ -166,7 +167,20 @@ def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: 
         events.update((r[0], r) for r in conn.execute(
             f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({','.join('?' * len(chunk))})", chunk))
     hourly = _hourly(conn, view, ids)
-    return total, [_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)) for r in page]
+    values = _values(conn, ids)
+    return total, [{**_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)), "values": values.get(r[0], [])}
+                   for r in page]
+
+
+def _values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[str]]:
+    """The distinct raw trails of the given threats (Maltrail's "…" list)."""
+    out: dict[int, list[str]] = {}
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i:i + IN_CHUNK]
+        for threat, value in conn.execute(f"SELECT threat, value FROM threat_values WHERE threat IN "
+                                          f"({','.join('?' * len(chunk))}) ORDER BY threat, value", chunk):
+            out.setdefault(threat, []).append(value)
+    return out
 
 
 def _hourly(conn: sqlite3.Connection, view: View, ids: list[int]) -> dict[int, list[int]]:

@@ -55,6 +55,11 @@ function factsSection(threat) {
     h('p', {class: 'lead-info', text: threat.info || '–'}),
     h('p', {class: 'muted'}, 'Reference ', h('span', {class: 'mono', text: threat.reference || '–'}),
       h('span', {class: ['status', 'sep', `st-${threat.status || 'new'}`], text: STATUS_LABELS[threat.status] || 'New'})));
+  const values = (threat.values || []).length > 1
+    ? h('details', {class: 'values'}, h('summary', {text: `${threat.values.length} distinct trails`}),
+      h('ul', {class: 'mono values-list'}, ...threat.values.map((v) => h('li', {text: v}))))
+    : null;
+  if (values) lead.append(values);
   const dl = h('dl', {class: 'facts two'},
     fact('Source', filterable('src', threat.src_ip)),
     fact('Events', h('span', {class: 'mono', text: num(threat.count)})),

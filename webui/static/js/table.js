@@ -58,6 +58,13 @@ function value(field, text, cls) {
   return h('span', {class: ['val', cls], dataset: {field, value: String(text)}, text: String(text)});
 }
 
+/** Maltrail's "…": the distinct trails of a grouped threat, listed in the title. */
+export function moreValues(el, values) {
+  if (!values || values.length < 2) return el;
+  return h('span', {class: 'with-more'}, el, h('span', {class: 'more-values', title: values.join('\n'),
+    'aria-label': `${values.length} distinct trails`, text: ` …${values.length}`}));
+}
+
 function cell(threat, key, field, day) {
   const v = threat[key];
   switch (key) {
@@ -78,6 +85,8 @@ function cell(threat, key, field, day) {
       return value(field, v, ['type-tag', typeClass(v)]);
     case 'reference':
       return h('span', {class: 'ref', title: v || '', text: v || ''});
+    case 'trail':
+      return moreValues(value(field, v), threat.values);
     default:
       return value(field, v);
   }
