@@ -314,8 +314,8 @@ def test_user_out_of_every_scope_sees_nothing(env: dict, admin: Client) -> None:
 def test_check_indicators(admin: Client) -> None:
     status, body = admin.get_json("/api/check?indicator=198.51.100.66")
     assert status == 200 and body["found"] and body["matches"][0]["info"] == "botnet c2 (demo)"
-    status, body = admin.get_json("/api/check?indicator=www.evil-demo.example")
-    assert body["found"] and body["matches"][0]["trail"] == "evil-demo.example"
+    status, body = admin.get_json("/api/check?indicator=www.evil-demo.top")
+    assert body["found"] and body["matches"][0]["trail"] == "evil-demo.top"
     status, body = admin.get_json("/api/check?indicator=6.6.6.6:8443")
     assert body["found"] and body["matches"][0]["trail"] == "6.6.6.6:8443"
     status, body = admin.get_json(f"/api/check?indicator={quote('http://x.example/malicious-login.php?a=1')}")

@@ -384,6 +384,7 @@ def build_app(ctx: Context) -> web.Application:
         """Before aiohttp waits for open handlers: live streams and hunts end now."""
         ctx.closing = True
         ctx.notify()
+        hub.wake()
 
     app.on_shutdown.append(stopping)
     app.cleanup_ctx.append(background)

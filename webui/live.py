@@ -100,10 +100,14 @@ class LiveHub:
             self.last = rows[-1][0]["id"]
             if len(self.items) == BUFFER:
                 self.base = self.items[0].id - 1
-            old, self.changed = self.changed, asyncio.Event()
-            old.set()
+            self.wake()
             if len(rows) < BATCH:
                 return
+
+    def wake(self) -> None:
+        """Wake every stream (a new Event each time: no waiter misses a round)."""
+        old, self.changed = self.changed, asyncio.Event()
+        old.set()
 
     def since(self, after: int) -> list[Item] | None:
         """Buffered events after `after`; None when the buffer no longer reaches back that far."""
