@@ -487,7 +487,7 @@ def test_engine_status_from_the_replay(admin: Client) -> None:
 
 def test_session_endpoint_and_openapi(env: dict, tenant: Client) -> None:
     status, body = tenant.get_json("/api/session")
-    assert body == {"user": "tenant", "csrf": tenant.csrf, "scope": [TENANT_SCOPE], "admin": False}
+    assert body == {"user": "tenant", "csrf": tenant.csrf, "scope": [TENANT_SCOPE], "admin": False, "role": "analyst"}
     status, spec = Client(env["server"]).get_json("/api/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.") and "/api/threats" in spec["paths"]
 

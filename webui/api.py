@@ -18,6 +18,7 @@ from aiohttp import web
 from webui import queries as Q
 from webui.app import COOKIE, SESSION, USER, Context, client_address, ctx_of, json_error
 from webui.auth import MAX_PASSWORD, Session, User, client_bucket, scope_of, verify
+from webui.eventids import EventIds
 from webui.grouping import normalize_trail
 from webui.hunt import HuntError, hunt
 from webui.netaddr import ip_key
@@ -133,7 +134,7 @@ def _text_field(body: dict[str, Any], name: str, limit: int, default: str | None
 
 
 def _session_json(session: Session, user: User) -> dict[str, Any]:
-    return {"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin}
+    return {"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin, "role": user.role}
 
 
 # --- session -----------------------------------------------------------------------------------
@@ -176,7 +177,7 @@ async def login(request: web.Request) -> web.Response:
         ctx.sessions.delete(old)  # no session fixation: always a fresh token
     session = ctx.sessions.create(user.name)
     ctx.audit.write("login-ok", user.name, client)
-    resp = web.json_response({"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin})
+    resp = web.json_response(_session_json(session, user))
     resp.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict", path="/", secure=ctx.settings.tls)
     return resp
 
@@ -244,7 +245,11 @@ async def threat_events(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.threat_events(conn, view, threat, limit)
 
-    return web.json_response({"threat": row, "events": await ctx.read(run)})
+    events = await ctx.read(run)
+    if not view.scope.unrestricted:  # global ids would tell a scoped user how many events there are
+        ids = EventIds(ctx.secret)
+        events = [{**e, "id": ids.encode(e["id"])} for e in events]
+    return web.json_response({"threat": row, "events": events})
 
 
 @handle
@@ -317,8 +322,13 @@ async def hunt_handler(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
+    """A scoped user gets whether the engine runs and the index is complete, never the global
+    counters or the global number of events."""
     ctx = ctx_of(request)
     data = await ctx.read(engine_status, ctx.settings.status_file, ctx.status_memory)
+    if not scope_of(request[USER]).unrestricted:
+        return web.json_response({"running": data.get("running", False), "updated": data.get("updated"),
+                                  "scoped": True, "index": {"caught_up": ctx.caught_up}})
 
     def index_info() -> dict[str, Any]:
         with ctx.readers.snapshot() as conn:
@@ -488,11 +498,20 @@ async def suppressions_delete(request: web.Request) -> web.Response:
         return json_error(404, "no such rule")
     if not scope_of(user).unrestricted and rule["scope"] == "trail":
         return json_error(403, "a scoped user cannot remove trail-wide rules")
+    if not user.admin and rule["user"] != user.name:
+        return json_error(403, "only an admin removes another user's rule")
     await ctx.write(ctx.ingester.delete_suppression, int(text))
     ctx.changed()
     ctx.audit.write("unsuppress", user.name, client_address(request),
                     f"rule={text} scope={rule['scope']} src={rule['src_ip']} trail={rule['trail']}")
     return web.json_response({"ok": True})
+
+
+async def users_list(request: web.Request) -> web.Response:
+    """Admin only (webui.roles): who may log in, with role and scope; never password records."""
+    users = ctx_of(request).users.load()
+    return web.json_response({"users": [{"name": u.name, "role": u.role, "scope": u.scope}
+                                        for u in sorted(users.values(), key=lambda u: u.name)]})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -516,4 +535,5 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/suppressions", suppressions_list)
     r.add_post("/api/suppressions", suppressions_add)
     r.add_delete("/api/suppressions/{rid}", suppressions_delete)
+    r.add_get("/api/users", users_list)
     r.add_get("/api/openapi.json", openapi)

@@ -26,6 +26,7 @@ from aiohttp.web_request import BaseRequest
 
 from engine.index.mapped import TrailIndex
 from webui.auth import Audit, Session, Sessions, Throttle, User, UserStore
+from webui.roles import allows
 from webui.settings import Settings
 from webui.store import SYNC_BYTES, Ingester, Readers
 
@@ -206,6 +207,9 @@ async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[
         token = request.headers.get("X-CSRF-Token", "")
         if not hmac.compare_digest(token.encode(), session.csrf.encode()):
             return json_error(403, "missing or wrong CSRF token")
+    route = request.match_info.route.resource
+    if route is not None and not allows(user.role, request.method, route.canonical):
+        return json_error(403, f"the {user.role} role may not do this")
     request[SESSION] = session
     request[USER] = user
     return await handler(request)

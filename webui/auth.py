@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from webui.netaddr import NetworkError, Scope, parse_network
+from webui.roles import ROLES, role_of
 
 log = logging.getLogger("maltrail.webui")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
@@ -96,11 +97,19 @@ def check_scope(items: list[str]) -> list[str]:
 class User:
     name: str
     password: dict[str, Any]
-    admin: bool = False
+    role: str = "analyst"
     scope: list[str] = field(default_factory=list)
+    unshown: bool = False  # a generated password that was never printed (first start)
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"password": self.password, "admin": self.admin, "scope": self.scope}
+        out = {"password": self.password, "role": self.role, "admin": self.admin, "scope": self.scope}
+        if self.unshown:
+            out["unshown"] = True
+        return out
 
 
 class UserStore:
@@ -132,7 +141,9 @@ class UserStore:
                 scope = check_scope(list(rec.get("scope", [])))
                 if not isinstance(rec["password"], dict):
                     raise TypeError
-                users[name] = User(name, rec["password"], bool(rec.get("admin", False)), scope)
+                if "role" in rec and rec["role"] not in ROLES:
+                    raise UserError(f"user {name!r}: role must be one of {', '.join(ROLES)}")
+                users[name] = User(name, rec["password"], role_of(rec), scope, bool(rec.get("unshown", False)))
             return users
         except UserError as exc:
             raise UserError(f"{self.path}: {exc}") from None
@@ -164,12 +175,17 @@ class UserStore:
             raise
         self._stamp = None
 
-    def set_user(self, name: str, password: str, admin: bool | None = None, scope: list[str] | None = None) -> User:
+    def set_user(self, name: str, password: str, admin: bool | None = None, scope: list[str] | None = None,
+                 role: str | None = None, unshown: bool = False) -> User:
         users = dict(self.load())
         old = users.get(check_username(name))
+        if role is None and admin is not None:
+            role = "admin" if admin else "analyst"
+        if role is not None and role not in ROLES:
+            raise UserError(f"role: expected one of {', '.join(ROLES)}")
         user = User(name, hash_password(check_password(password)),
-                    admin if admin is not None else (old.admin if old else False),
-                    check_scope(scope) if scope is not None else (old.scope if old else []))
+                    role if role is not None else (old.role if old else "analyst"),
+                    check_scope(scope) if scope is not None else (old.scope if old else []), unshown)
         users[name] = user
         self.save(users)
         return user
@@ -182,12 +198,23 @@ class UserStore:
         return True
 
     def ensure_admin(self) -> str | None:
-        """Create `admin` with a random password when there is no user at all; returns the password."""
-        if self.load():
+        """Create `admin` with a random password when there is no user at all, or replace one that
+        was created but never shown (the start failed before printing it); returns the password.
+        The caller prints it and then calls `shown`."""
+        users = self.load()
+        if users and not (len(users) == 1 and "admin" in users and users["admin"].unshown):
             return None
         password = secrets.token_urlsafe(15)
-        self.set_user("admin", password, admin=True, scope=[])
+        self.set_user("admin", password, role="admin", scope=[], unshown=True)
         return password
+
+    def shown(self, name: str) -> None:
+        """The generated password of `name` has been printed: it is an ordinary user now."""
+        users = dict(self.load())
+        user = users.get(name)
+        if user is not None and user.unshown:
+            user.unshown = False
+            self.save(users)
 
 
 def verify(users: UserStore, name: str, password: str) -> User | None:

@@ -18,7 +18,7 @@ _OBJ = {"type": "object"}
 
 THREAT = {"type": "object", "properties": {k: {} for k in (
     "id", "src_ip", "dst_ip", "dst_port", "proto", "type", "trail", "info", "reference", "sensor", "count",
-    "first_seen", "last_seen", "severity", "hourly", "status", "note")}}
+    "first_seen", "last_seen", "severity", "hourly", "status", "note", "values")}}
 EVENT = {"type": "object", "properties": {k: {} for k in (
     "id", "time", "sensor", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "type", "trail", "info",
     "reference", "severity")}}
@@ -56,7 +56,8 @@ def spec() -> dict[str, Any]:
             "/api/login": {"post": _op("Log in; sets the mt_session cookie", secured=False, body=True)},
             "/api/logout": {"post": _op("Log out (server-side)", _CSRF)},
             "/api/session": {"get": _op("Current user, CSRF token and scope")},
-            "/api/threats": {"get": _op("Threats grouped by (source, trail)", _RANGE + _Q + [
+            "/api/threats": {"get": _op("Threats grouped as Maltrail does (source and normalised trail, or source "
+                                        "and heuristic family)", _RANGE + _Q + [
                 _str("sort"), _str("order"), _int("page"), _int("per_page")])},
             "/api/threats/{id}/events": {"get": _op("Raw events of one threat, newest first",
                                                     [_str("id", "path"), *_RANGE, _int("limit")])},
@@ -78,6 +79,7 @@ def spec() -> dict[str, Any]:
             "/api/suppressions": {"get": _op("Suppression rules"),
                                   "post": _op("Add a suppression rule", _CSRF, body=True)},
             "/api/suppressions/{id}": {"delete": _op("Remove a suppression rule", [_str("id", "path"), *_CSRF])},
+            "/api/users": {"get": _op("Users with role and scope (admin only)")},
             "/api/openapi.json": {"get": _op("This description", secured=False)},
         },
     }

@@ -78,6 +78,11 @@ function advice(workers, drops, running) {
 
 function render(s) {
   const body = clear($('engine-body'));
+  if (s && s.scoped) {
+    body.append(h('p', {class: 'empty', text: `The sensor is ${s.running ? 'running' : 'not running'}. `
+      + 'Engine figures cover every network, so accounts limited to a network scope do not see them.'}));
+    return;
+  }
   if (!s || s.running === undefined || (!s.running && !s.counters)) {
     body.append(h('p', {class: 'empty', text: 'No sensor has reported status to this log directory yet.'}));
     return;
