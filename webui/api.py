@@ -145,33 +145,34 @@ async def login(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     client = client_address(request)
     bucket = client_bucket(client)
-    wait = ctx.throttle.retry_after(bucket)
-    if wait > 0:
-        if ctx.throttle.refused(bucket) == 0:
-            ctx.audit.write("login-throttled", "-", client, f"retry_after={math.ceil(wait)}")
-        seconds = math.ceil(wait)
-        return json_error(429, "too many failed logins; try again later", {"Retry-After": str(seconds)},
-                          retry_after=seconds)
     body = await _json_body(request)
     name = body.get("username")
     password = body.get("password")
     if not isinstance(name, str) or not isinstance(password, str) or len(password) > MAX_PASSWORD:
         raise BadRequest("username and password: expected strings")
-    # One attempt at a time per client (parallel guesses would all pass the throttle check
-    # before the first failure is counted), and a bounded number in total (scrypt is costly).
-    if ctx.logins_in_flight.get(bucket) or sum(ctx.logins_in_flight.values()) >= MAX_LOGINS_IN_FLIGHT:
+    wait = ctx.throttle.retry_after(bucket, name)
+    if wait > 0:
+        if ctx.throttle.refused(bucket, name) == 0:
+            ctx.audit.write("login-throttled", name, client, f"retry_after={math.ceil(wait)}")
+        seconds = math.ceil(wait)
+        return json_error(429, "too many failed logins; try again later", {"Retry-After": str(seconds)},
+                          retry_after=seconds)
+    # One attempt at a time per (client, account) (parallel guesses would all pass the throttle
+    # check before the first failure is counted), and a bounded number in total (scrypt is costly).
+    slot = f"{bucket}|{name[:64].lower()}"
+    if ctx.logins_in_flight.get(slot) or sum(ctx.logins_in_flight.values()) >= MAX_LOGINS_IN_FLIGHT:
         return json_error(429, "another login attempt is in progress; try again", {"Retry-After": "1"},
                           retry_after=1)
-    ctx.logins_in_flight[bucket] = 1
+    ctx.logins_in_flight[slot] = 1
     try:
         user = await asyncio.get_running_loop().run_in_executor(ctx.login_pool, verify, ctx.users, name, password)
     finally:
-        ctx.logins_in_flight.pop(bucket, None)
+        ctx.logins_in_flight.pop(slot, None)
     if user is None:
         ctx.throttle.failure(bucket, name)
         ctx.audit.write("login-failed", name, client)
         return json_error(401, "wrong user name or password")
-    ctx.throttle.success(bucket, user.name)
+    ctx.throttle.success(bucket, name)
     old = request.cookies.get(COOKIE)
     if old:
         ctx.sessions.delete(old)  # no session fixation: always a fresh token

@@ -25,7 +25,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from engine.index.mapped import TrailIndex
-from webui.auth import Audit, Session, Sessions, Throttle, User, UserStore
+from webui.auth import Audit, LoginGuard, Session, Sessions, User, UserStore
+from webui.netaddr import ip_key
 from webui.roles import allows
 from webui.settings import Settings
 from webui.store import SYNC_BYTES, Ingester, Readers
@@ -55,7 +56,7 @@ class Context:
     settings: Settings
     users: UserStore
     sessions: Sessions
-    throttle: Throttle
+    throttle: LoginGuard
     audit: Audit
     ingester: Ingester
     readers: Readers
@@ -122,7 +123,19 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None,
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "?"
+    """The peer, or behind a trusted proxy ([server] trusted_proxies) the address the proxies
+    saw: the rightmost X-Forwarded-For entry that is not itself a trusted proxy."""
+    peer = request.remote or "?"
+    proxies = ctx_of(request).settings.trusted_proxies
+    if proxies.unrestricted or not proxies.contains_text(peer):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")]
+    for hop in reversed(hops):
+        if ip_key(hop) is None:
+            return peer  # a malformed chain: trust nothing in it
+        if not proxies.contains_text(hop):
+            return hop
+    return peer
 
 
 def host_allowed(request: web.Request, allowed: frozenset[str]) -> bool:
@@ -412,6 +425,6 @@ def make_context(settings: Settings) -> Context:
     ingester = Ingester(settings.log_dir, settings.index_dir, settings.severity)
     return Context(secret=server_secret(settings.index_dir),
         settings=settings, users=UserStore(settings.users),
-        sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=Throttle(),
+        sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=LoginGuard(),
         audit=Audit(settings.index_dir / "audit.log"), ingester=ingester,
         readers=Readers(ingester.path, ingester.triage_path))

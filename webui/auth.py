@@ -6,8 +6,9 @@
 - Sessions live in memory (a restart logs everyone out) with an idle and an absolute expiry and
   a CSRF token each; the user record is re-read on every request, so a removed user or a changed
   scope takes effect at once.
-- Throttling is per client address (IPv6 per /64): after a few failures every attempt is
-  refused with 429 and a Retry-After that doubles per further failure; nothing ever sleeps.
+- Throttling (`LoginGuard`) is per (account, client address) (IPv6 per /64), with a higher limit
+  per address and a global ceiling: after a few failures attempts are refused with 429 and a
+  Retry-After that doubles per further failure; nothing ever sleeps.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,8 @@ USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 THROTTLE_FREE_FAILURES = 5
+ADDRESS_FREE_FAILURES = 30
+GLOBAL_FAILURES_PER_MINUTE = 120
 THROTTLE_MAX_SECONDS = 900
 THROTTLE_FORGET_SECONDS = 3600
 THROTTLE_TABLE = 10_000
@@ -359,6 +363,49 @@ class Throttle:
                     if r.locked_until <= now and now - r.last > 60 or now - r.last > THROTTLE_FORGET_SECONDS]:
             del self._table[key]
         return len(self._table) < THROTTLE_TABLE
+
+
+class LoginGuard:
+    """Login throttling that does not let users behind one proxy lock each other out:
+    failures count per (account, client address); an address that fails across many accounts is
+    stopped at a higher count; and a global ceiling on failures per minute (any account, any
+    address) refuses every attempt for a while, against guessing spread over many addresses."""
+
+    def __init__(self, free: int = THROTTLE_FREE_FAILURES, address_free: int = ADDRESS_FREE_FAILURES,
+                 global_per_minute: int = GLOBAL_FAILURES_PER_MINUTE) -> None:
+        self.pair = Throttle(free)
+        self.address = Throttle(address_free)
+        self.global_per_minute = global_per_minute
+        self._recent: deque[float] = deque()
+
+    @staticmethod
+    def _key(bucket: str, name: str) -> str:
+        return f"{bucket}|{name[:64].lower()}"
+
+    def _global_wait(self, now: float) -> float:
+        while self._recent and now - self._recent[0] >= 60:
+            self._recent.popleft()
+        if len(self._recent) < self.global_per_minute:
+            return 0.0
+        return 60 - (now - self._recent[0])
+
+    def retry_after(self, bucket: str, name: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return max(self.pair.retry_after(self._key(bucket, name), now), self.address.retry_after(bucket, now),
+                   self._global_wait(now))
+
+    def failure(self, bucket: str, name: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.pair.failure(self._key(bucket, name), name, now)
+        self.address.failure(bucket, name, now)
+        self._recent.append(now)
+
+    def refused(self, bucket: str, name: str) -> int:
+        return self.pair.refused(self._key(bucket, name))
+
+    def success(self, bucket: str, name: str) -> None:
+        self.pair.success(self._key(bucket, name), name)
+        self.address.success(bucket, name)
 
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]")

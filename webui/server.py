@@ -89,14 +89,14 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
             await runner.cleanup()
             raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
         port = runner.addresses[0][1]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before the password: a stop cannot cut its marking
+            loop.add_signal_handler(sig, stop.set)
         say(f"dashboard: {url_of(settings, port)}  (logs: {settings.log_dir}, index: {settings.index_dir})")
         for warning in exposure_warnings(settings):
             say(f"warning: {warning}")
         await first_admin(ctx.users, say)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
         finally:
