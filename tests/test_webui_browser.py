@@ -230,6 +230,24 @@ def test_threat_drawer_raw_events_and_pivot(context: BrowserContext, dashboard: 
     assert console.unexpected() == []
 
 
+def test_search_or_groups_and_a_refused_search_clears_the_rows(context: BrowserContext,
+                                                                 dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    pairs = dashboard.pairs()
+    a, b = sorted({s for s, _ in pairs})[:2]
+    page.fill("#search-input", f"src:{a} OR src:{b}")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#chips .chip")).to_have_count(1)  # one expression, one chip
+    expect_total(page, sum(1 for s, _ in pairs if s in (a, b)))
+    assert set(page.locator("#threats-body td.c-ip").all_inner_texts()[::2]) == {a, b}
+    page.fill("#search-input", "count:>x")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#view-note")).to_contain_text("count:>x")
+    expect(page.locator("#threats-body tr")).to_have_count(0)  # no stale rows under the new chips
+    expect(page.locator("#threat-total")).to_have_text("–")
+    assert console.unexpected(400) == []
+
+
 def test_live_event_appears_without_reload(context: BrowserContext, dashboard: Dashboard) -> None:
     page, console = login(context, dashboard)
     expect(page.locator("#live-btn")).to_have_attribute("aria-pressed", "true")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from webui_support import PASSWORDS, Client, add_user, logged_in, start_server
@@ -117,9 +118,45 @@ def test_trail_suppression_covers_subdomain_variants(env: dict) -> None:
         status, rule2 = admin.post_json("/api/suppressions", {"scope": "trail", "trail": "(www).victim.org"})
         assert status == 200 and rule2["trail"] == "victim.org"
         assert admin.request("DELETE", f"/api/suppressions/{rule['id']}")[0] == 200
+        assert admin.request("DELETE", f"/api/suppressions/{rule2['id']}")[0] == 200
         assert ("10.0.0.5", "pastebin.com") in _threats(admin)
     finally:
         server.stop()
     audit = (env["logs"] / ".webui" / "audit.log").read_text().splitlines()
     assert any(" suppress " in line and "trail=pastebin.com" in line for line in audit)
     assert any(" unsuppress " in line and "trail=pastebin.com" in line for line in audit)
+
+
+@pytest.mark.parametrize(("q", "sources"), [
+    ("src:10.0.0.5 OR src:10.0.0.9", ["10.0.0.5", "10.0.0.9"]),
+    ("src:10.0.0.5 || (src:10.0.0.8 AND trail:notpaste*)", ["10.0.0.5", "10.0.0.8"]),
+    ("trail:*.pastebin.com", ["10.0.0.5", "10.0.0.9"]),  # (www).pastebin.com is one of 10.0.0.5's values
+    ("trail:*pastebin.com -src:10.0.0.5", ["10.0.0.8", "10.0.0.9"]),
+    ("count:>10", ["10.0.0.6"]),
+    ("count:3-4", ["10.0.0.5", "10.0.0.7"]),
+    ("src:10.0.0.6 OR src:10.0.0.7 count:<4", ["10.0.0.7"]),
+    ("src:10.0.0.7 OR info:exhaustion", ["10.0.0.6", "10.0.0.7"]),  # source written on events
+    ("NOT (src:10.0.0.5 OR src:10.0.0.6)", ["10.0.0.7", "10.0.0.8", "10.0.0.9"]),
+    ("(sev:low OR sev:medium) type:dns src:10.0.0.9", ["10.0.0.9"]),
+])
+def test_search_or_groups_wildcards_and_counts(env: dict, q: str, sources: list[str]) -> None:
+    server = start_server(env["logs"], env["users"])
+    try:
+        rows = _threats(logged_in(server, "admin"), quote(q))
+    finally:
+        server.stop()
+    assert sorted(src for src, _ in rows) == sources
+
+
+def test_search_refuses_what_it_cannot_answer(env: dict) -> None:
+    server = start_server(env["logs"], env["users"])
+    try:
+        admin = logged_in(server, "admin")
+        for q, word in (("count:>10 OR port:53", "not supported"), ("status:new OR info:x", "not supported"),
+                        ("foo:bar", "unknown field"), ("(src:10.0.0.5", "parenthesis"),
+                        ("src:10.0.0.5 OR", "OR"), ("count:>x", "count:>x"), ("()", "parenthesis"),
+                        ("(suppressed:yes)", "suppressed")):
+            status, body = admin.get_json(f"/api/threats?from={DAY}&to={DAY}&q={quote(q)}")
+            assert status == 400 and word in body["error"], (q, body)
+    finally:
+        server.stop()

@@ -55,7 +55,7 @@ def test_search_compiles_to_parameters_only() -> None:
     assert "DROP" not in sql and "evil" not in sql and "10.0.0.0" not in sql and "'" not in sql.replace("'new'", "")
     assert 'it\'s "quoted" ; drop' in q.event_params
     assert q.has_event_terms and len(q.threat_sql) == 2
-    assert tokenize('-"a b" x:y') == [(True, None, "a b"), (False, None, "x:y")]
+    assert tokenize('-"a b" "x:y"') == [(True, None, "a b"), (False, None, "x:y")]
 
 
 @pytest.mark.parametrize("bad", ["port:1-2-3", "port:-5", "src:10.0.0.0/99", "sev:", 'trail:"x', "suppressed:maybe",

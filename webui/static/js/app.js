@@ -180,6 +180,18 @@ function renderTable() {
   if (row) refreshDrawer(row);
 }
 
+/** A refused search shows no rows at all: never the previous search's rows under the new chips. */
+function clearView() {
+  lastThreats = {total: 0, rows: []};
+  lastStats = {timeline: [], top_sources: [], top_trails: [], severity: {high: 0, medium: 0, low: 0}};
+  forgetRows();
+  renderTable();
+  renderCharts();
+  renderSevPills(lastStats.severity);
+  $('threats-empty').hidden = true;
+  $('threat-total').textContent = '–';
+}
+
 /** Fetch threats and stats for the current view and draw them. */
 async function refresh({quiet = false} = {}) {
   clearTimeout(refreshTimer);
@@ -213,6 +225,7 @@ async function refresh({quiet = false} = {}) {
   } catch (err) {
     if (err.name === 'AbortError') return;
     if (err instanceof ApiError && err.status === 400) {
+      clearView();
       const bad = state.tokens.find((t) => err.message.includes(t)) || '';
       renderChips(bad);
       const note = $('view-note');
