@@ -5,6 +5,7 @@ tokens, ranges, per-user scope, live resume, hunt (complete and partial), triage
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import http.client
 import io
 import ipaddress
@@ -487,7 +488,8 @@ def test_engine_status_from_the_replay(admin: Client) -> None:
 
 def test_session_endpoint_and_openapi(env: dict, tenant: Client) -> None:
     status, body = tenant.get_json("/api/session")
-    assert body == {"user": "tenant", "csrf": tenant.csrf, "scope": [TENANT_SCOPE], "admin": False, "role": "analyst"}
+    assert body == {"user": "tenant", "csrf": tenant.csrf, "scope": [TENANT_SCOPE], "admin": False, "role": "analyst",
+                    "tz": "UTC", "today": dt.date.today().isoformat()}  # tests run with TZ=UTC
     status, spec = Client(env["server"]).get_json("/api/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.") and "/api/threats" in spec["paths"]
 

@@ -463,3 +463,60 @@ def test_screenshot_of_the_main_view(context: BrowserContext, dashboard: Dashboa
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 20_000
     assert console.unexpected() == []
+
+
+PLOTTED = """[...document.querySelectorAll('#chart-timeline rect.seg title')]
+  .reduce((a, t) => a + Number(t.textContent.match(/: ([\\d,]+) \\(/)[1].replaceAll(',', '')), 0)"""
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Pacific/Kiritimati"])
+def test_time_zones_follow_the_server_days(browser: Browser, dashboard: Dashboard, zone: str) -> None:
+    """A browser far from the server's zone (the server runs in UTC) plots every event of the
+    server's day on the axis, and shows first/last seen on the server's day, in each time mode."""
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id=zone)
+    ctx.set_default_timeout(20_000)
+    try:
+        page, console = login(ctx, dashboard)
+        assert page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == zone
+        events = sum(dashboard.pairs().values())
+        expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
+        for label in ("Server time", "UTC", "Local"):
+            expect(page.locator("#tz-btn")).to_have_text(label)
+            expect(page.locator("#legend-timeline")).not_to_contain_text("outside the axis")
+            assert page.evaluate(PLOTTED) == events, label
+            if label != "Local":  # the server's day: times alone, never another date
+                times = page.locator("#threats-body td.c-time").all_inner_texts()
+                assert times and all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in times), times
+            page.click("#tz-btn")
+        assert console.unexpected() == []
+    finally:
+        ctx.close()
+
+
+def test_phone_viewport(browser: Browser, dashboard: Dashboard) -> None:
+    """At 400 px: no sideways scrolling, a narrow table, and the detail panel's header and close
+    button above the sticky top bar (the element at the button's centre is the button)."""
+    ctx = browser.new_context(viewport={"width": 400, "height": 800}, is_mobile=True, has_touch=True,
+                              device_scale_factor=2)
+    ctx.set_default_timeout(20_000)
+    try:
+        page, console = login(ctx, dashboard)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        for hidden in ("c-status", "c-port", "c-type", "c-ref"):
+            assert not page.locator(f"#threats-body td.{hidden}").first.is_visible(), hidden
+        page.locator("#threats-body tr").first.locator("td.c-sev").tap()
+        close = page.locator("#drawer-close")
+        expect(close).to_be_visible()
+        box = close.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["x"] + box["width"] <= 400
+        on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('#drawer-close') !== null",
+                               [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+        assert on_top, "the close button is covered"
+        title = page.locator("#drawer-title").bounding_box()
+        assert title is not None and title["y"] >= 0
+        close.tap()
+        expect(page.locator("#drawer")).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
+        assert console.unexpected() == []
+    finally:
+        ctx.close()

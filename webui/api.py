@@ -26,6 +26,7 @@ from webui.openapi import spec
 from webui.search import STATUSES, Query, SearchError, compile_query
 from webui.status import engine_status
 from webui.store import QueryTooLong
+from webui.timezone import day_axis, server_tz
 
 MAX_DAYS = 366
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
@@ -134,7 +135,10 @@ def _text_field(body: dict[str, Any], name: str, limit: int, default: str | None
 
 
 def _session_json(session: Session, user: User) -> dict[str, Any]:
-    return {"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin, "role": user.role}
+    """Who is logged in, and the server's clock: its time zone and today's date (the days of
+    the logs, the date picker and the charts are the server's days)."""
+    return {"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin, "role": user.role,
+            "tz": server_tz(), "today": dt.date.today().isoformat()}
 
 
 # --- session -----------------------------------------------------------------------------------
@@ -274,7 +278,8 @@ async def stats(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.stats(conn, view)
 
-    return web.json_response(await ctx.shared_read(_request_key(request), run))
+    result = await ctx.shared_read(_request_key(request), run)
+    return web.json_response({**result, "axis": day_axis(view.day_from, view.day_to)})
 
 
 # --- indicators ----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 
 import {api, ApiError, setCsrf, setUnauthorizedHandler} from './api.js';
 import {h, $, clear, setIcon, toast} from './dom.js';
-import {addDays, daysBetween, isoDate, isUtc, num, compact, setUtc, tzLabel} from './format.js';
+import {addDays, daysBetween, isoDate, nextTimeMode, num, compact, setServerZone, tzLabel} from './format.js';
 import {addToken, describe, negate, severityOf, token, tokenize} from './search.js';
 import {q, rangeParams, readHash, state, viewParams, writeHash} from './state.js';
 import {bars, donut, timeline} from './charts.js';
@@ -152,7 +152,7 @@ function renderCharts() {
   const events = (s.timeline || []).reduce((a, r) => a + r.count, 0);
   $('timeline-total').textContent = `${num(events)} events`;
   timeline($('chart-timeline'), $('legend-timeline'), s.timeline || [], {
-    from: state.from, to: state.to,
+    axis: s.axis,
     onType: (type) => addFilter('type', type, false),
     onDay: (day) => setRange(day, day),
   });
@@ -183,7 +183,8 @@ function renderTable() {
 /** A refused search shows no rows at all: never the previous search's rows under the new chips. */
 function clearView() {
   lastThreats = {total: 0, rows: []};
-  lastStats = {timeline: [], top_sources: [], top_trails: [], severity: {high: 0, medium: 0, low: 0}};
+  lastStats = {timeline: [], top_sources: [], top_trails: [], severity: {high: 0, medium: 0, low: 0},
+    axis: lastStats && lastStats.axis};
   forgetRows();
   renderTable();
   renderCharts();
@@ -423,15 +424,9 @@ function onKey(e) {
 
 // ---- start ---------------------------------------------------------------------------------
 
-async function serverToday() {
-  try {
-    const res = await api.get('/api/days');
-    const days = res.days || [];
-    if (days.length === 1) return days[0].date;
-  } catch {
-    // Fall back to the browser's calendar.
-  }
-  return isoDate(new Date());
+/** Today is the server's today (the log files are named by its dates), not the browser's. */
+function serverToday(session) {
+  return session.today || isoDate(new Date());
 }
 
 function wireOnce() {
@@ -464,7 +459,7 @@ function wireOnce() {
     refresh();
   });
   $('tz-btn').addEventListener('click', () => {
-    setUtc(!isUtc());
+    nextTimeMode();
     $('tz-btn').textContent = tzLabel();
     renderTable();
     renderCharts();
@@ -496,6 +491,7 @@ function wireOnce() {
 
 async function startApp(session) {
   setCsrf(session.csrf);
+  setServerZone(session.tz);
   $('login-view').hidden = true;
   $('app').hidden = false;
   $('user-name').textContent = session.user;
@@ -504,7 +500,7 @@ async function startApp(session) {
   $('tz-btn').textContent = tzLabel();
   $('per-page').value = String(state.perPage);
   wireOnce();
-  state.today = await serverToday();
+  state.today = serverToday(session);
   if (!readHash()) {
     state.from = state.today;
     state.to = state.today;
