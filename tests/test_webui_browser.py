@@ -520,3 +520,31 @@ def test_phone_viewport(browser: Browser, dashboard: Dashboard) -> None:
         assert console.unexpected() == []
     finally:
         ctx.close()
+
+
+def test_each_panel_paints_when_its_own_data_arrives(context: BrowserContext, dashboard: Dashboard) -> None:
+    """The table does not wait for the charts: with /api/stats held back, the rows are drawn."""
+    held = []
+    page = context.new_page()
+    console = Console(page)
+    release = False
+
+    def hold(route) -> None:
+        if release:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/api/stats*", hold)
+    page.goto(dashboard.url + "/")
+    page.fill("#login-user", USER)
+    page.fill("#login-pass", PASSWORD)
+    page.click("#login-submit")
+    expect(page.locator("#threats-body tr").first).to_be_visible()
+    expect_total(page, len(dashboard.pairs()))
+    assert held and page.inner_text("#timeline-total") == ""  # the charts are still waiting
+    release = True
+    for route in held:
+        route.continue_()
+    expect(page.locator("#timeline-total")).to_contain_text("events")
+    assert console.unexpected() == []

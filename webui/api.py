@@ -215,8 +215,9 @@ async def threats(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page)
 
+    partial = ctx.partial()  # taken before the read: the answer is partial if the index was
     total, rows = await ctx.shared_read(_request_key(request), run)
-    return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows})
+    return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows, **partial})
 
 
 async def _visible_threat(ctx: Context, view: Q.View, tid: str) -> tuple[int, dict[str, Any]] | None:
@@ -266,7 +267,8 @@ async def days(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.days(conn, view)
 
-    return web.json_response({"days": await ctx.read(run)})
+    partial = ctx.partial()
+    return web.json_response({"days": await ctx.read(run), **partial})
 
 
 @handle
@@ -278,8 +280,9 @@ async def stats(request: web.Request) -> web.Response:
         with ctx.readers.snapshot() as conn:
             return Q.stats(conn, view)
 
+    partial = ctx.partial()
     result = await ctx.shared_read(_request_key(request), run)
-    return web.json_response({**result, "axis": day_axis(view.day_from, view.day_to)})
+    return web.json_response({**result, "axis": day_axis(view.day_from, view.day_to), **partial})
 
 
 # --- indicators ----------------------------------------------------------------------------------
@@ -334,11 +337,11 @@ async def status(request: web.Request) -> web.Response:
     data = await ctx.read(engine_status, ctx.settings.status_file, ctx.status_memory)
     if not scope_of(request[USER]).unrestricted:
         return web.json_response({"running": data.get("running", False), "updated": data.get("updated"),
-                                  "scoped": True, "index": {"caught_up": ctx.caught_up}})
+                                  "scoped": True, "index": {"caught_up": ctx.caught_up, **ctx.partial()}})
 
     def index_info() -> dict[str, Any]:
         with ctx.readers.snapshot() as conn:
-            return {"events": Q.last_event_id(conn), "caught_up": ctx.caught_up}
+            return {"events": Q.last_event_id(conn), "caught_up": ctx.caught_up, **ctx.partial()}
 
     data["index"] = await ctx.read(index_info)
     return web.json_response(data)
@@ -381,7 +384,8 @@ async def export(request: web.Request) -> web.StreamResponse:
     total, rows = await ctx.read(run)
     name = f"maltrail-threats-{view.day_from}_{view.day_to}"
     if fmt == "json":
-        body = json.dumps({"from": view.day_from, "to": view.day_to, "total": total, "rows": rows}).encode()
+        body = json.dumps({"from": view.day_from, "to": view.day_to, "total": total, "rows": rows,
+                           **ctx.partial()}).encode()
         ctype, ext = "application/json", "json"
     elif fmt == "csv":
         buf = io.StringIO()

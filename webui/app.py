@@ -70,6 +70,7 @@ class Context:
     trail_generation: int = 0
     tick: asyncio.Event = field(default_factory=asyncio.Event)
     caught_up: bool = False
+    progress: tuple[int, int] | None = None  # (bytes indexed, bytes of logs) while behind
     live_streams: dict[str, int] = field(default_factory=dict)
     status_memory: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
@@ -102,6 +103,13 @@ class Context:
 
     def changed(self) -> None:
         self.version += 1
+
+    def partial(self) -> dict[str, Any]:
+        """What every data answer adds while the index is still being built: `partial` and how far."""
+        if self.caught_up and self.progress is None:
+            return {}
+        done, total = self.progress or (0, 0)
+        return {"partial": True, "indexing": {"bytes_done": done, "bytes_total": total}}
 
     def notify(self) -> None:
         """Wake every live stream (a new Event each time: no waiter misses a round)."""
@@ -302,6 +310,7 @@ async def static(request: web.Request) -> web.StreamResponse:
 async def ingest_loop(app: web.Application) -> None:
     """Follow the logs into the index in bounded steps; wake the live streams when events arrive."""
     ctx = app[CTX]
+    ctx.progress = await ctx.write(ctx.ingester.progress)
     while not ctx.closing:
         try:
             added = await ctx.write(ctx.ingester.sync, SYNC_BYTES)
@@ -312,9 +321,11 @@ async def ingest_loop(app: web.Application) -> None:
             ctx.changed()
             ctx.notify()
         if ctx.ingester.pending:
+            ctx.progress = await ctx.write(ctx.ingester.progress)
             await asyncio.sleep(0)
             continue
         ctx.caught_up = True
+        ctx.progress = None
         await asyncio.sleep(INGEST_SECONDS)
 
 

@@ -152,6 +152,18 @@ class Ingester:
         self.conn.execute("DELETE FROM files WHERE name = ?", (name,))
         self.conn.execute("COMMIT")
 
+    def progress(self) -> tuple[int, int]:
+        """(bytes of the logs indexed, bytes of the logs present): the building's progress."""
+        with self.lock:
+            done = int(self.conn.execute("SELECT COALESCE(sum(offset), 0) FROM files").fetchone()[0])
+        total = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.log_dir):
+                if DAY_FILE.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        total += entry.stat().st_size
+        return min(done, total), total
+
     def sync(self, budget: int | None = None) -> int:
         """Ingest what the log files gained since the last call (at most about `budget` bytes,
         so writes of shared triage never wait long behind a rebuild); returns new events.

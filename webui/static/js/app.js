@@ -180,6 +180,24 @@ function renderTable() {
   if (row) refreshDrawer(row);
 }
 
+let indexTimer = 0;
+
+/** While the server is still building its index, answers are partial: say so, with progress,
+ * and ask again shortly. */
+function showIndexing(answer) {
+  const note = $('index-note');
+  clearTimeout(indexTimer);
+  if (!answer.partial) {
+    note.hidden = true;
+    return;
+  }
+  const {bytes_done: done, bytes_total: total} = answer.indexing || {};
+  const share = total ? Math.floor((100 * done) / total) : 0;
+  note.hidden = false;
+  note.textContent = `Indexing the logs: ${share}% read. Counts are partial until it finishes.`;
+  indexTimer = setTimeout(() => refresh({quiet: true}), 2000);
+}
+
 /** A refused search shows no rows at all: never the previous search's rows under the new chips. */
 function clearView() {
   lastThreats = {total: 0, rows: []};
@@ -208,21 +226,27 @@ async function refresh({quiet = false} = {}) {
   $('view-note').textContent = '';
   document.body.classList.toggle('loading', !quiet);
   try {
-    const [threats, stats] = await Promise.all([
-      api.get('/api/threats', {...viewParams(), sort: state.sort, order: state.order, page: state.page,
-        per_page: state.perPage}, {signal}),
-      api.get('/api/stats', viewParams(), {signal}),
-    ]);
-    lastThreats = threats;
-    lastStats = stats;
-    if (state.page > 1 && !threats.rows.length && threats.total > 0) {
-      state.page = Math.max(1, Math.ceil(threats.total / state.perPage));
-      refresh();
-      return;
-    }
-    renderTable();
-    renderCharts();
-    renderSevPills(stats.severity);
+    // Each panel is drawn as soon as its own answer arrives (the table does not wait for the charts).
+    const threatsDone = api.get('/api/threats', {...viewParams(), sort: state.sort, order: state.order,
+      page: state.page, per_page: state.perPage}, {signal}).then((threats) => {
+      if (signal.aborted) return false;
+      lastThreats = threats;
+      if (state.page > 1 && !threats.rows.length && threats.total > 0) {
+        state.page = Math.max(1, Math.ceil(threats.total / state.perPage));
+        return true;
+      }
+      renderTable();
+      showIndexing(threats);
+      return false;
+    });
+    const statsDone = api.get('/api/stats', viewParams(), {signal}).then((stats) => {
+      if (signal.aborted) return;
+      lastStats = stats;
+      renderCharts();
+      renderSevPills(stats.severity);
+    });
+    const [again] = await Promise.all([threatsDone, statsDone]);
+    if (again) refresh();
   } catch (err) {
     if (err.name === 'AbortError') return;
     if (err instanceof ApiError && err.status === 400) {
