@@ -346,6 +346,33 @@ def test_hunt_counts_every_day(env: dict, admin: Client) -> None:
         assert status == 400
 
 
+def test_hunt_events_paged_and_exported(env: dict, admin: Client, tenant: Client) -> None:
+    day = f"from={REPLAY_DAY}&to={REPLAY_DAY}"
+    wanted = [r for r in _rows(env, REPLAY_DAY) if "198.51.100.66" in (r[2], r[4], r[8])]
+    assert len(wanted) > 10
+    seen: list[dict] = []
+    page = 1
+    while True:
+        status, body = admin.get_json(f"/api/hunt/events?indicator=198.51.100.66&{day}&per_page=7&page={page}")
+        assert status == 200 and body["total"] == len(wanted) and body["kind"] == "network"
+        if not body["events"]:
+            break
+        seen += body["events"]
+        page += 1
+    assert len(seen) == len(wanted) and len({e["id"] for e in seen}) == len(seen)
+    assert [e["id"] for e in seen] == sorted((e["id"] for e in seen), reverse=True)  # newest first
+    status, body = admin.get_json(f"/api/hunt/events?indicator=phishing&{day}")
+    assert body["total"] == sum(1 for r in _rows(env, REPLAY_DAY) if "phishing" in " ".join(r).lower())
+    status, headers, payload = admin.request("GET", f"/api/hunt/export?indicator=198.51.100.66&{day}&format=csv")
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert "attachment" in headers["content-disposition"]
+    exported = list(csv.reader(io.StringIO(payload.decode())))
+    assert exported[0][:3] == ["time", "sensor", "src_ip"] and len(exported) == len(wanted) + 1
+    status, body = tenant.get_json(f"/api/hunt/events?indicator=198.51.100.66&{day}&per_page=500")
+    assert body["total"] == sum(1 for r in wanted if _in(TENANT_SCOPE)(r[2]) or _in(TENANT_SCOPE)(r[4]))
+    assert admin.get_json("/api/hunt/events?indicator=ab")[0] == 400
+
+
 def _line(ts: str, src: str, dst: str, marker: str) -> str:
     return f'"{LIVE_DAY} {ts}.000000" live {src} 40000 {dst} 80 TCP IP {dst} "malware ({marker})" (static)\n'
 

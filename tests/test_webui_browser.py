@@ -548,3 +548,29 @@ def test_each_panel_paints_when_its_own_data_arrives(context: BrowserContext, da
         route.continue_()
     expect(page.locator("#timeline-total")).to_contain_text("events")
     assert console.unexpected() == []
+
+
+def test_hunt_shows_the_events_paged_with_export(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    per_source: dict[str, int] = {}
+    for (src, _), n in dashboard.pairs().items():
+        per_source[src] = per_source.get(src, 0) + n
+    src = max(per_source, key=lambda s: per_source[s])
+    page.fill("#search-input", f"src:{src}")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#chips .chip")).to_have_count(1)
+    page.locator("#threats-body tr").first.locator("td.c-sev").click()
+    page.get_by_role("button", name="Hunt source").click()
+    total = dashboard.api.get("/api/hunt/events", indicator=src, per_page=1)["total"]
+    assert total >= per_source[src]
+    pages = -(-total // 50)
+    expect(page.locator("#hunt-page")).to_have_text(f"page 1 of {pages} · {total:,} events")
+    expect(page.locator("#hunt-events-table tbody tr")).to_have_count(min(50, total))
+    if pages > 1:
+        page.click("#hunt-next")
+        expect(page.locator("#hunt-page")).to_contain_text(f"page 2 of {pages}")
+    href = page.get_attribute("#hunt-csv", "href")
+    assert href and href.startswith("/api/hunt/export?")
+    download = page.request.get(dashboard.url + href)
+    assert download.ok and download.text().count("\n") == total + 1
+    assert console.unexpected() == []

@@ -39,6 +39,8 @@ EXPECT: dict[tuple[str, str], dict[str, int]] = {
     ("get", "/api/stats"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/check"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/hunt"): {"admin": A, "analyst": A, "viewer": A},
+    ("get", "/api/hunt/events"): {"admin": A, "analyst": A, "viewer": A},
+    ("get", "/api/hunt/export"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/live"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/status"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/export"): {"admin": A, "analyst": A, "viewer": A},
@@ -94,7 +96,7 @@ def _call(client: Client, admin: Client, method: str, path: str, target: str, th
         return status
     if path == "/api/check":
         query = "?indicator=198.51.100.66"
-    elif path == "/api/hunt":
+    elif path.startswith("/api/hunt"):
         query = f"?indicator={src}"
     if "{id}" in path and "suppressions" in path:
         # a rule on the target source made by the caller itself when it may (else by an admin)

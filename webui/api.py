@@ -20,8 +20,8 @@ from webui.app import COOKIE, SESSION, USER, Context, client_address, ctx_of, js
 from webui.auth import MAX_PASSWORD, Session, User, client_bucket, scope_of, verify
 from webui.eventids import EventIds
 from webui.grouping import normalize_trail
-from webui.hunt import HuntError, hunt
-from webui.netaddr import ip_key
+from webui.hunt import HuntError, check_indicator, hunt
+from webui.netaddr import Network, ip_key
 from webui.openapi import spec
 from webui.search import STATUSES, Query, SearchError, compile_query
 from webui.status import engine_status
@@ -330,6 +330,80 @@ async def hunt_handler(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+def _hunted(request: web.Request) -> tuple[Network | None, str, str, str]:
+    """(network or None, text, first day, last day) of a hunt over the index; all days by default."""
+    indicator = request.query.get("indicator", "").strip()
+    try:
+        net = check_indicator(indicator)
+    except HuntError as exc:
+        raise BadRequest(f"indicator: {exc}") from None
+    day_from, day_to = ("0000-01-01", "9999-12-31")
+    if request.query.get("from") or request.query.get("to"):
+        day_from, day_to = date_range(request)
+    return net, indicator, day_from, day_to
+
+
+@handle
+async def hunt_events(request: web.Request) -> web.Response:
+    """Every event matching the hunted indicator, paged, newest first (the index, whole)."""
+    ctx = ctx_of(request)
+    net, text, day_from, day_to = _hunted(request)
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    per_page = int_param(request, "per_page", 100, 1, 500)
+    scope = scope_of(request[USER])
+
+    def run() -> tuple[int, list[dict[str, Any]]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.hunt_events(conn, scope, day_from, day_to, net, text, per_page, (page - 1) * per_page)
+
+    partial = ctx.partial()
+    total, events = await ctx.read(run)
+    if not scope.unrestricted:
+        ids = EventIds(ctx.secret)
+        events = [{**e, "id": ids.encode(e["id"])} for e in events]
+    return web.json_response({"indicator": text, "kind": "network" if net else "text", "total": total,
+                              "page": page, "per_page": per_page, "events": events, **partial})
+
+
+EVENT_CSV = ("time", "sensor", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "type", "trail", "info",
+             "reference", "severity")
+
+
+@handle
+async def hunt_export(request: web.Request) -> web.Response:
+    """The hunted events as CSV or JSON (at most EXPORT_MAX, newest first)."""
+    ctx = ctx_of(request)
+    fmt = choice_param(request, "format", "csv", ("csv", "json"))
+    net, text, day_from, day_to = _hunted(request)
+    scope = scope_of(request[USER])
+
+    def run() -> tuple[int, list[dict[str, Any]]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.hunt_events(conn, scope, day_from, day_to, net, text, EXPORT_MAX, 0)
+
+    total, events = await ctx.read(run)
+    name = "maltrail-hunt-" + re.sub(r"[^A-Za-z0-9.-]+", "_", text)[:60]
+    if fmt == "json":
+        body = json.dumps({"indicator": text, "total": total,
+                           "events": [{k: e[k] for k in EVENT_CSV} for e in events]}).encode()
+        return _download(body, "application/json", f"{name}.json")
+    rows = [[csv_cell(_iso(e["time"]) if k == "time" else e[k]) for k in EVENT_CSV] for e in events]
+    return _download(_csv_bytes(EVENT_CSV, rows), "text/csv; charset=utf-8", f"{name}.csv")
+
+
+def _csv_bytes(header: tuple[str, ...], rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _download(body: bytes, ctype: str, filename: str) -> web.Response:
+    return web.Response(body=body, headers={"Content-Type": ctype,
+                                            "Content-Disposition": f'attachment; filename="{filename}"'})
+
+
 async def status(request: web.Request) -> web.Response:
     """A scoped user gets whether the engine runs and the index is complete, never the global
     counters or the global number of events."""
@@ -388,20 +462,16 @@ async def export(request: web.Request) -> web.StreamResponse:
                            **ctx.partial()}).encode()
         ctype, ext = "application/json", "json"
     elif fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\r\n")
-        w.writerow(CSV_COLUMNS)
-        for r in rows:
-            w.writerow([csv_cell(_iso(r[c]) if c in ("first_seen", "last_seen") else r[c]) for c in CSV_COLUMNS])
-        body, ctype, ext = buf.getvalue().encode(), "text/csv; charset=utf-8", "csv"
+        body = _csv_bytes(CSV_COLUMNS, [[csv_cell(_iso(r[c]) if c in ("first_seen", "last_seen") else r[c])
+                                         for c in CSV_COLUMNS] for r in rows])
+        ctype, ext = "text/csv; charset=utf-8", "csv"
     else:
         seen: dict[str, None] = {}
         for r in rows:
             seen.setdefault(r["trail"], None)
         body = "".join(defang(t) + "\n" for t in seen if t).encode()
         ctype, ext = "text/plain; charset=utf-8", "txt"
-    return web.Response(body=body, headers={"Content-Type": ctype,
-                                            "Content-Disposition": f'attachment; filename="{name}.{ext}"'})
+    return _download(body, ctype, f"{name}.{ext}")
 
 
 # --- shared triage -------------------------------------------------------------------------------
@@ -539,6 +609,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/stats", stats)
     r.add_get("/api/check", check)
     r.add_get("/api/hunt", hunt_handler)
+    r.add_get("/api/hunt/events", hunt_events)
+    r.add_get("/api/hunt/export", hunt_export)
     r.add_get("/api/status", status)
     r.add_get("/api/export", export)
     r.add_post("/api/triage/{tid}", triage)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webui.grouping import trail_rule_sql
-from webui.netaddr import Scope
+from webui.netaddr import Network, Scope
 from webui.search import Query
 from webui.severity import NAMES
 from webui.store import HOURS
@@ -301,6 +301,33 @@ def live_rows(conn: sqlite3.Connection, after: int, limit: int, scope: Scope | N
 
 def last_threat_id(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(max(id), 0) FROM threats").fetchone()[0])
+
+
+def hunt_events(conn: sqlite3.Connection, scope: Scope, day_from: str, day_to: str, net: Network | None,
+                text: str, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """(total, a page of events newest first) matching a hunted indicator, from the index: an
+    address or CIDR matches the source, the destination or an address trail; text matches any
+    field as a case-insensitive substring."""
+    if net is not None:
+        where = ("(e.src_key BETWEEN ? AND ? OR e.dst_key BETWEEN ? AND ? "
+                 "OR (e.src_key IS NULL AND mt_in_range(e.src_ip, ?, ?)) "
+                 "OR (e.dst_key IS NULL AND mt_in_range(e.dst_ip, ?, ?)) "
+                 "OR (e.trail GLOB '[0-9]*' AND mt_in_range(e.trail, ?, ?)))")
+        params: list[object] = [net.lo, net.hi] * 5
+    else:
+        columns = ("e.src_ip", "e.dst_ip", "e.trail", "e.info", "e.reference", "e.sensor", "e.type", "e.proto")
+        where = "(" + " OR ".join(f"instr(lower({c}), ?) > 0" for c in columns) + ")"
+        params = [text.lower()] * len(columns)
+    sql = f"FROM events e WHERE e.day BETWEEN ? AND ? AND {where}"
+    params = [day_from, day_to, *params]
+    if not scope.unrestricted:
+        s, sp = scope.sql("e.src_key")
+        t, tp = scope.sql("e.dst_key", "e.dst_ip")
+        sql += f" AND ({s} OR {t})"
+        params += sp + tp
+    total = int(conn.execute(f"SELECT count(*) {sql}", params).fetchone()[0])
+    rows = conn.execute(f"SELECT {EVENT_COLUMNS} {sql} ORDER BY e.id DESC LIMIT ? OFFSET ?", [*params, limit, offset])
+    return total, [event_json(r) for r in rows]
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:

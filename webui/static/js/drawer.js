@@ -158,6 +158,7 @@ function pivotSection(threat) {
         d.complete ? null : h('span', {class: 'warn', text: ' partial'})));
       }
       huntBox.append(list);
+      if (hits) huntBox.append(await huntEvents(indicator, 1));
     } catch (err) {
       clear(huntBox).append(h('p', {class: 'form-error', text: `Hunt failed: ${err.message}`}));
     }
@@ -175,6 +176,41 @@ function pivotSection(threat) {
       h('button', {type: 'button', class: 'btn', title: 'Copy the defanged trail', onclick: () => copyText(defang(threat.trail))},
         icon('copy'), ' Defanged')),
     huntBox);
+}
+
+const HUNT_PAGE = 50;
+
+/** The hunted events, a page at a time, with a CSV / JSON export of all of them. */
+async function huntEvents(indicator, page) {
+  const res = await api.get('/api/hunt/events', {indicator, page, per_page: HUNT_PAGE});
+  const pages = Math.max(1, Math.ceil(res.total / HUNT_PAGE));
+  const box = h('div', {class: 'hunt-events'});
+  const go = (n) => async () => box.replaceWith(await huntEvents(indicator, n));
+  const exportUrl = (format) => `/api/hunt/export?${new URLSearchParams({indicator, format})}`;
+  box.append(h('div', {class: 'hunt-pager'},
+    h('button', {type: 'button', class: 'btn btn-small', id: 'hunt-prev', disabled: page <= 1, onclick: go(page - 1),
+      text: '‹ Newer'}),
+    h('span', {class: 'mono', id: 'hunt-page', text: `page ${page} of ${pages} · ${num(res.total)} events`}),
+    h('button', {type: 'button', class: 'btn btn-small', id: 'hunt-next', disabled: page >= pages, onclick: go(page + 1),
+      text: 'Older ›'}),
+    h('a', {class: 'btn btn-small', id: 'hunt-csv', href: exportUrl('csv'), download: '', text: 'CSV'}),
+    h('a', {class: 'btn btn-small', href: exportUrl('json'), download: '', text: 'JSON'})),
+  rowsTable(res.events || [], 'hunt-events-table'));
+  return box;
+}
+
+function rowsTable(events, id) {
+  const rows = events.map((e) => h('tr', {},
+    h('td', {class: 'mono', title: fmtDateTime(e.time), text: fmtDateTime(e.time)}),
+    h('td', {class: 'mono', text: endpoint(e.src_ip, e.src_port)}),
+    h('td', {class: 'mono', text: endpoint(e.dst_ip, e.dst_port)}),
+    h('td', {}, h('span', {class: ['type-tag', typeClass(e.type)], text: e.type})),
+    h('td', {class: 'mono cut', title: e.trail, text: e.trail}),
+    h('td', {class: 'cut', title: e.info, text: e.info})));
+  return h('div', {class: 'events-wrap'}, h('table', {class: 'grid events', id},
+    h('thead', {}, h('tr', {}, ...['Time', 'Source', 'Destination', 'Type', 'Trail', 'Info']
+      .map((t) => h('th', {scope: 'col', text: t})))),
+    h('tbody', {}, rows)));
 }
 
 function eventsTable(events, total) {
