@@ -344,13 +344,21 @@ def test_triage_is_shared_and_survives_reload(browser: Browser, context: Browser
     row.locator("td.c-sev").click()
     page.click("#drawer button[data-status='investigating']")
     page.fill("#triage-note", "checking with the host owner")
+    page.fill("#triage-tags", "apt-x, owner-asked")
     page.click("#triage-save")
     expect(page.locator(f"#threats-body tr[data-id='{tid}'] td.c-status")).to_contain_text("Investigating")
+    expect(page.locator(f"#threats-body tr[data-id='{tid}'] td.c-status .tag")).to_have_text(["apt-x", "owner-asked"])
+    # The drawer shows who changed what and when.
+    page.locator(f"#threats-body tr[data-id='{tid}'] td.c-sev").click()
+    entry = page.locator("#triage-history li").first
+    expect(entry).to_contain_text(USER)
+    expect(entry).to_contain_text("Investigating")
+    expect(entry).to_contain_text("checking with the host owner")
     # Another analyst (a separate browser session) sees the status and the note.
     other = browser.new_context(viewport={"width": 1600, "height": 1000})
     try:
         page2, _ = login(other, dashboard)
-        page2.fill("#search-input", "status:investigating")
+        page2.fill("#search-input", "status:investigating tag:apt-x")
         page2.press("#search-input", "Enter")
         expect_total(page2, 1)
         mine = page2.locator(f"#threats-body tr[data-id='{tid}']")

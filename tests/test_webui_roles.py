@@ -45,6 +45,7 @@ EXPECT: dict[tuple[str, str], dict[str, int]] = {
     ("get", "/api/status"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/export"): {"admin": A, "analyst": A, "viewer": A},
     ("post", "/api/triage/{id}"): {"admin": A, "analyst": A, "viewer": V},
+    ("get", "/api/threats/{id}/history"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/suppressions"): {"admin": A, "analyst": A, "viewer": A},
     ("post", "/api/suppressions"): {"admin": A, "analyst": A, "viewer": V},
     ("delete", "/api/suppressions/{id}"): {"admin": A, "analyst": A, "viewer": V},

@@ -32,6 +32,8 @@ MAX_DAYS = 366
 DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 EXPORT_MAX = 100_000
 MAX_NOTE = 2000
+MAX_TAG = 24
+MAX_TAGS = 10
 MAX_INDICATOR = 256
 MAX_SUPPRESSIONS = 10_000
 MAX_LOGINS_IN_FLIGHT = 8
@@ -484,9 +486,46 @@ async def triage(request: web.Request) -> web.Response:
     if status_value not in STATUSES:
         raise BadRequest(f"status: expected one of {', '.join(STATUSES)}")
     note = _text_field(body, "note", MAX_NOTE, "")
+    tags = _tags(body.get("tags")) if "tags" in body else None
+    found = await _triaged_threat(request)
+    if found is None:
+        return json_error(404, "no such threat")
+    view, row = found
+    user = request[USER]
+    tag_text = ",".join(tags if tags is not None else row["tags"])
+    await ctx.write(ctx.ingester.set_triage, row["src_ip"], row["trail"], status_value, note, tag_text, user.name,
+                    time.time())
+    ctx.changed()
+    ctx.audit.write("triage", user.name, client_address(request),
+                    f"threat={row['id']} status={status_value} tags={tag_text}")
+    again = await _visible_threat(ctx, view, row["id"])
+    return web.json_response(again[1] if again else row)
+
+
+def _tags(value: Any) -> list[str]:
+    """Maltrail's free-text tags: up to MAX_TAGS, each 1..24 characters without commas."""
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise BadRequest("tags: expected a list of strings")
+    out: list[str] = []
+    for raw in value:
+        tag = raw.strip()
+        if not tag:
+            continue
+        if len(tag) > MAX_TAG or "," in tag or any(ord(c) < 32 for c in tag):
+            raise BadRequest(f"tags: {tag[:30]!r}: use 1-{MAX_TAG} characters, no commas")
+        if tag not in out:
+            out.append(tag)
+    if len(out) > MAX_TAGS:
+        raise BadRequest(f"tags: at most {MAX_TAGS}")
+    return out
+
+
+async def _triaged_threat(request: web.Request) -> tuple[Q.View, dict[str, Any]] | None:
+    """The threat of the path over every day it has events, as this user sees it (None: 404)."""
+    ctx = ctx_of(request)
     tid = request.match_info["tid"]
     if not re.fullmatch(r"[0-9a-f]{16}", tid):
-        return json_error(404, "no such threat")
+        return None
 
     def span() -> tuple[str, str] | None:
         with ctx.readers.snapshot() as conn:
@@ -498,18 +537,25 @@ async def triage(request: web.Request) -> web.Response:
 
     bounds = await ctx.read(span)
     if bounds is None:
-        return json_error(404, "no such threat")
-    user = request[USER]
-    view = Q.View(bounds[0], bounds[1], scope_of(user), compile_query(""))
+        return None
+    view = Q.View(bounds[0], bounds[1], scope_of(request[USER]), compile_query(""))
     found = await _visible_threat(ctx, view, tid)
+    return (view, found[1]) if found else None
+
+
+async def triage_history(request: web.Request) -> web.Response:
+    """Who changed the threat's triage, what and when (newest first)."""
+    ctx = ctx_of(request)
+    found = await _triaged_threat(request)
     if found is None:
         return json_error(404, "no such threat")
     row = found[1]
-    await ctx.write(ctx.ingester.set_triage, row["src_ip"], row["trail"], status_value, note, user.name, time.time())
-    ctx.changed()
-    ctx.audit.write("triage", user.name, client_address(request), f"threat={tid} status={status_value}")
-    found = await _visible_threat(ctx, view, tid)
-    return web.json_response(found[1] if found else row)
+
+    def run() -> list[dict[str, Any]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.triage_history(conn, row["src_ip"], row["trail"])
+
+    return web.json_response({"threat": row["id"], "history": await ctx.read(run)})
 
 
 def _rule_visible(rule: dict[str, Any], user: User) -> bool:
@@ -614,6 +660,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/status", status)
     r.add_get("/api/export", export)
     r.add_post("/api/triage/{tid}", triage)
+    r.add_get("/api/threats/{tid}/history", triage_history)
     r.add_get("/api/suppressions", suppressions_list)
     r.add_post("/api/suppressions", suppressions_add)
     r.add_delete("/api/suppressions/{rid}", suppressions_delete)

@@ -18,7 +18,7 @@ _OBJ = {"type": "object"}
 
 THREAT = {"type": "object", "properties": {k: {} for k in (
     "id", "src_ip", "dst_ip", "dst_port", "proto", "type", "trail", "info", "reference", "sensor", "count",
-    "first_seen", "last_seen", "severity", "hourly", "status", "note", "values")}}
+    "first_seen", "last_seen", "severity", "hourly", "status", "note", "values", "tags")}}
 EVENT = {"type": "object", "properties": {k: {} for k in (
     "id", "time", "sensor", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "type", "trail", "info",
     "reference", "severity")}}
@@ -78,7 +78,9 @@ def spec() -> dict[str, Any]:
             "/api/status": {"get": _op("Engine status (aggregator counters)")},
             "/api/export": {"get": _op("Filtered threats as CSV, JSON or defanged indicators",
                                        [_str("format"), *_RANGE, *_Q, _str("sort"), _str("order")])},
-            "/api/triage/{id}": {"post": _op("Set the shared status and note of a threat",
+            "/api/threats/{id}/history": {"get": _op("Triage history of a threat: who changed what and when",
+                                                     [_str("id", "path")])},
+            "/api/triage/{id}": {"post": _op("Set the shared status, note and tags of a threat",
                                              [_str("id", "path"), *_CSRF], body=True)},
             "/api/suppressions": {"get": _op("Suppression rules"),
                                   "post": _op("Add a suppression rule", _CSRF, body=True)},

@@ -108,7 +108,7 @@ class View:
             f"AND {trail_rule_sql('t.trail')})"]
         where += self.query.threat_sql
         sql = (head + "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, COALESCE(tr.status, 'new') AS status, "
-               "COALESCE(tr.note, '') AS note FROM g JOIN threats t ON t.id = g.threat "
+               "COALESCE(tr.note, '') AS note, COALESCE(tr.tags, '') AS tags FROM g JOIN threats t ON t.id = g.threat "
                "LEFT JOIN st.triage tr ON tr.src_ip = t.src_ip AND tr.trail = t.trail"
                + (" WHERE " + " AND ".join(where) if where else "") + ") ")
         return sql, params + self.query.threat_params
@@ -137,7 +137,7 @@ def _threat_json(f: tuple, e: tuple, hourly: list[int]) -> dict[str, Any]:
 
 
 _F_COLUMNS = "f.threat, f.tid, f.src_ip, f.trail, f.cnt, f.first_seen, f.last_seen, f.sev, f.status, f.note, " \
-             "f.last_event"
+             "f.last_event, f.tags"
 
 
 def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: int, offset: int,
@@ -168,8 +168,8 @@ def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: 
             f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({','.join('?' * len(chunk))})", chunk))
     hourly = _hourly(conn, view, ids)
     values = _values(conn, ids)
-    return total, [{**_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)), "values": values.get(r[0], [])}
-                   for r in page]
+    return total, [{**_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)), "values": values.get(r[0], []),
+                    "tags": [t for t in r[11].split(",") if t]} for r in page]
 
 
 def _values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[str]]:
@@ -332,6 +332,14 @@ def hunt_events(conn: sqlite3.Connection, scope: Scope, day_from: str, day_to: s
 
 def last_event_id(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+
+
+def triage_history(conn: sqlite3.Connection, src_ip: str, trail: str) -> list[dict[str, Any]]:
+    """Every triage change of a threat, newest first."""
+    return [{"at": at, "user": u, "status": st, "note": n, "tags": [t for t in tags.split(",") if t]}
+            for at, u, st, n, tags in conn.execute(
+                "SELECT at, user, status, note, tags FROM st.triage_log WHERE src_ip = ? AND trail = ? "
+                "ORDER BY id DESC", (src_ip, trail))]
 
 
 def suppressions(conn: sqlite3.Connection) -> list[dict[str, Any]]:

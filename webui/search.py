@@ -8,7 +8,7 @@ whole with `*` / `?` wildcards (`trail:*.pastebin.com`). `port` and `count` take
 ranges `a-b` and comparisons `>n >=n <n <=n`.
 
 Each term is answered at one of three levels: the threat (`t` threat key, `g` aggregate, `tr`
-triage: source, trail, severity, status, count), the per-day aggregates (`type`, which they
+triage: source, trail, severity, status, tag, count), the per-day aggregates (`type`, which they
 have too), or single events (`e`). The top-level AND keeps each level apart, so a query with no
 event term is answered from the aggregates; a group (OR, NOT of a group) is compiled at the one
 level all its terms can be written at: source, trail and severity also exist on each event, but
@@ -29,7 +29,7 @@ STATUSES = ("new", "investigating", "resolved", "false_positive")
 EVENT_TEXT = {"proto": "e.proto", "type": "e.type", "info": "e.info", "sensor": "e.sensor", "ref": "e.reference"}
 BARE_COLUMNS = ("e.src_ip", "e.dst_ip", "e.trail", "e.info", "e.reference", "e.type", "e.proto", "e.sensor")
 FIELDS = ("src", "dst", "ip", "port", "proto", "type", "trail", "info", "sev", "sensor", "ref", "status", "count",
-          "suppressed")
+          "tag", "suppressed")
 LEVEL_ORDER = ("threat", "row", "event")  # cheapest first; a row form also works on events
 OPERATORS = {"or": "OR", "||": "OR", "and": "AND", "&&": "AND", "not": "NOT", "!": "NOT"}
 TRAIL_VALUES = "EXISTS (SELECT 1 FROM threat_values v WHERE v.threat = t.id AND {test})"
@@ -214,6 +214,11 @@ def _forms(name: str | None, value: str) -> Forms:
     if name == "sev":
         levels = _choices(name, value, dict(LEVELS))
         return {"threat": _in("g.sev", levels), "event": _in("e.sev", levels)}
+    if name == "tag":  # a whole tag, or a pattern with wildcards
+        tags = "(',' || lower(COALESCE(tr.tags, '')) || ',')"
+        if "*" in value or "?" in value:
+            return {"threat": (f"{tags} GLOB ?", [f"*,{value.lower().replace('[', '[[]')},*"])}
+        return {"threat": (f"instr({tags}, ?) > 0", [f",{value.lower()},"])}
     if name == "status":
         states = _choices(name, value.replace("-", "_"), {s: s for s in STATUSES})
         return {"threat": _in("COALESCE(tr.status, 'new')", states)}
@@ -246,7 +251,7 @@ def _combine(op: str, items: list[Forms], text: str) -> Forms:
     """AND/OR of compiled items, at every level all of them can be written at."""
     common = set.intersection(*(_usable(f) for f in items))
     if not common:
-        raise SearchError(f"{text}: {op} between threat fields (status, count) and event fields "
+        raise SearchError(f"{text}: {op} between threat fields (status, tag, count) and event fields "
                           "(dst, ip, port, proto, info, sensor, ref, words) is not supported; search them apart")
     out: Forms = {}
     for level in common:

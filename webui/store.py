@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS triage(src_ip TEXT NOT NULL, trail TEXT NOT NULL, sta
     note TEXT NOT NULL, user TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY(src_ip, trail)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suppressions(id INTEGER PRIMARY KEY, scope TEXT NOT NULL, src_ip TEXT NOT NULL,
     trail TEXT NOT NULL, note TEXT NOT NULL, user TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS triage_log(id INTEGER PRIMARY KEY, src_ip TEXT NOT NULL, trail TEXT NOT NULL,
+    status TEXT NOT NULL, note TEXT NOT NULL, tags TEXT NOT NULL, user TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS triage_log_key ON triage_log(src_ip, trail);
 """
 
 _AGG_UPSERT = (
@@ -116,6 +119,9 @@ class Ingester:
         fresh = not self.path.exists()
         self.conn = connect(self.path, self.triage_path, readonly=False)
         self.conn.executescript(TRIAGE_SCHEMA.replace("EXISTS ", "EXISTS st."))
+        columns = {r[1] for r in self.conn.execute("PRAGMA st.table_info(triage)")}
+        if "tags" not in columns:  # triage databases from before tags
+            self.conn.execute("ALTER TABLE st.triage ADD COLUMN tags TEXT NOT NULL DEFAULT ''")
         version = None
         if not fresh:
             with contextlib.suppress(sqlite3.DatabaseError):
@@ -350,11 +356,22 @@ class Ingester:
 
     # --- shared triage (separate database, survives rebuilds) ---------------------------------
 
-    def set_triage(self, src_ip: str, trail: str, status: str, note: str, user: str, now: float) -> None:
+    def set_triage(self, src_ip: str, trail: str, status: str, note: str, tags: str, user: str, now: float) -> None:
+        """The threat's shared triage, and one more line of its history (who, what, when)."""
         with self.lock:
-            self.conn.execute("INSERT INTO st.triage VALUES (?,?,?,?,?,?) ON CONFLICT(src_ip, trail) DO UPDATE SET "
-                              "status = excluded.status, note = excluded.note, user = excluded.user, "
-                              "updated = excluded.updated", (src_ip, trail, status, note, user, now))
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("INSERT INTO st.triage(src_ip, trail, status, note, user, updated, tags) "
+                                  "VALUES (?,?,?,?,?,?,?) ON CONFLICT(src_ip, trail) DO UPDATE SET "
+                                  "status = excluded.status, note = excluded.note, user = excluded.user, "
+                                  "updated = excluded.updated, tags = excluded.tags",
+                                  (src_ip, trail, status, note, user, now, tags))
+                self.conn.execute("INSERT INTO st.triage_log(src_ip, trail, status, note, tags, user, at) "
+                                  "VALUES (?,?,?,?,?,?,?)", (src_ip, trail, status, note, tags, user, now))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
 
     def add_suppression(self, scope: str, src_ip: str, trail: str, note: str, user: str, now: float) -> int:
         with self.lock:

@@ -95,11 +95,17 @@ function triageSection(threat) {
   const note = h('textarea', {id: 'triage-note', rows: 3, maxlength: 2000, placeholder: 'Note shared with every analyst',
     'aria-label': 'Note'});
   note.value = threat.note || '';
+  const tags = h('input', {id: 'triage-tags', maxlength: 260, placeholder: 'Tags, comma separated (e.g. apt-x, vpn)',
+    'aria-label': 'Tags'});
+  tags.value = (threat.tags || []).join(', ');
+  const history = h('div', {class: 'triage-history', id: 'triage-history'});
+  loadHistory(threat.id, history);
   const save = h('button', {type: 'button', id: 'triage-save', class: 'btn btn-primary', text: 'Save triage'});
   save.addEventListener('click', async () => {
     save.disabled = true;
     try {
-      const updated = await api.post(`/api/triage/${encodeURIComponent(threat.id)}`, {status: chosen, note: note.value});
+      const updated = await api.post(`/api/triage/${encodeURIComponent(threat.id)}`, {status: chosen, note: note.value,
+        tags: tags.value.split(',').map((t) => t.trim()).filter(Boolean)});
       current = {...current, ...updated};
       toast(`Marked ${STATUS_LABELS[chosen].toLowerCase()}`);
       ctx.onChanged(current);
@@ -109,7 +115,26 @@ function triageSection(threat) {
       save.disabled = false;
     }
   });
-  return h('section', {class: 'drawer-sec'}, h('h3', {text: 'Triage'}), statusBox, note, h('div', {class: 'row-end'}, save));
+  return h('section', {class: 'drawer-sec'}, h('h3', {text: 'Triage'}), statusBox, note, tags,
+    h('div', {class: 'row-end'}, save), history);
+}
+
+/** Who changed the triage, what and when (newest first). */
+async function loadHistory(id, box) {
+  try {
+    const res = await api.get(`/api/threats/${encodeURIComponent(id)}/history`);
+    const items = res.history || [];
+    if (!items.length) return;
+    box.append(h('details', {open: items.length <= 3}, h('summary', {text: `History (${items.length})`}),
+      h('ol', {class: 'history-list'}, ...items.map((x) => h('li', {},
+        h('span', {class: 'mono muted', text: fmtDateTime(x.at)}), ' ',
+        h('strong', {text: x.user}), ' ',
+        h('span', {class: ['status', `st-${x.status}`], text: STATUS_LABELS[x.status] || x.status}),
+        (x.tags || []).length ? h('span', {class: 'muted', text: ` [${x.tags.join(', ')}]`}) : null,
+        x.note ? h('span', {class: 'history-note', text: ` — ${x.note}`}) : null)))));
+  } catch {
+    // The history is extra: the triage form works without it.
+  }
 }
 
 function suppressSection(threat) {

@@ -2,7 +2,7 @@
 // building tokens from clicked values, negating them. The server parses and validates `q`.
 
 export const FIELDS = ['src', 'dst', 'ip', 'port', 'proto', 'type', 'trail', 'info', 'sev', 'sensor', 'ref', 'status',
-  'count', 'suppressed'];
+  'count', 'tag', 'suppressed'];
 
 /** Whether `text` has OR or parentheses outside quotes: such an expression stays one chip. */
 function isExpression(text) {

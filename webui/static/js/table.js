@@ -71,8 +71,10 @@ function cell(threat, key, field, day) {
     case 'severity':
       return h('span', {class: ['sev', `sev-${v}`], text: v || '?'});
     case 'status':
-      return h('span', {class: ['status', `st-${v || 'new'}`], title: threat.note || '', text: STATUS_LABELS[v] || 'New'},
-        threat.note ? h('span', {class: 'note-mark', 'aria-label': 'has a note', text: '✎'}) : null);
+      return h('span', {class: 'status-cell'},
+        h('span', {class: ['status', `st-${v || 'new'}`], title: threat.note || '', text: STATUS_LABELS[v] || 'New'},
+          threat.note ? h('span', {class: 'note-mark', 'aria-label': 'has a note', text: '✎'}) : null),
+        ...(threat.tags || []).map((t) => h('span', {class: ['tag', 'val'], dataset: {field: 'tag', value: t}, text: t})));
     case 'count':
       return num(v);
     case 'hourly':
