@@ -542,7 +542,7 @@ def test_session_endpoint_and_openapi(env: dict, tenant: Client) -> None:
     status, body = tenant.get_json("/api/session")
     assert body.pop("tz") in ("UTC", "Etc/UTC")  # scripts/test.sh runs with TZ=UTC
     assert body == {"user": "tenant", "csrf": tenant.csrf, "scope": [TENANT_SCOPE], "admin": False, "role": "analyst",
-                    "today": dt.date.today().isoformat()}
+                    "today": dt.date.today().isoformat(), "pivots": []}
     status, spec = Client(env["server"]).get_json("/api/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.") and "/api/threats" in spec["paths"]
 

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from webui_browser_support import (
@@ -581,4 +582,39 @@ def test_hunt_shows_the_events_paged_with_export(context: BrowserContext, dashbo
     assert href and href.startswith("/api/hunt/export?")
     download = page.request.get(dashboard.url + href)
     assert download.ok and download.text().count("\n") == total + 1
+    assert console.unexpected() == []
+
+
+def test_pivot_links_only_when_configured(browser: Browser, context: BrowserContext, dashboard: Dashboard,
+                                          tmp_path: Path) -> None:
+    page, console = login(context, dashboard)  # the default configuration: no pivot link anywhere
+    page.locator("#threats-body tr").first.locator("td.c-sev").click()
+    expect(page.locator("#drawer-title")).not_to_be_empty()
+    assert page.locator("#drawer a.pivot-link").count() == 0
+    config = tmp_path / "pivots.toml"
+    config.write_text(f"""[server]
+index_dir = "{tmp_path / 'index'}"
+pivot_links = [{{name = "VirusTotal", url = "https://www.virustotal.com/gui/search/{{value}}"}},
+               {{name = "Internal", url = "https://soc.internal/ip?q={{value}}", fields = ["src_ip"]}}]
+""")
+    port = free_port()
+    proc = start_server(dashboard.log_dir, dashboard.log_dir.parent / "users.json", port, tmp_path / "s.log",
+                        "-c", str(config))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ApiClient(url, USER, PASSWORD).wait_for_total(len(dashboard.pairs()))
+        other = Dashboard(url, dashboard.log_dir, dashboard.api)
+        page2, console2 = login(context, other)
+        row = page2.locator("#threats-body tr").first
+        src = row.locator("td.c-ip").first.inner_text()
+        row.locator("td.c-sev").click()
+        links = page2.locator("#drawer a.pivot-link[data-field='src_ip']")
+        expect(links).to_have_count(2)
+        assert links.nth(0).get_attribute("href") == f"https://www.virustotal.com/gui/search/{quote(src, safe='')}"
+        assert links.nth(1).get_attribute("href") == f"https://soc.internal/ip?q={quote(src, safe='')}"
+        assert links.nth(0).get_attribute("rel") == "noopener noreferrer"
+        expect(page2.locator("#drawer a.pivot-link[data-field='trail']")).to_have_count(1)  # VirusTotal only
+        assert console2.unexpected() == []
+    finally:
+        stop_server(proc)
     assert console.unexpected() == []

@@ -4,11 +4,15 @@ each other out, and nobody else can pick the address the throttle and the audit 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from webui_support import PASSWORDS, Client, add_user, start_server
 
+from engine.config import ConfigError, SensorConfig, ServerConfig
 from webui.auth import LoginGuard
+from webui.settings import resolve
 
 
 def test_guard_counts_per_account_and_address_with_ceilings() -> None:
@@ -60,3 +64,25 @@ def test_proxy_users_and_forwarded_addresses(tmp_path: Path) -> None:
     audit = (logs / ".webui" / "audit.log").read_text()
     assert "login-failed user=admin from=203.0.113.7" in audit
     assert "from=127.0.0.9" in audit and "from=203.0.113.50" not in audit
+
+
+@pytest.mark.parametrize(("server", "message"), [
+    (ServerConfig(trusted_proxies=["10.0.0.300"]), "[server] trusted_proxies"),
+    (ServerConfig(pivot_links=[{"name": "VT", "url": "ftp://x/{value}"}]), "pivot_links[0] url"),
+    (ServerConfig(pivot_links=[{"name": "VT", "url": "https://x/"}]), "{value}"),
+    (ServerConfig(pivot_links=[{"name": "", "url": "https://x/{value}"}]), "pivot_links[0] name"),
+    (ServerConfig(pivot_links=[{"name": "VT", "url": "https://x/{value}", "fields": ["port"]}]), "fields"),
+    (ServerConfig(pivot_links=[{"name": "VT", "url": "https://x/{value}", "target": "_self"}]), "unknown key"),
+])
+def test_settings_refused_with_the_key(server: ServerConfig, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve(SensorConfig(), server)
+
+
+def test_settings_accepted() -> None:
+    s = resolve(SensorConfig(), ServerConfig(trusted_proxies=["10.0.0.0/8"], pivot_links=[
+        {"name": "VT", "url": "https://www.virustotal.com/gui/search/{value}"}]))
+    assert s.trusted_proxies.contains_text("10.1.2.3") and not s.trusted_proxies.contains_text("192.0.2.1")
+    assert s.pivot_links == [{"name": "VT", "url": "https://www.virustotal.com/gui/search/{value}",
+                              "fields": ["src_ip", "dst_ip", "trail"]}]
+    assert resolve(SensorConfig(), ServerConfig()).pivot_links == []

@@ -136,11 +136,11 @@ def _text_field(body: dict[str, Any], name: str, limit: int, default: str | None
     return value
 
 
-def _session_json(session: Session, user: User) -> dict[str, Any]:
-    """Who is logged in, and the server's clock: its time zone and today's date (the days of
-    the logs, the date picker and the charts are the server's days)."""
+def _session_json(session: Session, user: User, pivots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who is logged in, the server's clock (its time zone and today's date: the days of the
+    logs, the date picker and the charts are the server's days) and the configured pivot links."""
     return {"user": user.name, "csrf": session.csrf, "scope": user.scope, "admin": user.admin, "role": user.role,
-            "tz": server_tz(), "today": dt.date.today().isoformat()}
+            "tz": server_tz(), "today": dt.date.today().isoformat(), "pivots": pivots}
 
 
 # --- session -----------------------------------------------------------------------------------
@@ -184,13 +184,13 @@ async def login(request: web.Request) -> web.Response:
         ctx.sessions.delete(old)  # no session fixation: always a fresh token
     session = ctx.sessions.create(user.name)
     ctx.audit.write("login-ok", user.name, client)
-    resp = web.json_response(_session_json(session, user))
+    resp = web.json_response(_session_json(session, user, ctx.settings.pivot_links))
     resp.set_cookie(COOKIE, session.token, httponly=True, samesite="Strict", path="/", secure=ctx.settings.tls)
     return resp
 
 
 async def session_info(request: web.Request) -> web.Response:
-    return web.json_response(_session_json(request[SESSION], request[USER]))
+    return web.json_response(_session_json(request[SESSION], request[USER], ctx_of(request).settings.pivot_links))
 
 
 async def logout(request: web.Request) -> web.Response:

@@ -8,7 +8,7 @@ import {addToken, describe, negate, severityOf, token, tokenize} from './search.
 import {q, rangeParams, readHash, state, viewParams, writeHash} from './state.js';
 import {bars, donut, timeline} from './charts.js';
 import {closeValueMenu, forgetRows, markOpen, move, renderHead, renderPager, renderRows, selectedThreat} from './table.js';
-import {closeDrawer, drawerThreatId, openDrawer, refreshDrawer} from './drawer.js';
+import {closeDrawer, drawerThreatId, openDrawer, refreshDrawer, setPivotLinks} from './drawer.js';
 import {closePicker, initPicker, isOpen as pickerOpen, latestDayWithData, rangeLabel} from './datepicker.js';
 import {initLive, isLive, liveWanted, resetLiveCounter, startLive, stopLive} from './live.js';
 import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine} from './engine.js';
@@ -516,6 +516,7 @@ function wireOnce() {
 async function startApp(session) {
   setCsrf(session.csrf);
   setServerZone(session.tz);
+  setPivotLinks(session.pivots);
   $('login-view').hidden = true;
   $('app').hidden = false;
   $('user-name').textContent = session.user;

@@ -32,10 +32,27 @@ function fact(label, ...content) {
   return [h('dt', {text: label}), h('dd', {}, ...content)];
 }
 
+let pivots = [];
+
+/** The configured pivot links ([server] pivot_links, from the session): none by default. */
+export function setPivotLinks(list) {
+  pivots = Array.isArray(list) ? list : [];
+}
+
+const PIVOT_FIELD = {src: 'src_ip', dst: 'dst_ip', trail: 'trail'};
+
+function pivotLinks(field, value) {
+  const key = PIVOT_FIELD[field];
+  return pivots.filter((p) => p.fields.includes(key)).map((p) => h('a', {class: 'pivot-link btn btn-small',
+    href: p.url.replaceAll('{value}', encodeURIComponent(String(value))), target: '_blank',
+    rel: 'noopener noreferrer', dataset: {pivot: p.name, field: key}, text: p.name}));
+}
+
 function filterable(field, value, label) {
   if (value === null || value === undefined || value === '' || value === '-') return h('span', {class: 'muted', text: '–'});
   return h('span', {class: 'fact-val'},
     h('span', {class: 'mono', text: label ?? String(value)}),
+    ...pivotLinks(field, value),
     h('button', {type: 'button', class: 'icon-btn tiny', title: `Filter ${field}:${value}`, 'aria-label': `Filter ${field}`,
       onclick: () => ctx.onPivot([token(field, value)], false)}, icon('filter')),
     h('button', {type: 'button', class: 'icon-btn tiny', title: 'Copy', 'aria-label': 'Copy',
@@ -60,6 +77,9 @@ function factsSection(threat) {
       h('ul', {class: 'mono values-list'}, ...threat.values.map((v) => h('li', {text: v}))))
     : null;
   if (values) lead.append(values);
+  const trailLinks = pivotLinks('trail', threat.trail);
+  if (trailLinks.length) lead.append(h('p', {class: 'pivot-links'}, h('span', {class: 'muted', text: 'Look up the trail '}),
+    ...trailLinks));
   const dl = h('dl', {class: 'facts two'},
     fact('Source', filterable('src', threat.src_ip)),
     fact('Events', h('span', {class: 'mono', text: num(threat.count)})),
