@@ -618,3 +618,29 @@ pivot_links = [{{name = "VirusTotal", url = "https://www.virustotal.com/gui/sear
     finally:
         stop_server(proc)
     assert console.unexpected() == []
+
+
+def test_saved_views_on_the_server(browser: Browser, context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    src = sorted({s for s, _ in dashboard.pairs()})[0]
+    page.fill("#search-input", f"src:{src}")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#chips .chip")).to_have_count(1)
+    page.once("dialog", lambda d: d.accept("one source"))
+    page.click("#view-save")
+    expect(page.locator("#views-select option", has_text="one source")).to_have_count(1)
+    # Another browser of the same user finds the view and applies it.
+    other = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page2, console2 = login(other, dashboard)
+        expect(page2.locator("#views-select option", has_text="one source")).to_have_count(1)
+        page2.select_option("#views-select", label="one source")
+        expect(page2.locator("#chips .chip")).to_have_count(1)
+        expect(page2.locator("#chips .chip")).to_contain_text(src)
+        expect_total(page2, sum(1 for s, _ in dashboard.pairs() if s == src))
+        page2.click("#view-delete")
+        expect(page2.locator("#views-select option", has_text="one source")).to_have_count(0)
+        assert console2.unexpected() == []
+    finally:
+        other.close()
+    assert console.unexpected() == []

@@ -50,6 +50,9 @@ EXPECT: dict[tuple[str, str], dict[str, int]] = {
     ("post", "/api/suppressions"): {"admin": A, "analyst": A, "viewer": V},
     ("delete", "/api/suppressions/{id}"): {"admin": A, "analyst": A, "viewer": V},
     ("get", "/api/users"): {"admin": A, "analyst": V, "viewer": V},
+    ("get", "/api/views"): {"admin": A, "analyst": A, "viewer": A},
+    ("post", "/api/views"): {"admin": A, "analyst": A, "viewer": A},
+    ("delete", "/api/views/{id}"): {"admin": A, "analyst": A, "viewer": A},
 }
 
 
@@ -99,6 +102,13 @@ def _call(client: Client, admin: Client, method: str, path: str, target: str, th
         query = "?indicator=198.51.100.66"
     elif path.startswith("/api/hunt"):
         query = f"?indicator={src}"
+    if path.startswith("/api/views"):  # a user's own views: every role, whatever the scope
+        view = {"name": f"v-{time.monotonic_ns()}", "q": f"src:{src}", "days": 7}
+        if method == "get":
+            return client.request("GET", path)[0]
+        status, saved = client.post_json("/api/views", view)
+        deleted = client.request("DELETE", f"/api/views/{saved['id']}")[0]
+        return status if method == "post" else deleted
     if "{id}" in path and "suppressions" in path:
         # a rule on the target source made by the caller itself when it may (else by an admin)
         maker = client if _may_add(client) and (target == "in" or not _scoped(client)) else admin
@@ -143,6 +153,8 @@ def test_role_matrix(env: dict, role: str, scoped: bool) -> None:
     got, want = {}, {}
     for (method, path), by_role in EXPECT.items():
         targets = ("in", "out") if "{id}" in path or path in ("/api/hunt", "/api/suppressions") else ("in",)
+        if path.startswith("/api/views"):
+            targets = ("in",)
         if method == "get" and path == "/api/suppressions":
             targets = ("in",)
         for target in targets:
@@ -221,3 +233,23 @@ def test_first_admin_password_only_after_a_successful_start(tmp_path: Path) -> N
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "password" not in out
+
+
+def test_saved_views_are_per_user(env: dict) -> None:
+    server = env["server"]
+    viewer, analyst = _login(server, "r-viewer"), _login(server, "r-analyst")
+    status, view = viewer.post_json("/api/views", {"name": "wall", "q": "sev:high", "days": 7})
+    assert status == 200 and view["days"] == 7
+    status, fixed = viewer.post_json("/api/views", {"name": "incident", "q": f"src:{IN}", "from": DAY, "to": DAY})
+    assert status == 200 and (fixed["from"], fixed["to"], fixed["days"]) == (DAY, DAY, None)
+    status, again = viewer.post_json("/api/views", {"name": "wall", "q": "sev:medium", "days": 1})  # same name
+    assert again["id"] == view["id"]
+    views = viewer.get_json("/api/views")[1]["views"]
+    assert [(v["name"], v["q"]) for v in views] == [("incident", f"src:{IN}"), ("wall", "sev:medium")]
+    assert analyst.get_json("/api/views")[1]["views"] == []  # another user's views are not shared
+    assert analyst.request("DELETE", f"/api/views/{view['id']}")[0] == 404
+    for bad in ({"name": "x", "q": "foo:bar", "days": 1}, {"name": "", "days": 1}, {"name": "x", "days": 0},
+                {"name": "x"}, {"name": "x", "from": DAY, "to": "2020-01-01"}):
+        assert viewer.post_json("/api/views", bad)[0] == 400, bad
+    assert viewer.request("DELETE", f"/api/views/{view['id']}")[0] == 200
+    assert [v["name"] for v in viewer.get_json("/api/views")[1]["views"]] == ["incident"]

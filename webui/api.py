@@ -34,6 +34,7 @@ EXPORT_MAX = 100_000
 MAX_NOTE = 2000
 MAX_TAG = 24
 MAX_TAGS = 10
+MAX_VIEWS = 100
 MAX_INDICATOR = 256
 MAX_SUPPRESSIONS = 10_000
 MAX_LOGINS_IN_FLIGHT = 8
@@ -640,6 +641,63 @@ async def users_list(request: web.Request) -> web.Response:
                                         for u in sorted(users.values(), key=lambda u: u.name)]})
 
 
+async def views_list(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    name = request[USER].name
+
+    def run() -> list[dict[str, Any]]:
+        with ctx.readers.snapshot() as conn:
+            return Q.views(conn, name)
+
+    return web.json_response({"views": await ctx.read(run)})
+
+
+@handle
+async def views_save(request: web.Request) -> web.Response:
+    """A named search + range for this user: `days` (a rolling range ending today) or from/to."""
+    ctx = ctx_of(request)
+    body = await _json_body(request)
+    name = _text_field(body, "name", 60).strip()
+    if not name:
+        raise BadRequest("name: required")
+    q = _text_field(body, "q", 1024, "")
+    try:
+        compile_query(q)
+    except SearchError as exc:
+        raise BadRequest(f"q: {exc}") from None
+    days = body.get("days")
+    if days is not None and (not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_DAYS):
+        raise BadRequest(f"days: expected 1..{MAX_DAYS}")
+    day_from = day_to = ""
+    if days is None:
+        for key in ("from", "to"):
+            value = body.get(key)
+            if not isinstance(value, str) or not DATE.match(value):
+                raise BadRequest(f"{key}: expected a date YYYY-MM-DD (or give days)")
+        day_from, day_to = body["from"], body["to"]
+        if day_to < day_from:
+            raise BadRequest("from: must not be after to")
+    user = request[USER].name
+
+    def count() -> int:
+        with ctx.readers.snapshot() as conn:
+            return len(Q.views(conn, user))
+
+    if await ctx.read(count) >= MAX_VIEWS:
+        return json_error(409, f"at most {MAX_VIEWS} saved views")
+    view_id = await ctx.write(ctx.ingester.save_view, user, name, q, day_from, day_to, days or 0, time.time())
+    return web.json_response({"id": view_id, "name": name, "q": q, "from": day_from, "to": day_to, "days": days})
+
+
+async def views_delete(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    text = request.match_info["vid"]
+    if not re.fullmatch(r"\d{1,12}", text) or not await ctx.write(ctx.ingester.delete_view, request[USER].name,
+                                                                   int(text)):
+        return json_error(404, "no such view")
+    return web.json_response({"ok": True})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(spec())
 
@@ -665,4 +723,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/api/suppressions", suppressions_add)
     r.add_delete("/api/suppressions/{rid}", suppressions_delete)
     r.add_get("/api/users", users_list)
+    r.add_get("/api/views", views_list)
+    r.add_post("/api/views", views_save)
+    r.add_delete("/api/views/{vid}", views_delete)
     r.add_get("/api/openapi.json", openapi)

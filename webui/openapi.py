@@ -86,6 +86,9 @@ def spec() -> dict[str, Any]:
                                   "post": _op("Add a suppression rule", _CSRF, body=True)},
             "/api/suppressions/{id}": {"delete": _op("Remove a suppression rule", [_str("id", "path"), *_CSRF])},
             "/api/users": {"get": _op("Users with role and scope (admin only)")},
+            "/api/views": {"get": _op("This user's saved views"),
+                           "post": _op("Save a named view (search + range) for this user", _CSRF, body=True)},
+            "/api/views/{id}": {"delete": _op("Remove one of this user's saved views", [_str("id", "path"), *_CSRF])},
             "/api/openapi.json": {"get": _op("This description", secured=False)},
         },
     }

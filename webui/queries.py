@@ -342,6 +342,14 @@ def triage_history(conn: sqlite3.Connection, src_ip: str, trail: str) -> list[di
                 "ORDER BY id DESC", (src_ip, trail))]
 
 
+def views(conn: sqlite3.Connection, user: str) -> list[dict[str, Any]]:
+    """A user's saved views, by name."""
+    return [{"id": i, "name": n, "q": q, "from": f, "to": t, "days": d or None, "created": c}
+            for i, n, q, f, t, d, c in conn.execute(
+                "SELECT id, name, q, day_from, day_to, days, created FROM st.views WHERE user = ? "
+                "ORDER BY name COLLATE NOCASE", (user,))]
+
+
 def suppressions(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [{"id": i, "scope": sc, "src_ip": s, "trail": t, "note": n, "user": u, "created": c}
             for i, sc, s, t, n, u, c in conn.execute(

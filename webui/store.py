@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS suppressions(id INTEGER PRIMARY KEY, scope TEXT NOT N
 CREATE TABLE IF NOT EXISTS triage_log(id INTEGER PRIMARY KEY, src_ip TEXT NOT NULL, trail TEXT NOT NULL,
     status TEXT NOT NULL, note TEXT NOT NULL, tags TEXT NOT NULL, user TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS triage_log_key ON triage_log(src_ip, trail);
+CREATE TABLE IF NOT EXISTS views(id INTEGER PRIMARY KEY, user TEXT NOT NULL, name TEXT NOT NULL, q TEXT NOT NULL,
+    day_from TEXT NOT NULL, day_to TEXT NOT NULL, days INTEGER NOT NULL, created REAL NOT NULL, UNIQUE(user, name));
 """
 
 _AGG_UPSERT = (
@@ -372,6 +374,20 @@ class Ingester:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+
+    def save_view(self, user: str, name: str, q: str, day_from: str, day_to: str, days: int, now: float) -> int:
+        """A user's named view (search and range), replacing one of the same name."""
+        with self.lock:
+            self.conn.execute("INSERT INTO st.views(user, name, q, day_from, day_to, days, created) "
+                              "VALUES (?,?,?,?,?,?,?) ON CONFLICT(user, name) DO UPDATE SET q = excluded.q, "
+                              "day_from = excluded.day_from, day_to = excluded.day_to, days = excluded.days, "
+                              "created = excluded.created", (user, name, q, day_from, day_to, days, now))
+            return int(self.conn.execute("SELECT id FROM st.views WHERE user = ? AND name = ?",
+                                         (user, name)).fetchone()[0])
+
+    def delete_view(self, user: str, view_id: int) -> bool:
+        with self.lock:
+            return self.conn.execute("DELETE FROM st.views WHERE id = ? AND user = ?", (view_id, user)).rowcount > 0
 
     def add_suppression(self, scope: str, src_ip: str, trail: str, note: str, user: str, now: float) -> int:
         with self.lock:

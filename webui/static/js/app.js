@@ -14,6 +14,7 @@ import {initLive, isLive, liveWanted, resetLiveCounter, startLive, stopLive} fro
 import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine} from './engine.js';
 import {initSuppressions} from './suppressions.js';
 import {initTheme, toggleTheme} from './theme.js';
+import {initViews} from './views.js';
 
 // Live mode: events update the rows and charts in place (deltas); the whole view is asked for
 // again only on shared wall-clock boundaries, so every open tab asks at the same moment and the
@@ -505,6 +506,15 @@ function wireOnce() {
     onPivot: (tokens) => setTokens(tokens),
   });
   initSuppressions(() => refresh());
+  initViews({
+    current: () => ({q: q(), from: state.from, to: state.to, today: state.today,
+      days: daysBetween(state.from, state.to) + 1}),
+    apply: (view) => {
+      state.tokens = view.q ? tokenize(view.q) : [];
+      if (view.days) setRange(addDays(state.today, -(view.days - 1)), state.today);
+      else setRange(view.from, view.to > state.today ? state.today : view.to);
+    },
+  });
   initEngine();
   let resizeTimer = 0;
   new ResizeObserver(() => {
