@@ -644,3 +644,37 @@ def test_saved_views_on_the_server(browser: Browser, context: BrowserContext, da
     finally:
         other.close()
     assert console.unexpected() == []
+
+
+NOTIFICATION_RECORDER = """
+window.__notes = [];
+window.Notification = class {
+  static permission = 'default';
+  static async requestPermission() { window.Notification.permission = 'granted'; return 'granted'; }
+  constructor(title, options) { window.__notes.push({title, body: options.body}); }
+};
+"""
+
+
+def test_desktop_notifications_are_opt_in(context: BrowserContext, dashboard: Dashboard) -> None:
+    """New high-severity threats raise a desktop notification only once the analyst opts in."""
+    context.add_init_script(NOTIFICATION_RECORDER)
+    page, console = login(context, dashboard)
+    expect(page.locator("#live-state")).to_have_text("connected")
+    now = time.time()
+
+    def event(src: str, info: str) -> None:
+        append_event(dashboard.log_dir, (int(now), 7, src, 41000, "198.51.100.66", 443, "TCP", "IP",
+                                         "198.51.100.66", info, "(static)"), "notify-test")
+
+    event("10.77.0.1", "botnet c2 (malware)")  # high, new: but notifications are off
+    expect(page.locator("#live-feed")).to_contain_text("10.77.0.1")
+    assert page.evaluate("window.__notes") == []
+    page.click("#notify-btn")
+    expect(page.locator("#notify-btn")).to_have_attribute("aria-pressed", "true")
+    event("10.77.0.2", "mass scanner")  # low: no notification
+    event("10.77.0.3", "ransomware (malware)")  # high and new: one notification
+    expect(page.locator("#live-feed")).to_contain_text("10.77.0.3")
+    notes = page.evaluate("window.__notes")
+    assert len(notes) == 1 and "198.51.100.66" in notes[0]["title"] and "10.77.0.3" in notes[0]["body"]
+    assert console.unexpected() == []
