@@ -678,3 +678,30 @@ def test_desktop_notifications_are_opt_in(context: BrowserContext, dashboard: Da
     notes = page.evaluate("window.__notes")
     assert len(notes) == 1 and "198.51.100.66" in notes[0]["title"] and "10.77.0.3" in notes[0]["body"]
     assert console.unexpected() == []
+
+
+def test_sensors_view(context: BrowserContext, dashboard: Dashboard) -> None:
+    """A second sensor's status file beside the first: both are listed with their figures."""
+    now = time.time()
+    edge = dashboard.log_dir / "sensor-status-edge.json"
+    edge.write_text(json.dumps({
+        "sensor": "edge", "started": now - 600, "updated": now, "final": False,
+        "counters": {"packets": 60_000, "malformed": 0}, "per_worker_packets": [30_000, 30_000],
+        "per_worker_busy_seconds": [1.0, 1.0], "rings": [{"dropped_packets": 7, "dropped_batches": 0}],
+        "events_written": 1200, "index": {"generation": 3, "built_at": now - 7200, "trails": 1000}}))
+    append_event(dashboard.log_dir, (int(now), 9, "10.88.0.1", 41000, "198.51.100.66", 443, "TCP", "IP",
+                                     "198.51.100.66", "malware (demo)", "(static)"), "edge")
+    try:
+        page, console = login(context, dashboard)
+        dashboard.api.wait_for_total(len(dashboard.pairs()))
+        page.click("#engine-btn")
+        row = page.locator("#sensors-table tr[data-sensor='edge']")
+        expect(row).to_contain_text("running")
+        expect(row).to_contain_text("2.0 h")  # the trail index's age
+        expect(row).to_contain_text("7")  # ring drops
+        expect(row.locator("td").nth(2)).to_contain_text("ago")  # its last event, from the index
+        sensors = dashboard.api.get("/api/sensors")["sensors"]
+        assert {s["sensor"] for s in sensors} >= {"edge"} and len(sensors) >= 2
+        assert console.unexpected() == []
+    finally:
+        edge.unlink()

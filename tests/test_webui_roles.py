@@ -43,6 +43,7 @@ EXPECT: dict[tuple[str, str], dict[str, int]] = {
     ("get", "/api/hunt/export"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/live"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/status"): {"admin": A, "analyst": A, "viewer": A},
+    ("get", "/api/sensors"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/export"): {"admin": A, "analyst": A, "viewer": A},
     ("post", "/api/triage/{id}"): {"admin": A, "analyst": A, "viewer": V},
     ("get", "/api/threats/{id}/history"): {"admin": A, "analyst": A, "viewer": A},

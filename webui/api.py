@@ -24,6 +24,7 @@ from webui.hunt import HuntError, check_indicator, hunt
 from webui.netaddr import Network, ip_key
 from webui.openapi import spec
 from webui.search import STATUSES, Query, SearchError, compile_query
+from webui.sensors import last_events, sensor_rows
 from webui.status import engine_status
 from webui.store import QueryTooLong
 from webui.timezone import day_axis, server_tz
@@ -407,6 +408,23 @@ def _download(body: bytes, ctype: str, filename: str) -> web.Response:
                                             "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
+async def sensors(request: web.Request) -> web.Response:
+    """Every sensor the server has a status file for. Figures are global: a scoped user gets only
+    the names and whether they run."""
+    ctx = ctx_of(request)
+    rows = await ctx.read(sensor_rows, ctx.settings.status_file, ctx.status_memory)
+    if not scope_of(request[USER]).unrestricted:
+        return web.json_response({"sensors": [{"sensor": r["sensor"], "running": r["running"]} for r in rows],
+                                  "scoped": True})
+
+    def run() -> dict[str, float]:
+        with ctx.readers.snapshot() as conn:
+            return last_events(conn, [r["sensor"] for r in rows if r.get("sensor")])
+
+    latest = await ctx.read(run)
+    return web.json_response({"sensors": [{**r, "last_event": latest.get(r["sensor"])} for r in rows]})
+
+
 async def status(request: web.Request) -> web.Response:
     """A scoped user gets whether the engine runs and the index is complete, never the global
     counters or the global number of events."""
@@ -716,6 +734,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/hunt/events", hunt_events)
     r.add_get("/api/hunt/export", hunt_export)
     r.add_get("/api/status", status)
+    r.add_get("/api/sensors", sensors)
     r.add_get("/api/export", export)
     r.add_post("/api/triage/{tid}", triage)
     r.add_get("/api/threats/{tid}/history", triage_history)

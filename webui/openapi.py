@@ -76,6 +76,7 @@ def spec() -> dict[str, Any]:
                                   "responses": {"200": {"description": "text/event-stream"},
                                                 "401": {"description": "no valid session"}}}},
             "/api/status": {"get": _op("Engine status (aggregator counters)")},
+            "/api/sensors": {"get": _op("Every sensor with a status file: last event, events/s, drops, index age")},
             "/api/export": {"get": _op("Filtered threats as CSV, JSON or defanged indicators",
                                        [_str("format"), *_RANGE, *_Q, _str("sort"), _str("order")])},
             "/api/threats/{id}/history": {"get": _op("Triage history of a threat: who changed what and when",
