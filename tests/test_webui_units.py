@@ -310,3 +310,21 @@ def test_engine_status_derivation(tmp_path: Path) -> None:
     assert engine_status(path, {})["running"] is False  # stale: the sensor is gone
     path.write_text("{broken")
     assert engine_status(path, memory) == {"running": False}
+
+
+def test_index_follow_up_opens_only_changed_files(tmp_path: Path) -> None:
+    """Following the logs costs the same with a year of days: unchanged files are not reopened."""
+    from unittest import mock
+
+    logs = tmp_path / "logs"
+    log = DailyLog(logs, "s")
+    for d in range(30):
+        log.write([(T0 + d * 86400, 0, "10.0.0.1", 1, "10.0.0.2", 80, "TCP", "IP", "10.0.0.2", "malware (x)", "(s)")])
+    ing = Ingester(logs, logs / ".webui", Severity([]))
+    assert ing.sync() == 30
+    with mock.patch("webui.store.open", wraps=open, create=True) as opened:
+        assert ing.sync() == 0
+        assert opened.call_count == 0
+        log.write([(T0 + 5 * 86400 + 60, 0, "10.0.0.3", 1, "10.0.0.2", 80, "TCP", "IP", "10.0.0.2", "x", "s")])
+        assert ing.sync() == 1
+        assert opened.call_count == 1

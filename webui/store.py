@@ -116,6 +116,7 @@ class Ingester:
         self.lock = threading.Lock()
         self._budget = 0
         self.pending = False
+        self._seen: dict[str, tuple[int, int, int]] = {}  # (mtime, size, inode) of files read to the end
 
     def _open(self) -> None:
         fresh = not self.path.exists()
@@ -184,20 +185,30 @@ class Ingester:
     def _sync(self) -> int:
         known = {row[0]: row for row in self.conn.execute("SELECT name, day, offset, inode, head FROM files")}
         present: dict[str, str] = {}
+        stamps: dict[str, tuple[int, int, int]] = {}
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.log_dir):
                 m = DAY_FILE.match(entry.name)
                 if m and entry.is_file(follow_symlinks=False):
                     present[entry.name] = m.group(1)
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        stamps[entry.name] = (st.st_mtime_ns, st.st_size, st.st_ino)
         for name, row in known.items():
             if name not in present:
                 self._drop_day(name, row[1])
+                self._seen.pop(name, None)
         added = 0
         for name in sorted(present):
             if self._budget <= 0:
                 self.pending = True
                 break
+            stamp = stamps.get(name)
+            if stamp is not None and self._seen.get(name) == stamp and name in known:
+                continue  # unchanged since it was read to the end: not even opened (a year of days)
             added += self._follow(name, present[name], known.get(name))
+            if not self.pending and stamp is not None:
+                self._seen[name] = stamp
         return added
 
     def _follow(self, name: str, day: str, row: tuple | None) -> int:
