@@ -32,6 +32,8 @@ from webui_browser_support import (
     stop_server,
 )
 
+from engine.eventlog import format_event, log_date
+
 _missing = chromium_missing_reason()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
 if _missing is None:
@@ -705,3 +707,38 @@ def test_sensors_view(context: BrowserContext, dashboard: Dashboard) -> None:
         assert console.unexpected() == []
     finally:
         edge.unlink()
+
+
+def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_path: Path) -> None:
+    """A server still indexing a big log: the page says the counts are partial, with progress,
+    then shows the whole totals once the index is complete."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    now = int(time.time()) - 60
+    day = log_date(now)
+    events = 360_000  # ~45 MB: three ingest rounds
+    with open(logs / f"{day}.log", "w") as f:
+        for start in range(0, events, 20_000):
+            f.write("".join(format_event((now, i % 1_000_000, f"10.2.{i % 100}.{i % 40}", 40000, "198.51.100.66", 443,
+                                          "TCP", "IP", "198.51.100.66", "malware (index)", "(static)"), "gw")
+                            for i in range(start, start + 20_000)))
+    users = tmp_path / "users.json"
+    add_user(users, USER, PASSWORD)
+    port = free_port()
+    proc = start_server(logs, users, port, tmp_path / "server.log")
+    try:
+        page = context.new_page()
+        console = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#login-user", USER)
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-submit")
+        note = page.locator("#index-note")
+        expect(note).to_contain_text("Indexing the logs", timeout=60_000)
+        expect(note).to_contain_text("partial")
+        expect(note).to_be_hidden(timeout=120_000)
+        expect_total(page, 200)
+        expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
+        assert console.unexpected() == []
+    finally:
+        stop_server(proc)

@@ -215,13 +215,20 @@ async def threats(request: web.Request) -> web.Response:
     per_page = int_param(request, "per_page", 50, 1, 500)
     ctx = ctx_of(request)
 
-    def run() -> tuple[int, list[dict[str, Any]]]:
+    def run() -> tuple[int, tuple[int, list[dict[str, Any]]]]:
         with ctx.readers.snapshot() as conn:
-            return Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page)
+            return Q.last_event_id(conn), Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page)
 
     partial = ctx.partial()  # taken before the read: the answer is partial if the index was
-    total, rows = await ctx.shared_read(_request_key(request), run)
-    return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows, **partial})
+    as_of, (total, rows) = await ctx.shared_read(_request_key(request), run)
+    return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows, **partial,
+                              **_as_of(view, as_of)})
+
+
+def _as_of(view: Q.View, last_event: int) -> dict[str, int]:
+    """The last event an answer includes, so a live page applies only later events to it; not for
+    a scoped user (the global count), whose page refreshes instead."""
+    return {"as_of": last_event} if view.scope.unrestricted else {}
 
 
 async def _visible_threat(ctx: Context, view: Q.View, tid: str) -> tuple[int, dict[str, Any]] | None:
@@ -280,13 +287,14 @@ async def stats(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     view = view_of(request)
 
-    def run() -> dict[str, Any]:
+    def run() -> tuple[int, dict[str, Any]]:
         with ctx.readers.snapshot() as conn:
-            return Q.stats(conn, view)
+            return Q.last_event_id(conn), Q.stats(conn, view)
 
     partial = ctx.partial()
-    result = await ctx.shared_read(_request_key(request), run)
-    return web.json_response({**result, "axis": day_axis(view.day_from, view.day_to), **partial})
+    as_of, result = await ctx.shared_read(_request_key(request), run)
+    return web.json_response({**result, "axis": day_axis(view.day_from, view.day_to), **partial,
+                              **_as_of(view, as_of)})
 
 
 # --- indicators ----------------------------------------------------------------------------------

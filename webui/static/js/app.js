@@ -357,9 +357,13 @@ function bump(list, value) {
   if (entry) entry.count += 1;
 }
 
-/** One event folded into the threat on screen and the charts, without asking the server. */
+/** Whether an answer does not include event `e` yet (its `as_of` is the last event it counts). */
+const after = (answer, e) => answer && typeof answer.as_of === 'number' && e.id > answer.as_of;
+
+/** One event folded into the threat on screen and the charts, without asking the server; only
+ * into answers that do not count it already. */
 function applyDelta(e) {
-  const row = lastThreats && (lastThreats.rows || []).find((r) => r.id === e.threat);
+  const row = after(lastThreats, e) && (lastThreats.rows || []).find((r) => r.id === e.threat);
   if (row) {
     row.count += 1;
     if (e.time > row.last_seen) {
@@ -369,7 +373,7 @@ function applyDelta(e) {
     }
     if (row.hourly && e.hour >= 0 && e.hour < 24) row.hourly[e.hour] += 1;
   }
-  if (lastStats) {
+  if (after(lastStats, e)) {
     const line = (lastStats.timeline || []).find((p) => p.time === e.bucket && p.type === e.type);
     if (line) line.count += 1;
     else (lastStats.timeline = lastStats.timeline || []).push({time: e.bucket, type: e.type, count: 1});
@@ -385,7 +389,8 @@ function onLiveEvent(e) {
     $('live-feed-note').textContent = `Live events are arriving for ${day}, outside this range.`;
     return;
   }
-  if (e.new_threat || state.tokens.length || !lastThreats) {
+  // A scoped user's answers carry no as_of (it would tell the global count): refresh instead.
+  if (e.new_threat || state.tokens.length || !lastThreats || typeof lastThreats.as_of !== 'number') {
     refreshAtBoundary(LIVE_NEW_MS);
     return;
   }
