@@ -512,7 +512,7 @@ def test_exports(env: dict, admin: Client) -> None:
     assert status == 200 and headers["content-type"].startswith("text/csv")
     assert headers["content-disposition"] == f'attachment; filename="maltrail-threats-{HAND_DAY}_{HAND_DAY}.csv"'
     table = list(csv.DictReader(io.StringIO(body.decode())))
-    assert len(table) == len(rows)
+    assert len(table) == len(rows) and list(table[0])[-2:] == ["tags", "values"]
     for row in table:
         assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values()), row
     hostile = next(r for r in table if r["src_ip"] == "192.168.1.9")

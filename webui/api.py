@@ -454,12 +454,13 @@ async def status(request: web.Request) -> web.Response:
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("id", "severity", "status", "count", "first_seen", "last_seen", "src_ip", "dst_ip", "dst_port",
-               "proto", "type", "trail", "info", "reference", "sensor", "note")
+               "proto", "type", "trail", "info", "reference", "sensor", "note", "tags", "values")
 
 
 def csv_cell(value: Any) -> str:
-    """Spreadsheet formula injection: a text cell never starts with = + - @ tab or CR."""
-    text = "" if value is None else str(value)
+    """Spreadsheet formula injection: a text cell never starts with = + - @ tab or CR. A list
+    (tags, distinct trails) is one cell, its items separated by ` | `."""
+    text = "" if value is None else " | ".join(map(str, value)) if isinstance(value, list) else str(value)
     return "'" + text if text.startswith(FORMULA_START) else text
 
 
