@@ -187,6 +187,8 @@ class ServerConfig:
     hunt_budget_seconds: int = 10
     max_live_streams: int = 32
     severity_rules: list[dict[str, str]] = field(default_factory=list)
+    trusted_proxies: list[str] = field(default_factory=list)
+    pivot_links: list[dict[str, Any]] = field(default_factory=list)
 
 
 _SERVER_LIMITS: dict[str, tuple[float, float]] = {
@@ -215,7 +217,7 @@ def server_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> S
     cfg = ServerConfig()
     for key, value, declared in _section_items(data, "server", ServerConfig, source):
         where = f"{source}: [server] {key}"
-        if key == "severity_rules":
+        if key in ("severity_rules", "pivot_links"):
             if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
                 raise ConfigError(f"{where}: expected a list of tables")
         else:

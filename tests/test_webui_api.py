@@ -5,6 +5,7 @@ tokens, ranges, per-user scope, live resume, hunt (complete and partial), triage
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import http.client
 import io
 import ipaddress
@@ -314,8 +315,8 @@ def test_user_out_of_every_scope_sees_nothing(env: dict, admin: Client) -> None:
 def test_check_indicators(admin: Client) -> None:
     status, body = admin.get_json("/api/check?indicator=198.51.100.66")
     assert status == 200 and body["found"] and body["matches"][0]["info"] == "botnet c2 (demo)"
-    status, body = admin.get_json("/api/check?indicator=www.evil-demo.example")
-    assert body["found"] and body["matches"][0]["trail"] == "evil-demo.example"
+    status, body = admin.get_json("/api/check?indicator=www.evil-demo.top")
+    assert body["found"] and body["matches"][0]["trail"] == "evil-demo.top"
     status, body = admin.get_json("/api/check?indicator=6.6.6.6:8443")
     assert body["found"] and body["matches"][0]["trail"] == "6.6.6.6:8443"
     status, body = admin.get_json(f"/api/check?indicator={quote('http://x.example/malicious-login.php?a=1')}")
@@ -345,6 +346,33 @@ def test_hunt_counts_every_day(env: dict, admin: Client) -> None:
         assert status == 400
 
 
+def test_hunt_events_paged_and_exported(env: dict, admin: Client, tenant: Client) -> None:
+    day = f"from={REPLAY_DAY}&to={REPLAY_DAY}"
+    wanted = [r for r in _rows(env, REPLAY_DAY) if "198.51.100.66" in (r[2], r[4], r[8])]
+    assert len(wanted) > 10
+    seen: list[dict] = []
+    page = 1
+    while True:
+        status, body = admin.get_json(f"/api/hunt/events?indicator=198.51.100.66&{day}&per_page=7&page={page}")
+        assert status == 200 and body["total"] == len(wanted) and body["kind"] == "network"
+        if not body["events"]:
+            break
+        seen += body["events"]
+        page += 1
+    assert len(seen) == len(wanted) and len({e["id"] for e in seen}) == len(seen)
+    assert [e["id"] for e in seen] == sorted((e["id"] for e in seen), reverse=True)  # newest first
+    status, body = admin.get_json(f"/api/hunt/events?indicator=phishing&{day}")
+    assert body["total"] == sum(1 for r in _rows(env, REPLAY_DAY) if "phishing" in " ".join(r).lower())
+    status, headers, payload = admin.request("GET", f"/api/hunt/export?indicator=198.51.100.66&{day}&format=csv")
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert "attachment" in headers["content-disposition"]
+    exported = list(csv.reader(io.StringIO(payload.decode())))
+    assert exported[0][:3] == ["time", "sensor", "src_ip"] and len(exported) == len(wanted) + 1
+    status, body = tenant.get_json(f"/api/hunt/events?indicator=198.51.100.66&{day}&per_page=500")
+    assert body["total"] == sum(1 for r in wanted if _in(TENANT_SCOPE)(r[2]) or _in(TENANT_SCOPE)(r[4]))
+    assert admin.get_json("/api/hunt/events?indicator=ab")[0] == 400
+
+
 def _line(ts: str, src: str, dst: str, marker: str) -> str:
     return f'"{LIVE_DAY} {ts}.000000" live {src} 40000 {dst} 80 TCP IP {dst} "malware ({marker})" (static)\n'
 
@@ -359,8 +387,8 @@ class SSE:
         self.conn.request("GET", path, headers=h)
         self.resp = self.conn.getresponse()
 
-    def events(self, n: int, timeout: float = 30) -> list[tuple[int, dict]]:
-        out: list[tuple[int, dict]] = []
+    def events(self, n: int, timeout: float = 30) -> list[tuple[str, dict]]:
+        out: list[tuple[str, dict]] = []
         deadline = time.monotonic() + timeout
         current: dict[str, str] = {}
         while len(out) < n and time.monotonic() < deadline:
@@ -370,7 +398,7 @@ class SSE:
                 current[k] = v
             elif line == "" and "data" in current:
                 assert current["event"] == "event"
-                out.append((int(current["id"]), json.loads(current["data"])))
+                out.append((current["id"], json.loads(current["data"])))
                 current = {}
         return out
 
@@ -390,11 +418,23 @@ def test_live_stream_and_resume(env: dict, admin: Client, tenant: Client) -> Non
         f.write(_line("10:00:02", "10.0.9.9", "198.51.100.66", "live-3"))
     got = stream.events(3)
     assert [e["info"] for _, e in got] == ["malware (live-1)", "malware (live-2)", "malware (live-3)"]
-    assert [i for i, _ in got] == [e["id"] for _, e in got] == sorted(i for i, _ in got)
+    assert [int(i) for i, _ in got] == [e["id"] for _, e in got] == sorted(int(i) for i, _ in got)
+    threat_ids = [e["threat"] for _, e in got]
+    assert threat_ids[0] == threat_ids[2] != threat_ids[1] and all(len(t) == 16 for t in threat_ids)
+    assert got[2][1]["new_threat"] is False  # live-1 opened that threat already
+    assert got[0][1]["bucket"] == time.mktime(time.strptime(f"{LIVE_DAY} 10", "%Y-%m-%d %H"))
     scoped_got = scoped.events(2)
     assert [e["info"] for _, e in scoped_got] == ["malware (live-1)", "malware (live-3)"]
+    # A scoped user's ids are opaque: they resume exactly but do not count the events out of scope.
+    tokens = [i for i, _ in scoped_got]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", t) for t in tokens) and [e["id"] for _, e in scoped_got] == tokens
+    assert tokens != [i for i, _ in got[::2]]
     stream.close()
     scoped.close()
+    scoped_again = SSE(tenant, "/api/live", {"Last-Event-ID": tokens[0]})
+    assert [e["info"] for _, e in scoped_again.events(1)] == ["malware (live-3)"]
+    scoped_again.close()
+    assert tenant.get_json(f"/api/live?after={got[0][0]}")[0] == 400
     last = got[-1][0]
     with open(log, "a") as f:
         f.write(_line("10:00:03", "10.0.9.9", "198.51.100.66", "live-4"))
@@ -407,6 +447,31 @@ def test_live_stream_and_resume(env: dict, admin: Client, tenant: Client) -> Non
     again.close()
     status, body = admin.get_json("/api/live?after=abc")
     assert status == 400
+
+
+def test_triage_tags_and_history(env: dict, admin: Client, tenant: Client) -> None:
+    rows = _all_threats(tenant, REPLAY_DAY, REPLAY_DAY)
+    target = next(r for r in rows if _in(TENANT_SCOPE)(r["src_ip"]) and r["status"] == "new")
+    path = f"/api/triage/{target['id']}"
+    status, body = tenant.post_json(path, {"status": "investigating", "note": "first look", "tags": ["apt-x", " vpn "]})
+    assert status == 200 and body["tags"] == ["apt-x", "vpn"]
+    status, body = admin.post_json(path, {"status": "resolved", "note": "closed"})  # tags kept when not given
+    assert body["tags"] == ["apt-x", "vpn"] and body["status"] == "resolved"
+    assert {r["id"] for r in _all_threats(admin, REPLAY_DAY, REPLAY_DAY, "tag:APT-X")} == {target["id"]}
+    assert {r["id"] for r in _all_threats(admin, REPLAY_DAY, REPLAY_DAY, "tag:apt*")} == {target["id"]}
+    assert target["id"] not in {r["id"] for r in _all_threats(admin, REPLAY_DAY, REPLAY_DAY, "tag:apt")}
+    status, body = tenant.get_json(f"/api/threats/{target['id']}/history")
+    assert status == 200
+    assert [(h["user"], h["status"], h["note"], h["tags"]) for h in body["history"]] == [
+        ("admin", "resolved", "closed", ["apt-x", "vpn"]), ("tenant", "investigating", "first look", ["apt-x", "vpn"])]
+    assert body["history"][0]["at"] >= body["history"][1]["at"]
+    for bad in ({"tags": "x"}, {"tags": ["a,b"]}, {"tags": ["x" * 25]}, {"tags": [str(i) for i in range(11)]}):
+        assert tenant.post_json(path, bad)[0] == 400, bad
+    outside = next(r for r in _all_threats(admin, REPLAY_DAY, REPLAY_DAY) if not _in(TENANT_SCOPE)(r["src_ip"])
+                   and not _in(TENANT_SCOPE)(r["dst_ip"] or "0.0.0.0"))
+    assert tenant.get_json(f"/api/threats/{outside['id']}/history")[0] == 404
+    assert "tags=apt-x,vpn" in (env["logs"] / ".webui" / "audit.log").read_text()
+    admin.post_json(path, {"status": "new", "note": "", "tags": []})
 
 
 def test_triage_is_shared_and_suppression_hides(env: dict, admin: Client, tenant: Client) -> None:
@@ -447,7 +512,7 @@ def test_exports(env: dict, admin: Client) -> None:
     assert status == 200 and headers["content-type"].startswith("text/csv")
     assert headers["content-disposition"] == f'attachment; filename="maltrail-threats-{HAND_DAY}_{HAND_DAY}.csv"'
     table = list(csv.DictReader(io.StringIO(body.decode())))
-    assert len(table) == len(rows)
+    assert len(table) == len(rows) and list(table[0])[-2:] == ["tags", "values"]
     for row in table:
         assert all(not v.startswith(("=", "+", "-", "@", "\t", "\r")) for v in row.values()), row
     hostile = next(r for r in table if r["src_ip"] == "192.168.1.9")
@@ -475,7 +540,9 @@ def test_engine_status_from_the_replay(admin: Client) -> None:
 
 def test_session_endpoint_and_openapi(env: dict, tenant: Client) -> None:
     status, body = tenant.get_json("/api/session")
-    assert body == {"user": "tenant", "csrf": tenant.csrf, "scope": [TENANT_SCOPE], "admin": False}
+    assert body.pop("tz") in ("UTC", "Etc/UTC")  # scripts/test.sh runs with TZ=UTC
+    assert body == {"user": "tenant", "csrf": tenant.csrf, "scope": [TENANT_SCOPE], "admin": False, "role": "analyst",
+                    "today": dt.date.today().isoformat(), "pivots": []}
     status, spec = Client(env["server"]).get_json("/api/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.") and "/api/threats" in spec["paths"]
 

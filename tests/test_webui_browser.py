@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from webui_browser_support import (
@@ -30,6 +31,8 @@ from webui_browser_support import (
     start_server,
     stop_server,
 )
+
+from engine.eventlog import format_event, log_date
 
 _missing = chromium_missing_reason()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
@@ -230,6 +233,24 @@ def test_threat_drawer_raw_events_and_pivot(context: BrowserContext, dashboard: 
     assert console.unexpected() == []
 
 
+def test_search_or_groups_and_a_refused_search_clears_the_rows(context: BrowserContext,
+                                                                 dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    pairs = dashboard.pairs()
+    a, b = sorted({s for s, _ in pairs})[:2]
+    page.fill("#search-input", f"src:{a} OR src:{b}")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#chips .chip")).to_have_count(1)  # one expression, one chip
+    expect_total(page, sum(1 for s, _ in pairs if s in (a, b)))
+    assert set(page.locator("#threats-body td.c-ip").all_inner_texts()[::2]) == {a, b}
+    page.fill("#search-input", "count:>x")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#view-note")).to_contain_text("count:>x")
+    expect(page.locator("#threats-body tr")).to_have_count(0)  # no stale rows under the new chips
+    expect(page.locator("#threat-total")).to_have_text("–")
+    assert console.unexpected(400) == []
+
+
 def test_live_event_appears_without_reload(context: BrowserContext, dashboard: Dashboard) -> None:
     page, console = login(context, dashboard)
     expect(page.locator("#live-btn")).to_have_attribute("aria-pressed", "true")
@@ -246,6 +267,28 @@ def test_live_event_appears_without_reload(context: BrowserContext, dashboard: D
     expect_total(page, before + 1)
     expect(page.locator("#legend-timeline")).to_contain_text("DNS")
     assert page.evaluate("window.__noReload") is True
+    assert console.unexpected() == []
+
+
+def test_live_event_updates_its_row_in_place(context: BrowserContext, dashboard: Dashboard) -> None:
+    """An event of a threat already on screen is folded into its row and the charts from the
+    stream alone: the page does not ask for the whole view again (that waits for the shared
+    30-second boundary)."""
+    page, console = login(context, dashboard)
+    expect(page.locator("#live-state")).to_have_text("connected")
+    top = dashboard.api.get("/api/threats", per_page=1)["rows"][0]
+    row = page.locator(f"#threats-body tr[data-id='{top['id']}']")
+    expect(row.locator("td.c-num")).to_have_text(f"{top['count']:,}")
+    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:  # clear of a full-refresh boundary
+        time.sleep(0.5)
+    asked: list[str] = []
+    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    now = time.time()
+    port = top["dst_port"] if isinstance(top["dst_port"], int) else None
+    append_event(dashboard.log_dir, (int(now), 5, top["src_ip"], 40001, top["dst_ip"], port, top["proto"],
+                                     top["type"], top["trail"], top["info"], top["reference"]), "delta-test")
+    expect(row.locator("td.c-num")).to_have_text(f"{top['count'] + 1:,}", timeout=10_000)
+    assert asked == []
     assert console.unexpected() == []
 
 
@@ -304,13 +347,21 @@ def test_triage_is_shared_and_survives_reload(browser: Browser, context: Browser
     row.locator("td.c-sev").click()
     page.click("#drawer button[data-status='investigating']")
     page.fill("#triage-note", "checking with the host owner")
+    page.fill("#triage-tags", "apt-x, owner-asked")
     page.click("#triage-save")
     expect(page.locator(f"#threats-body tr[data-id='{tid}'] td.c-status")).to_contain_text("Investigating")
+    expect(page.locator(f"#threats-body tr[data-id='{tid}'] td.c-status .tag")).to_have_text(["apt-x", "owner-asked"])
+    # The drawer shows who changed what and when.
+    page.locator(f"#threats-body tr[data-id='{tid}'] td.c-sev").click()
+    entry = page.locator("#triage-history li").first
+    expect(entry).to_contain_text(USER)
+    expect(entry).to_contain_text("Investigating")
+    expect(entry).to_contain_text("checking with the host owner")
     # Another analyst (a separate browser session) sees the status and the note.
     other = browser.new_context(viewport={"width": 1600, "height": 1000})
     try:
         page2, _ = login(other, dashboard)
-        page2.fill("#search-input", "status:investigating")
+        page2.fill("#search-input", "status:investigating tag:apt-x")
         page2.press("#search-input", "Enter")
         expect_total(page2, 1)
         mine = page2.locator(f"#threats-body tr[data-id='{tid}']")
@@ -423,3 +474,271 @@ def test_screenshot_of_the_main_view(context: BrowserContext, dashboard: Dashboa
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 20_000
     assert console.unexpected() == []
+
+
+PLOTTED = """[...document.querySelectorAll('#chart-timeline rect.seg title')]
+  .reduce((a, t) => a + Number(t.textContent.match(/: ([\\d,]+) \\(/)[1].replaceAll(',', '')), 0)"""
+
+
+@pytest.mark.parametrize("zone", ["America/Los_Angeles", "Pacific/Kiritimati"])
+def test_time_zones_follow_the_server_days(browser: Browser, dashboard: Dashboard, zone: str) -> None:
+    """A browser far from the server's zone (the server runs in UTC) plots every event of the
+    server's day on the axis, and shows first/last seen on the server's day, in each time mode."""
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000}, timezone_id=zone)
+    ctx.set_default_timeout(20_000)
+    try:
+        page, console = login(ctx, dashboard)
+        assert page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone") == zone
+        events = sum(dashboard.pairs().values())
+        expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
+        for label in ("Server time", "UTC", "Local"):
+            expect(page.locator("#tz-btn")).to_have_text(label)
+            expect(page.locator("#legend-timeline")).not_to_contain_text("outside the axis")
+            assert page.evaluate(PLOTTED) == events, label
+            if label != "Local":  # the server's day: times alone, never another date
+                times = page.locator("#threats-body td.c-time").all_inner_texts()
+                assert times and all(re.fullmatch(r"\d\d:\d\d:\d\d", t) for t in times), times
+            page.click("#tz-btn")
+        assert console.unexpected() == []
+    finally:
+        ctx.close()
+
+
+def test_phone_viewport(browser: Browser, dashboard: Dashboard) -> None:
+    """At 400 px: no sideways scrolling, a narrow table, and the detail panel's header and close
+    button above the sticky top bar (the element at the button's centre is the button)."""
+    ctx = browser.new_context(viewport={"width": 400, "height": 800}, is_mobile=True, has_touch=True,
+                              device_scale_factor=2)
+    ctx.set_default_timeout(20_000)
+    try:
+        page, console = login(ctx, dashboard)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 400
+        for hidden in ("c-status", "c-port", "c-type", "c-ref"):
+            assert not page.locator(f"#threats-body td.{hidden}").first.is_visible(), hidden
+        page.locator("#threats-body tr").first.locator("td.c-sev").tap()
+        close = page.locator("#drawer-close")
+        expect(close).to_be_visible()
+        box = close.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["x"] + box["width"] <= 400
+        on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).closest('#drawer-close') !== null",
+                               [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+        assert on_top, "the close button is covered"
+        title = page.locator("#drawer-title").bounding_box()
+        assert title is not None and title["y"] >= 0
+        close.tap()
+        expect(page.locator("#drawer")).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
+        assert console.unexpected() == []
+    finally:
+        ctx.close()
+
+
+def test_each_panel_paints_when_its_own_data_arrives(context: BrowserContext, dashboard: Dashboard) -> None:
+    """The table does not wait for the charts: with /api/stats held back, the rows are drawn."""
+    held = []
+    page = context.new_page()
+    console = Console(page)
+    release = False
+
+    def hold(route) -> None:
+        if release:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/api/stats*", hold)
+    page.goto(dashboard.url + "/")
+    page.fill("#login-user", USER)
+    page.fill("#login-pass", PASSWORD)
+    page.click("#login-submit")
+    expect(page.locator("#threats-body tr").first).to_be_visible()
+    expect_total(page, len(dashboard.pairs()))
+    assert held and page.inner_text("#timeline-total") == ""  # the charts are still waiting
+    release = True
+    for route in held:
+        route.continue_()
+    expect(page.locator("#timeline-total")).to_contain_text("events")
+    assert console.unexpected() == []
+
+
+def test_hunt_shows_the_events_paged_with_export(context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    per_source: dict[str, int] = {}
+    for (src, _), n in dashboard.pairs().items():
+        per_source[src] = per_source.get(src, 0) + n
+    src = max(per_source, key=lambda s: per_source[s])
+    page.fill("#search-input", f"src:{src}")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#chips .chip")).to_have_count(1)
+    page.locator("#threats-body tr").first.locator("td.c-sev").click()
+    page.get_by_role("button", name="Hunt source").click()
+    total = dashboard.api.get("/api/hunt/events", indicator=src, per_page=1)["total"]
+    assert total >= per_source[src]
+    pages = -(-total // 50)
+    expect(page.locator("#hunt-page")).to_have_text(f"page 1 of {pages} · {total:,} events")
+    expect(page.locator("#hunt-events-table tbody tr")).to_have_count(min(50, total))
+    if pages > 1:
+        page.click("#hunt-next")
+        expect(page.locator("#hunt-page")).to_contain_text(f"page 2 of {pages}")
+    href = page.get_attribute("#hunt-csv", "href")
+    assert href and href.startswith("/api/hunt/export?")
+    download = page.request.get(dashboard.url + href)
+    assert download.ok and download.text().count("\n") == total + 1
+    assert console.unexpected() == []
+
+
+def test_pivot_links_only_when_configured(browser: Browser, context: BrowserContext, dashboard: Dashboard,
+                                          tmp_path: Path) -> None:
+    page, console = login(context, dashboard)  # the default configuration: no pivot link anywhere
+    page.locator("#threats-body tr").first.locator("td.c-sev").click()
+    expect(page.locator("#drawer-title")).not_to_be_empty()
+    assert page.locator("#drawer a.pivot-link").count() == 0
+    config = tmp_path / "pivots.toml"
+    config.write_text(f"""[server]
+index_dir = "{tmp_path / 'index'}"
+pivot_links = [{{name = "VirusTotal", url = "https://www.virustotal.com/gui/search/{{value}}"}},
+               {{name = "Internal", url = "https://soc.internal/ip?q={{value}}", fields = ["src_ip"]}}]
+""")
+    port = free_port()
+    proc = start_server(dashboard.log_dir, dashboard.log_dir.parent / "users.json", port, tmp_path / "s.log",
+                        "-c", str(config))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ApiClient(url, USER, PASSWORD).wait_for_total(len(dashboard.pairs()))
+        other = Dashboard(url, dashboard.log_dir, dashboard.api)
+        page2, console2 = login(context, other)
+        row = page2.locator("#threats-body tr").first
+        src = row.locator("td.c-ip").first.inner_text()
+        row.locator("td.c-sev").click()
+        links = page2.locator("#drawer a.pivot-link[data-field='src_ip']")
+        expect(links).to_have_count(2)
+        assert links.nth(0).get_attribute("href") == f"https://www.virustotal.com/gui/search/{quote(src, safe='')}"
+        assert links.nth(1).get_attribute("href") == f"https://soc.internal/ip?q={quote(src, safe='')}"
+        assert links.nth(0).get_attribute("rel") == "noopener noreferrer"
+        expect(page2.locator("#drawer a.pivot-link[data-field='trail']")).to_have_count(1)  # VirusTotal only
+        assert console2.unexpected() == []
+    finally:
+        stop_server(proc)
+    assert console.unexpected() == []
+
+
+def test_saved_views_on_the_server(browser: Browser, context: BrowserContext, dashboard: Dashboard) -> None:
+    page, console = login(context, dashboard)
+    src = sorted({s for s, _ in dashboard.pairs()})[0]
+    page.fill("#search-input", f"src:{src}")
+    page.press("#search-input", "Enter")
+    expect(page.locator("#chips .chip")).to_have_count(1)
+    page.once("dialog", lambda d: d.accept("one source"))
+    page.click("#view-save")
+    expect(page.locator("#views-select option", has_text="one source")).to_have_count(1)
+    # Another browser of the same user finds the view and applies it.
+    other = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page2, console2 = login(other, dashboard)
+        expect(page2.locator("#views-select option", has_text="one source")).to_have_count(1)
+        page2.select_option("#views-select", label="one source")
+        expect(page2.locator("#chips .chip")).to_have_count(1)
+        expect(page2.locator("#chips .chip")).to_contain_text(src)
+        expect_total(page2, sum(1 for s, _ in dashboard.pairs() if s == src))
+        page2.click("#view-delete")
+        expect(page2.locator("#views-select option", has_text="one source")).to_have_count(0)
+        assert console2.unexpected() == []
+    finally:
+        other.close()
+    assert console.unexpected() == []
+
+
+NOTIFICATION_RECORDER = """
+window.__notes = [];
+window.Notification = class {
+  static permission = 'default';
+  static async requestPermission() { window.Notification.permission = 'granted'; return 'granted'; }
+  constructor(title, options) { window.__notes.push({title, body: options.body}); }
+};
+"""
+
+
+def test_desktop_notifications_are_opt_in(context: BrowserContext, dashboard: Dashboard) -> None:
+    """New high-severity threats raise a desktop notification only once the analyst opts in."""
+    context.add_init_script(NOTIFICATION_RECORDER)
+    page, console = login(context, dashboard)
+    expect(page.locator("#live-state")).to_have_text("connected")
+    now = time.time()
+
+    def event(src: str, info: str) -> None:
+        append_event(dashboard.log_dir, (int(now), 7, src, 41000, "198.51.100.66", 443, "TCP", "IP",
+                                         "198.51.100.66", info, "(static)"), "notify-test")
+
+    event("10.77.0.1", "botnet c2 (malware)")  # high, new: but notifications are off
+    expect(page.locator("#live-feed")).to_contain_text("10.77.0.1")
+    assert page.evaluate("window.__notes") == []
+    page.click("#notify-btn")
+    expect(page.locator("#notify-btn")).to_have_attribute("aria-pressed", "true")
+    event("10.77.0.2", "mass scanner")  # low: no notification
+    event("10.77.0.3", "ransomware (malware)")  # high and new: one notification
+    expect(page.locator("#live-feed")).to_contain_text("10.77.0.3")
+    notes = page.evaluate("window.__notes")
+    assert len(notes) == 1 and "198.51.100.66" in notes[0]["title"] and "10.77.0.3" in notes[0]["body"]
+    assert console.unexpected() == []
+
+
+def test_sensors_view(context: BrowserContext, dashboard: Dashboard) -> None:
+    """A second sensor's status file beside the first: both are listed with their figures."""
+    now = time.time()
+    edge = dashboard.log_dir / "sensor-status-edge.json"
+    edge.write_text(json.dumps({
+        "sensor": "edge", "started": now - 600, "updated": now, "final": False,
+        "counters": {"packets": 60_000, "malformed": 0}, "per_worker_packets": [30_000, 30_000],
+        "per_worker_busy_seconds": [1.0, 1.0], "rings": [{"dropped_packets": 7, "dropped_batches": 0}],
+        "events_written": 1200, "index": {"generation": 3, "built_at": now - 7200, "trails": 1000}}))
+    append_event(dashboard.log_dir, (int(now), 9, "10.88.0.1", 41000, "198.51.100.66", 443, "TCP", "IP",
+                                     "198.51.100.66", "malware (demo)", "(static)"), "edge")
+    try:
+        page, console = login(context, dashboard)
+        dashboard.api.wait_for_total(len(dashboard.pairs()))
+        page.click("#engine-btn")
+        row = page.locator("#sensors-table tr[data-sensor='edge']")
+        expect(row).to_contain_text("running")
+        expect(row).to_contain_text("2.0 h")  # the trail index's age
+        expect(row).to_contain_text("7")  # ring drops
+        expect(row.locator("td").nth(2)).to_contain_text("ago")  # its last event, from the index
+        sensors = dashboard.api.get("/api/sensors")["sensors"]
+        assert {s["sensor"] for s in sensors} >= {"edge"} and len(sensors) >= 2
+        assert console.unexpected() == []
+    finally:
+        edge.unlink()
+
+
+def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_path: Path) -> None:
+    """A server still indexing a big log: the page says the counts are partial, with progress,
+    then shows the whole totals once the index is complete."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    now = int(time.time()) - 60
+    day = log_date(now)
+    events = 360_000  # ~45 MB: three ingest rounds
+    with open(logs / f"{day}.log", "w") as f:
+        for start in range(0, events, 20_000):
+            f.write("".join(format_event((now, i % 1_000_000, f"10.2.{i % 100}.{i % 40}", 40000, "198.51.100.66", 443,
+                                          "TCP", "IP", "198.51.100.66", "malware (index)", "(static)"), "gw")
+                            for i in range(start, start + 20_000)))
+    users = tmp_path / "users.json"
+    add_user(users, USER, PASSWORD)
+    port = free_port()
+    proc = start_server(logs, users, port, tmp_path / "server.log")
+    try:
+        page = context.new_page()
+        console = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#login-user", USER)
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-submit")
+        note = page.locator("#index-note")
+        expect(note).to_contain_text("Indexing the logs", timeout=60_000)
+        expect(note).to_contain_text("partial")
+        expect(note).to_be_hidden(timeout=120_000)
+        expect_total(page, 200)
+        expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
+        assert console.unexpected() == []
+    finally:
+        stop_server(proc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 import signal
 import subprocess
@@ -39,6 +40,11 @@ def test_demo_replays_then_serves_the_dashboard(tmp_path: Path) -> None:
                 break
             time.sleep(0.1)
         assert status == 200 and body["total"] > 0
+        status, body = client.get_json(f"/api/threats?from={day}&per_page=500")
+        types = {r["type"] for r in body["rows"]}
+        assert types >= {"IP", "IPORT", "DNS", "URL", "HTTP", "UA", "PATH"}, types
+        dga = [r for r in body["rows"] if "threshold no such domain" in r["info"]]
+        assert len(dga) == 1 and len(dga[0]["values"]) == 5  # one DGA threat for the bot, five names
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
@@ -54,6 +60,17 @@ def test_demo_without_server_exits(tmp_path: Path) -> None:
                            "--packets", "5000", "--no-server"], capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "dashboard" not in done.stdout and "summary:" in done.stdout
+    # What the sensor wrote: every event type, from demo trails, and a few heuristics.
+    rows = [r for f in sorted((tmp_path / "demo" / "logs").glob("*.log"))
+            for r in csv.reader(f.open(newline=""), delimiter=" ", quotechar='"') if len(r) == 11]
+    assert {r[7] for r in rows} >= {"IP", "IPORT", "DNS", "URL", "HTTP", "UA", "PATH"}
+    assert any(r[6] == "TCP" and r[7] == "DNS" and r[8] == "c2-demo.top" for r in rows)  # TLS SNI
+    infos = {r[9] for r in rows}
+    for expected in ("potential port scanning", "potential web scanning", "entropy threshold no such domain",
+                     "excessive no such domain", "potential sql injection", "potential directory traversal",
+                     "potential proxy probe", "user agent (suspicious)", "malware agent (demo)"):
+        assert any(expected in info for info in infos), expected
+    assert not any(r[8].endswith(".example") for r in rows)
 
 
 def test_user_commands(tmp_path: Path) -> None:

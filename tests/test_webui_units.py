@@ -55,7 +55,7 @@ def test_search_compiles_to_parameters_only() -> None:
     assert "DROP" not in sql and "evil" not in sql and "10.0.0.0" not in sql and "'" not in sql.replace("'new'", "")
     assert 'it\'s "quoted" ; drop' in q.event_params
     assert q.has_event_terms and len(q.threat_sql) == 2
-    assert tokenize('-"a b" x:y') == [(True, None, "a b"), (False, None, "x:y")]
+    assert tokenize('-"a b" "x:y"') == [(True, None, "a b"), (False, None, "x:y")]
 
 
 @pytest.mark.parametrize("bad", ["port:1-2-3", "port:-5", "src:10.0.0.0/99", "sev:", 'trail:"x', "suppressed:maybe",
@@ -310,3 +310,21 @@ def test_engine_status_derivation(tmp_path: Path) -> None:
     assert engine_status(path, {})["running"] is False  # stale: the sensor is gone
     path.write_text("{broken")
     assert engine_status(path, memory) == {"running": False}
+
+
+def test_index_follow_up_opens_only_changed_files(tmp_path: Path) -> None:
+    """Following the logs costs the same with a year of days: unchanged files are not reopened."""
+    from unittest import mock
+
+    logs = tmp_path / "logs"
+    log = DailyLog(logs, "s")
+    for d in range(30):
+        log.write([(T0 + d * 86400, 0, "10.0.0.1", 1, "10.0.0.2", 80, "TCP", "IP", "10.0.0.2", "malware (x)", "(s)")])
+    ing = Ingester(logs, logs / ".webui", Severity([]))
+    assert ing.sync() == 30
+    with mock.patch("webui.store.open", wraps=open, create=True) as opened:
+        assert ing.sync() == 0
+        assert opened.call_count == 0
+        log.write([(T0 + 5 * 86400 + 60, 0, "10.0.0.3", 1, "10.0.0.2", 80, "TCP", "IP", "10.0.0.2", "x", "s")])
+        assert ing.sync() == 1
+        assert opened.call_count == 1

@@ -85,11 +85,11 @@ def add_user(users: Path, name: str, password: str) -> None:
                    check=True, capture_output=True, text=True, timeout=60)
 
 
-def start_server(log_dir: Path, users: Path, port: int, log_file: Path) -> subprocess.Popen:
+def start_server(log_dir: Path, users: Path, port: int, log_file: Path, *extra: str) -> subprocess.Popen:
     """`maltrail server` on 127.0.0.1:port, returned once it answers /ping."""
     out = open(log_file, "w")  # noqa: SIM115 - closed by stop_server
     proc = subprocess.Popen([MALTRAIL, "server", "--log-dir", str(log_dir), "--users", str(users),
-                             "--listen", f"127.0.0.1:{port}"], stdout=out, stderr=subprocess.STDOUT,
+                             "--listen", f"127.0.0.1:{port}", *extra], stdout=out, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     proc.log_handle = out  # type: ignore[attr-defined]
     deadline = time.monotonic() + 30

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,9 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from engine.index.mapped import TrailIndex
-from webui.auth import Audit, Session, Sessions, Throttle, User, UserStore
+from webui.auth import Audit, LoginGuard, Session, Sessions, User, UserStore
+from webui.netaddr import ip_key
+from webui.roles import allows
 from webui.settings import Settings
 from webui.store import SYNC_BYTES, Ingester, Readers
 
@@ -42,6 +46,7 @@ STATIC_TYPES = {
     ".json": "application/json", ".woff2": "font/woff2", ".webmanifest": "application/manifest+json",
 }
 T = TypeVar("T")
+SHARED_MAX = 64
 
 
 @dataclass
@@ -51,7 +56,7 @@ class Context:
     settings: Settings
     users: UserStore
     sessions: Sessions
-    throttle: Throttle
+    throttle: LoginGuard
     audit: Audit
     ingester: Ingester
     readers: Readers
@@ -65,15 +70,46 @@ class Context:
     trail_generation: int = 0
     tick: asyncio.Event = field(default_factory=asyncio.Event)
     caught_up: bool = False
+    progress: tuple[int, int] | None = None  # (bytes indexed, bytes of logs) while behind
     live_streams: dict[str, int] = field(default_factory=dict)
     status_memory: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
+    secret: bytes = b""
+    version: int = 0  # bumped by every change of the index or of shared triage
+    shared: dict[tuple, asyncio.Future] = field(default_factory=dict)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.reader_pool, fn, *args)
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.writer_pool, fn, *args)
+
+    async def shared_read(self, key: tuple, fn: Callable[[], T]) -> T:
+        """Identical requests over the same state of the index share one computation: ten tabs
+        that refresh the same view after the same live events cost one query. An answer is
+        never reused once an event or a triage change has come in (`version`)."""
+        full = (self.version, *key)
+        task = self.shared.get(full)
+        if task is None:
+            if len(self.shared) >= SHARED_MAX or any(k[0] != self.version for k in self.shared):
+                self.shared = {k: v for k, v in self.shared.items() if k[0] == self.version and not v.done()}
+            task = self.shared[full] = asyncio.ensure_future(self.read(fn))
+            task.add_done_callback(lambda t: self._forget_failed(full, t))
+        return await asyncio.shield(task)
+
+    def _forget_failed(self, key: tuple, task: asyncio.Future) -> None:
+        if task.cancelled() or task.exception() is not None:
+            self.shared.pop(key, None)
+
+    def changed(self) -> None:
+        self.version += 1
+
+    def partial(self) -> dict[str, Any]:
+        """What every data answer adds while the index is still being built: `partial` and how far."""
+        if self.caught_up and self.progress is None:
+            return {}
+        done, total = self.progress or (0, 0)
+        return {"partial": True, "indexing": {"bytes_done": done, "bytes_total": total}}
 
     def notify(self) -> None:
         """Wake every live stream (a new Event each time: no waiter misses a round)."""
@@ -95,7 +131,19 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None,
 
 
 def client_address(request: web.Request) -> str:
-    return request.remote or "?"
+    """The peer, or behind a trusted proxy ([server] trusted_proxies) the address the proxies
+    saw: the rightmost X-Forwarded-For entry that is not itself a trusted proxy."""
+    peer = request.remote or "?"
+    proxies = ctx_of(request).settings.trusted_proxies
+    if proxies.unrestricted or not proxies.contains_text(peer):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", []) for h in v.split(",")]
+    for hop in reversed(hops):
+        if ip_key(hop) is None:
+            return peer  # a malformed chain: trust nothing in it
+        if not proxies.contains_text(hop):
+            return hop
+    return peer
 
 
 def host_allowed(request: web.Request, allowed: frozenset[str]) -> bool:
@@ -180,6 +228,9 @@ async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[
         token = request.headers.get("X-CSRF-Token", "")
         if not hmac.compare_digest(token.encode(), session.csrf.encode()):
             return json_error(403, "missing or wrong CSRF token")
+    route = request.match_info.route.resource
+    if route is not None and not allows(user.role, request.method, route.canonical):
+        return json_error(403, f"the {user.role} role may not do this")
     request[SESSION] = session
     request[USER] = user
     return await handler(request)
@@ -259,6 +310,7 @@ async def static(request: web.Request) -> web.StreamResponse:
 async def ingest_loop(app: web.Application) -> None:
     """Follow the logs into the index in bounded steps; wake the live streams when events arrive."""
     ctx = app[CTX]
+    ctx.progress = await ctx.write(ctx.ingester.progress)
     while not ctx.closing:
         try:
             added = await ctx.write(ctx.ingester.sync, SYNC_BYTES)
@@ -266,11 +318,14 @@ async def ingest_loop(app: web.Application) -> None:
             log.exception("indexing the logs failed; retrying")
             added = 0
         if added:
+            ctx.changed()
             ctx.notify()
         if ctx.ingester.pending:
+            ctx.progress = await ctx.write(ctx.ingester.progress)
             await asyncio.sleep(0)
             continue
         ctx.caught_up = True
+        ctx.progress = None
         await asyncio.sleep(INGEST_SECONDS)
 
 
@@ -329,6 +384,7 @@ def build_app(ctx: Context) -> web.Application:
 
     app = web.Application(middlewares=[errors, host_check, auth], client_max_size=64 * 1024)
     app[CTX] = ctx
+    hub = app[live.HUB] = live.LiveHub(ctx)
     app.on_response_prepare.append(security_headers)
     api.add_routes(app)
     app.router.add_get("/api/live", live.live)
@@ -337,7 +393,8 @@ def build_app(ctx: Context) -> web.Application:
     app.router.add_get("/{path:(?!api/).+}", static)
 
     async def background(app: web.Application) -> Any:
-        tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app))]
+        tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app)),
+                 asyncio.create_task(hub.run())]
         yield
         ctx.closing = True
         ctx.notify()
@@ -355,16 +412,30 @@ def build_app(ctx: Context) -> web.Application:
         """Before aiohttp waits for open handlers: live streams and hunts end now."""
         ctx.closing = True
         ctx.notify()
+        hub.wake()
 
     app.on_shutdown.append(stopping)
     app.cleanup_ctx.append(background)
     return app
 
 
+def server_secret(index_dir: Path) -> bytes:
+    """The server's own random key (opaque live ids), kept 0600 beside the index."""
+    path = index_dir / "secret"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
 def make_context(settings: Settings) -> Context:
     ingester = Ingester(settings.log_dir, settings.index_dir, settings.severity)
-    return Context(
+    return Context(secret=server_secret(settings.index_dir),
         settings=settings, users=UserStore(settings.users),
-        sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=Throttle(),
+        sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=LoginGuard(),
         audit=Audit(settings.index_dir / "audit.log"), ingester=ingester,
         readers=Readers(ingester.path, ingester.triage_path))

@@ -6,8 +6,9 @@
 - Sessions live in memory (a restart logs everyone out) with an idle and an absolute expiry and
   a CSRF token each; the user record is re-read on every request, so a removed user or a changed
   scope takes effect at once.
-- Throttling is per client address (IPv6 per /64): after a few failures every attempt is
-  refused with 429 and a Retry-After that doubles per further failure; nothing ever sleeps.
+- Throttling (`LoginGuard`) is per (account, client address) (IPv6 per /64), with a higher limit
+  per address and a global ceiling: after a few failures attempts are refused with 429 and a
+  Retry-After that doubles per further failure; nothing ever sleeps.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ import os
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from webui.netaddr import NetworkError, Scope, parse_network
+from webui.roles import ROLES, role_of
 
 log = logging.getLogger("maltrail.webui")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 15, 8, 1
@@ -37,6 +40,8 @@ USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}\Z")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 THROTTLE_FREE_FAILURES = 5
+ADDRESS_FREE_FAILURES = 30
+GLOBAL_FAILURES_PER_MINUTE = 120
 THROTTLE_MAX_SECONDS = 900
 THROTTLE_FORGET_SECONDS = 3600
 THROTTLE_TABLE = 10_000
@@ -96,11 +101,19 @@ def check_scope(items: list[str]) -> list[str]:
 class User:
     name: str
     password: dict[str, Any]
-    admin: bool = False
+    role: str = "analyst"
     scope: list[str] = field(default_factory=list)
+    unshown: bool = False  # a generated password that was never printed (first start)
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"password": self.password, "admin": self.admin, "scope": self.scope}
+        out = {"password": self.password, "role": self.role, "admin": self.admin, "scope": self.scope}
+        if self.unshown:
+            out["unshown"] = True
+        return out
 
 
 class UserStore:
@@ -132,7 +145,9 @@ class UserStore:
                 scope = check_scope(list(rec.get("scope", [])))
                 if not isinstance(rec["password"], dict):
                     raise TypeError
-                users[name] = User(name, rec["password"], bool(rec.get("admin", False)), scope)
+                if "role" in rec and rec["role"] not in ROLES:
+                    raise UserError(f"user {name!r}: role must be one of {', '.join(ROLES)}")
+                users[name] = User(name, rec["password"], role_of(rec), scope, bool(rec.get("unshown", False)))
             return users
         except UserError as exc:
             raise UserError(f"{self.path}: {exc}") from None
@@ -164,12 +179,17 @@ class UserStore:
             raise
         self._stamp = None
 
-    def set_user(self, name: str, password: str, admin: bool | None = None, scope: list[str] | None = None) -> User:
+    def set_user(self, name: str, password: str, admin: bool | None = None, scope: list[str] | None = None,
+                 role: str | None = None, unshown: bool = False) -> User:
         users = dict(self.load())
         old = users.get(check_username(name))
+        if role is None and admin is not None:
+            role = "admin" if admin else "analyst"
+        if role is not None and role not in ROLES:
+            raise UserError(f"role: expected one of {', '.join(ROLES)}")
         user = User(name, hash_password(check_password(password)),
-                    admin if admin is not None else (old.admin if old else False),
-                    check_scope(scope) if scope is not None else (old.scope if old else []))
+                    role if role is not None else (old.role if old else "analyst"),
+                    check_scope(scope) if scope is not None else (old.scope if old else []), unshown)
         users[name] = user
         self.save(users)
         return user
@@ -182,12 +202,23 @@ class UserStore:
         return True
 
     def ensure_admin(self) -> str | None:
-        """Create `admin` with a random password when there is no user at all; returns the password."""
-        if self.load():
+        """Create `admin` with a random password when there is no user at all, or replace one that
+        was created but never shown (the start failed before printing it); returns the password.
+        The caller prints it and then calls `shown`."""
+        users = self.load()
+        if users and not (len(users) == 1 and "admin" in users and users["admin"].unshown):
             return None
         password = secrets.token_urlsafe(15)
-        self.set_user("admin", password, admin=True, scope=[])
+        self.set_user("admin", password, role="admin", scope=[], unshown=True)
         return password
+
+    def shown(self, name: str) -> None:
+        """The generated password of `name` has been printed: it is an ordinary user now."""
+        users = dict(self.load())
+        user = users.get(name)
+        if user is not None and user.unshown:
+            user.unshown = False
+            self.save(users)
 
 
 def verify(users: UserStore, name: str, password: str) -> User | None:
@@ -332,6 +363,49 @@ class Throttle:
                     if r.locked_until <= now and now - r.last > 60 or now - r.last > THROTTLE_FORGET_SECONDS]:
             del self._table[key]
         return len(self._table) < THROTTLE_TABLE
+
+
+class LoginGuard:
+    """Login throttling that does not let users behind one proxy lock each other out:
+    failures count per (account, client address); an address that fails across many accounts is
+    stopped at a higher count; and a global ceiling on failures per minute (any account, any
+    address) refuses every attempt for a while, against guessing spread over many addresses."""
+
+    def __init__(self, free: int = THROTTLE_FREE_FAILURES, address_free: int = ADDRESS_FREE_FAILURES,
+                 global_per_minute: int = GLOBAL_FAILURES_PER_MINUTE) -> None:
+        self.pair = Throttle(free)
+        self.address = Throttle(address_free)
+        self.global_per_minute = global_per_minute
+        self._recent: deque[float] = deque()
+
+    @staticmethod
+    def _key(bucket: str, name: str) -> str:
+        return f"{bucket}|{name[:64].lower()}"
+
+    def _global_wait(self, now: float) -> float:
+        while self._recent and now - self._recent[0] >= 60:
+            self._recent.popleft()
+        if len(self._recent) < self.global_per_minute:
+            return 0.0
+        return 60 - (now - self._recent[0])
+
+    def retry_after(self, bucket: str, name: str, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return max(self.pair.retry_after(self._key(bucket, name), now), self.address.retry_after(bucket, now),
+                   self._global_wait(now))
+
+    def failure(self, bucket: str, name: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.pair.failure(self._key(bucket, name), name, now)
+        self.address.failure(bucket, name, now)
+        self._recent.append(now)
+
+    def refused(self, bucket: str, name: str) -> int:
+        return self.pair.refused(self._key(bucket, name))
+
+    def success(self, bucket: str, name: str) -> None:
+        self.pair.success(self._key(bucket, name), name)
+        self.address.success(bucket, name)
 
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]")

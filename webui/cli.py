@@ -36,6 +36,11 @@ def _read_password() -> str:
     return first
 
 
+def _role_note(role: str, sep: str) -> str:
+    """Analyst is the default role and goes unsaid (the listing format predates roles)."""
+    return "" if role == "analyst" else sep + role
+
+
 def cmd_user(args: argparse.Namespace) -> int:
     from webui.auth import UserError, UserStore  # scrypt set-up only for user commands
 
@@ -44,16 +49,17 @@ def cmd_user(args: argparse.Namespace) -> int:
         if args.user_command == "add":
             scope = [s for s in args.scope.split(",")] if args.scope is not None else None
             password = _read_password().rstrip("\r")
-            user = store.set_user(args.name, password, admin=True if args.admin else None, scope=scope)
+            role = "admin" if args.admin else args.role
+            user = store.set_user(args.name, password, scope=scope, role=role)
             scope_text = ", ".join(user.scope) or "everything"
-            print(f"user {user.name!r} saved in {store.path} (scope: {scope_text}{', admin' if user.admin else ''})")
+            print(f"user {user.name!r} saved in {store.path} (scope: {scope_text}{_role_note(user.role, ', ')})")
         elif args.user_command == "remove":
             if not store.remove(args.name):
                 raise ConfigError(f"no user {args.name!r} in {store.path}")
             print(f"user {args.name!r} removed from {store.path}")
         else:
             for user in store.load().values():
-                print(f"{user.name}  scope={','.join(user.scope) or '*'}{'  admin' if user.admin else ''}")
+                print(f"{user.name}  scope={','.join(user.scope) or '*'}{_role_note(user.role, '  ')}")
     except UserError as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
@@ -80,7 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("name")
     _common(a)
     a.add_argument("--scope", help="comma-separated CIDRs the user may see (default: everything)")
-    a.add_argument("--admin", action="store_true", help="administrator")
+    a.add_argument("--admin", action="store_true", help="administrator (same as --role admin)")
+    a.add_argument("--role", choices=("admin", "analyst", "viewer"),
+                   help="admin: users and every rule; analyst (default for a new user): triage and "
+                        "suppressions in its scope; viewer: read-only")
     a.set_defaults(func=cmd_user)
     r = usub.add_parser("remove", help="remove a user")
     r.add_argument("name")

@@ -70,20 +70,25 @@ def _event_json(ev: ParsedEvent, severity: Severity) -> dict[str, Any]:
             "severity": NAMES[severity.of(ev.type, ev.trail, ev.info, ev.reference)]}
 
 
+def check_indicator(indicator: str) -> Network | None:
+    """The network of an address / CIDR indicator, None for text; HuntError when unusable."""
+    if "\n" in indicator or "\r" in indicator or "\x00" in indicator or len(indicator) > MAX_INDICATOR:
+        raise HuntError("must be one line of at most 256 characters")
+    try:
+        return parse_network(indicator)
+    except NetworkError:
+        pass
+    if len(indicator) < MIN_LITERAL:
+        raise HuntError(f"give an address, a CIDR or at least {MIN_LITERAL} characters")
+    return None
+
+
 def hunt(log_dir: Path, indicator: str, budget: float, scope: Scope, severity: Severity,
          day_from: str | None = None, day_to: str | None = None,
          stopping: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """`stopping()` true (the server is shutting down) ends the hunt like a spent budget."""
     indicator = indicator.strip()
-    if "\n" in indicator or "\r" in indicator or "\x00" in indicator or len(indicator) > MAX_INDICATOR:
-        raise HuntError("must be one line of at most 256 characters")
-    net: Network | None
-    try:
-        net = parse_network(indicator)
-    except NetworkError:
-        net = None
-    if net is None and len(indicator) < MIN_LITERAL:
-        raise HuntError(f"give an address, a CIDR or at least {MIN_LITERAL} characters")
+    net = check_indicator(indicator)
     needle = _prefilter(net, net.text) if net else indicator.lower().encode()
     deadline = time.monotonic() + budget
     started = time.monotonic()

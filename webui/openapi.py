@@ -18,7 +18,7 @@ _OBJ = {"type": "object"}
 
 THREAT = {"type": "object", "properties": {k: {} for k in (
     "id", "src_ip", "dst_ip", "dst_port", "proto", "type", "trail", "info", "reference", "sensor", "count",
-    "first_seen", "last_seen", "severity", "hourly", "status", "note")}}
+    "first_seen", "last_seen", "severity", "hourly", "status", "note", "values", "tags")}}
 EVENT = {"type": "object", "properties": {k: {} for k in (
     "id", "time", "sensor", "src_ip", "src_port", "dst_ip", "dst_port", "proto", "type", "trail", "info",
     "reference", "severity")}}
@@ -56,7 +56,8 @@ def spec() -> dict[str, Any]:
             "/api/login": {"post": _op("Log in; sets the mt_session cookie", secured=False, body=True)},
             "/api/logout": {"post": _op("Log out (server-side)", _CSRF)},
             "/api/session": {"get": _op("Current user, CSRF token and scope")},
-            "/api/threats": {"get": _op("Threats grouped by (source, trail)", _RANGE + _Q + [
+            "/api/threats": {"get": _op("Threats grouped as Maltrail does (source and normalised trail, or source "
+                                        "and heuristic family)", _RANGE + _Q + [
                 _str("sort"), _str("order"), _int("page"), _int("per_page")])},
             "/api/threats/{id}/events": {"get": _op("Raw events of one threat, newest first",
                                                     [_str("id", "path"), *_RANGE, _int("limit")])},
@@ -66,18 +67,29 @@ def spec() -> dict[str, Any]:
             "/api/hunt": {"get": _op("Retro hunt over the daily logs within a time budget",
                                      [_str("indicator"), {"name": "budget", "in": "query",
                                                           "schema": {"type": "number"}}, *_RANGE])},
+            "/api/hunt/events": {"get": _op("Every event matching a hunted indicator, paged, from the index",
+                                            [_str("indicator"), *_RANGE, _int("page"), _int("per_page")])},
+            "/api/hunt/export": {"get": _op("The hunted events as CSV or JSON",
+                                            [_str("indicator"), _str("format"), *_RANGE])},
             "/api/live": {"get": {**_op("Server-Sent Events of new events", [_int("after"),
                                                                             _str("Last-Event-ID", "header")]),
                                   "responses": {"200": {"description": "text/event-stream"},
                                                 "401": {"description": "no valid session"}}}},
             "/api/status": {"get": _op("Engine status (aggregator counters)")},
+            "/api/sensors": {"get": _op("Every sensor with a status file: last event, events/s, drops, index age")},
             "/api/export": {"get": _op("Filtered threats as CSV, JSON or defanged indicators",
                                        [_str("format"), *_RANGE, *_Q, _str("sort"), _str("order")])},
-            "/api/triage/{id}": {"post": _op("Set the shared status and note of a threat",
+            "/api/threats/{id}/history": {"get": _op("Triage history of a threat: who changed what and when",
+                                                     [_str("id", "path")])},
+            "/api/triage/{id}": {"post": _op("Set the shared status, note and tags of a threat",
                                              [_str("id", "path"), *_CSRF], body=True)},
             "/api/suppressions": {"get": _op("Suppression rules"),
                                   "post": _op("Add a suppression rule", _CSRF, body=True)},
             "/api/suppressions/{id}": {"delete": _op("Remove a suppression rule", [_str("id", "path"), *_CSRF])},
+            "/api/users": {"get": _op("Users with role and scope (admin only)")},
+            "/api/views": {"get": _op("This user's saved views"),
+                           "post": _op("Save a named view (search + range) for this user", _CSRF, body=True)},
+            "/api/views/{id}": {"delete": _op("Remove one of this user's saved views", [_str("id", "path"), *_CSRF])},
             "/api/openapi.json": {"get": _op("This description", secured=False)},
         },
     }

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from webui.netaddr import Scope
+from webui.grouping import trail_rule_sql
+from webui.netaddr import Network, Scope
 from webui.search import Query
 from webui.severity import NAMES
 from webui.store import HOURS
@@ -104,10 +105,10 @@ class View:
                     "FROM json_each(?)), ")
         where = [] if self.query.include_suppressed else [
             "NOT EXISTS (SELECT 1 FROM st.suppressions s WHERE (s.src_ip = '' OR s.src_ip = t.src_ip) "
-            "AND (s.trail = '' OR s.trail = t.trail))"]
+            f"AND {trail_rule_sql('t.trail')})"]
         where += self.query.threat_sql
         sql = (head + "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, COALESCE(tr.status, 'new') AS status, "
-               "COALESCE(tr.note, '') AS note FROM g JOIN threats t ON t.id = g.threat "
+               "COALESCE(tr.note, '') AS note, COALESCE(tr.tags, '') AS tags FROM g JOIN threats t ON t.id = g.threat "
                "LEFT JOIN st.triage tr ON tr.src_ip = t.src_ip AND tr.trail = t.trail"
                + (" WHERE " + " AND ".join(where) if where else "") + ") ")
         return sql, params + self.query.threat_params
@@ -136,7 +137,7 @@ def _threat_json(f: tuple, e: tuple, hourly: list[int]) -> dict[str, Any]:
 
 
 _F_COLUMNS = "f.threat, f.tid, f.src_ip, f.trail, f.cnt, f.first_seen, f.last_seen, f.sev, f.status, f.note, " \
-             "f.last_event"
+             "f.last_event, f.tags"
 
 
 def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: int, offset: int,
@@ -166,7 +167,20 @@ def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: 
         events.update((r[0], r) for r in conn.execute(
             f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({','.join('?' * len(chunk))})", chunk))
     hourly = _hourly(conn, view, ids)
-    return total, [_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)) for r in page]
+    values = _values(conn, ids)
+    return total, [{**_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)), "values": values.get(r[0], []),
+                    "tags": [t for t in r[11].split(",") if t]} for r in page]
+
+
+def _values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[str]]:
+    """The distinct raw trails of the given threats (Maltrail's "…" list)."""
+    out: dict[int, list[str]] = {}
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i:i + IN_CHUNK]
+        for threat, value in conn.execute(f"SELECT threat, value FROM threat_values WHERE threat IN "
+                                          f"({','.join('?' * len(chunk))}) ORDER BY threat, value", chunk):
+            out.setdefault(threat, []).append(value)
+    return out
 
 
 def _hourly(conn: sqlite3.Connection, view: View, ids: list[int]) -> dict[int, list[int]]:
@@ -246,9 +260,7 @@ def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
                     total[h] += n
     timeline = []
     for (day, type_), hours in per_hour.items():
-        y, m, d = (int(x) for x in day.split("-"))
-        timeline += [{"time": time.mktime((y, m, d, h, 0, 0, 0, 0, -1)), "type": type_, "count": int(n)}
-                     for h, n in enumerate(hours) if n]
+        timeline += [{"time": hour_start(day, h), "type": type_, "count": int(n)} for h, n in enumerate(hours) if n]
     timeline.sort(key=lambda x: (x["time"], x["type"]))
 
     def top(counts: dict[str, int]) -> list[dict[str, Any]]:
@@ -257,20 +269,85 @@ def stats(conn: sqlite3.Connection, view: View) -> dict[str, Any]:
     return {"timeline": timeline, "top_sources": top(sources), "top_trails": top(trails), "severity": severity}
 
 
-def live_after(conn: sqlite3.Connection, scope: Scope, after: int, limit: int) -> list[dict[str, Any]]:
-    sql = f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id > ?"
+def hour_start(day: str, hour: int) -> float:
+    """Epoch of an hour of a server day (the timeline's buckets and the live deltas' key)."""
+    y, m, d = (int(x) for x in day.split("-"))
+    return time.mktime((y, m, d, hour, 0, 0, 0, 0, -1))
+
+
+def live_rows(conn: sqlite3.Connection, after: int, limit: int, scope: Scope | None = None,
+              upto: int | None = None) -> list[tuple[dict[str, Any], int]]:
+    """Events after `after` (and up to `upto`), each with its threat's id, day and hour bucket,
+    and the threat's row id."""
+    sql = (f"SELECT {EVENT_COLUMNS}, t.tid, e.day, e.hour, e.threat FROM events e "
+           "JOIN threats t ON t.id = e.threat WHERE e.id > ?")
     params: list[object] = [after]
-    if not scope.unrestricted:
+    if upto is not None:
+        sql += " AND e.id <= ?"
+        params.append(upto)
+    if scope is not None and not scope.unrestricted:
         s, sp = scope.sql("e.src_key")
         t, tp = scope.sql("e.dst_key", "e.dst_ip")
         sql += f" AND ({s} OR {t})"
         params += sp + tp
     sql += " ORDER BY e.id LIMIT ?"
-    return [event_json(r) for r in conn.execute(sql, [*params, limit])]
+    out = []
+    for r in conn.execute(sql, [*params, limit]):
+        event = event_json(r[:13])
+        event.update(threat=r[13], day=r[14], hour=r[15], bucket=hour_start(r[14], r[15]))
+        out.append((event, int(r[16])))
+    return out
+
+
+def last_threat_id(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(max(id), 0) FROM threats").fetchone()[0])
+
+
+def hunt_events(conn: sqlite3.Connection, scope: Scope, day_from: str, day_to: str, net: Network | None,
+                text: str, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """(total, a page of events newest first) matching a hunted indicator, from the index: an
+    address or CIDR matches the source, the destination or an address trail; text matches any
+    field as a case-insensitive substring."""
+    if net is not None:
+        where = ("(e.src_key BETWEEN ? AND ? OR e.dst_key BETWEEN ? AND ? "
+                 "OR (e.src_key IS NULL AND mt_in_range(e.src_ip, ?, ?)) "
+                 "OR (e.dst_key IS NULL AND mt_in_range(e.dst_ip, ?, ?)) "
+                 "OR (e.trail GLOB '[0-9]*' AND mt_in_range(e.trail, ?, ?)))")
+        params: list[object] = [net.lo, net.hi] * 5
+    else:
+        columns = ("e.src_ip", "e.dst_ip", "e.trail", "e.info", "e.reference", "e.sensor", "e.type", "e.proto")
+        where = "(" + " OR ".join(f"instr(lower({c}), ?) > 0" for c in columns) + ")"
+        params = [text.lower()] * len(columns)
+    sql = f"FROM events e WHERE e.day BETWEEN ? AND ? AND {where}"
+    params = [day_from, day_to, *params]
+    if not scope.unrestricted:
+        s, sp = scope.sql("e.src_key")
+        t, tp = scope.sql("e.dst_key", "e.dst_ip")
+        sql += f" AND ({s} OR {t})"
+        params += sp + tp
+    total = int(conn.execute(f"SELECT count(*) {sql}", params).fetchone()[0])
+    rows = conn.execute(f"SELECT {EVENT_COLUMNS} {sql} ORDER BY e.id DESC LIMIT ? OFFSET ?", [*params, limit, offset])
+    return total, [event_json(r) for r in rows]
 
 
 def last_event_id(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+
+
+def triage_history(conn: sqlite3.Connection, src_ip: str, trail: str) -> list[dict[str, Any]]:
+    """Every triage change of a threat, newest first."""
+    return [{"at": at, "user": u, "status": st, "note": n, "tags": [t for t in tags.split(",") if t]}
+            for at, u, st, n, tags in conn.execute(
+                "SELECT at, user, status, note, tags FROM st.triage_log WHERE src_ip = ? AND trail = ? "
+                "ORDER BY id DESC", (src_ip, trail))]
+
+
+def views(conn: sqlite3.Connection, user: str) -> list[dict[str, Any]]:
+    """A user's saved views, by name."""
+    return [{"id": i, "name": n, "q": q, "from": f, "to": t, "days": d or None, "created": c}
+            for i, n, q, f, t, d, c in conn.execute(
+                "SELECT id, name, q, day_from, day_to, days, created FROM st.views WHERE user = ? "
+                "ORDER BY name COLLATE NOCASE", (user,))]
 
 
 def suppressions(conn: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from engine.config import ConfigError
 from webui.app import Runner, build_app, make_context
-from webui.auth import UserError
+from webui.auth import UserError, UserStore
 from webui.settings import LOCAL_NAMES, Settings
 
 
@@ -53,12 +53,27 @@ def exposure_warnings(settings: Settings) -> list[str]:
     return out
 
 
+async def first_admin(users: UserStore, say: Callable[[str], None]) -> None:
+    """Only once the port is bound: create `admin` (or replace one whose password was never
+    shown), print the password, and only then mark it shown, so it cannot be lost."""
+    try:
+        password = users.ensure_admin()
+        if password:
+            say(f"created user 'admin' with password: {password}")
+            say("  (shown once; set your own with: maltrail user add admin)")
+        sys.stdout.flush()
+        if password:
+            users.shown("admin")
+    except (UserError, OSError) as exc:
+        say(f"warning: cannot create the first user: {exc}")
+
+
 def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
     """Blocks until Ctrl-C / SIGTERM. Prints the URL (and a first-start admin password) once."""
     ssl_ctx = tls_context(settings)
     try:
         ctx = make_context(settings)
-        password = ctx.users.ensure_admin()
+        ctx.users.load()
     except UserError as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
@@ -74,17 +89,14 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
             await runner.cleanup()
             raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
         port = runner.addresses[0][1]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before the password: a stop cannot cut its marking
+            loop.add_signal_handler(sig, stop.set)
         say(f"dashboard: {url_of(settings, port)}  (logs: {settings.log_dir}, index: {settings.index_dir})")
         for warning in exposure_warnings(settings):
             say(f"warning: {warning}")
-        if password:
-            say(f"created user 'admin' with password: {password}")
-            say("  (shown once; set your own with: maltrail user add admin)")
-        sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        await first_admin(ctx.users, say)
         try:
             await stop.wait()
         finally:

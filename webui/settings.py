@@ -4,10 +4,12 @@ validated once at start with errors that name the key."""
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from engine.config import ConfigError, SensorConfig, ServerConfig
+from webui.netaddr import NetworkError, Scope
 from webui.severity import Severity, compile_rule
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -31,6 +33,8 @@ class Settings:
     hunt_budget_seconds: float
     max_live_streams: int
     severity: Severity
+    trusted_proxies: Scope = field(default_factory=lambda: Scope([]))
+    pivot_links: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tls(self) -> bool:
@@ -78,7 +82,12 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         rules.append(rule)
+    try:
+        proxies = Scope.parse(list(server.trusted_proxies))
+    except NetworkError as exc:
+        raise ConfigError(f"[server] trusted_proxies: {exc}") from None
     return Settings(
+        trusted_proxies=proxies, pivot_links=[pivot_link(p, i) for i, p in enumerate(server.pivot_links)],
         host=host, port=port, log_dir=logs, index_dir=index_dir,
         users=Path(users or server.users).expanduser() if (users or server.users) else index_dir / "users.json",
         trails=Path(trails_src).expanduser() if trails_src else None,
@@ -93,6 +102,27 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         max_live_streams=server.max_live_streams,
         severity=Severity(rules),
     )
+
+
+PIVOT_FIELDS = ("src_ip", "dst_ip", "trail")
+
+
+def pivot_link(table: dict[str, Any], i: int) -> dict[str, Any]:
+    """`[[server.pivot_links]]` name = "...", url = "https://.../{value}", fields = [src_ip, dst_ip, trail]
+    (default all): a link shown next to each value of those fields; none unless configured."""
+    where = f"[server] pivot_links[{i}]"
+    name, url = table.get("name"), table.get("url")
+    fields = table.get("fields", list(PIVOT_FIELDS))
+    if not isinstance(name, str) or not 1 <= len(name) <= 40:
+        raise ConfigError(f"{where} name: give a short label (1-40 characters)")
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")) or "{value}" not in url:
+        raise ConfigError(f"{where} url: expected an http(s) URL containing {{value}}")
+    if not isinstance(fields, list) or not fields or any(f not in PIVOT_FIELDS for f in fields):
+        raise ConfigError(f"{where} fields: expected a list of {', '.join(PIVOT_FIELDS)}")
+    unknown = set(table) - {"name", "url", "fields"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    return {"name": name, "url": url, "fields": fields}
 
 
 def _is_v6(name: str) -> bool:

@@ -5,7 +5,9 @@ whole lines, so the index follows a growing file cheaply and a crash never leave
 A truncated, replaced or deleted file drops its day and (if still there) is read again. A missing
 or outdated index (schema or severity rules changed) is rebuilt from the logs.
 
-Tables: `events` (rowid = event id), `threats` (one row per (source, trail)), and `agg`, one row
+Tables: `events` (rowid = event id), `threats` (one row per group of `webui.grouping`: source and
+normalised trail, or source and heuristic family), `threat_values` (a threat's distinct raw
+trails, at most `MAX_VALUES`), and `agg`, one row
 per (day, threat, type) with count, first/last seen, severity and 24 hourly counters, so threats
 over a date range are served without reading raw events. Shared triage and suppressions live in
 a separate database (`triage.sqlite`) that a rebuild never touches.
@@ -14,7 +16,6 @@ a separate database (`triage.sqlite`) that a rebuild never touches.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import re
@@ -24,15 +25,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from webui.grouping import group_key, threat_tid
 from webui.logparse import ParsedEvent, TimeParser, parse_lines
 from webui.netaddr import in_range_text, in_scope_text, ip_key
 from webui.severity import Severity
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
 CHUNK_BYTES = 4 << 20
 SYNC_BYTES = 16 << 20  # per call of the server's ingest loop
 THREAT_CACHE = 300_000
+GROUP_CACHE = 100_000
+MAX_VALUES = 100
 HEAD_BYTES = 256
 HOURS = tuple(f"h{i:02d}" for i in range(24))
 QUERY_SECONDS = 20.0
@@ -42,7 +46,9 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files(name TEXT PRIMARY KEY, day TEXT NOT NULL, offset INTEGER NOT NULL,
     inode INTEGER NOT NULL, head BLOB NOT NULL, malformed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS threats(id INTEGER PRIMARY KEY, tid TEXT NOT NULL UNIQUE, src_ip TEXT NOT NULL,
-    trail TEXT NOT NULL, src_key BLOB, UNIQUE(src_ip, trail));
+    trail TEXT NOT NULL, src_key BLOB, gkey TEXT NOT NULL, UNIQUE(src_ip, gkey));
+CREATE TABLE IF NOT EXISTS threat_values(threat INTEGER NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY(threat, value)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS threats_src ON threats(src_key);
 CREATE TABLE IF NOT EXISTS events(id INTEGER PRIMARY KEY, day TEXT NOT NULL, time REAL NOT NULL,
     hour INTEGER NOT NULL, sensor TEXT, src_ip TEXT, src_port TEXT, dst_ip TEXT, dst_port TEXT, dport INTEGER,
@@ -62,6 +68,11 @@ CREATE TABLE IF NOT EXISTS triage(src_ip TEXT NOT NULL, trail TEXT NOT NULL, sta
     note TEXT NOT NULL, user TEXT NOT NULL, updated REAL NOT NULL, PRIMARY KEY(src_ip, trail)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS suppressions(id INTEGER PRIMARY KEY, scope TEXT NOT NULL, src_ip TEXT NOT NULL,
     trail TEXT NOT NULL, note TEXT NOT NULL, user TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS triage_log(id INTEGER PRIMARY KEY, src_ip TEXT NOT NULL, trail TEXT NOT NULL,
+    status TEXT NOT NULL, note TEXT NOT NULL, tags TEXT NOT NULL, user TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS triage_log_key ON triage_log(src_ip, trail);
+CREATE TABLE IF NOT EXISTS views(id INTEGER PRIMARY KEY, user TEXT NOT NULL, name TEXT NOT NULL, q TEXT NOT NULL,
+    day_from TEXT NOT NULL, day_to TEXT NOT NULL, days INTEGER NOT NULL, created REAL NOT NULL, UNIQUE(user, name));
 """
 
 _AGG_UPSERT = (
@@ -72,11 +83,6 @@ _AGG_UPSERT = (
     "last_event = max(last_event, excluded.last_event), "
     + ", ".join(f"{h} = {h} + excluded.{h}" for h in HOURS)
 )
-
-
-def threat_tid(src_ip: str, trail: str) -> str:
-    """Stable opaque id of a (source, trail) pair: the same across rebuilds and servers."""
-    return hashlib.blake2b(f"{src_ip}\x00{trail}".encode("utf-8", "replace"), digest_size=8).hexdigest()
 
 
 def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection:
@@ -110,11 +116,15 @@ class Ingester:
         self.lock = threading.Lock()
         self._budget = 0
         self.pending = False
+        self._seen: dict[str, tuple[int, int, int]] = {}  # (mtime, size, inode) of files read to the end
 
     def _open(self) -> None:
         fresh = not self.path.exists()
         self.conn = connect(self.path, self.triage_path, readonly=False)
         self.conn.executescript(TRIAGE_SCHEMA.replace("EXISTS ", "EXISTS st."))
+        columns = {r[1] for r in self.conn.execute("PRAGMA st.table_info(triage)")}
+        if "tags" not in columns:  # triage databases from before tags
+            self.conn.execute("ALTER TABLE st.triage ADD COLUMN tags TEXT NOT NULL DEFAULT ''")
         version = None
         if not fresh:
             with contextlib.suppress(sqlite3.DatabaseError):
@@ -151,6 +161,18 @@ class Ingester:
         self.conn.execute("DELETE FROM files WHERE name = ?", (name,))
         self.conn.execute("COMMIT")
 
+    def progress(self) -> tuple[int, int]:
+        """(bytes of the logs indexed, bytes of the logs present): the building's progress."""
+        with self.lock:
+            done = int(self.conn.execute("SELECT COALESCE(sum(offset), 0) FROM files").fetchone()[0])
+        total = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.log_dir):
+                if DAY_FILE.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        total += entry.stat().st_size
+        return min(done, total), total
+
     def sync(self, budget: int | None = None) -> int:
         """Ingest what the log files gained since the last call (at most about `budget` bytes,
         so writes of shared triage never wait long behind a rebuild); returns new events.
@@ -163,20 +185,30 @@ class Ingester:
     def _sync(self) -> int:
         known = {row[0]: row for row in self.conn.execute("SELECT name, day, offset, inode, head FROM files")}
         present: dict[str, str] = {}
+        stamps: dict[str, tuple[int, int, int]] = {}
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self.log_dir):
                 m = DAY_FILE.match(entry.name)
                 if m and entry.is_file(follow_symlinks=False):
                     present[entry.name] = m.group(1)
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        stamps[entry.name] = (st.st_mtime_ns, st.st_size, st.st_ino)
         for name, row in known.items():
             if name not in present:
                 self._drop_day(name, row[1])
+                self._seen.pop(name, None)
         added = 0
         for name in sorted(present):
             if self._budget <= 0:
                 self.pending = True
                 break
+            stamp = stamps.get(name)
+            if stamp is not None and self._seen.get(name) == stamp and name in known:
+                continue  # unchanged since it was read to the end: not even opened (a year of days)
             added += self._follow(name, present[name], known.get(name))
+            if not self.pending and stamp is not None:
+                self._seen[name] = stamp
         return added
 
     def _follow(self, name: str, day: str, row: tuple | None) -> int:
@@ -249,8 +281,11 @@ class Ingester:
     def _open_caches(self) -> None:
         count = self.conn.execute("SELECT count(*) FROM threats").fetchone()[0]
         self._all_cached = count <= THREAT_CACHE  # the cache holds every threat: a miss is a new one
-        self._threats = {(s, t): i for i, s, t in self.conn.execute("SELECT id, src_ip, trail FROM threats")
+        self._threats = {(s, k): i for i, s, k in self.conn.execute("SELECT id, src_ip, gkey FROM threats")
                          } if self._all_cached else {}
+        self._groups: dict[tuple[str, str], tuple[str, str]] = {}
+        self._values: set[tuple[int, str]] = set()
+        self._value_counts: dict[int, int] = {}
         self._next_threat = (self.conn.execute("SELECT max(id) FROM threats").fetchone()[0] or 0) + 1
         stored = self.conn.execute("SELECT value FROM meta WHERE key = 'next_event'").fetchone()
         top = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
@@ -263,26 +298,36 @@ class Ingester:
         threats, key, sev_of = self._threats, self._key, self.severity.of
         new_threats = []
         eid = self._next_event
+        groups = self._groups
+        values: list[tuple[int, str]] = []
         for ev in events:
             if ev is None:
                 continue
             t, hour, sensor, src, sport, dst, dport, proto, type_, trail, info, ref = ev
-            pair = (src, trail)
+            group = groups.get((trail, info))
+            if group is None:
+                if len(groups) >= GROUP_CACHE:
+                    groups.clear()
+                group = groups[(trail, info)] = group_key(trail, info)
+            pair = (src, group[0])
             threat = threats.get(pair)
             if threat is None:
-                if len(threats) >= THREAT_CACHE:  # bounded memory for years of distinct pairs
+                if len(threats) >= THREAT_CACHE:  # bounded memory for years of distinct groups
                     threats.clear()
                     self._all_cached = False
-                    self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?)", new_threats)
+                    self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?,?)", new_threats)
                     new_threats.clear()
                 known = None if self._all_cached else self.conn.execute(
-                    "SELECT id FROM threats WHERE src_ip = ? AND trail = ?", pair).fetchone()
+                    "SELECT id FROM threats WHERE src_ip = ? AND gkey = ?", pair).fetchone()
                 if known is not None:
                     threat = threats[pair] = known[0]
                 else:
                     threat = threats[pair] = self._next_threat
                     self._next_threat += 1
-                    new_threats.append((threat, threat_tid(*pair), src, trail, key(src)))
+                    self._value_counts[threat] = 0
+                    new_threats.append((threat, threat_tid(*pair), src, group[1], key(src), group[0]))
+            if (threat, trail) not in self._values:
+                self._note_value(threat, trail, values)
             sev = sev_of(type_, trail, info, ref)
             rows.append((eid, day, t, hour, sensor, src, sport, dst, dport,
                          int(dport) if dport.isdigit() and len(dport) <= 5 else None, proto, type_, trail, info, ref,
@@ -301,17 +346,59 @@ class Ingester:
             a[5][hour] += 1
             eid += 1
         if new_threats:
-            self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?)", new_threats)
+            self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?,?)", new_threats)
+        if values:
+            self.conn.executemany("INSERT OR IGNORE INTO threat_values VALUES (?, ?)", values)
         self._next_event = eid
         return rows, aggs
 
+    def _note_value(self, threat: int, trail: str, values: list[tuple[int, str]]) -> None:
+        """Keep one more distinct raw trail of a threat (at most MAX_VALUES are stored)."""
+        if len(self._values) > THREAT_CACHE:
+            self._values.clear()
+        self._values.add((threat, trail))
+        count = self._value_counts.get(threat)
+        if count is None:
+            count = self.conn.execute("SELECT count(*) FROM threat_values WHERE threat = ?", (threat,)).fetchone()[0]
+        if count < MAX_VALUES:
+            values.append((threat, trail))
+            count += 1
+        if len(self._value_counts) > THREAT_CACHE:
+            self._value_counts.clear()
+        self._value_counts[threat] = count
+
     # --- shared triage (separate database, survives rebuilds) ---------------------------------
 
-    def set_triage(self, src_ip: str, trail: str, status: str, note: str, user: str, now: float) -> None:
+    def set_triage(self, src_ip: str, trail: str, status: str, note: str, tags: str, user: str, now: float) -> None:
+        """The threat's shared triage, and one more line of its history (who, what, when)."""
         with self.lock:
-            self.conn.execute("INSERT INTO st.triage VALUES (?,?,?,?,?,?) ON CONFLICT(src_ip, trail) DO UPDATE SET "
-                              "status = excluded.status, note = excluded.note, user = excluded.user, "
-                              "updated = excluded.updated", (src_ip, trail, status, note, user, now))
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute("INSERT INTO st.triage(src_ip, trail, status, note, user, updated, tags) "
+                                  "VALUES (?,?,?,?,?,?,?) ON CONFLICT(src_ip, trail) DO UPDATE SET "
+                                  "status = excluded.status, note = excluded.note, user = excluded.user, "
+                                  "updated = excluded.updated, tags = excluded.tags",
+                                  (src_ip, trail, status, note, user, now, tags))
+                self.conn.execute("INSERT INTO st.triage_log(src_ip, trail, status, note, tags, user, at) "
+                                  "VALUES (?,?,?,?,?,?,?)", (src_ip, trail, status, note, tags, user, now))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def save_view(self, user: str, name: str, q: str, day_from: str, day_to: str, days: int, now: float) -> int:
+        """A user's named view (search and range), replacing one of the same name."""
+        with self.lock:
+            self.conn.execute("INSERT INTO st.views(user, name, q, day_from, day_to, days, created) "
+                              "VALUES (?,?,?,?,?,?,?) ON CONFLICT(user, name) DO UPDATE SET q = excluded.q, "
+                              "day_from = excluded.day_from, day_to = excluded.day_to, days = excluded.days, "
+                              "created = excluded.created", (user, name, q, day_from, day_to, days, now))
+            return int(self.conn.execute("SELECT id FROM st.views WHERE user = ? AND name = ?",
+                                         (user, name)).fetchone()[0])
+
+    def delete_view(self, user: str, view_id: int) -> bool:
+        with self.lock:
+            return self.conn.execute("DELETE FROM st.views WHERE id = ? AND user = ?", (view_id, user)).rowcount > 0
 
     def add_suppression(self, scope: str, src_ip: str, trail: str, note: str, user: str, now: float) -> int:
         with self.lock:

@@ -3,25 +3,33 @@
 
 import {api, ApiError, setCsrf, setUnauthorizedHandler} from './api.js';
 import {h, $, clear, setIcon, toast} from './dom.js';
-import {addDays, daysBetween, isoDate, isUtc, num, compact, setUtc, tzLabel} from './format.js';
+import {addDays, daysBetween, isoDate, nextTimeMode, num, compact, setServerZone, tzLabel} from './format.js';
 import {addToken, describe, negate, severityOf, token, tokenize} from './search.js';
 import {q, rangeParams, readHash, state, viewParams, writeHash} from './state.js';
 import {bars, donut, timeline} from './charts.js';
 import {closeValueMenu, forgetRows, markOpen, move, renderHead, renderPager, renderRows, selectedThreat} from './table.js';
-import {closeDrawer, drawerThreatId, openDrawer, refreshDrawer} from './drawer.js';
+import {closeDrawer, drawerThreatId, openDrawer, refreshDrawer, setPivotLinks} from './drawer.js';
 import {closePicker, initPicker, isOpen as pickerOpen, latestDayWithData, rangeLabel} from './datepicker.js';
 import {initLive, isLive, liveWanted, resetLiveCounter, startLive, stopLive} from './live.js';
 import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine} from './engine.js';
 import {initSuppressions} from './suppressions.js';
 import {initTheme, toggleTheme} from './theme.js';
+import {initViews} from './views.js';
 
-const REFRESH_GAP_MS = 1500;
+// Live mode: events update the rows and charts in place (deltas); the whole view is asked for
+// again only on shared wall-clock boundaries, so every open tab asks at the same moment and the
+// server answers them with one computation. A new threat, or a searched view (whose filter only
+// the server can apply), waits for the next short boundary; otherwise the long one.
+const LIVE_NEW_MS = 3000;
+const LIVE_FULL_MS = 30000;
+const DRAW_MS = 500;
+let refreshDue = 0;
+let drawTimer = 0;
 let controller = null;
 let lastThreats = null;
 let lastStats = null;
 let pages = 1;
 let refreshTimer = 0;
-let lastRefresh = 0;
 let started = false;
 let latestData = '';
 
@@ -145,7 +153,7 @@ function renderCharts() {
   const events = (s.timeline || []).reduce((a, r) => a + r.count, 0);
   $('timeline-total').textContent = `${num(events)} events`;
   timeline($('chart-timeline'), $('legend-timeline'), s.timeline || [], {
-    from: state.from, to: state.to,
+    axis: s.axis,
     onType: (type) => addFilter('type', type, false),
     onDay: (day) => setRange(day, day),
   });
@@ -173,11 +181,42 @@ function renderTable() {
   if (row) refreshDrawer(row);
 }
 
+let indexTimer = 0;
+
+/** While the server is still building its index, answers are partial: say so, with progress,
+ * and ask again shortly. */
+function showIndexing(answer) {
+  const note = $('index-note');
+  clearTimeout(indexTimer);
+  if (!answer.partial) {
+    note.hidden = true;
+    return;
+  }
+  const {bytes_done: done, bytes_total: total} = answer.indexing || {};
+  const share = total ? Math.floor((100 * done) / total) : 0;
+  note.hidden = false;
+  note.textContent = `Indexing the logs: ${share}% read. Counts are partial until it finishes.`;
+  indexTimer = setTimeout(() => refresh({quiet: true}), 2000);
+}
+
+/** A refused search shows no rows at all: never the previous search's rows under the new chips. */
+function clearView() {
+  lastThreats = {total: 0, rows: []};
+  lastStats = {timeline: [], top_sources: [], top_trails: [], severity: {high: 0, medium: 0, low: 0},
+    axis: lastStats && lastStats.axis};
+  forgetRows();
+  renderTable();
+  renderCharts();
+  renderSevPills(lastStats.severity);
+  $('threats-empty').hidden = true;
+  $('threat-total').textContent = '–';
+}
+
 /** Fetch threats and stats for the current view and draw them. */
 async function refresh({quiet = false} = {}) {
   clearTimeout(refreshTimer);
   refreshTimer = 0;
-  lastRefresh = Date.now();
+  refreshDue = 0;
   if (controller) controller.abort();
   controller = new AbortController();
   const signal = controller.signal;
@@ -188,24 +227,31 @@ async function refresh({quiet = false} = {}) {
   $('view-note').textContent = '';
   document.body.classList.toggle('loading', !quiet);
   try {
-    const [threats, stats] = await Promise.all([
-      api.get('/api/threats', {...viewParams(), sort: state.sort, order: state.order, page: state.page,
-        per_page: state.perPage}, {signal}),
-      api.get('/api/stats', viewParams(), {signal}),
-    ]);
-    lastThreats = threats;
-    lastStats = stats;
-    if (state.page > 1 && !threats.rows.length && threats.total > 0) {
-      state.page = Math.max(1, Math.ceil(threats.total / state.perPage));
-      refresh();
-      return;
-    }
-    renderTable();
-    renderCharts();
-    renderSevPills(stats.severity);
+    // Each panel is drawn as soon as its own answer arrives (the table does not wait for the charts).
+    const threatsDone = api.get('/api/threats', {...viewParams(), sort: state.sort, order: state.order,
+      page: state.page, per_page: state.perPage}, {signal}).then((threats) => {
+      if (signal.aborted) return false;
+      lastThreats = threats;
+      if (state.page > 1 && !threats.rows.length && threats.total > 0) {
+        state.page = Math.max(1, Math.ceil(threats.total / state.perPage));
+        return true;
+      }
+      renderTable();
+      showIndexing(threats);
+      return false;
+    });
+    const statsDone = api.get('/api/stats', viewParams(), {signal}).then((stats) => {
+      if (signal.aborted) return;
+      lastStats = stats;
+      renderCharts();
+      renderSevPills(stats.severity);
+    });
+    const [again] = await Promise.all([threatsDone, statsDone]);
+    if (again) refresh();
   } catch (err) {
     if (err.name === 'AbortError') return;
     if (err instanceof ApiError && err.status === 400) {
+      clearView();
       const bad = state.tokens.find((t) => err.message.includes(t)) || '';
       renderChips(bad);
       const note = $('view-note');
@@ -217,13 +263,6 @@ async function refresh({quiet = false} = {}) {
   } finally {
     if (!signal.aborted) document.body.classList.remove('loading');
   }
-}
-
-/** Refresh soon, at most once per REFRESH_GAP_MS (live events arrive in bursts). */
-function scheduleRefresh() {
-  if (refreshTimer) return;
-  const wait = Math.max(0, REFRESH_GAP_MS - (Date.now() - lastRefresh));
-  refreshTimer = setTimeout(() => refresh({quiet: true}), wait);
 }
 
 function setTokens(tokens) {
@@ -295,10 +334,68 @@ function openThreat(threat) {
 
 // ---- live ----------------------------------------------------------------------------------
 
+/** Refresh at the next multiple of `period` on the clock (the same instant in every tab). */
+function refreshAtBoundary(period) {
+  const wait = period - (Date.now() % period) + 50;
+  if (refreshTimer && refreshDue <= Date.now() + wait) return;
+  clearTimeout(refreshTimer);
+  refreshDue = Date.now() + wait;
+  refreshTimer = setTimeout(() => refresh({quiet: true}), wait);
+}
+
+function drawSoon() {
+  if (drawTimer) return;
+  drawTimer = setTimeout(() => {
+    drawTimer = 0;
+    renderTable();
+    renderCharts();
+  }, DRAW_MS);
+}
+
+function bump(list, value) {
+  const entry = list.find((x) => x.value === value);
+  if (entry) entry.count += 1;
+}
+
+/** Whether an answer does not include event `e` yet (its `as_of` is the last event it counts). */
+const after = (answer, e) => answer && typeof answer.as_of === 'number' && e.id > answer.as_of;
+
+/** One event folded into the threat on screen and the charts, without asking the server; only
+ * into answers that do not count it already. */
+function applyDelta(e) {
+  const row = after(lastThreats, e) && (lastThreats.rows || []).find((r) => r.id === e.threat);
+  if (row) {
+    row.count += 1;
+    if (e.time > row.last_seen) {
+      row.last_seen = e.time;
+      Object.assign(row, {dst_ip: e.dst_ip, dst_port: e.dst_port, proto: e.proto, type: e.type, info: e.info,
+        sensor: e.sensor});
+    }
+    if (row.hourly && e.hour >= 0 && e.hour < 24) row.hourly[e.hour] += 1;
+  }
+  if (after(lastStats, e)) {
+    const line = (lastStats.timeline || []).find((p) => p.time === e.bucket && p.type === e.type);
+    if (line) line.count += 1;
+    else (lastStats.timeline = lastStats.timeline || []).push({time: e.bucket, type: e.type, count: 1});
+    bump(lastStats.top_sources || [], e.src_ip);
+    bump(lastStats.top_trails || [], row ? row.trail : e.trail);
+  }
+  drawSoon();
+}
+
 function onLiveEvent(e) {
-  const day = isoDate(new Date(e.time * 1000));
-  if (day >= state.from && day <= state.to) scheduleRefresh();
-  else $('live-feed-note').textContent = `Live events are arriving for ${day}, outside this range.`;
+  const day = e.day || isoDate(new Date(e.time * 1000));
+  if (day < state.from || day > state.to) {
+    $('live-feed-note').textContent = `Live events are arriving for ${day}, outside this range.`;
+    return;
+  }
+  // A scoped user's answers carry no as_of (it would tell the global count): refresh instead.
+  if (e.new_threat || state.tokens.length || !lastThreats || typeof lastThreats.as_of !== 'number') {
+    refreshAtBoundary(LIVE_NEW_MS);
+    return;
+  }
+  applyDelta(e);
+  refreshAtBoundary(LIVE_FULL_MS);
 }
 
 // ---- keyboard ------------------------------------------------------------------------------
@@ -357,15 +454,9 @@ function onKey(e) {
 
 // ---- start ---------------------------------------------------------------------------------
 
-async function serverToday() {
-  try {
-    const res = await api.get('/api/days');
-    const days = res.days || [];
-    if (days.length === 1) return days[0].date;
-  } catch {
-    // Fall back to the browser's calendar.
-  }
-  return isoDate(new Date());
+/** Today is the server's today (the log files are named by its dates), not the browser's. */
+function serverToday(session) {
+  return session.today || isoDate(new Date());
 }
 
 function wireOnce() {
@@ -398,7 +489,7 @@ function wireOnce() {
     refresh();
   });
   $('tz-btn').addEventListener('click', () => {
-    setUtc(!isUtc());
+    nextTimeMode();
     $('tz-btn').textContent = tzLabel();
     renderTable();
     renderCharts();
@@ -420,6 +511,15 @@ function wireOnce() {
     onPivot: (tokens) => setTokens(tokens),
   });
   initSuppressions(() => refresh());
+  initViews({
+    current: () => ({q: q(), from: state.from, to: state.to, today: state.today,
+      days: daysBetween(state.from, state.to) + 1}),
+    apply: (view) => {
+      state.tokens = view.q ? tokenize(view.q) : [];
+      if (view.days) setRange(addDays(state.today, -(view.days - 1)), state.today);
+      else setRange(view.from, view.to > state.today ? state.today : view.to);
+    },
+  });
   initEngine();
   let resizeTimer = 0;
   new ResizeObserver(() => {
@@ -430,6 +530,8 @@ function wireOnce() {
 
 async function startApp(session) {
   setCsrf(session.csrf);
+  setServerZone(session.tz);
+  setPivotLinks(session.pivots);
   $('login-view').hidden = true;
   $('app').hidden = false;
   $('user-name').textContent = session.user;
@@ -438,7 +540,7 @@ async function startApp(session) {
   $('tz-btn').textContent = tzLabel();
   $('per-page').value = String(state.perPage);
   wireOnce();
-  state.today = await serverToday();
+  state.today = serverToday(session);
   if (!readHash()) {
     state.from = state.today;
     state.to = state.today;

@@ -2,7 +2,7 @@
 // themes apply; every mark carries a <title> tooltip and clicking a mark filters the view.
 
 import {h, svg, clear} from './dom.js';
-import {compact, fmtHour, num, parseDate} from './format.js';
+import {compact, fmtHour, num} from './format.js';
 
 const KNOWN_TYPES = ['IP', 'DNS', 'URL', 'UA', 'HTTP', 'IPORT', 'PATH', 'CERT', 'QUIC', 'TLS'];
 
@@ -22,28 +22,29 @@ function niceMax(value) {
   return 10 * p;
 }
 
-function rangeStart(day) {
-  return parseDate(day).getTime() / 1000;
-}
-
 /**
  * Stacked bars of events per hour (per day for ranges over 3 days), one colour per type.
  * onType(type) filters on a type, onDay(date) narrows the range to a day.
  */
-export function timeline(box, legend, rows, {from, to, onType, onDay}) {
+export function timeline(box, legend, rows, {axis, onType, onDay}) {
   clear(box);
   clear(legend);
-  const spanDays = Math.round((rangeStart(to) - rangeStart(from)) / 86400) + 1;
+  // The axis is the server's days (from /api/stats), whatever the browser's time zone.
+  const days = (axis && axis.days) || [];
+  const end = (axis && axis.end) || 0;
+  const spanDays = Math.max(1, days.length);
   const daily = spanDays > 3;
-  const step = daily ? 86400 : 3600;
-  const start = rangeStart(from);
-  const buckets = Math.max(1, Math.min(spanDays * (daily ? 1 : 24), 2000));
+  const start = days.length ? days[0][1] : 0;
+  const starts = daily ? days.map((d) => d[1]) : [];
+  for (let t = start; !daily && t < end && starts.length < 2000; t += 3600) starts.push(t);
+  const buckets = Math.max(1, starts.length);
   const types = [...new Set(rows.map((r) => r.type))].sort();
   const grid = Array.from({length: buckets}, () => new Map());
   let outside = 0;
   for (const r of rows) {
-    const i = Math.floor((r.time - start) / step);
-    if (i < 0 || i >= buckets) { outside += r.count; continue; }
+    let i = starts.length - 1;
+    while (i >= 0 && starts[i] > r.time) i -= 1;
+    if (i < 0 || r.time >= end) { outside += r.count; continue; }
     grid[i].set(r.type, (grid[i].get(r.type) || 0) + r.count);
   }
   const totals = grid.map((m) => [...m.values()].reduce((a, b) => a + b, 0));
@@ -63,14 +64,15 @@ export function timeline(box, legend, rows, {from, to, onType, onDay}) {
   }
   const labelEvery = Math.ceil(buckets / Math.max(1, Math.floor(iw / 46)));
   for (let i = 0; i < buckets; i++) {
-    const t = start + i * step;
+    const t = starts[i] || start;
     const x = pad.l + i * bw;
+    const day = daily ? days[i][0] : '';
     if (i % labelEvery === 0) {
-      const label = daily ? isoOf(t).slice(5) : fmtHour(t, spanDays > 1);
+      const label = daily ? day.slice(5) : fmtHour(t, spanDays > 1);
       root.append(svg('text', {class: 'axis', x: x + bw / 2, y: height - 5, 'text-anchor': 'middle', text: label}));
     }
     let y = pad.t + ih;
-    const when = daily ? new Date(t * 1000).toDateString() : fmtHour(t, true);
+    const when = daily ? day : fmtHour(t, true);
     const group = svg('g', {class: 'stack'});
     for (const type of types) {
       const n = grid[i].get(type) || 0;
@@ -80,7 +82,7 @@ export function timeline(box, legend, rows, {from, to, onType, onDay}) {
       group.append(svg('rect', {
         class: ['seg', typeClass(type)], x: x + Math.min(1, bw * 0.1), y, height: hgt,
         width: Math.max(1, bw - Math.max(1, bw * 0.2)), tabindex: -1,
-        onclick: () => (daily && onDay ? onDay(isoOf(t)) : onType(type)),
+        onclick: () => (daily && onDay ? onDay(day) : onType(type)),
       }, svg('title', {text: `${when}  ${type}: ${num(n)} (total ${num(totals[i])})`})));
     }
     root.append(group);
@@ -94,11 +96,6 @@ export function timeline(box, legend, rows, {from, to, onType, onDay}) {
   }
   if (outside) legend.append(h('span', {class: 'muted', text: `${num(outside)} outside the axis`}));
   if (!rows.length) box.append(h('p', {class: 'chart-empty', text: 'No events in this view'}));
-}
-
-function isoOf(epoch) {
-  const d = new Date(epoch * 1000);
-  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
 }
 
 /** Horizontal bars for a top-N list; click filters, Alt-click excludes. */

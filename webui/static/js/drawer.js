@@ -32,10 +32,27 @@ function fact(label, ...content) {
   return [h('dt', {text: label}), h('dd', {}, ...content)];
 }
 
+let pivots = [];
+
+/** The configured pivot links ([server] pivot_links, from the session): none by default. */
+export function setPivotLinks(list) {
+  pivots = Array.isArray(list) ? list : [];
+}
+
+const PIVOT_FIELD = {src: 'src_ip', dst: 'dst_ip', trail: 'trail'};
+
+function pivotLinks(field, value) {
+  const key = PIVOT_FIELD[field];
+  return pivots.filter((p) => p.fields.includes(key)).map((p) => h('a', {class: 'pivot-link btn btn-small',
+    href: p.url.replaceAll('{value}', encodeURIComponent(String(value))), target: '_blank',
+    rel: 'noopener noreferrer', dataset: {pivot: p.name, field: key}, text: p.name}));
+}
+
 function filterable(field, value, label) {
   if (value === null || value === undefined || value === '' || value === '-') return h('span', {class: 'muted', text: '–'});
   return h('span', {class: 'fact-val'},
     h('span', {class: 'mono', text: label ?? String(value)}),
+    ...pivotLinks(field, value),
     h('button', {type: 'button', class: 'icon-btn tiny', title: `Filter ${field}:${value}`, 'aria-label': `Filter ${field}`,
       onclick: () => ctx.onPivot([token(field, value)], false)}, icon('filter')),
     h('button', {type: 'button', class: 'icon-btn tiny', title: 'Copy', 'aria-label': 'Copy',
@@ -55,6 +72,14 @@ function factsSection(threat) {
     h('p', {class: 'lead-info', text: threat.info || '–'}),
     h('p', {class: 'muted'}, 'Reference ', h('span', {class: 'mono', text: threat.reference || '–'}),
       h('span', {class: ['status', 'sep', `st-${threat.status || 'new'}`], text: STATUS_LABELS[threat.status] || 'New'})));
+  const values = (threat.values || []).length > 1
+    ? h('details', {class: 'values'}, h('summary', {text: `${threat.values.length} distinct trails`}),
+      h('ul', {class: 'mono values-list'}, ...threat.values.map((v) => h('li', {text: v}))))
+    : null;
+  if (values) lead.append(values);
+  const trailLinks = pivotLinks('trail', threat.trail);
+  if (trailLinks.length) lead.append(h('p', {class: 'pivot-links'}, h('span', {class: 'muted', text: 'Look up the trail '}),
+    ...trailLinks));
   const dl = h('dl', {class: 'facts two'},
     fact('Source', filterable('src', threat.src_ip)),
     fact('Events', h('span', {class: 'mono', text: num(threat.count)})),
@@ -90,11 +115,17 @@ function triageSection(threat) {
   const note = h('textarea', {id: 'triage-note', rows: 3, maxlength: 2000, placeholder: 'Note shared with every analyst',
     'aria-label': 'Note'});
   note.value = threat.note || '';
+  const tags = h('input', {id: 'triage-tags', maxlength: 260, placeholder: 'Tags, comma separated (e.g. apt-x, vpn)',
+    'aria-label': 'Tags'});
+  tags.value = (threat.tags || []).join(', ');
+  const history = h('div', {class: 'triage-history', id: 'triage-history'});
+  loadHistory(threat.id, history);
   const save = h('button', {type: 'button', id: 'triage-save', class: 'btn btn-primary', text: 'Save triage'});
   save.addEventListener('click', async () => {
     save.disabled = true;
     try {
-      const updated = await api.post(`/api/triage/${encodeURIComponent(threat.id)}`, {status: chosen, note: note.value});
+      const updated = await api.post(`/api/triage/${encodeURIComponent(threat.id)}`, {status: chosen, note: note.value,
+        tags: tags.value.split(',').map((t) => t.trim()).filter(Boolean)});
       current = {...current, ...updated};
       toast(`Marked ${STATUS_LABELS[chosen].toLowerCase()}`);
       ctx.onChanged(current);
@@ -104,7 +135,26 @@ function triageSection(threat) {
       save.disabled = false;
     }
   });
-  return h('section', {class: 'drawer-sec'}, h('h3', {text: 'Triage'}), statusBox, note, h('div', {class: 'row-end'}, save));
+  return h('section', {class: 'drawer-sec'}, h('h3', {text: 'Triage'}), statusBox, note, tags,
+    h('div', {class: 'row-end'}, save), history);
+}
+
+/** Who changed the triage, what and when (newest first). */
+async function loadHistory(id, box) {
+  try {
+    const res = await api.get(`/api/threats/${encodeURIComponent(id)}/history`);
+    const items = res.history || [];
+    if (!items.length) return;
+    box.append(h('details', {open: items.length <= 3}, h('summary', {text: `History (${items.length})`}),
+      h('ol', {class: 'history-list'}, ...items.map((x) => h('li', {},
+        h('span', {class: 'mono muted', text: fmtDateTime(x.at)}), ' ',
+        h('strong', {text: x.user}), ' ',
+        h('span', {class: ['status', `st-${x.status}`], text: STATUS_LABELS[x.status] || x.status}),
+        (x.tags || []).length ? h('span', {class: 'muted', text: ` [${x.tags.join(', ')}]`}) : null,
+        x.note ? h('span', {class: 'history-note', text: ` — ${x.note}`}) : null)))));
+  } catch {
+    // The history is extra: the triage form works without it.
+  }
 }
 
 function suppressSection(threat) {
@@ -153,6 +203,7 @@ function pivotSection(threat) {
         d.complete ? null : h('span', {class: 'warn', text: ' partial'})));
       }
       huntBox.append(list);
+      if (hits) huntBox.append(await huntEvents(indicator, 1));
     } catch (err) {
       clear(huntBox).append(h('p', {class: 'form-error', text: `Hunt failed: ${err.message}`}));
     }
@@ -170,6 +221,41 @@ function pivotSection(threat) {
       h('button', {type: 'button', class: 'btn', title: 'Copy the defanged trail', onclick: () => copyText(defang(threat.trail))},
         icon('copy'), ' Defanged')),
     huntBox);
+}
+
+const HUNT_PAGE = 50;
+
+/** The hunted events, a page at a time, with a CSV / JSON export of all of them. */
+async function huntEvents(indicator, page) {
+  const res = await api.get('/api/hunt/events', {indicator, page, per_page: HUNT_PAGE});
+  const pages = Math.max(1, Math.ceil(res.total / HUNT_PAGE));
+  const box = h('div', {class: 'hunt-events'});
+  const go = (n) => async () => box.replaceWith(await huntEvents(indicator, n));
+  const exportUrl = (format) => `/api/hunt/export?${new URLSearchParams({indicator, format})}`;
+  box.append(h('div', {class: 'hunt-pager'},
+    h('button', {type: 'button', class: 'btn btn-small', id: 'hunt-prev', disabled: page <= 1, onclick: go(page - 1),
+      text: '‹ Newer'}),
+    h('span', {class: 'mono', id: 'hunt-page', text: `page ${page} of ${pages} · ${num(res.total)} events`}),
+    h('button', {type: 'button', class: 'btn btn-small', id: 'hunt-next', disabled: page >= pages, onclick: go(page + 1),
+      text: 'Older ›'}),
+    h('a', {class: 'btn btn-small', id: 'hunt-csv', href: exportUrl('csv'), download: '', text: 'CSV'}),
+    h('a', {class: 'btn btn-small', href: exportUrl('json'), download: '', text: 'JSON'})),
+  rowsTable(res.events || [], 'hunt-events-table'));
+  return box;
+}
+
+function rowsTable(events, id) {
+  const rows = events.map((e) => h('tr', {},
+    h('td', {class: 'mono', title: fmtDateTime(e.time), text: fmtDateTime(e.time)}),
+    h('td', {class: 'mono', text: endpoint(e.src_ip, e.src_port)}),
+    h('td', {class: 'mono', text: endpoint(e.dst_ip, e.dst_port)}),
+    h('td', {}, h('span', {class: ['type-tag', typeClass(e.type)], text: e.type})),
+    h('td', {class: 'mono cut', title: e.trail, text: e.trail}),
+    h('td', {class: 'cut', title: e.info, text: e.info})));
+  return h('div', {class: 'events-wrap'}, h('table', {class: 'grid events', id},
+    h('thead', {}, h('tr', {}, ...['Time', 'Source', 'Destination', 'Type', 'Trail', 'Info']
+      .map((t) => h('th', {scope: 'col', text: t})))),
+    h('tbody', {}, rows)));
 }
 
 function eventsTable(events, total) {

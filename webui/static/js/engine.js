@@ -3,7 +3,7 @@
 
 import {api} from './api.js';
 import {h, svg, $, clear} from './dom.js';
-import {ago, bytes, compact, fmtDateTime, num, pct} from './format.js';
+import {ago, bytes, compact, fmtDateTime, num, pct, span} from './format.js';
 
 const OPEN_MS = 2000;
 const IDLE_MS = 15000;
@@ -78,6 +78,11 @@ function advice(workers, drops, running) {
 
 function render(s) {
   const body = clear($('engine-body'));
+  if (s && s.scoped) {
+    body.append(h('p', {class: 'empty', text: `The sensor is ${s.running ? 'running' : 'not running'}. `
+      + 'Engine figures cover every network, so accounts limited to a network scope do not see them.'}));
+    return;
+  }
   if (!s || s.running === undefined || (!s.running && !s.counters)) {
     body.append(h('p', {class: 'empty', text: 'No sensor has reported status to this log directory yet.'}));
     return;
@@ -145,6 +150,28 @@ function render(s) {
     .map(([cls, text]) => h('li', {class: cls, text}))));
 }
 
+/** One row per sensor status file the server reads (several sensors on one log directory). */
+function renderSensors(sensors) {
+  const body = $('engine-body');
+  const old = $('engine-sensors');
+  if (old) old.remove();
+  const cell = (text, cls) => h('td', {class: cls, text});
+  const table = h('table', {class: 'grid workers', id: 'sensors-table'},
+    h('thead', {}, h('tr', {}, ...['Sensor', 'State', 'Last event', 'Events/s', 'Packets/s', 'Drops', 'Index age']
+      .map((t) => h('th', {scope: 'col', text: t})))),
+    h('tbody', {}, ...sensors.map((x) => h('tr', {dataset: {sensor: x.sensor || ''}},
+      cell(x.sensor || x.file || '?', 'mono'),
+      cell(x.running ? 'running' : 'stopped'),
+      cell(x.last_event ? `${ago(x.last_event)}` : '–', 'mono'),
+      cell(x.events_per_second === undefined ? '–' : compact(x.events_per_second), 'mono'),
+      cell(x.packets_per_second === undefined ? '–' : compact(x.packets_per_second), 'mono'),
+      cell(x.drops ? num((x.drops.ring_packets || 0) + (x.drops.ring_batches || 0)) : '–', 'mono'),
+      cell(x.index && x.index.age_seconds !== null && x.index.age_seconds !== undefined
+        ? span(x.index.age_seconds) : '–', 'mono')))));
+  body.append(h('div', {class: 'engine-sec', id: 'engine-sensors'}, h('h3', {text: `Sensors (${sensors.length})`}),
+    sensors.length ? table : h('p', {class: 'muted', text: 'No sensor status file in the log directory.'})));
+}
+
 function header(s) {
   const dot = $('engine-dot');
   dot.className = `dot ${s && s.running ? 'dot-ok' : 'dot-off'}`;
@@ -161,7 +188,10 @@ async function poll() {
       if (history.length > HISTORY) history = history.slice(-HISTORY);
     }
     header(last);
-    if (isOpen()) render(last);
+    if (isOpen()) {
+      render(last);
+      renderSensors((await api.get('/api/sensors')).sensors || []);
+    }
   } catch (err) {
     if (isOpen()) clear($('engine-body')).append(h('p', {class: 'form-error', text: `Status unavailable: ${err.message}`}));
   }

@@ -1,25 +1,55 @@
 // Number, time and indicator formatting. Times arrive as epoch seconds and are shown in the
-// browser's local time or in UTC (a persisted toggle).
+// server's time zone (its days are the log days, the date range and the chart axes), in UTC or
+// in the browser's own zone: a persisted toggle.
 
 const TZ_KEY = 'mt.tz';
-let utc = localStorage.getItem(TZ_KEY) === 'utc';
+const MODES = ['server', 'utc', 'local'];
+let mode = MODES.includes(localStorage.getItem(TZ_KEY)) ? localStorage.getItem(TZ_KEY) : 'server';
+let serverZone = 'UTC';
+const formatters = new Map();
 
-export function isUtc() {
-  return utc;
+export function timeMode() {
+  return mode;
 }
 
-export function setUtc(value) {
-  utc = Boolean(value);
-  localStorage.setItem(TZ_KEY, utc ? 'utc' : 'local');
+/** Cycle server -> UTC -> local. */
+export function nextTimeMode() {
+  mode = MODES[(MODES.indexOf(mode) + 1) % MODES.length];
+  localStorage.setItem(TZ_KEY, mode);
+}
+
+export function setServerZone(name) {
+  serverZone = name || 'UTC';
 }
 
 const pad = (n, w = 2) => String(n).padStart(w, '0');
 
+function zone() {
+  if (mode === 'utc') return 'UTC';
+  if (mode === 'server') return serverZone;
+  return undefined;
+}
+
+function formatter() {
+  const key = zone() || 'local';
+  let f = formatters.get(key);
+  if (!f) {
+    try {
+      f = new Intl.DateTimeFormat('en-US', {timeZone: zone(), hourCycle: 'h23', year: 'numeric', month: 'numeric',
+        day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric'});
+    } catch {
+      f = new Intl.DateTimeFormat('en-US', {timeZone: 'UTC', hourCycle: 'h23', year: 'numeric', month: 'numeric',
+        day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric'});
+    }
+    formatters.set(key, f);
+  }
+  return f;
+}
+
 function parts(epoch) {
-  const d = new Date(epoch * 1000);
-  return utc
-    ? [d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds()]
-    : [d.getFullYear(), d.getMonth() + 1, d.getDate(), d.getHours(), d.getMinutes(), d.getSeconds()];
+  const out = {};
+  for (const p of formatter().formatToParts(new Date(epoch * 1000))) out[p.type] = Number(p.value);
+  return [out.year, out.month, out.day, out.hour, out.minute, out.second];
 }
 
 export function fmtDateTime(epoch) {
@@ -47,7 +77,13 @@ export function fmtHour(epoch, withDate) {
 }
 
 export function tzLabel() {
-  return utc ? 'UTC' : 'Local';
+  return {server: 'Server time', utc: 'UTC', local: 'Local'}[mode];
+}
+
+/** The display zone's calendar date of a moment, YYYY-MM-DD. */
+export function dateOf(epoch) {
+  const [y, mo, d] = parts(epoch);
+  return `${y}-${pad(mo)}-${pad(d)}`;
 }
 
 export function ago(epoch) {

@@ -8,6 +8,8 @@ import {typeClass} from './charts.js';
 import {token} from './search.js';
 
 const FEED_MAX = 100;
+const NOTIFY_PER_MINUTE = 5;
+let notified = [];
 const POLL_MS = 10000;
 let source = null;
 let lastId = '';
@@ -51,7 +53,47 @@ function onMessage(msg) {
   const badge = $('live-count');
   badge.hidden = false;
   badge.textContent = received > 999 ? '999+' : String(received);
+  notify(e);
   handlers.onEvent(e);
+}
+
+function notifyWanted() {
+  return localStorage.getItem('mt.notify') === 'on' && 'Notification' in window
+    && Notification.permission === 'granted';
+}
+
+/** A desktop notification for a new high-severity threat (opt-in; at most a few a minute). */
+function notify(e) {
+  if (!e.new_threat || e.severity !== 'high' || !notifyWanted()) return;
+  const now = Date.now();
+  notified = notified.filter((t) => now - t < 60000);
+  if (notified.length >= NOTIFY_PER_MINUTE) return;
+  notified.push(now);
+  const n = new Notification(`High-severity threat: ${e.trail}`, {body: `${e.src_ip} → ${e.dst_ip}  ${e.info}`,
+    tag: e.threat});
+  n.onclick = () => {
+    window.focus();
+    handlers.onPivot([token('src', e.src_ip), token('trail', e.trail)]);
+  };
+}
+
+function showNotifyState() {
+  $('notify-btn').setAttribute('aria-pressed', String(notifyWanted()));
+}
+
+async function toggleNotify() {
+  if (!('Notification' in window)) {
+    setState('this browser has no desktop notifications', 'warn');
+    return;
+  }
+  if (localStorage.getItem('mt.notify') === 'on') {
+    localStorage.setItem('mt.notify', 'off');
+  } else {
+    const answer = Notification.permission === 'granted' ? 'granted' : await Notification.requestPermission();
+    localStorage.setItem('mt.notify', answer === 'granted' ? 'on' : 'off');
+    if (answer !== 'granted') setState('notifications refused by the browser', 'warn');
+  }
+  showNotifyState();
 }
 
 function connect() {
@@ -112,6 +154,8 @@ export function resetLiveCounter() {
 export function initLive(options) {
   handlers = options;
   $('live-btn').addEventListener('click', () => (isLive() ? stopLive(true) : startLive(true)));
+  $('notify-btn').addEventListener('click', toggleNotify);
+  showNotifyState();
 }
 
 export function liveWanted() {

@@ -2,10 +2,18 @@
 // building tokens from clicked values, negating them. The server parses and validates `q`.
 
 export const FIELDS = ['src', 'dst', 'ip', 'port', 'proto', 'type', 'trail', 'info', 'sev', 'sensor', 'ref', 'status',
-  'suppressed'];
+  'count', 'tag', 'suppressed'];
 
-/** Space-separated tokens; double quotes group spaces and may start mid-token (info:"a b"). */
+/** Whether `text` has OR or parentheses outside quotes: such an expression stays one chip. */
+function isExpression(text) {
+  const bare = text.replace(/"(?:[^"]|"")*"/g, '""');
+  return /(^|\s)(OR|\|\|)(\s|$)|[()]/.test(bare);
+}
+
+/** Space-separated tokens; double quotes group spaces and may start mid-token (info:"a b").
+ * An expression with OR or parentheses is kept whole (the server parses it). */
 export function tokenize(text) {
+  if (isExpression(text)) return [text.trim()];
   const tokens = [];
   let current = '';
   let quoted = false;

@@ -58,14 +58,23 @@ function value(field, text, cls) {
   return h('span', {class: ['val', cls], dataset: {field, value: String(text)}, text: String(text)});
 }
 
+/** Maltrail's "…": the distinct trails of a grouped threat, listed in the title. */
+export function moreValues(el, values) {
+  if (!values || values.length < 2) return el;
+  return h('span', {class: 'with-more'}, el, h('span', {class: 'more-values', title: values.join('\n'),
+    'aria-label': `${values.length} distinct trails`, text: ` …${values.length}`}));
+}
+
 function cell(threat, key, field, day) {
   const v = threat[key];
   switch (key) {
     case 'severity':
       return h('span', {class: ['sev', `sev-${v}`], text: v || '?'});
     case 'status':
-      return h('span', {class: ['status', `st-${v || 'new'}`], title: threat.note || '', text: STATUS_LABELS[v] || 'New'},
-        threat.note ? h('span', {class: 'note-mark', 'aria-label': 'has a note', text: '✎'}) : null);
+      return h('span', {class: 'status-cell'},
+        h('span', {class: ['status', `st-${v || 'new'}`], title: threat.note || '', text: STATUS_LABELS[v] || 'New'},
+          threat.note ? h('span', {class: 'note-mark', 'aria-label': 'has a note', text: '✎'}) : null),
+        ...(threat.tags || []).map((t) => h('span', {class: ['tag', 'val'], dataset: {field: 'tag', value: t}, text: t})));
     case 'count':
       return num(v);
     case 'hourly':
@@ -78,6 +87,8 @@ function cell(threat, key, field, day) {
       return value(field, v, ['type-tag', typeClass(v)]);
     case 'reference':
       return h('span', {class: 'ref', title: v || '', text: v || ''});
+    case 'trail':
+      return moreValues(value(field, v), threat.values);
     default:
       return value(field, v);
   }
