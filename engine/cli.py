@@ -237,7 +237,7 @@ def _path(text: str | None) -> Path | None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from engine.demo import run_demo
 
-    return run_demo(Path(args.out), args.packets, args.workers, None if args.no_server else args.listen)
+    return run_demo(Path(args.out), args.packets, args.workers, None if args.no_server else args.listen, args.mix)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo-out", help="directory for the capture, trails and logs")
     p.add_argument("--packets", type=int, default=200_000)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--mix", choices=list(MIXES), default="mixed",
+                   help="background traffic mix (default: mixed; `unique`: every name, URL and SNI new)")
     p.add_argument("--no-server", action="store_true", help="do not start the dashboard after the replay")
     p.add_argument("--listen", default="127.0.0.1:8338", help="dashboard address (HOST:PORT)")
     p.set_defaults(func=cmd_demo)

@@ -87,15 +87,15 @@ def write_attacks(path: Path, start: float) -> int:
     return len(frames)
 
 
-def run_demo(out: Path, packets: int, workers: int, listen: str | None = None) -> int:
+def run_demo(out: Path, packets: int, workers: int, listen: str | None = None, mix: str = "mixed") -> int:
     out.mkdir(parents=True, exist_ok=True)
     capture = out / "demo.pcap"
     index = out / "demo-trails.mtidx"
     logs = out / "logs"
     shutil.rmtree(logs, ignore_errors=True)
     # Stamped a few minutes ago, so that the dashboard's default view (today) shows the replay.
-    info = mixed_capture(capture, packets, seed=7, trail_ips=DEMO_TRAIL_IPS, start=time.time() - 300)
-    print(f"generated {capture}: {info['packets']} packets, {info['bytes']} bytes")
+    info = mixed_capture(capture, packets, seed=7, trail_ips=DEMO_TRAIL_IPS, start=time.time() - 300, mix=mix)
+    print(f"generated {capture}: {info['packets']} packets of the {mix} mix, {info['bytes']} bytes")
     attacks = out / "demo-attacks.pcap"
     print(f"generated {attacks}: {write_attacks(attacks, time.time() - 240)} packets of an attack scenario")
     meta = build_index_file([str(data_file("demo_trails.csv"))], index)

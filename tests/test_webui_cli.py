@@ -73,6 +73,18 @@ def test_demo_without_server_exits(tmp_path: Path) -> None:
     assert not any(r[8].endswith(".example") for r in rows)
 
 
+def test_demo_with_the_unique_mix(tmp_path: Path) -> None:
+    """`--mix unique`: the background traffic has every name, URL and SNI new; the scenario's events
+    are there all the same."""
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "demo", "--out", str(tmp_path / "demo"), "--mix",
+                           "unique", "--packets", "5000", "--no-server"], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "packets of the unique mix" in done.stdout
+    rows = [r for f in sorted((tmp_path / "demo" / "logs").glob("*.log"))
+            for r in csv.reader(f.open(newline=""), delimiter=" ", quotechar='"') if len(r) == 11]
+    assert {r[7] for r in rows} >= {"IP", "DNS", "URL", "UA"}
+
+
 def test_user_commands(tmp_path: Path) -> None:
     users = tmp_path / "users.json"
 
