@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from webui.auth import UserStore
-from webui.severity import Severity
+from engine.severity import Severity
 from webui.store import Ingester
 
 EVENTS = 1_000_000

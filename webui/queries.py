@@ -18,7 +18,7 @@ from typing import Any
 
 from webui.netaddr import Scope
 from webui.search import Query
-from webui.severity import NAMES
+from engine.severity import NAMES
 from webui.store import HOURS
 
 SORTS = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from webui.netaddr import NetworkError, parse_network
-from webui.severity import LEVELS
+from engine.severity import LEVELS
 
 MAX_QUERY = 1024
 MAX_TOKENS = 32

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.config import ConfigError, SensorConfig, ServerConfig
-from webui.severity import Severity, compile_rule
+from engine.severity import Severity, compile_rule
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 

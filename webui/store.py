@@ -26,7 +26,7 @@ from pathlib import Path
 
 from webui.logparse import ParsedEvent, TimeParser, parse_lines
 from webui.netaddr import in_range_text, in_scope_text, ip_key
-from webui.severity import Severity
+from engine.severity import Severity
 
 SCHEMA_VERSION = "2"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
