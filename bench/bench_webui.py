@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from webui.auth import UserStore
 from engine.severity import Severity
+from webui.auth import UserStore
 from webui.store import Ingester
 
 EVENTS = 1_000_000

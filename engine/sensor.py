@@ -30,7 +30,8 @@ from engine.config import ConfigError, HeuristicSettings, SensorConfig
 from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
-from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
+from engine.livestats import CaptureSource, StatusError, index_line, output_lines, read_status, report_line
+from engine.outputs.spec import EventSettings
 from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
 from engine.processes import process_context, start_process_server
 from engine.reload import Reloader, TrailSource, stage
@@ -94,6 +95,7 @@ class Summary:
             f"  events       {self.status['events_written']} written, {self.status['events_suppressed']} "
             f"collapsed as duplicates, {self.status['events_whitelisted']} whitelisted, "
             f"{self.status['events_ignored']} ignored",
+            *output_lines(self.status),
             f"  malformed    {c.get('malformed', 0)}",
             index_line(self.status.get("index")),
             f"  wall time    {self.wall_seconds:.3f} s (startup {self.startup_seconds:.3f} s)",
@@ -177,6 +179,11 @@ def detection_settings(cfg: SensorConfig) -> DetectionSettings:
     muted = set(cfg.disabled_heuristics)
     return DetectionSettings(cfg.use_heuristics, cfg.check_missing_host, cfg.check_host_domains,
                              "long_domain" not in muted, "web_scanning" not in muted)
+
+
+def event_settings(cfg: SensorConfig) -> EventSettings:
+    return EventSettings(tuple(cfg.outputs), tuple(cfg.severity_rules), not cfg.disable_local_log,
+                         cfg.ignore_events_regex)
 
 
 def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
@@ -382,7 +389,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             procs.append(ctx.Process(target=entry.aggregator, name="aggregator", args=(
                 generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
                 str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source,
-                detection_settings(cfg))))
+                detection_settings(cfg), event_settings(cfg))))
             if interface:  # opened before the children start: a capture error is reported at once, and
                 # nothing they publish (the status file) precedes the open capture, now that they start quickly
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.eventlog import DailyLog, format_event
+from engine.severity import HIGH, LOW, MEDIUM, Severity
 from webui.auth import Sessions, Throttle, client_bucket, hash_password, sanitize, verify_password
 from webui.logparse import parse_line, parse_lines
 from webui.netaddr import Scope, in_range_text, ip_key, parse_network
 from webui.search import SearchError, compile_query, tokenize
-from engine.severity import HIGH, LOW, MEDIUM, Severity
 from webui.store import Ingester, Readers
 
 T0 = int(time.mktime((2024, 5, 6, 7, 8, 9, 0, 0, -1)))

@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from engine.severity import NAMES
 from webui.netaddr import Scope
 from webui.search import Query
-from engine.severity import NAMES
 from webui.store import HOURS
 
 SORTS = {

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from webui.netaddr import NetworkError, parse_network
 from engine.severity import LEVELS
+from webui.netaddr import NetworkError, parse_network
 
 MAX_QUERY = 1024
 MAX_TOKENS = 32
