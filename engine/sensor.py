@@ -268,11 +268,7 @@ class Supervisor:
         deadline = time.monotonic() + grace
         for p in self.procs:
             p.join(max(0.0, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                p.terminate()
-        for p in self.procs:
-            p.join(1.0)
+        for p in self.procs:  # children ignore SIGTERM (the sensor decides how they stop): SIGKILL
             if p.is_alive():
                 p.kill()
                 p.join()
@@ -455,13 +451,9 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                 shared.close()
         for ring in rings:
             ring.close()
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
+        for p in procs:  # still running only on a failure: they ignore SIGTERM, so SIGKILL
             with contextlib.suppress(Exception):
-                p.join(2.0)
                 if p.is_alive():
                     p.kill()
-                    p.join(1.0)
+                p.join(2.0)
         owner.unlink_all()
