@@ -81,6 +81,7 @@ class EventPipeline:
     ignored: int = 0
     ignored_regex: int = 0
     whitelisted: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
 
     pending: list[Event] = field(default_factory=list)
 
@@ -99,6 +100,8 @@ class EventPipeline:
         """One write per batch and day; then the outputs' queues."""
         if self.pending:
             self.written += self.log.write(self.pending) if self.log is not None else len(self.pending)
+            for ev in self.pending:
+                self.by_type[ev[7]] = self.by_type.get(ev[7], 0) + 1
             if self.outputs is not None:
                 self.outputs.submit(self.pending)
             self.pending.clear()
@@ -239,6 +242,7 @@ def run_aggregator(
             "events_suppressed": pipeline.throttle.suppressed,
             "events_ignored": pipeline.ignored,
             "events_ignored_regex": pipeline.ignored_regex,
+            "events_by_type": dict(pipeline.by_type),
             "local_log": pipeline.log is not None,
             "outputs": pipeline.outputs.stats() if pipeline.outputs is not None else [],
             "events_whitelisted": pipeline.whitelisted,

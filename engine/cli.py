@@ -59,7 +59,7 @@ def _config(args: argparse.Namespace) -> SensorConfig:
 def cmd_sensor(args: argparse.Namespace) -> int:
     start_process_server()  # imports what the workers need while this process imports the rest
     cfg = _config(args)
-    for name in ("trails", "log_dir", "workers", "bpf", "snaplen"):
+    for name in ("trails", "log_dir", "workers", "bpf", "snaplen", "metrics"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-line report every SECONDS (default: [sensor] report_seconds live, none for replays)")
     p.add_argument("--rate", type=float, metavar="PPS",
                    help="replay the files as a busy link: PPS packets/s, a full ring drops (as live)")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.set_defaults(func=cmd_sensor)
 
     p = sub.add_parser("status", help="live counters of a running sensor (drops, rates, rings, workers)")

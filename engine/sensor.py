@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
-from engine.config import ConfigError, HeuristicSettings, SensorConfig
+from engine.config import ConfigError, HeuristicSettings, SensorConfig, listen_address
 from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
@@ -42,6 +42,9 @@ from shm.segments import SegmentOwner
 from workers import entry
 from workers.batch import SUPPORTED_LINKTYPES, linktype_name
 from workers.settings import DetectionSettings
+
+if TYPE_CHECKING:
+    from engine.metrics import MetricsServer
 
 RESULT_SLOTS = 8
 RESULT_SLOT_BYTES = 1 << 20
@@ -274,6 +277,19 @@ class Supervisor:
                 p.join()
 
 
+def start_metrics(cfg: SensorConfig, status_path: Path) -> MetricsServer | None:
+    """The Prometheus endpoint of `[sensor] metrics` (prometheus_client imported only then)."""
+    if not cfg.metrics:
+        return None
+    from engine.metrics import MetricsServer
+
+    host, port = listen_address(cfg.metrics, "[sensor] metrics")
+    try:
+        return MetricsServer(host, port, status_path)
+    except OSError as exc:
+        raise ConfigError(f"[sensor] metrics: cannot listen on {cfg.metrics}: {exc.strerror or exc}") from None
+
+
 def _linktype_text(linktype: int) -> str:
     name = linktype_name(linktype)
     return f"{linktype} ({name})" if name else str(linktype)
@@ -349,6 +365,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
         raise ConfigError(f"[sensor] log_dir: cannot create {log_dir}: {exc.strerror}") from None
     status_path = Path(cfg.status_file) if cfg.status_file else log_dir / "sensor-status.json"
     ignore_files = ([str(data_file("ignore_events.txt"))] if cfg.default_ignore else []) + list(cfg.ignore)
+    metrics = start_metrics(cfg, status_path)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     hangups: list[int] = []  # SIGHUP while starting: acted on once the reloader exists
     previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
@@ -440,6 +457,8 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             return Summary(status, wall, capture_started - started, dispatcher.dropped, kernel, interrupted,
                            dispatcher.packets, offered_pps)
     finally:
+        if metrics is not None:
+            metrics.close()
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGHUP, previous_hup)
         if reloader is not None:
