@@ -230,6 +230,12 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from engine.selftest import run_selftest
+
+    return run_selftest(_config_path(args), args.interface)
+
+
 def _path(text: str | None) -> Path | None:
     return Path(text).expanduser() if text else None
 
@@ -320,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-bundle", dest="from_bundle", metavar="FILE",
                    help="build from a bundle written by --bundle, with no network")
     p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("selftest", help="preflight: configuration, index, capture rights, log directory, "
+                       "outputs, then a canary event through the full pipeline (exit 0 only if all pass)")
+    p.add_argument("-c", "--config", help="configuration file (default: ./maltrail.toml if present)")
+    p.add_argument("-i", "--interface", help="check capture rights on this interface (default: [sensor] interface)")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("demo", help="generate traffic and replay it through the full pipeline")
     p.add_argument("--out", default="demo-out", help="directory for the capture, trails and logs")
