@@ -197,11 +197,12 @@ def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
         dns_exhaustion_threshold=cfg.dns_exhaustion_threshold, nxdomain_threshold=cfg.nxdomain_threshold)
 
 
-def _build_index(specs: list[str], out: Path, whitelist: list[Path], default_whitelist: bool) -> None:
+def _build_index(specs: list[str], out: Path, cfg: SensorConfig) -> None:
     """The trail compiler is imported only to build: a prebuilt index starts without it."""
     from engine.index.build import build_index_file
 
-    build_index_file(specs, out, whitelist, default_whitelist)
+    build_index_file(specs, out, [Path(w) for w in cfg.whitelist], cfg.default_whitelist,
+                     disabled_info_regex=cfg.disabled_trails_info_regex)
 
 
 def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] | None = None) -> Path:
@@ -223,10 +224,14 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     out = workdir / "trails.mtidx"
     if not is_index_file(path):
         specs = [f"custom:{d}" for d in custom] + [str(path)]  # Maltrail's order: custom first
-        _build_index(specs, out, whitelist, cfg.default_whitelist)
+        _build_index(specs, out, cfg)
         return out
     meta = read_meta(path)
     diffs = differences(meta.get("provenance"), describe(whitelist, cfg.default_whitelist, custom))
+    recorded = meta.get("disabled_trails_info_regex", "")
+    if recorded != cfg.disabled_trails_info_regex:
+        diffs.append(f"disabled_trails_info_regex {recorded!r} in the index, {cfg.disabled_trails_info_regex!r} "
+                     "configured")
     if not diffs:
         return path
     specs = [str(s) for s in meta.get("sources", [])]
@@ -240,7 +245,7 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     known = {s for s in specs if s.startswith("custom:")}
     extra = [f"custom:{d.resolve()}" for d in custom if f"custom:{d.resolve()}" not in known]
     ordered = [s for s in specs if s.startswith("custom:")] + extra + [s for s in specs if not s.startswith("custom:")]
-    _build_index(ordered, out, whitelist, cfg.default_whitelist)
+    _build_index(ordered, out, cfg)
     if say is not None:
         say(f"{path} was built with other settings ({'; '.join(diffs)}): rebuilt from its sources "
             "with the configured ones for this run")
