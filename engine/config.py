@@ -211,6 +211,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Never in /api/blocklist: loopback, private, link-local (Maltrail's FAIL2BAN_ALLOWLIST idea).
+DEFAULT_BLOCKLIST_ALLOWLIST = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                               "::1/128", "fc00::/7", "fe80::/10")
+
+
 @dataclass
 class ServerConfig:
     """`[server]`: the web dashboard (`maltrail server`). Empty paths fall back as documented."""
@@ -229,6 +234,8 @@ class ServerConfig:
     hunt_budget_seconds: int = 10
     max_live_streams: int = 32
     severity_rules: list[dict[str, str]] = field(default_factory=list)
+    tokens: str = ""
+    blocklist_allowlist: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKLIST_ALLOWLIST))
 
 
 _SERVER_LIMITS: dict[str, tuple[float, float]] = {

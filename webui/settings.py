@@ -31,6 +31,8 @@ class Settings:
     hunt_budget_seconds: float
     max_live_streams: int
     severity: Severity
+    tokens: Path
+    blocklist_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
 
     @property
     def tls(self) -> bool:
@@ -71,6 +73,12 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         if not name or len(name) > 253 or any(c in name for c in "/ :@") and not _is_v6(name):
             raise ConfigError(f"[server] allowed_hosts: {name!r} is not a host name or address")
         hosts.add(name.lower().strip("[]"))
+    allowlist = []
+    for text in server.blocklist_allowlist:
+        try:
+            allowlist.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"[server] blocklist_allowlist: {text!r} is not an address or CIDR") from None
     rules = []
     for i, rule in enumerate(server.severity_rules):
         try:
@@ -92,6 +100,8 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         hunt_budget_seconds=float(server.hunt_budget_seconds),
         max_live_streams=server.max_live_streams,
         severity=Severity(rules),
+        tokens=Path(server.tokens).expanduser() if server.tokens else index_dir / "tokens.json",
+        blocklist_allowlist=tuple(allowlist),
     )
 
 
