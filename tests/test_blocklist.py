@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from webui_support import PASSWORDS, Client, add_user, logged_in, start_server
@@ -131,3 +136,64 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(env: dict) -> None:
     assert _get(env, "/api/blocklist", temp)[0] == 401
     bad = _maltrail("token", "add", "x", "--scope", "everything", "--log-dir", str(env["logs"]))
     assert bad.returncode == 2 and "'everything' is not a scope" in bad.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
+
+
+def _example_env(env: dict, tmp_path: Path) -> dict[str, str]:
+    token_file = tmp_path / "token"
+    token_file.write_text(env["tokens"]["fail2ban"] + "\n")
+    return {**os.environ, "MALTRAIL_URL": env["server"].url.rstrip("/"), "MALTRAIL_TOKEN_FILE": str(token_file),
+            "MALTRAIL_SINCE": "24h"}
+
+
+def test_fail2ban_example_filter_bans_what_the_pull_logs(env: dict, tmp_path: Path) -> None:
+    if not (shutil.which("fail2ban-regex") and shutil.which("curl")):
+        pytest.skip("fail2ban (fail2ban-regex) and curl are needed (scripts/setup.sh installs them)")
+    log = tmp_path / "maltrail-blocklist.log"
+    done = subprocess.run([str(EXAMPLES / "fail2ban" / "maltrail-blocklist-pull")], capture_output=True, text=True,
+                          env={**_example_env(env, tmp_path), "MALTRAIL_BLOCKLIST_LOG": str(log)}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert len(log.read_text().splitlines()) == 4
+    done = subprocess.run(["fail2ban-regex", "--print-all-matched", str(log),
+                           str(EXAMPLES / "fail2ban" / "filter.d" / "maltrail-blocklist.conf")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"Lines: 4 lines, 0 ignored, 4 matched, 0 missed", done.stdout), done.stdout
+    for ip in ("198.51.100.20", "203.0.113.7", "203.0.113.50", "2001:db8::66"):
+        assert f"ban {ip}" in done.stdout
+
+
+@pytest.fixture()
+def namespace() -> Iterator[str]:
+    if not (shutil.which("nft") and shutil.which("ip") and shutil.which("curl")):
+        pytest.skip("nftables (nft), iproute2 and curl are needed (scripts/setup.sh installs them)")
+    name = f"mtnft{os.getpid() % 100000}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
+    if made.returncode != 0:
+        pytest.skip(f"network namespaces not permitted here (ip netns add: {made.stderr.strip()})")
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+def test_nftables_example_loads_the_blocklist_into_its_sets(env: dict, tmp_path: Path, namespace: str) -> None:
+    """In a network namespace of the test's own: the ruleset loads, the loader fills the sets."""
+    nft = ["ip", "netns", "exec", namespace, "nft"]
+    done = subprocess.run([*nft, "-f", str(EXAMPLES / "nftables" / "maltrail-blocklist.nft")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for _ in range(2):  # a second run replaces, never adds to, the sets
+        done = subprocess.run([str(EXAMPLES / "nftables" / "maltrail-nft-load")], capture_output=True, text=True,
+                              env={**_example_env(env, tmp_path), "NFT": " ".join(nft)}, timeout=60)
+        assert done.returncode == 0, done.stderr
+    elements = {}
+    for family in ("blocklist4", "blocklist6"):
+        listed = subprocess.run([*nft, "-j", "list", "set", "inet", "maltrail", family], capture_output=True,
+                                text=True, timeout=60, check=True)
+        (entry,) = [x["set"] for x in json.loads(listed.stdout)["nftables"] if "set" in x]
+        elements[family] = sorted(entry.get("elem", []))
+    assert elements == {"blocklist4": ["198.51.100.20", "203.0.113.50", "203.0.113.7"],
+                        "blocklist6": ["2001:db8::66"]}
