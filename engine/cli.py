@@ -230,6 +230,24 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_import(args: argparse.Namespace) -> int:
+    from engine.migrate import import_config, render, report_lines
+
+    imported = import_config(Path(args.source))
+    text = render(imported)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise ConfigError(f"{out}: exists (--force replaces it)")
+        out.write_text(text)
+        print("\n".join(report_lines(imported)))
+        print(f"written: {out}")
+    else:
+        print(text, end="")
+        print("\n".join(report_lines(imported)), file=sys.stderr)
+    return 0
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     from engine.selftest import run_selftest
 
@@ -326,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-bundle", dest="from_bundle", metavar="FILE",
                    help="build from a bundle written by --bundle, with no network")
     p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("import", help="translate a Maltrail maltrail.conf; every option is reported as mapped, "
+                        "n/a (with why) or unsupported")
+    c.add_argument("source", metavar="MALTRAIL_CONF")
+    c.add_argument("-o", "--out", metavar="TOML", help="write the TOML here (default: standard output, the "
+                   "report then goes to standard error)")
+    c.add_argument("--force", action="store_true", help="replace an existing --out file")
+    c.set_defaults(func=cmd_config_import)
 
     p = sub.add_parser("selftest", help="preflight: configuration, index, capture rights, log directory, "
                        "outputs, then a canary event through the full pipeline (exit 0 only if all pass)")
