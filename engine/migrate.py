@@ -187,7 +187,8 @@ def _disabled_heuristics(imp: Imported, option: str, value: str) -> None:
     names = [n.strip() for n in value.split(",") if n.strip()]
     unknown = [n for n in names if n not in HEURISTIC_NAMES]
     if unknown:
-        imp.unsupported(option, f"heuristics not known here: {', '.join(unknown)} (known: {', '.join(HEURISTIC_NAMES)})")
+        imp.unsupported(option, f"heuristics not known here: {', '.join(unknown)} "
+                        f"(known: {', '.join(HEURISTIC_NAMES)})")
     if [n for n in names if n in HEURISTIC_NAMES]:
         imp.set(option, "sensor", "disabled_heuristics", [n for n in names if n in HEURISTIC_NAMES])
 
