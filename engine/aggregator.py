@@ -29,7 +29,7 @@ from engine.index.generations import GenerationSpec, GenerationUser
 from engine.index.mapped import TrailIndex
 from engine.ipaddr import Addr
 from engine.livestats import CaptureSource, CaptureStatus
-from engine.outputs.runner import Outputs
+from engine.outputs.process import OutputFeed
 from engine.outputs.spec import EventSettings
 from engine.proctree import pid_alive
 from engine.quicstreams import QuicStreams
@@ -73,7 +73,7 @@ class EventPipeline:
     index: TrailIndex
     ignore: IgnoreRules
     log: DailyLog | None
-    outputs: Outputs | None = None
+    outputs: OutputFeed | None = None
     ignore_regex: re.Pattern[str] | None = None
     sensor: str = ""
     throttle: Throttle = field(default_factory=Throttle)
@@ -207,7 +207,7 @@ def run_aggregator(
     pipeline = EventPipeline(
         user.open(generation), IgnoreRules.from_files([Path(p) for p in ignore_files]),
         DailyLog(Path(log_dir), sensor_name) if event_settings.local_log else None,
-        Outputs(event_settings.outputs, sensor_name, list(event_settings.severity_rules)),
+        OutputFeed(event_settings) if event_settings.feed is not None else None,
         re.compile(event_settings.ignore_regex, re.IGNORECASE) if event_settings.ignore_regex else None, sensor_name)
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops

@@ -13,6 +13,7 @@ when its source changes, on SIGHUP, or when asked (`engine/reload.py`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -31,6 +32,7 @@ from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, index_line, output_lines, read_status, report_line
+from engine.outputs import entry as outputs_entry
 from engine.outputs.spec import EventSettings
 from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
 from engine.processes import process_context, start_process_server
@@ -404,10 +406,17 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                 procs.append(ctx.Process(target=entry.worker, name=f"worker-{w}",
                                          args=(w, generations, in_specs[w], out_specs[w], me, ready,
                                                detection_settings(cfg))))
+            events = event_settings(cfg)
+            if cfg.outputs:  # encoding and sending in a process of their own (engine/outputs/process.py)
+                feed = create_ring(owner, "outputs", outputs_entry.FEED_SLOTS, outputs_entry.FEED_SLOT_BYTES)
+                stats_in, stats_out = ctx.Pipe(duplex=False)
+                procs.append(ctx.Process(target=outputs_entry.outputs, name="outputs",
+                                         args=(feed, events, cfg.sensor_name, stats_out, me, ready)))
+                events = dataclasses.replace(events, feed=feed, stats=stats_in)
             procs.append(ctx.Process(target=entry.aggregator, name="aggregator", args=(
                 generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
                 str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source,
-                detection_settings(cfg), event_settings(cfg))))
+                detection_settings(cfg), events)))
             if interface:  # opened before the children start: a capture error is reported at once, and
                 # nothing they publish (the status file) precedes the open capture, now that they start quickly
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,

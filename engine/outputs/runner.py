@@ -74,6 +74,7 @@ class OutputWorker:
         # sending side
         self.sent = self.failed = self.retries = self.abandoned = 0
         self.retrying = False
+        self._failures = 0  # consecutive failed deliveries
         self.last_error = ""
         self._closing = threading.Event()
         self._abort = threading.Event()
@@ -115,7 +116,11 @@ class OutputWorker:
             transport.close()
 
     def _deliver(self, transport: Any, data: bytes, count: int) -> None:
-        """Send `data` (`count` events), retrying with back-off; counted as sent or failed."""
+        """Send `data` (`count` events), retrying with back-off; counted as sent or failed. After a
+        failure the next delivery waits too (growing up to BACKOFF_MAX, reset by a success), so a
+        dead receiver costs a few attempts a second, not a CPU spinning on refused connections."""
+        if self._failures:
+            self._abort.wait(min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX))
         for attempt in range(self.spec.retries + 1):
             if attempt:
                 self.retries += 1
@@ -132,8 +137,11 @@ class OutputWorker:
                 continue
             self.sent += count
             self.retrying = False
+            self._failures = 0
             return
         self.failed += count
+        self._failures += 1
+        self.retrying = not self._abort.is_set()
 
     def begin_close(self) -> None:
         """The thread stops once the queue is empty."""

@@ -8,10 +8,14 @@ with a message (never silently ignored), as is a protocol the type cannot speak.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from engine.config import ConfigError, listen_address
+
+if TYPE_CHECKING:
+    from shm.ring import RingSpec
 
 TYPES = ("syslog", "json", "webhook", "maltrail")
 SEVERITIES = ("low", "medium", "high")
@@ -160,3 +164,5 @@ class EventSettings:
     severity_rules: tuple[dict[str, str], ...] = ()
     local_log: bool = True
     ignore_regex: str = ""
+    feed: RingSpec | None = None  # into the outputs process (engine/outputs/process.py)
+    stats: Connection | None = None  # its counters, back to the aggregator
