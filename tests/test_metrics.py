@@ -63,8 +63,9 @@ def test_scrape_of_a_running_sensor(tmp_path: Path) -> None:
             except OSError:
                 time.sleep(0.1)
                 continue
-            if metrics.get("maltrail_events_total", {}).get((("type", "IP"),), 0) >= 100:
-                break
+            sent = metrics.get("maltrail_output_sent_events_total", {}).get((("output", "ecs"), ("type", "json")), 0)
+            if metrics.get("maltrail_events_total", {}).get((("type", "IP"),), 0) >= 100 and sent >= 100:
+                break  # the outputs' counters come a second or two behind the events
             time.sleep(0.2)
         status = json.loads((tmp_path / "logs" / "sensor-status.json").read_text())
     finally:

@@ -6,11 +6,13 @@ outputs held a replay to 12 % of its packets/s (bench/bench_outputs.py). The agg
 each batch's logged events into a shared-memory ring without waiting; a full ring (the outputs
 process starved of CPU) drops that batch for every output and counts it. Inside, each output keeps
 its own bounded queue (runner.py), so one dead receiver costs only its own events. Counters come
-back to the aggregator over a pipe, every second and once more, final, after the drain.
+back to the aggregator over a pipe, every second and once more, final, after the drain. The
+process runs at a lower CPU priority: on a saturated machine forwarding yields to detection.
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 import time
 from collections.abc import Sequence
@@ -25,11 +27,13 @@ from engine.proctree import pid_alive
 from shm.ring import FLAG_EOF, Ring, RingSpec
 
 STATS_SECONDS = 1.0
+NICENESS = 10  # below the capture, the workers and the aggregator: detection and the log come first
 
 
 def run_outputs(feed: RingSpec, settings: EventSettings, sensor: str, stats: Connection, parent_pid: int,
                 ready: Semaphore) -> None:
     """Until the aggregator's end-of-feed: submit each batch to every output; then drain them."""
+    os.nice(NICENESS)
     ring = Ring(feed)
     outputs = Outputs(settings.outputs, sensor, list(settings.severity_rules))
     ready.release()

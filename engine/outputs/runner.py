@@ -8,10 +8,10 @@ output does can stall the pipeline or the daily log. At the end of a run each ou
 
 from __future__ import annotations
 
-import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,7 +68,10 @@ class OutputWorker:
         self.encode = encoder(spec, sensor)
         self.min_level = LEVELS[spec.min_severity]
         self.throttle = WindowThrottle(spec.throttle_seconds if spec.type == "webhook" else 0)
-        self.queue: queue.Queue[tuple[Event, int]] = queue.Queue(spec.queue_size)
+        # A deque: append and popleft are atomic, so the offering side pays a length check and an
+        # append per event, no lock (a full queue is the common case while a receiver is down).
+        self.queue: deque[tuple[Event, int]] = deque()
+        self._wake = threading.Event()
         # offer() side
         self.filtered = self.throttled = self.dropped_full = 0
         # sending side
@@ -87,30 +90,35 @@ class OutputWorker:
             self.filtered += 1
         elif not self.throttle.admit(event):
             self.throttled += 1
+        elif len(self.queue) >= self.spec.queue_size:
+            self.dropped_full += 1
         else:
+            self.queue.append((event, level))
+            if not self._wake.is_set():
+                self._wake.set()
+
+    def _take(self, most: int) -> list[tuple[Event, int]]:
+        items = []
+        pop = self.queue.popleft
+        while len(items) < most:
             try:
-                self.queue.put_nowait((event, level))
-            except queue.Full:
-                self.dropped_full += 1
+                items.append(pop())
+            except IndexError:
+                break
+        return items
 
     def _run(self) -> None:
         transport = transport_for(self.spec)
         try:
             while not self._abort.is_set():
-                try:
-                    items = [self.queue.get(timeout=0.05)]
-                except queue.Empty:
+                items = self._take(BATCH_MAX if self.batching else 1)
+                if not items:
                     if self._closing.is_set():
                         return
+                    self._wake.clear()
+                    if not self.queue:  # an offer between the take and the clear set it again
+                        self._wake.wait(0.05)
                     continue
-                if not self.batching:
-                    self._deliver(transport, self.encode(*items[0]), 1)
-                    continue
-                while len(items) < BATCH_MAX:
-                    try:
-                        items.append(self.queue.get_nowait())
-                    except queue.Empty:
-                        break
                 self._deliver(transport, b"".join(self.encode(ev, level) for ev, level in items), len(items))
         finally:
             transport.close()
@@ -146,14 +154,15 @@ class OutputWorker:
     def begin_close(self) -> None:
         """The thread stops once the queue is empty."""
         self._closing.set()
+        self._wake.set()
 
     def close(self, deadline: float) -> None:
         """Let the thread empty the queue until `deadline` (monotonic), then stop it."""
-        self._closing.set()
+        self.begin_close()
         self._thread.join(max(0.0, deadline - time.monotonic()))
         self._abort.set()
         self._thread.join()
-        self.abandoned += self.queue.qsize()
+        self.abandoned += len(self.queue)
         self.retrying = False
 
     def stats(self) -> dict[str, Any]:
@@ -161,7 +170,7 @@ class OutputWorker:
         return {"name": self.spec.name, "type": self.spec.type, "target": self.spec.target, "sent": self.sent,
                 "dropped": dropped, "dropped_queue_full": self.dropped_full, "failed": self.failed,
                 "abandoned_at_exit": self.abandoned, "retrying": self.retrying, "retries": self.retries,
-                "queued": self.queue.qsize(), "queue_size": self.spec.queue_size, "filtered": self.filtered,
+                "queued": len(self.queue), "queue_size": self.spec.queue_size, "filtered": self.filtered,
                 "throttled": self.throttled, "last_error": self.last_error}
 
 
