@@ -35,18 +35,22 @@ def tls_context(spec: OutputSpec) -> ssl.SSLContext:
     return context
 
 
-class DatagramTransport:
-    def __init__(self, host: str, port: int) -> None:
-        self.address = (host, port)
-        self._sock: socket.socket | None = None
+class _SocketTransport:
+    """Connects on first use; a failed write closes the socket, so the next send reconnects."""
+
+    _sock: socket.socket | None = None
+
+    def _connect(self) -> socket.socket:
+        raise NotImplementedError
+
+    def _write(self, sock: socket.socket, data: bytes) -> None:
+        sock.sendall(data)
 
     def send(self, data: bytes) -> None:
         if self._sock is None:
-            info = socket.getaddrinfo(*self.address, type=socket.SOCK_DGRAM)[0]
-            self._sock = socket.socket(info[0], socket.SOCK_DGRAM)
-            self._sock.connect(info[4])  # a refused port then shows as ECONNREFUSED on a later send
+            self._sock = self._connect()
         try:
-            self._sock.send(data)
+            self._write(self._sock, data)
         except OSError:
             self.close()
             raise
@@ -57,35 +61,37 @@ class DatagramTransport:
             self._sock = None
 
 
-class StreamTransport:
+class DatagramTransport(_SocketTransport):
+    def __init__(self, host: str, port: int) -> None:
+        self.address = (host, port)
+
+    def _connect(self) -> socket.socket:
+        info = socket.getaddrinfo(*self.address, type=socket.SOCK_DGRAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_DGRAM)
+        sock.connect(info[4])  # a refused port then shows as ECONNREFUSED on a later send
+        return sock
+
+    def _write(self, sock: socket.socket, data: bytes) -> None:
+        sock.send(data)
+
+
+class StreamTransport(_SocketTransport):
     """TCP, or TLS over TCP with `context`."""
 
     def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext | None = None,
                  server_name: str = "") -> None:
         self.address, self.timeout, self.context = (host, port), timeout, context
         self.server_name = server_name or host
-        self._sock: socket.socket | None = None
 
-    def send(self, data: bytes) -> None:
-        if self._sock is None:
-            sock = socket.create_connection(self.address, timeout=self.timeout)
-            if self.context is not None:
-                try:
-                    sock = self.context.wrap_socket(sock, server_hostname=self.server_name)
-                except OSError:
-                    sock.close()
-                    raise
-            self._sock = sock
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(self.address, timeout=self.timeout)
+        if self.context is None:
+            return sock
         try:
-            self._sock.sendall(data)
+            return self.context.wrap_socket(sock, server_hostname=self.server_name)
         except OSError:
-            self.close()
+            sock.close()
             raise
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 class FileTransport:
