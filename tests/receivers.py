@@ -227,18 +227,21 @@ def make_ca(folder: Path) -> TestCA:
 
 
 class WebhookReceiver(Receiver):
-    """HTTP server recording every POST body (JSON); `fail_first` answers 503 to that many first."""
+    """HTTP server recording every POST body (JSON); `fail_first` answers 503 to that many first,
+    `delay` holds every answer that many seconds."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, delay: float = 0.0) -> None:
         super().__init__()
         owner = self
-        self.fail_first = fail_first
+        self.fail_first, self.delay = fail_first, delay
         self.requests = 0
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 owner.requests += 1
+                if owner.delay:
+                    time.sleep(owner.delay)  # a receiver that hangs: the sender's timeout must fire
                 if owner.requests <= owner.fail_first:
                     self.send_response(503)
                 else:

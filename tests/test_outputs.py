@@ -18,6 +18,7 @@ import pytest
 from receivers import StreamReceiver, UdpReceiver, WebhookReceiver, make_ca, parse_cef, parse_syslog
 
 from engine import traffic as t
+from engine.cli import main
 from engine.config import ConfigError, sensor_config_from
 from engine.index.build import build_index_file
 from engine.outputs.formats import cef_message, community_id, ecs_document, maltrail_datagram
@@ -235,7 +236,20 @@ def test_webhook_retries_a_failing_receiver(tmp_path: Path) -> None:
     assert (o["sent"], o["retries"], o["dropped"]) == (2, 2, 0)
 
 
-def test_a_killed_receiver_loses_nothing_in_the_log_and_drops_are_counted(tmp_path: Path) -> None:
+def test_webhook_timeout_is_a_counted_failure(tmp_path: Path) -> None:
+    hook = WebhookReceiver(delay=2.0)
+    outputs = [{"type": "webhook", "name": "hook", "url": hook.url, "retries": 1, "timeout": 0.3,
+                "throttle_seconds": 0, "drain_seconds": 5}]
+    try:
+        summary = _sensor(tmp_path, outputs, _capture(tmp_path / "c.pcap", 1, 0))
+    finally:
+        hook.stop()
+    o = _by_name(summary)["hook"]
+    assert (o["sent"], o["failed"], o["retries"], o["dropped"]) == (0, 1, 1, 1)
+    assert "timed out" in o["last_error"]
+
+
+def test_a_killed_receiver_loses_nothing_in_the_log_and_drops_are_counted(tmp_path: Path, capsys) -> None:
     """Events arrive faster than the dead receiver's retries: its queue (10) fills, the rest are
     counted as dropped for that output only; the log and the other output get everything."""
     victim, survivor = StreamReceiver("lines"), StreamReceiver("lines")
@@ -259,6 +273,10 @@ def test_a_killed_receiver_loses_nothing_in_the_log_and_drops_are_counted(tmp_pa
     assert v["dropped"] > 0 and v["dropped_queue_full"] > 0
     # every event is accounted for: sent or counted as dropped
     assert v["sent"] + v["dropped"] == 20_000
+    assert main(["status", "--log-dir", str(tmp_path / "logs")]) == 1  # stopped
+    status = capsys.readouterr().out
+    assert f"output       victim (json to tcp://{victim.address}): {v['sent']:,} sent, {v['dropped']:,} dropped" \
+        in status
     # sent but never read: what the receiver's kernel took in before it died (TCP has no
     # application acknowledgement), at most one write of BATCH_MAX events in flight plus the queue
     assert 0 <= v["sent"] - len(victim.got) <= BATCH_MAX + 10
