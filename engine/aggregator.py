@@ -283,6 +283,8 @@ def run_aggregator(
             now = time.monotonic()
             if now - last_status >= STATUS_SECONDS:
                 last_status = now
+                if pipeline.outputs is not None:
+                    pipeline.outputs.flush()  # events that found no free slot at their batch
                 _write_json(Path(status_path), status(False))
             if not got:
                 if not pid_alive(parent_pid):

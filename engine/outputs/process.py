@@ -27,6 +27,8 @@ from engine.proctree import pid_alive
 from shm.ring import FLAG_EOF, Ring, RingSpec
 
 STATS_SECONDS = 1.0
+PENDING_MAX = 50_000  # events waiting on the aggregator's side for a free slot, then counted as dropped
+CHUNK_EVENTS = 1024  # events per slot message (fewer if they do not fit)
 NICENESS = 10  # below the capture, the workers and the aggregator: detection and the log come first
 
 
@@ -57,8 +59,9 @@ def run_outputs(feed: RingSpec, settings: EventSettings, sensor: str, stats: Con
 
 
 class OutputFeed:
-    """Aggregator side: `submit` never waits; `stats` are the outputs process's latest counters
-    plus the batches this side could not hand over."""
+    """Aggregator side: `submit` never waits. Events the ring has no slot for wait here (up to
+    PENDING_MAX, then they are dropped and counted) and go with the next batch or status tick;
+    `stats` are the outputs process's latest counters plus what this side dropped."""
 
     def __init__(self, settings: EventSettings) -> None:
         assert settings.feed is not None and settings.stats is not None
@@ -66,23 +69,38 @@ class OutputFeed:
         self.conn = settings.stats
         self.names = [s.name for s in settings.outputs]
         self.drain_seconds = max((s.drain_seconds for s in settings.outputs), default=0.0)
+        self.pending: list[Event] = []
         self.backlog_dropped = 0
         self.latest: list[dict[str, Any]] = []
         self.closed = False
 
     def submit(self, events: Sequence[Event]) -> None:
-        data = pickle.dumps(list(events), pickle.HIGHEST_PROTOCOL)
-        if len(data) > self.ring.payload_bytes:  # split until each part fits one slot
-            half = len(events) // 2
-            self.submit(events[:half])
-            self.submit(events[half:])
-            return
-        off = self.ring.reserve(block=False)
-        if off is None:
-            self.backlog_dropped += len(events)
-            return
-        self.ring.buf[off:off + len(data)] = data
-        self.ring.publish(len(data))
+        room = PENDING_MAX - len(self.pending)
+        if len(events) > room:
+            self.backlog_dropped += len(events) - max(0, room)
+            events = events[:max(0, room)]
+        self.pending.extend(events)
+        self.flush()
+
+    def flush(self, block: bool = False) -> None:
+        """Hand pending events over, a slot's worth at a time, while slots are free (or, with
+        `block`, waiting for them: at the end of the run)."""
+        while self.pending:
+            off = self.ring.reserve(block=block, timeout=0.2 if block else None)
+            if off is None:
+                return
+            count = min(len(self.pending), CHUNK_EVENTS)
+            while True:
+                data = pickle.dumps(self.pending[:count], pickle.HIGHEST_PROTOCOL)
+                if len(data) <= self.ring.payload_bytes or count == 1:
+                    break
+                count //= 2
+            if len(data) > self.ring.payload_bytes:  # one event larger than a slot: never sendable
+                self.backlog_dropped += 1
+                data = pickle.dumps([], pickle.HIGHEST_PROTOCOL)
+            self.ring.buf[off:off + len(data)] = data
+            self.ring.publish(len(data))
+            del self.pending[:count]
 
     def _poll(self) -> bool:
         """Take every counter message waiting; True once the final one came."""
@@ -109,6 +127,10 @@ class OutputFeed:
         self.closed = True
         deadline = time.monotonic() + self.drain_seconds + 10.0
         try:
+            while self.pending and time.monotonic() < deadline:
+                self.flush(block=True)
+            self.backlog_dropped += len(self.pending)
+            self.pending.clear()
             while self.ring.reserve(block=True, timeout=0.2) is None:
                 if time.monotonic() > deadline:
                     return
