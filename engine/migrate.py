@@ -180,7 +180,8 @@ def _update_period(imp: Imported, option: str, value: str) -> None:
         return
     imp.set(option, "update", "period", value)
     imp.set(option, "update", "sensor_updates", int(value) > 0, "Maltrail's sensor updates its trails itself")
-    imp.tables["sensor"].setdefault("trails", "/var/lib/maltrail/trails.mtidx")
+    if "trails" not in imp.tables["sensor"]:
+        imp.set(option, "sensor", "trails", "/var/lib/maltrail/trails.mtidx", "the index the update writes")
 
 
 def _disabled_heuristics(imp: Imported, option: str, value: str) -> None:
