@@ -197,3 +197,11 @@ def test_nftables_example_loads_the_blocklist_into_its_sets(env: dict, tmp_path:
         elements[family] = sorted(entry.get("elem", []))
     assert elements == {"blocklist4": ["198.51.100.20", "203.0.113.50", "203.0.113.7"],
                         "blocklist6": ["2001:db8::66"]}
+
+
+def test_openapi_describes_the_token_paths(env: dict) -> None:
+    status, _, body = _get(env, "/api/openapi.json")
+    spec = json.loads(body)
+    assert spec["components"]["securitySchemes"]["token"] == {"type": "http", "scheme": "bearer"}
+    assert spec["paths"]["/api/blocklist"]["get"]["security"] == [{"token": []}]
+    assert {"token": []} in spec["paths"]["/api/status"]["get"]["security"]
