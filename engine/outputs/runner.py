@@ -19,7 +19,7 @@ from engine.eventlog import Event
 from engine.outputs.formats import cef_message, ecs_line, maltrail_datagram, syslog_frame, webhook_body
 from engine.outputs.spec import OutputSpec
 from engine.outputs.transports import PermanentError, transport_for
-from engine.severity import LEVELS, Severity
+from engine.severity import LEVELS, LOW, Severity
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 BATCH_MAX = 256  # events joined into one write on a stream or a file (one datagram each on UDP and HTTP)
@@ -94,6 +94,21 @@ class OutputWorker:
             self.dropped_full += 1
         else:
             self.queue.append((event, level))
+            if not self._wake.is_set():
+                self._wake.set()
+
+    def offer_batch(self, events: Sequence[Event], levels: Sequence[int]) -> None:
+        """`offer` for a batch; without a severity floor or a throttle, one slice for the batch
+        (a dead receiver's full queue then costs nothing per event)."""
+        if self.min_level > LOW or self.throttle.seconds:
+            for event, level in zip(events, levels, strict=True):
+                self.offer(event, level)
+            return
+        room = max(0, self.spec.queue_size - len(self.queue))
+        if room < len(events):
+            self.dropped_full += len(events) - room
+        if room:
+            self.queue.extend(zip(events[:room], levels[:room], strict=True))
             if not self._wake.is_set():
                 self._wake.set()
 
@@ -185,10 +200,9 @@ class Outputs:
         if not self.workers:
             return
         of = self.severity.of
-        for ev in events:
-            level = of(ev[7], ev[8], ev[9], ev[10])
-            for w in self.workers:
-                w.offer(ev, level)
+        levels = [of(ev[7], ev[8], ev[9], ev[10]) for ev in events]
+        for w in self.workers:
+            w.offer_batch(events, levels)
 
     def stats(self) -> list[dict[str, Any]]:
         return [w.stats() for w in self.workers]
