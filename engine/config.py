@@ -246,7 +246,7 @@ _SERVER_LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
-def _check_value(section: str, source: str, key: str, value: Any, declared: str,
+def check_value(section: str, source: str, key: str, value: Any, declared: str,
                  limits: dict[str, tuple[float, float]]) -> None:
     """Type (from the dataclass field) and range of one key, the error naming file, section and key."""
     expected = {"str": str, "int": int, "bool": bool, "float": float}.get(declared, list)
@@ -268,7 +268,7 @@ def server_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> S
             if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
                 raise ConfigError(f"{where}: expected a list of tables")
         else:
-            _check_value("server", source, key, value, declared, _SERVER_LIMITS)
+            check_value("server", source, key, value, declared, _SERVER_LIMITS)
         setattr(cfg, key, value)
     return cfg
 
@@ -335,7 +335,7 @@ def update_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> U
     cfg = UpdateConfig()
     for key, value, declared in _section_items(data, "update", UpdateConfig, source):
         where = f"{source}: [update] {key}"
-        _check_value("update", source, key, value, declared, _UPDATE_LIMITS)
+        check_value("update", source, key, value, declared, _UPDATE_LIMITS)
         if key == "period":
             try:
                 parse_period(value)

@@ -12,7 +12,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from engine.config import ConfigError, listen_address
+from engine.config import ConfigError, check_value, listen_address
 
 if TYPE_CHECKING:
     from shm.ring import RingSpec
@@ -79,22 +79,6 @@ class OutputSpec:
         return f"{self.protocol}://{self.address}"
 
 
-def _typed(where: str, key: str, value: Any, default: Any) -> Any:
-    expected = type(default)
-    if expected is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif expected is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, expected)
-    if not ok:
-        raise ConfigError(f"{where} {key}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
-    if key in _LIMITS and not _LIMITS[key][0] <= value <= _LIMITS[key][1]:
-        lo, hi = _LIMITS[key]
-        raise ConfigError(f"{where} {key}: {value} is out of range ({lo:g}..{hi:g})")
-    return float(value) if expected is float else value
-
-
 def output_spec(table: Any, position: int, source: str = "maltrail.toml") -> OutputSpec:
     """One `[[output]]` table (0-based `position`, for messages) -> spec, or ConfigError."""
     where = f"{source}: [[output]] #{position + 1}"
@@ -115,7 +99,8 @@ def output_spec(table: Any, position: int, source: str = "maltrail.toml") -> Out
         if key not in allowed:
             raise ConfigError(f"{where} {key}: does not apply to type = {kind!r} "
                               f"(it takes: {', '.join(sorted(allowed - {'type'}))})")
-        values[key] = _typed(where, key, value, defaults[key])
+        check_value(f"output #{position + 1}", source, key, value, type(defaults[key]).__name__, _LIMITS)
+        values[key] = float(value) if isinstance(defaults[key], float) else value
     where = f"{source}: [[output]] {values['name']!r}"
     if values.get("min_severity", "low") not in SEVERITIES:
         raise ConfigError(f"{where} min_severity: expected one of {', '.join(SEVERITIES)}")
