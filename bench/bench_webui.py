@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.severity import Severity
 from webui.auth import UserStore
-from webui.severity import Severity
 from webui.store import Ingester
 
 EVENTS = 1_000_000

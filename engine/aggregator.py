@@ -14,6 +14,7 @@ import heapq
 import json
 import os
 import pickle
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,12 +23,14 @@ from multiprocessing.synchronize import Semaphore
 from pathlib import Path
 from typing import Any
 
-from engine.eventlog import DailyLog, Event
+from engine.eventlog import DailyLog, Event, format_event
 from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.generations import GenerationSpec, GenerationUser
 from engine.index.mapped import TrailIndex
 from engine.ipaddr import Addr
 from engine.livestats import CaptureSource, CaptureStatus
+from engine.outputs.process import OutputFeed
+from engine.outputs.spec import EventSettings
 from engine.proctree import pid_alive
 from engine.quicstreams import QuicStreams
 from engine.trails.ignore import IgnoreRules
@@ -64,15 +67,21 @@ class Throttle:
 
 @dataclass
 class EventPipeline:
-    """ignore rules -> IP whitelist (not for DNS-type events) -> throttle -> daily log."""
+    """ignore rules -> ignore regex -> IP whitelist (not for DNS-type events) -> throttle -> daily log
+    (unless disabled) and outputs."""
 
     index: TrailIndex
     ignore: IgnoreRules
-    log: DailyLog
+    log: DailyLog | None
+    outputs: OutputFeed | None = None
+    ignore_regex: re.Pattern[str] | None = None
+    sensor: str = ""
     throttle: Throttle = field(default_factory=Throttle)
     written: int = 0
     ignored: int = 0
+    ignored_regex: int = 0
     whitelisted: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
 
     pending: list[Event] = field(default_factory=list)
 
@@ -80,16 +89,28 @@ class EventPipeline:
         for ev in events:
             if self.ignore.matches(ev[2], ev[3], ev[4], ev[5]):
                 self.ignored += 1
+            elif self.ignore_regex is not None and self.ignore_regex.search(format_event(ev, self.sensor)):
+                self.ignored_regex += 1
             elif ev[7] != "DNS" and (self.index.is_whitelisted_ip(ev[2]) or self.index.is_whitelisted_ip(ev[4])):
                 self.whitelisted += 1
             elif self.throttle.admit(ev):
                 self.pending.append(ev)
 
     def flush(self) -> None:
-        """One write per batch and day."""
+        """One write per batch and day; then the outputs' queues."""
         if self.pending:
-            self.written += self.log.write(self.pending)
+            self.written += self.log.write(self.pending) if self.log is not None else len(self.pending)
+            for ev in self.pending:
+                self.by_type[ev[7]] = self.by_type.get(ev[7], 0) + 1
+            if self.outputs is not None:
+                self.outputs.submit(self.pending)
             self.pending.clear()
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+        if self.outputs is not None:
+            self.outputs.close()
 
 
 class Counters:
@@ -177,13 +198,17 @@ def run_aggregator(
     heuristic_settings: HeuristicSettings,
     capture: CaptureSource,
     detection: DetectionSettings,
+    event_settings: EventSettings,
 ) -> None:
     user = GenerationUser(generations, "aggregator")
     generation = 1
     user.report(generation)
     reloads: dict[str, Any] = {"reloads": 0, "reload_failures": 0, "last_reload_at": None, "last_reload_error": None}
-    pipeline = EventPipeline(user.open(generation), IgnoreRules.from_files([Path(p) for p in ignore_files]),
-                             DailyLog(Path(log_dir), sensor_name))
+    pipeline = EventPipeline(
+        user.open(generation), IgnoreRules.from_files([Path(p) for p in ignore_files]),
+        DailyLog(Path(log_dir), sensor_name) if event_settings.local_log else None,
+        OutputFeed(event_settings) if event_settings.feed is not None else None,
+        re.compile(event_settings.ignore_regex, re.IGNORECASE) if event_settings.ignore_regex else None, sensor_name)
     rings = [Ring(s) for s in out_specs]
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
@@ -216,6 +241,10 @@ def run_aggregator(
             "events_written": pipeline.written,
             "events_suppressed": pipeline.throttle.suppressed,
             "events_ignored": pipeline.ignored,
+            "events_ignored_regex": pipeline.ignored_regex,
+            "events_by_type": dict(pipeline.by_type),
+            "local_log": pipeline.log is not None,
+            "outputs": pipeline.outputs.stats() if pipeline.outputs is not None else [],
             "events_whitelisted": pipeline.whitelisted,
             "index": index_fields(generation, pipeline.index, reloads),
             **capture_status.fields(counters.per_worker_packets, counters.per_worker_busy_ns),
@@ -254,16 +283,19 @@ def run_aggregator(
             now = time.monotonic()
             if now - last_status >= STATUS_SECONDS:
                 last_status = now
+                if pipeline.outputs is not None:
+                    pipeline.outputs.flush()  # events that found no free slot at their batch
                 _write_json(Path(status_path), status(False))
             if not got:
                 if not pid_alive(parent_pid):
                     return
                 time.sleep(POLL_SECONDS)
+        pipeline.close()  # drains the outputs before the final counters
         final = status(True)
         _write_json(Path(status_path), final)
         conn.send(final)
     finally:
-        pipeline.log.close()
+        pipeline.close()
         capture_status.close()
         for r in rings + packet_rings:
             r.close()

@@ -59,7 +59,7 @@ def _config(args: argparse.Namespace) -> SensorConfig:
 def cmd_sensor(args: argparse.Namespace) -> int:
     start_process_server()  # imports what the workers need while this process imports the rest
     cfg = _config(args)
-    for name in ("trails", "log_dir", "workers", "bpf", "snaplen"):
+    for name in ("trails", "log_dir", "workers", "bpf", "snaplen", "metrics"):
         value = getattr(args, name)
         if value is not None:
             setattr(cfg, name, value)
@@ -230,6 +230,30 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_import(args: argparse.Namespace) -> int:
+    from engine.migrate import import_config, render, report_lines
+
+    imported = import_config(Path(args.source))
+    text = render(imported)
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.force:
+            raise ConfigError(f"{out}: exists (--force replaces it)")
+        out.write_text(text)
+        print("\n".join(report_lines(imported)))
+        print(f"written: {out}")
+    else:
+        print(text, end="")
+        print("\n".join(report_lines(imported)), file=sys.stderr)
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from engine.selftest import run_selftest
+
+    return run_selftest(_config_path(args), args.interface)
+
+
 def _path(text: str | None) -> Path | None:
     return Path(text).expanduser() if text else None
 
@@ -258,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one-line report every SECONDS (default: [sensor] report_seconds live, none for replays)")
     p.add_argument("--rate", type=float, metavar="PPS",
                    help="replay the files as a busy link: PPS packets/s, a full ring drops (as live)")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
     p.set_defaults(func=cmd_sensor)
 
     p = sub.add_parser("status", help="live counters of a running sensor (drops, rates, rings, workers)")
@@ -319,6 +344,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-bundle", dest="from_bundle", metavar="FILE",
                    help="build from a bundle written by --bundle, with no network")
     p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("import", help="translate a Maltrail maltrail.conf; every option is reported as mapped, "
+                        "n/a (with why) or unsupported")
+    c.add_argument("source", metavar="MALTRAIL_CONF")
+    c.add_argument("-o", "--out", metavar="TOML", help="write the TOML here (default: standard output, the "
+                   "report then goes to standard error)")
+    c.add_argument("--force", action="store_true", help="replace an existing --out file")
+    c.set_defaults(func=cmd_config_import)
+
+    p = sub.add_parser("selftest", help="preflight: configuration, index, capture rights, log directory, "
+                       "outputs, then a canary event through the full pipeline (exit 0 only if all pass)")
+    p.add_argument("-c", "--config", help="configuration file (default: ./maltrail.toml if present)")
+    p.add_argument("-i", "--interface", help="check capture rights on this interface (default: [sensor] interface)")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("demo", help="generate traffic and replay it through the full pipeline")
     p.add_argument("--out", default="demo-out", help="directory for the capture, trails and logs")

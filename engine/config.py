@@ -12,7 +12,10 @@ import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.outputs.spec import OutputSpec
 
 
 @dataclass
@@ -74,6 +77,13 @@ class SensorConfig:
     infection_threshold: int = HeuristicSettings.infection_threshold
     dns_exhaustion_threshold: int = HeuristicSettings.dns_exhaustion_threshold
     nxdomain_threshold: int = HeuristicSettings.nxdomain_threshold
+    disable_local_log: bool = False
+    metrics: str = ""
+    ignore_events_regex: str = ""
+    disabled_trails_info_regex: str = ""
+    # Not [sensor] keys: the [[output]] tables and [server] severity_rules (the outputs' severity).
+    outputs: list[OutputSpec] = field(default_factory=list)
+    severity_rules: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def sensor_name(self) -> str:
@@ -120,12 +130,16 @@ def _check_type(section: str, key: str, value: Any, expected: Any) -> None:
             raise ConfigError(f"{where}: {value} is out of range ({lo}..{hi})")
 
 
+DERIVED_FIELDS = frozenset({"outputs", "severity_rules"})
+
+
 def _section_items(data: dict[str, Any], name: str, cls: type, source: str) -> list[tuple[str, Any, str]]:
     """(key, value, declared type) of a section's entries; a key the dataclass lacks is refused."""
     section = data.get(name, {})
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: [{name}] must be a table")
-    types = {f.name: str(f.type) for f in fields(cls)}
+    derived = DERIVED_FIELDS if cls is SensorConfig else frozenset()
+    types = {f.name: str(f.type) for f in fields(cls) if f.name not in derived}
     for key in section:
         if key not in types:
             raise ConfigError(f"{source}: [{name}] {key}: unknown key")
@@ -133,7 +147,7 @@ def _section_items(data: dict[str, Any], name: str, cls: type, source: str) -> l
 
 
 def sensor_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> SensorConfig:
-    unknown_sections = set(data) - {"sensor", "server", "update"}
+    unknown_sections = set(data) - {"sensor", "server", "update", "output"}
     if unknown_sections:
         raise ConfigError(f"{source}: unknown section [{sorted(unknown_sections)[0]}]")
     cfg = SensorConfig()
@@ -145,8 +159,36 @@ def sensor_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> S
             if unknown:
                 raise ConfigError(f"{source}: [sensor] disabled_heuristics: unknown heuristic {unknown[0]!r} "
                                   f"(known: {', '.join(HEURISTIC_NAMES)})")
+        if key in ("ignore_events_regex", "disabled_trails_info_regex") and value:
+            check_regex(f"{source}: [sensor] {key}", value)
+        if key == "metrics" and value:
+            listen_address(value, f"{source}: [sensor] metrics")
         setattr(cfg, key, value)
+    if "output" in data:
+        from engine.outputs.spec import output_specs
+
+        cfg.outputs = output_specs(data["output"], source)
+    rules = data.get("server", {}).get("severity_rules", []) if isinstance(data.get("server"), dict) else []
+    cfg.severity_rules = rules if isinstance(rules, list) else []
+    if cfg.disable_local_log and not cfg.outputs:
+        raise ConfigError(f"{source}: [sensor] disable_local_log: true with no [[output]] would keep no event")
     return cfg
+
+
+def check_regex(where: str, pattern: str) -> re.Pattern[str]:
+    """Compiled case-insensitively (as Maltrail does), or ConfigError naming the key."""
+    try:
+        return re.compile(pattern, re.IGNORECASE)
+    except re.error as exc:
+        raise ConfigError(f"{where}: not a regular expression ({exc})") from None
+
+
+def listen_address(text: str, where: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[ADDR]:PORT`) to listen on."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", text)
+    if not m or not 0 < int(m.group(2) or m.group(4)) < 65536:
+        raise ConfigError(f"{where}: {text!r} is not HOST:PORT (IPv6 as [ADDR]:PORT)")
+    return m.group(1) or m.group(3), int(m.group(2) or m.group(4))
 
 
 def load_config(path: Path | None) -> SensorConfig:
@@ -169,6 +211,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
+# Never in /api/blocklist: loopback, private, link-local (Maltrail's FAIL2BAN_ALLOWLIST idea).
+DEFAULT_BLOCKLIST_ALLOWLIST = ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                               "::1/128", "fc00::/7", "fe80::/10")
+
+
 @dataclass
 class ServerConfig:
     """`[server]`: the web dashboard (`maltrail server`). Empty paths fall back as documented."""
@@ -189,6 +236,8 @@ class ServerConfig:
     severity_rules: list[dict[str, str]] = field(default_factory=list)
     trusted_proxies: list[str] = field(default_factory=list)
     pivot_links: list[dict[str, Any]] = field(default_factory=list)
+    tokens: str = ""
+    blocklist_allowlist: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKLIST_ALLOWLIST))
 
 
 _SERVER_LIMITS: dict[str, tuple[float, float]] = {
@@ -199,7 +248,7 @@ _SERVER_LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
-def _check_value(section: str, source: str, key: str, value: Any, declared: str,
+def check_value(section: str, source: str, key: str, value: Any, declared: str,
                  limits: dict[str, tuple[float, float]]) -> None:
     """Type (from the dataclass field) and range of one key, the error naming file, section and key."""
     expected = {"str": str, "int": int, "bool": bool, "float": float}.get(declared, list)
@@ -221,7 +270,7 @@ def server_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> S
             if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
                 raise ConfigError(f"{where}: expected a list of tables")
         else:
-            _check_value("server", source, key, value, declared, _SERVER_LIMITS)
+            check_value("server", source, key, value, declared, _SERVER_LIMITS)
         setattr(cfg, key, value)
     return cfg
 
@@ -288,7 +337,7 @@ def update_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> U
     cfg = UpdateConfig()
     for key, value, declared in _section_items(data, "update", UpdateConfig, source):
         where = f"{source}: [update] {key}"
-        _check_value("update", source, key, value, declared, _UPDATE_LIMITS)
+        check_value("update", source, key, value, declared, _UPDATE_LIMITS)
         if key == "period":
             try:
                 parse_period(value)

@@ -187,6 +187,24 @@ def index_line(index: dict[str, Any] | None) -> str:
     return line + (f" (last: {error})" if error else "")
 
 
+def output_lines(status: dict[str, Any]) -> list[str]:
+    """One line per output: sent, dropped (and why), retrying; and whether the local log is kept."""
+    out = [] if status.get("local_log", True) else \
+        ["  local log    disabled (disable_local_log): events go to the outputs only"]
+    for o in status.get("outputs", []):
+        line = (f"  output       {o['name']} ({o['type']} to {o['target']}): {_n(o['sent'])} sent, "
+                f"{_n(o['dropped'])} dropped ({_n(o['dropped_queue_full'])} queue full, {_n(o['failed'])} failed, "
+                f"{_n(o['abandoned_at_exit'])} unsent at exit), {_n(o['queued'])} queued, {_n(o['retries'])} retries")
+        if o.get("filtered") or o.get("throttled"):
+            line += f", {_n(o['filtered'])} below min_severity, {_n(o['throttled'])} throttled"
+        if o.get("retrying"):
+            line += f", RETRYING ({o.get('last_error') or 'error'})"
+        elif o.get("last_error") and o["dropped"]:
+            line += f" (last error: {o['last_error']})"
+        out.append(line)
+    return out
+
+
 def status_text(status: dict[str, Any], state: str, why: str) -> list[str]:
     """`maltrail status` in words."""
     capture = status.get("capture") or {}
@@ -226,5 +244,6 @@ def status_text(status: dict[str, Any], state: str, why: str) -> list[str]:
     out.append(f"  events       {_n(status.get('events_written', 0))} written, "
                f"{_n(status.get('events_suppressed', 0))} collapsed, {_n(status.get('events_whitelisted', 0))} "
                f"whitelisted, {_n(status.get('events_ignored', 0))} ignored")
+    out += output_lines(status)
     out.append(index_line(status.get("index")))
     return out

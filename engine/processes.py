@@ -27,9 +27,10 @@ def process_context() -> BaseContext:
 
 def start_process_server() -> None:
     """Start the fork server now (it takes a few tenths of a second to import its modules); the
-    first process start would otherwise wait for all of it. It is started ignoring SIGINT, as the
-    children it forks must be: Ctrl-C goes to the whole foreground group, and only the sensor
-    decides how the pipeline stops.
+    first process start would otherwise wait for all of it. It is started ignoring SIGINT and
+    SIGTERM, as the children it forks must be: Ctrl-C goes to the whole foreground group and
+    `systemctl stop` sends SIGTERM to every process of the unit, and only the sensor decides how
+    the pipeline stops (a fork server killed by it made every child look dead, exit code 255).
 
     No process of the sensor uses BLAS, whose thread pool (started by importing numpy) spins
     for about 40 ms per process at start on cores the start-up needs: one thread is asked for,
@@ -37,19 +38,23 @@ def start_process_server() -> None:
     numpy."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     process_context()
-    with _sigint_held():
+    with _stop_signals_held():
         multiprocessing.forkserver.ensure_running()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
-def _sigint_held() -> Iterator[None]:
-    """SIGINT is ignored (what the server inherits across exec) and blocked (so a Ctrl-C in this
-    window stays pending instead of being discarded, and reaches this process once its own handler
-    is back): the pattern of the standard library's resource tracker."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _stop_signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM are ignored (what the server inherits across exec) and blocked (so a
+    Ctrl-C or a SIGTERM in this window stays pending instead of being discarded, and reaches this
+    process once its own handler is back): the pattern of the standard library's resource tracker."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(STOP_SIGNALS))

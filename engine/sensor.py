@@ -13,6 +13,7 @@ when its source changes, on SIGHUP, or when asked (`engine/reload.py`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -23,14 +24,16 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
-from engine.config import ConfigError, HeuristicSettings, SensorConfig
+from engine.config import ConfigError, HeuristicSettings, SensorConfig, listen_address
 from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
 from engine.index.provenance import describe, differences
-from engine.livestats import CaptureSource, StatusError, index_line, read_status, report_line
+from engine.livestats import CaptureSource, StatusError, index_line, output_lines, read_status, report_line
+from engine.outputs import entry as outputs_entry
+from engine.outputs.spec import EventSettings
 from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
 from engine.processes import process_context, start_process_server
 from engine.reload import Reloader, TrailSource, stage
@@ -41,6 +44,9 @@ from shm.segments import SegmentOwner
 from workers import entry
 from workers.batch import SUPPORTED_LINKTYPES, linktype_name
 from workers.settings import DetectionSettings
+
+if TYPE_CHECKING:
+    from engine.metrics import MetricsServer
 
 RESULT_SLOTS = 8
 RESULT_SLOT_BYTES = 1 << 20
@@ -94,6 +100,7 @@ class Summary:
             f"  events       {self.status['events_written']} written, {self.status['events_suppressed']} "
             f"collapsed as duplicates, {self.status['events_whitelisted']} whitelisted, "
             f"{self.status['events_ignored']} ignored",
+            *output_lines(self.status),
             f"  malformed    {c.get('malformed', 0)}",
             index_line(self.status.get("index")),
             f"  wall time    {self.wall_seconds:.3f} s (startup {self.startup_seconds:.3f} s)",
@@ -179,6 +186,11 @@ def detection_settings(cfg: SensorConfig) -> DetectionSettings:
                              "long_domain" not in muted, "web_scanning" not in muted)
 
 
+def event_settings(cfg: SensorConfig) -> EventSettings:
+    return EventSettings(tuple(cfg.outputs), tuple(cfg.severity_rules), not cfg.disable_local_log,
+                         cfg.ignore_events_regex)
+
+
 def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
     return HeuristicSettings(
         use_heuristics=cfg.use_heuristics, disabled=frozenset(cfg.disabled_heuristics), scan_window=cfg.scan_window,
@@ -187,11 +199,12 @@ def heuristic_settings(cfg: SensorConfig) -> HeuristicSettings:
         dns_exhaustion_threshold=cfg.dns_exhaustion_threshold, nxdomain_threshold=cfg.nxdomain_threshold)
 
 
-def _build_index(specs: list[str], out: Path, whitelist: list[Path], default_whitelist: bool) -> None:
+def _build_index(specs: list[str], out: Path, cfg: SensorConfig) -> None:
     """The trail compiler is imported only to build: a prebuilt index starts without it."""
     from engine.index.build import build_index_file
 
-    build_index_file(specs, out, whitelist, default_whitelist)
+    build_index_file(specs, out, [Path(w) for w in cfg.whitelist], cfg.default_whitelist,
+                     disabled_info_regex=cfg.disabled_trails_info_regex)
 
 
 def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] | None = None) -> Path:
@@ -213,10 +226,14 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     out = workdir / "trails.mtidx"
     if not is_index_file(path):
         specs = [f"custom:{d}" for d in custom] + [str(path)]  # Maltrail's order: custom first
-        _build_index(specs, out, whitelist, cfg.default_whitelist)
+        _build_index(specs, out, cfg)
         return out
     meta = read_meta(path)
     diffs = differences(meta.get("provenance"), describe(whitelist, cfg.default_whitelist, custom))
+    recorded = meta.get("disabled_trails_info_regex", "")
+    if recorded != cfg.disabled_trails_info_regex:
+        diffs.append(f"disabled_trails_info_regex {recorded!r} in the index, {cfg.disabled_trails_info_regex!r} "
+                     "configured")
     if not diffs:
         return path
     specs = [str(s) for s in meta.get("sources", [])]
@@ -230,7 +247,7 @@ def prepare_index(cfg: SensorConfig, workdir: Path, say: Callable[[str], None] |
     known = {s for s in specs if s.startswith("custom:")}
     extra = [f"custom:{d.resolve()}" for d in custom if f"custom:{d.resolve()}" not in known]
     ordered = [s for s in specs if s.startswith("custom:")] + extra + [s for s in specs if not s.startswith("custom:")]
-    _build_index(ordered, out, whitelist, cfg.default_whitelist)
+    _build_index(ordered, out, cfg)
     if say is not None:
         say(f"{path} was built with other settings ({'; '.join(diffs)}): rebuilt from its sources "
             "with the configured ones for this run")
@@ -261,14 +278,23 @@ class Supervisor:
         deadline = time.monotonic() + grace
         for p in self.procs:
             p.join(max(0.0, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                p.terminate()
-        for p in self.procs:
-            p.join(1.0)
+        for p in self.procs:  # children ignore SIGTERM (the sensor decides how they stop): SIGKILL
             if p.is_alive():
                 p.kill()
                 p.join()
+
+
+def start_metrics(cfg: SensorConfig, status_path: Path) -> MetricsServer | None:
+    """The Prometheus endpoint of `[sensor] metrics` (prometheus_client imported only then)."""
+    if not cfg.metrics:
+        return None
+    from engine.metrics import MetricsServer
+
+    host, port = listen_address(cfg.metrics, "[sensor] metrics")
+    try:
+        return MetricsServer(host, port, status_path)
+    except OSError as exc:
+        raise ConfigError(f"[sensor] metrics: cannot listen on {cfg.metrics}: {exc.strerror or exc}") from None
 
 
 def _linktype_text(linktype: int) -> str:
@@ -346,6 +372,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
         raise ConfigError(f"[sensor] log_dir: cannot create {log_dir}: {exc.strerror}") from None
     status_path = Path(cfg.status_file) if cfg.status_file else log_dir / "sensor-status.json"
     ignore_files = ([str(data_file("ignore_events.txt"))] if cfg.default_ignore else []) + list(cfg.ignore)
+    metrics = start_metrics(cfg, status_path)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     hangups: list[int] = []  # SIGHUP while starting: acted on once the reloader exists
     previous_hup = signal.signal(signal.SIGHUP, lambda signum, frame: hangups.append(signum))
@@ -379,10 +406,17 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                 procs.append(ctx.Process(target=entry.worker, name=f"worker-{w}",
                                          args=(w, generations, in_specs[w], out_specs[w], me, ready,
                                                detection_settings(cfg))))
+            events = event_settings(cfg)
+            if cfg.outputs:  # encoding and sending in a process of their own (engine/outputs/process.py)
+                feed = create_ring(owner, "outputs", outputs_entry.FEED_SLOTS, outputs_entry.FEED_SLOT_BYTES)
+                stats_in, stats_out = ctx.Pipe(duplex=False)
+                procs.append(ctx.Process(target=outputs_entry.outputs, name="outputs",
+                                         args=(feed, events, cfg.sensor_name, stats_out, me, ready)))
+                events = dataclasses.replace(events, feed=feed, stats=stats_in)
             procs.append(ctx.Process(target=entry.aggregator, name="aggregator", args=(
                 generations, out_specs, in_specs, str(log_dir), cfg.sensor_name, ignore_files,
                 str(status_path), me, sender, notes_in, ready, heuristic_settings(cfg), capture_source,
-                detection_settings(cfg))))
+                detection_settings(cfg), events)))
             if interface:  # opened before the children start: a capture error is reported at once, and
                 # nothing they publish (the status file) precedes the open capture, now that they start quickly
                 live = LiveCapture(interface, bpf=cfg.bpf, snaplen=cfg.snaplen, promisc=cfg.promisc,
@@ -437,6 +471,8 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             return Summary(status, wall, capture_started - started, dispatcher.dropped, kernel, interrupted,
                            dispatcher.packets, offered_pps)
     finally:
+        if metrics is not None:
+            metrics.close()
         signal.signal(signal.SIGTERM, previous_term)
         signal.signal(signal.SIGHUP, previous_hup)
         if reloader is not None:
@@ -448,13 +484,9 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                 shared.close()
         for ring in rings:
             ring.close()
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
+        for p in procs:  # still running only on a failure: they ignore SIGTERM, so SIGKILL
             with contextlib.suppress(Exception):
-                p.join(2.0)
                 if p.is_alive():
                     p.kill()
-                    p.join(1.0)
+                p.join(2.0)
         owner.unlink_all()

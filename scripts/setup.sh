@@ -9,6 +9,10 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # browser tests (Playwright drives Debian's build)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)  # differential test (tests/test_tshark_diff.py)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the blocklist examples in docs/examples use it
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)  # nftables example, loaded in a test namespace
+command -v fail2ban-regex >/dev/null 2>&1 || need_apt+=(fail2ban)  # fail2ban example filter (tests/test_blocklist.py)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # packaging/ units (tests/test_packaging.py)
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +166,8 @@ def _start_sensor(link: Link, work: Path, config: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "sensor", "-c", str(work / "maltrail.toml"),
                                  "--trails", str(work / "trails.csv"), "-i", link.host_if, "--no-promisc",
                                  "--bpf", f"ether src {link.ns_mac} and (udp or tcp)",
-                                 "--log-dir", str(work / "logs")], cwd=ROOT, stdout=out, stderr=err, text=True)
+                                 "--log-dir", str(work / "logs")], cwd=ROOT, stdout=out, stderr=err, text=True,
+                                start_new_session=True)  # its own process group, as a service unit's
     deadline = time.monotonic() + 30
     while not (work / "logs" / "sensor-status.json").exists():  # every process ready, capture open
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -192,9 +193,11 @@ def _accounted(status: dict, sent: int) -> bool:
             and status["counters"].get("packets", 0) + ring == captured)
 
 
-def _stop(proc: subprocess.Popen[str], link: Link, work: Path, sent: int) -> tuple[dict, str, int]:
-    """Once every packet sent (nudges included) is accounted for, Ctrl-C the sensor: its final
-    status, its output and the number of packets sent in all."""
+def _stop(proc: subprocess.Popen[str], link: Link, work: Path, sent: int,
+          stop: Callable[[subprocess.Popen[str]], None] = lambda p: p.send_signal(signal.SIGINT)
+          ) -> tuple[dict, str, int]:
+    """Once every packet sent (nudges included) is accounted for, stop the sensor (Ctrl-C unless
+    `stop` says otherwise): its final status, its output and the number of packets sent in all."""
     deadline = time.monotonic() + 30
     nudge_at = time.monotonic() + 3
     while not _accounted(status := _status(work), sent):
@@ -206,7 +209,7 @@ def _stop(proc: subprocess.Popen[str], link: Link, work: Path, sent: int) -> tup
             sent += _send(link, _frames(link, 5, 1_000_000, first=10_000_000)[0], 1000, work)["sent"]
             nudge_at = time.monotonic() + 3
         time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    stop(proc)
     assert proc.wait(timeout=60) == 0, (work / "sensor.err").read_text()
     return _status(work), (work / "sensor.out").read_text(), sent
 
@@ -287,3 +290,15 @@ def test_a_stalled_capture_loses_packets_in_the_kernel_counted_exactly(link: Lin
     reported = _hit_ports(tmp_path)
     assert set(reported) <= set(hits) and len(reported) <= processed
     assert f", {kernel} (kernel)" in out
+
+
+def test_group_sigterm_stops_a_live_capture_gracefully_losing_no_event(link: Link, tmp_path: Path) -> None:
+    """What `systemctl stop` does: SIGTERM to every process of the group at once."""
+    frames, hits = _frames(link, 4000, 40)
+    proc = _start_sensor(link, tmp_path, "workers = 2\n")
+    sent = _send(link, frames, 20_000, tmp_path)
+    status, out, total = _stop(proc, link, tmp_path, sent["sent"], lambda p: os.killpg(p.pid, signal.SIGTERM))
+    processed, ring, kernel = _identity(status, total)
+    assert "summary: (interrupted)" in out and "died" not in (tmp_path / "sensor.err").read_text()
+    assert (ring, kernel) == (0, 0) and processed == total
+    assert _hit_ports(tmp_path) == [i for i in hits if i not in set(sent["failed"])]

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.eventlog import DailyLog, format_event
+from engine.severity import HIGH, LOW, MEDIUM, Severity
 from webui.auth import Sessions, Throttle, client_bucket, hash_password, sanitize, verify_password
 from webui.logparse import parse_line, parse_lines
 from webui.netaddr import Scope, in_range_text, ip_key, parse_network
 from webui.search import SearchError, compile_query, tokenize
-from webui.severity import HIGH, LOW, MEDIUM, Severity
 from webui.store import Ingester, Readers
 
 T0 = int(time.mktime((2024, 5, 6, 7, 8, 9, 0, 0, -1)))
@@ -295,7 +295,8 @@ def test_engine_status_derivation(tmp_path: Path) -> None:
     now = time.time()
     snapshot = {"sensor": "s", "started": now - 10, "updated": now - 1, "final": False,
                 "counters": {"packets": 1000, "malformed": 2}, "per_worker_packets": [600, 400],
-                "per_worker_busy_seconds": [0.5, 0.25], "events_written": 7,
+                "per_worker_busy_seconds": [0.5, 0.25], "events_written": 7, "local_log": False,
+                "outputs": [{"name": "siem", "type": "syslog", "sent": 5, "dropped": 1}],
                 "rings": [{"occupancy": 1, "dropped_packets": 3, "dropped_batches": 1}, {"dropped_packets": 2}]}
     path.write_text(json.dumps(snapshot))
     first = engine_status(path, memory)
@@ -304,6 +305,8 @@ def test_engine_status_derivation(tmp_path: Path) -> None:
                                                                               "share": 0.4}]
     assert first["drops"] == {"ring_packets": 5, "ring_batches": 1, "malformed": 2}
     assert first["events"]["written"] == 7
+    assert first["outputs"] == [{"name": "siem", "type": "syslog", "sent": 5, "dropped": 1}]
+    assert first["local_log"] is False
     path.write_text(json.dumps({**snapshot, "updated": now, "counters": {"packets": 3000}}))
     assert engine_status(path, memory)["packets_per_second"] == 2000.0  # from the last two snapshots
     path.write_text(json.dumps({**snapshot, "updated": now - 60}))

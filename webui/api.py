@@ -435,10 +435,12 @@ async def sensors(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """A scoped user gets whether the engine runs and the index is complete, never the global
-    counters or the global number of events."""
+    counters or the global number of events. A bearer token with the `status` scope (no session:
+    monitoring, set up by an admin) gets the whole status."""
     ctx = ctx_of(request)
     data = await ctx.read(engine_status, ctx.settings.status_file, ctx.status_memory)
-    if not scope_of(request[USER]).unrestricted:
+    user = request.get(USER)
+    if user is not None and not scope_of(user).unrestricted:
         return web.json_response({"running": data.get("running", False), "updated": data.get("updated"),
                                   "scoped": True, "index": {"caught_up": ctx.caught_up, **ctx.partial()}})
 

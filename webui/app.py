@@ -30,6 +30,7 @@ from webui.netaddr import ip_key
 from webui.roles import allows
 from webui.settings import Settings
 from webui.store import SYNC_BYTES, Ingester, Readers
+from webui.tokens import TOKEN_PATHS, TokenStore, token_gate
 
 log = logging.getLogger("maltrail.webui")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -60,6 +61,7 @@ class Context:
     audit: Audit
     ingester: Ingester
     readers: Readers
+    tokens: TokenStore
     reader_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(3, "mt-read"))
     writer_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "mt-write"))
     hunt_pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, "mt-hunt"))
@@ -220,6 +222,10 @@ async def auth(request: web.Request, handler: Callable[[web.Request], Awaitable[
         return json_error(403, "cross-origin request refused")
     if not path.startswith("/api/") or path in PUBLIC_API:
         return await handler(request)
+    scope = TOKEN_PATHS.get(path)  # automation: a bearer token instead of a session
+    if scope and request.method == "GET" and (scope == "blocklist" or "Authorization" in request.headers):
+        refused = token_gate(request, ctx_of(request).tokens, scope)
+        return refused if refused is not None else await handler(request)
     found = current_user(request)
     if found is None:
         return json_error(401, "login required")
@@ -380,7 +386,7 @@ async def _prepare_trails(ctx: Context, cfg: Any) -> None:
 
 
 def build_app(ctx: Context) -> web.Application:
-    from webui import api, live  # handlers import this module
+    from webui import api, blocklist, live  # handlers import this module
 
     app = web.Application(middlewares=[errors, host_check, auth], client_max_size=64 * 1024)
     app[CTX] = ctx
@@ -388,6 +394,7 @@ def build_app(ctx: Context) -> web.Application:
     app.on_response_prepare.append(security_headers)
     api.add_routes(app)
     app.router.add_get("/api/live", live.live)
+    app.router.add_get("/api/blocklist", blocklist.blocklist)
     app.router.add_get("/ping", ping)
     app.router.add_get("/", static)
     app.router.add_get("/{path:(?!api/).+}", static)
@@ -438,4 +445,4 @@ def make_context(settings: Settings) -> Context:
         settings=settings, users=UserStore(settings.users),
         sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=LoginGuard(),
         audit=Audit(settings.index_dir / "audit.log"), ingester=ingester,
-        readers=Readers(ingester.path, ingester.triage_path))
+        readers=Readers(ingester.path, ingester.triage_path), tokens=TokenStore(settings.tokens))

@@ -67,6 +67,29 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    from webui.tokens import TokenError, TokenStore
+
+    store = TokenStore(_settings(args).tokens)
+    try:
+        if args.token_command == "add":
+            token = store.add(args.name, [s.strip() for s in args.scope.split(",") if s.strip()])
+            print(token)
+            print(f"token {args.name!r} saved (hashed) in {store.path}, scope {args.scope}; it is shown only now",
+                  file=sys.stderr)
+        elif args.token_command == "remove":
+            store.remove(args.name)
+            print(f"token {args.name!r} removed from {store.path}")
+        else:
+            for t in store.load().values():
+                print(f"{t.name}  scope={','.join(t.scopes)}")
+    except TokenError as exc:
+        raise ConfigError(str(exc)) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{store.path}: unreadable or unwritable ({exc})") from None
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", help="configuration file (default: ./maltrail.toml if present)")
     p.add_argument("--log-dir", dest="log_dir", help="directory of the daily event files")
@@ -98,3 +121,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = usub.add_parser("list", help="list users")
     _common(ls)
     ls.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("token", help="bearer tokens for automation (GET /api/blocklist, /api/status)")
+    tsub = p.add_subparsers(dest="token_command", required=True)
+    a = tsub.add_parser("add", help="create (or replace) a token; it is printed once, stored hashed")
+    a.add_argument("name")
+    a.add_argument("--scope", required=True, help="comma-separated: blocklist, status")
+    _common(a)
+    r = tsub.add_parser("remove", help="revoke a token")
+    r.add_argument("name")
+    _common(r)
+    ls = tsub.add_parser("list", help="list tokens (names and scopes)")
+    _common(ls)
+    for q in (a, r, ls):
+        q.set_defaults(func=cmd_token)

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.severity import NAMES, Severity
 from webui.logparse import ParsedEvent, parse_line
 from webui.netaddr import Network, NetworkError, Scope, ip_key, parse_network
 from webui.queries import port_value
-from webui.severity import NAMES, Severity
 from webui.store import DAY_FILE
 
 MAX_SAMPLES = 200

@@ -50,7 +50,8 @@ def spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "maltrail-ng dashboard API", "version": "1"},
-        "components": {"securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "mt_session"}},
+        "components": {"securitySchemes": {"session": {"type": "apiKey", "in": "cookie", "name": "mt_session"},
+                                           "token": {"type": "http", "scheme": "bearer"}},
                        "schemas": {"Threat": THREAT, "Event": EVENT}},
         "paths": {
             "/api/login": {"post": _op("Log in; sets the mt_session cookie", secured=False, body=True)},
@@ -75,7 +76,12 @@ def spec() -> dict[str, Any]:
                                                                             _str("Last-Event-ID", "header")]),
                                   "responses": {"200": {"description": "text/event-stream"},
                                                 "401": {"description": "no valid session"}}}},
-            "/api/status": {"get": _op("Engine status (aggregator counters)")},
+            "/api/status": {"get": {**_op("Engine status (aggregator counters)"),
+                                    "security": [{"session": []}, {"token": []}]}},
+            "/api/blocklist": {"get": {**_op("Addresses to block (text, one a line, or JSON); bearer token with "
+                                             "the blocklist scope (403 without it)",
+                                             [_str("since"), _str("severity"), _str("format")]),
+                                       "security": [{"token": []}]}},
             "/api/sensors": {"get": _op("Every sensor with a status file: last event, events/s, drops, index age")},
             "/api/export": {"get": _op("Filtered threats as CSV, JSON or defanged indicators",
                                        [_str("format"), *_RANGE, *_Q, _str("sort"), _str("order")])},

@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from engine.severity import NAMES
 from webui.grouping import trail_rule_sql
 from webui.netaddr import Network, Scope
 from webui.search import Query
-from webui.severity import NAMES
 from webui.store import HOURS
 
 SORTS = {

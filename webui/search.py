@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.severity import LEVELS
 from webui.netaddr import NetworkError, parse_network
-from webui.severity import LEVELS
 
 MAX_QUERY = 1024
 MAX_TOKENS = 32

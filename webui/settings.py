@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import ConfigError, SensorConfig, ServerConfig
+from engine.severity import Severity, compile_rule
 from webui.netaddr import NetworkError, Scope
-from webui.severity import Severity, compile_rule
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -33,6 +33,8 @@ class Settings:
     hunt_budget_seconds: float
     max_live_streams: int
     severity: Severity
+    tokens: Path
+    blocklist_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     trusted_proxies: Scope = field(default_factory=lambda: Scope([]))
     pivot_links: list[dict[str, Any]] = field(default_factory=list)
 
@@ -75,6 +77,12 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         if not name or len(name) > 253 or any(c in name for c in "/ :@") and not _is_v6(name):
             raise ConfigError(f"[server] allowed_hosts: {name!r} is not a host name or address")
         hosts.add(name.lower().strip("[]"))
+    allowlist = []
+    for text in server.blocklist_allowlist:
+        try:
+            allowlist.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ConfigError(f"[server] blocklist_allowlist: {text!r} is not an address or CIDR") from None
     rules = []
     for i, rule in enumerate(server.severity_rules):
         try:
@@ -101,6 +109,8 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         hunt_budget_seconds=float(server.hunt_budget_seconds),
         max_live_streams=server.max_live_streams,
         severity=Severity(rules),
+        tokens=Path(server.tokens).expanduser() if server.tokens else index_dir / "tokens.json",
+        blocklist_allowlist=tuple(allowlist),
     )
 
 

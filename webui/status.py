@@ -53,4 +53,6 @@ def engine_status(path: Path, memory: dict[str, Any]) -> dict[str, Any]:
             "malformed": int(counters.get("malformed", 0)),
         },
         "events": {k: int(data.get(f"events_{k}", 0)) for k in ("written", "suppressed", "ignored", "whitelisted")},
+        "local_log": bool(data.get("local_log", True)),
+        "outputs": [o for o in data.get("outputs", []) if isinstance(o, dict)],
     }

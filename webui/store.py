@@ -25,10 +25,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine.severity import Severity
 from webui.grouping import group_key, threat_tid
 from webui.logparse import ParsedEvent, TimeParser, parse_lines
 from webui.netaddr import in_range_text, in_scope_text, ip_key
-from webui.severity import Severity
 
 SCHEMA_VERSION = "3"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")

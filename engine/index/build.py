@@ -36,7 +36,7 @@ from engine.index.schema import (
 )
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 from engine.resources import data_file
-from engine.trails.sources import CUSTOM_SPEC_PREFIX, load_sources, wildcard_trails
+from engine.trails.sources import CUSTOM_SPEC_PREFIX, drop_disabled_info, load_sources, wildcard_trails
 from engine.trails.whitelist import Whitelist, merge_ranges
 
 FORMAT_VERSION = 1
@@ -373,15 +373,21 @@ def build_index_file(
     whitelist_files: Sequence[Path] = (),
     default_whitelist: bool = True,
     hash_bits: int = 64,
+    disabled_info_regex: str = "",
 ) -> dict[str, Any]:
-    """Load trail sources, compile them and publish the index at `out` (atomically)."""
+    """Load trail sources, compile them and publish the index at `out` (atomically). Trails whose
+    info matches `disabled_info_regex` (case-insensitive; Maltrail's DISABLED_TRAILS_INFO_REGEX)
+    are left out, and the regex is recorded in the metadata."""
     paths = ([data_file("whitelist.txt")] if default_whitelist else []) + list(whitelist_files)
     whitelist = Whitelist.from_files(paths)
     trails = load_sources(list(specs), whitelist)
+    if disabled_info_regex:
+        drop_disabled_info(trails, re.compile(disabled_info_regex, re.IGNORECASE))
     arrays, meta = compile_index(
         trails, whitelist.exact, whitelist.ranges4, wildcard_trails(trails), hash_bits, [_absolute(s) for s in specs]
     )
     custom = [Path(s[len(CUSTOM_SPEC_PREFIX):]) for s in specs if s.startswith(CUSTOM_SPEC_PREFIX)]
     meta["provenance"] = describe(list(whitelist_files), default_whitelist, custom)
+    meta["disabled_trails_info_regex"] = disabled_info_regex
     write_arrays(Path(out), arrays, meta)
     return meta

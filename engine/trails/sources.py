@@ -808,13 +808,13 @@ def load_sources(specs: Sequence[str | Trails | SourceRows], whitelist: Whitelis
             trails = source.settle(duplicates)
             candidates = list(dict.fromkeys(source.review))
     if rules.disabled_info is not None:
-        _drop_disabled_info(trails, rules.disabled_info)
+        drop_disabled_info(trails, rules.disabled_info)
     final_names = _post_process(trails, duplicates, candidates, rules.ip_minimum_feeds)
     _drop_unwanted(trails, whitelist, final_names)
     return trails
 
 
-def _drop_disabled_info(trails: Trails, pattern: re.Pattern[str]) -> None:
+def drop_disabled_info(trails: Trails, pattern: re.Pattern[str]) -> None:
     """Maltrail's DISABLED_TRAILS_INFO_REGEX: the regex runs once per distinct info, not per key."""
     disabled = {info for info in {value[0] for value in trails.values()} if pattern.search(info)}
     if disabled:

@@ -117,6 +117,13 @@ def select_feeds(ucfg: UpdateConfig, feeds: dict[str, FeedSpec]) -> tuple[list[s
     return sorted(chosen), sorted(set(feeds) - chosen)
 
 
+def disabled_info_pattern(update_regex: str, sensor_regex: str) -> re.Pattern[str] | None:
+    """[update] disabled_info_regex (as written) and [sensor] disabled_trails_info_regex
+    (case-insensitive), either matching."""
+    parts = ([f"(?:{update_regex})"] if update_regex else []) + ([f"(?i:{sensor_regex})"] if sensor_regex else [])
+    return re.compile("|".join(parts)) if parts else None
+
+
 def mirror_url(url: str, base: str) -> str:
     """`url` as served by a mirror laid out as BASE/HOST/PATH?QUERY (templates keep their placeholders)."""
     scheme, sep, rest = url.partition("://")
@@ -512,14 +519,14 @@ def _build(run: _Run, feeds: dict[str, FeedSpec], enabled: list[str], disabled: 
     provenance = describe([Path(w) for w in run.cfg.whitelist], run.cfg.default_whitelist,
                           [Path(d).expanduser() for d in run.cfg.custom_trails])
     settings = {"ip_minimum_feeds": run.ucfg.ip_minimum_feeds, "disabled_info_regex": run.ucfg.disabled_info_regex,
-                "provenance": provenance}
+                "provenance": provenance, "disabled_trails_info_regex": run.cfg.disabled_trails_info_regex}
     inputs = hashlib.sha256(json.dumps([settings, sorted(run.inputs)], sort_keys=True).encode()).hexdigest()
     report = UpdateReport(out, False, previous, previous, 0.0, run.state, run.root)
     if inputs == built_from and not run.options.force:  # the installed index is this build's already
         return report
     specs = [spec() if callable(spec) else spec for spec in specs]
-    rules = MergeRules(run.ucfg.ip_minimum_feeds,
-                       re.compile(run.ucfg.disabled_info_regex) if run.ucfg.disabled_info_regex else None)
+    rules = MergeRules(run.ucfg.ip_minimum_feeds, disabled_info_pattern(run.ucfg.disabled_info_regex,
+                                                                        run.cfg.disabled_trails_info_regex))
     trails = load_sources(specs, run.whitelist, rules)
     drop_in_ranges(trails, drop_ranges())
     if not trails:
@@ -531,6 +538,7 @@ def _build(run: _Run, feeds: dict[str, FeedSpec], enabled: list[str], disabled: 
     arrays, meta = compile_index(trails, run.whitelist.exact, run.whitelist.ranges4, wildcard_trails(trails),
                                  sources=sorted(name for name, _ in run.inputs))
     meta["provenance"] = provenance
+    meta["disabled_trails_info_regex"] = run.cfg.disabled_trails_info_regex
     meta["update"] = {"inputs": inputs, "sources": dict(run.inputs), "cache": str(run.root)}
     out.parent.mkdir(parents=True, exist_ok=True)
     write_arrays(out, arrays, meta)

@@ -137,6 +137,25 @@ function render(s) {
     rt.append(rb);
     body.append(h('div', {class: 'engine-sec'}, h('h3', {text: 'Rings (capture → workers)'}), rt));
   }
+  const outputs = s.outputs || [];
+  if (outputs.length || s.local_log === false) {
+    const ot = h('table', {class: 'grid workers', id: 'engine-outputs'},
+      h('thead', {}, h('tr', {}, ...['Output', 'Sent', 'Dropped', 'Queued', 'Retries', 'State'].map((t) => h('th', {scope: 'col', text: t})))));
+    const ob = h('tbody');
+    outputs.forEach((o) => {
+      ob.append(h('tr', {},
+        h('td', {class: 'mono', text: `${o.name} (${o.type})`, title: o.target}),
+        h('td', {class: 'mono c-num', text: num(o.sent)}),
+        h('td', {class: ['mono c-num', o.dropped > 0 && 'warn'], text: num(o.dropped),
+          title: `${num(o.dropped_queue_full)} queue full, ${num(o.failed)} failed, ${num(o.abandoned_at_exit)} unsent at exit`}),
+        h('td', {class: 'mono c-num', text: `${num(o.queued)}/${num(o.queue_size)}`}),
+        h('td', {class: 'mono c-num', text: num(o.retries)}),
+        h('td', {class: ['mono', o.retrying && 'warn'], text: o.retrying ? `retrying: ${o.last_error}` : 'ok'})));
+    });
+    ot.append(ob);
+    body.append(h('div', {class: 'engine-sec'},
+      h('h3', {text: s.local_log === false ? 'Outputs (local log disabled)' : 'Outputs'}), ot));
+  }
   const drops = s.drops || {};
   body.append(h('div', {class: 'engine-sec'}, h('h3', {text: 'Drops'}),
     h('dl', {class: 'facts'}, ...Object.entries(drops).flatMap(([k, v]) => [h('dt', {text: k.replaceAll('_', ' ')}),

@@ -1,0 +1,1 @@
+"""Where events go besides the daily log: SIEM outputs, webhooks, a Maltrail server."""

@@ -1,0 +1,216 @@
+"""Each output in its own thread behind a bounded queue, fed by the aggregator.
+
+The aggregator only ever does a non-blocking put: a slow or dead receiver fills that output's
+queue, and the events past the bound are counted as dropped for that output alone. Nothing an
+output does can stall the pipeline or the daily log. At the end of a run each output gets
+`drain_seconds` to empty its queue; what is still queued then is counted as dropped too.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from engine.eventlog import Event
+from engine.outputs.formats import cef_message, ecs_line, maltrail_datagram, syslog_frame, webhook_body
+from engine.outputs.spec import OutputSpec
+from engine.outputs.transports import PermanentError, transport_for
+from engine.severity import LEVELS, LOW, Severity
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
+BATCH_MAX = 256  # events joined into one write on a stream or a file (one datagram each on UDP and HTTP)
+THROTTLE_KEYS_MAX = 100_000
+
+
+def encoder(spec: OutputSpec, sensor: str) -> Callable[[Event, int], bytes]:
+    """The bytes one event becomes on this output."""
+    if spec.type == "syslog":
+        hostname = spec.hostname or socket.gethostname()
+        octets = spec.protocol != "udp"
+        return lambda ev, level: syslog_frame(cef_message(ev, sensor, level), ev, level, spec.facility, hostname,
+                                              octets)
+    if spec.type == "json":
+        return lambda ev, level: ecs_line(ev, sensor, level)
+    if spec.type == "maltrail":
+        return lambda ev, level: maltrail_datagram(ev, sensor)
+    return lambda ev, level: webhook_body(ev, sensor, level, spec.template)
+
+
+class WindowThrottle:
+    """One event per (source, trail) within `seconds` of event time; the rest are counted."""
+
+    def __init__(self, seconds: int) -> None:
+        self.seconds = seconds
+        self._last: dict[tuple[str, str], int] = {}
+
+    def admit(self, event: Event) -> bool:
+        if not self.seconds:
+            return True
+        key = (event[2], event[8])
+        last = self._last.get(key)
+        if last is not None and event[0] - last < self.seconds:
+            return False
+        if len(self._last) >= THROTTLE_KEYS_MAX:
+            self._last = {k: t for k, t in self._last.items() if event[0] - t < self.seconds}
+        self._last[key] = event[0]
+        return True
+
+
+class OutputWorker:
+    """One output: `offer` (aggregator thread, never blocks) and the sending thread."""
+
+    def __init__(self, spec: OutputSpec, sensor: str) -> None:
+        self.spec = spec
+        self.encode = encoder(spec, sensor)
+        self.min_level = LEVELS[spec.min_severity]
+        self.throttle = WindowThrottle(spec.throttle_seconds if spec.type == "webhook" else 0)
+        # A deque: append and popleft are atomic, so the offering side pays a length check and an
+        # append per event, no lock (a full queue is the common case while a receiver is down).
+        self.queue: deque[tuple[Event, int]] = deque()
+        self._wake = threading.Event()
+        # offer() side
+        self.filtered = self.throttled = self.dropped_full = 0
+        # sending side
+        self.sent = self.failed = self.retries = self.abandoned = 0
+        self.retrying = False
+        self._failures = 0  # consecutive failed deliveries
+        self.last_error = ""
+        self._closing = threading.Event()
+        self._abort = threading.Event()
+        self.batching = spec.type != "webhook" and (bool(spec.path) or spec.protocol != "udp")
+        self._thread = threading.Thread(target=self._run, name=f"output-{spec.name}", daemon=True)
+        self._thread.start()
+
+    def offer(self, event: Event, level: int) -> None:
+        if level < self.min_level:
+            self.filtered += 1
+        elif not self.throttle.admit(event):
+            self.throttled += 1
+        elif len(self.queue) >= self.spec.queue_size:
+            self.dropped_full += 1
+        else:
+            self.queue.append((event, level))
+            if not self._wake.is_set():
+                self._wake.set()
+
+    def offer_batch(self, events: Sequence[Event], levels: Sequence[int]) -> None:
+        """`offer` for a batch; without a severity floor or a throttle, one slice for the batch
+        (a dead receiver's full queue then costs nothing per event)."""
+        if self.min_level > LOW or self.throttle.seconds:
+            for event, level in zip(events, levels, strict=True):
+                self.offer(event, level)
+            return
+        room = max(0, self.spec.queue_size - len(self.queue))
+        if room < len(events):
+            self.dropped_full += len(events) - room
+        if room:
+            self.queue.extend(zip(events[:room], levels[:room], strict=True))
+            if not self._wake.is_set():
+                self._wake.set()
+
+    def _take(self, most: int) -> list[tuple[Event, int]]:
+        items = []
+        pop = self.queue.popleft
+        while len(items) < most:
+            try:
+                items.append(pop())
+            except IndexError:
+                break
+        return items
+
+    def _run(self) -> None:
+        transport = transport_for(self.spec)
+        try:
+            while not self._abort.is_set():
+                items = self._take(BATCH_MAX if self.batching else 1)
+                if not items:
+                    if self._closing.is_set():
+                        return
+                    self._wake.clear()
+                    if not self.queue:  # an offer between the take and the clear set it again
+                        self._wake.wait(0.05)
+                    continue
+                self._deliver(transport, b"".join(self.encode(ev, level) for ev, level in items), len(items))
+        finally:
+            transport.close()
+
+    def _deliver(self, transport: Any, data: bytes, count: int) -> None:
+        """Send `data` (`count` events), retrying with back-off; counted as sent or failed. After a
+        failure the next delivery waits too (growing up to BACKOFF_MAX, reset by a success), so a
+        dead receiver costs a few attempts a second, not a CPU spinning on refused connections."""
+        if self._failures:
+            self._abort.wait(min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX))
+        for attempt in range(self.spec.retries + 1):
+            if attempt:
+                self.retries += 1
+                self.retrying = True
+                if self._abort.wait(min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)):
+                    break
+            try:
+                transport.send(data)
+            except PermanentError as exc:
+                self.last_error = str(exc)
+                break
+            except OSError as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                continue
+            self.sent += count
+            self.retrying = False
+            self._failures = 0
+            return
+        self.failed += count
+        self._failures += 1
+        self.retrying = not self._abort.is_set()
+
+    def begin_close(self) -> None:
+        """The thread stops once the queue is empty."""
+        self._closing.set()
+        self._wake.set()
+
+    def close(self, deadline: float) -> None:
+        """Let the thread empty the queue until `deadline` (monotonic), then stop it."""
+        self.begin_close()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._abort.set()
+        self._thread.join()
+        self.abandoned += len(self.queue)
+        self.retrying = False
+
+    def stats(self) -> dict[str, Any]:
+        dropped = self.dropped_full + self.failed + self.abandoned
+        return {"name": self.spec.name, "type": self.spec.type, "target": self.spec.target, "sent": self.sent,
+                "dropped": dropped, "dropped_queue_full": self.dropped_full, "failed": self.failed,
+                "abandoned_at_exit": self.abandoned, "retrying": self.retrying, "retries": self.retries,
+                "queued": len(self.queue), "queue_size": self.spec.queue_size, "filtered": self.filtered,
+                "throttled": self.throttled, "last_error": self.last_error}
+
+
+class Outputs:
+    """Every configured output; the aggregator hands each batch's logged events to `submit`."""
+
+    def __init__(self, specs: Sequence[OutputSpec], sensor: str, severity_rules: list[dict[str, str]]) -> None:
+        self.severity = Severity(severity_rules)
+        self.workers = [OutputWorker(spec, sensor) for spec in specs]
+
+    def submit(self, events: Sequence[Event]) -> None:
+        if not self.workers:
+            return
+        of = self.severity.of
+        levels = [of(ev[7], ev[8], ev[9], ev[10]) for ev in events]
+        for w in self.workers:
+            w.offer_batch(events, levels)
+
+    def stats(self) -> list[dict[str, Any]]:
+        return [w.stats() for w in self.workers]
+
+    def close(self) -> None:
+        """Drain every output in parallel, each within its own `drain_seconds`."""
+        start = time.monotonic()
+        for w in self.workers:
+            w.begin_close()
+        for w in self.workers:
+            w.close(start + w.spec.drain_seconds)
