@@ -9,6 +9,7 @@ python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # browser tests (Playwright drives Debian's build)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)  # differential test (tests/test_tshark_diff.py)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)  # [ship]/[collect] tests
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
