@@ -68,6 +68,8 @@ class Context:
     live_streams: dict[str, int] = field(default_factory=dict)
     status_memory: dict[str, Any] = field(default_factory=dict)
     closing: bool = False
+    collector: Any = None  # engine.ship.collector.Collector with [collect]
+    ingest_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.reader_pool, fn, *args)
@@ -271,7 +273,9 @@ async def ingest_loop(app: web.Application) -> None:
             await asyncio.sleep(0)
             continue
         ctx.caught_up = True
-        await asyncio.sleep(INGEST_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.ingest_wake.wait(), INGEST_SECONDS)
+        ctx.ingest_wake.clear()
 
 
 async def load_trails(app: web.Application) -> None:
@@ -325,19 +329,24 @@ async def _prepare_trails(ctx: Context, cfg: Any) -> None:
 
 
 def build_app(ctx: Context) -> web.Application:
-    from webui import api, live  # handlers import this module
+    from webui import api, live, sensors  # handlers import this module
 
     app = web.Application(middlewares=[errors, host_check, auth], client_max_size=64 * 1024)
     app[CTX] = ctx
     app.on_response_prepare.append(security_headers)
     api.add_routes(app)
     app.router.add_get("/api/live", live.live)
+    sensors.add_routes(app)
     app.router.add_get("/ping", ping)
     app.router.add_get("/", static)
     app.router.add_get("/{path:(?!api/).+}", static)
 
     async def background(app: web.Application) -> Any:
         tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app))]
+        if ctx.collector is not None:
+            from webui.sensors import collect_tasks
+
+            tasks += collect_tasks(ctx)
         yield
         ctx.closing = True
         ctx.notify()

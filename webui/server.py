@@ -13,7 +13,7 @@ from collections.abc import Callable
 import uvloop
 from aiohttp import web
 
-from engine.config import ConfigError
+from engine.config import CollectConfig, ConfigError
 from webui.app import Runner, build_app, make_context
 from webui.auth import UserError
 from webui.settings import LOCAL_NAMES, Settings
@@ -53,11 +53,16 @@ def exposure_warnings(settings: Settings) -> list[str]:
     return out
 
 
-def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
-    """Blocks until Ctrl-C / SIGTERM. Prints the URL (and a first-start admin password) once."""
+def serve(settings: Settings, say: Callable[[str], None] = print, collect: CollectConfig | None = None) -> int:
+    """Blocks until Ctrl-C / SIGTERM. Prints the URL (and a first-start admin password) once.
+    With `[collect]` (`collect`), the server also consumes the sensors' events over NATS."""
     ssl_ctx = tls_context(settings)
     try:
         ctx = make_context(settings)
+        if collect is not None:
+            from engine.ship.collector import Collector
+
+            ctx.collector = Collector(collect, settings.log_dir, lambda line: say(f"collect: {line}"))
         password = ctx.users.ensure_admin()
     except UserError as exc:
         raise ConfigError(str(exc)) from None
@@ -75,6 +80,9 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
             raise ConfigError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
         port = runner.addresses[0][1]
         say(f"dashboard: {url_of(settings, port)}  (logs: {settings.log_dir}, index: {settings.index_dir})")
+        if collect is not None:
+            say(f"collect: sensors' events from {', '.join(collect.servers)} (stream {collect.stream}) into "
+                f"{settings.log_dir / 'sensors'}" + (f"; UDP intake on {collect.udp_listen}" if collect.udp_listen else ""))
         for warning in exposure_warnings(settings):
             say(f"warning: {warning}")
         if password:

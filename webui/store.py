@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from engine.ship.files import SENSORS_DIR
 from webui.logparse import ParsedEvent, TimeParser, parse_lines
 from webui.netaddr import in_range_text, in_scope_text, ip_key
 from webui.severity import Severity
@@ -148,7 +149,7 @@ class Ingester:
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute("DELETE FROM events WHERE day = ?", (day,))
         self.conn.execute("DELETE FROM agg WHERE day = ?", (day,))
-        self.conn.execute("DELETE FROM files WHERE name = ?", (name,))
+        self.conn.execute("DELETE FROM files WHERE day = ?", (day,))  # every file of the day is read again
         self.conn.execute("COMMIT")
 
     def sync(self, budget: int | None = None) -> int:
@@ -163,11 +164,13 @@ class Ingester:
     def _sync(self) -> int:
         known = {row[0]: row for row in self.conn.execute("SELECT name, day, offset, inode, head FROM files")}
         present: dict[str, str] = {}
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.log_dir):
-                m = DAY_FILE.match(entry.name)
-                if m and entry.is_file(follow_symlinks=False):
-                    present[entry.name] = m.group(1)
+        for folder in [self.log_dir, *self._sensor_dirs()]:
+            prefix = "" if folder == self.log_dir else f"{folder.relative_to(self.log_dir)}/"
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(folder):
+                    m = DAY_FILE.match(entry.name)
+                    if m and entry.is_file(follow_symlinks=False):
+                        present[prefix + entry.name] = m.group(1)
         for name, row in known.items():
             if name not in present:
                 self._drop_day(name, row[1])
@@ -176,8 +179,17 @@ class Ingester:
             if self._budget <= 0:
                 self.pending = True
                 break
-            added += self._follow(name, present[name], known.get(name))
+            row = self.conn.execute("SELECT name, day, offset, inode, head FROM files WHERE name = ?",
+                                    (name,)).fetchone()  # fresh: dropping a day resets all its files
+            added += self._follow(name, present[name], row)
         return added
+
+    def _sensor_dirs(self) -> list[Path]:
+        """`LOG_DIR/sensors/NAME/`: each collected sensor's day files (`[collect]`)."""
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(Path(e.path) for e in os.scandir(self.log_dir / SENSORS_DIR)
+                          if e.is_dir(follow_symlinks=False))
+        return []
 
     def _follow(self, name: str, day: str, row: tuple | None) -> int:
         path = self.log_dir / name
