@@ -81,8 +81,9 @@ def serve(settings: Settings, say: Callable[[str], None] = print, collect: Colle
         port = runner.addresses[0][1]
         say(f"dashboard: {url_of(settings, port)}  (logs: {settings.log_dir}, index: {settings.index_dir})")
         if collect is not None:
+            udp = f"; UDP intake on {collect.udp_listen}" if collect.udp_listen else ""
             say(f"collect: sensors' events from {', '.join(collect.servers)} (stream {collect.stream}) into "
-                f"{settings.log_dir / 'sensors'}" + (f"; UDP intake on {collect.udp_listen}" if collect.udp_listen else ""))
+                f"{settings.log_dir / 'sensors'}{udp}")
         for warning in exposure_warnings(settings):
             say(f"warning: {warning}")
         if password:
