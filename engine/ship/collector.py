@@ -3,10 +3,13 @@ writes each sensor's events into `LOG_DIR/sensors/SENSOR/YYYY-MM-DD.log` (the da
 follows those files), and the sensors' heartbeats.
 
 Exactly once on the server: a batch is appended, fsynced, and only then is the commit record
-(every file's committed size and, per sensor file, the next offset expected) replaced durably;
-the batch is acknowledged after that. On start, bytes past a file's committed size (a crash
-between the write and the record) are cut off: JetStream redelivers those messages. A message
-whose (sensor, file, offset) is below the expected offset is a duplicate and is skipped. An
+(every file's committed size, per sensor file the next offset expected, and the last stream
+sequence committed) replaced durably; the batch is acknowledged after that. On start, bytes past
+a file's committed size (a crash between the write and the record) are cut off, and the durable
+consumer is made again to deliver from the sequence after the committed one: the commit record,
+not the consumer's ack state, says where to go on, so a message delivered to a killed server is
+delivered again in order. A message whose (sensor, file, offset) is below the expected offset
+(the sensor published it twice beyond JetStream's duplicate window) is skipped. An
 event whose subject, message id and sensor column do not name the same sensor is rejected.
 """
 
@@ -25,7 +28,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from engine.config import SUBJECT_TOKEN, CollectConfig, ConfigError
 from engine.ship.files import DAY_FILE, SENSORS_DIR, read_json, write_json
@@ -73,6 +76,7 @@ class EventFiles:
         state = read_json(self.state_path)
         self.sizes: dict[str, int] = {k: int(v) for k, v in state.get("files", {}).items()}
         self.expected: dict[str, int] = {k: int(v) for k, v in state.get("sources", {}).items()}
+        self.stream_seq = int(state.get("stream_seq", 0))
         self.recover()
 
     def recover(self) -> None:
@@ -89,7 +93,7 @@ class EventFiles:
                                     path, path.stat().st_size - committed)
                         os.truncate(path, committed)
 
-    def commit(self, events: list[tuple[str, str, int, bytes]]) -> tuple[int, int]:
+    def commit(self, events: list[tuple[str, str, int, bytes]], stream_seq: int) -> tuple[int, int]:
         """Append the new events, fsync, then record the commit durably; (written, duplicates)."""
         chunks: dict[str, list[bytes]] = {}
         duplicates = 0
@@ -112,8 +116,9 @@ class EventFiles:
                 self.sizes[key] = os.fstat(fd).st_size
             finally:
                 os.close(fd)
-        if chunks:
-            write_json(self.state_path, {"files": self.sizes, "sources": self.expected}, durable=True)
+        self.stream_seq = stream_seq
+        write_json(self.state_path, {"files": self.sizes, "sources": self.expected, "stream_seq": stream_seq},
+                   durable=True)
         return sum(len(v) for v in chunks.values()), duplicates
 
 
@@ -185,10 +190,12 @@ class Collector:
 
     async def consume(self, nc: Client) -> None:
         js = nc.jetstream()
+        with contextlib.suppress(NotFoundError):  # made again from the commit record (see above)
+            await js.delete_consumer(self.cfg.stream, self.cfg.durable)
         sub = await js.pull_subscribe(
             f"{self.cfg.subject_prefix}.events.*", durable=self.cfg.durable, stream=self.cfg.stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.ALL, deliver_policy=DeliverPolicy.ALL, ack_wait=30,
-                                  max_ack_pending=-1))
+            config=ConsumerConfig(ack_policy=AckPolicy.ALL, deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                                  opt_start_seq=self.files.stream_seq + 1, ack_wait=30, max_ack_pending=-1))
         loop = asyncio.get_running_loop()
         while not self.stop.is_set():
             try:
@@ -208,7 +215,8 @@ class Collector:
                     if self.stats["last_rejection"] != str(exc):
                         self.say(f"rejected: {exc}")
                     self.stats["last_rejection"] = str(exc)
-            written, duplicates = await loop.run_in_executor(None, self.files.commit, events)
+            written, duplicates = await loop.run_in_executor(None, self.files.commit, events,
+                                                             msgs[-1].metadata.sequence.stream)
             await msgs[-1].ack_sync()  # AckPolicy.ALL: the batch up to here, now that it is durable
             self.stats["received"] += len(msgs)
             self.stats["written"] += written

@@ -63,9 +63,10 @@ def connect_options(cfg: NatsSettings, name: str) -> dict[str, Any]:
     return opts
 
 
-async def connect(cfg: NatsSettings, name: str, on_error: Callable[[str], Awaitable[None] | None] | None = None
-                  ) -> Client:
-    """One connection that reconnects forever once up; the first attempt's failure is raised."""
+async def connect(cfg: NatsSettings, name: str, on_error: Callable[[str], Awaitable[None] | None] | None = None,
+                  **callbacks: Callable[[], Awaitable[None]]) -> Client:
+    """One connection that reconnects forever once up; the first attempt's failure is raised.
+    `callbacks`: nats-py's `disconnected_cb`, `reconnected_cb`."""
 
     async def error_cb(exc: Exception) -> None:
         if on_error is not None:
@@ -73,7 +74,7 @@ async def connect(cfg: NatsSettings, name: str, on_error: Callable[[str], Awaita
             if result is not None:
                 await result
 
-    return await nats.connect(error_cb=error_cb, **connect_options(cfg, name))
+    return await nats.connect(error_cb=error_cb, **callbacks, **connect_options(cfg, name))
 
 
 def describe_error(exc: BaseException) -> str:

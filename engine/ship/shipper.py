@@ -116,15 +116,16 @@ class Shipper:
         if not pending:
             return
         await asyncio.wait([f for f, _ in pending], timeout=ACK_SECONDS)
-        reached, failure = None, None
-        for fut, end in pending:
-            if not fut.done() or fut.cancelled() or fut.exception() is not None:
-                failure = fut.exception() if fut.done() and not fut.cancelled() else None
-                break
-            reached = end
         for fut, _ in pending:
             if not fut.done():
                 fut.cancel()  # frees its slot in the client's window; the line is sent again later
+        reached, failure, complete = None, None, True
+        for fut, end in pending:
+            error = None if fut.cancelled() else fut.exception()  # every exception retrieved, not just the first
+            if complete and (fut.cancelled() or error is not None):
+                complete, failure = False, error
+            elif complete:
+                reached = end
         if reached is not None:
             self.state["shipped"] += sum(1 for f, e in pending if e <= reached)
             self._save_offset(name, reached)
@@ -211,18 +212,29 @@ class Shipper:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def _connect(self) -> Client | None:
-        """Retry until connected or stopped; a refusal (credentials, TLS) is said once per change."""
-        while not self.stop.is_set():
+        """Retry until connected or stopped (at least one attempt, so a stop right after the start
+        still ships what is there); a refusal (credentials, TLS) is said once per change."""
+        while True:
             try:
-                return await connect(self.cfg, f"maltrail-sensor-{self.name}", self._async_error)
+                return await connect(self.cfg, f"maltrail-sensor-{self.name}", self._async_error,
+                                     disconnected_cb=self._disconnected, reconnected_cb=self._reconnected)
             except Exception as exc:  # nats-py raises several kinds; all mean "not now"
-                self.error(describe_error(exc) + "; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), 2.0)
-        return None
+                self.error(describe_error(exc) + ("; retrying" if not self.stop.is_set() else ""))
+            if self.stop.is_set():
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 2.0)
 
     async def _async_error(self, text: str) -> None:
         self.error(text)
+
+    async def _disconnected(self) -> None:
+        if not self.stop.is_set():
+            self.error(f"disconnected from NATS: events stay in {self.log_dir} and are sent on reconnect")
+
+    async def _reconnected(self) -> None:
+        self.say("reconnected to NATS: catching up")
+        self.state.update(last_error="", error_since=None)
 
     async def run(self) -> None:
         status = asyncio.create_task(self.status_loop())
