@@ -93,8 +93,9 @@ def sensor_permissions(cfg: NatsSettings, sensor: str) -> dict[str, Any]:
     obj = f"OBJ_{cfg.trails_bucket}"
     return {
         "publish": {"allow": [events_subject(cfg, sensor), heartbeat_subject(cfg, sensor), "$JS.API.INFO",
-                              f"$JS.API.STREAM.INFO.{obj}", f"$JS.API.STREAM.MSG.GET.{obj}",
+                              "$JS.API.STREAM.NAMES", f"$JS.API.STREAM.INFO.{obj}", f"$JS.API.STREAM.MSG.GET.{obj}",
                               f"$JS.API.DIRECT.GET.{obj}.>", f"$JS.API.CONSUMER.CREATE.{obj}",
-                              f"$JS.API.CONSUMER.CREATE.{obj}.>", f"$JS.API.CONSUMER.DELETE.{obj}.>"]},
+                              f"$JS.API.CONSUMER.CREATE.{obj}.>", f"$JS.API.CONSUMER.DELETE.{obj}.>",
+                              f"$JS.FC.{obj}.>"]},
         "subscribe": {"allow": ["_INBOX.>"]},
     }
