@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nats_support import NATS_SERVER, SKIP_REASON, Nats, users_block, wait_for
+from nats_support import NATS_SERVER, SKIP_REASON, Nats, free_port, users_block, wait_for
 from ship_support import (
     collected,
     day_lines,
@@ -215,3 +215,34 @@ def _stream_ready(broker: Nats) -> bool:
             await nc.close()
 
     return asyncio.run(check())
+
+
+def test_three_node_cluster_survives_a_node_loss(tmp_path: Path) -> None:
+    """A three-node NATS cluster, the stream replicated three times: one node is killed mid-run
+    (the one the shipper is connected to) and the server still ends with every event once."""
+    ports = [free_port() for _ in range(3)]
+    nodes = [Nats(tmp_path, users_block(["alpha"]), name=f"n{i + 1}", cluster_port=ports[i],
+                  routes=[p for j, p in enumerate(ports) if j != i]) for i in range(3)]
+    for node in nodes:
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_ready()
+    urls = [n.url for n in nodes]
+    config = sensor_config(tmp_path, "alpha", urls[:1] + urls[1:])
+    server = start_collecting_server(tmp_path, server_config(tmp_path, urls[::-1], replicas=3))
+    shipper = start_shipper(config)
+    try:
+        write_events(tmp_path / "alpha", "alpha", [events(500, i * 500) for i in range(6)], pause=0.1)
+        wait_for(lambda: line_count(collected(tmp_path, "alpha")) >= 1000, 90, what="shipping under way")
+        connected = wait_for(lambda: json.loads((tmp_path / "alpha" / ".ship" / "status.json").read_text()
+                                                ).get("server"), 10, what="the shipper's server")
+        victim = next(n for n in nodes if connected.endswith(f":{n.port}"))
+        victim.stop(kill=True)
+        write_events(tmp_path / "alpha", "alpha", [events(500, 3000 + i * 500) for i in range(6)], pause=0.1)
+        local = day_lines(tmp_path / "alpha")
+        assert wait_collected(tmp_path, "alpha", 6000, timeout=120) == local
+    finally:
+        stop(shipper)
+        server.stop()
+        for node in nodes:
+            node.stop(kill=True)
