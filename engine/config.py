@@ -328,7 +328,8 @@ class ShipConfig(NatsSettings):
     """`[ship]`: the sensor's shipper (`maltrail ship`, started by `maltrail sensor` when present)."""
 
     heartbeat_seconds: int = 5
-    publish_window: int = 2048
+    publish_window: int = 256
+    events_per_message: int = 64
     follow_trails: bool = False
     trails_poll_seconds: int = 10
     state_dir: str = ""
@@ -352,6 +353,7 @@ class CollectConfig(NatsSettings):
 _NATS_LIMITS: dict[str, tuple[float, float]] = {
     "heartbeat_seconds": (1, 3600),
     "publish_window": (1, 65536),
+    "events_per_message": (1, 1024),
     "trails_poll_seconds": (1, 86400),
     "replicas": (1, 5),
     "duplicate_window_seconds": (10, 86400),

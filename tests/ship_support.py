@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nats_support import Nats, secret_file, wait_for, write_config
+from nats_support import secret_file, wait_for, write_config
 from webui_support import PASSWORDS as WEB_PASSWORDS
 from webui_support import Server, add_user, start_server
 
@@ -87,4 +87,3 @@ def wait_collected(root: Path, sensor: str, expected: int, timeout: float = 90.0
     return collected(root, sensor)
 
 
-__all__ = ["Nats", "wait_for"]

@@ -167,6 +167,9 @@ def test_unauthorised_publish_refused_and_foreign_sensor_rejected(tmp_path: Path
             b'"known attacker" (static)')
     violations: list[str] = []
 
+    def msg_id(sensor: str, start: int) -> dict[str, str]:
+        return {"Nats-Msg-Id": f"{sensor}/2026-12-05.log/{start}-{start + len(line) + 1}"}
+
     async def attempt() -> None:
         async def error_cb(exc: Exception) -> None:
             violations.append(str(exc))
@@ -174,13 +177,12 @@ def test_unauthorised_publish_refused_and_foreign_sensor_rejected(tmp_path: Path
         nc = await nats_py.connect(broker.url, user="alpha", password="alpha-secret-1", error_cb=error_cb)
         js = nc.jetstream()
         with pytest.raises((NatsTimeout, Exception)):
-            await js.publish("maltrail.events.beta", line, headers={"Nats-Msg-Id": "beta/2026-12-05.log/0"},
-                             timeout=2)
+            await js.publish("maltrail.events.beta", line, headers=msg_id("beta", 0), timeout=2)
         await nc.close()
         nc = await nats_py.connect(broker.url, user="intruder", password="intruder-secret-1")
         js = nc.jetstream()
-        await js.publish("maltrail.events.alpha", line, headers={"Nats-Msg-Id": "alpha/2026-12-05.log/0"}, timeout=5)
-        await js.publish("maltrail.events.beta", line, headers={"Nats-Msg-Id": "alpha/2026-12-05.log/99"}, timeout=5)
+        await js.publish("maltrail.events.alpha", line, headers=msg_id("alpha", 0), timeout=5)
+        await js.publish("maltrail.events.beta", line, headers=msg_id("alpha", 99), timeout=5)
         await nc.close()
 
     try:

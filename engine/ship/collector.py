@@ -51,19 +51,25 @@ class Rejected(Exception):
     """An event the server refuses (named sensors disagree, bad message id)."""
 
 
-def check_event(subject: str, headers: dict[str, str] | None, data: bytes) -> tuple[str, str, int]:
-    """(sensor, day file, offset) of an acceptable event message."""
+def check_event(subject: str, headers: dict[str, str] | None, data: bytes) -> tuple[str, str, int, list[bytes]]:
+    """(sensor, day file, offset of the first line, lines) of an acceptable event message. Its id
+    is `SENSOR/FILE/START-END` (the lines' byte range in the sensor's file)."""
     sensor = subject.rsplit(".", 1)[-1]
     msg_id = (headers or {}).get("Nats-Msg-Id", "")
     parts = msg_id.split("/")
-    if len(parts) != 3 or not parts[2].isdigit() or not DAY_FILE.fullmatch(parts[1]):
+    start, _, end = parts[2].partition("-") if len(parts) == 3 else ("", "", "")
+    if not (start.isdigit() and end.isdigit() and DAY_FILE.fullmatch(parts[1])):
         raise Rejected(f"event on {subject} with a bad message id {msg_id[:80]!r}")
     if parts[0] != sensor or not SUBJECT_TOKEN.fullmatch(sensor):
         raise Rejected(f"event on {subject} carries the message id of sensor {parts[0][:40]!r}")
-    named = line_sensor(data)
-    if named != sensor:
-        raise Rejected(f"event on {subject} names sensor {named!r} in its sensor column")
-    return sensor, parts[1], int(parts[2])
+    if int(end) - int(start) != len(data) + 1:
+        raise Rejected(f"event on {subject}: message id {msg_id[:80]!r} does not match its {len(data)} bytes")
+    lines = data.split(b"\n")
+    for line in lines:
+        named = line_sensor(line)
+        if named != sensor:
+            raise Rejected(f"event on {subject} names sensor {named!r} in its sensor column")
+    return sensor, parts[1], int(start), lines
 
 
 class EventFiles:
@@ -93,17 +99,29 @@ class EventFiles:
                                     path, path.stat().st_size - committed)
                         os.truncate(path, committed)
 
-    def commit(self, events: list[tuple[str, str, int, bytes]], stream_seq: int) -> tuple[int, int]:
-        """Append the new events, fsync, then record the commit durably; (written, duplicates)."""
+    def commit(self, events: list[tuple[str, str, int, list[bytes]]], stream_seq: int) -> tuple[int, int, int]:
+        """Append the new lines, fsync, then record the commit durably; (written, duplicates, gaps).
+
+        Per sensor file, lines below the next expected offset were written already (skipped); a
+        message starting beyond it follows one that never reached the stream, and is dropped: the
+        shipper only moves over acknowledged lines, so it sends both again, in order. A file the
+        record does not know starts wherever its first message does (stream expired, record lost)."""
         chunks: dict[str, list[bytes]] = {}
-        duplicates = 0
-        for sensor, day, offset, data in events:
+        duplicates = gaps = 0
+        for sensor, day, start, lines in events:
             key = f"{sensor}/{day}"
-            if offset < self.expected.get(key, 0):
-                duplicates += 1
+            expected = self.expected.get(key, start)
+            if start > expected:
+                gaps += 1
                 continue
-            self.expected[key] = offset + len(data) + 1
-            chunks.setdefault(key, []).append(data.replace(b"\r", b" ") + b"\n")
+            position = start
+            for line in lines:
+                if position >= expected:
+                    chunks.setdefault(key, []).append(line.replace(b"\r", b" ") + b"\n")
+                else:
+                    duplicates += 1
+                position += len(line) + 1
+            self.expected[key] = max(expected, position)
         for key, lines in chunks.items():
             path = self.root / key
             path.parent.mkdir(exist_ok=True)
@@ -119,7 +137,7 @@ class EventFiles:
         self.stream_seq = stream_seq
         write_json(self.state_path, {"files": self.sizes, "sources": self.expected, "stream_seq": stream_seq},
                    durable=True)
-        return sum(len(v) for v in chunks.values()), duplicates
+        return sum(len(v) for v in chunks.values()), duplicates, gaps
 
 
 def check_collect(cfg: CollectConfig) -> None:
@@ -146,7 +164,7 @@ class Collector:
         self.files = EventFiles(self.root)
         self.say = say or (lambda line: log.warning("%s", line))
         self.stats: dict[str, Any] = {"connected": False, "received": 0, "written": 0, "duplicates": 0,
-                                      "rejected": 0, "last_rejection": "", "last_error": "",
+                                      "rejected": 0, "gaps_dropped": 0, "last_rejection": "", "last_error": "",
                                       "heartbeats_rejected": 0, "trails": {}}
         self.heartbeats: dict[str, dict[str, Any]] = {}
         for folder in self.root.iterdir():
@@ -209,18 +227,19 @@ class Collector:
             events = []
             for msg in msgs:
                 try:
-                    events.append((*check_event(msg.subject, msg.headers, msg.data), msg.data))
+                    events.append(check_event(msg.subject, msg.headers, msg.data))
                 except Rejected as exc:
                     self.stats["rejected"] += 1
                     if self.stats["last_rejection"] != str(exc):
                         self.say(f"rejected: {exc}")
                     self.stats["last_rejection"] = str(exc)
-            written, duplicates = await loop.run_in_executor(None, self.files.commit, events,
-                                                             msgs[-1].metadata.sequence.stream)
+            written, duplicates, gaps = await loop.run_in_executor(None, self.files.commit, events,
+                                                                   msgs[-1].metadata.sequence.stream)
             await msgs[-1].ack_sync()  # AckPolicy.ALL: the batch up to here, now that it is durable
             self.stats["received"] += len(msgs)
             self.stats["written"] += written
             self.stats["duplicates"] += duplicates
+            self.stats["gaps_dropped"] += gaps
             self.stats["last_error"] = ""
             if written:
                 self.written.set()

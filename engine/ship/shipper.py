@@ -1,10 +1,12 @@
 """The sensor's shipper (`maltrail ship`; started by `maltrail sensor` when `[ship]` is set).
 
 The local daily log files stay the source of truth and the spool. The shipper follows them from a
-persisted offset and publishes every event line to JetStream with the message id
-`SENSOR/FILE/OFFSET`, so a line published twice (after a lost ack) is stored once. The offset only
-moves over lines whose publish JetStream acknowledged, and is saved durably; NATS being down only
-stops that offset: the sensor goes on writing locally and the shipper catches up on reconnect.
+persisted offset and publishes the event lines to JetStream, up to `events_per_message` whole
+lines a message (1: one event a message), with the message id `SENSOR/FILE/START-END` (the lines'
+byte range), so a message published twice (after a lost ack) is stored once; the server also
+skips lines it already holds by their offsets. The offset only moves over lines whose publish
+JetStream acknowledged, and is saved durably; NATS being down only stops that offset: the sensor
+goes on writing locally and the shipper catches up on reconnect.
 Heartbeats go out every few seconds; the trail feed (`engine/ship/trails.py`) runs beside it.
 """
 
@@ -111,23 +113,23 @@ class Shipper:
         self.offsets[name] = offset
         write_json(self.offsets_path, {"files": self.offsets}, durable=True)
 
-    async def _settle(self, js: JetStreamContext, name: str, pending: list[tuple[asyncio.Future, int]]) -> None:
+    async def _settle(self, js: JetStreamContext, name: str, pending: list[tuple[asyncio.Future, int, int]]) -> None:
         """Wait for the acks of `pending` (in order); the offset moves over the acknowledged prefix."""
         if not pending:
             return
-        await asyncio.wait([f for f, _ in pending], timeout=ACK_SECONDS)
-        for fut, _ in pending:
+        await asyncio.wait([f for f, _, _ in pending], timeout=ACK_SECONDS)
+        for fut, _, _ in pending:
             if not fut.done():
                 fut.cancel()  # frees its slot in the client's window; the line is sent again later
-        reached, failure, complete = None, None, True
-        for fut, end in pending:
+        reached, failure, complete, acked = None, None, True, 0
+        for fut, end, count in pending:
             error = None if fut.cancelled() else fut.exception()  # every exception retrieved, not just the first
             if complete and (fut.cancelled() or error is not None):
                 complete, failure = False, error
             elif complete:
-                reached = end
+                reached, acked = end, acked + count
         if reached is not None:
-            self.state["shipped"] += sum(1 for f, e in pending if e <= reached)
+            self.state["shipped"] += acked
             self._save_offset(name, reached)
         if failure is not None or reached != pending[-1][1]:
             raise PublishFailed(describe_error(failure) if failure else "JetStream did not acknowledge in time")
@@ -147,15 +149,20 @@ class Shipper:
         end = data.rfind(b"\n") + 1
         if not end:
             return 0
-        pending: list[tuple[asyncio.Future, int]] = []
+        pending: list[tuple[asyncio.Future, int, int]] = []
         position, sent = offset, 0
         prefix = f"{self.name}/{name}/"
-        for line in data[:end].split(b"\n")[:-1]:
-            following = position + len(line) + 1
-            fut = await js.publish_async(self.subject, line, headers={"Nats-Msg-Id": f"{prefix}{position}"})
-            pending.append((fut, following))
+        lines = data[:end].split(b"\n")[:-1]
+        step = self.cfg.events_per_message
+        for first in range(0, len(lines), step):
+            group = lines[first:first + step]
+            payload = b"\n".join(group)
+            following = position + len(payload) + 1
+            fut = await js.publish_async(self.subject, payload,
+                                         headers={"Nats-Msg-Id": f"{prefix}{position}-{following}"})
+            pending.append((fut, following, len(group)))
             position = following
-            sent += 1
+            sent += len(group)
             if len(pending) >= self.cfg.publish_window:
                 await self._settle(js, name, pending)
                 pending = []
