@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import ConfigError, SensorConfig, UpdateConfig, load_config, load_update_config
+from engine.config import (
+    CollectConfig,
+    ConfigError,
+    SensorConfig,
+    ShipConfig,
+    UpdateConfig,
+    load_config,
+    load_nats_configs,
+    load_update_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +63,39 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_update_period() -> None:
     assert UpdateConfig().period_seconds == 86400 and UpdateConfig(period="90m").period_seconds == 5400
     assert UpdateConfig(period="0").period_seconds == 0
+
+
+@pytest.mark.parametrize(("section", "cls"), [("ship", ShipConfig), ("collect", CollectConfig)])
+def test_shipped_file_documents_nats_sections_commented_out(section: str, cls: type, tmp_path: Path) -> None:
+    """[ship] / [collect] are shown commented out (present = on); uncommented, every option is
+    there with its default, and the file loads."""
+    text = (ROOT / "maltrail.toml").read_text()
+    assert f"\n[{section}]" not in text
+    block = text.split(f"# [{section}]\n", 1)[1].split("\n\n", 1)[0]
+    lines = [ln[2:] for ln in block.splitlines() if ln.startswith("# ") and not ln.startswith("# # ")]
+    data = tomllib.loads(f"[{section}]\n" + "\n".join(lines))[section]
+    defaults = cls()
+    assert set(data) == {f.name for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key != "servers":
+            assert getattr(defaults, key) == value, key
+    path = tmp_path / "m.toml"
+    path.write_text(f"[{section}]\n" + "\n".join(lines))
+    loaded = load_nats_configs(path)[0 if section == "ship" else 1]
+    assert loaded == dataclasses.replace(defaults, servers=["nats://127.0.0.1:4222"])
+    assert load_nats_configs(ROOT / "maltrail.toml") == (None, None)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[ship]\n", r"\[ship\] servers: give at least one NATS URL"),
+    ("[ship]\nservers = ['nats://x:1']\nstream = 'a.b'\n", r"\[ship\] stream: 'a.b' may hold only"),
+    ("[collect]\nservers = ['nats://x:1']\nreplicas = 9\n", r"\[collect\] replicas: 9 is out of range"),
+    ("[collect]\nservers = ['nats://x:1']\npassword_file = 'p'\n", r"\[collect\] password_file: needs user"),
+    ("[ship]\nservers = ['nats://x:1']\ntls_cert = 'c'\n", r"\[ship\] tls_cert / tls_key: give both"),
+    ("[ship]\nservers = ['nats://x:1']\nfollow = true\n", r"\[ship\] follow: unknown key"),
+])
+def test_bad_nats_sections_name_the_key(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_nats_configs(path)
