@@ -20,8 +20,8 @@ def sensor_config(root: Path, name: str, servers: list[str], **ship: Any) -> Pat
     sensor = {"name": name, "log_dir": str(root / name)}
     sensor.update(ship.pop("sensor", {}))
     values = {"servers": servers, "user": ship.pop("user", name),
-              "password_file": ship.pop("password_file", None) or secret_file(root, name), "heartbeat_seconds": 1,
-              **ship}
+              "password_file": ship.pop("password_file") if "password_file" in ship else secret_file(root, name),
+              "heartbeat_seconds": 1, **ship}
     return write_config(root / f"{name}.toml", {"sensor": sensor, "ship": values})
 
 

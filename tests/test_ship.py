@@ -248,3 +248,47 @@ def test_three_node_cluster_survives_a_node_loss(tmp_path: Path) -> None:
         server.stop()
         for node in nodes:
             node.stop(kill=True)
+
+
+def test_nkey_sensor_ships_and_may_not_impersonate(tmp_path: Path) -> None:
+    """A sensor authenticated by its own NKey (the seed only on the sensor, the public key in the
+    server config) ships its events; the same key may not publish as another sensor."""
+    import asyncio
+
+    import nats as nats_py
+    import nkeys
+
+    from engine.config import NatsSettings
+    from engine.ship.natsconn import sensor_permissions
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    seed_file = tmp_path / "gamma.nk"
+    seed_file.write_bytes(seed + b"\n")
+    seed_file.chmod(0o600)
+    users = users_block([]) + [{"nkey": public, "permissions": sensor_permissions(NatsSettings(), "gamma")}]
+    broker = Nats(tmp_path, users).start()
+    config = sensor_config(tmp_path, "gamma", [broker.url], user="", password_file="", nkey_seed_file=str(seed_file))
+    server = start_collecting_server(tmp_path, server_config(tmp_path, [broker.url]))
+    shipper = start_shipper(config)
+    errors: list[str] = []
+
+    async def impersonate() -> None:
+        async def error_cb(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        nc = await nats_py.connect(broker.url, nkeys_seed_str=seed.decode(), error_cb=error_cb)
+        await nc.publish("maltrail.events.alpha", b"x")
+        await nc.flush()
+        await asyncio.sleep(0.5)
+        await nc.close()
+
+    try:
+        write_events(tmp_path / "gamma", "gamma", [events(300, 0)])
+        assert wait_collected(tmp_path, "gamma", 300) == day_lines(tmp_path / "gamma")
+        asyncio.run(impersonate())
+        assert any("permissions violation" in e.lower() for e in errors), errors
+    finally:
+        stop(shipper)
+        server.stop()
+        broker.stop(kill=True)
