@@ -159,3 +159,16 @@ def test_no_section_no_nats(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-2000:]
     assert not (tmp_path / ".ship").exists()
+
+
+def test_deployment_doc_lists_the_tested_permissions() -> None:
+    """The permission block in docs/DEPLOYMENT.md is the one the tests give nats-server."""
+    from engine.config import NatsSettings
+    from engine.ship.natsconn import sensor_permissions
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "DEPLOYMENT.md").read_text()
+    allowed = sensor_permissions(NatsSettings(), "sensor-a")
+    for subject in allowed["publish"]["allow"] + allowed["subscribe"]["allow"]:
+        assert f'"{subject}"' in text, subject
+    for section in ("## 1. Single host", "## 2. Many sensors, one server", "## 3. Central site on a three-node"):
+        assert section in text
