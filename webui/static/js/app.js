@@ -12,6 +12,7 @@ import {closeDrawer, drawerThreatId, openDrawer, refreshDrawer} from './drawer.j
 import {closePicker, initPicker, isOpen as pickerOpen, latestDayWithData, rangeLabel} from './datepicker.js';
 import {initLive, isLive, liveWanted, resetLiveCounter, startLive, stopLive} from './live.js';
 import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine} from './engine.js';
+import {initSensors} from './sensors.js';
 import {initSuppressions} from './suppressions.js';
 import {initTheme, toggleTheme} from './theme.js';
 
@@ -421,6 +422,7 @@ function wireOnce() {
   });
   initSuppressions(() => refresh());
   initEngine();
+  initSensors();
   let resizeTimer = 0;
   new ResizeObserver(() => {
     clearTimeout(resizeTimer);
