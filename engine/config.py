@@ -370,14 +370,7 @@ def _nats_section(data: dict[str, Any], name: str, cls: type, source: str) -> An
         return None
     cfg = cls()
     for key, value, declared in _section_items(data, name, cls, source):
-        expected = {"str": str, "int": int, "bool": bool}.get(declared, list)
-        try:
-            _check_type(name, key, value, expected)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        if key in _NATS_LIMITS and not _NATS_LIMITS[key][0] <= value <= _NATS_LIMITS[key][1]:
-            lo, hi = _NATS_LIMITS[key]
-            raise ConfigError(f"{source}: [{name}] {key}: {value} is out of range ({lo:g}..{hi:g})")
+        _check_value(name, source, key, value, declared, _NATS_LIMITS)
         setattr(cfg, key, value)
     if not cfg.servers:
         raise ConfigError(f"{source}: [{name}] servers: give at least one NATS URL, e.g. [\"nats://127.0.0.1:4222\"]")
