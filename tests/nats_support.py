@@ -47,6 +47,7 @@ class Nats:
     port: int = field(default_factory=free_port)
     cluster_port: int = 0
     routes: list[int] = field(default_factory=list)
+    tls: dict[str, str] | None = None
     proc: subprocess.Popen | None = None
 
     @property
@@ -59,6 +60,8 @@ class Nats:
         conf: dict[str, Any] = {"server_name": self.name, "listen": f"127.0.0.1:{self.port}",
                                 "jetstream": {"store_dir": str(store)},
                                 "authorization": {"users": self.users}}
+        if self.tls:
+            conf["tls"] = self.tls
         if self.cluster_port:
             conf["cluster"] = {"name": "mt", "listen": f"127.0.0.1:{self.cluster_port}",
                                "routes": [f"nats://127.0.0.1:{p}" for p in self.routes]}
@@ -80,7 +83,7 @@ class Nats:
             assert self.proc is not None and self.proc.poll() is None, (self.root / f"{self.name}.log").read_text()
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    if s.recv(4096).startswith(b"INFO"):
+                    if s.recv(4096).startswith(b"INFO"):  # sent in clear before any TLS handshake
                         return
             except OSError:
                 time.sleep(0.05)
@@ -121,3 +124,29 @@ def wait_for(predicate: Any, timeout: float = 60.0, step: float = 0.1, what: str
             return value
         time.sleep(step)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def loopback_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (its own CA), PEM certificate and key paths."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nats test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "nats-cert.pem", folder / "nats-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nats_support import NATS_SERVER, SKIP_REASON, Nats, free_port, users_block, wait_for
+from nats_support import NATS_SERVER, SKIP_REASON, Nats, free_port, loopback_certificate, users_block, wait_for
 from ship_support import (
     collected,
     day_lines,
@@ -290,5 +290,31 @@ def test_nkey_sensor_ships_and_may_not_impersonate(tmp_path: Path) -> None:
         assert any("permissions violation" in e.lower() for e in errors), errors
     finally:
         stop(shipper)
+        server.stop()
+        broker.stop(kill=True)
+
+
+def test_tls_ships_and_an_unverified_server_is_refused(tmp_path: Path) -> None:
+    """With TLS required by nats-server, a sensor given the CA ships; one without it refuses the
+    server's certificate and says so (nothing is sent in clear)."""
+    cert, key = loopback_certificate(tmp_path)
+    broker = Nats(tmp_path, users_block(["alpha", "beta"]),
+                  tls={"cert_file": str(cert), "key_file": str(key), "timeout": 2}).start()
+    url = f"tls://127.0.0.1:{broker.port}"
+    server = start_collecting_server(tmp_path, server_config(tmp_path, [url], tls_ca=str(cert)))
+    good = start_shipper(sensor_config(tmp_path, "alpha", [url], tls_ca=str(cert)))
+    bad = start_shipper(sensor_config(tmp_path, "beta", [url]))
+    try:
+        write_events(tmp_path / "alpha", "alpha", [events(200, 0)])
+        write_events(tmp_path / "beta", "beta", [events(200, 0)])
+        assert wait_collected(tmp_path, "alpha", 200) == day_lines(tmp_path / "alpha")
+        status_file = tmp_path / "beta" / ".ship" / "status.json"
+        wait_for(lambda: status_file.exists() and "CERTIFICATE_VERIFY_FAILED" in
+                 json.loads(status_file.read_text())["last_error"].upper().replace(" ", "_"), 30,
+                 what="the unverified certificate refused")
+        assert collected(tmp_path, "beta") == {}
+    finally:
+        stop(good)
+        stop(bad)
         server.stop()
         broker.stop(kill=True)

@@ -149,7 +149,7 @@ def check_collect(cfg: CollectConfig) -> None:
         if not cfg.udp_allow:
             raise ConfigError("[collect] udp_allow: the UDP intake needs an allowlist of sensor addresses")
         parse_allow(cfg.udp_allow)
-    for key in ("password_file", "token_file", "nkey_seed_file", "tls_ca", "tls_cert", "tls_key", "publish_trails"):
+    for key in ("password_file", "token_file", "nkey_seed_file", "tls_ca", "tls_cert", "tls_key"):
         value = getattr(cfg, key)
         if value and not Path(value).expanduser().is_file():
             raise ConfigError(f"[collect] {key}: {value} is not a file")
