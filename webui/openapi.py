@@ -71,6 +71,7 @@ def spec() -> dict[str, Any]:
                                   "responses": {"200": {"description": "text/event-stream"},
                                                 "401": {"description": "no valid session"}}}},
             "/api/status": {"get": _op("Engine status (aggregator counters)")},
+            "/api/sensors": {"get": _op("Collected sensors ([collect]): heartbeats, connected/stale, index, drops")},
             "/api/export": {"get": _op("Filtered threats as CSV, JSON or defanged indicators",
                                        [_str("format"), *_RANGE, *_Q, _str("sort"), _str("order")])},
             "/api/triage/{id}": {"post": _op("Set the shared status and note of a threat",
