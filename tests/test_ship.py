@@ -187,7 +187,7 @@ def test_unauthorised_publish_refused_and_foreign_sensor_rejected(tmp_path: Path
 
     try:
         client = logged_in(server, "admin")
-        wait_for(lambda: client.get_json("/api/sensors")[1]["collector"]["connected"] is not None, 10)
+        wait_for(lambda: client.get_json("/api/sensors")[1]["collector"]["connected"] is True, 30, what="collector up")
         wait_for(lambda: _stream_ready(broker), 30, what="the events stream")
         asyncio.run(attempt())
         assert any("permissions violation" in v.lower() for v in violations), violations

@@ -18,7 +18,7 @@ async def sensors(request: web.Request) -> web.Response:
         return web.json_response({"collect": False, "sensors": [],
                                   "note": "no [collect] section: this server collects no remote sensors"})
     return web.json_response({"collect": True, "stale_seconds": collector.cfg.stale_seconds,
-                              "collector": collector.stats, "sensors": collector.sensors()})
+                              "collector": collector.status(), "sensors": collector.sensors()})
 
 
 def add_routes(app: web.Application) -> None:

@@ -224,6 +224,8 @@ class Collector:
                 self._error(f"fetching events: {describe_error(exc)}")
                 await asyncio.sleep(0.5)
                 continue
+            if not msgs:
+                continue
             events = []
             for msg in msgs:
                 try:
@@ -293,6 +295,11 @@ class Collector:
 
     async def _async_error(self, text: str) -> None:
         self._error(text)
+
+    def status(self) -> dict[str, Any]:
+        """The collector's counters, with whether it is connected to NATS now."""
+        self.stats["connected"] = self.nc is not None and self.nc.is_connected
+        return self.stats
 
     def sensors(self, now: float | None = None) -> list[dict[str, Any]]:
         """One row per sensor known (events or heartbeats): last heartbeat, connected or stale, index
