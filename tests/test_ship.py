@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nats_support import NATS_SERVER, SKIP_REASON, Nats, free_port, loopback_certificate, users_block, wait_for
+from nats_support import NATS_SERVER, SKIP_REASON, Nats, free_port, users_block, wait_for
 from ship_support import (
     collected,
     day_lines,
@@ -26,6 +26,7 @@ from ship_support import (
     wait_collected,
     write_events,
 )
+from tls_support import loopback_certificate
 from webui_support import DEMO_TRAIL_IPS, logged_in
 
 from engine.index.build import build_index_file
