@@ -48,6 +48,7 @@ class Nats:
     cluster_port: int = 0
     routes: list[int] = field(default_factory=list)
     tls: dict[str, str] | None = None
+    authorization: dict[str, Any] | None = None  # instead of `users` (e.g. {"token": ...})
     proc: subprocess.Popen | None = None
 
     @property
@@ -59,7 +60,7 @@ class Nats:
         store.mkdir(parents=True, exist_ok=True)
         conf: dict[str, Any] = {"server_name": self.name, "listen": f"127.0.0.1:{self.port}",
                                 "jetstream": {"store_dir": str(store)},
-                                "authorization": {"users": self.users}}
+                                "authorization": self.authorization or {"users": self.users}}
         if self.tls:
             conf["tls"] = self.tls
         if self.cluster_port:

@@ -172,3 +172,37 @@ def test_deployment_doc_lists_the_tested_permissions() -> None:
         assert f'"{subject}"' in text, subject
     for section in ("## 1. Single host", "## 2. Many sensors, one server", "## 3. Central site on a three-node"):
         assert section in text
+
+
+@needs_nats
+def test_token_credentials(tmp_path: Path) -> None:
+    """`token_file`: nats-server's token authorization (one token per server, so not per sensor:
+    per-sensor credentials are users or NKeys); a wrong token is refused and said."""
+    from nats_support import write_config
+    from ship_support import events, start_shipper, stop, wait_collected, write_events
+
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-1\n")
+    wrong = tmp_path / "wrong"
+    wrong.write_text("nope\n")
+    broker = Nats(tmp_path, [], authorization={"token": "s3cret-token-1"}).start()
+    collect = {"servers": [broker.url], "token_file": str(token)}
+    server_toml = write_config(tmp_path / "server.toml", {"server": {"log_dir": str(tmp_path / "server")},
+                                                          "collect": collect})
+    good = write_config(tmp_path / "alpha.toml", {"sensor": {"name": "alpha", "log_dir": str(tmp_path / "alpha")},
+                                                  "ship": {"servers": [broker.url], "token_file": str(token)}})
+    bad = write_config(tmp_path / "beta.toml", {"sensor": {"name": "beta", "log_dir": str(tmp_path / "beta")},
+                                                "ship": {"servers": [broker.url], "token_file": str(wrong)}})
+    server = start_collecting_server(tmp_path, server_toml)
+    shippers = [start_shipper(good), start_shipper(bad)]
+    try:
+        write_events(tmp_path / "alpha", "alpha", [events(100, 0)])
+        write_events(tmp_path / "beta", "beta", [events(100, 0)])
+        assert len(next(iter(wait_collected(tmp_path, "alpha", 100).values()))) == 100
+        status = tmp_path / "beta" / ".ship" / "status.json"
+        wait_for(lambda: "credentials" in _status(status).get("last_error", ""), 30, what="the wrong token refused")
+    finally:
+        for proc in shippers:
+            stop(proc)
+        server.stop()
+        broker.stop(kill=True)
