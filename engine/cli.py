@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from engine.config import ConfigError, SensorConfig, load_config, load_update_config
 from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
 from engine.processes import start_process_server
+from engine.ship.cli import register as register_ship
+from engine.ship.cli import ship_lines, ship_status, shipper_beside
 from engine.trails.ignore import IgnoreRulesError
 from engine.trails.whitelist import WhitelistError
 from engine.update.errors import UpdateError
@@ -76,8 +78,9 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     try:
         from engine.sensor import run_sensor
 
-        summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report,
-                             offered_pps=args.rate, on_reloader=timer.start if timer is not None else None)
+        with shipper_beside(_config_path(args), cfg):
+            summary = run_sensor(cfg, [Path(p) for p in args.read or []], interface, report_seconds=args.report,
+                                 offered_pps=args.rate, on_reloader=timer.start if timer is not None else None)
     finally:
         if timer is not None:
             timer.stop()
@@ -111,28 +114,35 @@ def _status_path(args: argparse.Namespace) -> Path:
     return Path(cfg.status_file) if cfg.status_file else Path(cfg.log_dir).expanduser() / "sensor-status.json"
 
 
-def _show_status(path: Path, as_json: bool, watching: bool) -> int:
+def _show_status(path: Path, as_json: bool, watching: bool, ship: dict | None = None) -> int:
     from engine.livestats import StatusError, read_status, sensor_state, status_text
 
     try:
         status = read_status(path)
     except StatusError as exc:
+        if ship is not None and not as_json:  # the shipper's state is worth showing without a sensor
+            print("\n".join([f"sensor: {exc}", *ship_lines(ship)]), flush=True)
+            return 1
         if not watching:
             raise
         print(json.dumps({"state": "absent", "reason": str(exc)}) if as_json else f"waiting: {exc}", flush=True)
         return 1
     state, why = sensor_state(status)
+    shipping = {"ship": ship} if ship is not None else {}
     if as_json:
-        print(json.dumps({"state": state, "reason": why, **status}, indent=None if watching else 1), flush=True)
+        print(json.dumps({"state": state, "reason": why, **status, **shipping}, indent=None if watching else 1),
+              flush=True)
     else:
-        print("\n".join(status_text(status, state, why)), flush=True)
+        print("\n".join(status_text(status, state, why) + (ship_lines(ship) if ship is not None else [])),
+              flush=True)
     return STATE_EXIT[state]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     path = _status_path(args)
+    log_dir = Path(args.log_dir) if args.log_dir else None
     if not args.watch:
-        return _show_status(path, args.json, False)
+        return _show_status(path, args.json, False, ship_status(_config_path(args), log_dir))
     if args.interval <= 0:
         raise ConfigError(f"--interval: {args.interval} must be > 0 seconds")
     clear = sys.stdout.isatty() and not args.json
@@ -141,7 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print("\x1b[H\x1b[2J", end="")
         elif not args.json:
             print()
-        _show_status(path, args.json, True)
+        _show_status(path, args.json, True, ship_status(_config_path(args), log_dir))
         time.sleep(args.interval)
 
 
@@ -294,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="print again every --interval seconds until Ctrl-C")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between prints with --watch (default 1)")
     p.set_defaults(func=cmd_status)
+    register_ship(sub)
 
     p = sub.add_parser("bench", help="replay a traffic mix for several worker counts: throughput, drops, advice")
     p.add_argument("-c", "--config", help="sensor configuration to bench (default: ./maltrail.toml if present)")

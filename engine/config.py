@@ -147,7 +147,7 @@ def _section_items(data: dict[str, Any], name: str, cls: type, source: str) -> l
 
 
 def sensor_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> SensorConfig:
-    unknown_sections = set(data) - {"sensor", "server", "update", "output"}
+    unknown_sections = set(data) - {"sensor", "server", "update", "output", "ship", "collect"}
     if unknown_sections:
         raise ConfigError(f"{source}: unknown section [{sorted(unknown_sections)[0]}]")
     cfg = SensorConfig()
@@ -355,3 +355,92 @@ def update_config_from(data: dict[str, Any], source: str = "maltrail.toml") -> U
 def load_update_config(path: Path | None) -> UpdateConfig:
     """`[update]` of `path` (None: defaults only)."""
     return UpdateConfig() if path is None else update_config_from(_read_toml(path), str(path))
+
+
+@dataclass
+class NatsSettings:
+    """How to reach NATS (`[ship]` on a sensor, `[collect]` on the server): servers, credentials, TLS."""
+
+    servers: list[str] = field(default_factory=list)
+    subject_prefix: str = "maltrail"
+    stream: str = "MALTRAIL_EVENTS"
+    trails_bucket: str = "maltrail-trails"
+    user: str = ""
+    password_file: str = ""
+    token_file: str = ""
+    nkey_seed_file: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+
+@dataclass
+class ShipConfig(NatsSettings):
+    """`[ship]`: the sensor's shipper (`maltrail ship`, started by `maltrail sensor` when present)."""
+
+    heartbeat_seconds: int = 5
+    publish_window: int = 256
+    events_per_message: int = 64
+    follow_trails: bool = False
+    trails_poll_seconds: int = 10
+    state_dir: str = ""
+
+
+@dataclass
+class CollectConfig(NatsSettings):
+    """`[collect]`: the server's durable consumer, heartbeats, trail publishing and UDP intake."""
+
+    durable: str = "maltrail-server"
+    replicas: int = 1
+    duplicate_window_seconds: int = 600
+    batch: int = 1000
+    stale_seconds: int = 15
+    publish_trails: str = ""
+    udp_listen: str = ""
+    udp_allow: list[str] = field(default_factory=list)
+    udp_max_age_days: int = 1
+
+
+_NATS_LIMITS: dict[str, tuple[float, float]] = {
+    "heartbeat_seconds": (1, 3600),
+    "publish_window": (1, 65536),
+    "events_per_message": (1, 1024),
+    "trails_poll_seconds": (1, 86400),
+    "replicas": (1, 5),
+    "duplicate_window_seconds": (10, 86400),
+    "batch": (1, 100_000),
+    "stale_seconds": (2, 86400),
+    "udp_max_age_days": (0, 3650),
+}
+SUBJECT_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _nats_section(data: dict[str, Any], name: str, cls: type, source: str) -> Any:
+    """`[ship]` / `[collect]`, or None when the section is absent (nothing of NATS starts then)."""
+    if name not in data:
+        return None
+    cfg = cls()
+    for key, value, declared in _section_items(data, name, cls, source):
+        check_value(name, source, key, value, declared, _NATS_LIMITS)
+        setattr(cfg, key, value)
+    if not cfg.servers:
+        raise ConfigError(f"{source}: [{name}] servers: give at least one NATS URL, e.g. [\"nats://127.0.0.1:4222\"]")
+    for key in ("subject_prefix", "stream", "trails_bucket"):
+        if not SUBJECT_TOKEN.fullmatch(getattr(cfg, key)):
+            raise ConfigError(f"{source}: [{name}] {key}: {getattr(cfg, key)!r} may hold only letters, digits, _ and -")
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        raise ConfigError(f"{source}: [{name}] tls_cert / tls_key: give both or neither")
+    if sum(bool(x) for x in (cfg.password_file, cfg.token_file, cfg.nkey_seed_file)) > 1:
+        raise ConfigError(f"{source}: [{name}]: give one of password_file, token_file, nkey_seed_file")
+    if cfg.password_file and not cfg.user:
+        raise ConfigError(f"{source}: [{name}] password_file: needs user")
+    return cfg
+
+
+def load_nats_configs(path: Path | None) -> tuple[ShipConfig | None, CollectConfig | None]:
+    """`[ship]` and `[collect]` of `path`; each None when absent."""
+    if path is None:
+        return None, None
+    data = _read_toml(path)
+    return (_nats_section(data, "ship", ShipConfig, str(path)),
+            _nats_section(data, "collect", CollectConfig, str(path)))

@@ -13,6 +13,7 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the blocklist examples in
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)  # nftables example, loaded in a test namespace
 command -v fail2ban-regex >/dev/null 2>&1 || need_apt+=(fail2ban)  # fail2ban example filter (tests/test_blocklist.py)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # packaging/ units (tests/test_packaging.py)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)  # [ship]/[collect] tests
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq

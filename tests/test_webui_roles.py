@@ -44,6 +44,7 @@ EXPECT: dict[tuple[str, str], dict[str, int]] = {
     ("get", "/api/live"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/status"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/sensors"): {"admin": A, "analyst": A, "viewer": A},
+    ("get", "/api/sensors/remote"): {"admin": A, "analyst": A, "viewer": A},
     ("get", "/api/blocklist"): {"admin": 401, "analyst": 401, "viewer": 401},  # a bearer token only, never a session
     ("get", "/api/export"): {"admin": A, "analyst": A, "viewer": A},
     ("post", "/api/triage/{id}"): {"admin": A, "analyst": A, "viewer": V},

@@ -5,7 +5,6 @@ users, and hostile input that must never produce a 5xx or leak a file."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import re
@@ -20,10 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tls_support import loopback_certificate
 from webui_support import PASSWORDS, TENANT_SCOPE, Client, Server, add_user, logged_in, start_server
 
 DAY = "2023-11-13"
@@ -397,24 +393,10 @@ def test_login_throttling_answers_at_once(tmp_path: Path) -> None:
         server.stop()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=2)).sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def test_tls_when_a_certificate_is_configured(tmp_path: Path) -> None:
     import http.client
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = loopback_certificate(tmp_path)
     config = tmp_path / "m.toml"
     config.write_text(f'[server]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
     logs = tmp_path / "logs"

@@ -79,6 +79,8 @@ class Context:
     secret: bytes = b""
     version: int = 0  # bumped by every change of the index or of shared triage
     shared: dict[tuple, asyncio.Future] = field(default_factory=dict)
+    collector: Any = None  # engine.ship.collector.Collector with [collect]
+    ingest_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.reader_pool, fn, *args)
@@ -332,7 +334,9 @@ async def ingest_loop(app: web.Application) -> None:
             continue
         ctx.caught_up = True
         ctx.progress = None
-        await asyncio.sleep(INGEST_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.ingest_wake.wait(), INGEST_SECONDS)
+        ctx.ingest_wake.clear()
 
 
 async def load_trails(app: web.Application) -> None:
@@ -386,7 +390,7 @@ async def _prepare_trails(ctx: Context, cfg: Any) -> None:
 
 
 def build_app(ctx: Context) -> web.Application:
-    from webui import api, blocklist, live  # handlers import this module
+    from webui import api, blocklist, collected, live  # handlers import this module
 
     app = web.Application(middlewares=[errors, host_check, auth], client_max_size=64 * 1024)
     app[CTX] = ctx
@@ -395,6 +399,7 @@ def build_app(ctx: Context) -> web.Application:
     api.add_routes(app)
     app.router.add_get("/api/live", live.live)
     app.router.add_get("/api/blocklist", blocklist.blocklist)
+    collected.add_routes(app)
     app.router.add_get("/ping", ping)
     app.router.add_get("/", static)
     app.router.add_get("/{path:(?!api/).+}", static)
@@ -402,6 +407,8 @@ def build_app(ctx: Context) -> web.Application:
     async def background(app: web.Application) -> Any:
         tasks = [asyncio.create_task(ingest_loop(app)), asyncio.create_task(load_trails(app)),
                  asyncio.create_task(hub.run())]
+        if ctx.collector is not None:
+            tasks += collected.collect_tasks(ctx)
         yield
         ctx.closing = True
         ctx.notify()

@@ -7,15 +7,19 @@ import getpass
 import sys
 from pathlib import Path
 
-from engine.config import ConfigError, load_configs
+from engine.config import ConfigError, load_configs, load_nats_configs
 from webui.settings import Settings, resolve
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _config_file(args: argparse.Namespace) -> Path | None:
     path = Path(args.config) if args.config else None
     if path is None and Path("maltrail.toml").is_file():
         path = Path("maltrail.toml")
-    sensor, server = load_configs(path)
+    return path
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    sensor, server = load_configs(_config_file(args))
     return resolve(sensor, server, log_dir=args.log_dir, users=args.users, listen=getattr(args, "listen", None),
                    trails=getattr(args, "trails", None))
 
@@ -23,7 +27,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_server(args: argparse.Namespace) -> int:
     from webui.server import serve  # aiohttp only when serving
 
-    return serve(_settings(args))
+    _, collect = load_nats_configs(_config_file(args))
+    if collect is not None:
+        from engine.ship.collector import check_collect  # nats-py only with [collect]
+
+        check_collect(collect)
+    return serve(_settings(args), collect=collect)
 
 
 def _read_password() -> str:

@@ -83,6 +83,8 @@ def spec() -> dict[str, Any]:
                                              [_str("since"), _str("severity"), _str("format")]),
                                        "security": [{"token": []}]}},
             "/api/sensors": {"get": _op("Every sensor with a status file: last event, events/s, drops, index age")},
+            "/api/sensors/remote": {"get": _op("Collected sensors ([collect]): heartbeats, connected/stale, index, "
+                                               "drops")},
             "/api/export": {"get": _op("Filtered threats as CSV, JSON or defanged indicators",
                                        [_str("format"), *_RANGE, *_Q, _str("sort"), _str("order")])},
             "/api/threats/{id}/history": {"get": _op("Triage history of a threat: who changed what and when",

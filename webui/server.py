@@ -13,7 +13,7 @@ from collections.abc import Callable
 import uvloop
 from aiohttp import web
 
-from engine.config import ConfigError
+from engine.config import CollectConfig, ConfigError
 from webui.app import Runner, build_app, make_context
 from webui.auth import UserError, UserStore
 from webui.settings import LOCAL_NAMES, Settings
@@ -68,11 +68,16 @@ async def first_admin(users: UserStore, say: Callable[[str], None]) -> None:
         say(f"warning: cannot create the first user: {exc}")
 
 
-def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
-    """Blocks until Ctrl-C / SIGTERM. Prints the URL (and a first-start admin password) once."""
+def serve(settings: Settings, say: Callable[[str], None] = print, collect: CollectConfig | None = None) -> int:
+    """Blocks until Ctrl-C / SIGTERM. Prints the URL (and a first-start admin password) once.
+    With `[collect]` (`collect`), the server also consumes the sensors' events over NATS."""
     ssl_ctx = tls_context(settings)
     try:
         ctx = make_context(settings)
+        if collect is not None:
+            from engine.ship.collector import Collector
+
+            ctx.collector = Collector(collect, settings.log_dir, lambda line: say(f"collect: {line}"))
         ctx.users.load()
     except UserError as exc:
         raise ConfigError(str(exc)) from None
@@ -94,6 +99,10 @@ def serve(settings: Settings, say: Callable[[str], None] = print) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):  # before the password: a stop cannot cut its marking
             loop.add_signal_handler(sig, stop.set)
         say(f"dashboard: {url_of(settings, port)}  (logs: {settings.log_dir}, index: {settings.index_dir})")
+        if collect is not None:
+            udp = f"; UDP intake on {collect.udp_listen}" if collect.udp_listen else ""
+            say(f"collect: sensors' events from {', '.join(collect.servers)} (stream {collect.stream}) into "
+                f"{settings.log_dir / 'sensors'}{udp}")
         for warning in exposure_warnings(settings):
             say(f"warning: {warning}")
         await first_admin(ctx.users, say)

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from engine.severity import Severity
+from engine.ship.files import SENSORS_DIR
 from webui.grouping import group_key, threat_tid
 from webui.logparse import ParsedEvent, TimeParser, parse_lines
 from webui.netaddr import in_range_text, in_scope_text, ip_key
@@ -158,7 +159,7 @@ class Ingester:
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute("DELETE FROM events WHERE day = ?", (day,))
         self.conn.execute("DELETE FROM agg WHERE day = ?", (day,))
-        self.conn.execute("DELETE FROM files WHERE name = ?", (name,))
+        self.conn.execute("DELETE FROM files WHERE day = ?", (day,))  # every file of the day is read again
         self.conn.execute("COMMIT")
 
     def progress(self) -> tuple[int, int]:
@@ -186,14 +187,16 @@ class Ingester:
         known = {row[0]: row for row in self.conn.execute("SELECT name, day, offset, inode, head FROM files")}
         present: dict[str, str] = {}
         stamps: dict[str, tuple[int, int, int]] = {}
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.log_dir):
-                m = DAY_FILE.match(entry.name)
-                if m and entry.is_file(follow_symlinks=False):
-                    present[entry.name] = m.group(1)
-                    with contextlib.suppress(OSError):
-                        st = entry.stat(follow_symlinks=False)
-                        stamps[entry.name] = (st.st_mtime_ns, st.st_size, st.st_ino)
+        for folder in [self.log_dir, *self._sensor_dirs()]:
+            prefix = "" if folder == self.log_dir else f"{folder.relative_to(self.log_dir)}/"
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(folder):
+                    m = DAY_FILE.match(entry.name)
+                    if m and entry.is_file(follow_symlinks=False):
+                        present[prefix + entry.name] = m.group(1)
+                        with contextlib.suppress(OSError):
+                            st = entry.stat(follow_symlinks=False)
+                            stamps[prefix + entry.name] = (st.st_mtime_ns, st.st_size, st.st_ino)
         for name, row in known.items():
             if name not in present:
                 self._drop_day(name, row[1])
@@ -204,12 +207,21 @@ class Ingester:
                 self.pending = True
                 break
             stamp = stamps.get(name)
-            if stamp is not None and self._seen.get(name) == stamp and name in known:
+            row = self.conn.execute("SELECT name, day, offset, inode, head FROM files WHERE name = ?",
+                                    (name,)).fetchone()  # fresh: dropping a day resets all its files
+            if stamp is not None and row is not None and self._seen.get(name) == stamp:
                 continue  # unchanged since it was read to the end: not even opened (a year of days)
-            added += self._follow(name, present[name], known.get(name))
+            added += self._follow(name, present[name], row)
             if not self.pending and stamp is not None:
                 self._seen[name] = stamp
         return added
+
+    def _sensor_dirs(self) -> list[Path]:
+        """`LOG_DIR/sensors/NAME/`: each collected sensor's day files (`[collect]`)."""
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(Path(e.path) for e in os.scandir(self.log_dir / SENSORS_DIR)
+                          if e.is_dir(follow_symlinks=False))
+        return []
 
     def _follow(self, name: str, day: str, row: tuple | None) -> int:
         path = self.log_dir / name

@@ -12,6 +12,7 @@ import {closeDrawer, drawerThreatId, openDrawer, refreshDrawer, setPivotLinks} f
 import {closePicker, initPicker, isOpen as pickerOpen, latestDayWithData, rangeLabel} from './datepicker.js';
 import {initLive, isLive, liveWanted, resetLiveCounter, startLive, stopLive} from './live.js';
 import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine} from './engine.js';
+import {initSensors} from './sensors.js';
 import {initSuppressions} from './suppressions.js';
 import {initTheme, toggleTheme} from './theme.js';
 import {initViews} from './views.js';
@@ -521,6 +522,7 @@ function wireOnce() {
     },
   });
   initEngine();
+  initSensors();
   let resizeTimer = 0;
   new ResizeObserver(() => {
     clearTimeout(resizeTimer);
