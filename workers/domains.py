@@ -20,7 +20,7 @@ from workers.protocols.dns import is_valid_dns_name
 from workers.wildcards import WildcardMatcher
 
 NEGATIVE_CACHE_SIZE = 10_000
-_PLAIN_NAME = re.compile(r"[a-z0-9._-]+")  # names the bulk path takes: their suffixes hash as ASCII
+PLAIN_NAME = re.compile(r"[a-z0-9._-]+")  # names the bulk paths take: their suffixes hash as ASCII
 _INFRA_NAME = re.compile(r"(?:ns|rns|dns|nf|mx|nic)\d*\.")
 _IP_ADRESS = ".ip-adress.com"
 LONG_DOMAIN_INFO = "long domain (suspicious)"
@@ -73,7 +73,7 @@ class DomainChecker:
             name = raw if valid else raw.lower().split(":", 1)[0]
             if name in self._clean:
                 continue
-            if (not valid and not _PLAIN_NAME.fullmatch(name)) or name.endswith(_IP_ADRESS) or ".onion." in name:
+            if (not valid and not PLAIN_NAME.fullmatch(name)) or name.endswith(_IP_ADRESS) or ".onion." in name:
                 out[i] = self.check(raw)
             else:
                 plain.append((i, name))

@@ -19,7 +19,7 @@ from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
-from workers.domains import HEURISTIC_REF, DomainChecker
+from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
@@ -48,7 +48,6 @@ _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 _HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
     dtype=np.uint32)
-_PLAIN = re.compile(r"[a-z0-9._-]+")  # names whose whitelist walk can be done in bulk
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
 _RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
@@ -349,7 +348,7 @@ class PayloadInspector:
     def _nx_counted_many(self, names: list[str]) -> dict[str, bool]:
         """`_nx_counted` of new names, their suffix walks in bulk: a plain name none of whose
         suffixes may be a trail or whitelisted needs only the name's own tests."""
-        out = {q: self._nx_counted(q) for q in names if not _PLAIN.fullmatch(q)}
+        out = {q: self._nx_counted(q) for q in names if not PLAIN_NAME.fullmatch(q)}
         plain = [q for q in names if q not in out]
         for q, trail, listed in zip(plain, *self.index.suffix_hits(plain), strict=True):
             if trail or listed:
@@ -427,9 +426,10 @@ class PayloadInspector:
             plan = self._requests.get((*key, c.raw_dst))
         if plan is None:
             keep = len(req.path) + len(req.body) + len(req.host or "") + len(req.user_agent or "") <= PLAN_KEY_CHARS
-            if not keep or self._once.pop(hash(key), True):  # first sighting: checked on the packet itself
+            seen = hash(key)
+            if not keep or self._once.pop(seen, True):  # first sighting: checked on the packet itself
                 if keep:
-                    self._once.put(hash(key), False)
+                    self._once.put(seen, False)
                 c.private_dst = key[-1]
                 self._request_plan(c, req, fwd)
                 return

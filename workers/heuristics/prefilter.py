@@ -100,9 +100,6 @@ class PatternSet:
         self._report_limit = 0
         self._on_match = self._record
 
-    def __len__(self) -> int:
-        return len(self._patterns)
-
     def _record(self, pattern_id: int, start: int, end: int, flags: int, context: object) -> None:
         self._hits.append(pattern_id)
 
