@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fullscale import static_set
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.index.build import build_index_file
+from engine.index.fileformat import map_arrays, write_arrays
 from engine.index.mapped import TrailIndex
 from workers.domains import DomainChecker
 from workers.protocols.dns import is_valid_dns_name
@@ -32,17 +34,25 @@ shop-[a-z]{3}\\.top,phishing (malware),(static)
 WHITELIST = "good.evil.com\nsafe.org\n"
 PIECES = ["evil", "com", "bad", "org", "www", "dyn-host", "net", "mx1", "sink", "hidden", "onion", "gw", "to",
           "lookup", "example-host", "ip-adress", "byethost42", "shop-abc", "top", "good", "safe", "a" * 30, "1",
-          "2", "x-y", "ns1", "ÄÖ", "Evil", "", "80"]
+          "2", "x-y", "ns1", "ÄÖ", "Evil", "", "80", "a_b", "b" * 26 + "-c", "c" * 25 + "_d", "com:443", "x\ny",
+          "e" * 4100]
 
 
-@pytest.fixture(scope="module", params=[64, 12])
+@pytest.fixture(scope="module", params=[64, 12, "without name filter"])
 def index(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> TrailIndex:
-    folder = tmp_path_factory.mktemp(f"domains{request.param}")
+    """Full and 12-bit hashes (collisions everywhere), and an index from before the name filter."""
+    folder = tmp_path_factory.mktemp("domains")
     (folder / "trails.csv").write_text(TRAILS)
     (folder / "whitelist.txt").write_text(WHITELIST)
     out = folder / "index.mtidx"
     build_index_file([str(folder / "trails.csv")], out, [folder / "whitelist.txt"], default_whitelist=False,
-                     hash_bits=request.param)
+                     hash_bits=request.param if isinstance(request.param, int) else 64)
+    if not isinstance(request.param, int):
+        arrays, meta, mm = map_arrays(out)
+        kept = {name: np.array(a) for name, a in arrays.items() if name != "name_filter"}
+        del arrays
+        mm.close()
+        write_arrays(out, kept, meta)
     return TrailIndex(out)
 
 

@@ -350,8 +350,8 @@ class PayloadInspector:
         suffixes may be a trail or whitelisted needs only the name's own tests."""
         out = {q: self._nx_counted(q) for q in names if not PLAIN_NAME.fullmatch(q)}
         plain = [q for q in names if q not in out]
-        for q, trail, listed in zip(plain, *self.index.suffix_hits(plain), strict=True):
-            if trail or listed:
+        for q, listed in zip(plain, self.index.suffixes_maybe_listed(plain).tolist(), strict=True):
+            if listed:
                 out[q] = self._nx_counted(q)
             else:
                 out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_counted(q, _never, _never))

@@ -23,6 +23,7 @@ import pyroaring
 import xxhash
 
 from engine.index.fileformat import write_arrays
+from engine.index.namefilter import build_name_filter
 from engine.index.provenance import describe
 from engine.index.schema import (
     K_CIDR4,
@@ -331,6 +332,7 @@ def compile_index(
     wl_exact = sorted({w.lower() for w in whitelist_exact})
     wl_bytes = [w.encode("utf-8", "surrogateescape") for w in wl_exact]
     arrays["wl_arena"], arrays["wl_off"] = _arena(wl_bytes)
+    arrays["name_filter"] = build_name_filter([(key_arena, key_off), (arrays["wl_arena"], arrays["wl_off"])])
     arrays.update(_string_table("wl", wl_bytes, list(range(len(wl_bytes))), mask))
     wl_ranges = merge_ranges(whitelist_ranges4)
     arrays["wl4_first"] = np.array([r[0] for r in wl_ranges], dtype=np.uint32)

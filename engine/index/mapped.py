@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import numpy as np
 import xxhash
 
 from engine.index.fileformat import map_arrays
+from engine.index.namefilter import suffixes_maybe_listed
 from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6, STRING_PREFILTER_BITS
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 
@@ -74,6 +75,16 @@ def _int_sequence(hashes: np.ndarray) -> Sequence[int]:
     return hashes.astype(np.uint64).tolist()
 
 
+def _dots(name: str) -> Iterator[int]:
+    """-1, then the position of each dot of `name`: where its label-boundary suffixes start, less one."""
+    dot = -1
+    while True:
+        yield dot
+        dot = name.find(".", dot + 1)
+        if dot < 0:
+            return
+
+
 def _hash_present(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     if not len(sorted_hashes) or not len(hashes):
         return np.zeros(len(hashes), dtype=bool)
@@ -107,6 +118,7 @@ class TrailIndex:
         self.str_hash, self.str_entry = a["str_hash"], a["str_entry"]
         self._str_pf = memoryview(a["str_pf"]) if "str_pf" in a else None
         self._str_pf_mask = (1 << STRING_PREFILTER_BITS) - 1
+        self._name_filter = a.get("name_filter")
         self.wl_hash, self.wl_entry = a["wl_hash"], a["wl_entry"]
         self.wl_strings = _Strings(a["wl_arena"], a["wl_off"])
         self._str_hash_seq, self._wl_hash_seq = _int_sequence(self.str_hash), _int_sequence(self.wl_hash)
@@ -258,25 +270,21 @@ class TrailIndex:
         maybe[passed] = _hash_present(self.str_hash, hashes[passed])
         return maybe
 
-    def suffix_hits(self, names: list[str]) -> tuple[list[bool], list[bool]]:
-        """For plain lowercase ASCII names: whether some label-boundary suffix may be a string
-        trail, and whether some may be whitelisted (False is certain), one hash per suffix and two
-        numpy lookups for the whole list: the parent walks, done in bulk."""
-        suffixes: list[str] = []
-        starts: list[int] = []
-        for name in names:
-            starts.append(len(suffixes))
-            suffixes.append(name)
-            dot = name.find(".")
-            while dot >= 0:
-                suffixes.append(name[dot + 1 :])
-                dot = name.find(".", dot + 1)
+    def suffixes_maybe_listed(self, names: list[str]) -> np.ndarray:
+        """For plain lowercase ASCII names: whether the name or a suffix after one of its dots may
+        be a string trail or whitelisted (False is certain): the parent walks of a whole batch in a
+        few numpy calls (`engine.index.namefilter`). Indexes built before the name filter existed
+        take one xxhash per suffix instead."""
+        lengths = np.fromiter(map(len, names), np.int64, len(names))
+        if self._name_filter is not None:
+            return suffixes_maybe_listed(self._name_filter, "".join(names).encode(), lengths)
+        suffixes = [name[dot + 1 :] for name in names for dot in _dots(name)]
         if not suffixes:
-            return [], []
+            return np.zeros(len(names), bool)
         hashes = self.hash_keys(suffixes)
-        trail = np.logical_or.reduceat(self.strings_maybe(hashes), starts)
-        listed = np.logical_or.reduceat(_hash_present(self.wl_hash, hashes), starts)
-        return trail.tolist(), listed.tolist()
+        counts = np.fromiter((name.count(".") + 1 for name in names), np.int64, len(names))
+        maybe = self.strings_maybe(hashes) | _hash_present(self.wl_hash, hashes)
+        return np.logical_or.reduceat(maybe, np.cumsum(counts) - counts)
 
     def lookup_domain(self, name: str) -> tuple[int, str]:
         """Parent walk on label boundaries: (entry, matched key) of the longest listed suffix."""
