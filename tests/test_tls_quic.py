@@ -100,6 +100,15 @@ def test_quic_cut_datagram_falls_back_to_ctr() -> None:
     assert initial_sni(packet[:60]) is None
 
 
+def test_quic_tag_is_not_checked() -> None:
+    """Whole packets are read with one AEAD call; one whose tag does not verify is still read, as
+    Maltrail reads every Initial without checking its tag."""
+    packet = bytearray(quic_initial("tag.example.net"))
+    assert initial_sni(bytes(packet)) == "tag.example.net"
+    packet[-1] ^= 0xFF
+    assert initial_sni(bytes(packet)) == "tag.example.net"
+
+
 def _header(version: int, length: int, pn: bytes = b"\x00", dcid: bytes = RFC_DCID) -> bytes:
     type_bits = 0x10 if version == QUIC_V2 else 0x00
     return (bytes((0xC0 | type_bits | (len(pn) - 1),)) + version.to_bytes(4, "big") + bytes((len(dcid),)) + dcid

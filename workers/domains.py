@@ -18,88 +18,15 @@ import numpy as np
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_DYNAMIC, F_SINKHOLE, F_SUSPICIOUS
 from workers.heuristics.dns_rules import long_domain_trail
+from workers.nameshapes import IP_ADRESS, NameShapes
 from workers.protocols.dns import is_valid_dns_name
 from workers.wildcards import WildcardMatcher
 
 NEGATIVE_CACHE_SIZE = 10_000
 PLAIN_NAME = re.compile(r"[a-z0-9._-]+")  # names the bulk paths take: their suffixes hash as ASCII
 _INFRA_NAME = re.compile(r"(?:ns|rns|dns|nf|mx|nic)\d*\.")
-_IP_ADRESS = ".ip-adress.com"
 LONG_DOMAIN_INFO = "long domain (suspicious)"
 HEURISTIC_REF = "(heuristic)"
-
-
-_FIELD = 12  # bits per character class count packed in one uint64: five classes, names below 4096 bytes
-_NOT_PLAIN, _NOT_NUMERIC, _DIGIT, _UNDERSCORE, _DASH = (np.uint64(_FIELD * k) for k in range(5))
-_FIELD_MASK = np.uint64((1 << _FIELD) - 1)
-_CLASS_COUNTS = np.full(256, 1 << _NOT_PLAIN | 1 << _NOT_NUMERIC, np.uint64)  # byte -> its packed counts
-_CLASS_COUNTS[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", np.uint8)] = 1 << _NOT_NUMERIC
-_CLASS_COUNTS[np.frombuffer(b"0123456789", np.uint8)] = 1 << _DIGIT
-_CLASS_COUNTS[ord(".")] = 0
-_CLASS_COUNTS[ord("_")] = 1 << _NOT_NUMERIC | 1 << _UNDERSCORE
-_CLASS_COUNTS[ord("-")] = 1 << _NOT_NUMERIC | 1 << _DASH
-
-
-def _field(counts: np.ndarray, shift: np.uint64) -> np.ndarray:
-    return counts >> shift & _FIELD_MASK
-
-
-@dataclass(frozen=True, slots=True)
-class NameShapes:
-    """Per-name facts of a list of ASCII names, from one pass of numpy over their bytes.
-
-    plain: only `[a-z0-9._-]`, not empty (the names the bulk walk takes); special: the
-    `ip-adress.com` and `.onion` relations apply; ip_literal: digits and dots only;
-    valid: `is_valid_dns_name` for plain names; long_first_label: the first label is over 24
-    characters without a dash (the long-domain heuristic's precondition)."""
-
-    names: list[str]
-    plain: np.ndarray
-    special: np.ndarray
-    ip_literal: np.ndarray
-    valid: np.ndarray
-    long_first_label: np.ndarray
-
-    @classmethod
-    def of(cls, names: list[str], lower: bool) -> NameShapes | None:
-        """None when a name is not ASCII or holds a line break: those are checked one by one."""
-        text = "\n".join(names)
-        if not text.isascii() or text.count("\n") != len(names) - 1:
-            return None
-        if lower:
-            text = text.lower()
-            if ":" in text:
-                text = "\n".join(name.split(":", 1)[0] for name in text.split("\n"))
-            names = text.split("\n") if names else []
-        n = len(names)
-        buf = np.frombuffer(text.encode(), np.uint8)
-        lengths = np.fromiter(map(len, names), np.int64, n)
-        starts = np.cumsum(lengths + 1) - lengths - 1  # the line breaks between names count
-        ends = starts + lengths
-        sums = np.zeros(len(buf) + 1, np.uint64)  # differences of these are exact per field below 4096
-        np.cumsum(_CLASS_COUNTS[buf], out=sums[1:])
-        dots = np.flatnonzero(buf == 46)
-        owner = np.searchsorted(ends, dots)
-        first_dot, last_dot = ends.copy(), np.full(n, -1)
-        if dots.size:
-            changes = owner[1:] != owner[:-1]
-            first, last = np.r_[True, changes], np.r_[changes, True]  # a name's first and last dots
-            first_dot[owner[first]] = dots[first]
-            last_dot[owner[last]] = dots[last]
-        special = np.zeros(n, bool)
-        if ".onion." in text or _IP_ADRESS in text:
-            special[:] = [name.endswith(_IP_ADRESS) or ".onion." in name for name in names]
-        whole = sums[ends] - sums[starts]
-        has_dot = last_dot >= 0
-        after_last = np.where(has_dot, last_dot + 1, starts)
-        return cls(
-            names=names,
-            plain=(_field(whole, _NOT_PLAIN) == 0) & (lengths > 0) & (lengths < 1 << _FIELD),
-            special=special,
-            ip_literal=(_field(whole, _NOT_NUMERIC) == 0) & (_field(whole, _DIGIT) > 0),
-            valid=has_dot & (after_last < ends) & (_field(sums[ends] - sums[after_last], _UNDERSCORE) == 0),
-            long_first_label=(first_dot - starts > 24) & (_field(sums[first_dot] - sums[starts], _DASH) == 0),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +60,8 @@ class DomainChecker:
             self._remember_clean(name)
         return hit
 
-    def check_many(self, names: list[str], valid: bool = False,
-                   listed_out: list[bool] | None = None) -> list[DomainHit | None]:
+    def check_many(self, names: list[str], valid: bool = False, listed_out: list[bool] | None = None,
+                   shapes: NameShapes | None = None) -> list[DomainHit | None]:
         """`check` of each name, the shape tests and the parent walks of the whole list in numpy
         (`NameShapes`, `TrailIndex.suffixes_maybe_listed`): a plain name none of whose suffixes
         may be a trail or whitelisted (nearly every name) only has the long-domain and wildcard
@@ -142,13 +69,9 @@ class DomainChecker:
         lowercase and passes `is_valid_dns_name` (the caller checked: DNS query names).
         `listed_out` receives, per name, whether one of its suffixes may be a trail or whitelisted
         (False is certain; True where the bulk walk did not run), which also answers for the
-        name's parents."""
+        name's parents. `shapes`: the names' `NameShapes`, when the caller has them already."""
         out: list[DomainHit | None] = [None] * len(names)
-        shapes = NameShapes.of(names, lower=not valid)
-        if shapes is None:  # non-ASCII or multi-line names: rare, one at a time
-            if listed_out is not None:
-                listed_out[:] = [True] * len(names)
-            return [self.check(name) for name in names]
+        shapes = shapes or NameShapes.of(names, lower=not valid)
         maybe = self.index.suffixes_maybe_listed(shapes.names)
         bulk = shapes.plain & ~shapes.special
         if listed_out is not None:
@@ -176,8 +99,8 @@ class DomainChecker:
 
     def _lookup(self, name: str) -> DomainHit | None:
         ix = self.index
-        if name.endswith(_IP_ADRESS):
-            prefix = name[: -len(_IP_ADRESS)]
+        if name.endswith(IP_ADRESS):
+            prefix = name[: -len(IP_ADRESS)]
             e = ix.lookup_string(prefix)
             if e >= 0:
                 return self._hit(f"{prefix}(.ip-adress.com)", e)

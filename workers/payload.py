@@ -23,6 +23,7 @@ from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
+from workers.nameshapes import NameShapes
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns, tcp_messages
 from workers.protocols.http import (
     HttpRequest,
@@ -363,11 +364,19 @@ class PayloadInspector:
         in a bounded cache: names repeat far more than packets do. The answer holds them all even
         when the cache is smaller than the batch."""
         facts = dict.fromkeys(names, _IGNORED)
-        checked = [q for q in names if q and is_valid_dns_name(q) and not is_ignored_query(q)]
+        shapes = NameShapes.of(names, lower=False)
+        valid = shapes.plain & shapes.valid
+        for i in np.flatnonzero(~shapes.plain).tolist():  # rare: the shapes do not say (too long, not ASCII)
+            valid[i] = is_valid_dns_name(names[i])
+        picks = np.flatnonzero(valid)
+        picks = picks[[not is_ignored_query(names[i]) for i in picks.tolist()]]
+        shapes = shapes.take(picks)
+        cuts = np.where(shapes.plain, shapes.exhaustion_cut, -1).tolist()  # -1: ask the rule
         listed: list[bool] = []  # whether a suffix of the name may be whitelisted: its parents' answer too
-        hits = self.domains.check_many(checked, valid=True, listed_out=listed)
-        for q, hit, maybe_listed in zip(checked, hits, listed, strict=True):
-            exh = exhaustion_domain(q)
+        queries = [names[i] for i in picks.tolist()]
+        hits = self.domains.check_many(queries, valid=True, listed_out=listed, shapes=shapes)
+        for q, cut, hit, maybe_listed in zip(queries, cuts, hits, listed, strict=True):
+            exh = (q[cut:], q[: cut - 1]) if cut > 0 else exhaustion_domain(q) if cut else None
             if exh is not None and maybe_listed and self.index.is_whitelisted_domain(exh[0]):
                 exh = None
             facts[q] = (exh, hit is not None)
