@@ -1,10 +1,9 @@
 """SNI of a QUIC client Initial packet (spec 2.8; RFC 9000, 9001, 9369).
 
 Initial packets are protected with keys anyone can derive from the Destination Connection ID, so
-a passive sensor can read the ClientHello. A whole packet is decrypted with one AES-GCM call, the
-cheapest way through the library; a packet cut by the capture snap length, or whose tag does not
-verify, is decrypted as AES-128-CTR without the tag check, as the spec asks (the same bytes GCM
-would return), so it still yields its first frames. Work is bounded: at most MAX_COALESCED Initials of a
+a passive sensor can read the ClientHello. Decryption is AES-128-CTR without the GCM tag check, as
+the spec asks: the plaintext is the same bytes GCM would return, and a datagram cut by the capture
+snap length still yields its first frames. Work is bounded: at most MAX_COALESCED Initials of a
 datagram are read, of each at most MAX_DECRYPT bytes decrypted and MAX_FRAMES frames parsed, and
 any malformed field ends the parse. A ClientHello spread over several datagrams is reassembled by
 the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto` returns.
@@ -15,9 +14,7 @@ from __future__ import annotations
 import hashlib
 from functools import lru_cache
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from workers.protocols.tls import handshake_sni
 
@@ -172,21 +169,13 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
         mask[1 : 1 + pn_len], "big")
     start, packet_end = pn_offset + pn_len, pn_offset + length
+    end = packet_end - TAG if packet_end <= n else n  # a whole packet ends with the tag; a cut one keeps all
+    end = min(end, start + MAX_DECRYPT)
+    if end <= start:
+        return none
     nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
-    plain = b""
-    if packet_end <= n and packet_end - start <= MAX_DECRYPT + TAG:  # whole: one AEAD call, the cheapest
-        header = bytes((first ^ mask[0] & 0x0F,)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(pn_len, "big")
-        try:
-            plain = AESGCM(key).decrypt(nonce, data[start:packet_end], header)
-        except InvalidTag:
-            plain = b""
-    if not plain:  # cut by the snap length, too long, or a tag that does not verify: read it anyway
-        end = packet_end - TAG if packet_end <= n else n  # a whole packet ends with the tag; a cut one keeps all
-        end = min(end, start + MAX_DECRYPT)
-        if end <= start:
-            return none
-        counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
-        plain = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor().update(data[start:end])
+    counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
+    plain = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor().update(data[start:end])
     if plain[0] not in _FIRST_FRAMES:
         return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
     return packet_dcid, scid, _crypto_chunks(plain), packet_end
