@@ -23,9 +23,9 @@ from engine.index.build import (
     flatten_ranges,
     ip4_columns,
 )
-from engine.index.fileformat import IndexFormatError, write_arrays
+from engine.index.fileformat import IndexFormatError, map_arrays, write_arrays
 from engine.index.mapped import TrailIndex
-from engine.index.schema import K_IP4, K_IP4PORT
+from engine.index.schema import K_IP4, K_IP4PORT, STRING_PREFILTER_BITS
 from engine.ipaddr import ip6_text, parse_ip4, parse_ip_port
 
 TRAILS = {
@@ -92,6 +92,40 @@ def test_every_kind_found_with_its_info(tmp_path: Path, hash_bits: int) -> None:
         assert (r.found, r.trail, r.info, r.reference) == (True, trail, info, "(static)"), query
     for query in MISSES:
         assert not ix.check(query).found, query
+
+
+def test_indexes_with_a_one_probe_string_prefilter_still_find_everything(tmp_path: Path) -> None:
+    """Indexes from before the two-probe string prefilter carry one bit per key and no
+    `string_prefilter_probes`: readers test the one bit only."""
+    out = tmp_path / "old.mtidx"
+    keys = [f"old-{i}.example.org/p?x={i}" for i in range(5000)]
+    (tmp_path / "trails.csv").write_text("".join(f"{k},malware,static\n" for k in keys))
+    build_index_file([str(tmp_path / "trails.csv")], out, default_whitelist=False)
+    arrays, meta, mm = map_arrays(out)
+    old = {name: np.array(a) for name, a in arrays.items()}
+    del arrays
+    mm.close()
+    bits = np.zeros(1 << STRING_PREFILTER_BITS, dtype=bool)
+    bits[(old["str_hash"] & np.uint64((1 << STRING_PREFILTER_BITS) - 1)).astype(np.int64)] = True
+    old["str_pf"] = np.packbits(bits, bitorder="little")
+    del meta["string_prefilter_probes"]
+    write_arrays(out, old, meta)
+    ix = TrailIndex(out)
+    assert all(ix.lookup_string(k) >= 0 for k in keys)
+    assert ix.string_maybe_positions(keys) == list(range(len(keys)))
+    assert ix.strings_maybe(ix.hash_keys(keys)).all()
+    assert ix.lookup_string("old-1.example.org/p?x=2") < 0
+
+
+def test_two_probe_string_prefilter_lets_few_misses_through(tmp_path: Path) -> None:
+    keys = [f"k{i}.example.net" for i in range(200_000)]
+    (tmp_path / "trails.csv").write_text("".join(f"{k},malware,static\n" for k in keys))
+    build_index_file([str(tmp_path / "trails.csv")], tmp_path / "ix.mtidx", default_whitelist=False)
+    ix = TrailIndex(tmp_path / "ix.mtidx")
+    assert ix.string_maybe_positions(keys[::10]) == list(range(len(keys[::10])))
+    misses = [f"m{i}.example.net" for i in range(100_000)]
+    one_bit = (1 - np.exp(-len(keys) / (1 << STRING_PREFILTER_BITS)))  # what a single probe would pass
+    assert len(ix.string_maybe_positions(misses)) < 0.5 * one_bit * len(misses)
 
 
 def test_forced_hash_collision_never_matches(tmp_path: Path) -> None:

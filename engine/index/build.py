@@ -109,10 +109,14 @@ def flatten_ranges(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, i
 
 
 def string_prefilter(hashes: np.ndarray) -> np.ndarray:
-    """Bit per low-bits hash value: most string lookups are misses, and a byte test in
-    Python (~0.1 µs) rejects them before the `searchsorted` call (~1.5 µs)."""
+    """Two bits per key, from the hash's low bits and from its high half
+    (`string_prefilter_probes` 2): most string lookups are misses, and byte tests in Python
+    (~0.1 µs) reject all but about 2 % of them on the full set (one bit let 8 % through) before
+    the hash column is searched (~1.5 µs)."""
     bits = np.zeros(1 << STRING_PREFILTER_BITS, dtype=bool)
-    bits[(hashes & np.uint64((1 << STRING_PREFILTER_BITS) - 1)).astype(np.int64)] = True
+    mask = np.uint64((1 << STRING_PREFILTER_BITS) - 1)
+    bits[(hashes & mask).astype(np.int64)] = True
+    bits[(hashes >> np.uint64(32) & mask).astype(np.int64)] = True
     return np.packbits(bits, bitorder="little")
 
 
@@ -342,6 +346,7 @@ def compile_index(
     meta = {
         "version": FORMAT_VERSION,
         "hash_bits": hash_bits,
+        "string_prefilter_probes": 2,
         "built_at": time.time(),
         "build_seconds": round(time.perf_counter() - started, 3),
         "sources": list(sources),

@@ -118,6 +118,7 @@ class TrailIndex:
         self.str_hash, self.str_entry = a["str_hash"], a["str_entry"]
         self._str_pf = memoryview(a["str_pf"]) if "str_pf" in a else None
         self._str_pf_mask = (1 << STRING_PREFILTER_BITS) - 1
+        self._str_pf_two = self.meta.get("string_prefilter_probes", 1) == 2  # older indexes have one
         self._name_filter = a.get("name_filter")
         self.wl_hash, self.wl_entry = a["wl_hash"], a["wl_entry"]
         self.wl_strings = _Strings(a["wl_arena"], a["wl_off"])
@@ -222,14 +223,27 @@ class TrailIndex:
     def lookup_string(self, text: str) -> int:
         """Exact string key (domain, URL, path, `ua:` ...) -> entry id or -1. Collisions verified."""
         raw = text.encode("utf-8", "surrogateescape")
-        if self._str_pf is not None:
-            bit = xxhash.xxh64_intdigest(raw) & self._mask & self._str_pf_mask
-            if not self._str_pf[bit >> 3] >> (bit & 7) & 1:
-                return -1
-        return self._string_in(self._str_hash_seq, self.str_entry, self.keys, raw)
-
-    def _string_in(self, hashes: Sequence[int], entries: np.ndarray, strings: _Strings, raw: bytes) -> int:
         h = xxhash.xxh64_intdigest(raw) & self._mask
+        if not self._string_may_hold(h):
+            return -1
+        return self._string_in(self._str_hash_seq, self.str_entry, self.keys, raw, h)
+
+    def _string_may_hold(self, h: int) -> bool:
+        """The string prefilter: one bit from the hash's low bits, and on indexes built with two
+        probes a second from its high half (a quarter of the misses that one bit lets through)."""
+        pf = self._str_pf
+        if pf is None:
+            return True
+        bit = h & self._str_pf_mask
+        if not pf[bit >> 3] >> (bit & 7) & 1:
+            return False
+        bit = h >> 32 & self._str_pf_mask
+        return not self._str_pf_two or bool(pf[bit >> 3] >> (bit & 7) & 1)
+
+    def _string_in(self, hashes: Sequence[int], entries: np.ndarray, strings: _Strings, raw: bytes,
+                   h: int | None = None) -> int:
+        if h is None:
+            h = xxhash.xxh64_intdigest(raw) & self._mask
         i = bisect_left(hashes, h)
         while i < len(hashes) and hashes[i] == h:
             e = int(entries[i])
@@ -239,19 +253,12 @@ class TrailIndex:
         return -1
 
     def string_maybe_positions(self, keys: list[str]) -> list[int]:
-        """Positions of the keys that may be string trails, from the prefilter bitmap alone (one
-        hash and one bit each, no numpy call): for the dozen keys of one request, cheaper than
-        `lookup_string` on each, which then confirms the few that pass."""
-        pf = self._str_pf
-        if pf is None:
-            return list(range(len(keys)))
-        mask = self._mask & self._str_pf_mask
-        out = []
-        for i, key in enumerate(keys):
-            bit = xxhash.xxh64_intdigest(key.encode("utf-8", "surrogateescape")) & mask
-            if pf[bit >> 3] >> (bit & 7) & 1:
-                out.append(i)
-        return out
+        """Positions of the keys that may be string trails, from the prefilter bitmap alone (a hash
+        and the prefilter's bits each, no numpy call): for the dozen keys of one request, cheaper
+        than `lookup_string` on each, which then confirms the few that pass."""
+        may_hold, mask = self._string_may_hold, self._mask
+        return [i for i, key in enumerate(keys)
+                if may_hold(xxhash.xxh64_intdigest(key.encode("utf-8", "surrogateescape")) & mask)]
 
     # ---- batch string checks (many keys per numpy call) -----------------------------------------
     def hash_keys(self, keys: list[str]) -> np.ndarray:
@@ -263,9 +270,11 @@ class TrailIndex:
         prefilter bitmap, then the hash column for what passes it. `lookup_string` is exact."""
         if self._str_pf is None:
             return _hash_present(self.str_hash, hashes)
-        bits = hashes & np.uint64(self._str_pf_mask)
         pf = np.frombuffer(self._str_pf, np.uint8)
-        maybe = (pf[bits >> np.uint64(3)] >> (bits & np.uint64(7)).astype(np.uint8) & 1).astype(bool)
+        mask = np.uint64(self._str_pf_mask)
+        maybe = np.ones(len(hashes), bool)
+        for bits in (hashes & mask, hashes >> np.uint64(32) & mask)[: 2 if self._str_pf_two else 1]:
+            maybe &= (pf[bits >> np.uint64(3)] >> (bits & np.uint64(7)).astype(np.uint8) & 1).astype(bool)
         passed = np.flatnonzero(maybe)
         maybe[passed] = _hash_present(self.str_hash, hashes[passed])
         return maybe
