@@ -14,6 +14,7 @@ import heapq
 import re
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import compress
 from pathlib import Path
 from typing import Any
@@ -222,6 +223,12 @@ def compile_index(
     entry_ref = pair_ref[pair_ids]
     entry_kind = np.zeros(n, dtype=np.uint8)
     key_arena, key_off = _text_arena(keys)
+    wl_bytes = [w.encode("utf-8", "surrogateescape") for w in sorted({w.lower() for w in whitelist_exact})]
+    wl_arena, wl_off = _arena(wl_bytes)
+    # numpy releases the GIL over the filter's large arrays: it is built while the rest compiles
+    background = ThreadPoolExecutor(1, thread_name_prefix="name-filter")
+    name_filter = background.submit(build_name_filter, [(key_arena, key_off), (wl_arena, wl_off)])
+    background.shutdown(wait=False)  # the thread ends with its one task; `result` below waits for it
     starts = key_off[:-1].astype(np.int64)
     lengths = np.diff(key_off).astype(np.int64)
 
@@ -333,10 +340,8 @@ def compile_index(
     arrays.update(_string_table("str", list(compress(keys, string_ids.tolist())), str_ids, mask))
     arrays["str_pf"] = string_prefilter(arrays["str_hash"])
 
-    wl_exact = sorted({w.lower() for w in whitelist_exact})
-    wl_bytes = [w.encode("utf-8", "surrogateescape") for w in wl_exact]
-    arrays["wl_arena"], arrays["wl_off"] = _arena(wl_bytes)
-    arrays["name_filter"] = build_name_filter([(key_arena, key_off), (arrays["wl_arena"], arrays["wl_off"])])
+    arrays["wl_arena"], arrays["wl_off"] = wl_arena, wl_off
+    arrays["name_filter"] = name_filter.result()
     arrays.update(_string_table("wl", wl_bytes, list(range(len(wl_bytes))), mask))
     wl_ranges = merge_ranges(whitelist_ranges4)
     arrays["wl4_first"] = np.array([r[0] for r in wl_ranges], dtype=np.uint32)
@@ -360,7 +365,7 @@ def compile_index(
             "cidr6": len(cidr6),
             "strings": len(str_ids),
             "certificates": sum(1 for i in str_ids[lengths[str_ids] == 40].tolist() if _SHA1_HEX.fullmatch(keys[i])),
-            "whitelist": len(wl_exact) + len(wl_ranges),
+            "whitelist": len(wl_bytes) + len(wl_ranges),
             "wildcards": len(wildcard_rows),
         },
         "wildcards": wildcard_rows,
