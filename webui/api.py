@@ -663,13 +663,6 @@ async def suppressions_delete(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def users_list(request: web.Request) -> web.Response:
-    """Admin only (webui.roles): who may log in, with role and scope; never password records."""
-    users = ctx_of(request).users.load()
-    return web.json_response({"users": [{"name": u.name, "role": u.role, "scope": u.scope}
-                                        for u in sorted(users.values(), key=lambda u: u.name)]})
-
-
 async def views_list(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     name = request[USER].name
@@ -752,7 +745,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/suppressions", suppressions_list)
     r.add_post("/api/suppressions", suppressions_add)
     r.add_delete("/api/suppressions/{rid}", suppressions_delete)
-    r.add_get("/api/users", users_list)
     r.add_get("/api/views", views_list)
     r.add_post("/api/views", views_save)
     r.add_delete("/api/views/{vid}", views_delete)
