@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 USER = "analyst"
 PASSWORD = "correct horse battery"
+ADMIN = "boss"
 PACKETS = 120_000
 
 
@@ -78,6 +79,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         replay_capture(work, log_dir, PACKETS, start, seed)
     users = work / "users.json"
     add_user(users, USER, PASSWORD)
+    add_user(users, ADMIN, PASSWORD, "--role", "admin")
     port = free_port()
     proc = start_server(log_dir, users, port, work / "server.log")
     try:
@@ -120,11 +122,11 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx.close()
 
 
-def login(context: BrowserContext, dashboard: Dashboard) -> tuple[Page, Console]:
+def login(context: BrowserContext, dashboard: Dashboard, user: str = USER) -> tuple[Page, Console]:
     page = context.new_page()
     console = Console(page)
     page.goto(dashboard.url + "/")
-    page.fill("#login-user", USER)
+    page.fill("#login-user", user)
     page.fill("#login-pass", PASSWORD)
     page.click("#login-submit")
     expect(page.locator("#threats-body tr").first).to_be_visible()
@@ -724,6 +726,7 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
                             for i in range(start, start + 20_000)))
     users = tmp_path / "users.json"
     add_user(users, USER, PASSWORD)
+    add_user(users, ADMIN, PASSWORD, "--role", "admin")
     port = free_port()
     proc = start_server(logs, users, port, tmp_path / "server.log")
     try:
@@ -742,3 +745,59 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
         assert console.unexpected() == []
     finally:
         stop_server(proc)
+
+
+def test_admin_panel_creates_and_edits_users(browser: Browser, dashboard: Dashboard) -> None:
+    """An admin lists, creates, edits, disables and removes users from the Users panel; the new
+    user logs in with what was set; an analyst has no such panel."""
+    analyst_ctx = browser.new_context()
+    page, _ = login(analyst_ctx, dashboard)
+    page.click("#user-btn")
+    expect(page.locator("#supp-btn")).to_be_visible()
+    expect(page.locator("#users-btn")).to_be_hidden()
+    analyst_ctx.close()
+
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page, console = login(ctx, dashboard, ADMIN)
+    page.on("dialog", lambda d: d.accept("wall-password-2" if d.type == "prompt" else None))
+    page.click("#user-btn")
+    page.click("#users-btn")
+    table = page.locator("#users-table tbody")
+    expect(table.locator("tr[data-name='analyst']")).to_contain_text("active")
+    page.fill("#user-new-name", "wall")
+    page.fill("#user-new-pass", "wall-password-1")
+    page.select_option("#user-new-role", "viewer")
+    page.fill("#user-new-scope", "10.66.0.0/16")
+    page.click("#user-new-submit")
+    row = table.locator("tr[data-name='wall']")
+    expect(row.locator("select")).to_have_value("viewer")
+    expect(row.locator("input")).to_have_value("10.66.0.0/16")
+    assert ApiClient(dashboard.url, "wall", "wall-password-1").get("/api/session")["role"] == "viewer"
+
+    page.fill("#user-new-name", "bad name")  # the server's refusal is shown, nothing is created
+    page.fill("#user-new-pass", "wall-password-1")
+    page.click("#user-new-submit")
+    expect(page.locator("#user-new-error")).to_contain_text("user name")
+
+    row.locator("select").select_option("analyst")
+    row.locator("input").fill("10.66.0.0/16, 10.67.0.0/16")
+    row.locator("button", has_text="Save").click()
+    expect(page.locator("#toasts")).to_contain_text("User wall saved")
+    session = ApiClient(dashboard.url, "wall", "wall-password-1").get("/api/session")
+    assert (session["role"], session["scope"]) == ("analyst", ["10.66.0.0/16", "10.67.0.0/16"])
+    row.locator("button", has_text="Password").click()
+    expect(page.locator("#toasts")).to_contain_text("Password of wall reset")
+    assert ApiClient(dashboard.url, "wall", "wall-password-2").get("/api/session")["user"] == "wall"
+    row.locator("button", has_text="Disable").click()
+    expect(row).to_contain_text("disabled")
+    with pytest.raises(Exception, match="401"):
+        ApiClient(dashboard.url, "wall", "wall-password-2")
+    me = table.locator(f"tr[data-name='{ADMIN}']")  # the only admin: demoting it is refused
+    me.locator("select").select_option("viewer")
+    me.locator("button", has_text="Save").click()
+    expect(page.locator("#toasts")).to_contain_text("last enabled admin")
+    row.locator("button", has_text="Remove").click()
+    expect(table.locator("tr[data-name='wall']")).to_have_count(0)
+    assert "wall" not in [u["name"] for u in ApiClient(dashboard.url, ADMIN, PASSWORD).get("/api/users")["users"]]
+    assert console.unexpected(400, 409) == []
+    ctx.close()

@@ -80,8 +80,8 @@ def replay_capture(work: Path, log_dir: Path, packets: int, first_second: int, s
     return info
 
 
-def add_user(users: Path, name: str, password: str) -> None:
-    subprocess.run([MALTRAIL, "user", "add", name, "--users", str(users)], input=f"{password}\n{password}\n",
+def add_user(users: Path, name: str, password: str, *extra: str) -> None:
+    subprocess.run([MALTRAIL, "user", "add", name, "--users", str(users), *extra], input=f"{password}\n{password}\n",
                    check=True, capture_output=True, text=True, timeout=60)
 
 

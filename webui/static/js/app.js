@@ -15,6 +15,7 @@ import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine}
 import {initSensors} from './sensors.js';
 import {initSuppressions} from './suppressions.js';
 import {initTheme, toggleTheme} from './theme.js';
+import {initUsers} from './users.js';
 import {initViews} from './views.js';
 
 // Live mode: events update the rows and charts in place (deltas); the whole view is asked for
@@ -542,6 +543,7 @@ async function startApp(session) {
   $('tz-btn').textContent = tzLabel();
   $('per-page').value = String(state.perPage);
   wireOnce();
+  initUsers(session);
   state.today = serverToday(session);
   if (!readHash()) {
     state.from = state.today;
