@@ -386,6 +386,7 @@ class SSE:
         h.update(headers or {})
         self.conn.request("GET", path, headers=h)
         self.resp = self.conn.getresponse()
+        self.marks: list[str] = []  # a fresh scoped stream's start mark (webui/live.py)
 
     def events(self, n: int, timeout: float = 30) -> list[tuple[str, dict]]:
         out: list[tuple[str, dict]] = []
@@ -396,6 +397,9 @@ class SSE:
             if line.startswith(("id:", "event:", "data:")):
                 k, _, v = line.partition(": ")
                 current[k] = v
+            elif line == "" and current.get("event") == "mark":
+                self.marks.append(json.loads(current["data"])["id"])
+                current = {}
             elif line == "" and "data" in current:
                 assert current["event"] == "event"
                 out.append((current["id"], json.loads(current["data"])))
@@ -447,6 +451,46 @@ def test_live_stream_and_resume(env: dict, admin: Client, tenant: Client) -> Non
     again.close()
     status, body = admin.get_json("/api/live?after=abc")
     assert status == 400
+
+
+def test_scoped_live_deltas_follow_as_of(env: dict, admin: Client, tenant: Client) -> None:
+    """A scoped user's answers carry `as_of`: the opaque id of the last event in its scope, the
+    same id its stream delivers (or marks as its start), so the page applies exactly the events
+    after it. Applying them to the old answer gives the new answer; nothing out of scope and no
+    global count or id ever reaches the scoped user."""
+    day = f"from={LIVE_DAY}&to={LIVE_DAY}"
+    before = tenant.get_json(f"/api/threats?{day}")[1]
+    assert isinstance(before["as_of"], str) and re.fullmatch(r"[0-9a-f]{16}", before["as_of"])
+    assert tenant.get_json(f"/api/stats?{day}")[1]["as_of"] == before["as_of"]
+    scoped = SSE(tenant, "/api/live")
+    global_stream = SSE(admin, "/api/live")
+    assert scoped.resp.readline() == b": connected\n"
+    with open(env["logs"] / f"{LIVE_DAY}.log", "a") as f:
+        f.write(_line("11:00:00", "10.0.9.9", "198.51.100.66", "delta-1"))
+        f.write(_line("11:00:01", "172.16.0.1", "198.51.100.66", "delta-out"))
+        f.write(_line("11:00:02", "10.0.9.9", "198.51.100.66", "delta-2"))
+    got = scoped.events(2)
+    assert scoped.marks == [before["as_of"]]  # nothing in scope came in between: the start is the answer's as_of
+    assert [e["info"] for _, e in got] == ["malware (delta-1)", "malware (delta-2)"]
+    assert scoped.events(1, timeout=2) == []  # the out-of-scope event never comes
+    global_ids = [i for i, _ in global_stream.events(3)]
+    scoped.close()
+    global_stream.close()
+    after = tenant.get_json(f"/api/threats?{day}")[1]
+    assert after["as_of"] == got[-1][0] and after["as_of"] not in global_ids  # opaque, not the global id
+    assert tenant.get_json(f"/api/stats?{day}")[1]["as_of"] == got[-1][0]
+    assert admin.get_json(f"/api/threats?{day}")[1]["as_of"] == int(global_ids[-1])
+    old = {r["id"]: r["count"] for r in before["rows"]}
+    for _, e in got:  # what the page does with the deltas
+        old[e["threat"]] = old.get(e["threat"], 0) + 1
+    assert old == {r["id"]: r["count"] for r in after["rows"]}
+    # The stream's mark and the answers agree for a user with nothing in scope too ("" for none).
+    other = logged_in(env["server"], "other")
+    assert other.get_json(f"/api/threats?{day}")[1]["as_of"] == ""
+    empty = SSE(other, "/api/live")
+    empty.resp.readline()
+    assert empty.events(1, timeout=2) == [] and empty.marks == [""]
+    empty.close()
 
 
 def test_triage_tags_and_history(env: dict, admin: Client, tenant: Client) -> None:

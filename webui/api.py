@@ -217,18 +217,22 @@ async def threats(request: web.Request) -> web.Response:
 
     def run() -> tuple[int, tuple[int, list[dict[str, Any]]]]:
         with ctx.readers.snapshot() as conn:
-            return Q.last_event_id(conn), Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page)
+            return (Q.last_event_id(conn, view.scope),
+                    Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page))
 
     partial = ctx.partial()  # taken before the read: the answer is partial if the index was
     as_of, (total, rows) = await ctx.shared_read(_request_key(request), run)
     return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows, **partial,
-                              **_as_of(view, as_of)})
+                              "as_of": _as_of(ctx, view, as_of)})
 
 
-def _as_of(view: Q.View, last_event: int) -> dict[str, int]:
-    """The last event an answer includes, so a live page applies only later events to it; not for
-    a scoped user (the global count), whose page refreshes instead."""
-    return {"as_of": last_event} if view.scope.unrestricted else {}
+def _as_of(ctx: Context, view: Q.View, last_event: int) -> int | str:
+    """The last event an answer includes, so a live page applies only later events to it. For a
+    scoped user, the last event in its scope as the opaque id its live stream uses ("" for none):
+    the page finds it in its stream, and the global count stays hidden."""
+    if view.scope.unrestricted:
+        return last_event
+    return EventIds(ctx.secret).encode(last_event) if last_event else ""
 
 
 async def _visible_threat(ctx: Context, view: Q.View, tid: str) -> tuple[int, dict[str, Any]] | None:
@@ -289,12 +293,12 @@ async def stats(request: web.Request) -> web.Response:
 
     def run() -> tuple[int, dict[str, Any]]:
         with ctx.readers.snapshot() as conn:
-            return Q.last_event_id(conn), Q.stats(conn, view)
+            return Q.last_event_id(conn, view.scope), Q.stats(conn, view)
 
     partial = ctx.partial()
     as_of, result = await ctx.shared_read(_request_key(request), run)
     return web.json_response({**result, "axis": day_axis(view.day_from, view.day_to), **partial,
-                              **_as_of(view, as_of)})
+                              "as_of": _as_of(ctx, view, as_of)})
 
 
 # --- indicators ----------------------------------------------------------------------------------

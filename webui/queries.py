@@ -330,8 +330,17 @@ def hunt_events(conn: sqlite3.Connection, scope: Scope, day_from: str, day_to: s
     return total, [event_json(r) for r in rows]
 
 
-def last_event_id(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+def last_event_id(conn: sqlite3.Connection, scope: Scope | None = None) -> int:
+    """The newest event (0: none); with a scope, the newest one that scope sees (as `View.rows`
+    counts them: the threat's source or the event's destination in scope), found from `agg` and
+    the destination index, never by scanning events."""
+    if scope is None or scope.unrestricted:
+        return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+    s, sp = scope.sql("t.src_key")
+    t, tp = scope.sql("e.dst_key", "e.dst_ip")
+    sql = (f"SELECT COALESCE(max(m), 0) FROM (SELECT max(a.last_event) AS m FROM agg a WHERE a.threat IN "
+           f"(SELECT t.id FROM threats t WHERE {s}) UNION ALL SELECT max(e.id) FROM events e WHERE {t})")
+    return int(conn.execute(sql, sp + tp).fetchone()[0])
 
 
 def triage_history(conn: sqlite3.Connection, src_ip: str, trail: str) -> list[dict[str, Any]]:
