@@ -294,6 +294,34 @@ def test_live_event_updates_its_row_in_place(context: BrowserContext, dashboard:
     assert console.unexpected() == []
 
 
+def test_scoped_live_event_updates_its_row_in_place(context: BrowserContext, dashboard: Dashboard) -> None:
+    """A user limited to one source network gets its own events over the stream and folds them into
+    its rows in place, like a global user, without asking for the view again; an event outside its
+    scope never reaches the page."""
+    top = dashboard.api.get("/api/threats", per_page=1)["rows"][0]
+    boss = ApiClient(dashboard.url, ADMIN, PASSWORD)
+    boss.post("/api/users", {"name": "tenant", "password": PASSWORD, "role": "viewer", "scope": [top["src_ip"]]})
+    page, console = login(context, dashboard, "tenant")
+    expect(page.locator("#live-state")).to_have_text("connected")
+    row = page.locator(f"#threats-body tr[data-id='{top['id']}']")
+    expect(row.locator("td.c-num")).to_have_text(f"{top['count']:,}")
+    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:  # clear of a full-refresh boundary
+        time.sleep(0.5)
+    asked: list[str] = []
+    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    now = time.time()
+    port = top["dst_port"] if isinstance(top["dst_port"], int) else None
+    outside = "10.99.99.99" if top["src_ip"] != "10.99.99.99" else "10.99.99.98"
+    for second, src, marker in ((now, outside, "out-of-scope"), (now + 0.5, top["src_ip"], top["info"])):
+        append_event(dashboard.log_dir, (int(second), 7, src, 40002, top["dst_ip"], port, top["proto"], top["type"],
+                                         top["trail"], marker, top["reference"]), "scoped-delta")
+    expect(row.locator("td.c-num")).to_have_text(f"{top['count'] + 1:,}", timeout=10_000)
+    expect(page.locator("#live-feed .feed-item")).to_have_count(1)
+    expect(page.locator("#live-feed")).not_to_contain_text("out-of-scope")
+    assert asked == []
+    assert console.unexpected() == []
+
+
 def test_hostile_fields_render_as_text(context: BrowserContext, dashboard: Dashboard) -> None:
     """Every field is network data: markup in it must show as text, never become elements."""
     page, console = login(context, dashboard)

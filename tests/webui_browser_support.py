@@ -141,6 +141,12 @@ class ApiClient:
         with self.opener.open(f"{self.base}{path}{'?' + query if query else ''}", timeout=30) as r:
             return json.load(r)
 
+    def post(self, path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{self.base}{path}", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json", "X-CSRF-Token": self.csrf})
+        with self.opener.open(req, timeout=30) as r:
+            return json.load(r)
+
     def wait_for_total(self, expected: int, timeout: float = 60.0, **params: object) -> int:
         """Poll /api/threats until its total is `expected` (the server indexes the logs in the background)."""
         deadline = time.monotonic() + timeout
