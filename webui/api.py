@@ -337,13 +337,16 @@ async def hunt_handler(request: web.Request) -> web.Response:
     day_from = day_to = None
     if request.query.get("from") or request.query.get("to"):
         day_from, day_to = date_range(request)
+    partial = ctx.partial()
     try:
         result = await asyncio.get_running_loop().run_in_executor(
-            ctx.hunt_pool, hunt, ctx.settings.log_dir, indicator, budget, scope_of(request[USER]),
-            ctx.settings.severity, day_from, day_to, lambda: ctx.closing)
+            ctx.hunt_pool, hunt, ctx.readers, indicator, budget, scope_of(request[USER]), day_from, day_to,
+            lambda: ctx.closing)
     except HuntError as exc:
         raise BadRequest(f"indicator: {exc}") from None
-    return web.json_response(result)
+    if partial:
+        result["complete"] = False
+    return web.json_response({**result, **partial})
 
 
 def _hunted(request: web.Request) -> tuple[Network | None, str, str, str]:
