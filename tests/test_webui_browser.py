@@ -37,7 +37,7 @@ from engine.eventlog import format_event, log_date
 _missing = chromium_missing_reason()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
 if _missing is None:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -272,6 +272,17 @@ def test_live_event_appears_without_reload(context: BrowserContext, dashboard: D
     assert console.unexpected() == []
 
 
+def _view_requests_from_now(page: Page, row: Locator, count: int) -> list[str]:
+    """Once the row shows `count` and the clock is clear of a full-refresh boundary: the list of
+    whole-view requests (threats, stats) the page makes from now on."""
+    expect(row.locator("td.c-num")).to_have_text(f"{count:,}")
+    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:
+        time.sleep(0.5)
+    asked: list[str] = []
+    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    return asked
+
+
 def test_live_event_updates_its_row_in_place(context: BrowserContext, dashboard: Dashboard) -> None:
     """An event of a threat already on screen is folded into its row and the charts from the
     stream alone: the page does not ask for the whole view again (that waits for the shared
@@ -280,11 +291,7 @@ def test_live_event_updates_its_row_in_place(context: BrowserContext, dashboard:
     expect(page.locator("#live-state")).to_have_text("connected")
     top = dashboard.api.get("/api/threats", per_page=1)["rows"][0]
     row = page.locator(f"#threats-body tr[data-id='{top['id']}']")
-    expect(row.locator("td.c-num")).to_have_text(f"{top['count']:,}")
-    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:  # clear of a full-refresh boundary
-        time.sleep(0.5)
-    asked: list[str] = []
-    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    asked = _view_requests_from_now(page, row, top["count"])
     now = time.time()
     port = top["dst_port"] if isinstance(top["dst_port"], int) else None
     append_event(dashboard.log_dir, (int(now), 5, top["src_ip"], 40001, top["dst_ip"], port, top["proto"],
@@ -304,11 +311,7 @@ def test_scoped_live_event_updates_its_row_in_place(context: BrowserContext, das
     page, console = login(context, dashboard, "tenant")
     expect(page.locator("#live-state")).to_have_text("connected")
     row = page.locator(f"#threats-body tr[data-id='{top['id']}']")
-    expect(row.locator("td.c-num")).to_have_text(f"{top['count']:,}")
-    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:  # clear of a full-refresh boundary
-        time.sleep(0.5)
-    asked: list[str] = []
-    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    asked = _view_requests_from_now(page, row, top["count"])
     now = time.time()
     port = top["dst_port"] if isinstance(top["dst_port"], int) else None
     outside = "10.99.99.99" if top["src_ip"] != "10.99.99.99" else "10.99.99.98"

@@ -111,9 +111,7 @@ async def users_add(request: web.Request) -> web.Response:
         return ctx.users.set_user(name, fields["password"], role=fields.get("role", "analyst"),
                                   scope=fields.get("scope", []), disabled=fields.get("disabled", False))
 
-    user = await _store_write(ctx, create)
-    ctx.audit.write("user-add", request[USER].name, client_address(request), f"target={name} {_describe(fields)}")
-    return web.json_response(_public(user))
+    return _done(request, "user-add", name, fields, _public(await _store_write(ctx, create)))
 
 
 @handle
@@ -129,8 +127,7 @@ async def users_change(request: web.Request) -> web.Response:
         return json_error(404, "no such user")
     if "password" in fields:  # a disabled user's sessions end by themselves (webui.app.current_user)
         ctx.sessions.end_user(name, keep=request[SESSION].token)
-    ctx.audit.write("user-change", request[USER].name, client_address(request), f"target={name} {_describe(fields)}")
-    return web.json_response(_public(user))
+    return _done(request, "user-change", name, fields, _public(user))
 
 
 @handle
@@ -141,8 +138,14 @@ async def users_remove(request: web.Request) -> web.Response:
     if await _store_write(ctx, lambda: ctx.users.change(name, remove=True)) is None:
         return json_error(404, "no such user")
     ctx.sessions.end_user(name)
-    ctx.audit.write("user-remove", request[USER].name, client_address(request), f"target={name}")
-    return web.json_response({"ok": True})
+    return _done(request, "user-remove", name, {}, {"ok": True})
+
+
+def _done(request: web.Request, event: str, name: str, fields: dict[str, Any], answer: dict[str, Any]) -> web.Response:
+    """Audit a change (never the password itself) and answer it."""
+    ctx_of(request).audit.write(event, request[USER].name, client_address(request),
+                                f"target={name} {_describe(fields)}".rstrip())
+    return web.json_response(answer)
 
 
 def add_routes(app: web.Application) -> None:
