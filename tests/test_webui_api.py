@@ -302,7 +302,7 @@ def test_user_out_of_every_scope_sees_nothing(env: dict, admin: Client) -> None:
     other = Client(env["server"])
     assert other.login("other") == 200
     status, body = other.get_json(f"/api/threats?from={HAND_DAY}&to={REPLAY_DAY}")
-    assert status == 200 and body == {"total": 0, "page": 1, "per_page": 50, "rows": []}
+    assert status == 200 and body == {"total": 0, "page": 1, "per_page": 50, "rows": [], "as_of": ""}
     some = _all_threats(admin, REPLAY_DAY, REPLAY_DAY)[0]
     status, _ = other.get_json(f"/api/threats/{some['id']}/events?from={REPLAY_DAY}")
     assert status == 404
