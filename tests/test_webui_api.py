@@ -4,6 +4,7 @@ tokens, ranges, per-user scope, live resume, hunt (complete and partial), triage
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import http.client
@@ -31,6 +32,7 @@ from webui_support import (
     read_log,
     replay_capture,
     start_server,
+    wait_caught_up,
 )
 
 REPLAY_DAY = "2023-11-14"  # mixed_capture's clock starts at 1_700_000_000 (tests run with TZ=UTC)
@@ -300,7 +302,7 @@ def test_user_out_of_every_scope_sees_nothing(env: dict, admin: Client) -> None:
     other = Client(env["server"])
     assert other.login("other") == 200
     status, body = other.get_json(f"/api/threats?from={HAND_DAY}&to={REPLAY_DAY}")
-    assert status == 200 and body == {"total": 0, "page": 1, "per_page": 50, "rows": []}
+    assert status == 200 and body == {"total": 0, "page": 1, "per_page": 50, "rows": [], "as_of": ""}
     some = _all_threats(admin, REPLAY_DAY, REPLAY_DAY)[0]
     status, _ = other.get_json(f"/api/threats/{some['id']}/events?from={REPLAY_DAY}")
     assert status == 404
@@ -346,6 +348,49 @@ def test_hunt_counts_every_day(env: dict, admin: Client) -> None:
         assert status == 400
 
 
+def _hunt_expected(env: dict, indicator: str) -> tuple[list[tuple[str, int]], list[tuple[str, ...]]]:
+    """The per-day hunt computed by the test from the log files (csv module): (day, hits) newest
+    day first, and the first 200 matching lines in file order."""
+    try:
+        net = ipaddress.ip_network(indicator, strict=False)
+    except ValueError:
+        net = None
+
+    def address_in(text: str) -> bool:
+        m = re.fullmatch(r"\[?([0-9A-Fa-f:.]+)\]?(?::\d+)?(?:/.*)?", text)
+        for part in [*text.split(","), m.group(1) if m else ""]:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(part.strip()) in net:
+                    return True
+        return False
+
+    days, samples = [], []
+    for path in sorted(env["logs"].glob("*.log"), reverse=True):
+        hits = 0
+        for r in read_log(path):
+            if (address_in(r[2]) or address_in(r[4]) or address_in(r[8])) if net else \
+                    any(indicator.lower() in f.lower() for f in r[1:]):
+                hits += 1
+                if len(samples) < 200:
+                    samples.append((r[2], r[4], r[8], r[9]))
+        days.append((path.stem, hits))
+    return days, samples
+
+
+@pytest.mark.parametrize("indicator", ["198.51.100.66", "10.0.0.0/17", "6.6.6.6", "2001:db8:bad::/48", "phishing",
+                                       "MALWARE", "evil-demo"])
+def test_hunt_per_day_from_the_index_matches_the_logs(env: dict, admin: Client, indicator: str) -> None:
+    """The per-day hunt is served from the index: per-day hits and samples are those of the log files."""
+    status, body = admin.get_json(f"/api/hunt?indicator={quote(indicator)}&budget=60")
+    assert status == 200 and body["complete"] and body["unscanned_days"] == []
+    days, samples = _hunt_expected(env, indicator)
+    assert [(d["date"], d["hits"]) for d in body["days"]] == days
+    assert [(e["src_ip"], e["dst_ip"], e["trail"], e["info"]) for e in body["events"]] == samples
+    assert body["capped"] == (len(samples) == 200) and all(e["id"] is None for e in body["events"])
+    paged = admin.get_json(f"/api/hunt/events?indicator={quote(indicator)}&per_page=1")[1]
+    assert paged["total"] == sum(h for _, h in days)  # the paged events agree with the days
+
+
 def test_hunt_events_paged_and_exported(env: dict, admin: Client, tenant: Client) -> None:
     day = f"from={REPLAY_DAY}&to={REPLAY_DAY}"
     wanted = [r for r in _rows(env, REPLAY_DAY) if "198.51.100.66" in (r[2], r[4], r[8])]
@@ -386,6 +431,7 @@ class SSE:
         h.update(headers or {})
         self.conn.request("GET", path, headers=h)
         self.resp = self.conn.getresponse()
+        self.marks: list[str] = []  # a fresh scoped stream's start mark (webui/live.py)
 
     def events(self, n: int, timeout: float = 30) -> list[tuple[str, dict]]:
         out: list[tuple[str, dict]] = []
@@ -396,6 +442,9 @@ class SSE:
             if line.startswith(("id:", "event:", "data:")):
                 k, _, v = line.partition(": ")
                 current[k] = v
+            elif line == "" and current.get("event") == "mark":
+                self.marks.append(json.loads(current["data"])["id"])
+                current = {}
             elif line == "" and "data" in current:
                 assert current["event"] == "event"
                 out.append((current["id"], json.loads(current["data"])))
@@ -447,6 +496,46 @@ def test_live_stream_and_resume(env: dict, admin: Client, tenant: Client) -> Non
     again.close()
     status, body = admin.get_json("/api/live?after=abc")
     assert status == 400
+
+
+def test_scoped_live_deltas_follow_as_of(env: dict, admin: Client, tenant: Client) -> None:
+    """A scoped user's answers carry `as_of`: the opaque id of the last event in its scope, the
+    same id its stream delivers (or marks as its start), so the page applies exactly the events
+    after it. Applying them to the old answer gives the new answer; nothing out of scope and no
+    global count or id ever reaches the scoped user."""
+    day = f"from={LIVE_DAY}&to={LIVE_DAY}"
+    before = tenant.get_json(f"/api/threats?{day}")[1]
+    assert isinstance(before["as_of"], str) and re.fullmatch(r"[0-9a-f]{16}", before["as_of"])
+    assert tenant.get_json(f"/api/stats?{day}")[1]["as_of"] == before["as_of"]
+    scoped = SSE(tenant, "/api/live")
+    global_stream = SSE(admin, "/api/live")
+    assert scoped.resp.readline() == b": connected\n"
+    with open(env["logs"] / f"{LIVE_DAY}.log", "a") as f:
+        f.write(_line("11:00:00", "10.0.9.9", "198.51.100.66", "delta-1"))
+        f.write(_line("11:00:01", "172.16.0.1", "198.51.100.66", "delta-out"))
+        f.write(_line("11:00:02", "10.0.9.9", "198.51.100.66", "delta-2"))
+    got = scoped.events(2)
+    assert scoped.marks == [before["as_of"]]  # nothing in scope came in between: the start is the answer's as_of
+    assert [e["info"] for _, e in got] == ["malware (delta-1)", "malware (delta-2)"]
+    assert scoped.events(1, timeout=2) == []  # the out-of-scope event never comes
+    global_ids = [i for i, _ in global_stream.events(3)]
+    scoped.close()
+    global_stream.close()
+    after = tenant.get_json(f"/api/threats?{day}")[1]
+    assert after["as_of"] == got[-1][0] and after["as_of"] not in global_ids  # opaque, not the global id
+    assert tenant.get_json(f"/api/stats?{day}")[1]["as_of"] == got[-1][0]
+    assert admin.get_json(f"/api/threats?{day}")[1]["as_of"] == int(global_ids[-1])
+    old = {r["id"]: r["count"] for r in before["rows"]}
+    for _, e in got:  # what the page does with the deltas
+        old[e["threat"]] = old.get(e["threat"], 0) + 1
+    assert old == {r["id"]: r["count"] for r in after["rows"]}
+    # The stream's mark and the answers agree for a user with nothing in scope too ("" for none).
+    other = logged_in(env["server"], "other")
+    assert other.get_json(f"/api/threats?{day}")[1]["as_of"] == ""
+    empty = SSE(other, "/api/live")
+    empty.resp.readline()
+    assert empty.events(1, timeout=2) == [] and empty.marks == [""]
+    empty.close()
 
 
 def test_triage_tags_and_history(env: dict, admin: Client, tenant: Client) -> None:
@@ -569,8 +658,8 @@ def test_index_is_rebuilt_from_the_logs(env: dict, tmp_path: Path) -> None:
     assert threats_of_a_new_server() == before
 
 def test_partial_hunt_is_reported_honestly(tmp_path: Path) -> None:
-    """Two big days and a tiny budget: the first day is cut short and says so, the second is
-    listed as never reached, and no partial count is passed off as complete."""
+    """Two big days and a tiny budget: the first day is counted whole, the second is listed as
+    never reached, and the answer says it is not complete; so does one asked while indexing."""
     logs = tmp_path / "logs"
     logs.mkdir()
     line = '"2023-11-{d} 10:00:00.000000" s 10.1.1.{i} 4000 198.51.100.66 80 TCP IP 198.51.100.66 "botnet c2" -\n'
@@ -582,10 +671,14 @@ def test_partial_hunt_is_reported_honestly(tmp_path: Path) -> None:
     try:
         c = Client(server)
         c.login("admin")
+        status, body = c.get_json("/api/hunt?indicator=198.51.100.66&budget=60")
+        assert status == 200
+        if body.get("partial"):  # asked while the index is being built: said so
+            assert body["complete"] is False
+        wait_caught_up(server)
         status, body = c.get_json("/api/hunt?indicator=198.51.100.66&budget=0.001")
-        assert status == 200 and body["complete"] is False
-        assert body["days"][0]["date"] == "2023-11-02" and body["days"][0]["complete"] is False
-        assert 0 < body["days"][0]["hits"] < 80_000
+        assert status == 200 and body["complete"] is False and "partial" not in body
+        assert body["days"] == [{"date": "2023-11-02", "hits": 80_000, "complete": True}]  # a day is whole
         assert body["unscanned_days"] == ["2023-11-01"]
         assert len(body["events"]) == 200
         status, body = c.get_json("/api/hunt?indicator=10.1.1.7&budget=60")

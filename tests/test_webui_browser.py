@@ -37,12 +37,13 @@ from engine.eventlog import format_event, log_date
 _missing = chromium_missing_reason()
 pytestmark = pytest.mark.skipif(_missing is not None, reason=_missing or "")
 if _missing is None:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 USER = "analyst"
 PASSWORD = "correct horse battery"
+ADMIN = "boss"
 PACKETS = 120_000
 
 
@@ -78,6 +79,7 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         replay_capture(work, log_dir, PACKETS, start, seed)
     users = work / "users.json"
     add_user(users, USER, PASSWORD)
+    add_user(users, ADMIN, PASSWORD, "--role", "admin")
     port = free_port()
     proc = start_server(log_dir, users, port, work / "server.log")
     try:
@@ -120,11 +122,11 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
     ctx.close()
 
 
-def login(context: BrowserContext, dashboard: Dashboard) -> tuple[Page, Console]:
+def login(context: BrowserContext, dashboard: Dashboard, user: str = USER) -> tuple[Page, Console]:
     page = context.new_page()
     console = Console(page)
     page.goto(dashboard.url + "/")
-    page.fill("#login-user", USER)
+    page.fill("#login-user", user)
     page.fill("#login-pass", PASSWORD)
     page.click("#login-submit")
     expect(page.locator("#threats-body tr").first).to_be_visible()
@@ -270,6 +272,17 @@ def test_live_event_appears_without_reload(context: BrowserContext, dashboard: D
     assert console.unexpected() == []
 
 
+def _view_requests_from_now(page: Page, row: Locator, count: int) -> list[str]:
+    """Once the row shows `count` and the clock is clear of a full-refresh boundary: the list of
+    whole-view requests (threats, stats) the page makes from now on."""
+    expect(row.locator("td.c-num")).to_have_text(f"{count:,}")
+    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:
+        time.sleep(0.5)
+    asked: list[str] = []
+    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    return asked
+
+
 def test_live_event_updates_its_row_in_place(context: BrowserContext, dashboard: Dashboard) -> None:
     """An event of a threat already on screen is folded into its row and the charts from the
     stream alone: the page does not ask for the whole view again (that waits for the shared
@@ -278,16 +291,36 @@ def test_live_event_updates_its_row_in_place(context: BrowserContext, dashboard:
     expect(page.locator("#live-state")).to_have_text("connected")
     top = dashboard.api.get("/api/threats", per_page=1)["rows"][0]
     row = page.locator(f"#threats-body tr[data-id='{top['id']}']")
-    expect(row.locator("td.c-num")).to_have_text(f"{top['count']:,}")
-    while not 2_000 < time.time() * 1000 % 30_000 < 20_000:  # clear of a full-refresh boundary
-        time.sleep(0.5)
-    asked: list[str] = []
-    page.on("request", lambda r: ("/api/threats" in r.url or "/api/stats" in r.url) and asked.append(r.url))
+    asked = _view_requests_from_now(page, row, top["count"])
     now = time.time()
     port = top["dst_port"] if isinstance(top["dst_port"], int) else None
     append_event(dashboard.log_dir, (int(now), 5, top["src_ip"], 40001, top["dst_ip"], port, top["proto"],
                                      top["type"], top["trail"], top["info"], top["reference"]), "delta-test")
     expect(row.locator("td.c-num")).to_have_text(f"{top['count'] + 1:,}", timeout=10_000)
+    assert asked == []
+    assert console.unexpected() == []
+
+
+def test_scoped_live_event_updates_its_row_in_place(context: BrowserContext, dashboard: Dashboard) -> None:
+    """A user limited to one source network gets its own events over the stream and folds them into
+    its rows in place, like a global user, without asking for the view again; an event outside its
+    scope never reaches the page."""
+    top = dashboard.api.get("/api/threats", per_page=1)["rows"][0]
+    boss = ApiClient(dashboard.url, ADMIN, PASSWORD)
+    boss.post("/api/users", {"name": "tenant", "password": PASSWORD, "role": "viewer", "scope": [top["src_ip"]]})
+    page, console = login(context, dashboard, "tenant")
+    expect(page.locator("#live-state")).to_have_text("connected")
+    row = page.locator(f"#threats-body tr[data-id='{top['id']}']")
+    asked = _view_requests_from_now(page, row, top["count"])
+    now = time.time()
+    port = top["dst_port"] if isinstance(top["dst_port"], int) else None
+    outside = "10.99.99.99" if top["src_ip"] != "10.99.99.99" else "10.99.99.98"
+    for second, src, marker in ((now, outside, "out-of-scope"), (now + 0.5, top["src_ip"], top["info"])):
+        append_event(dashboard.log_dir, (int(second), 7, src, 40002, top["dst_ip"], port, top["proto"], top["type"],
+                                         top["trail"], marker, top["reference"]), "scoped-delta")
+    expect(row.locator("td.c-num")).to_have_text(f"{top['count'] + 1:,}", timeout=10_000)
+    expect(page.locator("#live-feed .feed-item")).to_have_count(1)
+    expect(page.locator("#live-feed")).not_to_contain_text("out-of-scope")
     assert asked == []
     assert console.unexpected() == []
 
@@ -724,6 +757,7 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
                             for i in range(start, start + 20_000)))
     users = tmp_path / "users.json"
     add_user(users, USER, PASSWORD)
+    add_user(users, ADMIN, PASSWORD, "--role", "admin")
     port = free_port()
     proc = start_server(logs, users, port, tmp_path / "server.log")
     try:
@@ -742,3 +776,59 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
         assert console.unexpected() == []
     finally:
         stop_server(proc)
+
+
+def test_admin_panel_creates_and_edits_users(browser: Browser, dashboard: Dashboard) -> None:
+    """An admin lists, creates, edits, disables and removes users from the Users panel; the new
+    user logs in with what was set; an analyst has no such panel."""
+    analyst_ctx = browser.new_context()
+    page, _ = login(analyst_ctx, dashboard)
+    page.click("#user-btn")
+    expect(page.locator("#supp-btn")).to_be_visible()
+    expect(page.locator("#users-btn")).to_be_hidden()
+    analyst_ctx.close()
+
+    ctx = browser.new_context(viewport={"width": 1600, "height": 1000})
+    page, console = login(ctx, dashboard, ADMIN)
+    page.on("dialog", lambda d: d.accept("wall-password-2" if d.type == "prompt" else None))
+    page.click("#user-btn")
+    page.click("#users-btn")
+    table = page.locator("#users-table tbody")
+    expect(table.locator("tr[data-name='analyst']")).to_contain_text("active")
+    page.fill("#user-new-name", "wall")
+    page.fill("#user-new-pass", "wall-password-1")
+    page.select_option("#user-new-role", "viewer")
+    page.fill("#user-new-scope", "10.66.0.0/16")
+    page.click("#user-new-submit")
+    row = table.locator("tr[data-name='wall']")
+    expect(row.locator("select")).to_have_value("viewer")
+    expect(row.locator("input")).to_have_value("10.66.0.0/16")
+    assert ApiClient(dashboard.url, "wall", "wall-password-1").get("/api/session")["role"] == "viewer"
+
+    page.fill("#user-new-name", "bad name")  # the server's refusal is shown, nothing is created
+    page.fill("#user-new-pass", "wall-password-1")
+    page.click("#user-new-submit")
+    expect(page.locator("#user-new-error")).to_contain_text("user name")
+
+    row.locator("select").select_option("analyst")
+    row.locator("input").fill("10.66.0.0/16, 10.67.0.0/16")
+    row.locator("button", has_text="Save").click()
+    expect(page.locator("#toasts")).to_contain_text("User wall saved")
+    session = ApiClient(dashboard.url, "wall", "wall-password-1").get("/api/session")
+    assert (session["role"], session["scope"]) == ("analyst", ["10.66.0.0/16", "10.67.0.0/16"])
+    row.locator("button", has_text="Password").click()
+    expect(page.locator("#toasts")).to_contain_text("Password of wall reset")
+    assert ApiClient(dashboard.url, "wall", "wall-password-2").get("/api/session")["user"] == "wall"
+    row.locator("button", has_text="Disable").click()
+    expect(row).to_contain_text("disabled")
+    with pytest.raises(Exception, match="401"):
+        ApiClient(dashboard.url, "wall", "wall-password-2")
+    me = table.locator(f"tr[data-name='{ADMIN}']")  # the only admin: demoting it is refused
+    me.locator("select").select_option("viewer")
+    me.locator("button", has_text="Save").click()
+    expect(page.locator("#toasts")).to_contain_text("last enabled admin")
+    row.locator("button", has_text="Remove").click()
+    expect(table.locator("tr[data-name='wall']")).to_have_count(0)
+    assert "wall" not in [u["name"] for u in ApiClient(dashboard.url, ADMIN, PASSWORD).get("/api/users")["users"]]
+    assert console.unexpected(400, 409) == []
+    ctx.close()

@@ -53,6 +53,9 @@ EXPECT: dict[tuple[str, str], dict[str, int]] = {
     ("post", "/api/suppressions"): {"admin": A, "analyst": A, "viewer": V},
     ("delete", "/api/suppressions/{id}"): {"admin": A, "analyst": A, "viewer": V},
     ("get", "/api/users"): {"admin": A, "analyst": V, "viewer": V},
+    ("post", "/api/users"): {"admin": A, "analyst": V, "viewer": V},
+    ("post", "/api/users/{id}"): {"admin": A, "analyst": V, "viewer": V},
+    ("delete", "/api/users/{id}"): {"admin": A, "analyst": V, "viewer": V},
     ("get", "/api/views"): {"admin": A, "analyst": A, "viewer": A},
     ("post", "/api/views"): {"admin": A, "analyst": A, "viewer": A},
     ("delete", "/api/views/{id}"): {"admin": A, "analyst": A, "viewer": A},
@@ -112,6 +115,8 @@ def _call(client: Client, admin: Client, method: str, path: str, target: str, th
         status, saved = client.post_json("/api/views", view)
         deleted = client.request("DELETE", f"/api/views/{saved['id']}")[0]
         return status if method == "post" else deleted
+    if path.startswith("/api/users") and method != "get":
+        return _call_users(client, admin, method, path)
     if "{id}" in path and "suppressions" in path:
         # a rule on the target source made by the caller itself when it may (else by an admin)
         maker = client if _may_add(client) and (target == "in" or not _scoped(client)) else admin
@@ -125,6 +130,22 @@ def _call(client: Client, admin: Client, method: str, path: str, target: str, th
         return client.request("DELETE", path)[0]
     body = {"status": "investigating", "note": "x"} if "triage" in path else {"scope": "source", "src_ip": src}
     return client.request("POST", path, body=body)[0]
+
+
+def _call_users(client: Client, admin: Client, method: str, path: str) -> int:
+    """Create, change or remove a throw-away user (the admin makes and removes it around the call)."""
+    name = f"t-{time.monotonic_ns()}"
+    user = {"name": name, "password": PASSWORD, "role": "viewer", "scope": [SCOPE]}
+    if path == "/api/users":
+        status = client.post_json(path, user)[0]
+    else:
+        assert admin.post_json("/api/users", user)[0] == 200
+        if method == "post":
+            status = client.post_json(f"/api/users/{name}", {"role": "analyst", "scope": []})[0]
+        else:
+            status = client.request("DELETE", f"/api/users/{name}")[0]
+    admin.request("DELETE", f"/api/users/{name}")
+    return status
 
 
 def _may_add(client: Client) -> bool:
@@ -156,7 +177,7 @@ def test_role_matrix(env: dict, role: str, scoped: bool) -> None:
     got, want = {}, {}
     for (method, path), by_role in EXPECT.items():
         targets = ("in", "out") if "{id}" in path or path in ("/api/hunt", "/api/suppressions") else ("in",)
-        if path.startswith("/api/views"):
+        if path.startswith(("/api/views", "/api/users")):
             targets = ("in",)
         if method == "get" and path == "/api/suppressions":
             targets = ("in",)
@@ -166,6 +187,8 @@ def test_role_matrix(env: dict, role: str, scoped: bool) -> None:
                 expected = 403 if path == "/api/suppressions" else 404  # outside the scope
             if expected == A and scoped and target == "out" and "suppressions/{id}" in path:
                 expected = 404
+            if expected == A and scoped and path.startswith("/api/users") and method != "get":
+                expected = 403  # a scoped admin could grant what it cannot see
             client = _login(server, name)
             got[(method, path, target)] = _call(client, admin, method, path, target, threats)
             want[(method, path, target)] = expected
@@ -191,12 +214,12 @@ def test_scoped_users_see_no_global_totals(env: dict) -> None:
     assert "events" not in body["index"]
     admin = _login(server, "admin", "admin-password-1")
     assert admin.get_json("/api/status")[1]["index"]["events"] == 3
-    for path in ("/api/threats", "/api/stats"):  # the last event an answer counts: not for a scoped user
-        assert admin.get_json(f"{path}?from={DAY}&to={DAY}")[1]["as_of"] == 3
-        assert "as_of" not in scoped.get_json(f"{path}?from={DAY}&to={DAY}")[1]
     tid = _threat_ids(admin)[IN]
     events = scoped.get_json(f"/api/threats/{tid}/events?from={DAY}&to={DAY}")[1]["events"]
     assert len(events) == 2 and all(re.fullmatch(r"[0-9a-f]{16}", e["id"]) for e in events)
+    for path in ("/api/threats", "/api/stats"):  # the last event an answer counts: in scope and opaque
+        assert admin.get_json(f"{path}?from={DAY}&to={DAY}")[1]["as_of"] == 3
+        assert scoped.get_json(f"{path}?from={DAY}&to={DAY}")[1]["as_of"] == events[0]["id"]
     assert [e["id"] for e in admin.get_json(f"/api/threats/{tid}/events?from={DAY}&to={DAY}")[1]["events"]] == [3, 1]
 
 
@@ -259,3 +282,83 @@ def test_saved_views_are_per_user(env: dict) -> None:
         assert viewer.post_json("/api/views", bad)[0] == 400, bad
     assert viewer.request("DELETE", f"/api/views/{view['id']}")[0] == 200
     assert [v["name"] for v in viewer.get_json("/api/views")[1]["views"]] == ["incident"]
+
+
+def test_admin_manages_users(env: dict) -> None:
+    """Create, log in, change role and scope, reset the password, disable, remove: each takes
+    effect on the running server at once; hashed as the CLI does; audited; bad input is a 400."""
+    server, users = env["server"], env["users"]
+    admin = _login(server, "admin", "admin-password-1")
+    body = {"name": "carol", "password": "carol-password-1", "role": "viewer", "scope": ["10.0.0.0/24"]}
+    status, carol = admin.post_json("/api/users", body)
+    assert status == 200 and carol == {"name": "carol", "role": "viewer", "scope": ["10.0.0.0/24"], "disabled": False}
+    assert admin.post_json("/api/users", body)[0] == 409
+    record = json.loads(users.read_text())["users"]["carol"]
+    assert record["password"]["kdf"] == "scrypt" and "carol-password-1" not in users.read_text()
+    listed = {u["name"]: u for u in admin.get_json("/api/users")[1]["users"]}
+    assert listed["carol"]["role"] == "viewer" and "password" not in listed["carol"]
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "user", "list", "--users", str(users)],
+                          capture_output=True, text=True, timeout=60)
+    assert "carol  scope=10.0.0.0/24  viewer" in done.stdout  # the CLI reads what the API wrote
+
+    user = _login(server, "carol", "carol-password-1")
+    assert user.post_json("/api/triage/" + _threat_ids(admin)[IN], {"status": "investigating"})[0] == 403
+    status, changed = admin.post_json("/api/users/carol", {"role": "analyst", "scope": []})
+    assert status == 200 and (changed["role"], changed["scope"]) == ("analyst", [])
+    session = user.get_json("/api/session")[1]  # the same session: the new role applies at once
+    assert (session["role"], session["scope"]) == ("analyst", [])
+    other = _login(server, "carol", "carol-password-1")
+    assert admin.post_json("/api/users/carol", {"password": "carol-password-2"})[0] == 200
+    assert other.get_json("/api/session")[0] == 401  # a new password ends the old sessions
+    assert Client(server).login("carol", "carol-password-1") == 401
+    user = _login(server, "carol", "carol-password-2")
+    assert admin.post_json("/api/users/carol", {"disabled": True})[0] == 200
+    assert user.get_json("/api/session")[0] == 401
+    assert Client(server).login("carol", "carol-password-2") == 401
+    assert admin.post_json("/api/users/carol", {"disabled": False})[0] == 200
+    assert Client(server).login("carol", "carol-password-2") == 200
+
+    for bad in ({"name": "x y", "password": "long-enough-1"}, {"name": "dave", "password": "short"},
+                {"name": "dave", "password": "long-enough-1", "role": "root"},
+                {"name": "dave", "password": "long-enough-1", "scope": ["10.0.0.0/33"]},
+                {"name": "dave", "password": "long-enough-1", "scope": "10.0.0.0/8"}, {"name": "dave"}):
+        status, err = admin.post_json("/api/users", bad)
+        assert status == 400 and err["error"], bad
+    assert admin.post_json("/api/users/carol", {"disabled": "yes"})[0] == 400
+    assert admin.post_json("/api/users/nobody", {"role": "viewer"})[0] == 404
+    assert admin.request("DELETE", "/api/users/nobody")[0] == 404
+    no_csrf = Client(server)
+    no_csrf.cookie = admin.cookie
+    assert no_csrf.post_json("/api/users/carol", {"role": "viewer"})[0] == 403
+    assert admin.request("DELETE", "/api/users/carol")[0] == 200
+    assert Client(server).login("carol", "carol-password-2") == 401
+    audit = (env["logs"] / ".webui" / "audit.log").read_text()
+    assert "user-add user=admin" in audit and "target=carol" in audit and "password=reset" in audit
+    assert "user-remove user=admin" in audit and "carol-password" not in audit
+
+
+def test_the_last_admin_stays(tmp_path: Path) -> None:
+    """Removing, disabling or demoting the last enabled admin is refused; with a second admin it is not."""
+    users = tmp_path / "users.json"
+    (tmp_path / "logs").mkdir()
+    assert add_user(users, "admin", "admin-password-1", "--admin").returncode == 0
+    assert add_user(users, "ann", PASSWORD).returncode == 0
+    server = start_server(tmp_path / "logs", users)
+    try:
+        _last_admin_checks(server)
+    finally:
+        server.stop()
+
+
+def _last_admin_checks(server: Server) -> None:
+    admin = _login(server, "admin", "admin-password-1")
+    for change in ({"role": "analyst"}, {"disabled": True}):
+        status, err = admin.post_json("/api/users/admin", change)
+        assert status == 409 and "last" in err["error"], change
+    assert admin.request("DELETE", "/api/users/admin")[0] == 409
+    assert admin.post_json("/api/users", {"name": "admin2", "password": "admin-password-2", "role": "admin"})[0] == 200
+    second = _login(server, "admin2", "admin-password-2")
+    assert second.post_json("/api/users/admin", {"disabled": True})[0] == 200
+    assert second.post_json("/api/users/admin2", {"role": "viewer"})[0] == 409  # now admin2 is the last one
+    assert second.post_json("/api/users/admin", {"disabled": False})[0] == 200
+    assert _login(server, "admin", "admin-password-1").request("DELETE", "/api/users/admin2")[0] == 200

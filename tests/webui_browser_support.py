@@ -80,8 +80,8 @@ def replay_capture(work: Path, log_dir: Path, packets: int, first_second: int, s
     return info
 
 
-def add_user(users: Path, name: str, password: str) -> None:
-    subprocess.run([MALTRAIL, "user", "add", name, "--users", str(users)], input=f"{password}\n{password}\n",
+def add_user(users: Path, name: str, password: str, *extra: str) -> None:
+    subprocess.run([MALTRAIL, "user", "add", name, "--users", str(users), *extra], input=f"{password}\n{password}\n",
                    check=True, capture_output=True, text=True, timeout=60)
 
 
@@ -139,6 +139,12 @@ class ApiClient:
     def get(self, path: str, **params: object) -> dict:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
         with self.opener.open(f"{self.base}{path}{'?' + query if query else ''}", timeout=30) as r:
+            return json.load(r)
+
+    def post(self, path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{self.base}{path}", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json", "X-CSRF-Token": self.csrf})
+        with self.opener.open(req, timeout=30) as r:
             return json.load(r)
 
     def wait_for_total(self, expected: int, timeout: float = 60.0, **params: object) -> int:

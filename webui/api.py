@@ -217,18 +217,22 @@ async def threats(request: web.Request) -> web.Response:
 
     def run() -> tuple[int, tuple[int, list[dict[str, Any]]]]:
         with ctx.readers.snapshot() as conn:
-            return Q.last_event_id(conn), Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page)
+            return (Q.last_event_id(conn, view.scope),
+                    Q.threats(conn, view, sort, order, per_page, (page - 1) * per_page))
 
     partial = ctx.partial()  # taken before the read: the answer is partial if the index was
     as_of, (total, rows) = await ctx.shared_read(_request_key(request), run)
     return web.json_response({"total": total, "page": page, "per_page": per_page, "rows": rows, **partial,
-                              **_as_of(view, as_of)})
+                              "as_of": _as_of(ctx, view, as_of)})
 
 
-def _as_of(view: Q.View, last_event: int) -> dict[str, int]:
-    """The last event an answer includes, so a live page applies only later events to it; not for
-    a scoped user (the global count), whose page refreshes instead."""
-    return {"as_of": last_event} if view.scope.unrestricted else {}
+def _as_of(ctx: Context, view: Q.View, last_event: int) -> int | str:
+    """The last event an answer includes, so a live page applies only later events to it. For a
+    scoped user, the last event in its scope as the opaque id its live stream uses ("" for none):
+    the page finds it in its stream, and the global count stays hidden."""
+    if view.scope.unrestricted:
+        return last_event
+    return EventIds(ctx.secret).encode(last_event) if last_event else ""
 
 
 async def _visible_threat(ctx: Context, view: Q.View, tid: str) -> tuple[int, dict[str, Any]] | None:
@@ -289,12 +293,12 @@ async def stats(request: web.Request) -> web.Response:
 
     def run() -> tuple[int, dict[str, Any]]:
         with ctx.readers.snapshot() as conn:
-            return Q.last_event_id(conn), Q.stats(conn, view)
+            return Q.last_event_id(conn, view.scope), Q.stats(conn, view)
 
     partial = ctx.partial()
     as_of, result = await ctx.shared_read(_request_key(request), run)
     return web.json_response({**result, "axis": day_axis(view.day_from, view.day_to), **partial,
-                              **_as_of(view, as_of)})
+                              "as_of": _as_of(ctx, view, as_of)})
 
 
 # --- indicators ----------------------------------------------------------------------------------
@@ -333,13 +337,16 @@ async def hunt_handler(request: web.Request) -> web.Response:
     day_from = day_to = None
     if request.query.get("from") or request.query.get("to"):
         day_from, day_to = date_range(request)
+    partial = ctx.partial()
     try:
         result = await asyncio.get_running_loop().run_in_executor(
-            ctx.hunt_pool, hunt, ctx.settings.log_dir, indicator, budget, scope_of(request[USER]),
-            ctx.settings.severity, day_from, day_to, lambda: ctx.closing)
+            ctx.hunt_pool, hunt, ctx.readers, indicator, budget, scope_of(request[USER]), day_from, day_to,
+            lambda: ctx.closing)
     except HuntError as exc:
         raise BadRequest(f"indicator: {exc}") from None
-    return web.json_response(result)
+    if partial:
+        result["complete"] = False
+    return web.json_response({**result, **partial})
 
 
 def _hunted(request: web.Request) -> tuple[Network | None, str, str, str]:
@@ -663,13 +670,6 @@ async def suppressions_delete(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def users_list(request: web.Request) -> web.Response:
-    """Admin only (webui.roles): who may log in, with role and scope; never password records."""
-    users = ctx_of(request).users.load()
-    return web.json_response({"users": [{"name": u.name, "role": u.role, "scope": u.scope}
-                                        for u in sorted(users.values(), key=lambda u: u.name)]})
-
-
 async def views_list(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     name = request[USER].name
@@ -752,7 +752,6 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/suppressions", suppressions_list)
     r.add_post("/api/suppressions", suppressions_add)
     r.add_delete("/api/suppressions/{rid}", suppressions_delete)
-    r.add_get("/api/users", users_list)
     r.add_get("/api/views", views_list)
     r.add_post("/api/views", views_save)
     r.add_delete("/api/views/{vid}", views_delete)

@@ -390,13 +390,14 @@ async def _prepare_trails(ctx: Context, cfg: Any) -> None:
 
 
 def build_app(ctx: Context) -> web.Application:
-    from webui import api, blocklist, collected, live  # handlers import this module
+    from webui import accounts, api, blocklist, collected, live  # handlers import this module
 
     app = web.Application(middlewares=[errors, host_check, auth], client_max_size=64 * 1024)
     app[CTX] = ctx
     hub = app[live.HUB] = live.LiveHub(ctx)
     app.on_response_prepare.append(security_headers)
     api.add_routes(app)
+    accounts.add_routes(app)
     app.router.add_get("/api/live", live.live)
     app.router.add_get("/api/blocklist", blocklist.blocklist)
     collected.add_routes(app)

@@ -53,6 +53,10 @@ class UserError(ValueError):
     """Bad user name, password, scope or users file; one line."""
 
 
+class LastAdmin(UserError):
+    """A change that would leave nobody able to administer the dashboard."""
+
+
 def hash_password(password: str, salt: bytes | None = None, n: int = SCRYPT_N, r: int = SCRYPT_R,
                   p: int = SCRYPT_P) -> dict[str, Any]:
     salt = salt or secrets.token_bytes(16)
@@ -104,6 +108,7 @@ class User:
     role: str = "analyst"
     scope: list[str] = field(default_factory=list)
     unshown: bool = False  # a generated password that was never printed (first start)
+    disabled: bool = False  # kept (name, role, scope) but may not log in; its sessions end
 
     @property
     def admin(self) -> bool:
@@ -113,6 +118,8 @@ class User:
         out = {"password": self.password, "role": self.role, "admin": self.admin, "scope": self.scope}
         if self.unshown:
             out["unshown"] = True
+        if self.disabled:
+            out["disabled"] = True
         return out
 
 
@@ -147,7 +154,8 @@ class UserStore:
                     raise TypeError
                 if "role" in rec and rec["role"] not in ROLES:
                     raise UserError(f"user {name!r}: role must be one of {', '.join(ROLES)}")
-                users[name] = User(name, rec["password"], role_of(rec), scope, bool(rec.get("unshown", False)))
+                users[name] = User(name, rec["password"], role_of(rec), scope, bool(rec.get("unshown", False)),
+                                   bool(rec.get("disabled", False)))
             return users
         except UserError as exc:
             raise UserError(f"{self.path}: {exc}") from None
@@ -155,12 +163,14 @@ class UserStore:
             raise UserError(f"{self.path}: not a valid users file") from None
 
     def get(self, name: str) -> User | None:
-        """For the running server: a users file that became unreadable fails closed (nobody)."""
+        """For the running server: a users file that became unreadable fails closed (nobody), and
+        a disabled user is nobody."""
         try:
-            return self.load().get(name)
+            user = self.load().get(name)
         except UserError as exc:
             log.error("%s: every session refused until it is fixed", exc)
             return None
+        return None if user is None or user.disabled else user
 
     def save(self, users: dict[str, User]) -> None:
         """Atomic replace; the file is 0600 from its first byte."""
@@ -180,7 +190,7 @@ class UserStore:
         self._stamp = None
 
     def set_user(self, name: str, password: str, admin: bool | None = None, scope: list[str] | None = None,
-                 role: str | None = None, unshown: bool = False) -> User:
+                 role: str | None = None, unshown: bool = False, disabled: bool | None = None) -> User:
         users = dict(self.load())
         old = users.get(check_username(name))
         if role is None and admin is not None:
@@ -189,8 +199,31 @@ class UserStore:
             raise UserError(f"role: expected one of {', '.join(ROLES)}")
         user = User(name, hash_password(check_password(password)),
                     role if role is not None else (old.role if old else "analyst"),
-                    check_scope(scope) if scope is not None else (old.scope if old else []), unshown)
+                    check_scope(scope) if scope is not None else (old.scope if old else []), unshown,
+                    disabled if disabled is not None else bool(old and old.disabled))
         users[name] = user
+        self.save(users)
+        return user
+
+    def change(self, name: str, role: str | None = None, scope: list[str] | None = None,
+               password: str | None = None, disabled: bool | None = None, remove: bool = False) -> User | None:
+        """One administrator's change to an existing user (None: no such user). Refused when it
+        would leave no enabled admin, so the dashboard can always be administered."""
+        users = dict(self.load())
+        old = users.get(name)
+        if old is None:
+            return None
+        if role is not None and role not in ROLES:
+            raise UserError(f"role: expected one of {', '.join(ROLES)}")
+        user = User(name, hash_password(check_password(password)) if password is not None else old.password,
+                    role if role is not None else old.role, check_scope(scope) if scope is not None else old.scope,
+                    old.unshown and password is None, old.disabled if disabled is None else disabled)
+        if remove:
+            del users[name]
+        else:
+            users[name] = user
+        if old.admin and not old.disabled and not any(u.admin and not u.disabled for u in users.values()):
+            raise LastAdmin("the last enabled admin cannot be removed, disabled or demoted")
         self.save(users)
         return user
 
@@ -282,6 +315,11 @@ class Sessions:
 
     def delete(self, token: str) -> None:
         self._by_token.pop(token, None)
+
+    def end_user(self, user: str, keep: str = "") -> None:
+        """Log a user out everywhere (a new password), but for the session `keep`."""
+        for token in [t for t, s in self._by_token.items() if s.user == user and t != keep]:
+            del self._by_token[token]
 
     def reap(self, now: float) -> None:
         for token in [t for t, s in self._by_token.items() if now - s.seen > self.idle or now - s.created > self.max]:

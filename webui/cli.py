@@ -68,7 +68,8 @@ def cmd_user(args: argparse.Namespace) -> int:
             print(f"user {args.name!r} removed from {store.path}")
         else:
             for user in store.load().values():
-                print(f"{user.name}  scope={','.join(user.scope) or '*'}{_role_note(user.role, '  ')}")
+                print(f"{user.name}  scope={','.join(user.scope) or '*'}{_role_note(user.role, '  ')}"
+                      f"{'  disabled' if user.disabled else ''}")
     except UserError as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:

@@ -12,6 +12,8 @@ Each event goes out as `id: <event id>` / `event: event` / `data: <Event JSON>`,
 start of its hour on the server's clock, the timeline's key), so a page updates its rows and
 charts from the delta without asking for the whole day again. A scoped user's ids are opaque
 (`webui.eventids`): they resume exactly but tell nothing about the global number of events.
+A fresh scoped stream first sends `event: mark` with the opaque id of the last event in its scope
+(the answers' `as_of` for that user), so the page can tell which events an answer counts.
 `: ping` every 15 s; the stream ends as soon as the session is gone.
 """
 
@@ -190,6 +192,19 @@ async def _backlog(ctx: Context, scope: Scope, after: int, upto: int) -> list[It
     return [Item(e["id"], e["src_ip"] or "", e["dst_ip"] or "", e, json.dumps(e)) for e, _ in await ctx.read(fetch)]
 
 
+async def _scoped_start(ctx: Context, scope: Scope, ids: EventIds) -> tuple[int, bytes]:
+    """Where a fresh scoped stream starts, and its `mark` frame: the opaque id of the last event
+    in scope up to there ("" for none), the same value the answers give as `as_of`. The page
+    applies to an answer only the events that follow its `as_of` in its own stream."""
+    def head() -> tuple[int, int]:
+        with ctx.readers.snapshot() as conn:
+            return Q.last_event_id(conn), Q.last_event_id(conn, scope)
+
+    start, mine = await ctx.read(head)
+    token = ids.encode(mine) if mine else ""
+    return start, f"event: mark\ndata: {json.dumps({'id': token})}\n\n".encode()
+
+
 async def live(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     hub = request.app[HUB]
@@ -208,12 +223,15 @@ async def live(request: web.Request) -> web.StreamResponse:
     try:
         if hub.last < 0:
             await hub.start()
-        if after is None:
+        mark = b""
+        if after is None and ids is not None:
+            after, mark = await _scoped_start(ctx, scope, ids)
+        elif after is None:
             after = hub.last
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
-        await resp.write(b": connected\n\n")
+        await resp.write(b": connected\n\n" + mark)
         while not ctx.closing:
             changed = hub.changed
             items = hub.since(after)

@@ -8,6 +8,7 @@ CIDR is a `BETWEEN lo AND hi` that SQLite answers from an index. Fields that hol
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 
@@ -116,6 +117,17 @@ def in_scope_text(text: str | None, scope_key: str) -> int:
             _SCOPES.clear()
         scope = _SCOPES[scope_key] = Scope.parse(scope_key.split(",")) if scope_key else Scope([])
     return int(scope.contains_text(text))
+
+
+_TRAIL_HOST = re.compile(r"\[?([0-9A-Fa-f:.]+)\]?(?::\d+)?(?:/.*)?\Z")
+
+
+def trail_in_range(trail: str | None, lo: bytes, hi: bytes) -> int:
+    """SQLite function `mt_trail_in_range(trail, lo, hi)`: an address trail (with a port or a
+    path: `1.2.3.4:80`, `[2001:db8::1]/x`) inside [lo, hi]."""
+    m = _TRAIL_HOST.match(trail or "")
+    key = ip_key(m.group(1)) if m else None
+    return int(key is not None and lo <= key <= hi)
 
 
 def in_range_text(text: str | None, lo: bytes, hi: bytes) -> int:

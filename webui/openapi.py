@@ -94,7 +94,14 @@ def spec() -> dict[str, Any]:
             "/api/suppressions": {"get": _op("Suppression rules"),
                                   "post": _op("Add a suppression rule", _CSRF, body=True)},
             "/api/suppressions/{id}": {"delete": _op("Remove a suppression rule", [_str("id", "path"), *_CSRF])},
-            "/api/users": {"get": _op("Users with role and scope (admin only)")},
+            "/api/users": {"get": _op("Users with role, scope and whether disabled (admin only)"),
+                           "post": _op("Create a user: name, password, role, scope (a list of CIDRs), disabled "
+                                       "(admin without a scope)", _CSRF, body=True)},
+            "/api/users/{id}": {"post": _op("Change a user's role, scope, password or disabled flag (admin without "
+                                            "a scope; never the last enabled admin: 409)",
+                                            [_str("id", "path"), *_CSRF], body=True),
+                                "delete": _op("Remove a user (admin without a scope; never the last enabled admin)",
+                                              [_str("id", "path"), *_CSRF])},
             "/api/views": {"get": _op("This user's saved views"),
                            "post": _op("Save a named view (search + range) for this user", _CSRF, body=True)},
             "/api/views/{id}": {"delete": _op("Remove one of this user's saved views", [_str("id", "path"), *_CSRF])},

@@ -303,35 +303,68 @@ def last_threat_id(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(max(id), 0) FROM threats").fetchone()[0])
 
 
-def hunt_events(conn: sqlite3.Connection, scope: Scope, day_from: str, day_to: str, net: Network | None,
-                text: str, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
-    """(total, a page of events newest first) matching a hunted indicator, from the index: an
-    address or CIDR matches the source, the destination or an address trail; text matches any
-    field as a case-insensitive substring."""
+def _hunt_filter(scope: Scope, net: Network | None, text: str) -> tuple[str, list[object]]:
+    """WHERE clause (alias `e`, without the days) of the events a hunted indicator matches: an
+    address or CIDR in the source, the destination or an address trail (`1.2.3.4:80`,
+    `[2001:db8::1]/x`); text as a case-insensitive substring of a field."""
     if net is not None:
         where = ("(e.src_key BETWEEN ? AND ? OR e.dst_key BETWEEN ? AND ? "
                  "OR (e.src_key IS NULL AND mt_in_range(e.src_ip, ?, ?)) "
                  "OR (e.dst_key IS NULL AND mt_in_range(e.dst_ip, ?, ?)) "
-                 "OR (e.trail GLOB '[0-9]*' AND mt_in_range(e.trail, ?, ?)))")
+                 "OR ((e.trail GLOB '[0-9[]*' OR instr(e.trail, ':') > 0) AND mt_trail_in_range(e.trail, ?, ?)))")
         params: list[object] = [net.lo, net.hi] * 5
     else:
-        columns = ("e.src_ip", "e.dst_ip", "e.trail", "e.info", "e.reference", "e.sensor", "e.type", "e.proto")
+        columns = ("e.src_ip", "e.src_port", "e.dst_ip", "e.dst_port", "e.trail", "e.info", "e.reference",
+                   "e.sensor", "e.type", "e.proto")
         where = "(" + " OR ".join(f"instr(lower({c}), ?) > 0" for c in columns) + ")"
         params = [text.lower()] * len(columns)
-    sql = f"FROM events e WHERE e.day BETWEEN ? AND ? AND {where}"
-    params = [day_from, day_to, *params]
     if not scope.unrestricted:
         s, sp = scope.sql("e.src_key")
         t, tp = scope.sql("e.dst_key", "e.dst_ip")
-        sql += f" AND ({s} OR {t})"
+        where += f" AND ({s} OR {t})"
         params += sp + tp
+    return where, params
+
+
+def hunt_events(conn: sqlite3.Connection, scope: Scope, day_from: str, day_to: str, net: Network | None,
+                text: str, limit: int, offset: int) -> tuple[int, list[dict[str, Any]]]:
+    """(total, a page of events newest first) matching a hunted indicator, from the index."""
+    where, params = _hunt_filter(scope, net, text)
+    sql = f"FROM events e WHERE e.day BETWEEN ? AND ? AND {where}"
+    params = [day_from, day_to, *params]
     total = int(conn.execute(f"SELECT count(*) {sql}", params).fetchone()[0])
     rows = conn.execute(f"SELECT {EVENT_COLUMNS} {sql} ORDER BY e.id DESC LIMIT ? OFFSET ?", [*params, limit, offset])
     return total, [event_json(r) for r in rows]
 
 
-def last_event_id(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+def hunt_days(conn: sqlite3.Connection, day_from: str, day_to: str) -> list[str]:
+    """The days the index has read log files of, newest first (a day without hits is listed too)."""
+    return [d for (d,) in conn.execute("SELECT DISTINCT day FROM files WHERE day BETWEEN ? AND ? ORDER BY day DESC",
+                                       (day_from, day_to))]
+
+
+def hunt_day(conn: sqlite3.Connection, scope: Scope, day: str, net: Network | None, text: str,
+             samples: int) -> tuple[int, list[dict[str, Any]]]:
+    """(hits, the first `samples` of them in log order) of a hunted indicator on one day."""
+    where, params = _hunt_filter(scope, net, text)
+    sql = f"FROM events e WHERE e.day = ? AND {where}"
+    hits = int(conn.execute(f"SELECT count(*) {sql}", [day, *params]).fetchone()[0])
+    rows = conn.execute(f"SELECT {EVENT_COLUMNS} {sql} ORDER BY e.id LIMIT ?", [day, *params, samples]) if samples \
+        else []
+    return hits, [event_json(r) for r in rows]
+
+
+def last_event_id(conn: sqlite3.Connection, scope: Scope | None = None) -> int:
+    """The newest event (0: none); with a scope, the newest one that scope sees (as `View.rows`
+    counts them: the threat's source or the event's destination in scope), found from `agg` and
+    the destination index, never by scanning events."""
+    if scope is None or scope.unrestricted:
+        return int(conn.execute("SELECT COALESCE(max(id), 0) FROM events").fetchone()[0])
+    s, sp = scope.sql("t.src_key")
+    t, tp = scope.sql("e.dst_key", "e.dst_ip")
+    sql = (f"SELECT COALESCE(max(m), 0) FROM (SELECT max(a.last_event) AS m FROM agg a WHERE a.threat IN "
+           f"(SELECT t.id FROM threats t WHERE {s}) UNION ALL SELECT max(e.id) FROM events e WHERE {t})")
+    return int(conn.execute(sql, sp + tp).fetchone()[0])
 
 
 def triage_history(conn: sqlite3.Connection, src_ip: str, trail: str) -> list[dict[str, Any]]:

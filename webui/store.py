@@ -29,7 +29,7 @@ from engine.severity import Severity
 from engine.ship.files import SENSORS_DIR
 from webui.grouping import group_key, threat_tid
 from webui.logparse import ParsedEvent, TimeParser, parse_lines
-from webui.netaddr import in_range_text, in_scope_text, ip_key
+from webui.netaddr import in_range_text, in_scope_text, ip_key, trail_in_range
 
 SCHEMA_VERSION = "3"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
@@ -95,6 +95,7 @@ def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection
     conn.execute("ATTACH DATABASE ? AS st", (str(triage_path),))
     conn.create_function("mt_in_scope", 2, in_scope_text, deterministic=True)
     conn.create_function("mt_in_range", 3, in_range_text, deterministic=True)
+    conn.create_function("mt_trail_in_range", 3, trail_in_range, deterministic=True)
     if readonly:
         conn.execute("PRAGMA query_only=1")
     return conn

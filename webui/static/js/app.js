@@ -10,11 +10,12 @@ import {bars, donut, timeline} from './charts.js';
 import {closeValueMenu, forgetRows, markOpen, move, renderHead, renderPager, renderRows, selectedThreat} from './table.js';
 import {closeDrawer, drawerThreatId, openDrawer, refreshDrawer, setPivotLinks} from './drawer.js';
 import {closePicker, initPicker, isOpen as pickerOpen, latestDayWithData, rangeLabel} from './datepicker.js';
-import {initLive, isLive, liveWanted, resetLiveCounter, startLive, stopLive} from './live.js';
+import {deliveredBefore, initLive, isLive, liveWanted, resetLiveCounter, startLive, stopLive} from './live.js';
 import {initEngine, isOpen as engineOpen, startEngine, stopEngine, toggleEngine} from './engine.js';
 import {initSensors} from './sensors.js';
 import {initSuppressions} from './suppressions.js';
 import {initTheme, toggleTheme} from './theme.js';
+import {initUsers} from './users.js';
 import {initViews} from './views.js';
 
 // Live mode: events update the rows and charts in place (deltas); the whole view is asked for
@@ -358,8 +359,14 @@ function bump(list, value) {
   if (entry) entry.count += 1;
 }
 
-/** Whether an answer does not include event `e` yet (its `as_of` is the last event it counts). */
-const after = (answer, e) => answer && typeof answer.as_of === 'number' && e.id > answer.as_of;
+/** Whether an answer does not include event `e` yet (its `as_of` is the last event it counts). A
+ * scoped user's `as_of` is an opaque id ("" for none): `e` follows it when the stream delivered
+ * that id before `e`. */
+function after(answer, e) {
+  if (!answer) return false;
+  if (typeof answer.as_of === 'number') return e.id > answer.as_of;
+  return typeof answer.as_of === 'string' && (answer.as_of === '' || deliveredBefore(answer.as_of));
+}
 
 /** One event folded into the threat on screen and the charts, without asking the server; only
  * into answers that do not count it already. */
@@ -390,8 +397,10 @@ function onLiveEvent(e) {
     $('live-feed-note').textContent = `Live events are arriving for ${day}, outside this range.`;
     return;
   }
-  // A scoped user's answers carry no as_of (it would tell the global count): refresh instead.
-  if (e.new_threat || state.tokens.length || !lastThreats || typeof lastThreats.as_of !== 'number') {
+  // A scoped answer whose as_of the stream has not delivered yet may or may not count `e`
+  // (read before the stream started, or ahead of it): ask again rather than guess.
+  const unsure = lastThreats && typeof lastThreats.as_of === 'string' && !after(lastThreats, e);
+  if (e.new_threat || state.tokens.length || !lastThreats || lastThreats.as_of === undefined || unsure) {
     refreshAtBoundary(LIVE_NEW_MS);
     return;
   }
@@ -542,6 +551,7 @@ async function startApp(session) {
   $('tz-btn').textContent = tzLabel();
   $('per-page').value = String(state.perPage);
   wireOnce();
+  initUsers(session);
   state.today = serverToday(session);
   if (!readHash()) {
     state.from = state.today;

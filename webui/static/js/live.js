@@ -8,6 +8,10 @@ import {typeClass} from './charts.js';
 import {token} from './search.js';
 
 const FEED_MAX = 100;
+const SEEN_MAX = 5000;
+// A scoped user's event ids are opaque: not ordered, only equal or not. The ids this stream has
+// delivered (and its start mark) tell which events follow an answer's `as_of` (webui/live.py).
+const seen = new Set();
 const NOTIFY_PER_MINUTE = 5;
 let notified = [];
 const POLL_MS = 10000;
@@ -55,6 +59,25 @@ function onMessage(msg) {
   badge.textContent = received > 999 ? '999+' : String(received);
   notify(e);
   handlers.onEvent(e);
+  remember(String(e.id));
+}
+
+function remember(id) {
+  seen.add(id);
+  if (seen.size > SEEN_MAX) seen.delete(seen.values().next().value);
+}
+
+function onMark(msg) {
+  try {
+    remember(String(JSON.parse(msg.data).id));
+  } catch {
+    // A bad frame: the page refreshes instead of applying deltas.
+  }
+}
+
+/** Whether the stream has already delivered the event with this opaque id (or marked it as its start). */
+export function deliveredBefore(id) {
+  return seen.has(id);
 }
 
 function notifyWanted() {
@@ -105,6 +128,7 @@ function connect() {
     setState('connected', 'ok');
   });
   source.addEventListener('event', onMessage);
+  source.addEventListener('mark', onMark);
   source.addEventListener('error', () => {
     if (!source) return;
     if (source.readyState === EventSource.CLOSED) {
