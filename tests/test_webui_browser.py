@@ -719,8 +719,10 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
     events = 360_000  # ~45 MB: three ingest rounds
     with open(logs / f"{day}.log", "w") as f:
         for start in range(0, events, 20_000):
-            f.write("".join(format_event((now, i % 1_000_000, f"10.2.{i % 100}.{i % 40}", 40000, "198.51.100.66", 443,
-                                          "TCP", "IP", "198.51.100.66", "malware (index)", "(static)"), "gw")
+            # a trail per source: 200 threats (one trail from 200 sources would be one flood threat)
+            f.write("".join(format_event((now, i % 1_000_000, f"10.2.{i % 100}.{i % 40}", 40000,
+                                          f"198.51.100.{i % 200}", 443, "TCP", "IP", f"198.51.100.{i % 200}",
+                                          "malware (index)", "(static)"), "gw")
                             for i in range(start, start + 20_000)))
     users = tmp_path / "users.json"
     add_user(users, USER, PASSWORD)
@@ -739,6 +741,44 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
         expect(note).to_be_hidden(timeout=120_000)
         expect_total(page, 200)
         expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
+        assert console.unexpected() == []
+    finally:
+        stop_server(proc)
+
+
+def test_flood_threat_shows_its_sources(context: BrowserContext, tmp_path: Path) -> None:
+    """A trail from more than 50 sources is one threat: its row shows the first source and "…60",
+    whose title lists the sources; the drawer says how many and lists them."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    now = int(time.time()) - 60
+    with open(logs / f"{log_date(now)}.log", "w") as f:
+        f.write("".join(format_event((now, i, f"10.7.0.{i}", 40000 + i, "192.0.2.53", 53, "UDP", "DNS",
+                                      "many.example-bad.org", "suspicious (many sources)", "(static)"), "gw")
+                        for i in range(1, 61)))
+    users = tmp_path / "users.json"
+    add_user(users, USER, PASSWORD)
+    port = free_port()
+    proc = start_server(logs, users, port, tmp_path / "server.log")
+    try:
+        page = context.new_page()
+        console = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#login-user", USER)
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-submit")
+        expect_total(page, 1)
+        row = page.locator("#threats-body tr").first
+        more = row.locator("td.c-ip .more-values").first
+        expect(more).to_have_text(" …60")
+        assert more.get_attribute("title").split("\n")[:2] == ["10.7.0.1", "10.7.0.2"]
+        expect(row.locator("td.c-num")).to_have_text("60")
+        row.locator("td.c-sev").click()
+        expect(page.locator("#drawer-title")).to_have_text("many.example-bad.org")
+        sources = page.locator("#drawer details.flood-sources")
+        expect(sources.locator("summary")).to_have_text("flood: 60 distinct sources")
+        sources.locator("summary").click()
+        expect(sources.locator("li")).to_have_count(60)
         assert console.unexpected() == []
     finally:
         stop_server(proc)
