@@ -112,13 +112,18 @@ def parse_lines(lines: list[str], times: TimeParser | None = None) -> Iterator[P
     times = times or TimeParser()
     reader = csv.reader(lines, **_DIALECT)
     done = 0
-    for row in reader:
-        if reader.line_num - done == 1:
-            yield _event(row, times)
-        else:
-            for line in lines[done:reader.line_num]:
-                yield parse_other(line, times)
-        done = reader.line_num
+    try:
+        for row in reader:
+            if reader.line_num - done == 1:
+                yield _event(row, times)
+            else:
+                for line in lines[done:reader.line_num]:
+                    yield parse_other(line, times)
+            done = reader.line_num
+    except csv.Error:  # e.g. a bare CR inside a line: the rest line by line, that one malformed
+        for line in lines[done:]:
+            yield parse_other(line, times)
+        return
     for _ in range(done, len(lines)):
         yield None
 
@@ -141,8 +146,12 @@ def scan(text: str) -> list[tuple[str, ...]]:
 
 
 def parse_other(line: str, times: TimeParser) -> ParsedEvent | None:
-    """A line `scan` left to the csv reader, read exactly as `parse_lines` reads it."""
-    return _event(next(csv.reader((line,), **_DIALECT), []), times)
+    """A line `scan` left to the csv reader, read exactly as `parse_lines` reads it (a line the
+    reader refuses, such as one with a bare CR, is malformed)."""
+    try:
+        return _event(next(csv.reader((line,), **_DIALECT), []), times)
+    except csv.Error:
+        return None
 
 
 def unquote(value: str) -> str:

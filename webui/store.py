@@ -112,10 +112,12 @@ def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection
 class Ingester:
     """The single writer: follows the log files into the index."""
 
-    def __init__(self, log_dir: Path, index_dir: Path, severity: Severity) -> None:
+    def __init__(self, log_dir: Path, index_dir: Path, severity: Severity,
+                 flood_sources: int = FLOOD_SOURCES) -> None:
         self.log_dir = log_dir
         self.index_dir = index_dir
         self.severity = severity
+        self.flood_sources = flood_sources or 1 << 62  # 0: never a flood
         self.path = index_dir / "index.sqlite"
         self.triage_path = index_dir / "triage.sqlite"
         index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -139,7 +141,8 @@ class Ingester:
         if not fresh:
             with contextlib.suppress(sqlite3.DatabaseError):
                 version = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
-        wanted = {"schema": SCHEMA_VERSION, "severity": self.severity.fingerprint}
+        wanted = {"schema": SCHEMA_VERSION, "severity": self.severity.fingerprint,
+                  "flood_sources": str(self.flood_sources)}
         if version is not None:
             version.pop("next_event", None)
         if not fresh and version != wanted:
@@ -408,7 +411,7 @@ class Ingester:
 
     def _threat(self, src: str, gkey: str, display: str) -> int:
         """The threat of (source, group): a trail's flood threat once it has more than
-        FLOOD_SOURCES sources, else the (source, group) threat, made when new."""
+        `flood_sources` sources, else the (source, group) threat, made when new."""
         plain = not gkey.startswith("\x00")
         if plain:
             flood = self._floods.get(gkey)
@@ -427,7 +430,7 @@ class Ingester:
         if known is not None:
             threat = self._threats[pair] = known[0]
             return threat
-        if plain and self._count_source(gkey) > FLOOD_SOURCES:
+        if plain and self._count_source(gkey) > self.flood_sources:
             return self._start_flood(src, gkey, display)
         threat = self._threats[pair] = self._next_threat
         self._next_threat += 1
@@ -514,7 +517,7 @@ class Ingester:
             self.conn.execute(
                 "INSERT INTO st.triage_log(src_ip, trail, status, note, tags, user, at) VALUES ('',?,?,?,?,?,?)",
                 (trail, latest[1], f"flood: triage of {len(rows)} per-source threat(s) carried over "
-                 f"(latest from {latest[0]}); more than {FLOOD_SOURCES} sources", tags, FLOOD_USER, time.time()))
+                 f"(latest from {latest[0]}); more than {self.flood_sources} sources", tags, FLOOD_USER, time.time()))
 
     def _note_value(self, threat: int, trail: str) -> None:
         """Keep one more distinct raw trail of a threat (at most MAX_VALUES are stored)."""
