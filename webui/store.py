@@ -97,7 +97,6 @@ _AGG_MERGE = (f"{_AGG_INSERT}SELECT day, ?, type, sum(cnt), min(first_seen), max
 
 def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA page_size=16384")  # a new index only: fewer page splits while it grows
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-65536")
