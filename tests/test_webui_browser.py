@@ -8,6 +8,7 @@ of the main view is saved to test-artifacts/dashboard.png.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -714,6 +715,25 @@ def test_sensors_view(context: BrowserContext, dashboard: Dashboard) -> None:
         edge.unlink()
 
 
+@contextlib.contextmanager
+def own_server(context: BrowserContext, logs: Path, work: Path) -> Iterator[tuple[Page, Console]]:
+    """A server of its own over `logs`, and a page logged in to it."""
+    users = work / "users.json"
+    add_user(users, USER, PASSWORD)
+    port = free_port()
+    proc = start_server(logs, users, port, work / "server.log")
+    try:
+        page = context.new_page()
+        console = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#login-user", USER)
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-submit")
+        yield page, console
+    finally:
+        stop_server(proc)
+
+
 def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_path: Path) -> None:
     """A server still indexing a big log: the page says the counts are partial, with progress,
     then shows the whole totals once the index is complete."""
@@ -729,17 +749,7 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
                                           f"198.51.100.{i % 200}", 443, "TCP", "IP", f"198.51.100.{i % 200}",
                                           "malware (index)", "(static)"), "gw")
                             for i in range(start, start + 20_000)))
-    users = tmp_path / "users.json"
-    add_user(users, USER, PASSWORD)
-    port = free_port()
-    proc = start_server(logs, users, port, tmp_path / "server.log")
-    try:
-        page = context.new_page()
-        console = Console(page)
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.fill("#login-user", USER)
-        page.fill("#login-pass", PASSWORD)
-        page.click("#login-submit")
+    with own_server(context, logs, tmp_path) as (page, console):
         note = page.locator("#index-note")
         expect(note).to_contain_text("Indexing the logs", timeout=60_000)
         expect(note).to_contain_text("partial")
@@ -747,8 +757,6 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
         expect_total(page, 200)
         expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
         assert console.unexpected() == []
-    finally:
-        stop_server(proc)
 
 
 def test_flood_threat_shows_its_sources(context: BrowserContext, tmp_path: Path) -> None:
@@ -761,17 +769,7 @@ def test_flood_threat_shows_its_sources(context: BrowserContext, tmp_path: Path)
         f.write("".join(format_event((now, i, f"10.7.0.{i}", 40000 + i, "192.0.2.53", 53, "UDP", "DNS",
                                       "many.example-bad.org", "suspicious (many sources)", "(static)"), "gw")
                         for i in range(1, 61)))
-    users = tmp_path / "users.json"
-    add_user(users, USER, PASSWORD)
-    port = free_port()
-    proc = start_server(logs, users, port, tmp_path / "server.log")
-    try:
-        page = context.new_page()
-        console = Console(page)
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.fill("#login-user", USER)
-        page.fill("#login-pass", PASSWORD)
-        page.click("#login-submit")
+    with own_server(context, logs, tmp_path) as (page, console):
         expect_total(page, 1)
         row = page.locator("#threats-body tr").first
         more = row.locator("td.c-ip .more-values").first
@@ -785,5 +783,3 @@ def test_flood_threat_shows_its_sources(context: BrowserContext, tmp_path: Path)
         sources.locator("summary").click()
         expect(sources.locator("li")).to_have_count(60)
         assert console.unexpected() == []
-    finally:
-        stop_server(proc)
