@@ -233,6 +233,7 @@ class ServerConfig:
     session_max_hours: int = 12
     hunt_budget_seconds: int = 10
     max_live_streams: int = 32
+    flood_sources: int = 50
     severity_rules: list[dict[str, str]] = field(default_factory=list)
     trusted_proxies: list[str] = field(default_factory=list)
     pivot_links: list[dict[str, Any]] = field(default_factory=list)
@@ -245,6 +246,7 @@ _SERVER_LIMITS: dict[str, tuple[float, float]] = {
     "session_max_hours": (1, 720),
     "hunt_budget_seconds": (1, 600),
     "max_live_streams": (1, 1000),
+    "flood_sources": (0, 1_000_000),
 }
 
 

@@ -8,6 +8,7 @@ of the main view is saved to test-artifacts/dashboard.png.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
@@ -80,8 +81,12 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     users = work / "users.json"
     add_user(users, USER, PASSWORD)
     add_user(users, ADMIN, PASSWORD, "--role", "admin")
+    # These tests count threats as (source, trail) pairs; the replay has trails from more than
+    # 50 sources, which Maltrail's flood grouping would merge (its own tests: test_flood_*).
+    config = work / "server.toml"
+    config.write_text("[server]\nflood_sources = 0\n")
     port = free_port()
-    proc = start_server(log_dir, users, port, work / "server.log")
+    proc = start_server(log_dir, users, port, work / "server.log", "-c", str(config))
     try:
         url = f"http://127.0.0.1:{port}"
         api = ApiClient(url, USER, PASSWORD)
@@ -629,6 +634,7 @@ def test_pivot_links_only_when_configured(browser: Browser, context: BrowserCont
     config = tmp_path / "pivots.toml"
     config.write_text(f"""[server]
 index_dir = "{tmp_path / 'index'}"
+flood_sources = 0
 pivot_links = [{{name = "VirusTotal", url = "https://www.virustotal.com/gui/search/{{value}}"}},
                {{name = "Internal", url = "https://soc.internal/ip?q={{value}}", fields = ["src_ip"]}}]
 """)
@@ -742,6 +748,25 @@ def test_sensors_view(context: BrowserContext, dashboard: Dashboard) -> None:
         edge.unlink()
 
 
+@contextlib.contextmanager
+def own_server(context: BrowserContext, logs: Path, work: Path) -> Iterator[tuple[Page, Console]]:
+    """A server of its own over `logs`, and a page logged in to it."""
+    users = work / "users.json"
+    add_user(users, USER, PASSWORD)
+    port = free_port()
+    proc = start_server(logs, users, port, work / "server.log")
+    try:
+        page = context.new_page()
+        console = Console(page)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.fill("#login-user", USER)
+        page.fill("#login-pass", PASSWORD)
+        page.click("#login-submit")
+        yield page, console
+    finally:
+        stop_server(proc)
+
+
 def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_path: Path) -> None:
     """A server still indexing a big log: the page says the counts are partial, with progress,
     then shows the whole totals once the index is complete."""
@@ -752,21 +777,12 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
     events = 360_000  # ~45 MB: three ingest rounds
     with open(logs / f"{day}.log", "w") as f:
         for start in range(0, events, 20_000):
-            f.write("".join(format_event((now, i % 1_000_000, f"10.2.{i % 100}.{i % 40}", 40000, "198.51.100.66", 443,
-                                          "TCP", "IP", "198.51.100.66", "malware (index)", "(static)"), "gw")
+            # a trail per source: 200 threats (one trail from 200 sources would be one flood threat)
+            f.write("".join(format_event((now, i % 1_000_000, f"10.2.{i % 100}.{i % 40}", 40000,
+                                          f"198.51.100.{i % 200}", 443, "TCP", "IP", f"198.51.100.{i % 200}",
+                                          "malware (index)", "(static)"), "gw")
                             for i in range(start, start + 20_000)))
-    users = tmp_path / "users.json"
-    add_user(users, USER, PASSWORD)
-    add_user(users, ADMIN, PASSWORD, "--role", "admin")
-    port = free_port()
-    proc = start_server(logs, users, port, tmp_path / "server.log")
-    try:
-        page = context.new_page()
-        console = Console(page)
-        page.goto(f"http://127.0.0.1:{port}/")
-        page.fill("#login-user", USER)
-        page.fill("#login-pass", PASSWORD)
-        page.click("#login-submit")
+    with own_server(context, logs, tmp_path) as (page, console):
         note = page.locator("#index-note")
         expect(note).to_contain_text("Indexing the logs", timeout=60_000)
         expect(note).to_contain_text("partial")
@@ -774,8 +790,6 @@ def test_indexing_progress_is_shown_until_complete(context: BrowserContext, tmp_
         expect_total(page, 200)
         expect(page.locator("#timeline-total")).to_have_text(f"{events:,} events")
         assert console.unexpected() == []
-    finally:
-        stop_server(proc)
 
 
 def test_admin_panel_creates_and_edits_users(browser: Browser, dashboard: Dashboard) -> None:
@@ -832,3 +846,29 @@ def test_admin_panel_creates_and_edits_users(browser: Browser, dashboard: Dashbo
     assert "wall" not in [u["name"] for u in ApiClient(dashboard.url, ADMIN, PASSWORD).get("/api/users")["users"]]
     assert console.unexpected(400, 409) == []
     ctx.close()
+
+
+def test_flood_threat_shows_its_sources(context: BrowserContext, tmp_path: Path) -> None:
+    """A trail from more than 50 sources is one threat: its row shows the first source and "…60",
+    whose title lists the sources; the drawer says how many and lists them."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    now = int(time.time()) - 60
+    with open(logs / f"{log_date(now)}.log", "w") as f:
+        f.write("".join(format_event((now, i, f"10.7.0.{i}", 40000 + i, "192.0.2.53", 53, "UDP", "DNS",
+                                      "many.example-bad.org", "suspicious (many sources)", "(static)"), "gw")
+                        for i in range(1, 61)))
+    with own_server(context, logs, tmp_path) as (page, console):
+        expect_total(page, 1)
+        row = page.locator("#threats-body tr").first
+        more = row.locator("td.c-ip .more-values").first
+        expect(more).to_have_text(" …60")
+        assert more.get_attribute("title").split("\n")[:2] == ["10.7.0.1", "10.7.0.2"]
+        expect(row.locator("td.c-num")).to_have_text("60")
+        row.locator("td.c-sev").click()
+        expect(page.locator("#drawer-title")).to_have_text("many.example-bad.org")
+        sources = page.locator("#drawer details.flood-sources")
+        expect(sources.locator("summary")).to_have_text("flood: 60 distinct sources")
+        sources.locator("summary").click()
+        expect(sources.locator("li")).to_have_count(60)
+        assert console.unexpected() == []

@@ -160,3 +160,81 @@ def test_search_refuses_what_it_cannot_answer(env: dict) -> None:
             assert status == 400 and word in body["error"], (q, body)
     finally:
         server.stop()
+
+
+FLOOD_TRAIL = "flood.example-bad.net"
+
+
+def _flood_events(first: int, last: int) -> list[tuple]:
+    """One event of FLOOD_TRAIL from each source 10.9.0.<first..last-1> (one `(sub)` variant)."""
+    return [(T0 + 3600 + i, 0, f"10.9.0.{i}", 41000 + i, "192.0.2.53", 53, "UDP", "DNS",
+             "(www).flood.example-bad.net" if i == first else FLOOD_TRAIL, "suspicious (many sources)", "(static)")
+            for i in range(first, last)]
+
+
+def _wait_for(client: Client, predicate, what: str) -> dict[tuple, dict]:
+    deadline = time.monotonic() + 60
+    while True:
+        rows = _threats(client)
+        if predicate(rows):
+            return rows
+        assert time.monotonic() < deadline, what
+        time.sleep(0.3)
+
+
+def test_flood_trail_becomes_one_threat_with_its_triage(tmp_path: Path) -> None:
+    """Maltrail's flood: a trail seen from more than 50 sources is one threat. 50 sources make 50
+    threats; the 51st, arriving while the server runs, merges them into one whose "…" lists the
+    sources, whose id survives a rebuild, and which keeps their triage (latest status and note,
+    every tag, their history) instead of losing it."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    log = logs / f"{DAY}.log"
+    log.write_text("".join(format_event(e, "gw") for e in _flood_events(1, 51)))
+    users = tmp_path / "users.json"
+    assert add_user(users, "admin", PASSWORDS["admin"], "--admin").returncode == 0
+    assert add_user(users, "tenant", PASSWORDS["tenant"], "--scope", "10.9.0.0/27").returncode == 0
+    server = start_server(logs, users)
+    try:
+        admin = logged_in(server, "admin")
+        rows = _threats(admin)
+        per_source = [r for r in rows.values() if r["trail"] == FLOOD_TRAIL]
+        assert len(per_source) == 50 and not any(r["flood"] for r in per_source)
+        one, two = rows[("10.9.0.3", FLOOD_TRAIL)], rows[("10.9.0.4", FLOOD_TRAIL)]
+        assert admin.post_json(f"/api/triage/{one['id']}", {"status": "investigating", "note": "first",
+                                                            "tags": ["apt-x"]})[0] == 200
+        time.sleep(0.05)
+        assert admin.post_json(f"/api/triage/{two['id']}", {"status": "resolved", "note": "latest",
+                                                            "tags": ["vpn"]})[0] == 200
+        with open(log, "a") as f:  # ten more sources: the trail crosses the threshold live
+            f.write("".join(format_event(e, "gw") for e in _flood_events(51, 61)))
+        rows = _wait_for(admin, lambda r: not any(k[1] == FLOOD_TRAIL and k[0] for k in r), "no flood threat")
+        flood = rows[("", FLOOD_TRAIL)]
+        assert flood["flood"] is True and flood["count"] == 60 and flood["source_count"] == 60
+        assert flood["sources"][:3] == ["10.9.0.1", "10.9.0.2", "10.9.0.3"] and len(flood["sources"]) == 60
+        assert flood["values"] == ["(www).flood.example-bad.net", FLOOD_TRAIL]
+        assert sum(flood["hourly"]) == 60
+        assert (flood["status"], flood["note"], flood["tags"]) == ("resolved", "latest", ["apt-x", "vpn"])
+        status, history = admin.get_json(f"/api/threats/{flood['id']}/history")
+        assert status == 200
+        notes = [h["note"] for h in history["history"]]
+        assert notes[1:] == ["latest", "first"] and "2 per-source threat(s) carried over" in notes[0]
+        assert admin.get_json(f"/api/threats/{one['id']}/history")[0] == 404  # merged: that id is gone
+        # every source of the flood is found by a source search, and its events by the threat
+        assert [r["id"] for r in _threats(admin, "src:10.9.0.55").values()] == [flood["id"]]
+        # a user scoped to 10.9.0.0/27 sees the flood with the events and sources of that scope only
+        tenant = logged_in(server, "tenant")
+        mine = _threats(tenant)[("", FLOOD_TRAIL)]
+        assert mine["count"] == mine["source_count"] == 31 and "10.9.0.40" not in mine["sources"]
+    finally:
+        server.stop()
+    for suffix in ("", "-wal", "-shm"):  # rebuilt from the logs: the same flood id, its triage kept
+        Path(f"{logs}/.webui/index.sqlite{suffix}").unlink(missing_ok=True)
+    server = start_server(logs, users)
+    try:
+        again = _threats(logged_in(server, "admin"))
+    finally:
+        server.stop()
+    assert [k for k in again if k[1] == FLOOD_TRAIL] == [("", FLOOD_TRAIL)]
+    assert again[("", FLOOD_TRAIL)]["id"] == flood["id"] and again[("", FLOOD_TRAIL)]["status"] == "resolved"
+    assert again[("", FLOOD_TRAIL)]["count"] == 60

@@ -21,7 +21,7 @@ def test_partial_answers_while_indexing(tmp_path: Path) -> None:
     with open(logs / f"{day}.log", "w") as f:
         for start in range(0, EVENTS, 20_000):
             f.write("".join(format_event((T0 + i // 4, i % 1_000_000, f"10.1.{i % 200}.{i % 50}", 40000 + i % 999,
-                                          "198.51.100.66", 443, "TCP", "IP", "198.51.100.66",
+                                          f"198.51.100.{i % 200}", 443, "TCP", "IP", f"198.51.100.{i % 200}",
                                           "malware (indexing test)", "(static)"), "gw")
                             for i in range(start, start + 20_000)))
     users = tmp_path / "users.json"

@@ -220,7 +220,7 @@ def test_a_page_larger_than_sqlites_parameter_limit(tmp_path: Path) -> None:
 
     logs = tmp_path / "logs"
     DailyLog(logs, "s").write([(T0 + i % 3600, i, f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 1, "192.0.2.1", 53,
-                                "UDP", "DNS", f"t{i % 7}.example", "malware (x)", "(static)") for i in range(40_000)])
+                                "UDP", "DNS", f"t{i}.example", "malware (x)", "(static)") for i in range(40_000)])
     ing = Ingester(logs, logs / ".webui", Severity([]))
     assert ing.sync() == 40_000
     day = time.strftime("%Y-%m-%d", time.localtime(T0))
@@ -331,3 +331,53 @@ def test_index_follow_up_opens_only_changed_files(tmp_path: Path) -> None:
         log.write([(T0 + 5 * 86400 + 60, 0, "10.0.0.3", 1, "10.0.0.2", 80, "TCP", "IP", "10.0.0.2", "x", "s")])
         assert ing.sync() == 1
         assert opened.call_count == 1
+
+
+_FIELD = st.one_of(st.sampled_from(["-", "10.0.0.1", "80", "a b", 'say "hi"', "", "x" * 4097, '"', "(www).x.com",
+                                    "tab\there", "cr\rhere"]),
+                   st.text(alphabet=' "-ab\r.1', max_size=6))
+_STAMP = st.sampled_from(['"2024-05-06 07:08:09.123456"', '"2024-05-06 07:08:10.5"', '"2024-05-06 24:00:00.000000"',
+                          '"2024-05-06 07:08:11"', '"2024-05-06 07:61:00.000001"', "2024-05-06"])
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"' if (" " in value or '"' in value or not value) else value
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_STAMP, st.lists(_FIELD, min_size=9, max_size=11), st.booleans()), min_size=1, max_size=6))
+def test_bulk_ingest_reads_lines_as_the_line_parser_does(rows: list) -> None:
+    """The ingester's one-pass scan (plain lines) and the csv reader (the rest) give exactly what
+    `parse_lines` gives, line for line: values, `-` as empty, quotes, long and malformed lines."""
+    import tempfile
+
+    lines = [" ".join([stamp, *((_quoted(v) if quote else v) for v in fields)]) for stamp, fields, quote in rows]
+    expected = [e for e in parse_lines(lines) if e is not None]
+    with tempfile.TemporaryDirectory() as tmp:
+        logs = Path(tmp) / "logs"
+        logs.mkdir()
+        (logs / "2024-05-06.log").write_text("".join(line + "\n" for line in lines), newline="")
+        ing = Ingester(logs, logs / ".webui", Severity([]))
+        try:
+            ing.sync()
+            got = ing.conn.execute("SELECT time, hour, sensor, src_ip, src_port, dst_ip, dst_port, proto, type, trail, "
+                                   "info, reference FROM events ORDER BY id").fetchall()
+            bad = ing.conn.execute("SELECT sum(malformed) FROM files").fetchone()[0]
+        finally:
+            ing.close()
+    assert got == [tuple(e) for e in expected]
+    assert bad == len(lines) - len(expected)
+
+
+def test_flood_grouping_can_be_turned_off_and_a_change_rebuilds(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    DailyLog(logs, "s").write([(T0 + i, 0, f"10.5.0.{i}", 1, "192.0.2.1", 53, "UDP", "DNS", "many.example-x.org",
+                                "suspicious (x)", "(static)") for i in range(60)])
+    ing = Ingester(logs, logs / ".webui", Severity([]), flood_sources=0)
+    assert ing.sync() == 60
+    assert ing.conn.execute("SELECT count(*), count(sources) FROM threats").fetchone() == (60, 0)
+    ing.close()
+    ing = Ingester(logs, logs / ".webui", Severity([]))  # the default, 50: rebuilt with one flood threat
+    assert ing.rebuilt and ing.sync() == 60
+    assert ing.conn.execute("SELECT count(*), max(sources) FROM threats").fetchone() == (1, 60)
+    ing.close()

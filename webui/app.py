@@ -448,7 +448,7 @@ def server_secret(index_dir: Path) -> bytes:
 
 
 def make_context(settings: Settings) -> Context:
-    ingester = Ingester(settings.log_dir, settings.index_dir, settings.severity)
+    ingester = Ingester(settings.log_dir, settings.index_dir, settings.severity, settings.flood_sources)
     return Context(secret=server_secret(settings.index_dir),
         settings=settings, users=UserStore(settings.users),
         sessions=Sessions(settings.session_idle_seconds, settings.session_max_seconds), throttle=LoginGuard(),

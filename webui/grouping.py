@@ -7,6 +7,10 @@
   and DNS exhaustion (`dns exhaustion`). A bot hunting for its controller is one threat, not one
   per generated name.
 
+- A trail seen from more than FLOOD_SOURCES distinct sources is one threat for all of them
+  (Maltrail's "flood"): when its next new source arrives, the trail's per-source threats are
+  merged into it (`webui.store`), and from then on every source of that trail joins it.
+
 The raw trails of a threat's events are kept as its distinct values (Maltrail's "…" list). The
 threat id is a hash of the group key, so it is the same across reloads, rebuilds and servers;
 for a plain trail without `(sub)` parts it is the id a (source, trail) pair always had.
@@ -17,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+FLOOD_SOURCES = 50  # a trail seen from more sources than this is one threat (Maltrail's "flood")
+FLOOD_MARK = "\x01"  # group key of a flood threat: the mark and the trail's (no source)
 _PARENS = re.compile(r"\([^()]*\)")
 KINDS = (("dns exhaustion", "exhaustion"), ("threshold no such domain", "dga"), ("dga", "dga"),
          ("excessive no such domain", "flood"), ("flood", "flood"))
@@ -49,6 +55,11 @@ def group_key(trail: str, info: str) -> tuple[str, str]:
 def threat_tid(src_ip: str, key: str) -> str:
     """Stable opaque id of a group: the same across rebuilds and servers."""
     return hashlib.blake2b(f"{src_ip}\x00{key}".encode("utf-8", "replace"), digest_size=8).hexdigest()
+
+
+def flood_tid(key: str) -> str:
+    """Stable id of the flood threat of a trail's group key (no source)."""
+    return threat_tid("", FLOOD_MARK + key)
 
 
 def trail_rule_sql(column: str) -> str:

@@ -3,9 +3,9 @@ number of open streams.
 
 One `LiveHub` per server follows the index: after each ingest round it reads the new events
 once (one query, whatever the number of tabs), serialises each once, and keeps the latest ones
-in a bounded buffer. Every stream is served from that buffer and only applies its user's scope
-in memory; a stream that resumes from further back than the buffer reads its gap from the
-index once, then joins the buffer.
+in a bounded buffer; with no stream open it only notes where the index ends. Every stream is
+served from that buffer and only applies its user's scope in memory; a stream that resumes from
+further back than the buffer reads its gap from the index once, then joins the buffer.
 
 Each event goes out as `id: <event id>` / `event: event` / `data: <Event JSON>`, the Event with
 `threat` (the id of its threat), `new_threat` (the event opened that threat) and `bucket` (the
@@ -86,6 +86,10 @@ class LiveHub:
             await tick.wait()
 
     async def _pull(self) -> None:
+        if not self.ctx.live_streams:  # nobody listens: no reading and serialising of every event
+            await self.start()  # a stream that resumes from before this reads its gap from the index
+            self.items.clear()
+            return
         while True:
             after = self.last
 

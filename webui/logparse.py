@@ -42,6 +42,21 @@ class TimeParser:
         self._hours: dict[str, float] = {}
         self._seconds: dict[str, tuple[float, int]] = {}
 
+    def whole(self, text: str) -> tuple[float, int] | None:
+        """(epoch seconds, hour) of a whole-second `YYYY-MM-DD HH:MM:SS` whose digits are in place
+        (as `scan` gives it), or None if invalid. A new second of a known hour costs no regex."""
+        known = self._seconds.get(text)
+        if known is not None:
+            return known
+        base = self._hours.get(text[:13])
+        minute, second = int(text[14:16]), int(text[17:19])
+        if base is None or minute > 59 or second > 60:
+            return self.parse(text)
+        if len(self._seconds) > 65536:
+            self._seconds.clear()
+        known = self._seconds[text] = (base + minute * 60 + second, int(text[11:13]))
+        return known
+
     def parse(self, text: str) -> tuple[float, int] | None:
         known = self._seconds.get(text[:19])
         if known is not None:
@@ -97,15 +112,53 @@ def parse_lines(lines: list[str], times: TimeParser | None = None) -> Iterator[P
     times = times or TimeParser()
     reader = csv.reader(lines, **_DIALECT)
     done = 0
-    for row in reader:
-        if reader.line_num - done == 1:
-            yield _event(row, times)
-        else:
-            for line in lines[done:reader.line_num]:
-                yield _event(next(csv.reader((line,), **_DIALECT), []), times)
-        done = reader.line_num
+    try:
+        for row in reader:
+            if reader.line_num - done == 1:
+                yield _event(row, times)
+            else:
+                for line in lines[done:reader.line_num]:
+                    yield parse_other(line, times)
+            done = reader.line_num
+    except csv.Error:  # e.g. a bare CR inside a line: the rest line by line, that one malformed
+        for line in lines[done:]:
+            yield parse_other(line, times)
+        return
     for _ in range(done, len(lines)):
         yield None
+
+
+# One event line in its plain form: a quoted timestamp with microseconds, seven bare tokens, then
+# trail, info and reference bare or quoted without inner quotes, every value at most MAX_FIELD long.
+# Anything else (the second alternative: the whole line) is read by the csv reader.
+_BARE = rf'([^ "\r\n]{{1,{MAX_FIELD}}})'
+_ANY = rf'("[^"\r\n]{{0,{MAX_FIELD}}}"|[^ "\r\n]{{1,{MAX_FIELD}}})'
+PLAIN_LINE = re.compile(r'^"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{6})" ' + " ".join([_BARE] * 7 + [_ANY] * 3)
+                        + r'$|^(.*)$', re.M)
+
+
+def scan(text: str) -> list[tuple[str, ...]]:
+    """The lines of `text` (no final newline) in one C pass: per line a 13-tuple: timestamp to the
+    second, microseconds, the ten raw fields (trail, info and reference may keep their quotes;
+    `-` still stands for empty), and '' - or, for a line off the plain form, twelve '' and the line
+    for `parse_other`. Callers of the bulk path must treat both forms as `parse_lines` would."""
+    return PLAIN_LINE.findall(text)
+
+
+def parse_other(line: str, times: TimeParser) -> ParsedEvent | None:
+    """A line `scan` left to the csv reader, read exactly as `parse_lines` reads it (a line the
+    reader refuses, such as one with a bare CR, is malformed)."""
+    try:
+        return _event(next(csv.reader((line,), **_DIALECT), []), times)
+    except csv.Error:
+        return None
+
+
+def unquote(value: str) -> str:
+    """A raw `scan` value as `parse_lines` gives it: quotes dropped, `-` empty."""
+    if value[:1] == '"':
+        value = value[1:-1]
+    return "" if value == "-" else value
 
 
 def parse_line(line: str) -> ParsedEvent | None:

@@ -20,7 +20,7 @@ from engine.severity import NAMES
 from webui.grouping import trail_rule_sql
 from webui.netaddr import Network, Scope
 from webui.search import Query
-from webui.store import HOURS
+from webui.store import HOURS, MAX_VALUES
 
 SORTS = {
     "severity": "f.sev {o}, f.last_seen {o}",
@@ -72,10 +72,13 @@ class View:
         es, esp = scope.sql("e.src_key")
         t, tp = scope.sql("e.dst_key", "e.dst_ip")
         # `+e.day`: let SQLite find the in-scope destinations through events_dst, not scan the days
+        # a flood threat has no one source: its events from sources in scope come from `events`
         sql = (f"{agg} AND a.threat IN (SELECT t.id FROM threats t WHERE {s}) UNION ALL "
                f"SELECT {_RAW_COLUMNS} FROM events e WHERE +e.day BETWEEN ? AND ? AND NOT COALESCE({es}, 0) AND {t}"
-               f"{rows}")
-        return sql, d + rp + sp + d + esp + tp + rp
+               f"{rows} UNION ALL "
+               f"SELECT {_RAW_COLUMNS} FROM events e WHERE e.threat IN (SELECT id FROM threats "
+               f"WHERE sources IS NOT NULL) AND e.day BETWEEN ? AND ? AND COALESCE({es}, 0){rows}")
+        return sql, d + rp + sp + d + esp + tp + rp + d + esp + rp
 
     def event_filter(self) -> tuple[str, list[object]]:
         """WHERE clause (alias `e`) of the matching events when the search has event terms."""
@@ -107,7 +110,8 @@ class View:
             "NOT EXISTS (SELECT 1 FROM st.suppressions s WHERE (s.src_ip = '' OR s.src_ip = t.src_ip) "
             f"AND {trail_rule_sql('t.trail')})"]
         where += self.query.threat_sql
-        sql = (head + "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, COALESCE(tr.status, 'new') AS status, "
+        sql = (head + "f AS (SELECT g.*, t.tid, t.src_ip, t.trail, t.src_key, t.sources, "
+               "COALESCE(tr.status, 'new') AS status, "
                "COALESCE(tr.note, '') AS note, COALESCE(tr.tags, '') AS tags FROM g JOIN threats t ON t.id = g.threat "
                "LEFT JOIN st.triage tr ON tr.src_ip = t.src_ip AND tr.trail = t.trail"
                + (" WHERE " + " AND ".join(where) if where else "") + ") ")
@@ -137,7 +141,7 @@ def _threat_json(f: tuple, e: tuple, hourly: list[int]) -> dict[str, Any]:
 
 
 _F_COLUMNS = "f.threat, f.tid, f.src_ip, f.trail, f.cnt, f.first_seen, f.last_seen, f.sev, f.status, f.note, " \
-             "f.last_event, f.tags"
+             "f.last_event, f.tags, f.sources"
 
 
 def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: int, offset: int,
@@ -168,8 +172,31 @@ def threats(conn: sqlite3.Connection, view: View, sort: str, order: str, limit: 
             f"SELECT {EVENT_COLUMNS} FROM events e WHERE e.id IN ({','.join('?' * len(chunk))})", chunk))
     hourly = _hourly(conn, view, ids)
     values = _values(conn, ids)
+    sources = _sources(conn, [r[0] for r in page if r[12] is not None], view.scope)
     return total, [{**_threat_json(r[:10], events[r[10]], hourly.get(r[0], [0] * 24)), "values": values.get(r[0], []),
-                    "tags": [t for t in r[11].split(",") if t]} for r in page]
+                    "tags": [t for t in r[11].split(",") if t], **_flood_json(r[0], r[12], sources)} for r in page]
+
+
+def _flood_json(threat: int, stored: int | None, sources: dict[int, list[str]]) -> dict[str, Any]:
+    """A flood threat (one trail, many sources): its distinct sources ("…" list, at most
+    MAX_VALUES, those in the user's scope) and how many there are; any other threat has one."""
+    if stored is None:
+        return {"flood": False, "source_count": 1}
+    listed = sources.get(threat, [])
+    return {"flood": True, "source_count": len(listed), "sources": listed[:MAX_VALUES]}
+
+
+def _sources(conn: sqlite3.Connection, ids: list[int], scope: Scope) -> dict[int, list[str]]:
+    """The distinct sources of the given flood threats, in address order, within `scope`."""
+    out: dict[int, list[str]] = {}
+    where, params = ("", []) if scope.unrestricted else scope.sql("src_key")
+    for i in range(0, len(ids), IN_CHUNK):
+        chunk = ids[i:i + IN_CHUNK]
+        sql = (f"SELECT threat, src_ip FROM threat_sources WHERE threat IN ({','.join('?' * len(chunk))})"
+               + (f" AND {where}" if where else "") + " ORDER BY threat, src_key, src_ip")
+        for threat, src in conn.execute(sql, [*chunk, *params]):
+            out.setdefault(threat, []).append(src)
+    return out
 
 
 def _values(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[str]]:
@@ -368,11 +395,13 @@ def last_event_id(conn: sqlite3.Connection, scope: Scope | None = None) -> int:
 
 
 def triage_history(conn: sqlite3.Connection, src_ip: str, trail: str) -> list[dict[str, Any]]:
-    """Every triage change of a threat, newest first."""
+    """Every triage change of a threat, newest first. A flood threat's history also holds the
+    changes made to its trail's per-source threats before they were merged into it."""
     return [{"at": at, "user": u, "status": st, "note": n, "tags": [t for t in tags.split(",") if t]}
             for at, u, st, n, tags in conn.execute(
-                "SELECT at, user, status, note, tags FROM st.triage_log WHERE src_ip = ? AND trail = ? "
-                "ORDER BY id DESC", (src_ip, trail))]
+                "SELECT at, user, status, note, tags FROM st.triage_log WHERE trail = ? AND (src_ip = ? OR (? = '' "
+                "AND EXISTS (SELECT 1 FROM threats WHERE src_ip = '' AND trail = ? AND sources IS NOT NULL))) "
+                "ORDER BY id DESC", (trail, src_ip, src_ip, trail))]
 
 
 def views(conn: sqlite3.Connection, user: str) -> list[dict[str, Any]]:

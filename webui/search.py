@@ -194,7 +194,10 @@ def _forms(name: str | None, value: str) -> Forms:
     if not value:
         raise SearchError(f"{name}: needs a value")
     if name == "src":
-        return {"threat": _address(name, value, "t.src_key", "t.src_ip"),
+        one, p1 = _address(name, value, "t.src_key", "t.src_ip")
+        many, p2 = _address(name, value, "fs.src_key", "fs.src_ip")  # any source of a flood threat
+        return {"threat": (f"({one} OR (t.sources IS NOT NULL AND EXISTS (SELECT 1 FROM threat_sources fs "
+                           f"WHERE fs.threat = t.id AND {many})))", p1 + p2),
                 "event": _address(name, value, "e.src_key", "e.src_ip")}
     if name == "dst":
         return {"event": _address(name, value, "e.dst_key", "e.dst_ip")}

@@ -32,6 +32,7 @@ class Settings:
     session_max_seconds: float
     hunt_budget_seconds: float
     max_live_streams: int
+    flood_sources: int
     severity: Severity
     tokens: Path
     blocklist_allowlist: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
@@ -108,6 +109,7 @@ def resolve(sensor: SensorConfig, server: ServerConfig, log_dir: str | None = No
         session_max_seconds=server.session_max_hours * 3600.0,
         hunt_budget_seconds=float(server.hunt_budget_seconds),
         max_live_streams=server.max_live_streams,
+        flood_sources=server.flood_sources,
         severity=Severity(rules),
         tokens=Path(server.tokens).expanduser() if server.tokens else index_dir / "tokens.json",
         blocklist_allowlist=tuple(allowlist),

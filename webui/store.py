@@ -27,16 +27,18 @@ from pathlib import Path
 
 from engine.severity import Severity
 from engine.ship.files import SENSORS_DIR
-from webui.grouping import group_key, threat_tid
-from webui.logparse import ParsedEvent, TimeParser, parse_lines
+from webui.grouping import FLOOD_MARK, FLOOD_SOURCES, flood_tid, group_key, threat_tid
+from webui.logparse import TimeParser, parse_other, scan, unquote
 from webui.netaddr import in_range_text, in_scope_text, ip_key, trail_in_range
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 DAY_FILE = re.compile(r"(\d{4}-\d{2}-\d{2})\.log\Z")
 CHUNK_BYTES = 4 << 20
 SYNC_BYTES = 16 << 20  # per call of the server's ingest loop
 THREAT_CACHE = 300_000
 GROUP_CACHE = 100_000
+CONTEXT_CACHE = 200_000
+FLOOD_USER = "maltrail"  # the author of the history line a flood's merge writes
 MAX_VALUES = 100
 HEAD_BYTES = 256
 HOURS = tuple(f"h{i:02d}" for i in range(24))
@@ -47,7 +49,10 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files(name TEXT PRIMARY KEY, day TEXT NOT NULL, offset INTEGER NOT NULL,
     inode INTEGER NOT NULL, head BLOB NOT NULL, malformed INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS threats(id INTEGER PRIMARY KEY, tid TEXT NOT NULL UNIQUE, src_ip TEXT NOT NULL,
-    trail TEXT NOT NULL, src_key BLOB, gkey TEXT NOT NULL, UNIQUE(src_ip, gkey));
+    trail TEXT NOT NULL, src_key BLOB, gkey TEXT NOT NULL, sources INTEGER, UNIQUE(src_ip, gkey));
+CREATE INDEX IF NOT EXISTS threats_gkey ON threats(gkey);
+CREATE TABLE IF NOT EXISTS threat_sources(threat INTEGER NOT NULL, src_ip TEXT NOT NULL, src_key BLOB,
+    PRIMARY KEY(threat, src_ip)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS threat_values(threat INTEGER NOT NULL, value TEXT NOT NULL,
     PRIMARY KEY(threat, value)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS threats_src ON threats(src_key);
@@ -76,14 +81,18 @@ CREATE TABLE IF NOT EXISTS views(id INTEGER PRIMARY KEY, user TEXT NOT NULL, nam
     day_from TEXT NOT NULL, day_to TEXT NOT NULL, days INTEGER NOT NULL, created REAL NOT NULL, UNIQUE(user, name));
 """
 
-_AGG_UPSERT = (
-    f"INSERT INTO agg(day, threat, type, cnt, first_seen, last_seen, sev, last_event, {', '.join(HOURS)}) "
-    f"VALUES ({', '.join('?' * (8 + 24))}) ON CONFLICT(day, threat, type) DO UPDATE SET "
+_AGG_INSERT = f"INSERT INTO agg(day, threat, type, cnt, first_seen, last_seen, sev, last_event, {', '.join(HOURS)}) "
+_AGG_CONFLICT = (
+    "ON CONFLICT(day, threat, type) DO UPDATE SET "
     "cnt = cnt + excluded.cnt, first_seen = min(first_seen, excluded.first_seen), "
     "last_seen = max(last_seen, excluded.last_seen), sev = max(sev, excluded.sev), "
     "last_event = max(last_event, excluded.last_event), "
     + ", ".join(f"{h} = {h} + excluded.{h}" for h in HOURS)
 )
+_AGG_UPSERT = f"{_AGG_INSERT}VALUES ({', '.join('?' * (8 + 24))}) {_AGG_CONFLICT}"
+# the aggregates of several threats summed into one (a flood's merge): `... WHERE threat IN (...)`
+_AGG_MERGE = (f"{_AGG_INSERT}SELECT day, ?, type, sum(cnt), min(first_seen), max(last_seen), max(sev), "
+              f"max(last_event), {', '.join(f'sum({h})' for h in HOURS)} FROM agg")
 
 
 def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection:
@@ -104,10 +113,12 @@ def connect(path: Path, triage_path: Path, readonly: bool) -> sqlite3.Connection
 class Ingester:
     """The single writer: follows the log files into the index."""
 
-    def __init__(self, log_dir: Path, index_dir: Path, severity: Severity) -> None:
+    def __init__(self, log_dir: Path, index_dir: Path, severity: Severity,
+                 flood_sources: int = FLOOD_SOURCES) -> None:
         self.log_dir = log_dir
         self.index_dir = index_dir
         self.severity = severity
+        self.flood_sources = flood_sources or 1 << 62  # 0: never a flood
         self.path = index_dir / "index.sqlite"
         self.triage_path = index_dir / "triage.sqlite"
         index_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -131,7 +142,8 @@ class Ingester:
         if not fresh:
             with contextlib.suppress(sqlite3.DatabaseError):
                 version = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
-        wanted = {"schema": SCHEMA_VERSION, "severity": self.severity.fingerprint}
+        wanted = {"schema": SCHEMA_VERSION, "severity": self.severity.fingerprint,
+                  "flood_sources": str(self.flood_sources)}
         if version is not None:
             version.pop("next_event", None)
         if not fresh and version != wanted:
@@ -257,32 +269,32 @@ class Ingester:
                         break  # a partial last line: wait for its newline
                     end = len(data)  # one absurdly long line: skip it as malformed
                     f.seek(offset + end)
-                    self._commit(name, day, offset + end, st.st_ino, head, [], 1)
+                    self._commit(name, day, offset + end, st.st_ino, head, "", 1)
                     offset += end
                     continue
                 if end < len(data):
                     f.seek(offset + end)
-                lines = data[:end].decode("utf-8", "replace").split("\n")[:-1]
-                events = list(parse_lines(lines, self._times))
-                bad = sum(1 for e in events if e is None)
-                added += self._commit(name, day, offset + end, st.st_ino, head, events, bad)
+                added += self._commit(name, day, offset + end, st.st_ino, head,
+                                      data[:end - 1].decode("utf-8", "replace"))
                 offset += end
             return added
 
-    def _commit(self, name: str, day: str, offset: int, inode: int, head: bytes,
-                events: list[ParsedEvent | None], malformed: int) -> int:
+    def _commit(self, name: str, day: str, offset: int, inode: int, head: bytes, text: str,
+                malformed: int = 0) -> int:
+        """One chunk of whole lines (`text`, without its last newline) in one transaction."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows, aggs = self._rows(day, events)
+            rows, aggs, bad = self._rows(day, text) if text else ([], {}, 0)
             if rows:
                 conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 conn.executemany(_AGG_UPSERT, ([day, threat, type_, *vals[:5], *vals[5]]
                                                for (threat, type_), vals in aggs.items()))
+            self._flush_floods()
             conn.execute("INSERT INTO files(name, day, offset, inode, head, malformed) VALUES (?,?,?,?,?,?) "
                          "ON CONFLICT(name) DO UPDATE SET offset = excluded.offset, inode = excluded.inode, "
                          "head = excluded.head, malformed = malformed + excluded.malformed",
-                         (name, day, offset, inode, head, malformed))
+                         (name, day, offset, inode, head, malformed + bad))
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('next_event', ?)", (str(self._next_event),))
             conn.execute("COMMIT")
         except BaseException:
@@ -296,58 +308,77 @@ class Ingester:
         self._all_cached = count <= THREAT_CACHE  # the cache holds every threat: a miss is a new one
         self._threats = {(s, k): i for i, s, k in self.conn.execute("SELECT id, src_ip, gkey FROM threats")
                          } if self._all_cached else {}
+        self._floods = {k[1:]: i for i, k in self.conn.execute(
+            "SELECT id, gkey FROM threats WHERE sources IS NOT NULL")}
+        self._sources: dict[str, int] = {}  # plain group key -> its per-source threats
+        self._contexts: dict[tuple[str, ...], tuple] = {}
         self._groups: dict[tuple[str, str], tuple[str, str]] = {}
         self._values: set[tuple[int, str]] = set()
         self._value_counts: dict[int, int] = {}
+        self._new_values: list[tuple[int, str]] = []
+        self._new_threats: list[tuple] = []
+        self._new_sources: list[tuple[int, str, bytes | None]] = []
+        self._merges: list[tuple[int, str]] = []
         self._next_threat = (self.conn.execute("SELECT max(id) FROM threats").fetchone()[0] or 0) + 1
         stored = self.conn.execute("SELECT value FROM meta WHERE key = 'next_event'").fetchone()
         top = (self.conn.execute("SELECT max(id) FROM events").fetchone()[0] or 0) + 1
         self._next_event = max(top, int(stored[0]) if stored else 0)  # ids of dropped days never come back
 
-    def _rows(self, day: str, events: list[ParsedEvent | None]) -> tuple[list[tuple], dict[tuple[int, str], list]]:
-        """Event rows and the per-(threat, type) aggregate deltas of one chunk."""
+    # --- the hot path: one pass over a chunk's lines ---------------------------------------------
+
+    def _rows(self, day: str, text: str) -> tuple[list[tuple], dict[tuple[int, str], list], int]:
+        """Event rows, the per-(threat, type) aggregate deltas and the malformed lines of one chunk.
+        Plain lines come from one regex pass; what decides an event's threat and severity (source,
+        type, trail, info, reference) is looked up once per distinct combination."""
         rows: list[tuple] = []
         aggs: dict[tuple[int, str], list] = {}
-        threats, key, sev_of = self._threats, self._key, self.severity.of
-        new_threats = []
+        contexts, keys, key, times = self._contexts, self._keys, self._key, self._times
+        whole_of = times.whole
         eid = self._next_event
-        groups = self._groups
-        values: list[tuple[int, str]] = []
-        for ev in events:
-            if ev is None:
-                continue
-            t, hour, sensor, src, sport, dst, dport, proto, type_, trail, info, ref = ev
-            group = groups.get((trail, info))
-            if group is None:
-                if len(groups) >= GROUP_CACHE:
-                    groups.clear()
-                group = groups[(trail, info)] = group_key(trail, info)
-            pair = (src, group[0])
-            threat = threats.get(pair)
-            if threat is None:
-                if len(threats) >= THREAT_CACHE:  # bounded memory for years of distinct groups
-                    threats.clear()
-                    self._all_cached = False
-                    self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?,?)", new_threats)
-                    new_threats.clear()
-                known = None if self._all_cached else self.conn.execute(
-                    "SELECT id FROM threats WHERE src_ip = ? AND gkey = ?", pair).fetchone()
-                if known is not None:
-                    threat = threats[pair] = known[0]
-                else:
-                    threat = threats[pair] = self._next_threat
-                    self._next_threat += 1
-                    self._value_counts[threat] = 0
-                    new_threats.append((threat, threat_tid(*pair), src, group[1], key(src), group[0]))
-            if (threat, trail) not in self._values:
-                self._note_value(threat, trail, values)
-            sev = sev_of(type_, trail, info, ref)
+        bad = 0
+        for m in scan(text):
+            ts = m[0]
+            if ts:
+                whole = whole_of(ts)
+                if whole is None:
+                    bad += 1
+                    continue
+                t, hour = whole[0] + int(m[1]) / 1e6, whole[1]
+                _, _, sensor, src, sport, dst, dport, proto = m[:8]
+                ctx = contexts.get(m[3:4] + m[8:12])
+                if ctx is None:
+                    if len(contexts) >= CONTEXT_CACHE:
+                        contexts.clear()
+                    ctx = contexts[m[3:4] + m[8:12]] = self._context(
+                        "" if src == "-" else src, "" if m[8] == "-" else m[8], unquote(m[9]), unquote(m[10]),
+                        unquote(m[11]))
+                if sensor == "-":
+                    sensor = ""
+                if sport == "-":
+                    sport = ""
+                if dst == "-":
+                    dst = ""
+                if dport == "-":
+                    dport = ""
+                if proto == "-":
+                    proto = ""
+            else:
+                ev = parse_other(m[12], times)
+                if ev is None:
+                    bad += 1
+                    continue
+                t, hour, sensor, src, sport, dst, dport, proto, type_, trail, info, ref = ev
+                ctx = self._context(src, type_, trail, info, ref)
+            threat, sev, type_, trail, info, ref, src, skey, ak = ctx
+            dkey = keys.get(dst, b"")
+            if dkey == b"":
+                dkey = key(dst)
             rows.append((eid, day, t, hour, sensor, src, sport, dst, dport,
                          int(dport) if dport.isdigit() and len(dport) <= 5 else None, proto, type_, trail, info, ref,
-                         sev, threat, key(src), key(dst)))
-            a = aggs.get((threat, type_))
+                         sev, threat, skey, dkey))
+            a = aggs.get(ak)
             if a is None:
-                a = aggs[(threat, type_)] = [0, t, t, sev, eid, [0] * 24]
+                a = aggs[ak] = [0, t, t, sev, eid, [0] * 24]
             a[0] += 1
             if t < a[1]:
                 a[1] = t
@@ -358,14 +389,138 @@ class Ingester:
             a[4] = eid
             a[5][hour] += 1
             eid += 1
-        if new_threats:
-            self.conn.executemany("INSERT INTO threats VALUES (?,?,?,?,?,?)", new_threats)
-        if values:
-            self.conn.executemany("INSERT OR IGNORE INTO threat_values VALUES (?, ?)", values)
+        self._stored()
+        if self._new_values:
+            self.conn.executemany("INSERT OR IGNORE INTO threat_values VALUES (?, ?)", self._new_values)
+            self._new_values.clear()
         self._next_event = eid
-        return rows, aggs
+        return rows, aggs, bad
 
-    def _note_value(self, threat: int, trail: str, values: list[tuple[int, str]]) -> None:
+    def _context(self, src: str, type_: str, trail: str, info: str, ref: str) -> tuple:
+        """(threat, severity, type, trail, info, reference, source, source key, aggregate key) of
+        events with these (clean) values; a new threat is stored at once."""
+        group = self._groups.get((trail, info))
+        if group is None:
+            if len(self._groups) >= GROUP_CACHE:
+                self._groups.clear()
+            group = self._groups[(trail, info)] = group_key(trail, info)
+        threat = self._threat(src, *group)
+        if (threat, trail) not in self._values:
+            self._note_value(threat, trail)
+        return (threat, self.severity.of(type_, trail, info, ref), type_, trail, info, ref, src, self._key(src),
+                (threat, type_))
+
+    def _threat(self, src: str, gkey: str, display: str) -> int:
+        """The threat of (source, group): a trail's flood threat once it has more than
+        `flood_sources` sources, else the (source, group) threat, made when new."""
+        plain = not gkey.startswith("\x00")
+        if plain:
+            flood = self._floods.get(gkey)
+            if flood is not None:
+                self._new_sources.append((flood, src, self._key(src)))
+                return flood
+        pair = (src, gkey)
+        threat = self._threats.get(pair)
+        if threat is not None:
+            return threat
+        if len(self._threats) >= THREAT_CACHE:  # bounded memory for years of distinct groups
+            self._threats.clear()
+            self._all_cached = False
+        known = None if self._all_cached else self._stored().execute(
+            "SELECT id FROM threats WHERE src_ip = ? AND gkey = ?", pair).fetchone()
+        if known is not None:
+            threat = self._threats[pair] = known[0]
+            return threat
+        if plain and self._count_source(gkey) > self.flood_sources:
+            return self._start_flood(src, gkey, display)
+        threat = self._threats[pair] = self._next_threat
+        self._next_threat += 1
+        self._value_counts[threat] = 0
+        self._new_threats.append((threat, threat_tid(*pair), src, display, self._key(src), gkey))
+        return threat
+
+    def _stored(self) -> sqlite3.Connection:
+        """The connection, once the threats made since the last call are in the table."""
+        if self._new_threats:
+            self.conn.executemany("INSERT INTO threats(id, tid, src_ip, trail, src_key, gkey) VALUES (?,?,?,?,?,?)",
+                                  self._new_threats)
+            self._new_threats.clear()
+        return self.conn
+
+    def _count_source(self, gkey: str) -> int:
+        """Sources of a plain group with the one about to be added."""
+        count = self._sources.get(gkey)
+        if count is None:
+            if len(self._sources) >= GROUP_CACHE:
+                self._sources.clear()
+            count = self._stored().execute("SELECT count(*) FROM threats WHERE gkey = ?", (gkey,)).fetchone()[0]
+        self._sources[gkey] = count + 1
+        return count + 1
+
+    def _start_flood(self, src: str, gkey: str, display: str) -> int:
+        """The trail's flood threat; its per-source threats are merged into it before the commit."""
+        flood = self._next_threat
+        self._next_threat += 1
+        self._stored().execute("INSERT INTO threats(id, tid, src_ip, trail, src_key, gkey, sources) "
+                          "VALUES (?,?,'',?,NULL,?,0)", (flood, flood_tid(gkey), display, FLOOD_MARK + gkey))
+        self._floods[gkey] = flood
+        self._value_counts[flood] = 0
+        self._merges.append((flood, gkey))
+        self._contexts.clear()  # cached contexts name the per-source threats
+        self._new_sources.append((flood, src, self._key(src)))
+        return flood
+
+    def _flush_floods(self) -> None:
+        """Merge the per-source threats of trails that became floods in this chunk (their events,
+        aggregates, values, sources and triage), then record the floods' new sources."""
+        conn = self.conn
+        for flood, gkey in self._merges:
+            olds = conn.execute("SELECT id, src_ip FROM threats WHERE gkey = ?", (gkey,)).fetchall()
+            for i in range(0, len(olds), 500):
+                ids = [o[0] for o in olds[i:i + 500]]
+                marks = ",".join("?" * len(ids))
+                conn.execute(f"UPDATE events SET threat = ? WHERE threat IN ({marks})", (flood, *ids))
+                conn.execute(f"{_AGG_MERGE} WHERE threat IN ({marks}) GROUP BY day, type {_AGG_CONFLICT}",
+                             (flood, *ids))
+                conn.execute(f"DELETE FROM agg WHERE threat IN ({marks})", ids)
+                conn.execute(f"INSERT OR IGNORE INTO threat_values SELECT ?, value FROM threat_values "
+                             f"WHERE threat IN ({marks})", (flood, *ids))
+                conn.execute(f"DELETE FROM threat_values WHERE threat IN ({marks})", ids)
+                conn.execute(f"INSERT OR IGNORE INTO threat_sources SELECT ?, src_ip, src_key FROM threats "
+                             f"WHERE id IN ({marks})", (flood, *ids))
+                conn.execute(f"DELETE FROM threats WHERE id IN ({marks})", ids)
+            conn.execute("DELETE FROM threat_values WHERE threat = ? AND value NOT IN (SELECT value FROM "
+                         "threat_values WHERE threat = ? ORDER BY value LIMIT ?)", (flood, flood, MAX_VALUES))
+            self._value_counts.pop(flood, None)  # counted again when next needed
+            self._carry_triage(gkey, {o[1] for o in olds})
+        if self._new_sources:
+            conn.executemany("INSERT OR IGNORE INTO threat_sources VALUES (?,?,?)", self._new_sources)
+            for flood in {s[0] for s in self._new_sources}:
+                conn.execute("UPDATE threats SET sources = (SELECT count(*) FROM threat_sources WHERE threat = ?) "
+                             "WHERE id = ?", (flood, flood))
+        self._merges.clear()
+        self._new_sources.clear()
+
+    def _carry_triage(self, trail: str, sources: set[str]) -> None:
+        """A flood threat takes over the triage of the per-source threats it merged, once: the
+        latest status and note, every tag, and a history line naming what was merged. History
+        lines and suppressions of the sources stay (the flood's history lists them)."""
+        rows = [r for r in self.conn.execute("SELECT src_ip, status, note, user, updated, tags FROM st.triage "
+                                             "WHERE trail = ?", (trail,)) if r[0] in sources and r[0]]
+        if not rows:
+            return
+        latest = max(rows, key=lambda r: r[4])
+        tags = ",".join(sorted({t for r in rows for t in r[5].split(",") if t}))
+        cur = self.conn.execute("INSERT INTO st.triage(src_ip, trail, status, note, user, updated, tags) "
+                                "VALUES ('', ?, ?, ?, ?, ?, ?) ON CONFLICT(src_ip, trail) DO NOTHING",
+                                (trail, latest[1], latest[2], latest[3], latest[4], tags))
+        if cur.rowcount:
+            self.conn.execute(
+                "INSERT INTO st.triage_log(src_ip, trail, status, note, tags, user, at) VALUES ('',?,?,?,?,?,?)",
+                (trail, latest[1], f"flood: triage of {len(rows)} per-source threat(s) carried over "
+                 f"(latest from {latest[0]}); more than {self.flood_sources} sources", tags, FLOOD_USER, time.time()))
+
+    def _note_value(self, threat: int, trail: str) -> None:
         """Keep one more distinct raw trail of a threat (at most MAX_VALUES are stored)."""
         if len(self._values) > THREAT_CACHE:
             self._values.clear()
@@ -374,7 +529,7 @@ class Ingester:
         if count is None:
             count = self.conn.execute("SELECT count(*) FROM threat_values WHERE threat = ?", (threat,)).fetchone()[0]
         if count < MAX_VALUES:
-            values.append((threat, trail))
+            self._new_values.append((threat, trail))
             count += 1
         if len(self._value_counts) > THREAT_CACHE:
             self._value_counts.clear()

@@ -77,11 +77,17 @@ function factsSection(threat) {
       h('ul', {class: 'mono values-list'}, ...threat.values.map((v) => h('li', {text: v}))))
     : null;
   if (values) lead.append(values);
+  if (threat.flood) {
+    lead.append(h('details', {class: 'values flood-sources'},
+      h('summary', {text: `flood: ${num(threat.source_count)} distinct sources`}),
+      h('ul', {class: 'mono values-list'}, ...(threat.sources || []).map((v) => h('li', {text: v})))));
+  }
   const trailLinks = pivotLinks('trail', threat.trail);
   if (trailLinks.length) lead.append(h('p', {class: 'pivot-links'}, h('span', {class: 'muted', text: 'Look up the trail '}),
     ...trailLinks));
   const dl = h('dl', {class: 'facts two'},
-    fact('Source', filterable('src', threat.src_ip)),
+    fact('Source', threat.flood ? h('span', {class: 'mono', text: `${num(threat.source_count)} sources (flood)`})
+      : filterable('src', threat.src_ip)),
     fact('Events', h('span', {class: 'mono', text: num(threat.count)})),
     fact('Destination', filterable('dst', threat.dst_ip)),
     fact('First seen', h('span', {class: 'mono', text: fmtDateTime(threat.first_seen)})),

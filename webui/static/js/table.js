@@ -58,11 +58,18 @@ function value(field, text, cls) {
   return h('span', {class: ['val', cls], dataset: {field, value: String(text)}, text: String(text)});
 }
 
-/** Maltrail's "…": the distinct trails of a grouped threat, listed in the title. */
-export function moreValues(el, values) {
-  if (!values || values.length < 2) return el;
+/** Maltrail's "…": the distinct values of a grouped threat (`count` of them), listed in the title. */
+export function moreValues(el, values, what = 'trails', count = (values || []).length) {
+  if (!values || count < 2) return el;
   return h('span', {class: 'with-more'}, el, h('span', {class: 'more-values', title: values.join('\n'),
-    'aria-label': `${values.length} distinct trails`, text: ` …${values.length}`}));
+    'aria-label': `${count} distinct ${what}`, text: ` …${count}`}));
+}
+
+/** A flood threat (one trail, many sources) shows its first source and the "…" of all of them. */
+function sourceCell(threat, field) {
+  if (!threat.flood) return value(field, threat.src_ip);
+  const sources = threat.sources || [];
+  return moreValues(value(field, sources[0]), sources, 'sources', threat.source_count);
 }
 
 function cell(threat, key, field, day) {
@@ -89,6 +96,8 @@ function cell(threat, key, field, day) {
       return h('span', {class: 'ref', title: v || '', text: v || ''});
     case 'trail':
       return moreValues(value(field, v), threat.values);
+    case 'src_ip':
+      return sourceCell(threat, field);
     default:
       return value(field, v);
   }
