@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from engine.eventlog import LINE_DIALECT
+
 _TS = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?\Z")
 MAX_FIELD = 4096
 
@@ -77,9 +79,6 @@ class TimeParser:
         return whole
 
 
-_DIALECT = {"delimiter": " ", "quotechar": '"', "doublequote": True, "strict": False}
-
-
 def _event(row: list[str], times: TimeParser) -> ParsedEvent | None:
     if len(row) != 11:
         return None
@@ -95,14 +94,14 @@ def parse_lines(lines: list[str], times: TimeParser | None = None) -> Iterator[P
     One csv reader runs over all lines (fast); a row that swallowed the next lines through an
     unclosed quote is re-read line by line, so a hostile line never hides the lines after it."""
     times = times or TimeParser()
-    reader = csv.reader(lines, **_DIALECT)
+    reader = csv.reader(lines, **LINE_DIALECT)
     done = 0
     for row in reader:
         if reader.line_num - done == 1:
             yield _event(row, times)
         else:
             for line in lines[done:reader.line_num]:
-                yield _event(next(csv.reader((line,), **_DIALECT), []), times)
+                yield _event(next(csv.reader((line,), **LINE_DIALECT), []), times)
         done = reader.line_num
     for _ in range(done, len(lines)):
         yield None

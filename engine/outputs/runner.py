@@ -4,6 +4,10 @@ The aggregator only ever does a non-blocking put: a slow or dead receiver fills 
 queue, and the events past the bound are counted as dropped for that output alone. Nothing an
 output does can stall the pipeline or the daily log. At the end of a run each output gets
 `drain_seconds` to empty its queue; what is still queued then is counted as dropped too.
+
+Queues hold (epoch seconds, log line) pairs as handed over (handoff.py): an event is parsed and
+encoded by the sending thread, only once its receiver has accepted a connection, so a dead
+receiver costs a count per batch, neither a parse nor an encoding per event.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from engine.eventlog import Event
 from engine.outputs.formats import cef_message, ecs_line, maltrail_datagram, syslog_frame, webhook_body
+from engine.outputs.handoff import Batch, parse_events
 from engine.outputs.spec import OutputSpec
 from engine.outputs.transports import PermanentError, transport_for
 from engine.severity import LEVELS, LOW, Severity
@@ -25,19 +30,32 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
 BATCH_MAX = 256  # events joined into one write on a stream or a file (one datagram each on UDP and HTTP)
 THROTTLE_KEYS_MAX = 100_000
 
+Item = tuple[int, bytes]  # (epoch seconds, log line without its newline)
+Encoder = Callable[[Sequence[Item]], list[bytes]]
 
-def encoder(spec: OutputSpec, sensor: str) -> Callable[[Event, int], bytes]:
-    """The bytes one event becomes on this output."""
+
+def encoder(spec: OutputSpec, sensor: str, severity: Severity) -> Encoder:
+    """The bytes each queued event becomes on this output."""
+    if spec.type == "maltrail":  # Maltrail's datagram is `<sec> <log line>`: nothing to parse
+        return lambda items: [maltrail_datagram(sec, line) for sec, line in items]
     if spec.type == "syslog":
         hostname = spec.hostname or socket.gethostname()
         octets = spec.protocol != "udp"
-        return lambda ev, level: syslog_frame(cef_message(ev, sensor, level), ev, level, spec.facility, hostname,
-                                              octets)
-    if spec.type == "json":
-        return lambda ev, level: ecs_line(ev, sensor, level)
-    if spec.type == "maltrail":
-        return lambda ev, level: maltrail_datagram(ev, sensor)
-    return lambda ev, level: webhook_body(ev, sensor, level, spec.template)
+
+        def one(ev: Event, level: int, line: bytes) -> bytes:
+            return syslog_frame(cef_message(ev, sensor, level), ev, level, spec.facility, hostname, octets)
+    elif spec.type == "json":
+        def one(ev: Event, level: int, line: bytes) -> bytes:
+            return ecs_line(ev, sensor, level, line.decode("utf-8", "surrogateescape"))
+    else:
+        def one(ev: Event, level: int, line: bytes) -> bytes:
+            return webhook_body(ev, sensor, level, spec.template)
+
+    def encode(items: Sequence[Item]) -> list[bytes]:
+        of = severity.of
+        return [one(ev, of(ev[7], ev[8], ev[9], ev[10]), line)
+                for ev, (_, line) in zip(parse_events(items), items, strict=True)]
+    return encode
 
 
 class WindowThrottle:
@@ -61,18 +79,19 @@ class WindowThrottle:
 
 
 class OutputWorker:
-    """One output: `offer` (aggregator thread, never blocks) and the sending thread."""
+    """One output: `offer_batch` (outputs process's main thread, never blocks) and the sending thread."""
 
-    def __init__(self, spec: OutputSpec, sensor: str) -> None:
+    def __init__(self, spec: OutputSpec, sensor: str, severity: Severity) -> None:
         self.spec = spec
-        self.encode = encoder(spec, sensor)
+        self.encode = encoder(spec, sensor, severity)
+        self.severity = severity
         self.min_level = LEVELS[spec.min_severity]
         self.throttle = WindowThrottle(spec.throttle_seconds if spec.type == "webhook" else 0)
         # A deque: append and popleft are atomic, so the offering side pays a length check and an
-        # append per event, no lock (a full queue is the common case while a receiver is down).
-        self.queue: deque[tuple[Event, int]] = deque()
+        # extend per batch, no lock (a full queue is the common case while a receiver is down).
+        self.queue: deque[Item] = deque()
         self._wake = threading.Event()
-        # offer() side
+        # offer side
         self.filtered = self.throttled = self.dropped_full = 0
         # sending side
         self.sent = self.failed = self.retries = self.abandoned = 0
@@ -85,32 +104,34 @@ class OutputWorker:
         self._thread = threading.Thread(target=self._run, name=f"output-{spec.name}", daemon=True)
         self._thread.start()
 
-    def offer(self, event: Event, level: int) -> None:
-        if level < self.min_level:
-            self.filtered += 1
-        elif not self.throttle.admit(event):
-            self.throttled += 1
-        elif len(self.queue) >= self.spec.queue_size:
-            self.dropped_full += 1
-        else:
-            self.queue.append((event, level))
-            if not self._wake.is_set():
-                self._wake.set()
-
-    def offer_batch(self, events: Sequence[Event], levels: Sequence[int]) -> None:
-        """`offer` for a batch; without a severity floor or a throttle, one slice for the batch
-        (a dead receiver's full queue then costs nothing per event)."""
+    def offer_batch(self, batch: Batch) -> None:
+        """Queue what fits and count the rest. Without a severity floor or a throttle nothing is
+        parsed here: a full queue costs one subtraction for the whole batch."""
         if self.min_level > LOW or self.throttle.seconds:
-            for event, level in zip(events, levels, strict=True):
-                self.offer(event, level)
+            self._offer_each(batch)
             return
         room = max(0, self.spec.queue_size - len(self.queue))
-        if room < len(events):
-            self.dropped_full += len(events) - room
+        if room < len(batch):
+            self.dropped_full += len(batch) - room
         if room:
-            self.queue.extend(zip(events[:room], levels[:room], strict=True))
-            if not self._wake.is_set():
-                self._wake.set()
+            self.queue.extend(zip(batch.secs[:room], batch.lines[:room], strict=True))
+            self._wake.set()
+
+    def _offer_each(self, batch: Batch) -> None:
+        of = self.severity.of
+        queued = False
+        for ev, item in zip(batch.events, zip(batch.secs, batch.lines, strict=True), strict=True):
+            if of(ev[7], ev[8], ev[9], ev[10]) < self.min_level:
+                self.filtered += 1
+            elif not self.throttle.admit(ev):
+                self.throttled += 1
+            elif len(self.queue) >= self.spec.queue_size:
+                self.dropped_full += 1
+            else:
+                self.queue.append(item)
+                queued = True
+        if queued:
+            self._wake.set()
 
     def _take(self, most: int) -> list[tuple[Event, int]]:
         items = []
@@ -134,16 +155,18 @@ class OutputWorker:
                     if not self.queue:  # an offer between the take and the clear set it again
                         self._wake.wait(0.05)
                     continue
-                self._deliver(transport, b"".join(self.encode(ev, level) for ev, level in items), len(items))
+                self._deliver(transport, items)
         finally:
             transport.close()
 
-    def _deliver(self, transport: Any, data: bytes, count: int) -> None:
-        """Send `data` (`count` events), retrying with back-off; counted as sent or failed. After a
-        failure the next delivery waits too (growing up to BACKOFF_MAX, reset by a success), so a
-        dead receiver costs a few attempts a second, not a CPU spinning on refused connections."""
+    def _deliver(self, transport: Any, items: list[Item]) -> None:
+        """Send `items`, retrying with back-off; counted as sent or failed. They are encoded once
+        the transport is open (a refused connection costs no encoding). After a failure the next
+        delivery waits too (growing up to BACKOFF_MAX, reset by a success), so a dead receiver
+        costs a few attempts a second, not a CPU spinning on refused connections."""
         if self._failures:
             self._abort.wait(min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX))
+        data = b""
         for attempt in range(self.spec.retries + 1):
             if attempt:
                 self.retries += 1
@@ -151,6 +174,8 @@ class OutputWorker:
                 if self._abort.wait(min(BACKOFF_FIRST * 2 ** (attempt - 1), BACKOFF_MAX)):
                     break
             try:
+                transport.open()
+                data = data or b"".join(self.encode(items))
                 transport.send(data)
             except PermanentError as exc:
                 self.last_error = str(exc)
@@ -158,11 +183,11 @@ class OutputWorker:
             except OSError as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 continue
-            self.sent += count
+            self.sent += len(items)
             self.retrying = False
             self._failures = 0
             return
-        self.failed += count
+        self.failed += len(items)
         self._failures += 1
         self.retrying = not self._abort.is_set()
 
@@ -190,19 +215,15 @@ class OutputWorker:
 
 
 class Outputs:
-    """Every configured output; the aggregator hands each batch's logged events to `submit`."""
+    """Every configured output; each batch the aggregator hands over goes to `submit`."""
 
     def __init__(self, specs: Sequence[OutputSpec], sensor: str, severity_rules: list[dict[str, str]]) -> None:
-        self.severity = Severity(severity_rules)
-        self.workers = [OutputWorker(spec, sensor) for spec in specs]
+        severity = Severity(severity_rules)
+        self.workers = [OutputWorker(spec, sensor, severity) for spec in specs]
 
-    def submit(self, events: Sequence[Event]) -> None:
-        if not self.workers:
-            return
-        of = self.severity.of
-        levels = [of(ev[7], ev[8], ev[9], ev[10]) for ev in events]
+    def submit(self, batch: Batch) -> None:
         for w in self.workers:
-            w.offer_batch(events, levels)
+            w.offer_batch(batch)
 
     def stats(self) -> list[dict[str, Any]]:
         return [w.stats() for w in self.workers]

@@ -21,6 +21,9 @@ class PermanentError(Exception):
 
 
 class Transport(Protocol):
+    def open(self) -> None:
+        """Connect (or open) if not yet: the sender encodes only after this succeeds."""
+
     def send(self, data: bytes) -> None: ...
 
     def close(self) -> None: ...
@@ -46,9 +49,13 @@ class _SocketTransport:
     def _write(self, sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
 
-    def send(self, data: bytes) -> None:
+    def open(self) -> None:
         if self._sock is None:
             self._sock = self._connect()
+
+    def send(self, data: bytes) -> None:
+        self.open()
+        assert self._sock is not None
         try:
             self._write(self._sock, data)
         except OSError:
@@ -101,9 +108,13 @@ class FileTransport:
         self.path = path
         self._fd: int | None = None
 
-    def send(self, data: bytes) -> None:
+    def open(self) -> None:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def send(self, data: bytes) -> None:
+        self.open()
+        assert self._fd is not None
         try:
             os.write(self._fd, data)
         except OSError:
@@ -122,6 +133,9 @@ class HttpTransport:
     def __init__(self, spec: OutputSpec) -> None:
         self.url, self.timeout = spec.url, spec.timeout
         self.context = tls_context(spec) if spec.url.startswith("https:") else None
+
+    def open(self) -> None:
+        """Each POST connects anew."""
 
     def send(self, data: bytes) -> None:
         request = urllib.request.Request(self.url, data=data, method="POST",
