@@ -349,6 +349,33 @@ def test_a_killed_receiver_loses_nothing_in_the_log_and_drops_are_counted(tmp_pa
         assert v["sent"] - received <= BATCH_MAX + 10
 
 
+@pytest.mark.parametrize("protocol", ["tcp", "tls"])
+def test_events_a_hung_receiver_never_acknowledged_are_dropped_not_sent(tmp_path: Path, protocol: str) -> None:
+    """A receiver that stops reading, then dies: what sat unacknowledged in the sensor's send queue
+    counts as dropped (`unacknowledged`), so `sent` exceeds what arrived by at most what its
+    kernel acknowledged into its small receive buffer, not by the sensor's send buffer too."""
+    ca = make_ca(tmp_path / "ca") if protocol == "tls" else None
+    victim = StreamReceiver("lines", ca.server_context() if ca else None, stall_after=KILL_AFTER, rcvbuf=8192)
+    table = {"type": "json", "name": "victim", "address": victim.address, "protocol": protocol, "queue_size": 10,
+             "retries": 0, "timeout": 0.5, "drain_seconds": 3}
+    if ca:
+        table["tls_ca"] = str(ca.ca_file)
+    killer = threading.Thread(target=lambda: (victim.wait_for(KILL_AFTER), time.sleep(1.0), victim.stop()))
+    killer.start()
+    try:
+        summary = _sensor(tmp_path, [table], _capture(tmp_path / "c.pcap", 20_000, 0), batch_packets=256)
+        killer.join()
+    finally:
+        victim.stop()
+    assert len(_log_lines(tmp_path / "logs")) == 20_000
+    v = _by_name(summary)["victim"]
+    received = len(victim.got)
+    assert v["sent"] + v["dropped"] == 20_000 and v["in_flight"] == 0
+    assert v["unacknowledged"] > 0, v
+    # acknowledged, never read: the receiver's buffer (the kernel doubles SO_RCVBUF), in lines of 400+ bytes
+    assert received <= v["sent"] <= received + 2 * 8192 // 400, v
+
+
 def test_disable_local_log_keeps_only_the_outputs(tmp_path: Path) -> None:
     out = tmp_path / "events.json"
     summary = _sensor(tmp_path, [{"type": "json", "path": str(out)}], _capture(tmp_path / "c.pcap", 4, 1),

@@ -23,7 +23,7 @@ from engine.eventlog import Event
 from engine.outputs.formats import cef_message, ecs_line, maltrail_datagram, syslog_frame, webhook_body
 from engine.outputs.handoff import Batch, parse_events
 from engine.outputs.spec import OutputSpec
-from engine.outputs.transports import PermanentError, transport_for
+from engine.outputs.transports import PermanentError, Transport, transport_for
 from engine.severity import LEVELS, LOW, Severity
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 5.0
@@ -100,6 +100,7 @@ class OutputWorker:
         self.last_error = ""
         self._closing = threading.Event()
         self._abort = threading.Event()
+        self._transport: Transport | None = None
         self.batching = spec.type != "webhook" and (bool(spec.path) or spec.protocol != "udp")
         self._thread = threading.Thread(target=self._run, name=f"output-{spec.name}", daemon=True)
         self._thread.start()
@@ -144,18 +145,22 @@ class OutputWorker:
         return items
 
     def _run(self) -> None:
-        transport = transport_for(self.spec)
+        self._transport = transport = transport_for(self.spec)
         try:
             while not self._abort.is_set():
                 items = self._take(BATCH_MAX if self.batching else 1)
-                if not items:
-                    if self._closing.is_set():
-                        return
-                    self._wake.clear()
-                    if not self.queue:  # an offer between the take and the clear set it again
-                        self._wake.wait(0.05)
+                if items:
+                    self._deliver(transport, items)
                     continue
-                self._deliver(transport, items)
+                self.sent += transport.settle()
+                if self._closing.is_set():
+                    if not transport.unconfirmed():
+                        return
+                    self._abort.wait(0.02)  # the receiver's acknowledgements, until the deadline
+                    continue
+                self._wake.clear()
+                if not self.queue:  # an offer between the take and the clear set it again
+                    self._wake.wait(0.05)
         finally:
             transport.close()
 
@@ -176,14 +181,13 @@ class OutputWorker:
             try:
                 transport.open()
                 data = data or b"".join(self.encode(items))
-                transport.send(data)
+                self.sent += transport.send(data, len(items))
             except PermanentError as exc:
                 self.last_error = str(exc)
                 break
             except OSError as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 continue
-            self.sent += len(items)
             self.retrying = False
             self._failures = 0
             return
@@ -206,10 +210,15 @@ class OutputWorker:
         self.retrying = False
 
     def stats(self) -> dict[str, Any]:
-        dropped = self.dropped_full + self.failed + self.abandoned
+        """`sent`: delivered (the receiver acknowledged it, on TCP and TLS: transports.py);
+        `unacknowledged`: written on a connection that ended first; `in_flight`: written, not yet known."""
+        transport = self._transport
+        lost, in_flight = (transport.lost, transport.unconfirmed()) if transport is not None else (0, 0)
+        dropped = self.dropped_full + self.failed + self.abandoned + lost
         return {"name": self.spec.name, "type": self.spec.type, "target": self.spec.target, "sent": self.sent,
                 "dropped": dropped, "dropped_queue_full": self.dropped_full, "failed": self.failed,
-                "abandoned_at_exit": self.abandoned, "retrying": self.retrying, "retries": self.retries,
+                "abandoned_at_exit": self.abandoned, "unacknowledged": lost, "in_flight": in_flight,
+                "retrying": self.retrying, "retries": self.retries,
                 "queued": len(self.queue), "queue_size": self.spec.queue_size, "filtered": self.filtered,
                 "throttled": self.throttled, "last_error": self.last_error}
 

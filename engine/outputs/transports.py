@@ -6,14 +6,23 @@ A transport raises OSError for a failure worth retrying (it reconnects on the ne
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import ssl
+import struct
+import sys
+import termios
 import urllib.error
 import urllib.request
+from collections import deque
 from typing import Protocol
 
 from engine.outputs.spec import OutputSpec
+
+# SIOCOUTQ (TIOCOUTQ's number on Linux): bytes written and not yet acknowledged by the peer.
+ACK_TRACKING = sys.platform == "linux" and hasattr(socket, "TCP_INFO")
+TCP_ESTABLISHED, TCP_CLOSE_WAIT = 1, 8  # tcp_info.tcpi_state
 
 
 class PermanentError(Exception):
@@ -21,10 +30,19 @@ class PermanentError(Exception):
 
 
 class Transport(Protocol):
+    lost: int
+
     def open(self) -> None:
         """Connect (or open) if not yet: the sender encodes only after this succeeds."""
 
-    def send(self, data: bytes) -> None: ...
+    def send(self, data: bytes, events: int) -> int:
+        """Events known delivered since the last call (this write's, and earlier writes' on a stream)."""
+
+    def settle(self) -> int:
+        """Like `send`'s answer, without writing (a stream's later acknowledgements)."""
+
+    def unconfirmed(self) -> int:
+        """Events written and not yet known delivered."""
 
     def close(self) -> None: ...
 
@@ -38,7 +56,19 @@ def tls_context(spec: OutputSpec) -> ssl.SSLContext:
     return context
 
 
-class _SocketTransport:
+class _Delivered:
+    """A transport whose successful write is a delivery (nothing to settle later, nothing lost)."""
+
+    lost = 0  # events written on a connection that ended before the receiver acknowledged them
+
+    def settle(self) -> int:
+        return 0
+
+    def unconfirmed(self) -> int:
+        return 0
+
+
+class _SocketTransport(_Delivered):
     """Connects on first use; a failed write closes the socket, so the next send reconnects."""
 
     _sock: socket.socket | None = None
@@ -49,11 +79,16 @@ class _SocketTransport:
     def _write(self, sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
 
+    def _written(self, nbytes: int, events: int) -> int:
+        """After a write: how many events are now known delivered (a datagram: once the kernel took it)."""
+        return events
+
     def open(self) -> None:
         if self._sock is None:
             self._sock = self._connect()
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, events: int) -> int:
+        """Write `data` (`events` events); returns the events delivered since the last call."""
         self.open()
         assert self._sock is not None
         try:
@@ -61,6 +96,7 @@ class _SocketTransport:
         except OSError:
             self.close()
             raise
+        return self._written(len(data), events)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -83,12 +119,22 @@ class DatagramTransport(_SocketTransport):
 
 
 class StreamTransport(_SocketTransport):
-    """TCP, or TLS over TCP with `context`."""
+    """TCP, or TLS over TCP with `context`.
+
+    An event counts as delivered once the receiver's kernel has acknowledged its last byte: the
+    bytes still in our send queue (SIOCOUTQ) are not delivered, and when the connection dies
+    (reset, or closed at exit) the events they hold count as `lost`. With TLS the queue holds
+    ciphertext, a little longer than the text it carries, so the count errs towards not delivered.
+    What the receiver's kernel acknowledged but its process never read stays invisible: at most
+    its socket receive buffer. Without SIOCOUTQ (not Linux) a write the kernel took counts."""
 
     def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext | None = None,
                  server_name: str = "") -> None:
         self.address, self.timeout, self.context = (host, port), timeout, context
         self.server_name = server_name or host
+        self._bytes = 0  # written on this connection
+        self._unacked: deque[tuple[int, int]] = deque()  # (bytes written up to an event batch's end, its events)
+        self._pending = 0  # events in _unacked
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection(self.address, timeout=self.timeout)
@@ -100,8 +146,44 @@ class StreamTransport(_SocketTransport):
             sock.close()
             raise
 
+    def _written(self, nbytes: int, events: int) -> int:
+        if not ACK_TRACKING:
+            return events
+        self._bytes += nbytes
+        self._unacked.append((self._bytes, events))
+        self._pending += events
+        return self.settle()
 
-class FileTransport:
+    def settle(self) -> int:
+        """Events acknowledged since the last call; a connection found dead loses the rest."""
+        if not self._unacked or self._sock is None:
+            return 0
+        try:
+            state = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+            queued = struct.unpack("i", fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            state, queued = 0, 0
+        if state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT):
+            self.close()
+            return 0
+        acked = self._bytes - queued
+        done = 0
+        while self._unacked and self._unacked[0][0] <= acked:
+            done += self._unacked.popleft()[1]
+        self._pending -= done
+        return done
+
+    def unconfirmed(self) -> int:
+        return self._pending
+
+    def close(self) -> None:
+        self.lost += self._pending
+        self._unacked.clear()
+        self._pending = self._bytes = 0
+        super().close()
+
+
+class FileTransport(_Delivered):
     """Appends lines to a file (reopened after an error, so a rotated file is recreated)."""
 
     def __init__(self, path: str) -> None:
@@ -112,14 +194,16 @@ class FileTransport:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, events: int) -> int:
         self.open()
         assert self._fd is not None
         try:
-            os.write(self._fd, data)
+            while data:
+                data = data[os.write(self._fd, data):]
         except OSError:
             self.close()
             raise
+        return events
 
     def close(self) -> None:
         if self._fd is not None:
@@ -127,7 +211,7 @@ class FileTransport:
             self._fd = None
 
 
-class HttpTransport:
+class HttpTransport(_Delivered):
     """POST of a JSON body; 5xx and 429 are retried, other 4xx are not."""
 
     def __init__(self, spec: OutputSpec) -> None:
@@ -137,7 +221,7 @@ class HttpTransport:
     def open(self) -> None:
         """Each POST connects anew."""
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, events: int) -> int:
         request = urllib.request.Request(self.url, data=data, method="POST",
                                          headers={"Content-Type": "application/json", "User-Agent": "maltrail-ng"})
         try:
@@ -147,6 +231,7 @@ class HttpTransport:
             if exc.code >= 500 or exc.code == 429:
                 raise OSError(f"HTTP {exc.code}") from None
             raise PermanentError(f"HTTP {exc.code}") from None
+        return events
 
     def close(self) -> None:
         pass
