@@ -345,7 +345,7 @@ def test_a_killed_receiver_loses_nothing_in_the_log_and_drops_are_counted(tmp_pa
         assert v["sent"] == received
     elif kind in ("maltrail", "syslog-udp"):  # UDP: the kernel took it; a dead port refuses later sends
         assert v["sent"] - received <= 20_000 - KILL_AFTER
-    else:  # TCP/TLS: sent, never read, is what the dead receiver's kernel held (one write at most)
+    else:  # TCP/TLS: sent, never read, is what the dead receiver's kernel acknowledged and held
         assert v["sent"] - received <= BATCH_MAX + 10
 
 

@@ -163,6 +163,7 @@ class OutputWorker:
                     self._wake.wait(0.05)
         finally:
             transport.close()
+            self.sent += transport.settle()  # acknowledged before the end
 
     def _deliver(self, transport: Any, items: list[Item]) -> None:
         """Send `items`, retrying with back-off; counted as sent or failed. They are encoded once

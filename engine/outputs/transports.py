@@ -20,9 +20,11 @@ from typing import Protocol
 
 from engine.outputs.spec import OutputSpec
 
-# SIOCOUTQ (TIOCOUTQ's number on Linux): bytes written and not yet acknowledged by the peer.
+# Linux's struct tcp_info (tcpi_state first, tcpi_bytes_acked since 4.1) and SIOCOUTQ (TIOCOUTQ's
+# number): bytes written and not yet acknowledged by the peer.
 ACK_TRACKING = sys.platform == "linux" and hasattr(socket, "TCP_INFO")
-TCP_ESTABLISHED, TCP_CLOSE_WAIT = 1, 8  # tcp_info.tcpi_state
+TCP_INFO_BYTES, TCPI_BYTES_ACKED = 128, 120
+TCP_ESTABLISHED, TCP_CLOSE_WAIT = 1, 8
 
 
 class PermanentError(Exception):
@@ -121,20 +123,21 @@ class DatagramTransport(_SocketTransport):
 class StreamTransport(_SocketTransport):
     """TCP, or TLS over TCP with `context`.
 
-    An event counts as delivered once the receiver's kernel has acknowledged its last byte: the
-    bytes still in our send queue (SIOCOUTQ) are not delivered, and when the connection dies
-    (reset, or closed at exit) the events they hold count as `lost`. With TLS the queue holds
-    ciphertext, a little longer than the text it carries, so the count errs towards not delivered.
-    What the receiver's kernel acknowledged but its process never read stays invisible: at most
-    its socket receive buffer. Without SIOCOUTQ (not Linux) a write the kernel took counts."""
+    An event counts as delivered once the receiver's kernel has acknowledged its last byte: after
+    each write the stream position it ends at is noted (bytes acknowledged + SIOCOUTQ), and it is
+    delivered once tcpi_bytes_acked reaches that position. When the connection dies (reset, or
+    closed at exit) the events not yet acknowledged count as `lost`. Positions are TCP's bytes,
+    so TLS is exact too. What the receiver's kernel acknowledged but its process never read stays
+    invisible: at most its socket receive buffer. Where the kernel does not tell (not Linux, or
+    older than 4.1) a write the kernel took counts as delivered."""
 
     def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext | None = None,
                  server_name: str = "") -> None:
         self.address, self.timeout, self.context = (host, port), timeout, context
         self.server_name = server_name or host
-        self._bytes = 0  # written on this connection
-        self._unacked: deque[tuple[int, int]] = deque()  # (bytes written up to an event batch's end, its events)
+        self._unacked: deque[tuple[int, int]] = deque()  # (stream position of a write's end, its events)
         self._pending = 0  # events in _unacked
+        self._acked = 0  # events acknowledged, not yet reported by `settle`
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection(self.address, timeout=self.timeout)
@@ -147,39 +150,58 @@ class StreamTransport(_SocketTransport):
             raise
 
     def _written(self, nbytes: int, events: int) -> int:
-        if not ACK_TRACKING:
+        position = self._position()
+        if position is None:  # no way to know: the kernel took it
             return events
-        self._bytes += nbytes
-        self._unacked.append((self._bytes, events))
+        self._unacked.append((position[2], events))
         self._pending += events
         return self.settle()
 
+    def _position(self) -> tuple[int, int, int] | None:
+        """(tcpi_state, bytes of the stream the receiver acknowledged, bytes written to it), in
+        TCP's own bytes (TLS records included); None where the kernel does not tell."""
+        sock = self._sock
+        if not ACK_TRACKING or sock is None:
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return None
+        if len(info) < TCP_INFO_BYTES:
+            return None
+        acked = struct.unpack_from("=Q", info, TCPI_BYTES_ACKED)[0]
+        return info[0], acked, acked + queued
+
+    def _acknowledged(self) -> bool:
+        """Move what the receiver acknowledged from `_unacked` to `_acked`; False once the
+        connection is dead (what it acknowledged before the reset still counts)."""
+        position = self._position()
+        if position is None:
+            return False
+        state, acked, _ = position
+        while self._unacked and self._unacked[0][0] <= acked:
+            events = self._unacked.popleft()[1]
+            self._pending -= events
+            self._acked += events
+        return state in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+
     def settle(self) -> int:
         """Events acknowledged since the last call; a connection found dead loses the rest."""
-        if not self._unacked or self._sock is None:
-            return 0
-        try:
-            state = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
-            queued = struct.unpack("i", fcntl.ioctl(self._sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-        except OSError:
-            state, queued = 0, 0
-        if state not in (TCP_ESTABLISHED, TCP_CLOSE_WAIT):
+        if self._unacked and not self._acknowledged():
             self.close()
-            return 0
-        acked = self._bytes - queued
-        done = 0
-        while self._unacked and self._unacked[0][0] <= acked:
-            done += self._unacked.popleft()[1]
-        self._pending -= done
+        done, self._acked = self._acked, 0
         return done
 
     def unconfirmed(self) -> int:
         return self._pending
 
     def close(self) -> None:
+        if self._unacked:
+            self._acknowledged()
         self.lost += self._pending
         self._unacked.clear()
-        self._pending = self._bytes = 0
+        self._pending = 0
         super().close()
 
 
