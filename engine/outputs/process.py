@@ -13,6 +13,7 @@ process runs at a lower CPU priority: on a saturated machine forwarding yields t
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from collections import deque
@@ -36,6 +37,7 @@ def run_outputs(feed: RingSpec, settings: EventSettings, sensor: str, stats: Con
                 ready: Semaphore) -> None:
     """Until the aggregator's end-of-feed: submit each batch to every output; then drain them."""
     os.nice(NICENESS)
+    csv.field_size_limit(max(csv.field_size_limit(), feed.slot_bytes))  # a line may fill a slot (handoff.py)
     ring = Ring(feed)
     outputs = Outputs(settings.outputs, sensor, list(settings.severity_rules))
     ready.release()
