@@ -41,7 +41,7 @@ def test_aggregator_apply_and_write(benchmark, full_index: Path, mixed_pcap: Pat
         log_dir = workdir / f"aggregator-{next(rounds)}"
         heuristics = Heuristics(HeuristicSettings(), index.is_whitelisted_ip)
         pipeline = EventPipeline(index, IgnoreRules.from_files([data_file("ignore_events.txt")]),
-                                 DailyLog(log_dir, "bench"))
+                                 DailyLog(log_dir, "bench"), sensor="bench")
         return (heuristics, pipeline), {}
 
     def aggregate(heuristics: Heuristics, pipeline: EventPipeline) -> None:

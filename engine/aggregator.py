@@ -99,11 +99,12 @@ class EventPipeline:
     def flush(self) -> None:
         """One write per batch and day; then the outputs' queues."""
         if self.pending:
-            self.written += self.log.write(self.pending) if self.log is not None else len(self.pending)
+            lines = [format_event(ev, self.sensor) for ev in self.pending]  # formatted once, for both
+            self.written += self.log.write(self.pending, lines) if self.log is not None else len(self.pending)
             for ev in self.pending:
                 self.by_type[ev[7]] = self.by_type.get(ev[7], 0) + 1
             if self.outputs is not None:
-                self.outputs.submit(self.pending)
+                self.outputs.submit([ev[0] for ev in self.pending], lines)
             self.pending.clear()
 
     def close(self) -> None:

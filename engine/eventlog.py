@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 # (sec, usec, src_ip, src_port, dst_ip, dst_port, proto, type, trail, info, reference)
 Event = tuple[int, int, str, int | None, str, int | None, str, str, str, str, str]
+# How `csv.reader` reads the lines back (`-` then stands for an empty value).
+LINE_DIALECT = {"delimiter": " ", "quotechar": '"', "doublequote": True, "strict": False}
 
 
 def safe_value(value: object) -> str:
@@ -59,12 +61,15 @@ class DailyLog:
             self._fds[date] = fd
         return fd
 
-    def write(self, events: Iterable[Event]) -> int:
-        """Write the events (grouped per day, one write() per group); returns lines written."""
+    def write(self, events: Sequence[Event], lines: Sequence[str] | None = None) -> int:
+        """Write the events (grouped per day, one write() per group); returns lines written.
+        `lines`: the events already formatted (the aggregator shares them with the outputs)."""
+        if lines is None:
+            lines = [format_event(ev, self.sensor) for ev in events]
         per_day: dict[str, list[str]] = {}
         count = 0
-        for ev in events:
-            per_day.setdefault(log_date(ev[0]), []).append(format_event(ev, self.sensor))
+        for ev, line in zip(events, lines, strict=True):
+            per_day.setdefault(log_date(ev[0]), []).append(line)
             count += 1
         for date, lines in per_day.items():
             data = "".join(lines).encode("utf-8", "surrogateescape")

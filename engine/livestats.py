@@ -194,7 +194,8 @@ def output_lines(status: dict[str, Any]) -> list[str]:
     for o in status.get("outputs", []):
         line = (f"  output       {o['name']} ({o['type']} to {o['target']}): {_n(o['sent'])} sent, "
                 f"{_n(o['dropped'])} dropped ({_n(o['dropped_queue_full'])} queue full, {_n(o['failed'])} failed, "
-                f"{_n(o['abandoned_at_exit'])} unsent at exit), {_n(o['queued'])} queued, {_n(o['retries'])} retries")
+                f"{_n(o['abandoned_at_exit'])} unsent at exit, {_n(o.get('unacknowledged', 0))} unacknowledged), "
+                f"{_n(o['queued'])} queued, {_n(o['retries'])} retries")
         if o.get("filtered") or o.get("throttled"):
             line += f", {_n(o['filtered'])} below min_severity, {_n(o['throttled'])} throttled"
         if o.get("retrying"):

@@ -88,7 +88,8 @@ def status_metrics(status: dict[str, Any], now: float) -> Iterator[Metric]:
                    [*labels, "reason"],
                    [([o["name"], o["type"], reason], o[key]) for o in outputs
                     for reason, key in (("queue_full", "dropped_queue_full"), ("failed", "failed"),
-                                        ("unsent_at_exit", "abandoned_at_exit"))])
+                                        ("unsent_at_exit", "abandoned_at_exit"),
+                                        ("unacknowledged", "unacknowledged"))])
     yield _counter("maltrail_output_retries", "Delivery retries of each output", labels,
                    [([o["name"], o["type"]], o["retries"]) for o in outputs])
     yield _gauge("maltrail_output_retrying", "1 while an output is retrying a failed delivery", labels,

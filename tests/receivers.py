@@ -118,11 +118,16 @@ class UdpReceiver(Receiver):
 class StreamReceiver(Receiver):
     """TCP (optionally TLS); frames are RFC 6587 octet-counted (`framing="octets"`) or lines."""
 
-    def __init__(self, framing: str, context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, framing: str, context: ssl.SSLContext | None = None, stall_after: int = 0,
+                 rcvbuf: int = 0) -> None:
+        """`stall_after`: frames read before it stops reading (a hung SIEM: the connection stays open
+        and the sender's writes pile up in the kernels); `rcvbuf`: SO_RCVBUF of its connections."""
         super().__init__()
-        self.framing, self.context = framing, context
+        self.framing, self.context, self.stall_after = framing, context, stall_after
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # inherited by accepted sockets
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)
         sock.settimeout(0.1)
@@ -154,6 +159,9 @@ class StreamReceiver(Receiver):
     def _read(self, conn: socket.socket) -> None:
         buf = b""
         while not self._stop.is_set():
+            if self.stall_after and len(self.got) >= self.stall_after:
+                self._stop.wait(0.05)
+                continue
             try:
                 data = conn.recv(65536)
             except (TimeoutError, ssl.SSLWantReadError):

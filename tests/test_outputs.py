@@ -9,6 +9,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import random
 import socket
 import struct
 import threading
@@ -16,13 +17,16 @@ import time
 from pathlib import Path
 
 import pytest
+from communityid import CommunityID, FlowTuple
 from receivers import StreamReceiver, UdpReceiver, WebhookReceiver, make_ca, parse_cef, parse_syslog
 
 from engine import traffic as t
 from engine.cli import main
 from engine.config import ConfigError, sensor_config_from
+from engine.eventlog import format_event
 from engine.index.build import build_index_file
 from engine.outputs.formats import cef_message, community_id, ecs_document, maltrail_datagram
+from engine.outputs.handoff import batches, record
 from engine.outputs.runner import BATCH_MAX
 from engine.pcapio import PcapWriter
 from engine.sensor import run_sensor
@@ -52,6 +56,23 @@ def test_community_id_known_values() -> None:
     assert community_id(udp6) == _community_id_reference(17, "fe80::1", "2001:db8::2", 5353, 53)
     assert community_id((0, 0, "10.0.0.1", None, "10.0.0.2", None, "ICMP", "IP", "x", "x", "y")) is None
     assert community_id((0, 0, "1.1.1.1,2.2.2.2", 1, "10.0.0.2", 80, "TCP", "HTTP", "x", "x", "y")) is None
+
+
+def test_community_id_matches_the_communityid_package() -> None:
+    """Our fast computation against the reference implementation, over flows in both directions."""
+    reference = CommunityID()
+    rng = random.Random(13)
+    for i in range(500):
+        if i % 2:
+            src, dst = (str(ipaddress.IPv6Address(rng.getrandbits(128))) for _ in range(2))
+        else:
+            src, dst = (str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(2))
+        if i % 7 == 0:
+            dst = src  # same host: the ports decide the order
+        proto, number = rng.choice([("TCP", 6), ("UDP", 17), ("SCTP", 132)])
+        sport, dport = rng.randint(1, 65535), rng.randint(1, 65535)
+        ev = (0, 0, src, sport, dst, dport, proto, "IP", dst, "x", "y")
+        assert community_id(ev) == reference.calc(FlowTuple(number, src, dst, sport, dport)), ev
 
 
 def test_cef_fields_and_escaping() -> None:
@@ -85,11 +106,28 @@ def test_ecs_document_fields() -> None:
 def test_maltrail_datagram_is_sec_space_line() -> None:
     ev = (1_700_000_000, 5, "10.0.0.1", 1000, "203.0.113.9", 80, "TCP", "URL", "evil.com/a?b=c|d", "malware (test)",
           "(static)")
-    data = maltrail_datagram(ev, "p").decode()
+    data = maltrail_datagram(ev[0], format_event(ev, "p").rstrip("\n").encode()).decode()
     sec, line = data.split(" ", 1)
     assert sec == "1700000000" and line.endswith("\n")
     assert line.split(" ", 2)[2] == \
         'p 10.0.0.1 1000 203.0.113.9 80 TCP URL evil.com/a?b=c|d "malware (test)" (static)\n'
+
+
+def test_handoff_records_parse_back_into_the_events() -> None:
+    """What the aggregator packs (seconds and log lines) is what the outputs process parses: quoted
+    fields, empty ports, non-UTF-8 bytes, several records in one ring message."""
+    events = [(1_700_000_000, 7, "10.0.0.1", 1000, "203.0.113.9", 80, "TCP", "URL", 'evil.com/"a b"',
+               "malware (test)", "(static)"),
+              (1_700_000_001, 999_999, "10.0.0.2", None, "10.0.0.3", None, "ICMP", "IP", "10.0.0.3", "x\udcff",
+               "r"),
+              (1_700_086_400, 0, "1.1.1.1, 2.2.2.2", 5, "::1", 6, "TCP", "HTTP", "a.b", "i", "")]
+    lines = [format_event(ev, "probe 1") for ev in events]
+    message = record([ev[0] for ev in events[:2]], lines[:2]) + record([events[2][0]], lines[2:])
+    got = batches(message)
+    assert [len(b) for b in got] == [2, 1]
+    assert [ev for b in got for ev in b.events] == events
+    assert [line for b in got for line in b.lines] == [x.rstrip("\n").encode("utf-8", "surrogateescape")
+                                                       for x in lines]
 
 
 @pytest.mark.parametrize(("table", "message"), [
@@ -307,8 +345,35 @@ def test_a_killed_receiver_loses_nothing_in_the_log_and_drops_are_counted(tmp_pa
         assert v["sent"] == received
     elif kind in ("maltrail", "syslog-udp"):  # UDP: the kernel took it; a dead port refuses later sends
         assert v["sent"] - received <= 20_000 - KILL_AFTER
-    else:  # TCP/TLS: sent, never read, is what the dead receiver's kernel held (one write at most)
+    else:  # TCP/TLS: sent, never read, is what the dead receiver's kernel acknowledged and held
         assert v["sent"] - received <= BATCH_MAX + 10
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "tls"])
+def test_events_a_hung_receiver_never_acknowledged_are_dropped_not_sent(tmp_path: Path, protocol: str) -> None:
+    """A receiver that stops reading, then dies: what sat unacknowledged in the sensor's send queue
+    counts as dropped (`unacknowledged`), so `sent` exceeds what arrived by at most what its
+    kernel acknowledged into its small receive buffer, not by the sensor's send buffer too."""
+    ca = make_ca(tmp_path / "ca") if protocol == "tls" else None
+    victim = StreamReceiver("lines", ca.server_context() if ca else None, stall_after=KILL_AFTER, rcvbuf=8192)
+    table = {"type": "json", "name": "victim", "address": victim.address, "protocol": protocol, "queue_size": 10,
+             "retries": 0, "timeout": 0.5, "drain_seconds": 3}
+    if ca:
+        table["tls_ca"] = str(ca.ca_file)
+    killer = threading.Thread(target=lambda: (victim.wait_for(KILL_AFTER), time.sleep(1.0), victim.stop()))
+    killer.start()
+    try:
+        summary = _sensor(tmp_path, [table], _capture(tmp_path / "c.pcap", 20_000, 0), batch_packets=256)
+        killer.join()
+    finally:
+        victim.stop()
+    assert len(_log_lines(tmp_path / "logs")) == 20_000
+    v = _by_name(summary)["victim"]
+    received = len(victim.got)
+    assert v["sent"] + v["dropped"] == 20_000 and v["in_flight"] == 0
+    assert v["unacknowledged"] > 0, v
+    # acknowledged, never read: the receiver's buffer (the kernel doubles SO_RCVBUF), in lines of 400+ bytes
+    assert received <= v["sent"] <= received + 2 * 8192 // 400, v
 
 
 def test_disable_local_log_keeps_only_the_outputs(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ def test_engine_panel_lists_the_outputs(tmp_path: Path) -> None:
             expect(rows.nth(1).locator("td").nth(0)).to_have_text("siem (syslog)")
             expect(rows.nth(1).locator("td").nth(2)).to_have_text("5")
             expect(rows.nth(1).locator("td").nth(2)).to_have_attribute(
-                "title", "0 queue full, 5 failed, 0 unsent at exit")
+                "title", "0 queue full, 5 failed, 0 unsent at exit, 0 unacknowledged")
             browser.close()
     finally:
         stop_server(proc)

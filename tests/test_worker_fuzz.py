@@ -58,7 +58,7 @@ class _World:
                                                                         check_host_domains=True))
         self.heuristics = Heuristics(HeuristicSettings(), self.index.is_whitelisted_ip)
         self.quic = QuicStreams(SniCheck(self.index, DetectionSettings()))
-        self.pipeline = EventPipeline(self.index, IgnoreRules(), DailyLog(tmp / "logs", "fuzz"))
+        self.pipeline = EventPipeline(self.index, IgnoreRules(), DailyLog(tmp / "logs", "fuzz"), sensor="fuzz")
 
     def run(self, frames: list[bytes], linktype: int = 1) -> dict[str, int]:
         caplen = np.array([len(f) for f in frames], dtype=np.uint32)

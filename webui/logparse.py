@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from engine.eventlog import LINE_DIALECT
+
 _TS = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?\Z")
 MAX_FIELD = 4096
 
@@ -92,9 +94,6 @@ class TimeParser:
         return whole
 
 
-_DIALECT = {"delimiter": " ", "quotechar": '"', "doublequote": True, "strict": False}
-
-
 def _event(row: list[str], times: TimeParser) -> ParsedEvent | None:
     if len(row) != 11:
         return None
@@ -110,7 +109,7 @@ def parse_lines(lines: list[str], times: TimeParser | None = None) -> Iterator[P
     One csv reader runs over all lines (fast); a row that swallowed the next lines through an
     unclosed quote is re-read line by line, so a hostile line never hides the lines after it."""
     times = times or TimeParser()
-    reader = csv.reader(lines, **_DIALECT)
+    reader = csv.reader(lines, **LINE_DIALECT)
     done = 0
     try:
         for row in reader:
@@ -149,7 +148,7 @@ def parse_other(line: str, times: TimeParser) -> ParsedEvent | None:
     """A line `scan` left to the csv reader, read exactly as `parse_lines` reads it (a line the
     reader refuses, such as one with a bare CR, is malformed)."""
     try:
-        return _event(next(csv.reader((line,), **_DIALECT), []), times)
+        return _event(next(csv.reader((line,), **LINE_DIALECT), []), times)
     except csv.Error:
         return None
 

@@ -2,9 +2,10 @@
 
 Encoding (CEF, ECS, community IDs, JSON) and sending run in their own process, so their CPU time
 and their threads never take the aggregator's interpreter lock: measured in the same process, four
-outputs held a replay to 12 % of its packets/s (bench/bench_outputs.py). The aggregator pickles
-each batch's logged events into a shared-memory ring without waiting; a full ring (the outputs
-process starved of CPU) drops that batch for every output and counts it. Inside, each output keeps
+outputs held a replay to 12 % of its packets/s (bench/bench_outputs.py). The aggregator copies
+each batch's log lines, packed (handoff.py), into a shared-memory ring without waiting; records
+that find no free slot wait on its side up to PENDING_MAX events, past which they are dropped
+for every output and counted. Inside, each output keeps
 its own bounded queue (runner.py), so one dead receiver costs only its own events. Counters come
 back to the aggregator over a pipe, every second and once more, final, after the drain. The
 process runs at a lower CPU priority: on a saturated machine forwarding yields to detection.
@@ -12,15 +13,16 @@ process runs at a lower CPU priority: on a saturated machine forwarding yields t
 
 from __future__ import annotations
 
+import csv
 import os
-import pickle
 import time
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Semaphore
 from typing import Any
 
-from engine.eventlog import Event
+from engine.outputs.handoff import batches, record
 from engine.outputs.runner import Outputs
 from engine.outputs.spec import EventSettings
 from engine.proctree import pid_alive
@@ -28,7 +30,6 @@ from shm.ring import FLAG_EOF, Ring, RingSpec
 
 STATS_SECONDS = 1.0
 PENDING_MAX = 50_000  # events waiting on the aggregator's side for a free slot, then counted as dropped
-CHUNK_EVENTS = 1024  # events per slot message (fewer if they do not fit)
 NICENESS = 10  # below the capture, the workers and the aggregator: detection and the log come first
 
 
@@ -36,6 +37,7 @@ def run_outputs(feed: RingSpec, settings: EventSettings, sensor: str, stats: Con
                 ready: Semaphore) -> None:
     """Until the aggregator's end-of-feed: submit each batch to every output; then drain them."""
     os.nice(NICENESS)
+    csv.field_size_limit(max(csv.field_size_limit(), feed.slot_bytes))  # a line may fill a slot (handoff.py)
     ring = Ring(feed)
     outputs = Outputs(settings.outputs, sensor, list(settings.severity_rules))
     ready.release()
@@ -46,7 +48,8 @@ def run_outputs(feed: RingSpec, settings: EventSettings, sensor: str, stats: Con
             if msg == b"":
                 break
             if msg is not None:
-                outputs.submit(pickle.loads(msg))
+                for batch in batches(msg):
+                    outputs.submit(batch)
             elif not pid_alive(parent_pid):
                 return
             if time.monotonic() - last >= STATS_SECONDS:
@@ -59,9 +62,10 @@ def run_outputs(feed: RingSpec, settings: EventSettings, sensor: str, stats: Con
 
 
 class OutputFeed:
-    """Aggregator side: `submit` never waits. Events the ring has no slot for wait here (up to
-    PENDING_MAX, then they are dropped and counted) and go with the next batch or status tick;
-    `stats` are the outputs process's latest counters plus what this side dropped."""
+    """Aggregator side: `submit` never waits. Records the ring has no slot for wait here (up to
+    PENDING_MAX events, then they are dropped and counted) and go, several to a slot, with the next
+    batch or status tick; `stats` are the outputs process's latest counters plus what this side
+    dropped."""
 
     def __init__(self, settings: EventSettings) -> None:
         assert settings.feed is not None and settings.stats is not None
@@ -69,38 +73,51 @@ class OutputFeed:
         self.conn = settings.stats
         self.names = [s.name for s in settings.outputs]
         self.drain_seconds = max((s.drain_seconds for s in settings.outputs), default=0.0)
-        self.pending: list[Event] = []
+        self.pending: deque[tuple[bytes, int]] = deque()  # (record, events in it)
+        self.pending_events = 0
         self.backlog_dropped = 0
         self.latest: list[dict[str, Any]] = []
         self.closed = False
 
-    def submit(self, events: Sequence[Event]) -> None:
-        room = PENDING_MAX - len(self.pending)
-        if len(events) > room:
-            self.backlog_dropped += len(events) - max(0, room)
-            events = events[:max(0, room)]
-        self.pending.extend(events)
+    def submit(self, secs: Sequence[int], lines: Sequence[str]) -> None:
+        """One batch: each event's epoch seconds and log line (with its newline)."""
+        room = PENDING_MAX - self.pending_events
+        if len(secs) > room:
+            self.backlog_dropped += len(secs) - max(0, room)
+            secs, lines = secs[:max(0, room)], lines[:max(0, room)]
+        self._queue(secs, lines)
         self.flush()
 
+    def _queue(self, secs: Sequence[int], lines: Sequence[str]) -> None:
+        """Pending records no larger than a slot: a batch too large is split; a single event too
+        large for a slot can never be sent and is counted as dropped."""
+        if not secs:
+            return
+        data = record(secs, lines)
+        if len(data) <= self.ring.payload_bytes:
+            self.pending.append((data, len(secs)))
+            self.pending_events += len(secs)
+        elif len(secs) == 1:
+            self.backlog_dropped += 1
+        else:
+            half = len(secs) // 2
+            self._queue(secs[:half], lines[:half])
+            self._queue(secs[half:], lines[half:])
+
     def flush(self, block: bool = False) -> None:
-        """Hand pending events over, a slot's worth at a time, while slots are free (or, with
+        """Hand pending records over, as many as fit in each slot, while slots are free (or, with
         `block`, waiting for them: at the end of the run)."""
         while self.pending:
             off = self.ring.reserve(block=block, timeout=0.2 if block else None)
             if off is None:
                 return
-            count = min(len(self.pending), CHUNK_EVENTS)
-            while True:
-                data = pickle.dumps(self.pending[:count], pickle.HIGHEST_PROTOCOL)
-                if len(data) <= self.ring.payload_bytes or count == 1:
-                    break
-                count //= 2
-            if len(data) > self.ring.payload_bytes:  # one event larger than a slot: never sendable
-                self.backlog_dropped += 1
-                data = pickle.dumps([], pickle.HIGHEST_PROTOCOL)
-            self.ring.buf[off:off + len(data)] = data
-            self.ring.publish(len(data))
-            del self.pending[:count]
+            used = 0
+            while self.pending and used + len(self.pending[0][0]) <= self.ring.payload_bytes:
+                data, count = self.pending.popleft()
+                self.ring.buf[off + used:off + used + len(data)] = data
+                used += len(data)
+                self.pending_events -= count
+            self.ring.publish(used)
 
     def _poll(self) -> bool:
         """Take every counter message waiting; True once the final one came."""
@@ -129,8 +146,9 @@ class OutputFeed:
         try:
             while self.pending and time.monotonic() < deadline:
                 self.flush(block=True)
-            self.backlog_dropped += len(self.pending)
+            self.backlog_dropped += self.pending_events
             self.pending.clear()
+            self.pending_events = 0
             while self.ring.reserve(block=True, timeout=0.2) is None:
                 if time.monotonic() > deadline:
                     return

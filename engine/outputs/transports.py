@@ -6,14 +6,25 @@ A transport raises OSError for a failure worth retrying (it reconnects on the ne
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import ssl
+import struct
+import sys
+import termios
 import urllib.error
 import urllib.request
+from collections import deque
 from typing import Protocol
 
 from engine.outputs.spec import OutputSpec
+
+# Linux's struct tcp_info (tcpi_state first, tcpi_bytes_acked since 4.1) and SIOCOUTQ (TIOCOUTQ's
+# number): bytes written and not yet acknowledged by the peer.
+ACK_TRACKING = sys.platform == "linux" and hasattr(socket, "TCP_INFO")
+TCP_INFO_BYTES, TCPI_BYTES_ACKED = 128, 120
+TCP_ESTABLISHED, TCP_CLOSE_WAIT = 1, 8
 
 
 class PermanentError(Exception):
@@ -21,7 +32,19 @@ class PermanentError(Exception):
 
 
 class Transport(Protocol):
-    def send(self, data: bytes) -> None: ...
+    lost: int
+
+    def open(self) -> None:
+        """Connect (or open) if not yet: the sender encodes only after this succeeds."""
+
+    def send(self, data: bytes, events: int) -> int:
+        """Events known delivered since the last call (this write's, and earlier writes' on a stream)."""
+
+    def settle(self) -> int:
+        """Like `send`'s answer, without writing (a stream's later acknowledgements)."""
+
+    def unconfirmed(self) -> int:
+        """Events written and not yet known delivered."""
 
     def close(self) -> None: ...
 
@@ -35,7 +58,19 @@ def tls_context(spec: OutputSpec) -> ssl.SSLContext:
     return context
 
 
-class _SocketTransport:
+class _Delivered:
+    """A transport whose successful write is a delivery (nothing to settle later, nothing lost)."""
+
+    lost = 0  # events written on a connection that ended before the receiver acknowledged them
+
+    def settle(self) -> int:
+        return 0
+
+    def unconfirmed(self) -> int:
+        return 0
+
+
+class _SocketTransport(_Delivered):
     """Connects on first use; a failed write closes the socket, so the next send reconnects."""
 
     _sock: socket.socket | None = None
@@ -46,14 +81,24 @@ class _SocketTransport:
     def _write(self, sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
 
-    def send(self, data: bytes) -> None:
+    def _written(self, nbytes: int, events: int) -> int:
+        """After a write: how many events are now known delivered (a datagram: once the kernel took it)."""
+        return events
+
+    def open(self) -> None:
         if self._sock is None:
             self._sock = self._connect()
+
+    def send(self, data: bytes, events: int) -> int:
+        """Write `data` (`events` events); returns the events delivered since the last call."""
+        self.open()
+        assert self._sock is not None
         try:
             self._write(self._sock, data)
         except OSError:
             self.close()
             raise
+        return self._written(len(data), events)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -76,12 +121,23 @@ class DatagramTransport(_SocketTransport):
 
 
 class StreamTransport(_SocketTransport):
-    """TCP, or TLS over TCP with `context`."""
+    """TCP, or TLS over TCP with `context`.
+
+    An event counts as delivered once the receiver's kernel has acknowledged its last byte: after
+    each write the stream position it ends at is noted (bytes acknowledged + SIOCOUTQ), and it is
+    delivered once tcpi_bytes_acked reaches that position. When the connection dies (reset, or
+    closed at exit) the events not yet acknowledged count as `lost`. Positions are TCP's bytes,
+    so TLS is exact too. What the receiver's kernel acknowledged but its process never read stays
+    invisible: at most its socket receive buffer. Where the kernel does not tell (not Linux, or
+    older than 4.1) a write the kernel took counts as delivered."""
 
     def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext | None = None,
                  server_name: str = "") -> None:
         self.address, self.timeout, self.context = (host, port), timeout, context
         self.server_name = server_name or host
+        self._unacked: deque[tuple[int, int]] = deque()  # (stream position of a write's end, its events)
+        self._pending = 0  # events in _unacked
+        self._acked = 0  # events acknowledged, not yet reported by `settle`
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection(self.address, timeout=self.timeout)
@@ -93,22 +149,83 @@ class StreamTransport(_SocketTransport):
             sock.close()
             raise
 
+    def _written(self, nbytes: int, events: int) -> int:
+        position = self._position()
+        if position is None:  # no way to know: the kernel took it
+            return events
+        self._unacked.append((position[2], events))
+        self._pending += events
+        return self.settle()
 
-class FileTransport:
+    def _position(self) -> tuple[int, int, int] | None:
+        """(tcpi_state, bytes of the stream the receiver acknowledged, bytes written to it), in
+        TCP's own bytes (TLS records included); None where the kernel does not tell."""
+        sock = self._sock
+        if not ACK_TRACKING or sock is None:
+            return None
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES)
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return None
+        if len(info) < TCP_INFO_BYTES:
+            return None
+        acked = struct.unpack_from("=Q", info, TCPI_BYTES_ACKED)[0]
+        return info[0], acked, acked + queued
+
+    def _acknowledged(self) -> bool:
+        """Move what the receiver acknowledged from `_unacked` to `_acked`; False once the
+        connection is dead (what it acknowledged before the reset still counts)."""
+        position = self._position()
+        if position is None:
+            return False
+        state, acked, _ = position
+        while self._unacked and self._unacked[0][0] <= acked:
+            events = self._unacked.popleft()[1]
+            self._pending -= events
+            self._acked += events
+        return state in (TCP_ESTABLISHED, TCP_CLOSE_WAIT)
+
+    def settle(self) -> int:
+        """Events acknowledged since the last call; a connection found dead loses the rest."""
+        if self._unacked and not self._acknowledged():
+            self.close()
+        done, self._acked = self._acked, 0
+        return done
+
+    def unconfirmed(self) -> int:
+        return self._pending
+
+    def close(self) -> None:
+        if self._unacked:
+            self._acknowledged()
+        self.lost += self._pending
+        self._unacked.clear()
+        self._pending = 0
+        super().close()
+
+
+class FileTransport(_Delivered):
     """Appends lines to a file (reopened after an error, so a rotated file is recreated)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._fd: int | None = None
 
-    def send(self, data: bytes) -> None:
+    def open(self) -> None:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def send(self, data: bytes, events: int) -> int:
+        self.open()
+        assert self._fd is not None
         try:
-            os.write(self._fd, data)
+            while data:
+                data = data[os.write(self._fd, data):]
         except OSError:
             self.close()
             raise
+        return events
 
     def close(self) -> None:
         if self._fd is not None:
@@ -116,14 +233,17 @@ class FileTransport:
             self._fd = None
 
 
-class HttpTransport:
+class HttpTransport(_Delivered):
     """POST of a JSON body; 5xx and 429 are retried, other 4xx are not."""
 
     def __init__(self, spec: OutputSpec) -> None:
         self.url, self.timeout = spec.url, spec.timeout
         self.context = tls_context(spec) if spec.url.startswith("https:") else None
 
-    def send(self, data: bytes) -> None:
+    def open(self) -> None:
+        """Each POST connects anew."""
+
+    def send(self, data: bytes, events: int) -> int:
         request = urllib.request.Request(self.url, data=data, method="POST",
                                          headers={"Content-Type": "application/json", "User-Agent": "maltrail-ng"})
         try:
@@ -133,6 +253,7 @@ class HttpTransport:
             if exc.code >= 500 or exc.code == 429:
                 raise OSError(f"HTTP {exc.code}") from None
             raise PermanentError(f"HTTP {exc.code}") from None
+        return events
 
     def close(self) -> None:
         pass

@@ -147,7 +147,7 @@ function render(s) {
         h('td', {class: 'mono', text: `${o.name} (${o.type})`, title: o.target}),
         h('td', {class: 'mono c-num', text: num(o.sent)}),
         h('td', {class: ['mono c-num', o.dropped > 0 && 'warn'], text: num(o.dropped),
-          title: `${num(o.dropped_queue_full)} queue full, ${num(o.failed)} failed, ${num(o.abandoned_at_exit)} unsent at exit`}),
+          title: `${num(o.dropped_queue_full)} queue full, ${num(o.failed)} failed, ${num(o.abandoned_at_exit)} unsent at exit, ${num(o.unacknowledged || 0)} unacknowledged`}),
         h('td', {class: 'mono c-num', text: `${num(o.queued)}/${num(o.queue_size)}`}),
         h('td', {class: 'mono c-num', text: num(o.retries)}),
         h('td', {class: ['mono', o.retrying && 'warn'], text: o.retrying ? `retrying: ${o.last_error}` : 'ok'})));
