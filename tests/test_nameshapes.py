@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from workers.heuristics.dns_rules import exhaustion_domain
 from workers.nameshapes import NameShapes
-from workers.protocols.dns import is_valid_dns_name
+from workers.protocols.dns import IGNORED_QUERY_SUFFIXES, is_ignored_query, is_valid_dns_name
 
 PLAIN = re.compile(r"[a-z0-9._-]+")
 LABEL = st.one_of(st.text(alphabet="abc019-_", max_size=30), st.sampled_from(["co", "uk", "1-2-3-4", "12-3-45-6",
-                                                                             "1--2-3", "a" * 26, "Äx", "x\ny", ""]))
+                                                                             "1--2-3", "a" * 26, "Äx", "x\ny", ""]),
+                  st.sampled_from(sorted(IGNORED_QUERY_SUFFIXES)).flatmap(
+                      lambda s: st.sampled_from([s, s[:-1], s + "x", "x" + s, s * 2])))
 NAMES = st.lists(st.lists(LABEL, min_size=1, max_size=6).map(".".join), max_size=20)
 
 
@@ -26,6 +28,7 @@ def _check(names: list[str], shapes: NameShapes) -> None:
             continue
         assert shapes.ip_literal[i] == name.replace(".", "").isdigit(), name
         assert shapes.valid[i] == is_valid_dns_name(name), name
+        assert shapes.ignored[i] == is_ignored_query(name), name
         first = name.split(".")[0]
         assert shapes.long_first_label[i] == (len(first) > 24 and "-" not in first), name
         cut = int(shapes.exhaustion_cut[i])

@@ -59,4 +59,5 @@ def test_generated_names_match_as_combined(parts: list[str]) -> None:
                          min_size=1, max_size=8).map("".join), max_size=20))
 def test_many_names_in_one_scan_match_as_combined(names: list[str]) -> None:
     got = WildcardMatcher(PATTERNS).search_many(names)
-    assert [None if g is None else (g[0], g[1].group(0), g[1].start()) for g in got] == [_combined(n) for n in names]
+    assert [None if (g := got.get(i)) is None else (g[0], g[1].group(0), g[1].start())
+            for i in range(len(names))] == [_combined(n) for n in names]

@@ -87,9 +87,8 @@ class DomainChecker:
                     rest[i] = False
         if self._wild is not None:
             unlisted = np.flatnonzero(rest).tolist()
-            for i, found in zip(unlisted, self._wild.search_many([shapes.names[i] for i in unlisted]), strict=True):
-                if found is not None:
-                    out[i] = self._wildcard_hit(shapes.names[i], found)
+            for j, found in self._wild.search_many([shapes.names[i] for i in unlisted]).items():
+                out[unlisted[j]] = self._wildcard_hit(shapes.names[unlisted[j]], found)
         return out
 
     def _remember_clean(self, name: str) -> None:

@@ -26,3 +26,9 @@ class FifoCache(OrderedDict[K, V], Generic[K, V]):
         if len(self) > self.size:
             self.popitem(last=False)
         return value
+
+    def put_many(self, entries: dict[K, V]) -> None:
+        """`put` of each entry, in order; one call for a batch of new keys."""
+        self.update(entries)
+        for _ in range(len(self) - self.size):
+            self.popitem(last=False)

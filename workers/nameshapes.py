@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workers.protocols.dns import IGNORED_QUERY_SUFFIXES, is_ignored_query
+
 IP_ADRESS = ".ip-adress.com"
 _FIELD = 12  # bits per character-class count packed in one uint64: five classes, names below 4096 bytes
 _NOT_PLAIN, _NOT_NUMERIC, _DIGIT, _UNDERSCORE, _DASH = (np.uint64(_FIELD * k) for k in range(5))
@@ -22,6 +24,27 @@ _CLASS_COUNTS[np.frombuffer(b"0123456789", np.uint8)] = 1 << _DIGIT
 _CLASS_COUNTS[ord(".")] = 0
 _CLASS_COUNTS[ord("_")] = 1 << _NOT_NUMERIC | 1 << _UNDERSCORE
 _CLASS_COUNTS[ord("-")] = 1 << _NOT_NUMERIC | 1 << _DASH
+_CODE_BYTES = np.arange(16)  # a last label's code covers its first 16 bytes (ignored suffixes are shorter)
+
+
+def _label_codes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 64-bit code of each label buf[start:end] of at most 16 bytes (0 for longer ones): equal
+    labels have equal codes; unequal ones rarely do, so a code match is a candidate to confirm."""
+    lengths = ends - starts
+    at = np.minimum(starts[:, None] + _CODE_BYTES, max(len(buf) - 1, 0))
+    raw = np.where(lengths[:, None] > _CODE_BYTES, np.take(buf, at) if len(buf) else 0, 0).astype(np.uint8)
+    words = np.ascontiguousarray(raw).view(np.uint64).reshape(-1, 2)
+    code = words[:, 0] * np.uint64(0x9E3779B97F4A7C15) + words[:, 1] + lengths.astype(np.uint64)
+    return np.where(lengths <= 16, code, np.uint64(0))
+
+
+def _codes_of(labels: list[str]) -> np.ndarray:
+    lengths = np.array([len(label) for label in labels], np.int64)
+    starts = np.cumsum(lengths) - lengths
+    return _label_codes(np.frombuffer("".join(labels).encode(), np.uint8), starts, starts + lengths)
+
+
+_IGNORED_CODES = _codes_of(sorted(IGNORED_QUERY_SUFFIXES))
 
 
 def _field(counts: np.ndarray, shift: np.uint64) -> np.ndarray:
@@ -37,7 +60,8 @@ class NameShapes:
     `is_valid_dns_name`, for plain names; long_first_label: the first label is over 24 characters
     without a dash (the long-domain heuristic's precondition); exhaustion_cut: for plain names,
     where the domain a query counts against for DNS exhaustion starts (0: no such domain; -1: a
-    first label of digits and three dashes, which only the rule's pattern can settle)."""
+    first label of digits and three dashes, which only the rule's pattern can settle); ignored:
+    `is_ignored_query`, for plain names."""
 
     names: list[str]
     plain: np.ndarray
@@ -46,6 +70,7 @@ class NameShapes:
     valid: np.ndarray
     long_first_label: np.ndarray
     exhaustion_cut: np.ndarray
+    ignored: np.ndarray
 
     @classmethod
     def of(cls, names: list[str], lower: bool) -> NameShapes:
@@ -90,6 +115,11 @@ class NameShapes:
         keep_three = (third_dot >= 0) & (last_dot - second_dot - 1 <= 3)  # `co.uk`: a short second-level label
         cut = np.where(second_dot >= 0, np.where(keep_three, third_dot, second_dot) + 1 - starts, 0)
         dashed = (_field(head, _DASH) == 3) & (_field(head, _NOT_NUMERIC) == 3)  # `d-d-d-d`, maybe
+        ignored = np.isin(_label_codes(buf, after_last, ends), _IGNORED_CODES)
+        if ".intranet." in text:
+            ignored |= np.fromiter((".intranet." in name for name in names), bool, n)
+        for i in np.flatnonzero(ignored).tolist():  # candidates (a code can collide): the rule settles them
+            ignored[i] = is_ignored_query(names[i])
         return cls(
             names=names,
             plain=(_field(whole, _NOT_PLAIN) == 0) & (lengths > 0) & (lengths < 1 << _FIELD),
@@ -98,10 +128,11 @@ class NameShapes:
             valid=has_dot & (after_last < ends) & (_field(sums[ends] - sums[after_last], _UNDERSCORE) == 0),
             long_first_label=(first_dot - starts > 24) & (_field(head, _DASH) == 0),
             exhaustion_cut=np.where(dashed & (cut > 0), -1, cut),
+            ignored=ignored,
         )
 
     def take(self, picks: np.ndarray) -> NameShapes:
         """The shapes of the names at positions `picks`, in that order."""
         return NameShapes([self.names[i] for i in picks.tolist()], self.plain[picks], self.special[picks],
                           self.ip_literal[picks], self.valid[picks], self.long_first_label[picks],
-                          self.exhaustion_cut[picks])
+                          self.exhaustion_cut[picks], self.ignored[picks])

@@ -365,23 +365,22 @@ class PayloadInspector:
         when the cache is smaller than the batch."""
         facts = dict.fromkeys(names, _IGNORED)
         shapes = NameShapes.of(names, lower=False)
-        valid = shapes.plain & shapes.valid
+        keep = shapes.plain & shapes.valid & ~shapes.ignored
         for i in np.flatnonzero(~shapes.plain).tolist():  # rare: the shapes do not say (too long, not ASCII)
-            valid[i] = is_valid_dns_name(names[i])
-        picks = np.flatnonzero(valid)
-        picks = picks[[not is_ignored_query(names[i]) for i in picks.tolist()]]
+            keep[i] = is_valid_dns_name(names[i]) and not is_ignored_query(names[i])
+        picks = np.flatnonzero(keep)
         shapes = shapes.take(picks)
         cuts = np.where(shapes.plain, shapes.exhaustion_cut, -1).tolist()  # -1: ask the rule
         listed: list[bool] = []  # whether a suffix of the name may be whitelisted: its parents' answer too
         queries = [names[i] for i in picks.tolist()]
         hits = self.domains.check_many(queries, valid=True, listed_out=listed, shapes=shapes)
-        for q, cut, hit, maybe_listed in zip(queries, cuts, hits, listed, strict=True):
-            exh = (q[cut:], q[: cut - 1]) if cut > 0 else exhaustion_domain(q) if cut else None
-            if exh is not None and maybe_listed and self.index.is_whitelisted_domain(exh[0]):
-                exh = None
-            facts[q] = (exh, hit is not None)
-        for q, fact in facts.items():
-            self._names.put(q, fact)
+        exhs = [(q[cut:], q[: cut - 1]) if cut > 0 else exhaustion_domain(q) if cut else None
+                for q, cut in zip(queries, cuts, strict=True)]
+        for i in (i for i, maybe in enumerate(listed) if maybe):  # few: a suffix may be whitelisted
+            if exhs[i] is not None and self.index.is_whitelisted_domain(exhs[i][0]):
+                exhs[i] = None
+        facts.update(zip(queries, zip(exhs, [hit is not None for hit in hits], strict=True), strict=True))
+        self._names.put_many(facts)
         return facts
 
     def _parse_dns(self, payload: bytes) -> DnsMessage | None:

@@ -25,10 +25,11 @@ class WildcardMatcher:
         """(pattern number, match) of the leftmost match, the earliest pattern on ties; or None."""
         return self._best(name, self.prefilter.candidates(name))
 
-    def search_many(self, names: list[str]) -> list[tuple[int, re.Match[str]] | None]:
-        """`search` of each one-line name, the prefilter in one scan for all."""
-        return [self._best(name, c) if c else None
-                for name, c in zip(names, self.prefilter.candidates_many(names), strict=True)]
+    def search_many(self, names: list[str]) -> dict[int, tuple[int, re.Match[str]]]:
+        """`search` of each one-line name, the prefilter in one scan for all: {position: result}
+        for the names that match (nearly none: a caller walks the hits, not every name)."""
+        found = {i: self._best(names[i], c) for i, c in enumerate(self.prefilter.candidates_many(names)) if c}
+        return {i: hit for i, hit in found.items() if hit is not None}
 
     def _best(self, name: str, candidates: list[int]) -> tuple[int, re.Match[str]] | None:
         best: tuple[int, re.Match[str]] | None = None
