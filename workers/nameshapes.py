@@ -24,24 +24,32 @@ _CLASS_COUNTS[np.frombuffer(b"0123456789", np.uint8)] = 1 << _DIGIT
 _CLASS_COUNTS[ord(".")] = 0
 _CLASS_COUNTS[ord("_")] = 1 << _NOT_NUMERIC | 1 << _UNDERSCORE
 _CLASS_COUNTS[ord("-")] = 1 << _NOT_NUMERIC | 1 << _DASH
-_CODE_BYTES = np.arange(16)  # a last label's code covers its first 16 bytes (ignored suffixes are shorter)
+_LOW_BYTES = np.array([(1 << 8 * k) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)  # k low bytes kept
 
 
-def _label_codes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """A 64-bit code of each label buf[start:end] of at most 16 bytes (0 for longer ones): equal
-    labels have equal codes; unequal ones rarely do, so a code match is a candidate to confirm."""
+def _label_codes(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 64-bit code of each label padded[start:end] of at most 16 bytes (0 for longer ones): equal
+    labels have equal codes; unequal ones rarely do, so a code match is a candidate to confirm.
+    `padded` ends with 16 zero bytes; its two 8-byte words at a label's start are read unaligned."""
+    words = np.ndarray((len(padded) - 7,), "<u8", padded, strides=(1,))
     lengths = ends - starts
-    at = np.minimum(starts[:, None] + _CODE_BYTES, max(len(buf) - 1, 0))
-    raw = np.where(lengths[:, None] > _CODE_BYTES, np.take(buf, at) if len(buf) else 0, 0).astype(np.uint8)
-    words = np.ascontiguousarray(raw).view(np.uint64).reshape(-1, 2)
-    code = words[:, 0] * np.uint64(0x9E3779B97F4A7C15) + words[:, 1] + lengths.astype(np.uint64)
+    low = words[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
+    high = words[starts + 8] & _LOW_BYTES[np.minimum(np.maximum(lengths - 8, 0), 8)]
+    code = low * np.uint64(0x9E3779B97F4A7C15) + high + lengths.astype(np.uint64)
     return np.where(lengths <= 16, code, np.uint64(0))
 
 
 def _codes_of(labels: list[str]) -> np.ndarray:
+    """Sorted codes of `labels` (for `_is_coded`)."""
     lengths = np.array([len(label) for label in labels], np.int64)
     starts = np.cumsum(lengths) - lengths
-    return _label_codes(np.frombuffer("".join(labels).encode(), np.uint8), starts, starts + lengths)
+    padded = np.frombuffer("".join(labels).encode() + bytes(16), np.uint8)
+    return np.unique(_label_codes(padded, starts, starts + lengths))
+
+
+def _is_coded(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
+    at = np.minimum(np.searchsorted(table, codes), len(table) - 1)
+    return table[at] == codes
 
 
 _IGNORED_CODES = _codes_of(sorted(IGNORED_QUERY_SUFFIXES))
@@ -86,7 +94,8 @@ class NameShapes:
                 text = "\n".join(name.split(":", 1)[0] for name in text.split("\n"))
             names = text.split("\n") if names else []
         n = len(names)
-        buf = np.frombuffer(text.encode(), np.uint8)
+        encoded = text.encode()
+        buf = np.frombuffer(encoded, np.uint8)
         lengths = np.fromiter(map(len, names), np.int64, n)
         starts = np.cumsum(lengths + 1) - lengths - 1  # the line breaks between names count
         ends = starts + lengths
@@ -115,7 +124,8 @@ class NameShapes:
         keep_three = (third_dot >= 0) & (last_dot - second_dot - 1 <= 3)  # `co.uk`: a short second-level label
         cut = np.where(second_dot >= 0, np.where(keep_three, third_dot, second_dot) + 1 - starts, 0)
         dashed = (_field(head, _DASH) == 3) & (_field(head, _NOT_NUMERIC) == 3)  # `d-d-d-d`, maybe
-        ignored = np.isin(_label_codes(buf, after_last, ends), _IGNORED_CODES)
+        padded = np.frombuffer(encoded + bytes(16), np.uint8)
+        ignored = _is_coded(_label_codes(padded, after_last, ends), _IGNORED_CODES)
         if ".intranet." in text:
             ignored |= np.fromiter((".intranet." in name for name in names), bool, n)
         for i in np.flatnonzero(ignored).tolist():  # candidates (a code can collide): the rule settles them
