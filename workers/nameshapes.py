@@ -24,6 +24,7 @@ _CLASS_COUNTS[np.frombuffer(b"0123456789", np.uint8)] = 1 << _DIGIT
 _CLASS_COUNTS[ord(".")] = 0
 _CLASS_COUNTS[ord("_")] = 1 << _NOT_NUMERIC | 1 << _UNDERSCORE
 _CLASS_COUNTS[ord("-")] = 1 << _NOT_NUMERIC | 1 << _DASH
+_TRUE = np.ones(1, bool)
 _LOW_BYTES = np.array([(1 << 8 * k) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)  # k low bytes kept
 
 
@@ -106,7 +107,7 @@ class NameShapes:
         first_dot, last_dot, second_dot, third_dot = ends.copy(), np.full(n, -1), np.full(n, -1), np.full(n, -1)
         if dots.size:
             changes = owner[1:] != owner[:-1]
-            first, last = np.r_[True, changes], np.r_[changes, True]  # a name's first and last dots
+            first, last = np.concatenate((_TRUE, changes)), np.concatenate((changes, _TRUE))  # its first, last dots
             first_dot[owner[first]] = dots[first]
             at_last = np.flatnonzero(last)
             last_dot[owner[at_last]] = dots[at_last]
