@@ -39,12 +39,12 @@ def _server_name(data: bytes, pos: int, end: int) -> str | None:
     """First host_name of a server_name extension body data[pos:end] (RFC 6066 3)."""
     if pos + 2 > end:
         return None
-    list_end = pos + 2 + _u16(data, pos)
+    list_end = pos + 2 + (data[pos] << 8 | data[pos + 1])
     if list_end > end:
         return None
     pos += 2
     while pos + 3 <= list_end:
-        name_type, size = data[pos], _u16(data, pos + 1)
+        name_type, size = data[pos], data[pos + 1] << 8 | data[pos + 2]
         pos += 3
         if pos + size > list_end:
             return None
@@ -58,31 +58,31 @@ def handshake_sni(message: bytes | memoryview) -> str | None:
     """SNI of a ClientHello handshake message (type, 24-bit length, body) that may be cut short.
 
     Shared by TLS over TCP (the first record's body) and QUIC (the reassembled CRYPTO stream). A cut
-    message still yields its SNI when the server_name extension itself was captured whole.
+    message still yields its SNI when the server_name extension itself was captured whole. Lengths
+    are read inline: a helper call per field cost more than the rest of the walk.
     """
-    data = bytes(message)
+    data = message if type(message) is bytes else bytes(message)
     avail = len(data)
-    if avail < 4 or data[0] != CLIENT_HELLO:
+    if avail < 39 or data[0] != CLIENT_HELLO or data[38] > 32:
         return None
-    end = 4 + _u24(data, 1)  # declared end: fields must fit in it; `avail` says what was captured
-    pos = 4 + 2 + 32  # legacy_version, random
-    if pos + 1 > avail or data[pos] > 32:
-        return None
-    pos += 1 + data[pos]  # session id
+    end = 4 + (data[1] << 16 | data[2] << 8 | data[3])  # declared end: fields must fit in it; `avail`: captured
+    pos = 4 + 2 + 32 + 1 + data[38]  # legacy_version, random, session id
     if pos + 2 > avail:
         return None
-    pos += 2 + _u16(data, pos)  # cipher suites
+    pos += 2 + (data[pos] << 8 | data[pos + 1])  # cipher suites
     if pos + 1 > avail:
         return None
     pos += 1 + data[pos]  # compression methods
-    if pos + 2 > min(avail, end):
+    stop = min(avail, end)
+    if pos + 2 > stop:
         return None
-    ext_end = pos + 2 + _u16(data, pos)
+    ext_end = pos + 2 + (data[pos] << 8 | data[pos + 1])
     if ext_end > end:
         return None
     pos += 2
-    while pos + 4 <= min(avail, ext_end):
-        ext_type, size = _u16(data, pos), _u16(data, pos + 2)
+    stop = min(avail, ext_end)
+    while pos + 4 <= stop:
+        ext_type, size = data[pos] << 8 | data[pos + 1], data[pos + 2] << 8 | data[pos + 3]
         pos += 4
         if pos + size > ext_end:
             return None
@@ -94,13 +94,12 @@ def handshake_sni(message: bytes | memoryview) -> str | None:
 
 def client_hello_sni(payload: bytes | memoryview) -> str | None:
     """SNI of a TCP payload that starts with a TLS handshake record carrying a ClientHello."""
-    data = bytes(payload[: 5 + MAX_RECORD])
-    if len(data) < 9 or data[0] != HANDSHAKE or data[1] != 3:
+    if len(payload) < 9 or payload[0] != HANDSHAKE or payload[1] != 3:
         return None
-    size = _u16(data, 3)
+    size = payload[3] << 8 | payload[4]
     if size > MAX_RECORD:
         return None
-    return handshake_sni(data[5 : 5 + size])
+    return handshake_sni(bytes(payload[5 : 5 + size]))
 
 
 def server_certificate_sha1(payload: bytes | memoryview) -> str | None:
