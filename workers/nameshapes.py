@@ -45,7 +45,7 @@ def _codes_of(labels: list[str]) -> np.ndarray:
     lengths = np.array([len(label) for label in labels], np.int64)
     starts = np.cumsum(lengths) - lengths
     padded = np.frombuffer("".join(labels).encode() + bytes(16), np.uint8)
-    return np.unique(_label_codes(padded, starts, starts + lengths))
+    return np.sort(_label_codes(padded, starts, starts + lengths))
 
 
 def _is_coded(codes: np.ndarray, table: np.ndarray) -> np.ndarray:

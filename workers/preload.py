@@ -4,24 +4,7 @@ Everything a worker or the aggregator needs is imported here, and so is everythi
 `maltrail` command imports at its start (each child re-runs the parent's main module to resolve
 its target); not the sensor's own modules, which no child runs: the server is on the sensor's
 start-up path, and each module here delays the first process start.
-Then `http_rules.prepare()
-# `python -m engine.cli` makes each child run the main module again as `__mp_main__`, while this
-# preload has already imported it as `engine.cli`: runpy warns about that, harmlessly, in every child.
-warnings.filterwarnings("ignore", message="'engine.cli' found in sys.modules", category=RuntimeWarning)
-
-http_rules.prepare()  # the pattern prefilters: loaded once here, not in every worker
-# `python -m engine.cli` makes each child run the main module again as `__mp_main__`, while this
-# preload has already imported it as `engine.cli`: runpy warns about that, harmlessly, in every child.
-warnings.filterwarnings("ignore", message="'engine.cli' found in sys.modules", category=RuntimeWarning)
-
-http_rules.prepare()  # the pattern prefilters: loaded once here, inherited by every worker
-# `python -m engine.cli` makes each child run the main module again as `__mp_main__`, while this
-# preload has already imported it as `engine.cli`: runpy warns about that, harmlessly, in every child.
-warnings.filterwarnings("ignore", message="'engine.cli' found in sys.modules", category=RuntimeWarning)
-
-http_rules.prepare()  # the pattern prefilters: loaded once here, inherited by every worker
-signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked while the server started; still ignored
-gc.freeze()` moves these objects out of the collector's reach: otherwise the first
+Then `gc.freeze()` moves these objects out of the collector's reach: otherwise the first
 collection in each child writes to every object header and copies the whole inherited heap,
 one private copy per worker.
 
