@@ -744,7 +744,7 @@ class _Unique:
         udp = udp6 if v6 else udp4
         dcid, scid = rng.randbytes(8), rng.randbytes(8)
         answer = b"\xc1\x00\x00\x00\x01\x08" + scid + b"\x08" + dcid + b"\x00" + rng.randbytes(1200)
-        return [(udp(client, server, port, 443, quic_initial(self._name(), dcid=dcid)), 0),
+        return [(udp(client, server, port, 443, quic_initial(self._name(), dcid=dcid, scid=scid)), 0),
                 (udp(server, client, 443, port, answer), 1)]
 
     def _syn(self, v6: bool) -> list[_Packet]:

@@ -16,8 +16,12 @@ from engine.index.mapped import TrailIndex
 from engine.pcapio import PcapWriter
 from engine.quicstreams import MAX_CHUNKS, MAX_CONNECTIONS, MAX_STREAM_BYTES, QuicStreams
 from engine.sensor import run_sensor
+from workers import payload as payload_module
+from workers.batch import parse_batch
+from workers.match import IpMatcher
 from workers.payload import DetectionSettings, PayloadInspector
 from workers.protocols.quic import MAX_COALESCED, MAX_FRAMES, QUIC_V1, QUIC_V2, initial_crypto, initial_sni
+from workers.worker import batch_items
 
 TRAILS = "split-evil.example,malware (test),(static)\nsplit-evil2.example,malware (test),(static)\n"
 T0 = 1_700_000_000.0
@@ -142,6 +146,28 @@ def test_whole_client_hello_keeps_the_fast_path(index: Path) -> None:
     h, cut = _hello("split-evil.example")
     scid, chunks = initial_crypto(_initial(t.quic_crypto(0, h[:cut]), QUIC_V1))
     assert scid == SCID and chunks == [(0, h[:cut])]
+
+
+def test_server_initial_to_a_client_read_here_is_not_decrypted(index: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's Initial carries the client's SCID as DCID and is protected with the server's
+    keys: a worker that read the client's Initial skips it (no key derivation). Shown with a
+    reverse-direction packet that would decrypt under its DCID's client keys: skipped as a reply to
+    the client seen, read when it answers no client this worker saw."""
+    calls: list[bytes] = []
+    real = payload_module.initial_crypto
+    monkeypatch.setattr(payload_module, "initial_crypto", lambda data: calls.append(bytes(data)) or real(data))
+    inspector = PayloadInspector(TrailIndex(index), DetectionSettings())
+    client = _initial(t.quic_crypto(0, t.quic_client_hello("split-evil.example")), QUIC_V1)
+    reply = _initial(t.quic_crypto(0, t.quic_client_hello("split-evil2.example")), QUIC_V1, dcid=SCID)
+    frames = [t.ethernet(t.udp4(CLIENT, SERVER, 50500, 443, client)),
+              t.ethernet(t.udp4(SERVER, CLIENT, 443, 50500, reply)),
+              t.ethernet(t.udp4(SERVER, CLIENT, 443, 50999, reply))]  # to a port whose Initial was not seen
+    meta, data = t.frames_batch(frames)
+    items = batch_items(parse_batch(meta, data, 1), data, IpMatcher(inspector.index), inspector)
+    reported = [(row, payload[0][8]) for row, kind, payload in items if kind == "event"]
+    assert reported == [(0, "split-evil.example"), (2, "split-evil2.example")]
+    assert calls == [client, reply]
 
 
 def _streams() -> tuple[QuicStreams, list[str]]:

@@ -43,6 +43,7 @@ OBS_WEB = "web"  # detail: first path segment, host, path
 OBS_QUIC = "quic"  # detail: client SCID, CRYPTO chunks ((offset, bytes), ...) of a ClientHello cut over datagrams
 QUERY_CACHE_SIZE = 20_000
 REQUEST_CACHE_SIZE = 4096  # request plans kept per worker (FIFO)
+QUIC_REPLY_CACHE_SIZE = 4096  # (server, client, client SCID) of the QUIC clients whose Initial a worker read
 PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
 _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 
@@ -108,6 +109,7 @@ class PayloadInspector:
         self._nx_names: FifoCache[str, bool] = FifoCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
         self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
+        self._quic_replies: FifoCache[tuple, None] = FifoCache(QUIC_REPLY_CACHE_SIZE)  # `_quic`
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
     def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
@@ -196,10 +198,18 @@ class PayloadInspector:
     def _quic(self, c: _Packet, payload: bytes, names: list[tuple[_Packet, str]]) -> None:
         """A datagram whose own Initials give the SNI is checked here; the CRYPTO chunks of one that
         holds only part of a ClientHello go to the aggregator, which sees every datagram of the
-        connection in capture order whatever worker handled them."""
+        connection in capture order whatever worker handled them.
+
+        The server's Initial back to a client whose Initial this worker read is skipped (its DCID is
+        the client's SCID): the server protects it with its own keys, so the client keys derived
+        from its DCID only fail to decrypt it, after a key derivation and two cipher contexts that
+        are half the QUIC work of a link."""
+        if (c.raw_src, c.sport, c.raw_dst, c.dport, payload[6 : 6 + payload[5]]) in self._quic_replies:
+            return
         scid, chunks = initial_crypto(payload)
         if not chunks:
             return
+        self._quic_replies.put((c.raw_dst, c.dport, c.raw_src, c.sport, scid), None)
         stream = crypto_stream(chunks)
         sni = handshake_sni(stream) if stream else None
         if sni:
@@ -686,6 +696,10 @@ class _Packet:
     def raw_dst(self) -> Addr:
         """The destination as it came (a cache key that costs no formatting)."""
         return self._dst
+
+    @property
+    def raw_src(self) -> Addr:
+        return self._src
 
     def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
         ev: Event = (self.sec, self.usec, self.src, self.sport, self.dst, self.dport, self.proto, etype, trail,
