@@ -204,12 +204,12 @@ class PayloadInspector:
         the client's SCID): the server protects it with its own keys, so the client keys derived
         from its DCID only fail to decrypt it, after a key derivation and two cipher contexts that
         are half the QUIC work of a link."""
-        if (c.raw_src, c.sport, c.raw_dst, c.dport, payload[6 : 6 + payload[5]]) in self._quic_replies:
+        if (c._src, c.sport, c._dst, c.dport, payload[6 : 6 + payload[5]]) in self._quic_replies:
             return
         scid, chunks = initial_crypto(payload)
         if not chunks:
             return
-        self._quic_replies.put((c.raw_dst, c.dport, c.raw_src, c.sport, scid), None)
+        self._quic_replies.put((c._dst, c.dport, c._src, c.sport, scid), None)
         stream = crypto_stream(chunks)
         sni = handshake_sni(stream) if stream else None
         if sni:
@@ -696,10 +696,6 @@ class _Packet:
     def raw_dst(self) -> Addr:
         """The destination as it came (a cache key that costs no formatting)."""
         return self._dst
-
-    @property
-    def raw_src(self) -> Addr:
-        return self._src
 
     def event(self, etype: str, trail: str, info: str, reference: str, tag: tuple = ()) -> None:
         ev: Event = (self.sec, self.usec, self.src, self.sport, self.dst, self.dport, self.proto, etype, trail,
