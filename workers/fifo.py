@@ -1,4 +1,4 @@
-"""A bounded cache that forgets its oldest entry first.
+"""Bounded caches: one that forgets its oldest entry first, one that forgets its older half at once.
 
 Evicting from the front of a plain dict (`d.pop(next(iter(d)))`) walks over every slot emptied by
 earlier evictions until the dict next compacts: about 8 µs an eviction at 20,000 entries, paid by
@@ -27,8 +27,36 @@ class FifoCache(OrderedDict[K, V], Generic[K, V]):
             self.popitem(last=False)
         return value
 
+
+class GenerationCache(Generic[K, V]):
+    """About `size` entries (at most `size` plus one batch) in two plain dicts: new ones go into the
+    young dict, which becomes the old one when it holds half the bound (the previous old one is
+    dropped). For caches filled a
+    batch at a time with keys that are mostly new (DNS names on a real link): a FifoCache's linked
+    list cost 0.3 µs per new key, a dict update a tenth of that. Values must not be None."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._young: dict[K, V] = {}
+        self._old: dict[K, V] = {}
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+    def get_many(self, keys: list[K]) -> dict[K, V | None]:
+        """{key: value or None} for each key."""
+        young, old = self._young, self._old
+        return {k: young[k] if k in young else old.get(k) for k in keys}
+
+    def put(self, key: K, value: V) -> V:
+        self._young[key] = value
+        self._age()
+        return value
+
     def put_many(self, entries: dict[K, V]) -> None:
-        """`put` of each entry, in order; one call for a batch of new keys."""
-        self.update(entries)
-        for _ in range(len(self) - self.size):
-            self.popitem(last=False)
+        self._young.update(entries)
+        self._age()
+
+    def _age(self) -> None:
+        if len(self._young) >= self.size // 2:
+            self._old, self._young = self._young, {}

@@ -20,7 +20,7 @@ from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
-from workers.fifo import FifoCache
+from workers.fifo import FifoCache, GenerationCache
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
 from workers.nameshapes import NameShapes
@@ -105,8 +105,8 @@ class PayloadInspector:
         self.settings = settings
         self.domains = DomainChecker(index, long_domain=settings.use_heuristics and settings.long_domain)
         self._queries: FifoCache[bytes, DnsMessage | None] = FifoCache(QUERY_CACHE_SIZE)
-        self._names: FifoCache[str, tuple] = FifoCache(QUERY_CACHE_SIZE)
-        self._nx_names: FifoCache[str, bool] = FifoCache(QUERY_CACHE_SIZE)
+        self._names: GenerationCache[str, tuple] = GenerationCache(QUERY_CACHE_SIZE)
+        self._nx_names: GenerationCache[str, bool] = GenerationCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
         self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
         self._quic_replies: FifoCache[tuple, None] = FifoCache(QUIC_REPLY_CACHE_SIZE)  # `_quic`
@@ -307,7 +307,7 @@ class PayloadInspector:
             r = fast[nx]
             src, dst = row_addresses(p, r)
             names = [b.names[i] for i in nx.tolist()]
-            counts = {q: self._nx_names.get(q) for q in names}  # before new names evict any
+            counts = self._nx_names.get_many(names)  # before new names evict any
             counts.update(self._nx_counted_many([q for q, counted in counts.items() if counted is None]))
             for row, name, sec, usec, s, sport, d, dport in zip(
                     r.tolist(), names, p.sec[r].tolist(), p.usec[r].tolist(), src,
@@ -328,7 +328,7 @@ class PayloadInspector:
         listed = ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0)).tolist()
         plain = ((qtype != 12) & (qclass == 1)).tolist()
         src, dst = row_addresses(p, rows)
-        facts_of = {q: self._names.get(q) for q in names}  # before new names evict any
+        facts_of = self._names.get_many(names)  # before new names evict any
         facts_of.update(self._names_facts([q for q, facts in facts_of.items() if facts is None]))
         columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
                       p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)

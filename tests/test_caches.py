@@ -1,0 +1,45 @@
+"""The workers' bounded caches: what they hold after any sequence of puts, and their bounds."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workers.fifo import FifoCache, GenerationCache
+
+BATCHES = st.lists(st.lists(st.integers(0, 60), max_size=12), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(BATCHES, st.integers(1, 40))
+def test_generation_cache_answers_what_was_put_last_and_stays_bounded(batches: list[list[int]], size: int) -> None:
+    cache: GenerationCache[int, int] = GenerationCache(size)
+    latest: dict[int, int] = {}
+    largest = 0
+    for n, batch in enumerate(batches):
+        entries = {k: n * 100 + k for k in batch}
+        cache.put_many(entries)
+        latest.update(entries)
+        largest = max(largest, len(entries))
+        assert len(cache) <= size + largest
+        got = cache.get_many(list(latest))
+        assert all(v is None or v == latest[k] for k, v in got.items())  # forgotten or current, never stale
+        assert all(got[k] == v for k, v in entries.items()) or size < 2 * len(entries)  # a batch is kept whole
+    assert cache.get_many([1000]) == {1000: None}
+
+
+def test_generation_cache_drops_the_older_half_at_once() -> None:
+    cache: GenerationCache[int, str] = GenerationCache(4)
+    cache.put(1, "a")
+    cache.put(2, "b")  # the young half is full: it becomes the old one
+    cache.put(3, "c")
+    assert cache.get_many([1, 2, 3]) == {1: "a", 2: "b", 3: "c"}
+    cache.put(4, "d")  # ages again: 1 and 2 go together
+    assert cache.get_many([1, 2, 3, 4]) == {1: None, 2: None, 3: "c", 4: "d"}
+
+
+def test_fifo_cache_forgets_its_oldest_entry() -> None:
+    cache: FifoCache[int, int] = FifoCache(2)
+    for k in (1, 2, 3):
+        cache.put(k, k)
+    assert list(cache) == [2, 3]
