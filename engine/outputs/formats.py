@@ -14,12 +14,12 @@ import json
 import socket
 import struct
 import time
-from importlib.metadata import version
 from string import Template
 from typing import Any
 
 from engine.eventlog import Event, format_event
 from engine.severity import HIGH, LOW, MEDIUM, NAMES
+from engine.version import package_version
 
 # CEF severity is 0..10 (ArcSight: 0-3 low, 4-6 medium, 7-8 high, 9-10 very high).
 CEF_SEVERITY = {LOW: 3, MEDIUM: 5, HIGH: 8}
@@ -31,7 +31,6 @@ ECS_SEVERITY = {LOW: 21, MEDIUM: 47, HIGH: 73}
 INDICATOR_TYPES = {"DNS": "domain-name", "HTTP": "domain-name", "URL": "url", "PATH": "url", "UA": "software",
                    "PORT": "port", "CERT": "x509-certificate"}
 PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "SCTP": 132}
-VERSION = version("maltrail-ng")
 
 
 def _packed(text: str) -> bytes | None:
@@ -105,7 +104,7 @@ def cef_message(event: Event, sensor: str, level: int) -> str:
     ext += [("proto", proto), ("cat", kind), ("msg", info), ("cs1Label", "trail"), ("cs1", trail),
             ("cs2Label", "reference"), ("cs2", reference), ("dvchost", sensor)]
     extension = " ".join(f"{k}={_cef_value(str(v))}" for k, v in ext)
-    header = "|".join(_cef_header(x) for x in ("Maltrail", "maltrail-ng", VERSION, f"maltrail:{kind}", info,
+    header = "|".join(_cef_header(x) for x in ("Maltrail", "maltrail-ng", package_version(), f"maltrail:{kind}", info,
                                                  str(CEF_SEVERITY[level])))
     return f"CEF:0|{header}|{extension}"
 
@@ -158,7 +157,7 @@ def ecs_document(event: Event, sensor: str, level: int, line: str = "") -> dict[
         "network": network,
         "threat": {"indicator": indicator},
         "rule": {"name": info, "category": kind, "reference": reference},
-        "observer": {"name": sensor, "type": "ids", "vendor": "maltrail-ng", "version": VERSION},
+        "observer": {"name": sensor, "type": "ids", "vendor": "maltrail-ng", "version": package_version()},
         "log": {"level": NAMES[level]},
         "message": line or format_event(event, sensor).rstrip("\n"),
     }

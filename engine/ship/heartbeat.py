@@ -5,25 +5,18 @@ Output counters are copied generically: whatever the status file carries under `
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from engine.livestats import StatusError, drop_counts, read_status, sensor_state
-
-
-def version() -> str:
-    try:
-        return metadata.version("maltrail-ng")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+from engine.version import package_version
 
 
 def heartbeat(sensor: str, status_path: Path, ship: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The heartbeat message: sensor state, index generation and age, packets/s, drops, workers,
     output health and the shipper's own state (backlog, trail feed)."""
     now = time.time() if now is None else now
-    out: dict[str, Any] = {"sensor": sensor, "version": version(), "time": now, "ship": ship}
+    out: dict[str, Any] = {"sensor": sensor, "version": package_version(), "time": now, "ship": ship}
     try:
         status = read_status(status_path)
     except StatusError as exc:

@@ -24,19 +24,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from importlib import metadata
+
+from engine.version import package_version
 
 DEFAULT_MAX_BYTES = 64 << 20
 
 
-def _version() -> str:
-    try:
-        return metadata.version("maltrail-ng")
-    except metadata.PackageNotFoundError:
-        return "dev"
-
-
-USER_AGENT = f"maltrail-ng/{_version()} (trail updater; Maltrail-compatible sensor)"
+USER_AGENT = f"maltrail-ng/{package_version()} (trail updater; Maltrail-compatible sensor)"
 
 _CHUNK = 1 << 16
 _GZIP_MAGIC = b"\x1f\x8b"
