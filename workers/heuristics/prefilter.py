@@ -47,7 +47,7 @@ _FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k
 _NEEDS_FOLD = re.compile("[\u0130\u0131\u017f\u212a\x1c-\x1f]")
 _BOUNDED = re.compile(r"(?<!\\)\{(\d*),\d+\}")
 _PCRE_READS_OTHERWISE = re.compile(r"\[:\^?[a-z]+:\]|[^\x00-\x7f]")
-_TEXT_ANCHOR = re.compile(r"\\[AZ]")  # anchors at the text's ends, which a joined scan does not have
+_ESCAPE = re.compile(r"\\(.)", re.S)
 _GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _POSSESSIVE = re.compile(r"(?<!\\)([+*}?])\+")
 
@@ -81,8 +81,8 @@ class PatternSet:
 
     With `lines`, `candidates_many(texts)` answers for many one-line texts (DNS names) in one scan
     of the texts joined by newlines: the database then reports every match end, not one per
-    pattern, and `^`/`$` match at line ends; patterns anchored with `\\A` or `\\Z` are candidates
-    for every text. A match that crosses a newline only adds a candidate, and a flood of reports
+    pattern, and `^`/`$` match at line ends, as do `\\A` and `\\Z` (compiled as `^` and `$`: a
+    text's ends are line ends there). A match that crosses a newline only adds a candidate, and a flood of reports
     (a pattern the prefilter had to widen to almost anything) falls back to one scan per text."""
 
     def __init__(self, name: str, patterns: Sequence[str], flags: int, lines: bool = False) -> None:
@@ -162,7 +162,7 @@ class PatternSet:
 
     # ---- building --------------------------------------------------------------------------
     def _key(self) -> str:
-        digest = hashlib.sha256(f"{hyperscan.__version__}\0{self._flags}\0{self._lines}\0".encode())
+        digest = hashlib.sha256(f"{hyperscan.__version__}\0{self._flags}\0{self._lines and 'line-anchors'}\0".encode())
         for pattern in self._patterns:
             digest.update(pattern.encode("utf-8", "surrogatepass") + b"\0")
         return digest.hexdigest()[:32]
@@ -184,10 +184,9 @@ class PatternSet:
         return True
 
     def _build(self) -> None:
-        odd = {i for i, pattern in enumerate(self._patterns)
-               if _PCRE_READS_OTHERWISE.search(pattern) or (self._lines and _TEXT_ANCHOR.search(pattern))}
-        members = [(i, _widened(m)) for i, pattern in enumerate(self._patterns) if i not in odd
-                   for m in _alternatives(pattern)]
+        odd = {i for i, pattern in enumerate(self._patterns) if _PCRE_READS_OTHERWISE.search(pattern)}
+        members = [(i, _widened(_line_anchored(m) if self._lines else m)) for i, pattern in enumerate(self._patterns)
+                   if i not in odd for m in _alternatives(pattern)]
         self._always = sorted(odd)
         try:
             db = _compile(members, self._flags)
@@ -241,6 +240,12 @@ def _alternatives(pattern: str) -> list[str]:
         i += 1
     out.append(pattern[start:])
     return out
+
+
+def _line_anchored(expression: str) -> str:
+    """The text anchors `\\A` and `\\Z` as line anchors, which a joined scan of one-line texts
+    has at every text's ends (and nowhere a text's own anchors would not match)."""
+    return _ESCAPE.sub(lambda m: {"A": "^", "Z": "$"}.get(m.group(1), m.group(0)), expression)
 
 
 def _compile(members: list[tuple[int, str]], flags: int) -> hyperscan.Database | None:
