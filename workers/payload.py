@@ -9,6 +9,7 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
+from operator import itemgetter
 from urllib.parse import unquote
 
 import numpy as np
@@ -17,7 +18,7 @@ from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
-from workers import dnsbatch
+from workers import dnsbatch, httpbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache
@@ -128,6 +129,7 @@ class PayloadInspector:
                       p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
                       p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
         names: list[tuple[_Packet, str]] = []  # SNIs, checked together after the loop
+        requests: list[tuple[_Packet, HttpRequest]] = []  # lone requests, likewise
         for row, off, n, s, d, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
             ctx = _Packet(row, sec, usec, s, sport, d, dport, "TCP" if proto == PROTO_TCP else "UDP", out, de, se, dpe)
@@ -146,8 +148,11 @@ class PayloadInspector:
                 else:
                     self._certificate(ctx, server_certificate_sha1(payload))
             else:
-                self._http(ctx, payload)
+                self._http(ctx, payload, requests)
         self._names_in_bulk(names)
+        if requests:
+            self._requests_in_bulk(requests)
+            out.sort(key=itemgetter(0))  # a row's items stay together, in the order the row alone gives
         return out
 
     def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -404,7 +409,9 @@ class PayloadInspector:
             self._entry_event(c, "IP", c.src, c.src_entry)
 
     # ---- HTTP (spec 2.6) --------------------------------------------------------------------
-    def _http(self, c: _Packet, payload: bytes) -> None:
+    def _http(self, c: _Packet, payload: bytes, requests: list[tuple[_Packet, HttpRequest]]) -> None:
+        """A response, or the requests of a segment; a lone request (the usual case) joins `requests`,
+        which are checked together after the batch's loop."""
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
             return
@@ -413,7 +420,7 @@ class PayloadInspector:
             return
         pieces = split_requests(payload) if req.body else ()  # no body, nothing pipelined: the usual case
         if len(pieces) < 2:
-            self._http_request(c, req)
+            requests.append((c, req))
             return
         for n, piece in enumerate(pieces):
             req = parse_http_request(piece)
@@ -424,10 +431,35 @@ class PayloadInspector:
             self._http_request(c, req)
 
     def _http_request(self, c: _Packet, req: HttpRequest) -> None:
-        """One request's checks: run on the packet the first time a request is seen, recorded into
-        a plan the second time, and replayed from the plan after that. Most requests on a real
-        link are seen once, and recording a plan for them was wasted work."""
+        """One request's checks (`_replayed`, else on the packet)."""
         fwd = forwarded_for(req.text) if self.settings.use_heuristics else None
+        if not self._replayed(c, req, fwd):
+            self._request_plan(c, req, fwd)
+
+    def _requests_in_bulk(self, requests: list[tuple[_Packet, HttpRequest]]) -> None:
+        """A batch's lone requests: those seen before replayed, the new ones settled together
+        (`httpbatch.settle`) when their checks certainly report nothing but the web observation,
+        the rest checked on their packets."""
+        heur = self.settings.use_heuristics
+        fresh = []
+        for c, req in requests:
+            fwd = forwarded_for(req.text) if heur else None
+            if not self._replayed(c, req, fwd):
+                fresh.append((c, req, fwd))
+        settled = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
+                                   [c.dst_entry for c, _, _ in fresh])
+        observe = heur and self.settings.web_scanning
+        for (c, req, fwd), spelled in zip(fresh, settled, strict=True):
+            if spelled is None:
+                self._request_plan(c, req, fwd)
+            elif observe:
+                _web_observation(c, *spelled)
+
+    def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
+        """Replay a request's plan onto the packet: recorded the second time a request is seen, and
+        replayed after that. False the first time (the caller checks it on the packet, which then
+        knows whether its destination is private): most requests on a real link are seen once,
+        and recording a plan for them was wasted work."""
         key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.dport, c.dst_entry,
                _private_addr(c.raw_dst))
         plan = self._requests.get(key)
@@ -436,12 +468,11 @@ class PayloadInspector:
         if plan is None:
             keep = len(req.path) + len(req.body) + len(req.host or "") + len(req.user_agent or "") <= PLAN_KEY_CHARS
             seen = hash(key)
-            if not keep or self._once.pop(seen, True):  # first sighting: checked on the packet itself
+            if not keep or self._once.pop(seen, True):  # first sighting
                 if keep:
                     self._once.put(seen, False)
                 c.private_dst = key[-1]
-                self._request_plan(c, req, fwd)
-                return
+                return False
             plan = _Plan(c, key[-1])
             self._request_plan(plan, req, fwd)
             plan.packet = None
@@ -453,6 +484,7 @@ class PayloadInspector:
                 c.observe(*action)
             else:
                 c.event(*action)
+        return True
 
     def _keep_plan(self, key: tuple, plan: _Plan, dst: Addr) -> None:
         """A plan that spelled the destination out is kept for that destination only. Whether it
@@ -495,8 +527,7 @@ class PayloadInspector:
         url = host + path
         if heur and path.startswith("/"):
             if st.web_scanning:
-                segment = path.split("/", 2)[1] if path.count("/") >= 1 else ""
-                c.observe(OBS_WEB, (segment.split("?", 1)[0], host, path))
+                _web_observation(c, host, path)
         elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
             target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
             if not ix.is_whitelisted_domain(target):
@@ -552,8 +583,7 @@ class PayloadInspector:
         first that is a trail is reported. The prefilter bits of all keys are tested first."""
         ix = self.index
         path = path.replace("//", "/")
-        keys = [key for cand in _url_candidates(path, post) for key in (cand, host + cand)]
-        keys.append(host + "/")
+        keys = httpbatch.url_keys(host, path, post)
         for i in ix.string_maybe_positions(keys):
             key = keys[i]
             e = ix.lookup_string(key)
@@ -597,39 +627,9 @@ def _is_rce(text: str) -> bool:
     return any(name == "potential remote code execution" and rx.search(text) for name, rx in _RCE)
 
 
-def _url_candidates(path: str, post: str) -> list[str]:
-    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
-    checks = [path.rstrip("/")]
-    if "?" in path:
-        checks.append(path.split("?", 1)[0].rstrip("/"))
-    if "=" in path:
-        checks.append(path[: path.index("=") + 1])
-        reduced = _without_values(path)
-        if reduced not in checks:
-            checks.append(reduced)
-            if reduced.count("/") > 1:
-                checks.append("/" + reduced.rsplit("/", 1)[-1])
-    elif post:
-        checks.append(f"{path}?{unquote(post).lower()}")
-    if checks[-1].count("/") > 1:
-        checks.append(checks[-1][: checks[-1].rfind("/")])
-        checks.append(checks[0].split("?", 1)[0].rsplit("/", 1)[-1])
-    return [x for x in checks if x]
-
-
-def _without_values(path: str) -> str:
-    """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
-    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)` in string operations (the template
-    substitution cost several microseconds a request). Pieces between `&` are independent; in the
-    first, parameters start after its first `?`."""
-    pieces = path.split("&")
-    for i, piece in enumerate(pieces):
-        start = piece.find("?") + 1 if i == 0 else 0
-        if start or i:
-            eq = piece.find("=", start)
-            if eq >= 0:
-                pieces[i] = piece[: eq + 1]
-    return "&".join(pieces)
+def _web_observation(c: _Packet | _Plan, host: str, path: str) -> None:
+    """The web-scan observation of a request whose (lowercase) path starts with `/`."""
+    c.observe(OBS_WEB, (path.split("/", 2)[1].split("?", 1)[0], host, path))
 
 
 def _bracket(url: str, hit: str) -> str:

@@ -136,6 +136,10 @@ _DATA_LEAKAGE = "potential data leakage"
 _CATEGORIES = PatternSet("attack-categories", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES]
                          + [re.escape(part) for part in _WHITELISTED_PARTS], _FLAGS)
 
+# The attack categories alone, for many request texts in one scan (`categories_absent`).
+_CATEGORY_LINES = PatternSet("attack-categories-lines", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES], _FLAGS,
+                             lines=True)
+
 # Sinkhole operators mark their servers in a header or say so on the page; the match is the trail.
 SINKHOLE_RESPONSE_RE = re.compile(
     r"^x-sinkhole:[^\r\n]*"
@@ -218,6 +222,7 @@ class _UaMatcher:
         self._whitelist = whitelist
         self._sources = patterns
         self.prefilter = PatternSet("user-agents", [whitelist.pattern, *patterns], re.I)
+        self.lines = PatternSet("user-agents-lines", [whitelist.pattern, *patterns], re.I, lines=True)  # batches
         self._compiled: dict[int, re.Pattern[str]] = {}
 
     def search(self, ua: str) -> tuple[int, int] | None:
@@ -240,12 +245,45 @@ class _UaMatcher:
 
 
 _UA = _UaMatcher(_UA_WHITELIST, _ua_patterns(data_file("ua.txt").read_text(encoding="utf-8")))
+# A piece that `direct_download` or `suspicious_path` needs in a lowercase path: an extension, a canary word.
+_FILE_PIECES = re.compile("|".join(re.escape(piece) for piece in sorted(_DOWNLOAD_EXTENSIONS)) + r"|inexistent"
+                          r"|defaultwebpage\.cgi")
 
 
 def prepare() -> None:
     """Load (or compile) the pattern prefilters now: the fork server does, and workers inherit them."""
     _CATEGORIES.prepare()
+    _CATEGORY_LINES.prepare()
     _UA.prefilter.prepare()
+    _UA.lines.prepare()
+
+
+def categories_absent(texts: list[str]) -> list[bool]:
+    """For many decoded request texts at once: True where `_categorise` (either variant) is
+    certainly None, from one Hyperscan scan of them all (one scan each cost more than the rest of a
+    new request's checks). False asks for the exact test; so does a text of several lines."""
+    out = [not any(c in text for c in _PRECONDITION) for text in texts]
+    picks = [i for i, quiet in enumerate(out) if not quiet and "\n" not in texts[i]]
+    for i, found in zip(picks, _CATEGORY_LINES.candidates_many([texts[i] for i in picks]), strict=True):
+        out[i] = not found
+    return out
+
+
+def user_agents_unsuspicious(uas: list[str]) -> list[bool]:
+    """For many one-line User-Agents at once: True where `suspicious_user_agent` is certainly None
+    (no list pattern can match; the whitelist alone, pattern 0, only ever gives None)."""
+    out = [False] * len(uas)
+    picks = [i for i, ua in enumerate(uas) if "\n" not in ua]
+    for i, found in zip(picks, _UA.lines.candidates_many([uas[i] for i in picks]), strict=True):
+        out[i] = not found or found == [0]
+    return out
+
+
+def may_name_a_file(path: str) -> bool:
+    """False when neither `direct_download` nor `suspicious_path` can report the lowercase ASCII
+    path of a plain Host: the file name they judge is a piece of such a path (urlparse cuts
+    pieces off it, and only adds some when the path holds a tab, CR or LF: check those first)."""
+    return _FILE_PIECES.search(path) is not None
 
 
 def sinkhole_match(head: str) -> str | None:

@@ -1,0 +1,121 @@
+"""The bulk settling of new HTTP requests (`workers.httpbatch`): a batch inspected with it gives
+exactly the items of the per-request checks alone, whatever the requests hold (listed hosts, URL
+and User-Agent trails, attack patterns, downloads, odd Hosts and paths) and whatever the settings;
+and a plain request is settled, not left to the per-request checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine import traffic as t
+from engine.index.build import build_index_file
+from engine.index.mapped import TrailIndex
+from workers import httpbatch
+from workers.batch import parse_batch
+from workers.httpbatch import url_candidates, url_keys
+from workers.payload import DetectionSettings, PayloadInspector
+from workers.protocols.http import parse_http_request
+
+TRAILS = """\
+evil-host.example,malware (test),(static)
+evil-url.example/bad/path,malware (test),(static)
+/malicious-login.php,malware (test),(static)
+/shop/cart.php?item=,malware (test),(static)
+203.0.113.44,malware (test),(static)
+ua:evilbot/6.6,malware agent (test),(static)
+"""
+PATH_PIECES = ["/", "/", "shop", "cart.php", "?", "item=", "1", "&", "x=", "..", "%2e%2e/", "//", "bad/path",
+               "malicious-login.php", "setup.exe", "A.EXE", "inexistent", "union+select+1", "%3cscript%3e", "\t", "%0a",
+               ";p", "#f", "dl.ex", "e", "http://evil-host.example/", "ads", "\u00e9", "%c3%a9", "=", "etc/passwd",
+               "x" * 30]
+HOSTS = ["plain.example", "evil-host.example", "www.evil-host.example", "evil-url.example", "EVIL-URL.example:80",
+         "plain.example:8080", "1.2.3.4", "203.0.113.44", "a/b.exe?", "x@evil-host.example", " spaced.example ",
+         "\u00e9x.example", None]
+AGENTS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", "EvilBot/6.6", "masscan/1.0", "sqlmap/1.7", "curl/8.4.0",
+          "Microsoft-CryptoAPI/10.0", "%0aagent", "", None]
+SERVERS = ["198.51.100.7", "203.0.113.44", "10.1.1.1"]
+REQUEST = st.tuples(st.sampled_from(["GET", "GET", "HEAD", "CONNECT"]),
+                    st.lists(st.sampled_from(PATH_PIECES), min_size=1, max_size=8).map("".join)
+                    .map(lambda path: path if path.startswith(("x", "h")) else "/" + path)  # mostly origin form
+                    | st.sampled_from(["/dl.ex\te", "/a.e\nxe", "/index.html", "/inexistent.x", "/a.b;c.exe"]),
+                    st.sampled_from(HOSTS[:3] * 4 + HOSTS), st.sampled_from(AGENTS), st.sampled_from(SERVERS))
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> TrailIndex:
+    d = tmp_path_factory.mktemp("httpbatch")
+    (d / "trails.csv").write_text(TRAILS)
+    build_index_file([str(d / "trails.csv")], d / "t.mtidx")
+    return TrailIndex(d / "t.mtidx")
+
+
+def _frames(requests: list[tuple[str, str, str | None, str | None, str]]) -> list[bytes]:
+    frames = []
+    for n, (method, path, host, agent, server) in enumerate(requests):
+        payload = t.http_request(method, path, host=host, user_agent=agent)
+        frames.append(t.ethernet(t.tcp4(f"10.0.{n >> 8}.{n & 0xFF or 1}", server, 40000 + n, 80, t.PSH | t.ACK,
+                                        payload)))
+    return frames
+
+
+def _items(index: TrailIndex, frames: list[bytes], detection: DetectionSettings) -> list:
+    meta, data = t.frames_batch(frames)
+    p = parse_batch(meta, data, 1)
+    inspector = PayloadInspector(index, detection)
+    return inspector.inspect(p, data, inspector.rows(p, data))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(REQUEST, min_size=1, max_size=16), st.booleans(), st.booleans(), st.booleans())
+def test_bulk_settling_reports_what_the_per_request_checks_do(
+        index: TrailIndex, requests: list, heuristics: bool, host_domains: bool, web: bool) -> None:
+    detection = DetectionSettings(use_heuristics=heuristics, check_host_domains=host_domains, web_scanning=web,
+                                  check_missing_host=True)
+    frames = _frames(requests) * 3  # a request's first sighting, its plan's recording, its replay
+    bulk = _items(index, frames, detection)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpbatch, "settle", lambda *args: [None] * len(args[3]))
+        assert bulk == _items(index, frames, detection)
+
+
+def test_plain_requests_are_settled_and_doubtful_ones_are_not(index: TrailIndex) -> None:
+    detection = DetectionSettings()
+    texts = [t.http_request("GET", path, host=host, user_agent=agent) for path, host, agent in [
+        ("/news/item.html?id=7&ref=x", "Plain.Example:80", "Mozilla/5.0 (X11) Firefox/121.0"),  # settled
+        ("/shop/cart.php?item=5", "plain.example", None),  # a URL trail
+        ("/index.html", "plain.example", "EvilBot/6.6"),  # a User-Agent trail
+        ("/index.html", "plain.example", "masscan/1.0"),  # a suspicious User-Agent
+        ("/q?id=1+union+select+2", "plain.example", None),  # an attack pattern
+        ("/files/a.exe", "plain.example", None),  # a direct download
+        ("/index.html", "1.2.3.4", None),  # an address for Host
+        ("http://plain.example/", "plain.example", None),  # an absolute URI
+        ("/dl.ex\te", "plain.example", None),  # urlparse drops the tab: a download
+        ("/index.html", "a/b.exe?", None),  # urlparse takes the file name from the Host
+    ]]
+    requests = [parse_http_request(text) for text in texts]
+    settled = httpbatch.settle(index, detection, PayloadInspector(index, detection).domains, requests,
+                               [-1] * len(requests))
+    assert settled == [("plain.example", "/news/item.html?id=7&ref=x")] + [None] * (len(requests) - 1)
+    listed_server = httpbatch.settle(index, detection, PayloadInspector(index, detection).domains, requests[:1], [0])
+    assert listed_server == [None]
+
+
+@given(st.lists(st.sampled_from(PATH_PIECES), max_size=10).map("".join), st.sampled_from(["", "a=1", "x"]))
+def test_url_keys_are_each_candidate_bare_then_with_the_host(path: str, post: str) -> None:
+    keys = url_keys("h.example", path, post)
+    candidates = url_candidates(path, post)
+    assert keys[:-1:2] == candidates and keys[1::2] == ["h.example" + c for c in candidates]
+    assert keys[-1] == "h.example/" and all(keys)
+
+
+def test_a_batch_of_new_requests_is_settled_in_one_pass(index: TrailIndex) -> None:
+    requests = [(f"/p{n}/page.html?id={n}", f"site{n}.example", f"Mozilla/5.0 Firefox/{n}") for n in range(200)]
+    frames = _frames([("GET", path, host, agent, SERVERS[0]) for path, host, agent in requests])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PayloadInspector, "_request_plan", None)  # the per-request checks are not called
+        items = _items(index, frames, DetectionSettings())
+    assert [kind for _, kind, _ in items] == ["web"] * len(requests)
+    assert np.array_equal([row for row, _, _ in items], np.arange(len(requests)))

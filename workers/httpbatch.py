@@ -1,0 +1,121 @@
+"""New HTTP requests of a batch settled in bulk: the ones whose checks certainly report nothing.
+
+Nearly every request on a real link is new, and nearly every new request reports nothing but its
+web-scan observation, yet Maltrail's checks (spec 2.6, `PayloadInspector._request_plan`) cost
+some forty Python calls each. Here the checks that could report are asked for a whole batch at
+once: the User-Agent and URL keys hashed in one pass and tested against the index in numpy, the
+attack categories and the User-Agent list in one Hyperscan scan each, the Host names in one
+`check_many`. A request is settled only when none of them can report; any doubt sends it to the
+per-request checks, which stay the judge, so what is reported never changes.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+import numpy as np
+
+from engine.index.mapped import TrailIndex
+from engine.index.schema import UA_PREFIX
+from workers.domains import DomainChecker
+from workers.heuristics import http_rules
+from workers.protocols.http import HttpRequest
+from workers.settings import DetectionSettings
+
+# A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
+# test), and has none of the characters that make urlparse move part of it into the path.
+_PLAIN_HOST = re.compile(r"[a-z][a-z0-9._-]*(?::[0-9]*)?")
+_URLPARSE_ADDS = ("\t", "\r", "\n")  # characters urlparse removes from a path, joining its pieces
+
+
+def url_keys(host: str, path: str, post: str) -> list[str]:
+    """Maltrail's URL keys of a request in order: each candidate bare, then with the host; then
+    `host/`. `path` is lowercase, with `//` folded to `/`."""
+    keys = [key for cand in url_candidates(path, post) for key in (cand, host + cand)]
+    keys.append(host + "/")
+    return keys
+
+
+def url_candidates(path: str, post: str) -> list[str]:
+    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
+    checks = [path.rstrip("/")]
+    if "?" in path:
+        checks.append(path.split("?", 1)[0].rstrip("/"))
+    if "=" in path:
+        checks.append(path[: path.index("=") + 1])
+        reduced = without_values(path)
+        if reduced not in checks:
+            checks.append(reduced)
+            if reduced.count("/") > 1:
+                checks.append("/" + reduced.rsplit("/", 1)[-1])
+    elif post:
+        checks.append(f"{path}?{unquote(post).lower()}")
+    if checks[-1].count("/") > 1:
+        checks.append(checks[-1][: checks[-1].rfind("/")])
+        checks.append(checks[0].split("?", 1)[0].rsplit("/", 1)[-1])
+    return [x for x in checks if x]
+
+
+def without_values(path: str) -> str:
+    """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
+    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` in string operations (the template
+    substitution cost several microseconds a request). Pieces between `&` are independent; in the
+    first, parameters start after its first `?`."""
+    pieces = path.split("&")
+    for i, piece in enumerate(pieces):
+        start = piece.find("?") + 1 if i == 0 else 0
+        if start or i:
+            eq = piece.find("=", start)
+            if eq >= 0:
+                pieces[i] = piece[: eq + 1]
+    return "&".join(pieces)
+
+
+def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker, requests: list[HttpRequest],
+           dst_entries: list[int]) -> list[tuple[str, str] | None]:
+    """Per request (without a body; `dst_entries`: the trail entry of each one's destination):
+    its (host, path) as the checks spell them (lowercase, `:80` cut) when they certainly report
+    nothing but the web observation of a path that starts with `/`; None when the per-request
+    checks must run."""
+    heur = settings.use_heuristics
+    out: list[tuple[str, str] | None] = [None] * len(requests)
+    picks: list[int] = []
+    spelled: list[tuple[str, str]] = []
+    keys: list[str] = []
+    counts: list[int] = []
+    agents: list[tuple[int, str]] = []  # (position among the picks, User-Agent) of the picks that send one
+    for i, (req, dst_entry) in enumerate(zip(requests, dst_entries, strict=True)):
+        host, path = req.host, req.path
+        if host is None or dst_entry >= 0 or req.body or path[:1] != "/" or not path.isascii():
+            continue
+        host = host.strip().lower()
+        if host.endswith(":80"):
+            host = host[:-3]
+        path = path.lower()
+        if _PLAIN_HOST.fullmatch(host) is None or any(c in path for c in _URLPARSE_ADDS):
+            continue
+        if heur and http_rules.may_name_a_file(path) or not heur and ("://" in path or req.method == "CONNECT"):
+            continue
+        start = len(keys)
+        if req.user_agent:
+            agents.append((len(picks), req.user_agent))
+            keys.append(UA_PREFIX + req.user_agent.lower())
+        keys += url_keys(host, path.replace("//", "/"), "")
+        counts.append(len(keys) - start)
+        picks.append(i)
+        spelled.append((host, path))
+    if not picks:
+        return out
+    lengths = np.array(counts)
+    quiet = ~np.logical_or.reduceat(index.strings_maybe(index.hash_keys(keys)), np.cumsum(lengths) - lengths)
+    if heur:
+        quiet &= http_rules.categories_absent([unquote(path) for _, path in spelled])
+        unsuspicious = http_rules.user_agents_unsuspicious([unquote(ua).strip() for _, ua in agents])
+        quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
+    if settings.check_host_domains:
+        hits = domains.check_many([host.split(":", 1)[0] for host, _ in spelled])
+        quiet &= np.array([hit is None for hit in hits], bool)
+    for n in np.flatnonzero(quiet).tolist():
+        out[picks[n]] = spelled[n]
+    return out
