@@ -45,11 +45,25 @@ _BASE_FLAGS = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hype
 _FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k",
                        "\x1c": " ", "\x1d": " ", "\x1e": " ", "\x1f": " "})
 _NEEDS_FOLD = re.compile("[\u0130\u0131\u017f\u212a\x1c-\x1f]")
+_FOLD_ASCII = bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    ")  # the same for ASCII text, as bytes: no search
 _BOUNDED = re.compile(r"(?<!\\)\{(\d*),\d+\}")
 _PCRE_READS_OTHERWISE = re.compile(r"\[:\^?[a-z]+:\]|[^\x00-\x7f]")
 _ESCAPE = re.compile(r"\\(.)", re.S)
 _GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _POSSESSIVE = re.compile(r"(?<!\\)([+*}?])\+")
+
+
+def _scanned(text: str) -> bytes | None:
+    """The UTF-8 bytes Hyperscan scans for a text, folded (`_FOLD`); None for a lone surrogate.
+    ASCII text (the usual) is folded as bytes: searching it for what to fold cost more than the scan."""
+    if text.isascii():
+        return text.encode("ascii").translate(_FOLD_ASCII)
+    if _NEEDS_FOLD.search(text):
+        text = text.translate(_FOLD)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def cache_dir() -> Path:
@@ -117,11 +131,8 @@ class PatternSet:
     def candidates(self, text: str) -> list[int]:
         if not self._ready:
             self.prepare()
-        if _NEEDS_FOLD.search(text):
-            text = text.translate(_FOLD)
-        try:
-            raw = text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: no valid UTF-8 to scan, so every pattern is a candidate
+        raw = _scanned(text)
+        if raw is None:  # a lone surrogate: no valid UTF-8 to scan, so every pattern is a candidate
             return list(range(len(self._patterns)))
         self._hits = hits = list(self._always)
         if self._db is not None:
@@ -140,13 +151,10 @@ class PatternSet:
         joined = "\n".join(texts)
         if joined.count("\n") != len(texts) - 1:  # a text of several lines
             return [self.candidates(t) for t in texts]
-        if _NEEDS_FOLD.search(joined):
-            joined = joined.translate(_FOLD)
-        try:
-            raw = joined.encode("utf-8")
-        except UnicodeEncodeError:
+        raw = _scanned(joined)
+        if raw is None:
             return [self.candidates(t) for t in texts]
-        lines = texts if len(raw) == len(joined) else [line.encode("utf-8") for line in joined.split("\n")]
+        lines = texts if len(raw) == len(joined) else [line.encode("utf-8") for line in raw.split(b"\n")]
         starts = list(accumulate((len(line) + 1 for line in lines), initial=0))  # byte offsets
         self._ends, self._report_limit = [], 8 * len(texts) + 64
         try:
