@@ -37,10 +37,12 @@ HOSTS = ["plain.example", "evil-host.example", "www.evil-host.example", "evil-ur
 AGENTS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", "EvilBot/6.6", "masscan/1.0", "sqlmap/1.7", "curl/8.4.0",
           "Microsoft-CryptoAPI/10.0", "%0aagent", "", None]
 SERVERS = ["198.51.100.7", "203.0.113.44", "10.1.1.1"]
+ODD_PATHS = ["/dl.ex\te", "/a.e\nxe", "/index.html", "/inexistent.x", "/a.b;c.exe", "/%c3%a9/a.exe",
+             "/x%20y/dl.exe?q=%27"]
 REQUEST = st.tuples(st.sampled_from(["GET", "GET", "HEAD", "CONNECT"]),
                     st.lists(st.sampled_from(PATH_PIECES), min_size=1, max_size=8).map("".join)
                     .map(lambda path: path if path.startswith(("x", "h")) else "/" + path)  # mostly origin form
-                    | st.sampled_from(["/dl.ex\te", "/a.e\nxe", "/index.html", "/inexistent.x", "/a.b;c.exe"]),
+                    | st.sampled_from(ODD_PATHS),
                     st.sampled_from(HOSTS[:3] * 4 + HOSTS), st.sampled_from(AGENTS), st.sampled_from(SERVERS))
 
 
@@ -81,6 +83,18 @@ def test_bulk_settling_reports_what_the_per_request_checks_do(
         assert bulk == _items(index, frames, detection)
 
 
+@pytest.mark.parametrize("heuristics", [True, False])
+def test_every_odd_path_with_every_host_reports_what_the_per_request_checks_do(index: TrailIndex,
+                                                                               heuristics: bool) -> None:
+    detection = DetectionSettings(use_heuristics=heuristics, check_host_domains=True)
+    frames = _frames([("GET", path, host, agent, server) for path in ODD_PATHS + PATH_PIECES for host in HOSTS
+                      for agent in AGENTS[:3] for server in SERVERS])
+    bulk = _items(index, frames, detection)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpbatch, "settle", lambda *args: [None] * len(args[3]))
+        assert bulk == _items(index, frames, detection)
+
+
 def test_plain_requests_are_settled_and_doubtful_ones_are_not(index: TrailIndex) -> None:
     detection = DetectionSettings()
     texts = [t.http_request("GET", path, host=host, user_agent=agent) for path, host, agent in [
@@ -94,6 +108,7 @@ def test_plain_requests_are_settled_and_doubtful_ones_are_not(index: TrailIndex)
         ("http://plain.example/", "plain.example", None),  # an absolute URI
         ("/dl.ex\te", "plain.example", None),  # urlparse drops the tab: a download
         ("/index.html", "a/b.exe?", None),  # urlparse takes the file name from the Host
+        ("/%c3%a9/a.exe", "plain.example", None),  # a download whose path decodes to another text
     ]]
     requests = [parse_http_request(text) for text in texts]
     settled = httpbatch.settle(index, detection, PayloadInspector(index, detection).domains, requests,

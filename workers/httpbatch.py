@@ -26,7 +26,6 @@ from workers.settings import DetectionSettings
 # A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
 # test), and has none of the characters that make urlparse move part of it into the path.
 _PLAIN_HOST = re.compile(r"[a-z][a-z0-9._-]*(?::[0-9]*)?")
-_URLPARSE_ADDS = ("\t", "\r", "\n")  # characters urlparse removes from a path, joining its pieces
 
 
 def url_keys(host: str, path: str, post: str) -> list[str]:
@@ -93,9 +92,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         if host.endswith(":80"):
             host = host[:-3]
         path = path.lower()
-        if _PLAIN_HOST.fullmatch(host) is None or any(c in path for c in _URLPARSE_ADDS):
-            continue
-        if heur and http_rules.may_name_a_file(path) or not heur and ("://" in path or req.method == "CONNECT"):
+        if _PLAIN_HOST.fullmatch(host) is None or not heur and ("://" in path or req.method == "CONNECT"):
             continue
         start = len(keys)
         if req.user_agent:
@@ -110,7 +107,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     lengths = np.array(counts)
     quiet = ~np.logical_or.reduceat(index.strings_maybe(index.hash_keys(keys)), np.cumsum(lengths) - lengths)
     if heur:
-        quiet &= http_rules.categories_absent([unquote(path) for _, path in spelled])
+        quiet &= http_rules.paths_unremarkable([path for _, path in spelled])
         unsuspicious = http_rules.user_agents_unsuspicious([unquote(ua).strip() for _, ua in agents])
         quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:

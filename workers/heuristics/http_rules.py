@@ -136,10 +136,6 @@ _DATA_LEAKAGE = "potential data leakage"
 _CATEGORIES = PatternSet("attack-categories", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES]
                          + [re.escape(part) for part in _WHITELISTED_PARTS], _FLAGS)
 
-# The attack categories alone, for many request texts in one scan (`categories_absent`).
-_CATEGORY_LINES = PatternSet("attack-categories-lines", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES], _FLAGS,
-                             lines=True)
-
 # Sinkhole operators mark their servers in a header or say so on the page; the match is the trail.
 SINKHOLE_RESPONSE_RE = re.compile(
     r"^x-sinkhole:[^\r\n]*"
@@ -245,27 +241,45 @@ class _UaMatcher:
 
 
 _UA = _UaMatcher(_UA_WHITELIST, _ua_patterns(data_file("ua.txt").read_text(encoding="utf-8")))
-# A piece that `direct_download` or `suspicious_path` needs in a lowercase path: an extension, a canary word.
-_FILE_PIECES = re.compile("|".join(re.escape(piece) for piece in sorted(_DOWNLOAD_EXTENSIONS)) + r"|inexistent"
-                          r"|defaultwebpage\.cgi")
+# For many request paths in one scan (`paths_unremarkable`): the attack categories, then the
+# pieces `direct_download` and `suspicious_path` need in a lowercase path (an extension, a canary
+# word), then the characters urlparse drops from a path (joining its pieces).
+_PATH_LINES = PatternSet("request-paths", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES] + [
+    re.escape(piece) for piece in (*sorted(_DOWNLOAD_EXTENSIONS), "inexistent", "defaultwebpage.cgi")] + [r"[\t\r]"],
+    _FLAGS, lines=True)
 
 
 def prepare() -> None:
     """Load (or compile) the pattern prefilters now: the fork server does, and workers inherit them."""
     _CATEGORIES.prepare()
-    _CATEGORY_LINES.prepare()
+    _PATH_LINES.prepare()
     _UA.prefilter.prepare()
     _UA.lines.prepare()
 
 
-def categories_absent(texts: list[str]) -> list[bool]:
-    """For many decoded request texts at once: True where `_categorise` (either variant) is
-    certainly None, from one Hyperscan scan of them all (one scan each cost more than the rest of a
-    new request's checks). False asks for the exact test; so does a text of several lines."""
-    out = [not any(c in text for c in _PRECONDITION) for text in texts]
-    picks = [i for i, quiet in enumerate(out) if not quiet and "\n" not in texts[i]]
-    for i, found in zip(picks, _CATEGORY_LINES.candidates_many([texts[i] for i in picks]), strict=True):
-        out[i] = not found
+def paths_unremarkable(paths: list[str]) -> list[bool]:
+    """For many lowercase ASCII request paths of plain Hosts at once: True where none of the attack
+    categories (`suspicious_request`, on the decoded path), `direct_download` and `suspicious_path`
+    can report, from one Hyperscan scan of the paths and of the decoded ones that differ (one
+    scan each, and Python's `re` for the file names, cost more than the rest of a new request's
+    checks). The file name those two judge is a piece of such a path, or joined from its pieces
+    when it holds a tab, CR or LF (urlparse drops them), and then the path is not settled."""
+    files = len(SUSPICIOUS_CATEGORIES)  # pattern ids from here on are the file-name pieces
+    picks: list[int] = []
+    decoded: list[tuple[int, str]] = []  # (position among the picks, decoded path) where decoding changes it
+    for i, path in enumerate(paths):
+        text = unquote(path)
+        if "\n" not in text and "\n" not in path:
+            if text != path:
+                decoded.append((len(picks), text))
+            picks.append(i)
+    found = _PATH_LINES.candidates_many([paths[i] for i in picks] + [text for _, text in decoded])
+    quiet = [not hits for hits in found[: len(picks)]]
+    for (k, _), hits in zip(decoded, found[len(picks) :], strict=True):  # the path for files, the text for attacks
+        quiet[k] = (not found[k] or found[k][-1] < files) and (not hits or hits[0] >= files)
+    out = [False] * len(paths)
+    for i, fine in zip(picks, quiet, strict=True):
+        out[i] = fine
     return out
 
 
@@ -277,13 +291,6 @@ def user_agents_unsuspicious(uas: list[str]) -> list[bool]:
     for i, found in zip(picks, _UA.lines.candidates_many([uas[i] for i in picks]), strict=True):
         out[i] = not found or found == [0]
     return out
-
-
-def may_name_a_file(path: str) -> bool:
-    """False when neither `direct_download` nor `suspicious_path` can report the lowercase ASCII
-    path of a plain Host: the file name they judge is a piece of such a path (urlparse cuts
-    pieces off it, and only adds some when the path holds a tab, CR or LF: check those first)."""
-    return _FILE_PIECES.search(path) is not None
 
 
 def sinkhole_match(head: str) -> str | None:

@@ -154,7 +154,7 @@ class PatternSet:
         raw = _scanned(joined)
         if raw is None:
             return [self.candidates(t) for t in texts]
-        lines = texts if len(raw) == len(joined) else [line.encode("utf-8") for line in raw.split(b"\n")]
+        lines = texts if len(raw) == len(joined) else raw.split(b"\n")
         starts = list(accumulate((len(line) + 1 for line in lines), initial=0))  # byte offsets
         self._ends, self._report_limit = [], 8 * len(texts) + 64
         try:
