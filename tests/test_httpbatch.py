@@ -5,6 +5,9 @@ and a plain request is settled, not left to the per-request checks."""
 
 from __future__ import annotations
 
+import re
+from urllib.parse import unquote
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -116,6 +119,33 @@ def test_plain_requests_are_settled_and_doubtful_ones_are_not(index: TrailIndex)
     assert settled == [("plain.example", "/news/item.html?id=7&ref=x")] + [None] * (len(requests) - 1)
     listed_server = httpbatch.settle(index, detection, PayloadInspector(index, detection).domains, requests[:1], [0])
     assert listed_server == [None]
+
+
+def _candidates_as_written(path: str, post: str) -> list[str]:
+    """Spec 2.6 step 6 transcribed step by step, for comparison."""
+    checks = [path.rstrip("/")]
+    if "?" in path:
+        checks.append(path.split("?", 1)[0].rstrip("/"))
+    if "=" in path:
+        checks.append(path[: path.index("=") + 1])
+        reduced = re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)
+        if reduced not in checks:
+            checks.append(reduced)
+            if reduced.count("/") > 1:
+                checks.append("/" + reduced.split("/")[-1])
+    elif post:
+        checks.append(f"{path}?{unquote(post).lower()}")
+    if checks[-1].count("/") > 1:
+        checks.append(checks[-1][: checks[-1].rfind("/")])
+        checks.append(checks[0].split("?")[0].split("/")[-1])
+    return [x for x in checks if x]
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="ab?&=/.%", max_size=24) | st.lists(st.sampled_from(PATH_PIECES), max_size=10).map("".join),
+       st.sampled_from(["", "a=1", "x", "%41=b"]))
+def test_url_candidates_follow_the_spec(path: str, post: str) -> None:
+    assert url_candidates(path, post) == _candidates_as_written(path, post)
 
 
 @given(st.lists(st.sampled_from(PATH_PIECES), max_size=10).map("".join), st.sampled_from(["", "a=1", "x"]))

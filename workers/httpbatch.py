@@ -38,22 +38,27 @@ def url_keys(host: str, path: str, post: str) -> list[str]:
 
 def url_candidates(path: str, post: str) -> list[str]:
     """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
-    checks = [path.rstrip("/")]
-    if "?" in path:
-        checks.append(path.split("?", 1)[0].rstrip("/"))
-    if "=" in path:
-        checks.append(path[: path.index("=") + 1])
+    first = path.rstrip("/")
+    checks = [first]
+    q = path.find("?")
+    if q >= 0:
+        checks.append(path[:q].rstrip("/"))
+    eq = path.find("=")
+    if eq >= 0:
+        checks.append(path[: eq + 1])
         reduced = without_values(path)
         if reduced not in checks:
             checks.append(reduced)
             if reduced.count("/") > 1:
-                checks.append("/" + reduced.rsplit("/", 1)[-1])
+                checks.append(reduced[reduced.rfind("/") :])
     elif post:
         checks.append(f"{path}?{unquote(post).lower()}")
-    if checks[-1].count("/") > 1:
-        checks.append(checks[-1][: checks[-1].rfind("/")])
-        checks.append(checks[0].split("?", 1)[0].rsplit("/", 1)[-1])
-    return [x for x in checks if x]
+    last = checks[-1]
+    if last.count("/") > 1:
+        checks.append(last[: last.rfind("/")])
+        name = path[:q] if q >= 0 else first  # the first candidate up to its `?`: `?` is never stripped
+        checks.append(name[name.rfind("/") + 1 :])
+    return [x for x in checks if x] if "" in checks else checks
 
 
 def without_values(path: str) -> str:
@@ -62,12 +67,16 @@ def without_values(path: str) -> str:
     substitution cost several microseconds a request). Pieces between `&` are independent; in the
     first, parameters start after its first `?`."""
     pieces = path.split("&")
-    for i, piece in enumerate(pieces):
-        start = piece.find("?") + 1 if i == 0 else 0
-        if start or i:
-            eq = piece.find("=", start)
-            if eq >= 0:
-                pieces[i] = piece[: eq + 1]
+    first = pieces[0]
+    q = first.find("?")
+    if q >= 0:
+        eq = first.find("=", q)
+        if eq >= 0:
+            pieces[0] = first[: eq + 1]
+    for i in range(1, len(pieces)):
+        eq = pieces[i].find("=")
+        if eq >= 0:
+            pieces[i] = pieces[i][: eq + 1]
     return "&".join(pieces)
 
 
