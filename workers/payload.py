@@ -109,6 +109,7 @@ class PayloadInspector:
         self._nx_names: FifoCache[str, bool] = FifoCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
         self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
+        self._settled: FifoCache[tuple, tuple[str, str] | None] = FifoCache(4 * REQUEST_CACHE_SIZE)
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
     def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
@@ -437,29 +438,39 @@ class PayloadInspector:
             self._request_plan(c, req, fwd)
 
     def _requests_in_bulk(self, requests: list[tuple[_Packet, HttpRequest]]) -> None:
-        """A batch's lone requests: those seen before replayed, the new ones settled together
-        (`httpbatch.settle`) when their checks certainly report nothing but the web observation,
-        the rest checked on their packets."""
-        heur = self.settings.use_heuristics
+        """A batch's lone requests. One without a body is settled once (`httpbatch.settle`, the
+        batch's new ones together) and the answer kept (bounded): a request whose checks certainly
+        report nothing but the web observation gets that observation, and needs no plan; the
+        others, and requests with a body, take the per-request checks (`_http_request`)."""
+        settled = self._settled
+        observe = self.settings.use_heuristics and self.settings.web_scanning
         fresh = []
         for c, req in requests:
-            fwd = forwarded_for(req.text) if heur else None
-            if not self._replayed(c, req, fwd):
-                fresh.append((c, req, fwd))
-        settled = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
+            if req.body:
+                self._http_request(c, req)
+                continue
+            key = (req.method, req.path, req.host, req.user_agent, c.dst_entry >= 0)  # what settling reads
+            spelled = settled.get(key, _UNSETTLED)
+            if spelled is _UNSETTLED:
+                fresh.append((c, req, key))
+            elif spelled is None:
+                self._http_request(c, req)
+            elif observe:
+                _web_observation(c, *spelled)
+        answers = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
                                    [c.dst_entry for c, _, _ in fresh])
-        observe = heur and self.settings.web_scanning
-        for (c, req, fwd), spelled in zip(fresh, settled, strict=True):
+        for (c, req, key), spelled in zip(fresh, answers, strict=True):
+            settled.put(key, spelled)
             if spelled is None:
-                self._request_plan(c, req, fwd)
+                self._http_request(c, req)
             elif observe:
                 _web_observation(c, *spelled)
 
     def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
         """Replay a request's plan onto the packet: recorded the second time a request is seen, and
         replayed after that. False the first time (the caller checks it on the packet, which then
-        knows whether its destination is private): most requests on a real link are seen once,
-        and recording a plan for them was wasted work."""
+        knows whether its destination is private): recording a plan for a request seen once was
+        wasted work."""
         key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.dport, c.dst_entry,
                _private_addr(c.raw_dst))
         plan = self._requests.get(key)
@@ -700,6 +711,7 @@ class _Packet:
 
 _FORWARD = ("forward",)  # plan step: from here on the source reads `source,forwarded-for address`
 _BY_DESTINATION = object()  # request-cache value: the plans of this key are kept per destination
+_UNSETTLED = object()  # settled-request cache: not asked yet
 
 
 class _Plan:
