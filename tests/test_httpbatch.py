@@ -27,16 +27,18 @@ evil-host.example,malware (test),(static)
 evil-url.example/bad/path,malware (test),(static)
 /malicious-login.php,malware (test),(static)
 /shop/cart.php?item=,malware (test),(static)
+shop.example/shop/basket.php,malware (test),(static)
+plain.examplelogin.php,malware (test),(static)
 203.0.113.44,malware (test),(static)
 ua:evilbot/6.6,malware agent (test),(static)
 """
 PATH_PIECES = ["/", "/", "shop", "cart.php", "?", "item=", "1", "&", "x=", "..", "%2e%2e/", "//", "bad/path",
-               "malicious-login.php", "setup.exe", "A.EXE", "inexistent", "union+select+1", "%3cscript%3e", "\t", "%0a",
-               ";p", "#f", "dl.ex", "e", "http://evil-host.example/", "ads", "\u00e9", "%c3%a9", "=", "etc/passwd",
-               "x" * 30]
-HOSTS = ["plain.example", "evil-host.example", "www.evil-host.example", "evil-url.example", "EVIL-URL.example:80",
-         "plain.example:8080", "1.2.3.4", "203.0.113.44", "a/b.exe?", "x@evil-host.example", " spaced.example ",
-         "\u00e9x.example", None]
+               "malicious-login.php", "setup.exe", "login.php", "basket.php", "A.EXE", "inexistent", "union+select+1",
+               "%3cscript%3e", "\t", "%0a", ";p", "#f", "dl.ex", "e", "http://evil-host.example/", "ads", "\u00e9",
+               "%c3%a9", "=", "etc/passwd", "x" * 30]
+HOSTS = ["plain.example", "shop.example", "www.evil-host.example", "evil-url.example", "evil-host.example",
+         "EVIL-URL.example:80", "plain.example:8080", "1.2.3.4", "203.0.113.44", "a/b.exe?", "x@evil-host.example",
+         " spaced.example ", "\u00e9x.example", None]
 AGENTS = ["Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", "EvilBot/6.6", "masscan/1.0", "sqlmap/1.7", "curl/8.4.0",
           "Microsoft-CryptoAPI/10.0", "%0aagent", "", None]
 SERVERS = ["198.51.100.7", "203.0.113.44", "10.1.1.1"]
@@ -74,13 +76,16 @@ def _items(index: TrailIndex, frames: list[bytes], detection: DetectionSettings)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(REQUEST, min_size=1, max_size=16), st.booleans(), st.booleans(), st.booleans())
+@given(st.lists(REQUEST, min_size=1, max_size=16), st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_bulk_settling_reports_what_the_per_request_checks_do(
-        index: TrailIndex, requests: list, heuristics: bool, host_domains: bool, web: bool) -> None:
+        index: TrailIndex, requests: list, heuristics: bool, host_domains: bool, web: bool, old_index: bool) -> None:
     detection = DetectionSettings(use_heuristics=heuristics, check_host_domains=host_domains, web_scanning=web,
                                   check_missing_host=True)
     frames = _frames(requests) * 3  # a request's first sighting, its plan's recording, its replay
-    bulk = _items(index, frames, detection)
+    with pytest.MonkeyPatch.context() as patch:
+        if old_index:  # built before the URL-host table
+            patch.setattr(index, "_url_hosts", None)
+        bulk = _items(index, frames, detection)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(httpbatch, "settle", lambda *args: [None] * len(args[3]))
         assert bulk == _items(index, frames, detection)
@@ -98,6 +103,14 @@ def test_every_odd_path_with_every_host_reports_what_the_per_request_checks_do(i
         assert bulk == _items(index, frames, detection)
 
 
+def test_only_hosts_that_begin_a_url_trail_have_their_url_keys_hashed(index: TrailIndex) -> None:
+    hosts = ["evil-url.example", "shop.example", "plain.example", "evil-host.example", "", "bad"]
+    assert index.url_hosts_maybe(hosts).tolist() == [True, True, False, False, False, False]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(index, "_url_hosts", None)
+        assert index.url_hosts_maybe(hosts).all()
+
+
 def test_plain_requests_are_settled_and_doubtful_ones_are_not(index: TrailIndex) -> None:
     detection = DetectionSettings()
     texts = [t.http_request("GET", path, host=host, user_agent=agent) for path, host, agent in [
@@ -111,6 +124,8 @@ def test_plain_requests_are_settled_and_doubtful_ones_are_not(index: TrailIndex)
         ("http://plain.example/", "plain.example", None),  # an absolute URI
         ("/dl.ex\te", "plain.example", None),  # urlparse drops the tab: a download
         ("/index.html", "a/b.exe?", None),  # urlparse takes the file name from the Host
+        ("/shop/basket.php", "Shop.Example", None),  # a URL trail of a URL-trail host
+        ("/a/login.php", "plain.example", None),  # the file name after the Host: a trail of its own
         ("/%c3%a9/a.exe", "plain.example", None),  # a download whose path decodes to another text
     ]]
     requests = [parse_http_request(text) for text in texts]

@@ -90,8 +90,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     out: list[tuple[str, str] | None] = [None] * len(requests)
     picks: list[int] = []
     spelled: list[tuple[str, str]] = []
-    keys: list[str] = []
-    counts: list[int] = []
+    candidates: list[list[str]] = []
     agents: list[tuple[int, str]] = []  # (position among the picks, User-Agent) of the picks that send one
     for i, (req, dst_entry) in enumerate(zip(requests, dst_entries, strict=True)):
         host, path = req.host, req.path
@@ -103,18 +102,29 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         path = path.lower()
         if _PLAIN_HOST.fullmatch(host) is None or not heur and ("://" in path or req.method == "CONNECT"):
             continue
-        start = len(keys)
         if req.user_agent:
             agents.append((len(picks), req.user_agent))
-            keys.append(UA_PREFIX + req.user_agent.lower())
-        keys += url_keys(host, path.replace("//", "/"), "")
-        counts.append(len(keys) - start)
+        candidates.append(url_candidates(path.replace("//", "/"), ""))
         picks.append(i)
         spelled.append((host, path))
     if not picks:
         return out
-    lengths = np.array(counts)
-    quiet = ~np.logical_or.reduceat(index.strings_maybe(index.hash_keys(keys)), np.cumsum(lengths) - lengths)
+    keys: list[str] = []  # `url_keys` of each pick, in another order; without `host/...` for unlisted hosts
+    counts: list[int] = []
+    url_hosts = index.url_hosts_maybe([host for host, _ in spelled]).tolist()
+    for (host, _), cands, url_host in zip(spelled, candidates, url_hosts, strict=True):
+        start = len(keys)
+        keys += cands
+        if url_host:
+            keys += [host + cand for cand in cands]
+            keys.append(host + "/")
+        else:  # only a candidate without its leading `/` (the file name) makes a key that is no URL
+            keys += [host + cand for cand in cands if cand[0] != "/"]
+        counts.append(len(keys) - start)
+    owners = np.repeat(np.arange(len(picks)), counts)  # a pick may have no key at all (a path `/`, say)
+    owners = np.concatenate((owners, np.array([n for n, _ in agents], np.int64)))
+    keys += [UA_PREFIX + ua.lower() for _, ua in agents]
+    quiet = np.bincount(owners[index.strings_maybe(index.hash_keys(keys))], minlength=len(picks)) == 0
     if heur:
         quiet &= http_rules.paths_unremarkable([path for _, path in spelled])
         unsuspicious = http_rules.user_agents_unsuspicious([unquote(ua).strip() for _, ua in agents])
