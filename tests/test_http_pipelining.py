@@ -111,8 +111,9 @@ def test_inspection_of_long_pipelines_is_bounded(inspector: PayloadInspector, co
     out: list = []
     lone: list = []  # a segment of one request: checked with the batch's others
     payload = b"".join(_req(f"/seg{i}/x", "h.example") for i in range(count)) + junk
-    inspector._http(_Packet(0, T0, 0, 0x0A000042, 50000, 0xC6336407, 80, "TCP", out, -1, -1, -1), payload, lone)
-    inspector._requests_in_bulk(lone)
+    cols = (0, T0, 0, 0x0A000042, 50000, 0xC6336407, 80, -1, -1, -1)
+    inspector._http(_Packet(*cols[:7], "TCP", out, *cols[7:]), payload, lone, cols)
+    inspector._requests_in_bulk(lone, out)
     web = [item for item in out if item[1] == OBS_WEB]
     assert len(web) == min(count, MAX_PIPELINED)
 

@@ -9,6 +9,7 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from operator import itemgetter
 from urllib.parse import unquote
 
@@ -47,9 +48,9 @@ REQUEST_CACHE_SIZE = 4096  # request plans kept per worker (FIFO)
 PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
 _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 
-_HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
-    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
-    dtype=np.uint32)
+_REQUEST_STARTS = np.array([int.from_bytes(m, "big") for m in (
+    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP")], dtype=np.uint32)
+_HTTP_STARTS = np.append(_REQUEST_STARTS, np.uint32(int.from_bytes(b"HTTP", "big")))
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
 _RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
@@ -77,8 +78,7 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     d = data if len(data) else np.zeros(1, np.uint8)
     off = p.payload_off
     b0 = np.take(d, off, mode="clip").astype(np.uint32)
-    first4 = (b0 << 24 | np.take(d, off + 1, mode="clip").astype(np.uint32) << 16
-              | np.take(d, off + 2, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 3, mode="clip"))
+    first4 = _first4(d, off)
     tcp = has & (p.proto == PROTO_TCP)
     udp = has & (p.proto == PROTO_UDP)
     port53 = (p.sport == 53) | (p.dport == 53)
@@ -93,6 +93,22 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
     quic = udp & ~dns & initial & (p.payload_len >= 64)
     return np.flatnonzero(dns | dns_tcp | http | tls | quic)
+
+
+def _first4(d: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """The first four payload bytes of each packet as a big-endian integer."""
+    return (np.take(d, off, mode="clip").astype(np.uint32) << 24 | np.take(d, off + 1, mode="clip").astype(np.uint32)
+            << 16 | np.take(d, off + 2, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 3, mode="clip"))
+
+
+def _request_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which of the inspected rows are TCP segments that start like an HTTP request, away from
+    port 53 (where DNS over TCP is tried first): the batch's requests, checked together."""
+    tcp = (p.proto[rows] == PROTO_TCP) & (p.sport[rows] != 53) & (p.dport[rows] != 53)
+    return tcp & np.isin(_first4(data, p.payload_off[rows]), _REQUEST_STARTS)
+
+
+Cols = tuple[int, int, int, Addr, int, Addr, int, int, int, int]  # row, sec, usec, src, sport, dst, dport, entries
 
 
 class PayloadInspector:
@@ -124,13 +140,13 @@ class PayloadInspector:
             rows = np.sort(np.concatenate((rows[~dns], self._dns_batch(p, data, rows[dns], out))))
         if not rows.size:
             return out
-        dst_e, src_e, dstport_e = self._address_entries(p, rows)
-        src, dst = row_addresses(p, rows)
-        columns = zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(), src, dst,
-                      p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
-                      p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
-        names: list[tuple[_Packet, str]] = []  # SNIs, checked together after the loop
-        requests: list[tuple[_Packet, HttpRequest]] = []  # lone requests, likewise
+        requests: list[tuple[Cols, HttpRequest]] = []  # lone requests, checked together after the loop
+        asked = _request_rows(p, data, rows)
+        if asked.any():
+            self._request_segments(p, data, rows[asked], requests, out)
+            rows = rows[~asked]
+        columns = self._columns(p, rows)
+        names: list[tuple[_Packet, str]] = []  # SNIs, likewise
         for row, off, n, s, d, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
             ctx = _Packet(row, sec, usec, s, sport, d, dport, "TCP" if proto == PROTO_TCP else "UDP", out, de, se, dpe)
@@ -149,12 +165,36 @@ class PayloadInspector:
                 else:
                     self._certificate(ctx, server_certificate_sha1(payload))
             else:
-                self._http(ctx, payload, requests)
+                self._http(ctx, payload, requests, (row, sec, usec, s, sport, d, dport, de, se, dpe))
         self._names_in_bulk(names)
         if requests:
-            self._requests_in_bulk(requests)
+            self._requests_in_bulk(requests, out)
             out.sort(key=itemgetter(0))  # a row's items stay together, in the order the row alone gives
         return out
+
+    def _columns(self, p: Parsed, rows: np.ndarray) -> Iterator[tuple]:
+        """Per row: row, payload offset and length, source, destination, time, ports, protocol, and
+        the trail entries of destination, source and destination:port."""
+        dst_e, src_e, dstport_e = self._address_entries(p, rows)
+        src, dst = row_addresses(p, rows)
+        return zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(), src, dst,
+                   p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
+                   p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
+
+    def _request_segments(self, p: Parsed, data: np.ndarray, rows: np.ndarray,
+                          requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
+        """Segments that start like a request: parsed here, their lone requests (the usual case)
+        joining `requests`, without a packet context (most need none)."""
+        for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
+            payload = data[off : off + n].tobytes()
+            req = parse_http_request(payload)
+            if req is None:
+                continue
+            cols = (row, sec, usec, s, sport, d, dport, de, se, dpe)
+            if not req.body or len(split_requests(payload)) < 2:  # no body, nothing pipelined: the usual case
+                requests.append((cols, req))
+            else:
+                self._pipelined(_packet(cols, out), payload)
 
     def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trail entries of every selected packet's destination, source and destination:port, in
@@ -410,7 +450,7 @@ class PayloadInspector:
             self._entry_event(c, "IP", c.src, c.src_entry)
 
     # ---- HTTP (spec 2.6) --------------------------------------------------------------------
-    def _http(self, c: _Packet, payload: bytes, requests: list[tuple[_Packet, HttpRequest]]) -> None:
+    def _http(self, c: _Packet, payload: bytes, requests: list[tuple[Cols, HttpRequest]], cols: Cols) -> None:
         """A response, or the requests of a segment; a lone request (the usual case) joins `requests`,
         which are checked together after the batch's loop."""
         if payload.startswith(b"HTTP/"):
@@ -419,11 +459,14 @@ class PayloadInspector:
         req = parse_http_request(payload)
         if req is None:
             return
-        pieces = split_requests(payload) if req.body else ()  # no body, nothing pipelined: the usual case
-        if len(pieces) < 2:
-            requests.append((c, req))
-            return
-        for n, piece in enumerate(pieces):
+        if not req.body or len(split_requests(payload)) < 2:  # no body, nothing pipelined: the usual case
+            requests.append((cols, req))
+        else:
+            self._pipelined(c, payload)
+
+    def _pipelined(self, c: _Packet, payload: bytes) -> None:
+        """The requests of a segment that holds several, in order."""
+        for n, piece in enumerate(split_requests(payload)):
             req = parse_http_request(piece)
             if req is None:
                 return
@@ -437,7 +480,7 @@ class PayloadInspector:
         if not self._replayed(c, req, fwd):
             self._request_plan(c, req, fwd)
 
-    def _requests_in_bulk(self, requests: list[tuple[_Packet, HttpRequest]]) -> None:
+    def _requests_in_bulk(self, requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
         """A batch's lone requests. One without a body is settled once (`httpbatch.settle`, the
         batch's new ones together) and the answer kept (bounded): a request whose checks certainly
         report nothing but the web observation gets that observation, and needs no plan; the
@@ -445,26 +488,26 @@ class PayloadInspector:
         settled = self._settled
         observe = self.settings.use_heuristics and self.settings.web_scanning
         fresh = []
-        for c, req in requests:
+        for cols, req in requests:
             if req.body:
-                self._http_request(c, req)
+                self._http_request(_packet(cols, out), req)
                 continue
-            key = (req.method, req.path, req.host, req.user_agent, c.dst_entry >= 0)  # what settling reads
+            key = (req.method, req.path, req.host, req.user_agent, cols[7] >= 0)  # what settling reads
             spelled = settled.get(key, _UNSETTLED)
             if spelled is _UNSETTLED:
-                fresh.append((c, req, key))
+                fresh.append((cols, req, key))
             elif spelled is None:
-                self._http_request(c, req)
+                self._http_request(_packet(cols, out), req)
             elif observe:
-                _web_observation(c, *spelled)
+                out.append((cols[0], OBS_WEB, (*cols[1:7], *_web_detail(*spelled))))
         answers = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
-                                   [c.dst_entry for c, _, _ in fresh])
-        for (c, req, key), spelled in zip(fresh, answers, strict=True):
+                                   [cols[7] for cols, _, _ in fresh])
+        for (cols, req, key), spelled in zip(fresh, answers, strict=True):
             settled.put(key, spelled)
             if spelled is None:
-                self._http_request(c, req)
+                self._http_request(_packet(cols, out), req)
             elif observe:
-                _web_observation(c, *spelled)
+                out.append((cols[0], OBS_WEB, (*cols[1:7], *_web_detail(*spelled))))
 
     def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
         """Replay a request's plan onto the packet: recorded the second time a request is seen, and
@@ -538,7 +581,7 @@ class PayloadInspector:
         url = host + path
         if heur and path.startswith("/"):
             if st.web_scanning:
-                _web_observation(c, host, path)
+                c.observe(OBS_WEB, _web_detail(host, path))
         elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
             target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
             if not ix.is_whitelisted_domain(target):
@@ -638,9 +681,15 @@ def _is_rce(text: str) -> bool:
     return any(name == "potential remote code execution" and rx.search(text) for name, rx in _RCE)
 
 
-def _web_observation(c: _Packet | _Plan, host: str, path: str) -> None:
-    """The web-scan observation of a request whose (lowercase) path starts with `/`."""
-    c.observe(OBS_WEB, (path.split("/", 2)[1].split("?", 1)[0], host, path))
+def _web_detail(host: str, path: str) -> tuple[str, str, str]:
+    """The web-scan observation's detail for a request whose (lowercase) path starts with `/`."""
+    return path.split("/", 2)[1].split("?", 1)[0], host, path
+
+
+def _packet(cols: Cols, out: list[Item]) -> _Packet:
+    """The packet context of a request's row, for the requests that need one."""
+    row, sec, usec, src, sport, dst, dport, dst_entry, src_entry, dstport_entry = cols
+    return _Packet(row, sec, usec, src, sport, dst, dport, "TCP", out, dst_entry, src_entry, dstport_entry)
 
 
 def _bracket(url: str, hit: str) -> str:
