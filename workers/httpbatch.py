@@ -127,7 +127,8 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     quiet = np.bincount(owners[index.strings_maybe(index.hash_keys(keys))], minlength=len(picks)) == 0
     if heur:
         quiet &= http_rules.paths_unremarkable([path for _, path in spelled])
-        unsuspicious = http_rules.user_agents_unsuspicious([unquote(ua).strip() for _, ua in agents])
+        unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
+                                                             for _, ua in agents])
         quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:
         hits = domains.check_many([host.split(":", 1)[0] for host, _ in spelled])

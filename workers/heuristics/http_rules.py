@@ -268,7 +268,7 @@ def paths_unremarkable(paths: list[str]) -> list[bool]:
     picks: list[int] = []
     decoded: list[tuple[int, str]] = []  # (position among the picks, decoded path) where decoding changes it
     for i, path in enumerate(paths):
-        text = unquote(path)
+        text = unquote(path) if "%" in path else path
         if "\n" not in text and "\n" not in path:
             if text != path:
                 decoded.append((len(picks), text))
