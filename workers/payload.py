@@ -499,7 +499,7 @@ class PayloadInspector:
             elif spelled is None:
                 self._http_request(_packet(cols, out), req)
             elif observe:
-                out.append((cols[0], OBS_WEB, (*cols[1:7], *_web_detail(*spelled))))
+                out.append(_web_item(cols, *spelled))
         answers = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
                                    [cols[7] for cols, _, _ in fresh])
         for (cols, req, key), spelled in zip(fresh, answers, strict=True):
@@ -507,7 +507,7 @@ class PayloadInspector:
             if spelled is None:
                 self._http_request(_packet(cols, out), req)
             elif observe:
-                out.append((cols[0], OBS_WEB, (*cols[1:7], *_web_detail(*spelled))))
+                out.append(_web_item(cols, *spelled))
 
     def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
         """Replay a request's plan onto the packet: recorded the second time a request is seen, and
@@ -684,6 +684,12 @@ def _is_rce(text: str) -> bool:
 def _web_detail(host: str, path: str) -> tuple[str, str, str]:
     """The web-scan observation's detail for a request whose (lowercase) path starts with `/`."""
     return path.split("/", 2)[1].split("?", 1)[0], host, path
+
+
+def _web_item(cols: Cols, host: str, path: str) -> Item:
+    """`_web_detail`'s observation of a request's row, made without a packet context."""
+    row, sec, usec, src, sport, dst, dport = cols[:7]
+    return row, OBS_WEB, (sec, usec, src, sport, dst, dport, *_web_detail(host, path))
 
 
 def _packet(cols: Cols, out: list[Item]) -> _Packet:
