@@ -179,3 +179,22 @@ def test_a_batch_of_new_requests_is_settled_in_one_pass(index: TrailIndex) -> No
         items = _items(index, frames, DetectionSettings())
     assert [kind for _, kind, _ in items] == ["web"] * len(requests)
     assert np.array_equal([row for row, _, _ in items], np.arange(len(requests)))
+
+
+def test_items_of_a_batch_come_in_row_order_whatever_path_made_them(index: TrailIndex) -> None:
+    """Requests are parsed before the other rows and lone ones checked after them: the items are
+    still those of each row inspected alone, in row order."""
+    response = t.http_response(200, "application/x-sh", b"#!/bin/sh\n")
+    pipelined = t.http_request("POST", "/a", host="plain.example", body=b"x") + t.http_request(
+        "GET", "/setup.exe", host="plain.example")
+    payloads = [response, pipelined, t.http_request("GET", "/b.exe", host="plain.example"), response]
+    frames = [t.ethernet(t.tcp4("10.0.0.9", SERVERS[0], 40000 + n, 80, t.PSH | t.ACK, payload))
+              for n, payload in enumerate(payloads)]
+    for batch in (frames, frames[:2]):  # with and without a lone request
+        meta, data = t.frames_batch(batch)
+        p = parse_batch(meta, data, 1)
+        items = PayloadInspector(index, DetectionSettings()).inspect(p, data, np.arange(len(batch)))
+        alone = [item for row in range(len(batch))
+                 for item in PayloadInspector(index, DetectionSettings()).inspect(p, data, np.array([row]))]
+        assert items == alone
+        assert {row for row, kind, _ in items if kind == "event"} == set(range(len(batch)))

@@ -169,7 +169,8 @@ class PayloadInspector:
         self._names_in_bulk(names)
         if requests:
             self._requests_in_bulk(requests, out)
-            out.sort(key=itemgetter(0))  # a row's items stay together, in the order the row alone gives
+        if requests or asked.any():  # items made out of row order: a row's stay together, in their order
+            out.sort(key=itemgetter(0))
         return out
 
     def _columns(self, p: Parsed, rows: np.ndarray) -> Iterator[tuple]:
