@@ -18,6 +18,7 @@ from engine.index.build import build_index_file
 from engine.index.mapped import TrailIndex
 from workers import httpbatch
 from workers.batch import parse_batch
+from workers.heuristics import http_rules
 from workers.httpbatch import url_candidates, url_keys
 from workers.payload import DetectionSettings, PayloadInspector
 from workers.protocols.http import parse_http_request
@@ -198,3 +199,24 @@ def test_items_of_a_batch_come_in_row_order_whatever_path_made_them(index: Trail
                  for item in PayloadInspector(index, DetectionSettings()).inspect(p, data, np.array([row]))]
         assert items == alone
         assert {row for row, kind, _ in items if kind == "event"} == set(range(len(batch)))
+
+
+PATH_TEXT = st.lists(st.sampled_from([*"/abx.?=&;#'<>()*: +\t\r\n", "union", "select", "<script", "exe", "lnk", "..",
+                                      "inexistent", "php://input", "etc/passwd", "%20", "%27", "%3c", "%2e", "%0a",
+                                      "%c3%a9", "%41", "%", "${jndi:ldap://h/a}", "a@b.cc&"]), max_size=14).map(
+    lambda pieces: "/" + "".join(pieces))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(PATH_TEXT, min_size=1, max_size=8), st.booleans())
+def test_unremarkable_paths_are_reported_by_no_path_rule(paths: list[str], private: bool) -> None:
+    """What `paths_unremarkable` passes (lowercase ASCII paths of a plain Host, many per scan) no
+    attack category, download or canary rule reports."""
+    for path, quiet in zip(paths, http_rules.paths_unremarkable(paths), strict=True):
+        if quiet:
+            assert http_rules.suspicious_request(path, None, private) is None, path
+            assert http_rules.direct_download("plain.example", path, private) is None, path
+            assert http_rules.suspicious_path(path) is None, path
+    assert http_rules.paths_unremarkable(["/news/a.html?id=1", "/x/setup.exe", "/?q=1+union+select+2", "/%41/a.exe",
+                                          "/dl.ex\te", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd"]) == [
+        True, False, False, False, False, False]
