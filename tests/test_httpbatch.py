@@ -220,3 +220,20 @@ def test_unremarkable_paths_are_reported_by_no_path_rule(paths: list[str], priva
     assert http_rules.paths_unremarkable(["/news/a.html?id=1", "/x/setup.exe", "/?q=1+union+select+2", "/%41/a.exe",
                                           "/dl.ex\te", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd"]) == [
         True, False, False, False, False, False]
+
+
+AGENT_TEXT = st.lists(st.sampled_from(["Mozilla/5.0 ", "(X11; Linux)", "masscan", "sqlmap", "nikto", "curl/", "agent",
+                                       "python-requests/2", "ab", "x", " ", "/", "1.0", "\x1c", "\u00e9", "Sophos",
+                                       "\u212a"]), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(AGENT_TEXT, min_size=1, max_size=8))
+def test_unsuspicious_user_agents_match_no_listed_agent(agents: list[str]) -> None:
+    """What `user_agents_unsuspicious` passes (many per scan, `\\A`/`\\Z` patterns as line
+    anchors) `suspicious_user_agent` reports nothing for."""
+    for agent, fine in zip(agents, http_rules.user_agents_unsuspicious(agents), strict=True):
+        if fine:
+            assert http_rules.suspicious_user_agent(agent) is None, agent
+    assert http_rules.user_agents_unsuspicious(["Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", "masscan/1.0",
+                                                "ab", "agent"]) == [True, False, False, False]
