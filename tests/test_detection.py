@@ -18,7 +18,8 @@ from engine.ipaddr import ip4_text
 from engine.pcapio import PcapWriter, read_batches
 from engine.sensor import run_sensor
 from workers.batch import parse_batch
-from workers.payload import DetectionSettings, PayloadInspector, _private_addr, _without_values, is_private
+from workers.httpbatch import without_values
+from workers.payload import DetectionSettings, PayloadInspector, _private_addr, is_private
 
 TRAILS = """\
 evil-test-domain.com,malware (test),(static)
@@ -303,7 +304,7 @@ def test_private_address_test_without_text(ip: int) -> None:
 def test_parameter_values_are_cut_as_maltrails_regex_does(path: str) -> None:
     import re
 
-    assert _without_values(path) == re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)
+    assert without_values(path) == re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)
 
 
 def test_names_cached_at_a_batch_start_survive_its_evictions(index: Path) -> None:

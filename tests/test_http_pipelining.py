@@ -109,8 +109,11 @@ def test_random_segments_never_raise_and_respect_the_bound(chunks: list[bytes] |
 @given(st.integers(0, 40), st.binary(max_size=30))
 def test_inspection_of_long_pipelines_is_bounded(inspector: PayloadInspector, count: int, junk: bytes) -> None:
     out: list = []
+    lone: list = []  # a segment of one request: checked with the batch's others
     payload = b"".join(_req(f"/seg{i}/x", "h.example") for i in range(count)) + junk
-    inspector._http(_Packet(0, T0, 0, 0x0A000042, 50000, 0xC6336407, 80, "TCP", out, -1, -1, -1), payload)
+    cols = (0, T0, 0, 0x0A000042, 50000, 0xC6336407, 80, -1, -1, -1)
+    inspector._http(_Packet(*cols[:7], "TCP", out, *cols[7:]), payload, lone, cols)
+    inspector._requests_in_bulk(lone, out)
     web = [item for item in out if item[1] == OBS_WEB]
     assert len(web) == min(count, MAX_PIPELINED)
 

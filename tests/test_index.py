@@ -117,6 +117,25 @@ def test_indexes_with_a_one_probe_string_prefilter_still_find_everything(tmp_pat
     assert ix.lookup_string("old-1.example.org/p?x=2") < 0
 
 
+def test_indexes_without_the_url_host_table_hash_every_hosts_url_keys(tmp_path: Path) -> None:
+    """`url_host_hash` holds the host part of every string trail with one (not of a path trail);
+    indexes built before it load and answer True for every host."""
+    out = tmp_path / "ix.mtidx"
+    (tmp_path / "trails.csv").write_text("evil.example/x/y.php,malware,static\n/only/path,malware,static\n"
+                                         "host.example:8080/a,malware,static\nplain.example,malware,static\n")
+    build_index_file([str(tmp_path / "trails.csv")], out, default_whitelist=False)
+    hosts = ["evil.example", "host.example:8080", "host.example", "plain.example", "", "only"]
+    assert TrailIndex(out).url_hosts_maybe(hosts).tolist() == [True, True, False, False, False, False]
+    arrays, meta, mm = map_arrays(out)
+    old = {name: np.array(a) for name, a in arrays.items() if name != "url_host_hash"}
+    del arrays
+    mm.close()
+    write_arrays(out, old, meta)
+    ix = TrailIndex(out)
+    assert ix.url_hosts_maybe(hosts).all()
+    assert ix.lookup_string("evil.example/x/y.php") >= 0
+
+
 def test_two_probe_string_prefilter_lets_few_misses_through(tmp_path: Path) -> None:
     keys = [f"k{i}.example.net" for i in range(200_000)]
     (tmp_path / "trails.csv").write_text("".join(f"{k},malware,static\n" for k in keys))

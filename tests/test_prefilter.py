@@ -137,7 +137,8 @@ LINE_PATTERNS = [r"^[a-z]{2}-[a-z]{2,3}\.(top|club)$", r"byethost[0-9]+\.com", r
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet="abxy-.0123456789topclubyethostcomanchoredn\u017f", max_size=20), max_size=15))
+@given(st.lists(st.text(alphabet="abxy-.0123456789topclubyethostcomanchoredn\u017f\u00e9\x1c", max_size=20),
+                max_size=15))
 def test_many_lines_in_one_scan_never_miss(texts: list[str]) -> None:
     pset = PatternSet("test-lines", LINE_PATTERNS, 0, lines=True)
     compiled = [re.compile(p) for p in LINE_PATTERNS]
@@ -147,8 +148,10 @@ def test_many_lines_in_one_scan_never_miss(texts: list[str]) -> None:
 
 def test_many_lines_with_text_anchors_and_newlines() -> None:
     pset = PatternSet("test-lines", LINE_PATTERNS, 0, lines=True)
-    assert pset.candidates_many(["ab-cd.top", "www.byethost7.com", "plain"]) == [[0, 2, 4, 5], [1, 2, 4], [2, 4]]
-    assert pset.candidates_many(["two\nlines ab", "ab"]) == [[2, 4, 5], [2, 4, 5]]  # falls back to one scan each
+    assert pset.candidates_many(["ab-cd.top", "www.byethost7.com", "plain"]) == [[0, 5], [1], []]
+    # `\A` and `\Z` hold at each text's ends, and only there
+    assert pset.candidates_many(["anchored end", "not anchored", "end not", "anchored"]) == [[2, 4], [], [], [2]]
+    assert pset.candidates_many(["two\nlines ab", "ab"]) == [[5], [5]]  # falls back to one scan each
     assert pset.candidates_many([]) == []
 
 

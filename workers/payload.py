@@ -9,6 +9,8 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from operator import itemgetter
 from urllib.parse import unquote
 
 import numpy as np
@@ -17,7 +19,7 @@ from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
-from workers import dnsbatch
+from workers import dnsbatch, httpbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache, GenerationCache
@@ -47,9 +49,9 @@ QUIC_REPLY_CACHE_SIZE = 4096  # (server, client, client SCID) of the QUIC client
 PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
 _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 
-_HTTP_STARTS = np.array([int.from_bytes(m, "big") for m in (
-    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP", b"HTTP")],
-    dtype=np.uint32)
+_REQUEST_STARTS = np.array([int.from_bytes(m, "big") for m in (
+    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP")], dtype=np.uint32)
+_HTTP_STARTS = np.append(_REQUEST_STARTS, np.uint32(int.from_bytes(b"HTTP", "big")))
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
 _RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
@@ -77,8 +79,7 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     d = data if len(data) else np.zeros(1, np.uint8)
     off = p.payload_off
     b0 = np.take(d, off, mode="clip").astype(np.uint32)
-    first4 = (b0 << 24 | np.take(d, off + 1, mode="clip").astype(np.uint32) << 16
-              | np.take(d, off + 2, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 3, mode="clip"))
+    first4 = _first4(d, off)
     tcp = has & (p.proto == PROTO_TCP)
     udp = has & (p.proto == PROTO_UDP)
     port53 = (p.sport == 53) | (p.dport == 53)
@@ -95,6 +96,22 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     return np.flatnonzero(dns | dns_tcp | http | tls | quic)
 
 
+def _first4(d: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """The first four payload bytes of each packet as a big-endian integer."""
+    return (np.take(d, off, mode="clip").astype(np.uint32) << 24 | np.take(d, off + 1, mode="clip").astype(np.uint32)
+            << 16 | np.take(d, off + 2, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 3, mode="clip"))
+
+
+def _request_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which of the inspected rows are TCP segments that start like an HTTP request, away from
+    port 53 (where DNS over TCP is tried first): the batch's requests, checked together."""
+    tcp = (p.proto[rows] == PROTO_TCP) & (p.sport[rows] != 53) & (p.dport[rows] != 53)
+    return tcp & np.isin(_first4(data, p.payload_off[rows]), _REQUEST_STARTS)
+
+
+Cols = tuple[int, int, int, Addr, int, Addr, int, int, int, int]  # row, sec, usec, src, sport, dst, dport, entries
+
+
 class PayloadInspector:
     """Per-packet protocol checks. Its state is bounded caches of what repeats: parsed DNS
     messages, query-name facts, NXDOMAIN name checks, HTTP request plans and the domain checker's
@@ -109,6 +126,7 @@ class PayloadInspector:
         self._nx_names: GenerationCache[str, bool] = GenerationCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
         self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
+        self._settled: FifoCache[tuple, tuple[str, str] | None] = FifoCache(4 * REQUEST_CACHE_SIZE)
         self._quic_replies: FifoCache[tuple, None] = FifoCache(QUIC_REPLY_CACHE_SIZE)  # `_quic`
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
@@ -124,12 +142,13 @@ class PayloadInspector:
             rows = np.sort(np.concatenate((rows[~dns], self._dns_batch(p, data, rows[dns], out))))
         if not rows.size:
             return out
-        dst_e, src_e, dstport_e = self._address_entries(p, rows)
-        src, dst = row_addresses(p, rows)
-        columns = zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(), src, dst,
-                      p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
-                      p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
-        names: list[tuple[_Packet, str]] = []  # SNIs, checked together after the loop
+        requests: list[tuple[Cols, HttpRequest]] = []  # lone requests, checked together after the loop
+        asked = _request_rows(p, data, rows)
+        if asked.any():
+            self._request_segments(p, data, rows[asked], requests, out)
+            rows = rows[~asked]
+        columns = self._columns(p, rows)
+        names: list[tuple[_Packet, str]] = []  # SNIs, likewise
         for row, off, n, s, d, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
             ctx = _Packet(row, sec, usec, s, sport, d, dport, "TCP" if proto == PROTO_TCP else "UDP", out, de, se, dpe)
@@ -148,9 +167,37 @@ class PayloadInspector:
                 else:
                     self._certificate(ctx, server_certificate_sha1(payload))
             else:
-                self._http(ctx, payload)
+                self._http(ctx, payload, requests, (row, sec, usec, s, sport, d, dport, de, se, dpe))
         self._names_in_bulk(names)
+        if requests:
+            self._requests_in_bulk(requests, out)
+        if requests or asked.any():  # items made out of row order: a row's stay together, in their order
+            out.sort(key=itemgetter(0))
         return out
+
+    def _columns(self, p: Parsed, rows: np.ndarray) -> Iterator[tuple]:
+        """Per row: row, payload offset and length, source, destination, time, ports, protocol, and
+        the trail entries of destination, source and destination:port."""
+        dst_e, src_e, dstport_e = self._address_entries(p, rows)
+        src, dst = row_addresses(p, rows)
+        return zip(rows.tolist(), p.payload_off[rows].tolist(), p.payload_len[rows].tolist(), src, dst,
+                   p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
+                   p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
+
+    def _request_segments(self, p: Parsed, data: np.ndarray, rows: np.ndarray,
+                          requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
+        """Segments that start like a request: parsed here, their lone requests (the usual case)
+        joining `requests`, without a packet context (most need none)."""
+        for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
+            payload = data[off : off + n].tobytes()
+            req = parse_http_request(payload)
+            if req is None:
+                continue
+            cols = (row, sec, usec, s, sport, d, dport, de, se, dpe)
+            if not req.body or len(split_requests(payload)) < 2:  # no body, nothing pipelined: the usual case
+                requests.append((cols, req))
+            else:
+                self._pipelined(_packet(cols, out), payload)
 
     def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trail entries of every selected packet's destination, source and destination:port, in
@@ -413,18 +460,23 @@ class PayloadInspector:
             self._entry_event(c, "IP", c.src, c.src_entry)
 
     # ---- HTTP (spec 2.6) --------------------------------------------------------------------
-    def _http(self, c: _Packet, payload: bytes) -> None:
+    def _http(self, c: _Packet, payload: bytes, requests: list[tuple[Cols, HttpRequest]], cols: Cols) -> None:
+        """A response, or the requests of a segment; a lone request (the usual case) joins `requests`,
+        which are checked together after the batch's loop."""
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
             return
         req = parse_http_request(payload)
         if req is None:
             return
-        pieces = split_requests(payload) if req.body else ()  # no body, nothing pipelined: the usual case
-        if len(pieces) < 2:
-            self._http_request(c, req)
-            return
-        for n, piece in enumerate(pieces):
+        if not req.body or len(split_requests(payload)) < 2:  # no body, nothing pipelined: the usual case
+            requests.append((cols, req))
+        else:
+            self._pipelined(c, payload)
+
+    def _pipelined(self, c: _Packet, payload: bytes) -> None:
+        """The requests of a segment that holds several, in order."""
+        for n, piece in enumerate(split_requests(payload)):
             req = parse_http_request(piece)
             if req is None:
                 return
@@ -433,10 +485,45 @@ class PayloadInspector:
             self._http_request(c, req)
 
     def _http_request(self, c: _Packet, req: HttpRequest) -> None:
-        """One request's checks: run on the packet the first time a request is seen, recorded into
-        a plan the second time, and replayed from the plan after that. Most requests on a real
-        link are seen once, and recording a plan for them was wasted work."""
+        """One request's checks (`_replayed`, else on the packet)."""
         fwd = forwarded_for(req.text) if self.settings.use_heuristics else None
+        if not self._replayed(c, req, fwd):
+            self._request_plan(c, req, fwd)
+
+    def _requests_in_bulk(self, requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
+        """A batch's lone requests. One without a body is settled once (`httpbatch.settle`, the
+        batch's new ones together) and the answer kept (bounded): a request whose checks certainly
+        report nothing but the web observation gets that observation, and needs no plan; the
+        others, and requests with a body, take the per-request checks (`_http_request`)."""
+        settled = self._settled
+        observe = self.settings.use_heuristics and self.settings.web_scanning
+        fresh = []
+        for cols, req in requests:
+            if req.body:
+                self._http_request(_packet(cols, out), req)
+                continue
+            key = (req.method, req.path, req.host, req.user_agent, cols[7] >= 0)  # what settling reads
+            spelled = settled.get(key, _UNSETTLED)
+            if spelled is _UNSETTLED:
+                fresh.append((cols, req, key))
+            elif spelled is None:
+                self._http_request(_packet(cols, out), req)
+            elif observe:
+                out.append(_web_item(cols, *spelled))
+        answers = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
+                                   [cols[7] for cols, _, _ in fresh])
+        for (cols, req, key), spelled in zip(fresh, answers, strict=True):
+            settled.put(key, spelled)
+            if spelled is None:
+                self._http_request(_packet(cols, out), req)
+            elif observe:
+                out.append(_web_item(cols, *spelled))
+
+    def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
+        """Replay a request's plan onto the packet: recorded the second time a request is seen, and
+        replayed after that. False the first time (the caller checks it on the packet, which then
+        knows whether its destination is private): recording a plan for a request seen once was
+        wasted work."""
         key = (req.method, req.path, req.host, req.user_agent, req.body, fwd, c.dport, c.dst_entry,
                _private_addr(c.raw_dst))
         plan = self._requests.get(key)
@@ -445,12 +532,11 @@ class PayloadInspector:
         if plan is None:
             keep = len(req.path) + len(req.body) + len(req.host or "") + len(req.user_agent or "") <= PLAN_KEY_CHARS
             seen = hash(key)
-            if not keep or self._once.pop(seen, True):  # first sighting: checked on the packet itself
+            if not keep or self._once.pop(seen, True):  # first sighting
                 if keep:
                     self._once.put(seen, False)
                 c.private_dst = key[-1]
-                self._request_plan(c, req, fwd)
-                return
+                return False
             plan = _Plan(c, key[-1])
             self._request_plan(plan, req, fwd)
             plan.packet = None
@@ -462,6 +548,7 @@ class PayloadInspector:
                 c.observe(*action)
             else:
                 c.event(*action)
+        return True
 
     def _keep_plan(self, key: tuple, plan: _Plan, dst: Addr) -> None:
         """A plan that spelled the destination out is kept for that destination only. Whether it
@@ -504,8 +591,7 @@ class PayloadInspector:
         url = host + path
         if heur and path.startswith("/"):
             if st.web_scanning:
-                segment = path.split("/", 2)[1] if path.count("/") >= 1 else ""
-                c.observe(OBS_WEB, (segment.split("?", 1)[0], host, path))
+                c.observe(OBS_WEB, _web_detail(host, path))
         elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
             target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
             if not ix.is_whitelisted_domain(target):
@@ -561,8 +647,7 @@ class PayloadInspector:
         first that is a trail is reported. The prefilter bits of all keys are tested first."""
         ix = self.index
         path = path.replace("//", "/")
-        keys = [key for cand in _url_candidates(path, post) for key in (cand, host + cand)]
-        keys.append(host + "/")
+        keys = httpbatch.url_keys(host, path, post)
         for i in ix.string_maybe_positions(keys):
             key = keys[i]
             e = ix.lookup_string(key)
@@ -606,39 +691,21 @@ def _is_rce(text: str) -> bool:
     return any(name == "potential remote code execution" and rx.search(text) for name, rx in _RCE)
 
 
-def _url_candidates(path: str, post: str) -> list[str]:
-    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
-    checks = [path.rstrip("/")]
-    if "?" in path:
-        checks.append(path.split("?", 1)[0].rstrip("/"))
-    if "=" in path:
-        checks.append(path[: path.index("=") + 1])
-        reduced = _without_values(path)
-        if reduced not in checks:
-            checks.append(reduced)
-            if reduced.count("/") > 1:
-                checks.append("/" + reduced.rsplit("/", 1)[-1])
-    elif post:
-        checks.append(f"{path}?{unquote(post).lower()}")
-    if checks[-1].count("/") > 1:
-        checks.append(checks[-1][: checks[-1].rfind("/")])
-        checks.append(checks[0].split("?", 1)[0].rsplit("/", 1)[-1])
-    return [x for x in checks if x]
+def _web_detail(host: str, path: str) -> tuple[str, str, str]:
+    """The web-scan observation's detail for a request whose (lowercase) path starts with `/`."""
+    return path.split("/", 2)[1].split("?", 1)[0], host, path
 
 
-def _without_values(path: str) -> str:
-    """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
-    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\1=", path)` in string operations (the template
-    substitution cost several microseconds a request). Pieces between `&` are independent; in the
-    first, parameters start after its first `?`."""
-    pieces = path.split("&")
-    for i, piece in enumerate(pieces):
-        start = piece.find("?") + 1 if i == 0 else 0
-        if start or i:
-            eq = piece.find("=", start)
-            if eq >= 0:
-                pieces[i] = piece[: eq + 1]
-    return "&".join(pieces)
+def _web_item(cols: Cols, host: str, path: str) -> Item:
+    """`_web_detail`'s observation of a request's row, made without a packet context."""
+    row, sec, usec, src, sport, dst, dport = cols[:7]
+    return row, OBS_WEB, (sec, usec, src, sport, dst, dport, *_web_detail(host, path))
+
+
+def _packet(cols: Cols, out: list[Item]) -> _Packet:
+    """The packet context of a request's row, for the requests that need one."""
+    row, sec, usec, src, sport, dst, dport, dst_entry, src_entry, dstport_entry = cols
+    return _Packet(row, sec, usec, src, sport, dst, dport, "TCP", out, dst_entry, src_entry, dstport_entry)
 
 
 def _bracket(url: str, hit: str) -> str:
@@ -709,6 +776,7 @@ class _Packet:
 
 _FORWARD = ("forward",)  # plan step: from here on the source reads `source,forwarded-for address`
 _BY_DESTINATION = object()  # request-cache value: the plans of this key are kept per destination
+_UNSETTLED = object()  # settled-request cache: not asked yet
 
 
 class _Plan:

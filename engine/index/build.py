@@ -59,6 +59,20 @@ def hash_strings(keys: Sequence[str | bytes], mask: int) -> np.ndarray:
     return hashes & np.uint64(mask)
 
 
+def url_host_hashes(arena: np.ndarray, starts: np.ndarray, lengths: np.ndarray, ids: np.ndarray,
+                    mask: int) -> np.ndarray:
+    """Sorted hashes of the host part (before the first `/`) of the string keys `ids` that have
+    one: a request's `host/...` keys can only be trails when its host is among them (few are),
+    which spares hashing them for the others."""
+    slashes = np.flatnonzero(arena == ord("/"))
+    owner = np.searchsorted(starts, slashes, side="right") - 1
+    owner, first = np.unique(owner, return_index=True)  # slashes ascend: each key's first one
+    cut = slashes[first] - starts[owner]
+    keep = (cut > 0) & (cut < lengths[owner]) & np.isin(owner, ids)
+    hosts = [arena[a : a + c].tobytes() for a, c in zip(starts[owner[keep]].tolist(), cut[keep].tolist(), strict=True)]
+    return np.unique(hash_strings(hosts, mask))
+
+
 def _text_arena(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Arena of many strings; one encode when they are all ASCII (trail keys nearly always are)."""
     joined = "".join(texts)
@@ -339,6 +353,7 @@ def compile_index(
 
     arrays.update(_string_table("str", list(compress(keys, string_ids.tolist())), str_ids, mask))
     arrays["str_pf"] = string_prefilter(arrays["str_hash"])
+    arrays["url_host_hash"] = url_host_hashes(key_arena, starts, lengths, str_ids, mask)
 
     arrays["wl_arena"], arrays["wl_off"] = wl_arena, wl_off
     arrays["name_filter"] = name_filter.result()

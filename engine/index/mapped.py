@@ -120,6 +120,7 @@ class TrailIndex:
         self._str_pf_mask = (1 << STRING_PREFILTER_BITS) - 1
         self._str_pf_two = self.meta.get("string_prefilter_probes", 1) == 2  # older indexes have one
         self._name_filter = a.get("name_filter")
+        self._url_hosts = a.get("url_host_hash")  # absent from indexes built before it existed
         self.wl_hash, self.wl_entry = a["wl_hash"], a["wl_entry"]
         self.wl_strings = _Strings(a["wl_arena"], a["wl_off"])
         self._str_hash_seq, self._wl_hash_seq = _int_sequence(self.str_hash), _int_sequence(self.wl_hash)
@@ -278,6 +279,13 @@ class TrailIndex:
         passed = np.flatnonzero(maybe)
         maybe[passed] = _hash_present(self.str_hash, hashes[passed])
         return maybe
+
+    def url_hosts_maybe(self, hosts: list[str]) -> np.ndarray:
+        """Whether some string trail may start with each host and a `/` (False is certain): a
+        request's `host/...` keys need hashing only then. Older indexes answer True."""
+        if self._url_hosts is None:
+            return np.ones(len(hosts), bool)
+        return _hash_present(self._url_hosts, self.hash_keys(hosts))
 
     def suffixes_maybe_listed(self, names: list[str]) -> np.ndarray:
         """For plain lowercase ASCII names: whether the name or a suffix after one of its dots may

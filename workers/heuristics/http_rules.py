@@ -218,6 +218,7 @@ class _UaMatcher:
         self._whitelist = whitelist
         self._sources = patterns
         self.prefilter = PatternSet("user-agents", [whitelist.pattern, *patterns], re.I)
+        self.lines = PatternSet("user-agents-lines", [whitelist.pattern, *patterns], re.I, lines=True)  # batches
         self._compiled: dict[int, re.Pattern[str]] = {}
 
     def search(self, ua: str) -> tuple[int, int] | None:
@@ -240,12 +241,56 @@ class _UaMatcher:
 
 
 _UA = _UaMatcher(_UA_WHITELIST, _ua_patterns(data_file("ua.txt").read_text(encoding="utf-8")))
+# For many request paths in one scan (`paths_unremarkable`): the attack categories, then the
+# pieces `direct_download` and `suspicious_path` need in a lowercase path (an extension, a canary
+# word), then the characters urlparse drops from a path (joining its pieces).
+_PATH_LINES = PatternSet("request-paths", [rx.pattern for _, rx in SUSPICIOUS_CATEGORIES] + [
+    re.escape(piece) for piece in (*sorted(_DOWNLOAD_EXTENSIONS), "inexistent", "defaultwebpage.cgi")] + [r"[\t\r]"],
+    _FLAGS, lines=True)
 
 
 def prepare() -> None:
     """Load (or compile) the pattern prefilters now: the fork server does, and workers inherit them."""
     _CATEGORIES.prepare()
+    _PATH_LINES.prepare()
     _UA.prefilter.prepare()
+    _UA.lines.prepare()
+
+
+def paths_unremarkable(paths: list[str]) -> list[bool]:
+    """For many lowercase ASCII request paths of plain Hosts at once: True where none of the attack
+    categories (`suspicious_request`, on the decoded path), `direct_download` and `suspicious_path`
+    can report, from one Hyperscan scan of the paths and of the decoded ones that differ (one
+    scan each, and Python's `re` for the file names, cost more than the rest of a new request's
+    checks). The file name those two judge is a piece of such a path, or joined from its pieces
+    when it holds a tab, CR or LF (urlparse drops them), and then the path is not settled."""
+    files = len(SUSPICIOUS_CATEGORIES)  # pattern ids from here on are the file-name pieces
+    picks: list[int] = []
+    decoded: list[tuple[int, str]] = []  # (position among the picks, decoded path) where decoding changes it
+    for i, path in enumerate(paths):
+        text = unquote(path) if "%" in path else path
+        if "\n" not in text and "\n" not in path:
+            if text != path:
+                decoded.append((len(picks), text))
+            picks.append(i)
+    found = _PATH_LINES.candidates_many([paths[i] for i in picks] + [text for _, text in decoded])
+    quiet = [not hits for hits in found[: len(picks)]]
+    for (k, _), hits in zip(decoded, found[len(picks) :], strict=True):  # the path for files, the text for attacks
+        quiet[k] = (not found[k] or found[k][-1] < files) and (not hits or hits[0] >= files)
+    out = [False] * len(paths)
+    for i, fine in zip(picks, quiet, strict=True):
+        out[i] = fine
+    return out
+
+
+def user_agents_unsuspicious(uas: list[str]) -> list[bool]:
+    """For many one-line User-Agents at once: True where `suspicious_user_agent` is certainly None
+    (no list pattern can match; the whitelist alone, pattern 0, only ever gives None)."""
+    out = [False] * len(uas)
+    picks = [i for i, ua in enumerate(uas) if "\n" not in ua]
+    for i, found in zip(picks, _UA.lines.candidates_many([uas[i] for i in picks]), strict=True):
+        out[i] = not found or found == [0]
+    return out
 
 
 def sinkhole_match(head: str) -> str | None:

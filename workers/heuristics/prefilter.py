@@ -45,11 +45,25 @@ _BASE_FLAGS = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_SINGLEMATCH | hype
 _FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k",
                        "\x1c": " ", "\x1d": " ", "\x1e": " ", "\x1f": " "})
 _NEEDS_FOLD = re.compile("[\u0130\u0131\u017f\u212a\x1c-\x1f]")
+_FOLD_ASCII = bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    ")  # the same for ASCII text, as bytes: no search
 _BOUNDED = re.compile(r"(?<!\\)\{(\d*),\d+\}")
 _PCRE_READS_OTHERWISE = re.compile(r"\[:\^?[a-z]+:\]|[^\x00-\x7f]")
-_TEXT_ANCHOR = re.compile(r"\\[AZ]")  # anchors at the text's ends, which a joined scan does not have
+_ESCAPE = re.compile(r"\\(.)", re.S)
 _GLOBAL_FLAGS = re.compile(r"\(\?[aiLmsux]+\)")
 _POSSESSIVE = re.compile(r"(?<!\\)([+*}?])\+")
+
+
+def _scanned(text: str) -> bytes | None:
+    """The UTF-8 bytes Hyperscan scans for a text, folded (`_FOLD`); None for a lone surrogate.
+    ASCII text (the usual) is folded as bytes: searching it for what to fold cost more than the scan."""
+    if text.isascii():
+        return text.encode("ascii").translate(_FOLD_ASCII)
+    if _NEEDS_FOLD.search(text):
+        text = text.translate(_FOLD)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def cache_dir() -> Path:
@@ -81,8 +95,8 @@ class PatternSet:
 
     With `lines`, `candidates_many(texts)` answers for many one-line texts (DNS names) in one scan
     of the texts joined by newlines: the database then reports every match end, not one per
-    pattern, and `^`/`$` match at line ends; patterns anchored with `\\A` or `\\Z` are candidates
-    for every text. A match that crosses a newline only adds a candidate, and a flood of reports
+    pattern, and `^`/`$` match at line ends, as do `\\A` and `\\Z` (compiled as `^` and `$`: a
+    text's ends are line ends there). A match that crosses a newline only adds a candidate, and a flood of reports
     (a pattern the prefilter had to widen to almost anything) falls back to one scan per text."""
 
     def __init__(self, name: str, patterns: Sequence[str], flags: int, lines: bool = False) -> None:
@@ -117,11 +131,8 @@ class PatternSet:
     def candidates(self, text: str) -> list[int]:
         if not self._ready:
             self.prepare()
-        if _NEEDS_FOLD.search(text):
-            text = text.translate(_FOLD)
-        try:
-            raw = text.encode("utf-8")
-        except UnicodeEncodeError:  # a lone surrogate: no valid UTF-8 to scan, so every pattern is a candidate
+        raw = _scanned(text)
+        if raw is None:  # a lone surrogate: no valid UTF-8 to scan, so every pattern is a candidate
             return list(range(len(self._patterns)))
         self._hits = hits = list(self._always)
         if self._db is not None:
@@ -140,13 +151,10 @@ class PatternSet:
         joined = "\n".join(texts)
         if joined.count("\n") != len(texts) - 1:  # a text of several lines
             return [self.candidates(t) for t in texts]
-        if _NEEDS_FOLD.search(joined):
-            joined = joined.translate(_FOLD)
-        try:
-            raw = joined.encode("utf-8")
-        except UnicodeEncodeError:
+        raw = _scanned(joined)
+        if raw is None:
             return [self.candidates(t) for t in texts]
-        lines = texts if len(raw) == len(joined) else [line.encode("utf-8") for line in joined.split("\n")]
+        lines = texts if len(raw) == len(joined) else raw.split(b"\n")
         starts = list(accumulate((len(line) + 1 for line in lines), initial=0))  # byte offsets
         self._ends, self._report_limit = [], 8 * len(texts) + 64
         try:
@@ -162,7 +170,7 @@ class PatternSet:
 
     # ---- building --------------------------------------------------------------------------
     def _key(self) -> str:
-        digest = hashlib.sha256(f"{hyperscan.__version__}\0{self._flags}\0{self._lines}\0".encode())
+        digest = hashlib.sha256(f"{hyperscan.__version__}\0{self._flags}\0{self._lines and 'line-anchors'}\0".encode())
         for pattern in self._patterns:
             digest.update(pattern.encode("utf-8", "surrogatepass") + b"\0")
         return digest.hexdigest()[:32]
@@ -184,10 +192,9 @@ class PatternSet:
         return True
 
     def _build(self) -> None:
-        odd = {i for i, pattern in enumerate(self._patterns)
-               if _PCRE_READS_OTHERWISE.search(pattern) or (self._lines and _TEXT_ANCHOR.search(pattern))}
-        members = [(i, _widened(m)) for i, pattern in enumerate(self._patterns) if i not in odd
-                   for m in _alternatives(pattern)]
+        odd = {i for i, pattern in enumerate(self._patterns) if _PCRE_READS_OTHERWISE.search(pattern)}
+        members = [(i, _widened(_line_anchored(m) if self._lines else m)) for i, pattern in enumerate(self._patterns)
+                   if i not in odd for m in _alternatives(pattern)]
         self._always = sorted(odd)
         try:
             db = _compile(members, self._flags)
@@ -241,6 +248,12 @@ def _alternatives(pattern: str) -> list[str]:
         i += 1
     out.append(pattern[start:])
     return out
+
+
+def _line_anchored(expression: str) -> str:
+    """The text anchors `\\A` and `\\Z` as line anchors, which a joined scan of one-line texts
+    has at every text's ends (and nowhere a text's own anchors would not match)."""
+    return _ESCAPE.sub(lambda m: {"A": "^", "Z": "$"}.get(m.group(1), m.group(0)), expression)
 
 
 def _compile(members: list[tuple[int, str]], flags: int) -> hyperscan.Database | None:

@@ -64,7 +64,11 @@ def _decode(payload: bytes | memoryview) -> str:
 
 def header(text: str, name: str) -> str | None:
     """Value of the first `\\r\\nName:` (case-sensitive), stripped; None without a closing `\\r\\n`."""
-    key = f"\r\n{name}:"
+    return _value_after(text, f"\r\n{name}:")
+
+
+def _value_after(text: str, key: str) -> str | None:
+    """`header` with its key (`\\r\\nName:`) spelled out already."""
     start = text.find(key)
     if start < 0:
         return None
@@ -125,20 +129,19 @@ def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
     spaces and ` HTTP/`; an empty method or path is refused too (Maltrail's `if method and path`).
     """
     text = _decode(payload)
-    if " HTTP/" not in text:
-        return None
     end = text.find("\r\n")
     if end < 0:
         return None
     line = text[:end]
-    if line.count(" ") != 2 or " HTTP/" not in line:
+    parts = line.split(" ")
+    if len(parts) != 3 or " HTTP/" not in line:
         return None
-    method, path, version = line.split(" ")
+    method, path, version = parts
     if not method or not path:
         return None
-    _, blank, body = text.partition("\r\n\r\n")
-    return HttpRequest(method=method, path=path, version=version, host=header(text, "Host"),
-                       user_agent=header(text, "User-Agent"), body=body if blank else "", text=text)
+    blank = text.find("\r\n\r\n")
+    return HttpRequest(method, path, version, _value_after(text, "\r\nHost:"), _value_after(text, "\r\nUser-Agent:"),
+                       text[blank + 4 :] if blank >= 0 else "", text)
 
 
 def parse_http_response(payload: bytes | memoryview) -> HttpResponse | None:

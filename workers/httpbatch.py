@@ -1,0 +1,138 @@
+"""New HTTP requests of a batch settled in bulk: the ones whose checks certainly report nothing.
+
+Nearly every request on a real link is new, and nearly every new request reports nothing but its
+web-scan observation, yet Maltrail's checks (spec 2.6, `PayloadInspector._request_plan`) cost
+some forty Python calls each. Here the checks that could report are asked for a whole batch at
+once: the User-Agent and URL keys hashed in one pass and tested against the index in numpy, the
+attack categories and the User-Agent list in one Hyperscan scan each, the Host names in one
+`check_many`. A request is settled only when none of them can report; any doubt sends it to the
+per-request checks, which stay the judge, so what is reported never changes.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote
+
+import numpy as np
+
+from engine.index.mapped import TrailIndex
+from engine.index.schema import UA_PREFIX
+from workers.domains import DomainChecker
+from workers.heuristics import http_rules
+from workers.protocols.http import HttpRequest
+from workers.settings import DetectionSettings
+
+# A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
+# test), and has none of the characters that make urlparse move part of it into the path.
+_PLAIN_HOST = re.compile(r"[a-z][a-z0-9._-]*(?::[0-9]*)?")
+
+
+def url_keys(host: str, path: str, post: str) -> list[str]:
+    """Maltrail's URL keys of a request in order: each candidate bare, then with the host; then
+    `host/`. `path` is lowercase, with `//` folded to `/`."""
+    keys = [key for cand in url_candidates(path, post) for key in (cand, host + cand)]
+    keys.append(host + "/")
+    return keys
+
+
+def url_candidates(path: str, post: str) -> list[str]:
+    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
+    first = path.rstrip("/")
+    checks = [first]
+    q = path.find("?")
+    if q >= 0:
+        checks.append(path[:q].rstrip("/"))
+    eq = path.find("=")
+    if eq >= 0:
+        checks.append(path[: eq + 1])
+        reduced = without_values(path)
+        if reduced not in checks:
+            checks.append(reduced)
+            if reduced.count("/") > 1:
+                checks.append(reduced[reduced.rfind("/") :])
+    elif post:
+        checks.append(f"{path}?{unquote(post).lower()}")
+    last = checks[-1]
+    if last.count("/") > 1:
+        checks.append(last[: last.rfind("/")])
+        name = path[:q] if q >= 0 else first  # the first candidate up to its `?`: `?` is never stripped
+        checks.append(name[name.rfind("/") + 1 :])
+    return [x for x in checks if x] if "" in checks else checks
+
+
+def without_values(path: str) -> str:
+    """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
+    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` in string operations (the template
+    substitution cost several microseconds a request). Pieces between `&` are independent; in the
+    first, parameters start after its first `?`."""
+    pieces = path.split("&")
+    first = pieces[0]
+    q = first.find("?")
+    if q >= 0:
+        eq = first.find("=", q)
+        if eq >= 0:
+            pieces[0] = first[: eq + 1]
+    for i in range(1, len(pieces)):
+        eq = pieces[i].find("=")
+        if eq >= 0:
+            pieces[i] = pieces[i][: eq + 1]
+    return "&".join(pieces)
+
+
+def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker, requests: list[HttpRequest],
+           dst_entries: list[int]) -> list[tuple[str, str] | None]:
+    """Per request (without a body; `dst_entries`: the trail entry of each one's destination):
+    its (host, path) as the checks spell them (lowercase, `:80` cut) when they certainly report
+    nothing but the web observation of a path that starts with `/`; None when the per-request
+    checks must run."""
+    heur = settings.use_heuristics
+    out: list[tuple[str, str] | None] = [None] * len(requests)
+    picks: list[int] = []
+    spelled: list[tuple[str, str]] = []
+    candidates: list[list[str]] = []
+    agents: list[tuple[int, str]] = []  # (position among the picks, User-Agent) of the picks that send one
+    for i, (req, dst_entry) in enumerate(zip(requests, dst_entries, strict=True)):
+        host, path = req.host, req.path
+        if host is None or dst_entry >= 0 or req.body or path[:1] != "/" or not path.isascii():
+            continue
+        host = host.strip().lower()
+        if host.endswith(":80"):
+            host = host[:-3]
+        path = path.lower()
+        if _PLAIN_HOST.fullmatch(host) is None or not heur and ("://" in path or req.method == "CONNECT"):
+            continue
+        if req.user_agent:
+            agents.append((len(picks), req.user_agent))
+        candidates.append(url_candidates(path.replace("//", "/"), ""))
+        picks.append(i)
+        spelled.append((host, path))
+    if not picks:
+        return out
+    keys: list[str] = []  # `url_keys` of each pick, in another order; without `host/...` for unlisted hosts
+    counts: list[int] = []
+    url_hosts = index.url_hosts_maybe([host for host, _ in spelled]).tolist()
+    for (host, _), cands, url_host in zip(spelled, candidates, url_hosts, strict=True):
+        start = len(keys)
+        keys += cands
+        if url_host:
+            keys += [host + cand for cand in cands]
+            keys.append(host + "/")
+        else:  # only a candidate without its leading `/` (the file name) makes a key that is no URL
+            keys += [host + cand for cand in cands if cand[0] != "/"]
+        counts.append(len(keys) - start)
+    owners = np.repeat(np.arange(len(picks)), counts)  # a pick may have no key at all (a path `/`, say)
+    owners = np.concatenate((owners, np.array([n for n, _ in agents], np.int64)))
+    keys += [UA_PREFIX + ua.lower() for _, ua in agents]
+    quiet = np.bincount(owners[index.strings_maybe(index.hash_keys(keys))], minlength=len(picks)) == 0
+    if heur:
+        quiet &= http_rules.paths_unremarkable([path for _, path in spelled])
+        unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
+                                                             for _, ua in agents])
+        quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
+    if settings.check_host_domains:
+        hits = domains.check_many([host.split(":", 1)[0] for host, _ in spelled])
+        quiet &= np.array([hit is None for hit in hits], bool)
+    for n in np.flatnonzero(quiet).tolist():
+        out[picks[n]] = spelled[n]
+    return out
