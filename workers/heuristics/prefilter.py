@@ -154,14 +154,16 @@ class PatternSet:
         raw = _scanned(joined)
         if raw is None:
             return [self.candidates(t) for t in texts]
-        lines = texts if len(raw) == len(joined) else raw.split(b"\n")
-        starts = list(accumulate((len(line) + 1 for line in lines), initial=0))  # byte offsets
         self._ends, self._report_limit = [], 8 * len(texts) + 64
         try:
             self._db.scan(raw, match_event_handler=self._record_end)
         except hyperscan.ScanTerminated:
             return [self.candidates(t) for t in texts]
         out = [self._always] * len(texts)
+        if not self._ends:  # the usual case: the line offsets are not needed (they cost more than the scan)
+            return out
+        lines = texts if len(raw) == len(joined) else raw.split(b"\n")
+        starts = list(accumulate((len(line) + 1 for line in lines), initial=0))  # byte offsets
         for pattern_id, end in self._ends:
             i = bisect_right(starts, end) - 1
             if pattern_id not in out[i]:
