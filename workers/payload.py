@@ -148,9 +148,14 @@ class PayloadInspector:
             self._request_segments(p, data, rows[asked], requests, out)
             rows = rows[~asked]
         columns = self._columns(p, rows)
-        names: list[tuple[_Packet, str]] = []  # SNIs, likewise
+        names: list[tuple[_Packet | Cols, str]] = []  # SNIs, likewise
         for row, off, n, s, d, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
+            if proto == PROTO_TCP and payload[5:6] == b"\x01" and payload[:1] == b"\x16" and 53 not in (sport, dport):
+                sni = client_hello_sni(payload)  # a ClientHello: a packet context only if its SNI reports
+                if sni:
+                    names.append(((row, sec, usec, s, sport, d, dport, de, se, dpe), sni))
+                continue
             ctx = _Packet(row, sec, usec, s, sport, d, dport, "TCP" if proto == PROTO_TCP else "UDP", out, de, se, dpe)
             if proto == PROTO_UDP:
                 if sport == 53 or dport == 53:
@@ -168,7 +173,7 @@ class PayloadInspector:
                     self._certificate(ctx, server_certificate_sha1(payload))
             else:
                 self._http(ctx, payload, requests, (row, sec, usec, s, sport, d, dport, de, se, dpe))
-        self._names_in_bulk(names)
+        self._names_in_bulk(names, out)
         if requests:
             self._requests_in_bulk(requests, out)
         if requests or asked.any():  # items made out of row order: a row's stay together, in their order
@@ -236,13 +241,14 @@ class PayloadInspector:
             if e >= 0:
                 self._entry_event(c, "CERT", sha1, e)
 
-    def _names_in_bulk(self, names: list[tuple[_Packet, str]]) -> None:
-        """The SNIs of a batch's TLS and QUIC ClientHellos, checked in one `check_many`."""
+    def _names_in_bulk(self, names: list[tuple[_Packet | Cols, str]], out: list[Item]) -> None:
+        """The SNIs of a batch's TLS and QUIC ClientHellos, checked in one `check_many`; a packet
+        given by its columns gets its context only when its SNI reports."""
         for (c, _), hit in zip(names, self.domains.check_many([name for _, name in names]), strict=True):
             if hit is not None:
-                c.event("DNS", hit.trail, hit.info, hit.reference)
+                (_packet(c, out) if isinstance(c, tuple) else c).event("DNS", hit.trail, hit.info, hit.reference)
 
-    def _quic(self, c: _Packet, payload: bytes, names: list[tuple[_Packet, str]]) -> None:
+    def _quic(self, c: _Packet, payload: bytes, names: list[tuple[_Packet | Cols, str]]) -> None:
         """A datagram whose own Initials give the SNI is checked here; the CRYPTO chunks of one that
         holds only part of a ClientHello go to the aggregator, which sees every datagram of the
         connection in capture order whatever worker handled them.
@@ -703,7 +709,8 @@ def _web_item(cols: Cols, host: str, path: str) -> Item:
 
 
 def _packet(cols: Cols, out: list[Item]) -> _Packet:
-    """The packet context of a request's row, for the requests that need one."""
+    """The packet context of a TCP row given by its columns (a request's, a ClientHello's), for the
+    few that need one."""
     row, sec, usec, src, sport, dst, dport, dst_entry, src_entry, dstport_entry = cols
     return _Packet(row, sec, usec, src, sport, dst, dport, "TCP", out, dst_entry, src_entry, dstport_entry)
 
