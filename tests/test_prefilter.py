@@ -199,3 +199,26 @@ def test_cache_directory_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_flags_hyperscan_cannot_follow_are_refused() -> None:
     with pytest.raises(ValueError, match="unsupported re flags"):
         PatternSet("test-verbose", ["a b"], re.VERBOSE)
+
+
+def test_cached_lines_are_computed_once_per_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALTRAIL_CACHE_DIR", str(tmp_path / "cache"))
+    calls: list[str] = []
+
+    def compute(source: str) -> list[str]:
+        calls.append(source)
+        return [line.upper() for line in source.split()]
+
+    assert prefilter.cached_lines("t", "a b", compute) == ["A", "B"]
+    assert prefilter.cached_lines("t", "a b", compute) == ["A", "B"]  # read back
+    assert calls == ["a b"]
+    assert prefilter.cached_lines("t", "a c", compute) == ["A", "C"]  # another source: computed
+    for cached in (tmp_path / "cache").glob("lines-t-*.json"):
+        cached.write_text("{not json")
+    assert prefilter.cached_lines("t", "a b", compute) == ["A", "B"]  # a damaged cache is made again
+    assert calls == ["a b", "a c", "a b"]
+
+
+def test_user_agent_list_from_the_cache_equals_the_list_made_afresh() -> None:
+    text = data_file("ua.txt").read_text(encoding="utf-8")
+    assert http_rules._UA._sources == http_rules._ua_patterns(text)

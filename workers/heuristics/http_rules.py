@@ -18,7 +18,7 @@ from functools import lru_cache
 from urllib.parse import unquote, urlparse
 
 from engine.resources import data_file
-from workers.heuristics.prefilter import PatternSet
+from workers.heuristics.prefilter import PatternSet, cached_lines
 from workers.protocols.http import HEAD_CHARS, HttpResponse
 
 # Decoded, lowercased request texts containing any of these are never examined (`ads` also
@@ -185,8 +185,9 @@ _REGEX_SYNTAX = frozenset("\\.^$*+?{}[]|()")
 def _ua_patterns(text: str) -> list[str]:
     """The `ua.txt` lines as alternation members: regexes as written, literals (` (compatible`
     strings, lines that are not valid regexes, or not valid inside a group) escaped. A line with
-    no regex syntax is valid as written without compiling it (two thirds of the list: compiling
-    them cost every sensor start about 20 ms)."""
+    no regex syntax is valid as written without compiling it (two thirds of the list); the rest
+    are compiled to see, which cost every sensor start about 20 ms: the result is cached
+    (`cached_lines`)."""
     patterns = []
     for raw in text.splitlines():
         line = raw.strip()
@@ -240,7 +241,8 @@ class _UaMatcher:
         return None if best is None else (best[0], best[2])
 
 
-_UA = _UaMatcher(_UA_WHITELIST, _ua_patterns(data_file("ua.txt").read_text(encoding="utf-8")))
+_UA = _UaMatcher(_UA_WHITELIST, cached_lines("user-agents", data_file("ua.txt").read_text(encoding="utf-8"),
+                                             _ua_patterns))
 # For many request paths in one scan (`paths_unremarkable`): the attack categories, then the
 # pieces `direct_download` and `suspicious_path` need in a lowercase path (an extension, a canary
 # word), then the characters urlparse drops from a path (joining its pieces).

@@ -26,12 +26,14 @@ a database made for another version or CPU, which is then compiled again).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
+import sys
 import tempfile
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from pathlib import Path
 
@@ -208,17 +210,37 @@ class PatternSet:
         self._store(",".join(map(str, self._always)).encode() + b"\n" + blob)
 
     def _store(self, raw: bytes) -> None:
-        """Write the cache atomically; a cache that cannot be written only costs the next start a compile."""
-        path = self._cache_file()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".hs-", delete=False) as f:
-                f.write(raw)
-            os.replace(f.name, path)
-        except OSError as exc:
-            if "f" in locals():
-                Path(f.name).unlink(missing_ok=True)
-            log.debug("pattern cache %s not written: %s", path, exc)
+        _store(self._cache_file(), raw)
+
+
+def _store(path: Path, raw: bytes) -> None:
+    """Write a cache file atomically; a cache that cannot be written only costs the next start the work."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".hs-", delete=False) as f:
+            f.write(raw)
+        os.replace(f.name, path)
+    except OSError as exc:
+        if "f" in locals():
+            Path(f.name).unlink(missing_ok=True)
+        log.debug("pattern cache %s not written: %s", path, exc)
+
+
+def cached_lines(name: str, source: str, compute: Callable[[str], list[str]]) -> list[str]:
+    """`compute(source)`, kept in the cache directory under a digest of the source and the Python
+    version (what `re` accepts can change with it): for derived pattern lists whose making costs
+    a start more than reading them back."""
+    digest = hashlib.sha256(f"{sys.version_info[:2]}\0{source}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    path = cache_dir() / f"lines-{name}-{digest}.json"
+    try:
+        lines = json.loads(path.read_bytes())
+        if isinstance(lines, list) and all(isinstance(line, str) for line in lines):
+            return lines
+    except (OSError, ValueError):
+        pass
+    lines = compute(source)
+    _store(path, json.dumps(lines).encode())
+    return lines
 
 
 def _alternatives(pattern: str) -> list[str]:
