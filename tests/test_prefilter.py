@@ -34,7 +34,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALTRAIL_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _searched(patterns: list[re.Pattern[str]], text: str) -> list[int]:
+def _searched(patterns: list[re.Pattern[str]] | list[http_rules.LazyPattern], text: str) -> list[int]:
     return [i for i, rx in enumerate(patterns) if rx.search(text)]
 
 

@@ -116,7 +116,25 @@ _DNS_CHANGER = r"\b(?:dhcppridns|dhcpsecdns|wan_dns[12]?|dns[1-4]|dnsserver[12]?
                r"|(?:primary|secondary)dns)[\s+]*=[\s+]*\d{1,3}(?:\.\d{1,3}){3}\b"
 
 _FLAGS = re.I | re.S
-SUSPICIOUS_CATEGORIES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compile(rx, _FLAGS)) for name, rx in (
+
+
+class LazyPattern:
+    """A regex compiled on its first search: an attack category is searched only in the rare text
+    its prefilter names, and compiling all of them cost every sensor start about 10 ms."""
+
+    __slots__ = ("pattern", "flags", "_compiled")
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self.pattern, self.flags = pattern, flags
+        self._compiled: re.Pattern[str] | None = None
+
+    def search(self, text: str) -> re.Match[str] | None:
+        if self._compiled is None:
+            self._compiled = re.compile(self.pattern, self.flags)
+        return self._compiled.search(text)
+
+
+SUSPICIOUS_CATEGORIES: tuple[tuple[str, LazyPattern], ...] = tuple((name, LazyPattern(rx, _FLAGS)) for name, rx in (
     ("potential sql injection", _SQL),
     ("potential xml injection", r"/text\(\)[\s+]*=[\s+]*['\"]"),
     ("potential php injection", r"<\?php\b|\bphp://(?:input|filter)\b"),
