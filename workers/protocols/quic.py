@@ -12,11 +12,14 @@ the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto`
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
-
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from functools import cache, lru_cache
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from workers.protocols.tls import handshake_sni
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import CipherContext
 
 QUIC_V1, QUIC_V2 = 0x00000001, 0x6B3343CF
 MAX_DECRYPT = 2048
@@ -74,11 +77,21 @@ def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, byt
     return _hmac(client, key_info)[:16], _hmac(client, iv_info)[:12], _hmac(client, hp_info)[:16]
 
 
+@cache
+def _ciphers() -> ModuleType:
+    """`cryptography`'s cipher module, imported at the first Initial: a sensor start (its fork
+    server imports what the workers use) paid 12 ms for it, and most short captures hold no QUIC."""
+    from cryptography.hazmat.primitives import ciphers  # noqa: PLC0415 - deferred: see the docstring
+
+    return ciphers
+
+
 @lru_cache(maxsize=512)
 def _ecb(key: bytes) -> CipherContext:
     """AES-ECB encryptor for a header-protection key: ECB keeps no state between blocks, so one
     context per connection serves all its Initials (creating one costs more than using it)."""
-    return Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    c = _ciphers()
+    return c.Cipher(c.algorithms.AES(key), c.modes.ECB()).encryptor()
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -175,7 +188,8 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
         return none
     nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
     counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
-    plain = Cipher(algorithms.AES(key), modes.CTR(counter)).decryptor().update(data[start:end])
+    c = _ciphers()
+    plain = c.Cipher(c.algorithms.AES(key), c.modes.CTR(counter)).decryptor().update(data[start:end])
     if plain[0] not in _FIRST_FRAMES:
         return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
     return packet_dcid, scid, _crypto_chunks(plain), packet_end
