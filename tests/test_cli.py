@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from engine import traffic as t
 from engine.cli import main
-from engine.pcapio import CaptureError, LiveCapture
+from engine.pcapio import CaptureError, LiveCapture, PcapWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,3 +128,25 @@ def test_idle_live_sensor_stops_on_ctrl_c_and_unlinks(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert "summary: (interrupted)" in out
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"maltrail_{proc.pid}_")]
+
+
+def test_the_maltrail_entry_point_runs_a_sensor_and_other_commands(tmp_path: Path) -> None:
+    """`engine.launch` (what the installed `maltrail` runs): the sensor, started with its fork
+    server ahead of the command line, writes its events; other commands go straight through."""
+    root = Path(__file__).resolve().parents[1]
+    trails = tmp_path / "trails.csv"
+    trails.write_text("evil-rat-test.net,test malware,(static)\n")
+    capture = tmp_path / "q.pcap"
+    with PcapWriter(capture) as w:
+        w.write(t.ethernet(t.udp4("10.0.0.2", "10.0.0.53", 40000, 53, t.dns_query("www.evil-rat-test.net"))), 1.7e9)
+    run = subprocess.run([sys.executable, "-m", "engine.launch", "sensor", "-r", str(capture), "--trails", str(trails),
+                          "--log-dir", str(tmp_path / "log"), "--workers", "1"], cwd=root, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "evil-rat-test.net" in "".join(p.read_text() for p in (tmp_path / "log").glob("*.log"))
+    helped = subprocess.run([sys.executable, "-m", "engine.launch", "sensor", "--help"], cwd=root,
+                            capture_output=True, text=True, timeout=60)
+    assert helped.returncode == 0 and "usage: maltrail sensor" in helped.stdout
+    wrong = subprocess.run([sys.executable, "-m", "engine.launch", "no-such-command"], cwd=root,
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
