@@ -26,7 +26,7 @@ from ship_support import (
     wait_collected,
     write_events,
 )
-from tls_support import loopback_certificate
+from tls_support import authority, loopback_certificate
 from webui_support import DEMO_TRAIL_IPS, logged_in
 
 from engine.index.build import build_index_file
@@ -319,5 +319,50 @@ def test_tls_ships_and_an_unverified_server_is_refused(tmp_path: Path) -> None:
     finally:
         stop(good)
         stop(bad)
+        server.stop()
+        broker.stop(kill=True)
+
+
+def test_mutual_tls_client_certificates_are_the_sensors_identities(tmp_path: Path) -> None:
+    """nats-server requires a client certificate signed by the site's CA and maps its subject to
+    the NATS user (`verify_and_map`), so the certificate is the sensor's identity: alpha's ships;
+    a sensor without one, or with one from another CA, is refused and says so; alpha's certificate
+    in a sensor named beta may not publish beta's events."""
+    ca, issue = authority(tmp_path, "site")
+    other_ca, other_issue = authority(tmp_path, "other")
+    server_cert, server_key = issue("nats", server=True)
+    users = [{"user": "CN=collector"}] + [
+        {"user": f"CN={u['user']}", "permissions": u["permissions"]} for u in users_block(["alpha", "beta"], ())]
+    broker = Nats(tmp_path, [], authorization={"users": users}, tls={
+        "cert_file": str(server_cert), "key_file": str(server_key), "ca_file": str(ca), "verify_and_map": True,
+        "timeout": 2}).start()
+    url = f"tls://127.0.0.1:{broker.port}"
+
+    def client(name: str, cert: tuple[Path, Path] | None) -> dict[str, str]:
+        return {"user": "", "password_file": "", "tls_ca": str(ca),
+                **({"tls_cert": str(cert[0]), "tls_key": str(cert[1])} if cert else {})}
+
+    collector = client("collector", issue("collector"))
+    server = start_collecting_server(tmp_path, server_config(tmp_path, [url], **collector))
+    alpha_cert = issue("alpha")
+    shippers = {name: start_shipper(sensor_config(tmp_path, name, [url], **client(name, cert)))
+                for name, cert in (("alpha", alpha_cert), ("beta", None), ("gamma", other_issue("gamma")),
+                                   ("delta", alpha_cert))}
+    try:
+        for name in shippers:
+            write_events(tmp_path / name, name, [events(200, 0)])
+        assert wait_collected(tmp_path, "alpha", 200) == day_lines(tmp_path / "alpha")
+        errors = {}
+        for name in ("beta", "gamma", "delta"):
+            status_file = tmp_path / name / ".ship" / "status.json"
+            errors[name] = wait_for(lambda f=status_file: f.exists() and json.loads(f.read_text())["last_error"], 30,
+                                    what=f"{name} refused")
+        assert "BAD_CERTIFICATE" in errors["beta"] and "BAD_CERTIFICATE" in errors["gamma"], errors
+        assert "permissions violation" in errors["delta"] and "delta" in errors["delta"], errors
+        for name in ("beta", "gamma", "delta"):
+            assert collected(tmp_path, name) == {}
+    finally:
+        for proc in shippers.values():
+            stop(proc)
         server.stop()
         broker.stop(kill=True)
