@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nats_support import NATS_SERVER, SKIP_REASON, Nats, free_port, users_block, wait_for
+from nats_support import NATS_SERVER, SKIP_REASON, Nats, start_cluster, users_block, wait_for
 from ship_support import (
     collected,
     day_lines,
@@ -57,6 +57,8 @@ def test_two_sensors_union_line_for_line(tmp_path: Path, nats: Nats) -> None:
     build_index_file([str(data_file("demo_trails.csv"))], index)
     server = start_collecting_server(tmp_path, server_config(tmp_path, [nats.url]))
     try:
+        client = logged_in(server, "admin")  # heartbeats are plain NATS messages: the collector listens first
+        wait_for(lambda: client.get_json(REMOTE)[1]["collector"]["connected"] is True, 30, what="collector up")
         for seed, name in ((3, "alpha"), (4, "beta")):
             capture = tmp_path / f"{name}.pcap"
             mixed_capture(capture, 20_000, seed=seed, trail_ips=DEMO_TRAIL_IPS, start=time.time() - 60)
@@ -67,7 +69,6 @@ def test_two_sensors_union_line_for_line(tmp_path: Path, nats: Nats) -> None:
             local = day_lines(tmp_path / name)
             assert line_count(local) > 20
             assert wait_collected(tmp_path, name, line_count(local)) == local
-        client = logged_in(server, "admin")
 
         def threats(q: str) -> list[dict]:
             status, body = client.get_json(f"/api/threats?q={q}&per_page=500")
@@ -225,13 +226,7 @@ def _stream_ready(broker: Nats) -> bool:
 def test_three_node_cluster_survives_a_node_loss(tmp_path: Path) -> None:
     """A three-node NATS cluster, the stream replicated three times: one node is killed mid-run
     (the one the shipper is connected to) and the server still ends with every event once."""
-    ports = [free_port() for _ in range(3)]
-    nodes = [Nats(tmp_path, users_block(["alpha"]), name=f"n{i + 1}", cluster_port=ports[i],
-                  routes=[p for j, p in enumerate(ports) if j != i]) for i in range(3)]
-    for node in nodes:
-        node.start(wait=False)
-    for node in nodes:
-        node.wait_ready()
+    nodes = start_cluster(tmp_path, users_block(["alpha"]))
     urls = [n.url for n in nodes]
     config = sensor_config(tmp_path, "alpha", urls[:1] + urls[1:])
     server = start_collecting_server(tmp_path, server_config(tmp_path, urls[::-1], replicas=3))

@@ -14,7 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from nats_support import NATS_SERVER, PASSWORDS, SKIP_REASON, Nats, free_port, users_block, wait_for
+from nats_support import (
+    NATS_SERVER,
+    PASSWORDS,
+    SKIP_REASON,
+    Nats,
+    free_port,
+    start_cluster,
+    users_block,
+    wait_for,
+)
 from ship_support import server_config, start_collecting_server
 from webui_support import DEMO_TRAIL_IPS, logged_in
 
@@ -222,13 +231,7 @@ def test_trail_object_store_survives_the_loss_of_its_leader(tmp_path: Path) -> N
     from engine.config import NatsSettings
     from engine.ship.trails import OBJECT_NAME, digest_of
 
-    ports = [free_port() for _ in range(3)]
-    nodes = [Nats(tmp_path, users_block(["alpha"]), name=f"n{i + 1}", cluster_port=ports[i],
-                  routes=[p for j, p in enumerate(ports) if j != i]) for i in range(3)]
-    for node in nodes:
-        node.start(wait=False)
-    for node in nodes:
-        node.wait_ready()
+    nodes = start_cluster(tmp_path, users_block(["alpha"]))
     urls = [n.url for n in nodes]
     generations = []
     for extra in ("evil-a.example", "evil-b.example"):
