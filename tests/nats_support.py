@@ -98,6 +98,18 @@ class Nats:
         self.proc = None
 
 
+def start_cluster(root: Path, users: list[dict[str, Any]], size: int = 3) -> list[Nats]:
+    """`size` nats-servers routed to each other (one JetStream cluster), all ready."""
+    ports = [free_port() for _ in range(size)]
+    nodes = [Nats(root, users, name=f"n{i + 1}", cluster_port=ports[i],
+                  routes=[p for j, p in enumerate(ports) if j != i]) for i in range(size)]
+    for node in nodes:
+        node.start(wait=False)
+    for node in nodes:
+        node.wait_ready()
+    return nodes
+
+
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
     """A maltrail.toml from plain values (strings, numbers, booleans, lists of strings)."""
     lines = []

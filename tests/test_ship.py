@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from nats_support import NATS_SERVER, SKIP_REASON, Nats, free_port, users_block, wait_for
+from nats_support import NATS_SERVER, SKIP_REASON, Nats, start_cluster, users_block, wait_for
 from ship_support import (
     collected,
     day_lines,
@@ -26,7 +26,7 @@ from ship_support import (
     wait_collected,
     write_events,
 )
-from tls_support import loopback_certificate
+from tls_support import authority, loopback_certificate
 from webui_support import DEMO_TRAIL_IPS, logged_in
 
 from engine.index.build import build_index_file
@@ -57,6 +57,8 @@ def test_two_sensors_union_line_for_line(tmp_path: Path, nats: Nats) -> None:
     build_index_file([str(data_file("demo_trails.csv"))], index)
     server = start_collecting_server(tmp_path, server_config(tmp_path, [nats.url]))
     try:
+        client = logged_in(server, "admin")  # heartbeats are plain NATS messages: the collector listens first
+        wait_for(lambda: client.get_json(REMOTE)[1]["collector"]["connected"] is True, 30, what="collector up")
         for seed, name in ((3, "alpha"), (4, "beta")):
             capture = tmp_path / f"{name}.pcap"
             mixed_capture(capture, 20_000, seed=seed, trail_ips=DEMO_TRAIL_IPS, start=time.time() - 60)
@@ -67,7 +69,6 @@ def test_two_sensors_union_line_for_line(tmp_path: Path, nats: Nats) -> None:
             local = day_lines(tmp_path / name)
             assert line_count(local) > 20
             assert wait_collected(tmp_path, name, line_count(local)) == local
-        client = logged_in(server, "admin")
 
         def threats(q: str) -> list[dict]:
             status, body = client.get_json(f"/api/threats?q={q}&per_page=500")
@@ -225,13 +226,7 @@ def _stream_ready(broker: Nats) -> bool:
 def test_three_node_cluster_survives_a_node_loss(tmp_path: Path) -> None:
     """A three-node NATS cluster, the stream replicated three times: one node is killed mid-run
     (the one the shipper is connected to) and the server still ends with every event once."""
-    ports = [free_port() for _ in range(3)]
-    nodes = [Nats(tmp_path, users_block(["alpha"]), name=f"n{i + 1}", cluster_port=ports[i],
-                  routes=[p for j, p in enumerate(ports) if j != i]) for i in range(3)]
-    for node in nodes:
-        node.start(wait=False)
-    for node in nodes:
-        node.wait_ready()
+    nodes = start_cluster(tmp_path, users_block(["alpha"]))
     urls = [n.url for n in nodes]
     config = sensor_config(tmp_path, "alpha", urls[:1] + urls[1:])
     server = start_collecting_server(tmp_path, server_config(tmp_path, urls[::-1], replicas=3))
@@ -319,5 +314,53 @@ def test_tls_ships_and_an_unverified_server_is_refused(tmp_path: Path) -> None:
     finally:
         stop(good)
         stop(bad)
+        server.stop()
+        broker.stop(kill=True)
+
+
+def test_mutual_tls_client_certificates_are_the_sensors_identities(tmp_path: Path) -> None:
+    """nats-server requires a client certificate signed by the site's CA and maps its subject to
+    the NATS user (`verify_and_map`), so the certificate is the sensor's identity: alpha's ships;
+    a sensor without one, or with one from another CA, is refused and says so; alpha's certificate
+    in a sensor named beta may not publish beta's events."""
+    ca, issue = authority(tmp_path, "site")
+    other_ca, other_issue = authority(tmp_path, "other")
+    server_cert, server_key = issue("nats", server=True)
+    users = [{"user": "CN=collector"}] + [
+        {"user": f"CN={u['user']}", "permissions": u["permissions"]} for u in users_block(["alpha", "beta"], ())]
+    broker = Nats(tmp_path, [], authorization={"users": users}, tls={
+        "cert_file": str(server_cert), "key_file": str(server_key), "ca_file": str(ca), "verify_and_map": True,
+        "timeout": 2}).start()
+    url = f"tls://127.0.0.1:{broker.port}"
+
+    def client(name: str, cert: tuple[Path, Path] | None) -> dict[str, str]:
+        return {"user": "", "password_file": "", "tls_ca": str(ca),
+                **({"tls_cert": str(cert[0]), "tls_key": str(cert[1])} if cert else {})}
+
+    collector = client("collector", issue("collector"))
+    server = start_collecting_server(tmp_path, server_config(tmp_path, [url], **collector))
+    alpha_cert = issue("alpha")
+    shippers = {name: start_shipper(sensor_config(tmp_path, name, [url], **client(name, cert)))
+                for name, cert in (("alpha", alpha_cert), ("beta", None), ("gamma", other_issue("gamma")),
+                                   ("delta", alpha_cert))}
+    try:
+        for name in shippers:
+            write_events(tmp_path / name, name, [events(200, 0)])
+        assert wait_collected(tmp_path, "alpha", 200) == day_lines(tmp_path / "alpha")
+        errors = {}
+        for name in ("beta", "gamma", "delta"):
+            status_file = tmp_path / name / ".ship" / "status.json"
+            errors[name] = wait_for(lambda f=status_file: f.exists() and json.loads(f.read_text())["last_error"], 30,
+                                    what=f"{name} refused")
+        for name in ("beta", "gamma"):  # TLS 1.3: the server's alert, or the connection it closed, comes first
+            assert any(s in errors[name].upper() for s in ("BAD_CERTIFICATE", "CERTIFICATE_REQUIRED", "BROKEN PIPE",
+                                                           "CONNECTION RESET")), errors
+            assert not json.loads((tmp_path / name / ".ship" / "status.json").read_text())["connected"]
+        assert "permissions violation" in errors["delta"] and "delta" in errors["delta"], errors
+        for name in ("beta", "gamma", "delta"):
+            assert collected(tmp_path, name) == {}
+    finally:
+        for proc in shippers.values():
+            stop(proc)
         server.stop()
         broker.stop(kill=True)

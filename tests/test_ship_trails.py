@@ -14,7 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
-from nats_support import NATS_SERVER, PASSWORDS, SKIP_REASON, Nats, free_port, users_block, wait_for
+from nats_support import (
+    NATS_SERVER,
+    PASSWORDS,
+    SKIP_REASON,
+    Nats,
+    free_port,
+    start_cluster,
+    users_block,
+    wait_for,
+)
 from ship_support import server_config, start_collecting_server
 from webui_support import DEMO_TRAIL_IPS, logged_in
 
@@ -208,3 +217,71 @@ def test_token_credentials(tmp_path: Path) -> None:
             stop(proc)
         server.stop()
         broker.stop(kill=True)
+
+
+@needs_nats
+def test_trail_object_store_survives_the_loss_of_its_leader(tmp_path: Path) -> None:
+    """A three-node cluster, the trail object store replicated three times: the node leading it is
+    killed once the server has published an index; a sensor that starts after the loss still gets
+    that index from the other two nodes, and a generation published after the loss reaches it too."""
+    import os
+
+    from ship_support import sensor_config, start_shipper, stop
+
+    from engine.config import NatsSettings
+    from engine.ship.trails import OBJECT_NAME, digest_of
+
+    nodes = start_cluster(tmp_path, users_block(["alpha"]))
+    urls = [n.url for n in nodes]
+    generations = []
+    for extra in ("evil-a.example", "evil-b.example"):
+        csv = tmp_path / f"{extra}.csv"
+        csv.write_text(data_file("demo_trails.csv").read_text() + f"{extra},malware (feed test),(static)\n")
+        build_index_file([str(csv)], tmp_path / f"{extra}.mtidx")
+        generations.append((tmp_path / f"{extra}.mtidx").read_bytes())
+    published = tmp_path / "server-trails.mtidx"
+    published.write_bytes(generations[0])
+    sensor_trails = tmp_path / "sensor-trails.mtidx"
+    build_index_file([str(data_file("demo_trails.csv"))], sensor_trails)
+    bucket = NatsSettings().trails_bucket
+
+    async def store_state(url: str) -> tuple[str | None, str | None, int]:
+        """(published digest, leader node, replicas) of the trail object store, read via `url`."""
+        import nats as nats_py
+
+        nc = await nats_py.connect(url, user="collector", password=PASSWORDS["collector"])
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(f"OBJ_{bucket}")
+            digest = (await (await js.object_store(bucket)).get_info(OBJECT_NAME)).description
+            return digest, info.cluster.leader if info.cluster else None, info.config.num_replicas or 0
+        except Exception:
+            return None, None, 0
+        finally:
+            await nc.close()
+
+    server = start_collecting_server(tmp_path, server_config(tmp_path, urls, replicas=3, publish_trails=str(published)))
+    shipper = None
+    try:
+        digest, leader, replicas = wait_for(lambda: (s := asyncio.run(store_state(urls[0])))[0] == digest_of(
+            generations[0]) and s[1] and s, 60, 0.5, what="the first index in the replicated store")
+        assert replicas == 3
+        victim = next(n for n in nodes if n.name == leader)
+        victim.stop(kill=True)
+        shipper = start_shipper(sensor_config(tmp_path, "alpha", urls, follow_trails=True, trails_poll_seconds=1,
+                                              sensor={"trails": str(sensor_trails)}))
+        wait_for(lambda: sensor_trails.read_bytes() == generations[0], 60, 0.5,
+                 what="the index fetched from the two nodes left")
+        tmp = published.with_name(".next.mtidx")
+        tmp.write_bytes(generations[1])
+        os.replace(tmp, published)
+        wait_for(lambda: sensor_trails.read_bytes() == generations[1], 60, 0.5,
+                 what="a generation published after the loss")
+        survivor = next(n for n in nodes if n is not victim)
+        assert asyncio.run(store_state(survivor.url))[0] == digest_of(generations[1])
+    finally:
+        if shipper is not None:
+            stop(shipper)
+        server.stop()
+        for node in nodes:
+            node.stop(kill=True)

@@ -19,7 +19,7 @@ from webui.auth import Sessions, Throttle, client_bucket, hash_password, sanitiz
 from webui.logparse import parse_line, parse_lines
 from webui.netaddr import Scope, in_range_text, ip_key, parse_network
 from webui.search import SearchError, compile_query, tokenize
-from webui.store import Ingester, Readers
+from webui.store import EVENT_ROWS, Ingester, Readers
 
 T0 = int(time.mktime((2024, 5, 6, 7, 8, 9, 0, 0, -1)))
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40)
@@ -367,6 +367,33 @@ def test_bulk_ingest_reads_lines_as_the_line_parser_does(rows: list) -> None:
             ing.close()
     assert got == [tuple(e) for e in expected]
     assert bad == len(lines) - len(expected)
+
+
+def test_a_big_chunk_indexes_as_its_lines_one_by_one(tmp_path: Path) -> None:
+    """A chunk of many lines (inserted several hundred rows per statement) gives the very rows and
+    aggregates that the same lines give when they arrive one at a time (one row per statement)."""
+    lines = []
+    for i in range(EVENT_ROWS * 2 + 37):
+        ev = (T0 + i * 97, i % 7, f"10.0.{i % 5}.{i % 3}", 1000 + i, "-" if i % 11 == 0 else f"192.0.2.{i % 9}",
+              "-" if i % 13 == 0 else ("x" if i % 17 == 0 else 80 + i % 4), "TCP" if i % 2 else "-",
+              "IP" if i % 3 else "DNS", f"bad{i % 6}.example", f"malware {i % 4}", "(static)")
+        lines.append(format_event(ev, "-" if i % 19 == 0 else f"s{i % 2}"))
+    tables = []
+    for name, steps in (("bulk", [lines]), ("one", [[line] for line in lines])):
+        logs = tmp_path / name
+        logs.mkdir()
+        ing = Ingester(logs, logs / ".webui", Severity([{"severity": "low", "info": "malware 1"}]))
+        try:
+            for step in steps:
+                with open(logs / "2024-05-06.log", "a") as f:
+                    f.write("".join(step))
+                ing.sync()
+            tables.append([sorted(ing.conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+                           for t in ("events", "agg", "threats", "threat_values")])
+        finally:
+            ing.close()
+    assert len(tables[0][0]) == len(lines) and {r[9] for r in tables[0][0]} >= {None, 80}
+    assert tables[0] == tables[1]
 
 
 def test_flood_grouping_can_be_turned_off_and_a_change_rebuilds(tmp_path: Path) -> None:

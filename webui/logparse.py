@@ -42,25 +42,25 @@ class TimeParser:
 
     def __init__(self) -> None:
         self._hours: dict[str, float] = {}
-        self._seconds: dict[str, tuple[float, int]] = {}
+        self.seconds: dict[str, tuple[float, int]] = {}  # whole-second text -> `whole`: a bulk caller's lookup
 
     def whole(self, text: str) -> tuple[float, int] | None:
         """(epoch seconds, hour) of a whole-second `YYYY-MM-DD HH:MM:SS` whose digits are in place
         (as `scan` gives it), or None if invalid. A new second of a known hour costs no regex."""
-        known = self._seconds.get(text)
+        known = self.seconds.get(text)
         if known is not None:
             return known
         base = self._hours.get(text[:13])
         minute, second = int(text[14:16]), int(text[17:19])
         if base is None or minute > 59 or second > 60:
             return self.parse(text)
-        if len(self._seconds) > 65536:
-            self._seconds.clear()
-        known = self._seconds[text] = (base + minute * 60 + second, int(text[11:13]))
+        if len(self.seconds) > 65536:
+            self.seconds.clear()
+        known = self.seconds[text] = (base + minute * 60 + second, int(text[11:13]))
         return known
 
     def parse(self, text: str) -> tuple[float, int] | None:
-        known = self._seconds.get(text[:19])
+        known = self.seconds.get(text[:19])
         if known is not None:
             rest = text[19:]
             if not rest:
@@ -86,9 +86,9 @@ class TimeParser:
                 self._hours.clear()
             self._hours[key] = base
         whole = (base + minute * 60 + second, hour)
-        if len(self._seconds) > 65536:
-            self._seconds.clear()
-        self._seconds[text[:19]] = whole
+        if len(self.seconds) > 65536:
+            self.seconds.clear()
+        self.seconds[text[:19]] = whole
         if frac:
             return whole[0] + int(frac) / 10 ** len(frac), hour
         return whole

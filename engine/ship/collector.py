@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,13 +49,21 @@ def line_sensor(line: bytes) -> str | None:
     return line[29:end if end > 0 else len(line)].decode("utf-8", "replace")
 
 
+@functools.lru_cache(maxsize=1024)
+def _lines_of(sensor: str) -> re.Pattern[bytes]:
+    """Lines that all name `sensor` in their sensor column (as `line_sensor` reads it), in one C pass."""
+    line = rb'"[^\n]{26}" ' + re.escape(sensor.encode()) + rb'(?: [^\n]*)?'
+    return re.compile(rb"(?:%s\n)*%s" % (line, line))
+
+
 class Rejected(Exception):
     """An event the server refuses (named sensors disagree, bad message id)."""
 
 
-def check_event(subject: str, headers: dict[str, str] | None, data: bytes) -> tuple[str, str, int, list[bytes]]:
-    """(sensor, day file, offset of the first line, lines) of an acceptable event message. Its id
-    is `SENSOR/FILE/START-END` (the lines' byte range in the sensor's file)."""
+def check_event(subject: str, headers: dict[str, str] | None, data: bytes) -> tuple[str, str, int, bytes]:
+    """(sensor, day file, offset of the first line, the lines without their last newline) of an
+    acceptable event message. Its id is `SENSOR/FILE/START-END` (the lines' byte range in the
+    sensor's file)."""
     sensor = subject.rsplit(".", 1)[-1]
     msg_id = (headers or {}).get("Nats-Msg-Id", "")
     parts = msg_id.split("/")
@@ -64,12 +74,10 @@ def check_event(subject: str, headers: dict[str, str] | None, data: bytes) -> tu
         raise Rejected(f"event on {subject} carries the message id of sensor {parts[0][:40]!r}")
     if int(end) - int(start) != len(data) + 1:
         raise Rejected(f"event on {subject}: message id {msg_id[:80]!r} does not match its {len(data)} bytes")
-    lines = data.split(b"\n")
-    for line in lines:
-        named = line_sensor(line)
-        if named != sensor:
-            raise Rejected(f"event on {subject} names sensor {named!r} in its sensor column")
-    return sensor, parts[1], int(start), lines
+    if _lines_of(sensor).fullmatch(data) is None:
+        named = next(n for n in map(line_sensor, data.split(b"\n")) if n != sensor)
+        raise Rejected(f"event on {subject} names sensor {named!r} in its sensor column")
+    return sensor, parts[1], int(start), data
 
 
 class EventFiles:
@@ -99,7 +107,7 @@ class EventFiles:
                                     path, path.stat().st_size - committed)
                         os.truncate(path, committed)
 
-    def commit(self, events: list[tuple[str, str, int, list[bytes]]], stream_seq: int) -> tuple[int, int, int]:
+    def commit(self, events: list[tuple[str, str, int, bytes]], stream_seq: int) -> tuple[int, int, int]:
         """Append the new lines, fsync, then record the commit durably; (written, duplicates, gaps).
 
         Per sensor file, lines below the next expected offset were written already (skipped); a
@@ -108,26 +116,31 @@ class EventFiles:
         record does not know starts wherever its first message does (stream expired, record lost)."""
         chunks: dict[str, list[bytes]] = {}
         duplicates = gaps = 0
-        for sensor, day, start, lines in events:
+        for sensor, day, start, data in events:
             key = f"{sensor}/{day}"
             expected = self.expected.get(key, start)
             if start > expected:
                 gaps += 1
                 continue
-            position = start
-            for line in lines:
-                if position >= expected:
-                    chunks.setdefault(key, []).append(line.replace(b"\r", b" ") + b"\n")
-                else:
-                    duplicates += 1
-                position += len(line) + 1
-            self.expected[key] = max(expected, position)
-        for key, lines in chunks.items():
+            lines = data.count(b"\n") + 1
+            cut = 0
+            if start < expected:  # skip the lines that start below `expected`
+                cut = data.find(b"\n", expected - start - 1) + 1
+                if cut == 0:
+                    duplicates += lines
+                    self.expected[key] = max(expected, start + len(data) + 1)
+                    continue
+                duplicates += data.count(b"\n", 0, cut)
+            chunks.setdefault(key, []).append(data[cut:].replace(b"\r", b" ") + b"\n")
+            self.expected[key] = max(expected, start + len(data) + 1)
+        written = 0
+        for key, parts in chunks.items():
             path = self.root / key
             path.parent.mkdir(exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                data = b"".join(lines)
+                data = b"".join(parts)
+                written += data.count(b"\n")
                 while data:
                     data = data[os.write(fd, data):]
                 os.fsync(fd)
@@ -137,7 +150,7 @@ class EventFiles:
         self.stream_seq = stream_seq
         write_json(self.state_path, {"files": self.sizes, "sources": self.expected, "stream_seq": stream_seq},
                    durable=True)
-        return sum(len(v) for v in chunks.values()), duplicates, gaps
+        return written, duplicates, gaps
 
 
 def check_collect(cfg: CollectConfig) -> None:
