@@ -31,9 +31,9 @@ class FifoCache(OrderedDict[K, V], Generic[K, V]):
 class GenerationCache(Generic[K, V]):
     """About `size` entries (at most `size` plus one batch) in two plain dicts: new ones go into the
     young dict, which becomes the old one when it holds half the bound (the previous old one is
-    dropped). For caches filled a
-    batch at a time with keys that are mostly new (DNS names on a real link): a FifoCache's linked
-    list cost 0.3 µs per new key, a dict update a tenth of that. Values must not be None."""
+    dropped). For caches filled a batch at a time with keys that are mostly new (DNS names on a
+    real link): a FifoCache's linked list cost 0.3 µs per new key, a dict update a tenth of that.
+    Values must not be None."""
 
     def __init__(self, size: int) -> None:
         self.size = size
