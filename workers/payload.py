@@ -194,15 +194,20 @@ class PayloadInspector:
         """Segments that start like a request: parsed here, their lone requests (the usual case)
         joining `requests`, without a packet context (most need none)."""
         for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
-            payload = data[off : off + n].tobytes()
-            req = parse_http_request(payload)
-            if req is None:
-                continue
-            cols = (row, sec, usec, s, sport, d, dport, de, se, dpe)
-            if not req.body or len(split_requests(payload)) < 2:  # no body, nothing pipelined: the usual case
-                requests.append((cols, req))
-            else:
-                self._pipelined(_packet(cols, out), payload)
+            self._request_segment(data[off : off + n].tobytes(), (row, sec, usec, s, sport, d, dport, de, se, dpe),
+                                  requests, out)
+
+    def _request_segment(self, payload: bytes, cols: Cols, requests: list[tuple[Cols, HttpRequest]],
+                         out: list[Item], c: _Packet | None = None) -> None:
+        """A segment that may hold requests: a lone one (no body, nothing pipelined: the usual case)
+        joins `requests`; several are checked in order on the packet (`c`, else made from `cols`)."""
+        req = parse_http_request(payload)
+        if req is None:
+            return
+        if not req.body or len(split_requests(payload)) < 2:
+            requests.append((cols, req))
+        else:
+            self._pipelined(c or _packet(cols, out), payload)
 
     def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trail entries of every selected packet's destination, source and destination:port, in
@@ -471,14 +476,8 @@ class PayloadInspector:
         which are checked together after the batch's loop."""
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
-            return
-        req = parse_http_request(payload)
-        if req is None:
-            return
-        if not req.body or len(split_requests(payload)) < 2:  # no body, nothing pipelined: the usual case
-            requests.append((cols, req))
         else:
-            self._pipelined(c, payload)
+            self._request_segment(payload, cols, requests, c.out, c)
 
     def _pipelined(self, c: _Packet, payload: bytes) -> None:
         """The requests of a segment that holds several, in order."""
