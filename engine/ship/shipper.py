@@ -202,12 +202,16 @@ class Shipper:
                 return
 
     async def heartbeat_loop(self, nc: Client) -> None:
+        """A heartbeat every `heartbeat_seconds`, the first at once and a last one on stop: a sensor
+        that ran for less than the period (a short replay) is still seen, with its final counters."""
         subject = heartbeat_subject(self.cfg, self.name)
-        while not self.stop.is_set():
+        while True:
             if nc.is_connected:
                 beat = heartbeat(self.name, self.sensor_status, {k: v for k, v in self.state.items() if k != "pid"})
                 with contextlib.suppress(Exception):
                     await nc.publish(subject, json.dumps(beat).encode())
+            if self.stop.is_set():
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.cfg.heartbeat_seconds)
 
@@ -260,6 +264,8 @@ class Shipper:
                 with contextlib.suppress(Exception):
                     await task
             await self.drain(js)
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)  # the last heartbeat is a plain message: out before the close
             with contextlib.suppress(Exception):
                 await nc.close()
         finally:
