@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 import struct
+from typing import ClassVar
 from unittest.mock import patch
 
 import pytest
 from cryptography import x509
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
@@ -107,6 +110,38 @@ def test_quic_tag_is_not_checked() -> None:
     assert initial_sni(bytes(packet)) == "tag.example.net"
     packet[-1] ^= 0xFF
     assert initial_sni(bytes(packet)) == "tag.example.net"
+
+
+class _CountingGcm:
+    """AES-GCM that counts which of its calls the parser makes."""
+
+    calls: ClassVar[list[str]] = []
+
+    def __init__(self, key: bytes) -> None:
+        self._gcm = AESGCM(key)
+
+    def decrypt(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
+        self.calls.append("decrypt")
+        return self._gcm.decrypt(nonce, data, aad)
+
+    def encrypt(self, nonce: bytes, data: bytes, aad: None) -> bytes:
+        self.calls.append("keystream")
+        return self._gcm.encrypt(nonce, data, aad)
+
+
+@pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2])
+@pytest.mark.parametrize("pn_len", [1, 2, 4])
+def test_quic_whole_packet_opens_with_one_aead_call(version: int, pn_len: int) -> None:
+    """A whole Initial is opened by GCM with its header as the associated data (the tag verifies: no
+    keystream pass); a corrupted one falls back to the keystream, a cut one goes to it at once."""
+    packet = quic_initial("aead.example.net", version=version, pn_len=pn_len, packet_number=(1 << (8 * pn_len - 1)) - 3)
+    corrupted = packet[:-1] + bytes((packet[-1] ^ 1,))
+    with patch.object(quic, "_aead", lambda: (_CountingGcm, InvalidTag)):
+        for data, calls in ((packet, ["decrypt"]), (corrupted, ["decrypt", "keystream"]),
+                            (packet[:600], ["keystream"])):
+            _CountingGcm.calls.clear()
+            assert initial_sni(data) == "aead.example.net"
+            assert _CountingGcm.calls == calls
 
 
 def _header(version: int, length: int, pn: bytes = b"\x00", dcid: bytes = RFC_DCID) -> bytes:

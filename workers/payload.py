@@ -26,6 +26,7 @@ from workers.fifo import FifoCache, GenerationCache
 from workers.heuristics import http_rules
 from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
 from workers.nameshapes import NameShapes
+from workers.protocols import quic
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns, tcp_messages
 from workers.protocols.http import (
     HttpRequest,
@@ -129,6 +130,13 @@ class PayloadInspector:
         self._settled: FifoCache[tuple, tuple[str, str] | None] = FifoCache(4 * REQUEST_CACHE_SIZE)
         self._quic_replies: FifoCache[tuple, None] = FifoCache(QUIC_REPLY_CACHE_SIZE)  # `_quic`
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
+
+    def warm(self) -> None:
+        """Pay the first-use costs now (the cipher imports of the first QUIC Initial, the
+        whitelist's name set of the first domain check: about 10 ms), as a worker does before it
+        reports ready, so the first packets of a link meet a worker at full speed."""
+        quic.warm()
+        self.index.whitelist_names()
 
     def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
         return payload_rows(p, data, self.certificates)

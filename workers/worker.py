@@ -77,7 +77,9 @@ class Detection:
     @classmethod
     def open(cls, user: GenerationUser, generation: int, settings: DetectionSettings) -> Detection:
         index = user.open(generation)
-        return cls(generation, index, IpMatcher(index), PayloadInspector(index, settings))
+        inspector = PayloadInspector(index, settings)
+        inspector.warm()
+        return cls(generation, index, IpMatcher(index), inspector)
 
     def close(self) -> None:
         index = self.index

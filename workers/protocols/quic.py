@@ -1,9 +1,10 @@
 """SNI of a QUIC client Initial packet (spec 2.8; RFC 9000, 9001, 9369).
 
 Initial packets are protected with keys anyone can derive from the Destination Connection ID, so
-a passive sensor can read the ClientHello. Decryption is AES-128-CTR without the GCM tag check, as
-the spec asks: the plaintext is the same bytes GCM would return, and a datagram cut by the capture
-snap length still yields its first frames. Work is bounded: at most MAX_COALESCED Initials of a
+a passive sensor can read the ClientHello. A whole packet is opened with one AES-GCM call; one whose
+tag does not verify, or that the capture snap length cut, is read with the GCM keystream and no tag
+check, as the spec asks (the plaintext is the same bytes GCM would return, and a cut datagram still
+yields its first frames). Work is bounded: at most MAX_COALESCED Initials of a
 datagram are read, of each at most MAX_DECRYPT bytes decrypted and MAX_FRAMES frames parsed, and
 any malformed field ends the parse. A ClientHello spread over several datagrams is reassembled by
 the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto` returns.
@@ -20,6 +21,7 @@ from workers.protocols.tls import handshake_sni
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import CipherContext
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 QUIC_V1, QUIC_V2 = 0x00000001, 0x6B3343CF
 MAX_DECRYPT = 2048
@@ -38,6 +40,7 @@ _VERSIONS = {
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
 _IPAD = bytes(b ^ 0x36 for b in range(256))
 _OPAD = bytes(b ^ 0x5C for b in range(256))
+_ZEROS = bytes(MAX_DECRYPT)  # plaintext whose GCM encryption is the keystream
 _FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_chunks`
 
 
@@ -84,6 +87,22 @@ def _ciphers() -> ModuleType:
     from cryptography.hazmat.primitives import ciphers  # noqa: PLC0415 - deferred: see the docstring
 
     return ciphers
+
+
+@cache
+def _aead() -> tuple[type[AESGCM], type[Exception]]:
+    """AES-GCM and its tag error, deferred with `_ciphers`."""
+    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
+    return AESGCM, InvalidTag
+
+
+def warm() -> None:
+    """Import the cipher modules now (a worker does before it reports ready), not at the first
+    Initial of a capture."""
+    _ciphers()
+    _aead()
 
 
 @lru_cache(maxsize=512)
@@ -187,9 +206,20 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     if end <= start:
         return none
     nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
-    counter = nonce + b"\x00\x00\x00\x02"  # GCM encrypts from counter 2; 1 masks the tag
-    c = _ciphers()
-    plain = c.Cipher(c.algorithms.AES(key), c.modes.CTR(counter)).decryptor().update(data[start:end])
+    aes_gcm, invalid_tag = _aead()
+    gcm = aes_gcm(key)
+    plain = b""
+    if packet_end <= n and end == packet_end - TAG:  # whole: one call opens it (a server's Initial fails)
+        header = bytes((first ^ (mask[0] & 0x0F),)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(
+            pn_len, "big")
+        try:
+            plain = gcm.decrypt(nonce, data[start:packet_end], header)
+        except invalid_tag:  # not the client keys (a server's Initial) or corrupted: read below
+            plain = b""
+    if not plain:  # cut, corrupted or not ours: the keystream alone, GCM's counters 2 on (1 masks the tag)
+        stream = gcm.encrypt(nonce, _ZEROS[: end - start], None)
+        plain = (int.from_bytes(data[start:end], "little") ^ int.from_bytes(stream[: end - start], "little")
+                 ).to_bytes(end - start, "little")
     if plain[0] not in _FIRST_FRAMES:
         return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
     return packet_dcid, scid, _crypto_chunks(plain), packet_end
