@@ -6,6 +6,9 @@ Every item of every round is new to the inspector - new name, path, User-Agent, 
 client address and port - so no cache of the worker can hide the cost (the review of
 `bench_payload` found that replayed plans made repeated items look free). Batches are built before
 timing. Targets (issue 12): HTTP request <= 10 µs, DNS name <= 3 µs, ClientHello <= 4 µs.
+The garbage collector runs with the workers' settings (`workers.collector`): with the default
+thresholds it would re-scan this process's young objects hundreds of times more often than a
+worker's does, a cost no worker pays.
 
 `MALTRAIL_BENCH_BASE=/path/to/other/checkout` also measures that checkout's code (this file run as
 a script there, with this environment's packages), case by case right after this one's, so both
@@ -28,6 +31,7 @@ import pytest
 
 from engine import traffic as t
 from engine.index.mapped import TrailIndex
+from workers import collector
 from workers.batch import parse_batch
 from workers.match import IpMatcher
 from workers.payload import DetectionSettings, PayloadInspector
@@ -75,6 +79,7 @@ CASES: dict[str, Callable[[int, Random], bytes]] = {
 
 def _measure(case: str, index: Path) -> tuple[float, float]:
     """(best, mean) µs per item over ROUNDS batches of BATCH new items, after a warm-up batch."""
+    collector.settle()
     ix = TrailIndex(index)
     matcher, inspector = IpMatcher(ix), PayloadInspector(ix, DetectionSettings(use_heuristics=True))
     rng, build = Random(12), CASES[case]
@@ -89,8 +94,12 @@ def _measure(case: str, index: Path) -> tuple[float, float]:
 
 
 def _measure_base(base: Path, case: str, index: Path) -> tuple[float, float]:
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), case, str(index)], cwd=base, check=True,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(base)})
+    """This file run as a script in `base`, under the same collector settings (older checkouts
+    do not set them)."""
+    script = (f"import gc, runpy, sys; gc.freeze(); gc.set_threshold(*{collector.THRESHOLDS}); "
+              f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve()), case, str(index)], cwd=base,
+                          check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(base)})
     best, mean = json.loads(done.stdout.strip().splitlines()[-1])
     return best, mean
 

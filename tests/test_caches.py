@@ -22,10 +22,11 @@ def test_generation_cache_answers_what_was_put_last_and_stays_bounded(batches: l
         latest.update(entries)
         largest = max(largest, len(entries))
         assert len(cache) <= size + largest
-        got = cache.get_many(list(latest))
-        assert all(v is None or v == latest[k] for k, v in got.items())  # forgotten or current, never stale
-        assert all(got[k] == v for k, v in entries.items()) or size < 2 * len(entries)  # a batch is kept whole
-    assert cache.get_many([1000]) == {1000: None}
+        got, new = cache.lookup(list(latest) + list(latest))
+        assert sorted(new) == sorted(set(latest) - set(got))  # each key either held or new, new ones once
+        assert all(v == latest[k] for k, v in got.items())  # forgotten or current, never stale
+        assert all(got.get(k) == v for k, v in entries.items()) or size < 2 * len(entries)  # a batch is kept whole
+    assert cache.lookup([1000]) == ({}, [1000])
 
 
 def test_generation_cache_drops_the_older_half_at_once() -> None:
@@ -33,9 +34,9 @@ def test_generation_cache_drops_the_older_half_at_once() -> None:
     cache.put(1, "a")
     cache.put(2, "b")  # the young half is full: it becomes the old one
     cache.put(3, "c")
-    assert cache.get_many([1, 2, 3]) == {1: "a", 2: "b", 3: "c"}
+    assert cache.lookup([1, 2, 3]) == ({1: "a", 2: "b", 3: "c"}, [])
     cache.put(4, "d")  # ages again: 1 and 2 go together
-    assert cache.get_many([1, 2, 3, 4]) == {1: None, 2: None, 3: "c", 4: "d"}
+    assert cache.lookup([1, 2, 3, 4]) == ({3: "c", 4: "d"}, [1, 2])
 
 
 def test_fifo_cache_forgets_its_oldest_entry() -> None:

@@ -109,3 +109,27 @@ def test_mutated_messages_agree_with_the_parser(specs: list) -> None:
 @given(st.lists(st.binary(min_size=0, max_size=80), min_size=1, max_size=6))
 def test_random_bytes_never_break_the_decoder(payloads: list[bytes]) -> None:
     _check_agrees(payloads)
+
+
+def _raw_query(labels: list[bytes]) -> bytes:
+    return (struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"".join(bytes((len(x),)) + x for x in labels)
+            + b"\x00" + struct.pack("!HH", 1, 1))
+
+
+def test_names_holding_a_line_break_keep_their_place() -> None:
+    """Names are cut out of one text at line breaks; a name that holds one itself (DNS allows any
+    byte) must not shift its neighbours."""
+    payloads = [dns_query("before.example"), _raw_query([b"a\nb", b"example"]), _raw_query([b"\n"]),
+                dns_query("after.example"), dns_query(".")]
+    fast, slow = _check_agrees(payloads)
+    assert fast == [0, 1, 2, 3, 4] and slow == []
+    data, off, length = _batch(payloads)
+    assert decode(data, off, length, True).names == ["before.example", "a\nb.example", "\n", "after.example", ""]
+
+
+def test_names_of_queries_among_answers_keep_their_place() -> None:
+    payloads = [dns_response("r1.example", ["192.0.2.1"]), dns_query("q1.example"),
+                dns_response("nx.example", [], rcode=3), dns_response("r2.example", ["192.0.2.2"]),
+                dns_query("q2.example")]
+    data, off, length = _batch(payloads)
+    assert decode(data, off, length, True).names == [None, "q1.example", "nx.example", None, "q2.example"]

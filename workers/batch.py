@@ -91,27 +91,27 @@ class Gather:
         self.data = data if len(data) else np.zeros(1, dtype=np.uint8)
 
     def u8(self, idx: np.ndarray) -> np.ndarray:
-        return np.take(self.data, idx, mode="clip").astype(np.int32)
+        return self.data.take(idx, mode="clip").astype(np.int32)
 
     def be16(self, idx: np.ndarray) -> np.ndarray:
         d = self.data
-        return (np.take(d, idx, mode="clip").astype(np.int32) << 8) | np.take(d, idx + 1, mode="clip")
+        return (d.take(idx, mode="clip").astype(np.int32) << 8) | d.take(idx + 1, mode="clip")
 
     def le16(self, idx: np.ndarray) -> np.ndarray:
         d = self.data
-        return np.take(d, idx, mode="clip").astype(np.int32) | (np.take(d, idx + 1, mode="clip").astype(np.int32) << 8)
+        return d.take(idx, mode="clip").astype(np.int32) | (d.take(idx + 1, mode="clip").astype(np.int32) << 8)
 
     def be32(self, idx: np.ndarray) -> np.ndarray:
         d = self.data
-        out = np.take(d, idx, mode="clip").astype(np.uint32) << 24
-        out |= np.take(d, idx + 1, mode="clip").astype(np.uint32) << 16
-        out |= np.take(d, idx + 2, mode="clip").astype(np.uint32) << 8
-        out |= np.take(d, idx + 3, mode="clip")
+        out = d.take(idx, mode="clip").astype(np.uint32) << 24
+        out |= d.take(idx + 1, mode="clip").astype(np.uint32) << 16
+        out |= d.take(idx + 2, mode="clip").astype(np.uint32) << 8
+        out |= d.take(idx + 3, mode="clip")
         return out
 
     def block(self, idx: np.ndarray, width: int) -> np.ndarray:
         """`width` bytes per row as an (n, width) uint8 array."""
-        return np.take(self.data, idx[:, None] + np.arange(width), mode="clip")
+        return self.data.take(idx[:, None] + np.arange(width), mode="clip")
 
 
 def _nflog(g: Gather, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -275,7 +275,7 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
     bad6 = is6 & (room < 40)
     is6 &= ~bad6
     malformed |= bad6
-    v6_rows = np.flatnonzero(is6)
+    v6_rows = is6.nonzero()[0]
     if v6_rows.size:
         r = v6_rows
         ends6 = np.minimum(end[r], l3[r] + 40 + g.be16(l3[r] + 4))
@@ -342,7 +342,7 @@ def _decap(g: Gather, c: _Net) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     cand = c.first_frag & ((c.proto == PROTO_IPIP) | (c.proto == PROTO_IPV6) | (c.proto == PROTO_GRE))
     cand |= udp & ((c.dport == UDP_VXLAN) | (c.dport == UDP_GENEVE) | (c.dport == UDP_TEREDO)
                    | (c.sport == UDP_TEREDO))
-    rows = np.flatnonzero(cand)
+    rows = cand.nonzero()[0]
     if not rows.size:
         return _NONE, _NONE, _NONE, _NONE
     proto, l4, po, end = c.proto[rows], c.l4[rows], c.payload_off[rows], c.ip_end[rows]
@@ -444,9 +444,9 @@ def row_addresses(p: Parsed, rows: np.ndarray) -> tuple[list, list]:
     """Source and destination of each row as the aggregator keys them, not yet spelled out: IPv4
     as integers, IPv6 as 16 packed bytes (numpy's S16 drops trailing zero bytes: put back)."""
     src, dst = p.src4[rows].tolist(), p.dst4[rows].tolist()
-    v6 = np.flatnonzero(p.version[rows] == 6)
+    v6 = (p.version[rows] == 6).nonzero()[0]
     if v6.size:
-        pos = np.searchsorted(p.v6_rows, rows[v6])
+        pos = p.v6_rows.searchsorted(rows[v6])
         for i, a, b in zip(v6.tolist(), p.src6[pos].tolist(), p.dst6[pos].tolist(), strict=True):
             src[i], dst[i] = a.ljust(16, b"\0"), b.ljust(16, b"\0")
     return src, dst

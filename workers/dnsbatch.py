@@ -13,6 +13,7 @@ is a trail before reporting anything.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ HEADER = 12
 _MAX_LABELS = MAX_NAME_WIRE_LENGTH // 2 + 1
 _UPPER_TO_LOWER = np.arange(256, dtype=np.uint8)
 _UPPER_TO_LOWER[ord("A"):ord("Z") + 1] += 32
+_LINE_BREAK = 10
 
 
 @dataclass(slots=True)
@@ -51,17 +53,20 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     slow = (length < HEADER + 5) | (qdcount != 1)
     name_end, seps = _question_names(g, off + HEADER, end, slow)
     slow |= name_end + 5 > end
-    fast = np.flatnonzero(~slow)
+    fast = (~slow).nonzero()[0]
     start, stop = off[fast] + HEADER + 1, name_end[fast]
     byte2, byte3 = g.u8(off[fast] + 2), g.u8(off[fast] + 3)
-    named = np.flatnonzero(((byte2 & 0xFA) == 0) | ((byte2 & 0x80 != 0) & (byte3 & 0x0F == 3)))
-    names: list[str | None] = [None] * fast.size
-    for i, name in zip(named.tolist(), _names(g.data, start[named], stop[named], seps, fast[named], n), strict=True):
-        names[i] = name
+    named = (((byte2 & 0xFA) == 0) | ((byte2 & 0x80 != 0) & (byte3 & 0x0F == 3))).nonzero()[0]
+    if named.size == fast.size:  # all queries (or NXDOMAIN answers): no gaps to leave
+        names: list[str | None] = list(_names(g.data, start, stop, seps, fast, n))
+    else:
+        spread = np.full(fast.size, None, object)
+        spread[named] = _names(g.data, start[named], stop[named], seps, fast[named], n)
+        names = spread.tolist()
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
-        wanted = np.flatnonzero((byte2 & 0x80 != 0) & (byte3 == 0x80) & (g.be16(off[fast] + 6) > 0))
+        wanted = ((byte2 & 0x80 != 0) & (byte3 == 0x80) & (g.be16(off[fast] + 6) > 0)).nonzero()[0]
         if wanted.size:
             a, found, unknown = _first_a(g, stop[wanted] + 5, end[fast][wanted], g.be16(off[fast][wanted] + 6))
             answer_a[wanted], has_a[wanted] = a, found
@@ -74,7 +79,7 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 start, stop = start[keep], stop[keep]
                 names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]
                 answer_a, has_a = answer_a[keep], has_a[keep]
-    return DnsBatch(fast, np.flatnonzero(slow), byte2, byte3, g.be16(stop + 1), g.be16(stop + 3), names,
+    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, g.be16(stop + 1), g.be16(stop + 3), names,
                     answer_a, has_a)
 
 
@@ -86,7 +91,7 @@ def _question_names(g: Gather, pos0: np.ndarray, end: np.ndarray, slow: np.ndarr
     which becomes a dot in the text form."""
     pos = pos0.copy()
     wire = np.ones(len(pos), np.int64)
-    active = np.flatnonzero(~slow)
+    active = (~slow).nonzero()[0]
     sep_rows: list[np.ndarray] = []
     sep_pos: list[np.ndarray] = []
     for step in range(_MAX_LABELS):
@@ -114,14 +119,17 @@ def _question_names(g: Gather, pos0: np.ndarray, end: np.ndarray, slow: np.ndarr
 
 def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.ndarray, np.ndarray],
            fast: np.ndarray, n: int) -> list[str]:
-    """The dotted text of the names of the `fast` rows given, from one gather and one decode."""
+    """The dotted text of the names of the `fast` rows given, from one gather and one decode: each
+    name followed by a line break, which one split cuts at (a name holding a line break itself,
+    which DNS allows, makes it cut them by position instead)."""
     if not fast.size:
         return []
-    lengths = np.maximum(stop - start, 0)  # the root name has no text
+    spans = np.maximum(stop - start, 0) + 1  # the root name has no text; each name its line break
     bounds = np.zeros(fast.size + 1, np.int64)
-    np.cumsum(lengths, out=bounds[1:])
-    flat = np.repeat(start - bounds[:-1], lengths) + np.arange(bounds[-1])
-    buf = _UPPER_TO_LOWER[np.take(d, flat, mode="clip")]
+    spans.cumsum(out=bounds[1:])
+    flat = (start - bounds[:-1]).repeat(spans) + np.arange(bounds[-1])
+    buf = _UPPER_TO_LOWER[d.take(flat, mode="clip")]
+    buf[bounds[1:] - 1] = _LINE_BREAK
     at = np.full(n, -1, np.int64)
     at[fast] = np.arange(fast.size)
     rows, positions = seps
@@ -129,8 +137,11 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     k = at[rows[keep]]
     buf[positions[keep] - start[k] + bounds[k]] = ord(".")
     text = buf.tobytes().decode("latin-1")
-    b = bounds.tolist()
-    return [text[i:j] for i, j in zip(b[:-1], b[1:], strict=True)]
+    names = text[:-1].split("\n")
+    if len(names) != fast.size:
+        b = bounds.tolist()
+        names = [text[i : j - 1] for i, j in itertools.pairwise(b)]
+    return names
 
 
 def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray

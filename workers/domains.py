@@ -13,8 +13,6 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
-
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_DYNAMIC, F_SINKHOLE, F_SUSPICIOUS
 from workers.heuristics.dns_rules import long_domain_trail
@@ -76,17 +74,17 @@ class DomainChecker:
         bulk = shapes.plain & ~shapes.special
         if listed_out is not None:
             listed_out[:] = (maybe | ~bulk).tolist()
-        for i in np.flatnonzero(~bulk | maybe).tolist():
+        for i in (~bulk | maybe).nonzero()[0].tolist():
             out[i] = self.check(names[i])
         rest = bulk & ~maybe & ~shapes.ip_literal & (True if valid else shapes.valid)
         if self.long_domain:
-            for i in np.flatnonzero(rest & shapes.long_first_label).tolist():
+            for i in (rest & shapes.long_first_label).nonzero()[0].tolist():
                 trail = long_domain_trail(shapes.names[i])
                 if trail is not None:
                     out[i] = DomainHit(trail, LONG_DOMAIN_INFO, HEURISTIC_REF)
                     rest[i] = False
         if self._wild is not None:
-            unlisted = np.flatnonzero(rest).tolist()
+            unlisted = rest.nonzero()[0].tolist()
             for j, found in self._wild.search_many([shapes.names[i] for i in unlisted]).items():
                 out[unlisted[j]] = self._wildcard_hit(shapes.names[unlisted[j]], found)
         return out

@@ -46,7 +46,7 @@ def checked_rows(p: Parsed) -> tuple[np.ndarray, np.ndarray]:
     echo = ((proto == PROTO_ICMP) & (p.icmp_type == 8)) | ((proto == PROTO_ICMP6) & (p.icmp_type == 128))
     other = (p.version != 0) & ~_L4_KNOWN[proto & 0xFF]
     mask = p.first_frag & (syn | udp | echo) | (other & ~p.malformed)
-    rows = np.flatnonzero(mask)
+    rows = mask.nonzero()[0]
     kind = np.where(syn[rows], _SYN, np.where(udp[rows], _UDP, _PLAIN))
     return rows, kind
 
@@ -85,7 +85,7 @@ class IpMatcher:
         is6 = ~is4
         if is6.any():
             r6 = rows[is6]
-            pos = np.searchsorted(p.v6_rows, r6)
+            pos = p.v6_rows.searchsorted(r6)
             dst6, src6 = p.dst6[pos], p.src6[pos]
             d[is6] = ix.lookup_ip6(dst6)
             s[is6] = ix.lookup_ip6(src6)
@@ -96,7 +96,7 @@ class IpMatcher:
                 dp6[syn6] = ix.lookup_ip6port(dst6[syn6], p.dport[r6[syn6]].astype(np.uint16))
                 sp6[syn6] = ix.lookup_ip6port(src6[syn6], p.sport[r6[syn6]].astype(np.uint16))
                 dp[is6], sp[is6] = dp6, sp6
-        hit = np.flatnonzero((d >= 0) | (s >= 0) | (dp >= 0) | (sp >= 0))
+        hit = ((d >= 0) | (s >= 0) | (dp >= 0) | (sp >= 0)).nonzero()[0]
         out: list[tuple[int, Event]] = []
         for h in hit.tolist():
             ev = self._event(p, int(rows[h]), int(kind[h]), int(d[h]), int(s[h]), int(dp[h]), int(sp[h]))
@@ -110,7 +110,7 @@ class IpMatcher:
             src, dst = ip4_text(int(p.src4[row])), ip4_text(int(p.dst4[row]))
             dst_loopback = int(p.dst4[row]) == _LOOPBACK4
         else:
-            pos = int(np.searchsorted(p.v6_rows, row))
+            pos = int(p.v6_rows.searchsorted(row))
             src, dst = ip6_text(bytes(p.src6[pos]).ljust(16, b"\0")), ip6_text(bytes(p.dst6[pos]).ljust(16, b"\0"))
             dst_loopback = bytes(p.dst6[pos]).ljust(16, b"\0") == _LOOPBACK6
         proto = int(p.proto[row])

@@ -43,13 +43,13 @@ def _label_codes(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
 def _codes_of(labels: list[str]) -> np.ndarray:
     """Sorted codes of `labels` (for `_is_coded`)."""
     lengths = np.array([len(label) for label in labels], np.int64)
-    starts = np.cumsum(lengths) - lengths
+    starts = lengths.cumsum() - lengths
     padded = np.frombuffer("".join(labels).encode() + bytes(16), np.uint8)
     return np.sort(_label_codes(padded, starts, starts + lengths))
 
 
 def _is_coded(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    at = np.minimum(np.searchsorted(table, codes), len(table) - 1)
+    at = np.minimum(table.searchsorted(codes), len(table) - 1)
     return table[at] == codes
 
 
@@ -98,18 +98,18 @@ class NameShapes:
         encoded = text.encode()
         buf = np.frombuffer(encoded, np.uint8)
         lengths = np.fromiter(map(len, names), np.int64, n)
-        starts = np.cumsum(lengths + 1) - lengths - 1  # the line breaks between names count
+        starts = (lengths + 1).cumsum() - lengths - 1  # the line breaks between names count
         ends = starts + lengths
         sums = np.zeros(len(buf) + 1, np.uint64)  # differences of these are exact per field below 4096
-        np.cumsum(_CLASS_COUNTS[buf], out=sums[1:])
-        dots = np.flatnonzero(buf == 46)
-        owner = np.searchsorted(ends, dots)
+        _CLASS_COUNTS[buf].cumsum(out=sums[1:])
+        dots = (buf == 46).nonzero()[0]
+        owner = ends.searchsorted(dots)
         first_dot, last_dot, second_dot, third_dot = ends.copy(), np.full(n, -1), np.full(n, -1), np.full(n, -1)
         if dots.size:
             changes = owner[1:] != owner[:-1]
             first, last = np.concatenate((_TRUE, changes)), np.concatenate((changes, _TRUE))  # its first, last dots
             first_dot[owner[first]] = dots[first]
-            at_last = np.flatnonzero(last)
+            at_last = last.nonzero()[0]
             last_dot[owner[at_last]] = dots[at_last]
             for back, out in ((1, second_dot), (2, third_dot)):  # the dots before the last one
                 at = at_last - back
@@ -129,7 +129,7 @@ class NameShapes:
         ignored = _is_coded(_label_codes(padded, after_last, ends), _IGNORED_CODES)
         if ".intranet." in text:
             ignored |= np.fromiter((".intranet." in name for name in names), bool, n)
-        for i in np.flatnonzero(ignored).tolist():  # candidates (a code can collide): the rule settles them
+        for i in ignored.nonzero()[0].tolist():  # candidates (a code can collide): the rule settles them
             ignored[i] = is_ignored_query(names[i])
         return cls(
             names=names,

@@ -27,7 +27,7 @@ def tick_rows(p: Parsed) -> np.ndarray:
 
 
 def tick_items(p: Parsed) -> list[tuple[int, str, tuple]]:
-    rows = np.flatnonzero(tick_rows(p))
+    rows = tick_rows(p).nonzero()[0]
     return [(r, TICK, (s, u)) for r, s, u in zip(rows.tolist(), p.sec[rows].tolist(), p.usec[rows].tolist(),
                                                  strict=True)]
 
@@ -50,15 +50,15 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
     tcp = (p.proto == PROTO_TCP) & _PROBE_FLAGS[p.tcp_flags & 0xFF]
     udp = (p.proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     wanted = p.first_frag & (tcp | udp)
-    segment = np.cumsum(tick_rows(p)).astype(np.uint32)
+    segment = tick_rows(p).cumsum().astype(np.uint32)
     syn = p.tcp_flags == 0x02
-    rows = np.flatnonzero(wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4))
+    rows = (wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4)).nonzero()[0]
     rows = _first_per_key(rows, _probe_key(p, rows, segment, syn) + [p.src4[rows], p.dst4[rows]])
-    rows6 = np.flatnonzero(wanted & (p.version == 6))
+    rows6 = (wanted & (p.version == 6)).nonzero()[0]
     if rows6.size:
-        pos = np.searchsorted(p.v6_rows, rows6)
+        pos = p.v6_rows.searchsorted(rows6)
         rows6 = rows6[p.dst6[pos] != _LOOPBACK6]
-        pos = np.searchsorted(p.v6_rows, rows6)
+        pos = p.v6_rows.searchsorted(rows6)
         rows6 = _first_per_key(rows6, _probe_key(p, rows6, segment, syn) + [p.src6[pos], p.dst6[pos]])
         rows = np.sort(np.concatenate((rows, rows6)))
     if not rows.size:
@@ -66,7 +66,7 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
     src, dst = row_addresses(p, rows)
     columns = (p.proto[rows].tolist(), src, dst, p.sport[rows].tolist(), p.dport[rows].tolist(), syn[rows].tolist())
     seg = segment[rows]
-    bounds = np.flatnonzero(np.concatenate(([True], seg[1:] != seg[:-1], [True]))).tolist()
+    bounds = np.concatenate(([True], seg[1:] != seg[:-1], [True])).nonzero()[0].tolist()
     first_rows = rows.tolist()
     return [(first_rows[a], PROBES, tuple(column[a:b] for column in columns))
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

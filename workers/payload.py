@@ -79,7 +79,7 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     has = p.first_frag & (p.payload_len > 0) & ~p.malformed
     d = data if len(data) else np.zeros(1, np.uint8)
     off = p.payload_off
-    b0 = np.take(d, off, mode="clip").astype(np.uint32)
+    b0 = d.take(off, mode="clip").astype(np.uint32)
     first4 = _first4(d, off)
     tcp = has & (p.proto == PROTO_TCP)
     udp = has & (p.proto == PROTO_UDP)
@@ -87,20 +87,20 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     dns = udp & port53
     dns_tcp = tcp & port53 & (p.payload_len >= 14)
     http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
-    kind = np.take(d, off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
+    kind = d.take(off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
     tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & ((kind == 1) | ((kind == 2) & certificates))
-    version = (np.take(d, off + 1, mode="clip").astype(np.uint32) << 24
-               | np.take(d, off + 2, mode="clip").astype(np.uint32) << 16
-               | np.take(d, off + 3, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 4, mode="clip"))
+    version = (d.take(off + 1, mode="clip").astype(np.uint32) << 24
+               | d.take(off + 2, mode="clip").astype(np.uint32) << 16
+               | d.take(off + 3, mode="clip").astype(np.uint32) << 8 | d.take(off + 4, mode="clip"))
     initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
     quic = udp & ~dns & initial & (p.payload_len >= 64)
-    return np.flatnonzero(dns | dns_tcp | http | tls | quic)
+    return (dns | dns_tcp | http | tls | quic).nonzero()[0]
 
 
 def _first4(d: np.ndarray, off: np.ndarray) -> np.ndarray:
     """The first four payload bytes of each packet as a big-endian integer."""
-    return (np.take(d, off, mode="clip").astype(np.uint32) << 24 | np.take(d, off + 1, mode="clip").astype(np.uint32)
-            << 16 | np.take(d, off + 2, mode="clip").astype(np.uint32) << 8 | np.take(d, off + 3, mode="clip"))
+    return (d.take(off, mode="clip").astype(np.uint32) << 24 | d.take(off + 1, mode="clip").astype(np.uint32)
+            << 16 | d.take(off + 2, mode="clip").astype(np.uint32) << 8 | d.take(off + 3, mode="clip"))
 
 
 def _request_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -232,7 +232,7 @@ class PayloadInspector:
             dport[v4] = ix.lookup_ip4port(p.dst4[r4], p.dport[r4].astype(np.uint32))
         if (~v4).any():
             r6 = rows[~v4]
-            pos = np.searchsorted(p.v6_rows, r6)
+            pos = p.v6_rows.searchsorted(r6)
             dst[~v4] = ix.lookup_ip6(p.dst6[pos])
             src[~v4] = ix.lookup_ip6(p.src6[pos])
             dport[~v4] = ix.lookup_ip6port(p.dst6[pos], p.dport[r6].astype(np.uint16))
@@ -360,7 +360,7 @@ class PayloadInspector:
         those not plain enough to decode in bulk, and responses whose first A answer is a trail."""
         b = dnsbatch.decode(data, p.payload_off[rows], p.payload_len[rows], self.settings.use_heuristics)
         fast = rows[b.fast]
-        queries = np.flatnonzero((b.byte2 & 0xFA) == 0)
+        queries = ((b.byte2 & 0xFA) == 0).nonzero()[0]
         if queries.size:
             self._dns_queries(p, fast[queries], [b.names[i] for i in queries.tolist()], b.qtype[queries],
                               b.qclass[queries], out)
@@ -368,19 +368,19 @@ class PayloadInspector:
         if not self.settings.use_heuristics:
             return slow
         response = (b.byte2 & 0x80) != 0
-        nx = np.flatnonzero(response & (b.byte3 == 0x83))
+        nx = (response & (b.byte3 == 0x83)).nonzero()[0]
         if nx.size:
             r = fast[nx]
             src, dst = row_addresses(p, r)
             names = [b.names[i] for i in nx.tolist()]
-            counts = self._nx_names.get_many(names)  # before new names evict any
-            counts.update(self._nx_counted_many([q for q, counted in counts.items() if counted is None]))
+            counts, new = self._nx_names.lookup(names)  # before new names evict any
+            counts.update(self._nx_counted_many(new))
             for row, name, sec, usec, s, sport, d, dport in zip(
                     r.tolist(), names, p.sec[r].tolist(), p.usec[r].tolist(), src,
                     p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
                 if counts[name]:
                     out.append((row, OBS_NXDOMAIN, (sec, usec, s, sport, d, dport, name)))
-        answered = np.flatnonzero(response & b.has_a)
+        answered = (response & b.has_a).nonzero()[0]
         if answered.size:
             listed = answered[self.index.lookup_ip4(b.answer_a[answered]) >= 0]
             slow = np.concatenate((slow, fast[listed]))
@@ -394,8 +394,8 @@ class PayloadInspector:
         listed = ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0)).tolist()
         plain = ((qtype != 12) & (qclass == 1)).tolist()
         src, dst = row_addresses(p, rows)
-        facts_of = self._names.get_many(names)  # before new names evict any
-        facts_of.update(self._names_facts([q for q, facts in facts_of.items() if facts is None]))
+        facts_of, new = self._names.lookup(names)  # before new names evict any
+        facts_of.update(self._names_facts(new))
         columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
                       p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
         for i, (row, q, checked, hit, sec, usec, s, sport, d, dport) in enumerate(columns):
@@ -442,13 +442,16 @@ class PayloadInspector:
         facts = dict.fromkeys(names, _IGNORED)
         shapes = NameShapes.of(names, lower=False)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
-        for i in np.flatnonzero(~shapes.plain).tolist():  # rare: the shapes do not say (too long, not ASCII)
+        for i in (~shapes.plain).nonzero()[0].tolist():  # rare: the shapes do not say (too long, not ASCII)
             keep[i] = is_valid_dns_name(names[i]) and not is_ignored_query(names[i])
-        picks = np.flatnonzero(keep)
-        shapes = shapes.take(picks)
+        picks = keep.nonzero()[0]
+        if picks.size < len(names):
+            shapes = shapes.take(picks)
+            queries = [names[i] for i in picks.tolist()]
+        else:
+            queries = names
         cuts = np.where(shapes.plain, shapes.exhaustion_cut, -1).tolist()  # -1: ask the rule
         listed: list[bool] = []  # whether a suffix of the name may be whitelisted: its parents' answer too
-        queries = [names[i] for i in picks.tolist()]
         hits = self.domains.check_many(queries, valid=True, listed_out=listed, shapes=shapes)
         exhs = [(q[cut:], q[: cut - 1]) if cut > 0 else exhaustion_domain(q) if cut else None
                 for q, cut in zip(queries, cuts, strict=True)]

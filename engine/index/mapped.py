@@ -95,7 +95,7 @@ def _dots(name: str) -> Iterator[int]:
 def _hash_present(sorted_hashes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     if not len(sorted_hashes) or not len(hashes):
         return np.zeros(len(hashes), dtype=bool)
-    i = np.searchsorted(sorted_hashes, hashes)
+    i = sorted_hashes.searchsorted(hashes)
     np.minimum(i, len(sorted_hashes) - 1, out=i)
     return sorted_hashes[i] == hashes
 
@@ -170,7 +170,7 @@ class TrailIndex:
     def ip4_candidates(self, ips: np.ndarray) -> np.ndarray:
         """Positions whose /24 is covered by any IPv4 trail, exact, `IP:port` or range."""
         bits = self.pf4[ips >> 11] >> (ips >> 8 & 7).astype(np.uint8)
-        return np.flatnonzero(bits & 1)
+        return (bits & 1).nonzero()[0]
 
     def lookup_ip4(self, ips: np.ndarray) -> np.ndarray:
         """Entry id per address (exact before range), -1 where none. `ips` is uint32."""
@@ -215,7 +215,7 @@ class TrailIndex:
     def _exact(keys: np.ndarray, entries: np.ndarray, values: np.ndarray) -> np.ndarray:
         if not len(keys) or not len(values):
             return np.full(len(values), -1, dtype=np.int32)
-        i = np.searchsorted(keys, values)
+        i = keys.searchsorted(values)
         np.minimum(i, len(keys) - 1, out=i)
         return np.where(keys[i] == values, entries[i], -1).astype(np.int32, copy=False)
 
@@ -223,7 +223,7 @@ class TrailIndex:
     def _range(first: np.ndarray, last: np.ndarray, entries: np.ndarray, values: np.ndarray) -> np.ndarray:
         if not len(values):
             return _EMPTY_I32
-        j = np.searchsorted(first, values, side="right") - 1
+        j = first.searchsorted(values, side="right") - 1
         jj = np.maximum(j, 0)
         return np.where((j >= 0) & (last[jj] >= values), entries[jj], -1).astype(np.int32, copy=False)
 
@@ -283,7 +283,7 @@ class TrailIndex:
         maybe = np.ones(len(hashes), bool)
         for bits in (hashes & mask, hashes >> np.uint64(32) & mask)[: 2 if self._str_pf_two else 1]:
             maybe &= (pf[bits >> np.uint64(3)] >> (bits & np.uint64(7)).astype(np.uint8) & 1).astype(bool)
-        passed = np.flatnonzero(maybe)
+        passed = maybe.nonzero()[0]
         maybe[passed] = _hash_present(self.str_hash, hashes[passed])
         return maybe
 
@@ -308,7 +308,7 @@ class TrailIndex:
         hashes = self.hash_keys(suffixes)
         counts = np.fromiter((name.count(".") + 1 for name in names), np.int64, len(names))
         maybe = self.strings_maybe(hashes) | _hash_present(self.wl_hash, hashes)
-        return np.logical_or.reduceat(maybe, np.cumsum(counts) - counts)
+        return np.logical_or.reduceat(maybe, counts.cumsum() - counts)
 
     def lookup_domain(self, name: str) -> tuple[int, str]:
         """Parent walk on label boundaries: (entry, matched key) of the longest listed suffix."""
@@ -351,7 +351,7 @@ class TrailIndex:
         ip = parse_ip4(text)
         if ip is None or not len(self.wl4_first):
             return False
-        j = int(np.searchsorted(self.wl4_first, np.uint32(ip), side="right")) - 1
+        j = int(self.wl4_first.searchsorted(np.uint32(ip), side="right")) - 1
         return j >= 0 and int(self.wl4_last[j]) >= ip
 
     def is_whitelisted_domain(self, name: str) -> bool:
@@ -430,12 +430,12 @@ class TrailIndex:
         version, lo, hi = cidr
         if version == 4:
             e = int(self._range(self.r4_first, self.r4_last, self.r4_entry, np.array([lo], np.uint32))[0])
-            if e >= 0 and int(self.r4_last[np.searchsorted(self.r4_first, lo, side="right") - 1]) >= hi:
+            if e >= 0 and int(self.r4_last[self.r4_first.searchsorted(lo, side="right") - 1]) >= hi:
                 return e
             return -1
         first = np.array([lo.to_bytes(16, "big")], dtype="S16")
         e = int(self._range(self.r6_first, self.r6_last, self.r6_entry, first)[0])
-        j = int(np.searchsorted(self.r6_first, first, side="right")[0]) - 1
+        j = int(self.r6_first.searchsorted(first, side="right")[0]) - 1
         return e if e >= 0 and int.from_bytes(self.r6_last[j], "big") >= hi else -1
 
     def _check_url(self, url: str) -> tuple[int, str]:

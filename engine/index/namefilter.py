@@ -59,10 +59,10 @@ def _fmix(h: np.ndarray) -> np.ndarray:
 
 def _prefix_sums(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """G[j] = sum of buf[t] * P^(t - start of t's word) for t < j, modulo 2^32."""
-    offsets = np.arange(len(buf), dtype=np.int32) - np.repeat(starts.astype(np.int32), lengths)
+    offsets = np.arange(len(buf), dtype=np.int32) - starts.astype(np.int32).repeat(lengths)
     _POWERS.ensure(int(lengths.max(initial=0)) + 1)
     sums = np.zeros(len(buf) + 1, _U)
-    np.cumsum(_POWERS.up[offsets] * buf, out=sums[1:], dtype=_U)
+    (_POWERS.up[offsets] * buf).cumsum(out=sums[1:], dtype=_U)
     return sums
 
 
@@ -81,7 +81,7 @@ def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
         offsets = offsets.astype(np.int64)
         first = 0
         while first < len(offsets) - 1:
-            last = max(int(np.searchsorted(offsets, offsets[first] + _BUILD_CHUNK, side="right")) - 1, first + 1)
+            last = max(int(offsets.searchsorted(offsets[first] + _BUILD_CHUNK, side="right")) - 1, first + 1)
             chunk = buf[offsets[first] : offsets[last]]
             starts = offsets[first:last] - offsets[first]
             lengths = np.diff(offsets[first : last + 1])
@@ -101,12 +101,12 @@ def suffixes_maybe_listed(bloom: np.ndarray, raw: bytes, lengths: np.ndarray) ->
     if not n:
         return np.zeros(0, bool)
     buf = np.frombuffer(raw, np.uint8)
-    ends = np.cumsum(lengths)
+    ends = lengths.cumsum()
     starts = ends - lengths
     sums = _prefix_sums(buf, starts, lengths)
-    dots = np.flatnonzero(buf == 46)
+    dots = (buf == 46).nonzero()[0]
     seg_start = np.concatenate((starts, dots + 1))
-    owner = np.concatenate((np.arange(n), np.searchsorted(ends, dots, side="right")))
+    owner = np.concatenate((np.arange(n), ends.searchsorted(dots, side="right")))
     out = np.zeros(n, bool)
     first, second, third = _segment_bits(sums, starts[owner], seg_start, ends[owner])
     out[owner[_has_bit(bloom, first) & _has_bit(bloom, second) & _has_bit(bloom, third)]] = True
