@@ -23,6 +23,7 @@ from engine.heuristics import (
     _is_private_addr,
 )
 from engine.ipaddr import ip4_text, parse_ip4, parse_ip6
+from workers import observe
 from workers.batch import parse_batch
 from workers.observe import PROBES, TICK, probe_items, tick_items
 
@@ -128,6 +129,22 @@ def test_grouped_probes_equal_one_at_a_time(seed: int, batch: int) -> None:
     assert seed != 0 or any("infection" in ev[9] for ev in ref_events)
     assert ref_events == got_events
     assert ref.alerted == got.alerted
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_grouped_probes_equal_one_at_a_time_when_every_key_hash_collides(seed: int) -> None:
+    """Probes are grouped by a hash of their key; keys whose hashes collide must still be told
+    apart (here every key gets the same hash, so the exact fallback does all the work)."""
+    frames = _frames(seed, 2000)
+    settings = HeuristicSettings(port_scan_threshold=3, udp_scan_threshold=3, infection_threshold=1,
+                                 max_keys=12 + seed, max_items_per_key=4 + seed, scan_window=3)
+    ref, ref_events = _one_at_a_time(frames, settings)
+    with patch.object(observe, "_MIX", np.uint64(0)):
+        got, got_events = _grouped(frames, settings, 500)
+    for name in ("tcp", "udp"):
+        assert list(getattr(ref, name).keys) == list(getattr(got, name).keys)
+        assert getattr(ref, name).keys == getattr(got, name).keys
+    assert ref_events == got_events
 
 
 @given(st.integers(0, 2**32 - 1) | st.sampled_from([

@@ -20,7 +20,7 @@ from engine.index.mapped import TrailIndex
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch, httpbatch
-from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
+from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, among, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache, GenerationCache
 from workers.heuristics import http_rules
@@ -50,9 +50,9 @@ QUIC_REPLY_CACHE_SIZE = 4096  # (server, client, client SCID) of the QUIC client
 PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
 _IGNORED = ("ignored",)  # name facts of a query name that is never checked
 
-_REQUEST_STARTS = np.array([int.from_bytes(m, "big") for m in (
-    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP")], dtype=np.uint32)
-_HTTP_STARTS = np.append(_REQUEST_STARTS, np.uint32(int.from_bytes(b"HTTP", "big")))
+_REQUEST_STARTS = np.sort(np.array([int.from_bytes(m, "big") for m in (
+    b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP")], dtype=np.uint32))
+_HTTP_STARTS = np.sort(np.append(_REQUEST_STARTS, np.uint32(int.from_bytes(b"HTTP", "big"))))  # sorted: `among`
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
 _RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
@@ -86,7 +86,7 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     port53 = (p.sport == 53) | (p.dport == 53)
     dns = udp & port53
     dns_tcp = tcp & port53 & (p.payload_len >= 14)
-    http = tcp & (p.payload_len >= 4) & np.isin(first4, _HTTP_STARTS)
+    http = tcp & (p.payload_len >= 4) & among(first4, _HTTP_STARTS)
     kind = d.take(off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
     tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & ((kind == 1) | ((kind == 2) & certificates))
     version = (d.take(off + 1, mode="clip").astype(np.uint32) << 24
@@ -107,7 +107,7 @@ def _request_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Which of the inspected rows are TCP segments that start like an HTTP request, away from
     port 53 (where DNS over TCP is tried first): the batch's requests, checked together."""
     tcp = (p.proto[rows] == PROTO_TCP) & (p.sport[rows] != 53) & (p.dport[rows] != 53)
-    return tcp & np.isin(_first4(data, p.payload_off[rows]), _REQUEST_STARTS)
+    return tcp & among(_first4(data, p.payload_off[rows]), _REQUEST_STARTS)
 
 
 Cols = tuple[int, int, int, Addr, int, Addr, int, int, int, int]  # row, sec, usec, src, sport, dst, dport, entries
