@@ -196,6 +196,16 @@ def test_quic_first_frame_shortcut_changes_nothing(frames: bytes, first: int, he
     assert initial_sni(packet) == expected
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 2**20), st.binary(max_size=60), st.integers(0, 40), st.binary(max_size=3), st.integers(1, 200))
+def test_quic_one_crypto_frame_shortcut_changes_nothing(offset: int, data: bytes, padding: int, junk: bytes,
+                                                        cut: int) -> None:
+    """A plaintext of one CRYPTO frame then PADDING is read without the frame loop; a PING in
+    front (which adds no chunk) makes the loop read it, and both must agree, cut or not."""
+    plain = (_crypto(offset, data) + bytes(padding) + junk)[:cut]
+    assert quic._crypto_chunks(plain) == quic._crypto_chunks(b"\x01" + plain)
+
+
 def test_quic_rejects_other_packets() -> None:
     good = bytearray(quic_initial("example.com"))
     assert initial_sni(bytes(good)) == "example.com"

@@ -126,6 +126,12 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
     """(offset, data) of the CRYPTO frames of a decrypted Initial, in packet order."""
+    if plain[:1] == b"\x06":  # the usual Initial: one CRYPTO frame, then PADDING to the end
+        offset, pos = _varint(plain, 1)
+        size, pos = _varint(plain, pos)
+        rest = min(pos + size, len(plain))
+        if pos >= 0 and plain.count(0, rest) == len(plain) - rest:
+            return [(offset, plain[pos:rest])] if size else []
     chunks: list[tuple[int, bytes]] = []
     pos, end = 0, len(plain)
     for _ in range(MAX_FRAMES):
