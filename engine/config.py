@@ -61,9 +61,9 @@ class SensorConfig:
     snaplen: int = 65535
     promisc: bool = True
     capture_buffer_mb: int = 64
-    batch_packets: int = 4096
-    ring_slots: int = 8
-    ring_slot_kb: int = 4096
+    batch_packets: int = 8192
+    ring_slots: int = 4
+    ring_slot_kb: int = 8192
     status_file: str = ""
     report_seconds: int = 5
     use_heuristics: bool = True
