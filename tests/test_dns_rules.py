@@ -18,7 +18,9 @@ from workers.heuristics.dns_rules import (
     is_dnsbl_shaped,
     long_domain_trail,
     looks_like_dnsbl_trail,
+    nx_counted,
     nx_keys,
+    nx_shape_counted,
 )
 
 
@@ -152,3 +154,11 @@ def test_random_names_never_raise(name: str) -> None:
     is_dnsbl_shaped(name)
     looks_like_dnsbl_trail(name)
     assert nx_keys(name)[0] == name
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(["1", "255", "256", "0", "07", "a", "bl", "x1", "", "com", "\u0663"]), min_size=1,
+                max_size=8).map(".".join))
+def test_nx_shape_counted_is_nx_counted_with_nothing_listed(name: str) -> None:
+    """The bulk path's shortcut for names none of whose suffixes is listed agrees with the rule."""
+    assert nx_shape_counted(name) == nx_counted(name, lambda _: False, lambda _: False)

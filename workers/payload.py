@@ -24,7 +24,7 @@ from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, among, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache, GenerationCache
 from workers.heuristics import http_rules
-from workers.heuristics.dns_rules import exhaustion_domain, nx_counted
+from workers.heuristics.dns_rules import exhaustion_domain, nx_counted, nx_shape_counted
 from workers.nameshapes import NameShapes
 from workers.protocols import quic
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns, tcp_messages
@@ -431,7 +431,7 @@ class PayloadInspector:
             if listed:
                 out[q] = self._nx_counted(q)
             else:
-                out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_counted(q, _never, _never))
+                out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_shape_counted(q))
         return out
 
     def _names_facts(self, names: list[str]) -> dict[str, tuple]:
@@ -697,10 +697,6 @@ def _context(p: Parsed, row: int, out: list[Item], dst_entry: int, src_entry: in
     proto = "TCP" if int(p.proto[row]) == PROTO_TCP else "UDP"
     return _Packet(row, int(p.sec[row]), int(p.usec[row]), src, int(p.sport[row]), dst, int(p.dport[row]), proto,
                    out, dst_entry, src_entry, dstport_entry)
-
-
-def _never(_: str) -> bool:
-    return False
 
 
 def _is_rce(text: str) -> bool:

@@ -71,10 +71,16 @@ def looks_like_dnsbl_trail(trail: str) -> bool:
 def nx_counted(name: str, is_whitelisted: Callable[[str], bool], is_trail: Callable[[str], bool]) -> bool:
     """Whether an NXDOMAIN for this name counts towards floods and DGA checks: not a numeric TLD,
     not a DNSBL lookup, not whitelisted, and no suffix of it a trail (those are reported anyway)."""
-    labels = name.split(".")
-    if labels[-1].isdigit() or is_dnsbl_shaped(name) or is_whitelisted(name):
+    if not nx_shape_counted(name) or is_whitelisted(name):
         return False
+    labels = name.split(".")
     return not any(is_trail(".".join(labels[k:])) for k in range(len(labels)))
+
+
+def nx_shape_counted(name: str) -> bool:
+    """`nx_counted` of a name none of whose suffixes is whitelisted or a trail: its shape alone
+    (not a numeric TLD, not a DNSBL lookup), without spelling out its suffixes."""
+    return not name.rpartition(".")[2].isdigit() and not (name.count(".") >= 4 and is_dnsbl_shaped(name))
 
 
 def nx_keys(name: str) -> tuple[str, ...]:
