@@ -396,18 +396,16 @@ class PayloadInspector:
         src, dst = row_addresses(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
         facts_of.update(self._names_facts(new))
-        columns = zip(rows.tolist(), names, plain, listed, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
+        facts = [facts_of[q] for q in names]
+        columns = zip(rows.tolist(), names, facts, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
                       p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
-        for i, (row, q, checked, hit, sec, usec, s, sport, d, dport) in enumerate(columns):
-            facts = facts_of[q]
-            if facts is _IGNORED:
-                continue
-            exh, trail = facts
-            if exh:
-                out.append((row, OBS_DNS_QUERY, (sec, usec, s, sport, d, dport, q, exh[0], exh[1])))
-            if checked and (hit or trail):
-                c = _context(p, row, out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
-                self._query_events(c, q, (exh[0],) if exh else ())
+        out += [(row, OBS_DNS_QUERY, (sec, usec, s, sport, d, dport, q, exh[0], exh[1]))
+                for row, q, f, sec, usec, s, sport, d, dport in columns if f is not _IGNORED and (exh := f[0])]
+        for i in [i for i, (f, checked, hit) in enumerate(zip(facts, plain, listed, strict=True))
+                  if checked and f is not _IGNORED and (hit or f[1])]:  # a query's events follow its observation
+            exh = facts[i][0]
+            c = _context(p, int(rows[i]), out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
+            self._query_events(c, names[i], (exh[0],) if exh else ())
 
     def _exhaustion(self, q: str) -> tuple[str, str] | None:
         """The (domain, prefix) a query counts against for DNS exhaustion; None for whitelisted
