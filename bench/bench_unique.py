@@ -1,9 +1,10 @@
 """Where a worker's time goes on the `unique` mix, and whether the figure holds when the mix moves.
 
 Worker CPU only (the whole worker path of `workers.worker.batch_items`, heuristics on, the full
-trail set, in this process): each batch is timed in every run and its best run kept, with the
-inspector and every module-level cache of the worker fresh each run, so a busy machine costs the
-figure little and no cache carries over between runs. Issue 12's pipeline targets (1 worker at most
+trail set, in this process, with the workers' collector settings and batch size): each batch is
+timed in every run and its best run kept, with the inspector and every module-level cache of the
+worker fresh each run, so a busy machine costs the figure little and no cache carries over between
+runs. Issue 12's pipeline targets (1 worker at most
 1.2 µs/packet) are bounded by this figure.
 
 - `test_worker_stages`: µs/packet of each stage (packet parsing, flow ticks and scan probes, IP
@@ -24,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.config import SensorConfig
 from engine.index.mapped import TrailIndex
 from engine.mixes import UniqueShares
 from engine.pcapio import read_batches
 from engine.traffic import mixed_capture
+from workers import collector
 from workers.batch import PROTO_UDP, parse_batch
 from workers.match import IpMatcher
 from workers.observe import probe_items, tick_items
@@ -49,7 +52,9 @@ Batches = list[tuple[np.ndarray, np.ndarray, int]]
 
 
 def _batches(path: Path) -> Batches:
-    return [(b.meta, np.frombuffer(b.data, dtype=np.uint8), b.linktype) for b in read_batches(path, 4096)]
+    """The capture in the sensor's batches (its default size: the per-batch cost is part of the figure)."""
+    size = SensorConfig().batch_packets
+    return [(b.meta, np.frombuffer(b.data, dtype=np.uint8), b.linktype) for b in read_batches(path, size)]
 
 
 def _fresh(index: TrailIndex) -> tuple[IpMatcher, PayloadInspector]:
@@ -103,6 +108,7 @@ def _stage_totals(best: list[dict[str, float]]) -> dict[str, float]:
 
 def _timed_stages(batches: Batches, index: TrailIndex) -> dict[str, float]:
     """Seconds per stage over the capture, each batch's best of RUNS runs."""
+    collector.settle()
     best: list[dict[str, float]] = [{} for _ in batches]
     for _ in range(RUNS):
         _run(batches, index, best)
