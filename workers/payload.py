@@ -89,9 +89,7 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     http = tcp & (p.payload_len >= 4) & among(first4, _HTTP_STARTS)
     kind = d.take(off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
     tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & ((kind == 1) | ((kind == 2) & certificates))
-    version = (d.take(off + 1, mode="clip").astype(np.uint32) << 24
-               | d.take(off + 2, mode="clip").astype(np.uint32) << 16
-               | d.take(off + 3, mode="clip").astype(np.uint32) << 8 | d.take(off + 4, mode="clip"))
+    version = _first4(d, off + 1)
     initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
     quic = udp & ~dns & initial & (p.payload_len >= 64)
     return (dns | dns_tcp | http | tls | quic).nonzero()[0]
