@@ -20,12 +20,16 @@ from engine.index.mapped import TrailIndex
 from engine.index.schema import UA_PREFIX
 from workers.domains import DomainChecker
 from workers.heuristics import http_rules
-from workers.protocols.http import HttpRequest
 from workers.settings import DetectionSettings
 
 # A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
 # test), and has none of the characters that make urlparse move part of it into the path.
 _PLAIN_HOST = re.compile(r"[a-z][a-z0-9._-]*(?::[0-9]*)?")
+_VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
+
+# What settling reads of a request without a body: method, path as sent, Host, User-Agent, and
+# whether its destination address is a trail.
+Request = tuple[str, str, str | None, str | None, bool]
 
 
 def url_keys(host: str, path: str, post: str) -> list[str]:
@@ -46,11 +50,13 @@ def url_candidates(path: str, post: str) -> list[str]:
     eq = path.find("=")
     if eq >= 0:
         checks.append(path[: eq + 1])
-        reduced = without_values(path)
+        reduced = _without_values(path, q, eq)
         if reduced not in checks:
             checks.append(reduced)
-            if reduced.count("/") > 1:
-                checks.append(reduced[reduced.rfind("/") :])
+            cut = reduced.rfind("/")
+            if reduced.find("/") < cut:  # two slashes or more: the piece cut off holds one, the last step is void
+                checks.append(reduced[cut:])
+                return [x for x in checks if x] if "" in checks else checks
     elif post:
         checks.append(f"{path}?{unquote(post).lower()}")
     last = checks[-1]
@@ -63,9 +69,20 @@ def url_candidates(path: str, post: str) -> list[str]:
 
 def without_values(path: str) -> str:
     """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
-    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` in string operations (the template
-    substitution cost several microseconds a request). Pieces between `&` are independent; in the
-    first, parameters start after its first `?`."""
+    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` (its template substitution cost several
+    microseconds a request)."""
+    return _without_values(path, path.find("?"), path.find("="))
+
+
+def _without_values(path: str, q: int, eq: int) -> str:
+    """`without_values`, given the path's first `?` and first `=`. When every `=` follows the first
+    `?`, nothing before it is cut, and each piece between `&` after it loses what follows its first
+    `=`: one substitution with a literal replacement (half the cost of the string operations).
+    Otherwise pieces between `&` are cut one by one; in the first, parameters start after its `?`."""
+    if eq < 0:
+        return path
+    if 0 <= q < eq:
+        return _VALUES.sub("=", path)
     pieces = path.split("&")
     first = pieces[0]
     q = first.find("?")
@@ -80,59 +97,66 @@ def without_values(path: str) -> str:
     return "&".join(pieces)
 
 
-def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker, requests: list[HttpRequest],
-           dst_entries: list[int]) -> list[tuple[str, str] | None]:
-    """Per request (without a body; `dst_entries`: the trail entry of each one's destination):
-    its (host, path) as the checks spell them (lowercase, `:80` cut) when they certainly report
-    nothing but the web observation of a path that starts with `/`; None when the per-request
-    checks must run."""
+def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker,
+           requests: list[Request]) -> list[tuple[str, str, str] | None]:
+    """Per request without a body: the detail of its web observation (`web_detail`, host and
+    path as the checks spell them: lowercase, `:80` cut) when its checks certainly report nothing
+    but that observation of a path that starts with `/`; None when the per-request checks must
+    run. (A Host is stripped by the parser already: one with spaces is not plain, so not settled.)"""
     heur = settings.use_heuristics
-    out: list[tuple[str, str] | None] = [None] * len(requests)
+    out: list[tuple[str, str, str] | None] = [None] * len(requests)
     picks: list[int] = []
-    spelled: list[tuple[str, str]] = []
-    candidates: list[list[str]] = []
+    hosts: list[str] = []
+    paths: list[str] = []
     agents: list[tuple[int, str]] = []  # (position among the picks, User-Agent) of the picks that send one
-    for i, (req, dst_entry) in enumerate(zip(requests, dst_entries, strict=True)):
-        host, path = req.host, req.path
-        if host is None or dst_entry >= 0 or req.body or path[:1] != "/" or not path.isascii():
+    for i, (method, path, host, agent, listed) in enumerate(requests):
+        if host is None or listed or path[:1] != "/" or not path.isascii():
             continue
-        host = host.strip().lower()
+        host = host.lower()
         if host.endswith(":80"):
             host = host[:-3]
-        path = path.lower()
-        if _PLAIN_HOST.fullmatch(host) is None or not heur and ("://" in path or req.method == "CONNECT"):
+        if _PLAIN_HOST.fullmatch(host) is None:
             continue
-        if req.user_agent:
-            agents.append((len(picks), req.user_agent))
-        candidates.append(url_candidates(path.replace("//", "/"), ""))
+        path = path.lower()
+        if not heur and ("://" in path or method == "CONNECT"):
+            continue
+        if agent:
+            agents.append((len(picks), agent))
         picks.append(i)
-        spelled.append((host, path))
+        hosts.append(host)
+        paths.append(path)
     if not picks:
         return out
     keys: list[str] = []  # `url_keys` of each pick, in another order; without `host/...` for unlisted hosts
     counts: list[int] = []
-    url_hosts = index.url_hosts_maybe([host for host, _ in spelled]).tolist()
-    for (host, _), cands, url_host in zip(spelled, candidates, url_hosts, strict=True):
+    for host, path, url_host in zip(hosts, paths, index.url_hosts_maybe(hosts).tolist(), strict=True):
         start = len(keys)
+        cands = url_candidates(path.replace("//", "/"), "")
         keys += cands
         if url_host:
             keys += [host + cand for cand in cands]
             keys.append(host + "/")
-        else:  # only a candidate without its leading `/` (the file name) makes a key that is no URL
-            keys += [host + cand for cand in cands if cand[0] != "/"]
+        elif cands and cands[-1][0] != "/":  # the file name, last if any, is the one without the path's `/`
+            keys.append(host + cands[-1])  # and the only one that makes a key that is no URL
         counts.append(len(keys) - start)
     owners = np.repeat(np.arange(len(picks)), counts)  # a pick may have no key at all (a path `/`, say)
     owners = np.concatenate((owners, np.array([n for n, _ in agents], np.int64)))
     keys += [UA_PREFIX + ua.lower() for _, ua in agents]
     quiet = np.bincount(owners[index.strings_maybe(index.hash_keys(keys))], minlength=len(picks)) == 0
     if heur:
-        quiet &= http_rules.paths_unremarkable([path for _, path in spelled])
+        quiet &= http_rules.paths_unremarkable(paths)
         unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
                                                              for _, ua in agents])
         quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:
-        hits = domains.check_many([host.split(":", 1)[0] for host, _ in spelled])
+        hits = domains.check_many([host.split(":", 1)[0] for host in hosts])
         quiet &= np.array([hit is None for hit in hits], bool)
     for n in np.flatnonzero(quiet).tolist():
-        out[picks[n]] = spelled[n]
+        out[picks[n]] = web_detail(hosts[n], paths[n])
     return out
+
+
+def web_detail(host: str, path: str) -> tuple[str, str, str]:
+    """The web-scan observation's detail for a request whose (lowercase) path starts with `/`:
+    first path segment, host, path."""
+    return path.split("/", 2)[1].split("?", 1)[0], host, path

@@ -127,7 +127,7 @@ class PayloadInspector:
         self._nx_names: GenerationCache[str, bool] = GenerationCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
         self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
-        self._settled: FifoCache[tuple, tuple[str, str] | None] = FifoCache(4 * REQUEST_CACHE_SIZE)
+        self._settled: GenerationCache[tuple, tuple[str, ...]] = GenerationCache(4 * REQUEST_CACHE_SIZE)  # `()`: check
         self._quic_replies: FifoCache[tuple, None] = FifoCache(QUIC_REPLY_CACHE_SIZE)  # `_quic`
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
@@ -201,17 +201,18 @@ class PayloadInspector:
                           requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
         """Segments that start like a request: parsed here, their lone requests (the usual case)
         joining `requests`, without a packet context (most need none)."""
+        view = memoryview(data)  # its slices make bytes faster than the array's
         for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
-            self._request_segment(data[off : off + n].tobytes(), (row, sec, usec, s, sport, d, dport, de, se, dpe),
-                                  requests, out)
+            payload = view[off : off + n].tobytes()
+            req = parse_http_request(payload)
+            if req is not None:
+                self._parsed_segment(payload, req, (row, sec, usec, s, sport, d, dport, de, se, dpe), requests, out)
 
-    def _request_segment(self, payload: bytes, cols: Cols, requests: list[tuple[Cols, HttpRequest]],
-                         out: list[Item], c: _Packet | None = None) -> None:
-        """A segment that may hold requests: a lone one (no body, nothing pipelined: the usual case)
-        joins `requests`; several are checked in order on the packet (`c`, else made from `cols`)."""
-        req = parse_http_request(payload)
-        if req is None:
-            return
+    def _parsed_segment(self, payload: bytes, req: HttpRequest, cols: Cols, requests: list[tuple[Cols, HttpRequest]],
+                        out: list[Item], c: _Packet | None = None) -> None:
+        """A segment whose first request is `req`: a lone one (no body, nothing pipelined: the
+        usual case) joins `requests`; several are checked in order on the packet (`c`, else made
+        from `cols`)."""
         if not req.body or len(split_requests(payload)) < 2:
             requests.append((cols, req))
         else:
@@ -485,7 +486,9 @@ class PayloadInspector:
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
         else:
-            self._request_segment(payload, cols, requests, c.out, c)
+            req = parse_http_request(payload)
+            if req is not None:
+                self._parsed_segment(payload, req, cols, requests, c.out, c)
 
     def _pipelined(self, c: _Packet, payload: bytes) -> None:
         """The requests of a segment that holds several, in order."""
@@ -505,32 +508,25 @@ class PayloadInspector:
 
     def _requests_in_bulk(self, requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
         """A batch's lone requests. One without a body is settled once (`httpbatch.settle`, the
-        batch's new ones together) and the answer kept (bounded): a request whose checks certainly
-        report nothing but the web observation gets that observation, and needs no plan; the
-        others, and requests with a body, take the per-request checks (`_http_request`)."""
-        settled = self._settled
+        batch's new ones together) and the answer kept (bounded; `()` for "check it"): a request
+        whose checks certainly report nothing but the web observation gets that observation, and
+        needs no plan; the others, and requests with a body, take the per-request checks
+        (`_http_request`)."""
         observe = self.settings.use_heuristics and self.settings.web_scanning
-        fresh = []
-        for cols, req in requests:
-            if req.body:
-                self._http_request(_packet(cols, out), req)
-                continue
-            key = (req.method, req.path, req.host, req.user_agent, cols[7] >= 0)  # what settling reads
-            spelled = settled.get(key, _UNSETTLED)
-            if spelled is _UNSETTLED:
-                fresh.append((cols, req, key))
-            elif spelled is None:
-                self._http_request(_packet(cols, out), req)
-            elif observe:
-                out.append(_web_item(cols, *spelled))
-        answers = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
-                                   [cols[7] for cols, _, _ in fresh])
-        for (cols, req, key), spelled in zip(fresh, answers, strict=True):
-            settled.put(key, spelled)
-            if spelled is None:
+        keys = [(req.method, req.path, req.host, req.user_agent, cols[7] >= 0) for cols, req in requests]
+        known = self._settled.get_many(keys)
+        fresh = {key: () for (_, req), key in zip(requests, keys, strict=True) if known[key] is None and not req.body}
+        if fresh:
+            answers = httpbatch.settle(self.index, self.settings, self.domains, list(fresh))
+            fresh = dict(zip(fresh, [spelled or () for spelled in answers], strict=True))
+            self._settled.put_many(fresh)
+            known.update(fresh)
+        for (cols, req), key in zip(requests, keys, strict=True):
+            spelled = known[key]
+            if req.body or not spelled:
                 self._http_request(_packet(cols, out), req)
             elif observe:
-                out.append(_web_item(cols, *spelled))
+                out.append(_web_item(cols, spelled))
 
     def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
         """Replay a request's plan onto the packet: recorded the second time a request is seen, and
@@ -604,7 +600,7 @@ class PayloadInspector:
         url = host + path
         if heur and path.startswith("/"):
             if st.web_scanning:
-                c.observe(OBS_WEB, _web_detail(host, path))
+                c.observe(OBS_WEB, httpbatch.web_detail(host, path))
         elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
             target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
             if not ix.is_whitelisted_domain(target):
@@ -704,15 +700,11 @@ def _is_rce(text: str) -> bool:
     return any(name == "potential remote code execution" and rx.search(text) for name, rx in _RCE)
 
 
-def _web_detail(host: str, path: str) -> tuple[str, str, str]:
-    """The web-scan observation's detail for a request whose (lowercase) path starts with `/`."""
-    return path.split("/", 2)[1].split("?", 1)[0], host, path
-
-
-def _web_item(cols: Cols, host: str, path: str) -> Item:
-    """`_web_detail`'s observation of a request's row, made without a packet context."""
+def _web_item(cols: Cols, detail: tuple[str, str, str]) -> Item:
+    """The web-scan observation of a request's row (`httpbatch.web_detail`), made without a packet
+    context."""
     row, sec, usec, src, sport, dst, dport = cols[:7]
-    return row, OBS_WEB, (sec, usec, src, sport, dst, dport, *_web_detail(host, path))
+    return row, OBS_WEB, (sec, usec, src, sport, dst, dport, *detail)
 
 
 def _packet(cols: Cols, out: list[Item]) -> _Packet:
@@ -790,7 +782,6 @@ class _Packet:
 
 _FORWARD = ("forward",)  # plan step: from here on the source reads `source,forwarded-for address`
 _BY_DESTINATION = object()  # request-cache value: the plans of this key are kept per destination
-_UNSETTLED = object()  # settled-request cache: not asked yet
 
 
 class _Plan:

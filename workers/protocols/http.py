@@ -58,10 +58,6 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _decode(payload: bytes | memoryview) -> str:
-    return _text(bytes(payload[:MAX_EXAMINED]))
-
-
 def header(text: str, name: str) -> str | None:
     """Value of the first `\\r\\nName:` (case-sensitive), stripped; None without a closing `\\r\\n`."""
     return _value_after(text, f"\r\n{name}:")
@@ -127,8 +123,10 @@ def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
 
     The text must contain ` HTTP/` and its first line (up to the first `\\r\\n`) exactly two
     spaces and ` HTTP/`; an empty method or path is refused too (Maltrail's `if method and path`).
+    Every request of a link comes here, so `header` is spelled out for the two headers (and
+    searched from the first line's end: a `\\r\\n` cannot start before it).
     """
-    text = _decode(payload)
+    text = bytes(payload[:MAX_EXAMINED]).decode("utf-8", "replace")
     end = text.find("\r\n")
     if end < 0:
         return None
@@ -139,9 +137,19 @@ def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
     method, path, version = parts
     if not method or not path:
         return None
-    blank = text.find("\r\n\r\n")
-    return HttpRequest(method, path, version, _value_after(text, "\r\nHost:"), _value_after(text, "\r\nUser-Agent:"),
-                       text[blank + 4 :] if blank >= 0 else "", text)
+    host = user_agent = None
+    at = text.find("\r\nHost:", end)
+    if at >= 0:
+        stop = text.find("\r\n", at + 7)
+        if stop >= 0:
+            host = text[at + 7 : stop].strip()
+    at = text.find("\r\nUser-Agent:", end)
+    if at >= 0:
+        stop = text.find("\r\n", at + 13)
+        if stop >= 0:
+            user_agent = text[at + 13 : stop].strip()
+    blank = text.find("\r\n\r\n", end)
+    return HttpRequest(method, path, version, host, user_agent, text[blank + 4 :] if blank >= 0 else "", text)
 
 
 def parse_http_response(payload: bytes | memoryview) -> HttpResponse | None:
