@@ -24,12 +24,12 @@ from workers.settings import DetectionSettings
 
 # A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
 # test), and has none of the characters that make urlparse move part of it into the path.
-_PLAIN_HOST = re.compile(r"[a-z][a-z0-9._-]*(?::[0-9]*)?")
+_PLAIN_HOSTS = re.compile(r"^(?:[a-z][a-z0-9._-]*(?::[0-9]*)?$)?", re.MULTILINE)  # a plain line, else ""
 _VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
 
-# What settling reads of a request without a body: method, path as sent, Host, User-Agent, and
-# whether its destination address is a trail.
-Request = tuple[str, str, str | None, str | None, bool]
+# What settling reads of a request without a body to an unlisted address: method, path as sent,
+# Host, User-Agent.
+Request = tuple[str, str, str | None, str | None]
 
 
 def url_keys(host: str, path: str, post: str) -> list[str]:
@@ -99,51 +99,42 @@ def _without_values(path: str, q: int, eq: int) -> str:
 
 def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker,
            requests: list[Request]) -> list[tuple[str, str, str] | None]:
-    """Per request without a body: the detail of its web observation (`web_detail`, host and
-    path as the checks spell them: lowercase, `:80` cut) when its checks certainly report nothing
-    but that observation of a path that starts with `/`; None when the per-request checks must
-    run. (A Host is stripped by the parser already: one with spaces is not plain, so not settled.)"""
-    heur = settings.use_heuristics
+    """Per request without a body to an unlisted address: the detail of its web observation
+    (`web_detail`, host and path as the checks spell them: lowercase, `:80` cut) when its checks
+    certainly report nothing but that observation of a path that starts with `/`; None when the
+    per-request checks must run. (A Host is stripped by the parser already: one with spaces is not
+    plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
     out: list[tuple[str, str, str] | None] = [None] * len(requests)
-    picks: list[int] = []
-    hosts: list[str] = []
-    paths: list[str] = []
-    agents: list[tuple[int, str]] = []  # (position among the picks, User-Agent) of the picks that send one
-    for i, (method, path, host, agent, listed) in enumerate(requests):
-        if host is None or listed or path[:1] != "/" or not path.isascii():
-            continue
-        host = host.lower()
-        if host.endswith(":80"):
-            host = host[:-3]
-        if _PLAIN_HOST.fullmatch(host) is None:
-            continue
-        path = path.lower()
-        if not heur and ("://" in path or method == "CONNECT"):
-            continue
-        if agent:
-            agents.append((len(picks), agent))
-        picks.append(i)
-        hosts.append(host)
-        paths.append(path)
+    picks = [i for i, (method, path, host, _) in enumerate(requests)
+             if host is not None and path[:1] == "/" and (settings.use_heuristics or _proper(method, path))]
+    host_text = "\n".join([requests[i][2] for i in picks])
+    path_text = "\n".join([requests[i][1] for i in picks])
+    if not path_text.isascii() or host_text.count("\n") + path_text.count("\n") != 2 * len(picks) - 2:
+        picks = [i for i in picks if requests[i][1].isascii() and "\n" not in requests[i][1] + requests[i][2]]
+        host_text = "\n".join([requests[i][2] for i in picks])
+        path_text = "\n".join([requests[i][1] for i in picks])
     if not picks:
         return out
-    keys: list[str] = []  # `url_keys` of each pick, in another order; without `host/...` for unlisted hosts
-    counts: list[int] = []
-    for host, path, url_host in zip(hosts, paths, index.url_hosts_maybe(hosts).tolist(), strict=True):
-        start = len(keys)
-        cands = url_candidates(path.replace("//", "/"), "")
-        keys += cands
-        if url_host:
-            keys += [host + cand for cand in cands]
-            keys.append(host + "/")
-        elif cands and cands[-1][0] != "/":  # the file name, last if any, is the one without the path's `/`
-            keys.append(host + cands[-1])  # and the only one that makes a key that is no URL
-        counts.append(len(keys) - start)
-    owners = np.repeat(np.arange(len(picks)), counts)  # a pick may have no key at all (a path `/`, say)
-    owners = np.concatenate((owners, np.array([n for n, _ in agents], np.int64)))
-    keys += [UA_PREFIX + ua.lower() for _, ua in agents]
-    quiet = np.bincount(owners[index.strings_maybe(index.hash_keys(keys))], minlength=len(picks)) == 0
-    if heur:
+    hosts = _PLAIN_HOSTS.findall(f"{host_text.lower()}\n".replace(":80\n", "\n")[:-1])  # "": not plain
+    if not all(hosts):
+        kept = [n for n, host in enumerate(hosts) if host]
+        picks, hosts = [picks[n] for n in kept], [hosts[n] for n in kept]
+        if not picks:
+            return out
+        path_text = "\n".join([requests[i][1] for i in picks])
+    path_text = path_text.lower()
+    paths = path_text.split("\n")
+    cands = [url_candidates(path, "") for path in path_text.replace("//", "/").split("\n")]
+    keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
+    owners = [np.repeat(np.arange(len(picks)), [len(found) for found in cands])]
+    host_keys = _host_keys(index, hosts, cands)
+    agents = [(n, agent) for n, i in enumerate(picks) if (agent := requests[i][3])]  # (position among picks, agent)
+    for extra in (host_keys, [(n, UA_PREFIX + agent.lower()) for n, agent in agents]):
+        keys += [key for _, key in extra]
+        owners.append(np.array([n for n, _ in extra], np.int64))
+    listed = np.concatenate(owners)[index.strings_maybe(index.hash_keys(keys))]
+    quiet = np.bincount(listed, minlength=len(picks)) == 0
+    if settings.use_heuristics:
         quiet &= http_rules.paths_unremarkable(paths)
         unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
                                                              for _, ua in agents])
@@ -153,6 +144,25 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         quiet &= np.array([hit is None for hit in hits], bool)
     for n in np.flatnonzero(quiet).tolist():
         out[picks[n]] = web_detail(hosts[n], paths[n])
+    return out
+
+
+def _proper(method: str, path: str) -> bool:
+    """Not an absolute URI or a CONNECT target, whose checks without heuristics look up another host."""
+    return "://" not in path and method != "CONNECT"
+
+
+def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]]) -> list[tuple[int, str]]:
+    """(pick, key) of the picks' `host + candidate` keys and `host/`, for hosts that may begin a
+    URL trail; for the others only the file name's, which makes a key that is no URL: it is the one
+    candidate without the path's leading `/`, and last when present."""
+    out = []
+    for n, (host, url_host) in enumerate(zip(hosts, index.url_hosts_maybe(hosts).tolist(), strict=True)):
+        if url_host:
+            out += [(n, host + cand) for cand in cands[n]]
+            out.append((n, host + "/"))
+        elif cands[n] and cands[n][-1][0] != "/":
+            out.append((n, host + cands[n][-1]))
     return out
 
 

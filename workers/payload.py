@@ -30,9 +30,11 @@ from workers.protocols import quic
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns, tcp_messages
 from workers.protocols.http import (
     HttpRequest,
+    RequestFields,
     forwarded_for,
     parse_http_request,
     parse_http_response,
+    request_fields,
     split_requests,
 )
 from workers.protocols.quic import QUIC_V1, QUIC_V2, crypto_stream, hello_complete, initial_crypto
@@ -111,6 +113,7 @@ def _request_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 Cols = tuple[int, int, int, Addr, int, Addr, int, int, int, int]  # row, sec, usec, src, sport, dst, dport, entries
+Lone = tuple[Cols, RequestFields]  # a segment's lone request (`PayloadInspector._parsed_segment`)
 
 
 class PayloadInspector:
@@ -150,7 +153,7 @@ class PayloadInspector:
             rows = np.sort(np.concatenate((rows[~dns], self._dns_batch(p, data, rows[dns], out))))
         if not rows.size:
             return out
-        requests: list[tuple[Cols, HttpRequest]] = []  # lone requests, checked together after the loop
+        requests: list[Lone] = []  # lone requests, checked together after the loop
         asked = _request_rows(p, data, rows)
         if asked.any():
             self._request_segments(p, data, rows[asked], requests, out)
@@ -197,24 +200,25 @@ class PayloadInspector:
                    p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
                    p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
 
-    def _request_segments(self, p: Parsed, data: np.ndarray, rows: np.ndarray,
-                          requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
+    def _request_segments(self, p: Parsed, data: np.ndarray, rows: np.ndarray, requests: list[Lone],
+                          out: list[Item]) -> None:
         """Segments that start like a request: parsed here, their lone requests (the usual case)
         joining `requests`, without a packet context (most need none)."""
         view = memoryview(data)  # its slices make bytes faster than the array's
         for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
             payload = view[off : off + n].tobytes()
-            req = parse_http_request(payload)
-            if req is not None:
-                self._parsed_segment(payload, req, (row, sec, usec, s, sport, d, dport, de, se, dpe), requests, out)
+            fields = request_fields(payload)
+            if fields is not None:
+                self._parsed_segment(payload, fields, (row, sec, usec, s, sport, d, dport, de, se, dpe), requests,
+                                     out)
 
-    def _parsed_segment(self, payload: bytes, req: HttpRequest, cols: Cols, requests: list[tuple[Cols, HttpRequest]],
+    def _parsed_segment(self, payload: bytes, fields: RequestFields, cols: Cols, requests: list[Lone],
                         out: list[Item], c: _Packet | None = None) -> None:
-        """A segment whose first request is `req`: a lone one (no body, nothing pipelined: the
-        usual case) joins `requests`; several are checked in order on the packet (`c`, else made
-        from `cols`)."""
-        if not req.body or len(split_requests(payload)) < 2:
-            requests.append((cols, req))
+        """A segment whose first request has these fields: a lone one (no body, nothing
+        pipelined: the usual case) joins `requests`; several are checked in order on the packet
+        (`c`, else made from `cols`)."""
+        if not fields[4] or len(split_requests(payload)) < 2:
+            requests.append((cols, fields))
         else:
             self._pipelined(c or _packet(cols, out), payload)
 
@@ -480,15 +484,15 @@ class PayloadInspector:
             self._entry_event(c, "IP", c.src, c.src_entry)
 
     # ---- HTTP (spec 2.6) --------------------------------------------------------------------
-    def _http(self, c: _Packet, payload: bytes, requests: list[tuple[Cols, HttpRequest]], cols: Cols) -> None:
+    def _http(self, c: _Packet, payload: bytes, requests: list[Lone], cols: Cols) -> None:
         """A response, or the requests of a segment; a lone request (the usual case) joins `requests`,
         which are checked together after the batch's loop."""
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
         else:
-            req = parse_http_request(payload)
-            if req is not None:
-                self._parsed_segment(payload, req, cols, requests, c.out, c)
+            fields = request_fields(payload)
+            if fields is not None:
+                self._parsed_segment(payload, fields, cols, requests, c.out, c)
 
     def _pipelined(self, c: _Packet, payload: bytes) -> None:
         """The requests of a segment that holds several, in order."""
@@ -506,27 +510,28 @@ class PayloadInspector:
         if not self._replayed(c, req, fwd):
             self._request_plan(c, req, fwd)
 
-    def _requests_in_bulk(self, requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
-        """A batch's lone requests. One without a body is settled once (`httpbatch.settle`, the
-        batch's new ones together) and the answer kept (bounded; `()` for "check it"): a request
-        whose checks certainly report nothing but the web observation gets that observation, and
-        needs no plan; the others, and requests with a body, take the per-request checks
+    def _requests_in_bulk(self, requests: list[Lone], out: list[Item]) -> None:
+        """A batch's lone requests. One without a body, to an unlisted destination, is settled once
+        (`httpbatch.settle`, the batch's new ones together) and the answer kept (bounded; `()` for
+        "check it"): a request whose checks certainly report nothing but the web observation gets
+        that observation, and needs no plan; the others take the per-request checks
         (`_http_request`)."""
         observe = self.settings.use_heuristics and self.settings.web_scanning
-        keys = [(req.method, req.path, req.host, req.user_agent, cols[7] >= 0) for cols, req in requests]
+        keys = [fields[:4] for _, fields in requests]  # method, path, Host, User-Agent
         known = self._settled.get_many(keys)
-        fresh = {key: () for (_, req), key in zip(requests, keys, strict=True) if known[key] is None and not req.body}
+        fresh = {key: () for (cols, fields), key in zip(requests, keys, strict=True)
+                 if known[key] is None and not fields[4] and cols[7] < 0}
         if fresh:
             answers = httpbatch.settle(self.index, self.settings, self.domains, list(fresh))
-            fresh = dict(zip(fresh, [spelled or () for spelled in answers], strict=True))
+            fresh = dict(zip(fresh, [detail or () for detail in answers], strict=True))
             self._settled.put_many(fresh)
             known.update(fresh)
-        for (cols, req), key in zip(requests, keys, strict=True):
-            spelled = known[key]
-            if req.body or not spelled:
-                self._http_request(_packet(cols, out), req)
+        for (cols, fields), key in zip(requests, keys, strict=True):
+            detail = known[key]
+            if not detail or fields[4] or cols[7] >= 0:
+                self._http_request(_packet(cols, out), HttpRequest(*fields))
             elif observe:
-                out.append(_web_item(cols, spelled))
+                out.append((cols[0], OBS_WEB, (*cols[1:7], *detail)))
 
     def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
         """Replay a request's plan onto the packet: recorded the second time a request is seen, and
@@ -698,13 +703,6 @@ def _never(_: str) -> bool:
 
 def _is_rce(text: str) -> bool:
     return any(name == "potential remote code execution" and rx.search(text) for name, rx in _RCE)
-
-
-def _web_item(cols: Cols, detail: tuple[str, str, str]) -> Item:
-    """The web-scan observation of a request's row (`httpbatch.web_detail`), made without a packet
-    context."""
-    row, sec, usec, src, sport, dst, dport = cols[:7]
-    return row, OBS_WEB, (sec, usec, src, sport, dst, dport, *detail)
 
 
 def _packet(cols: Cols, out: list[Item]) -> _Packet:

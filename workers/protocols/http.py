@@ -24,15 +24,21 @@ _FORWARDED_FOR = re.compile(r"\b(?:CF-Connecting-IP|True-Client-IP|X-Forwarded-F
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond more to build
 class HttpRequest:
-    """A request line plus the two headers every request is checked for; `path` is as sent."""
+    """A request line plus the two headers every request is checked for; `path` is as sent. The
+    fields are in `RequestFields` order."""
 
     method: str
     path: str
-    version: str
     host: str | None
     user_agent: str | None
     body: str
+    version: str
     text: str
+
+
+# `HttpRequest`'s fields as a plain tuple, which costs a tenth as much to build: what the checks of
+# a batch's lone requests read (`request_fields`); the first four are what settling them reads.
+RequestFields = tuple[str, str, str | None, str | None, str, str, str]
 
 
 @dataclass(slots=True)
@@ -119,7 +125,13 @@ def _request_line(raw: bytes, at: int) -> bool:
 
 
 def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
-    """Parse a request the way Maltrail accepts one, else None.
+    """Parse a request the way Maltrail accepts one, else None (`request_fields`)."""
+    fields = request_fields(payload)
+    return None if fields is None else HttpRequest(*fields)
+
+
+def request_fields(payload: bytes | memoryview) -> RequestFields | None:
+    """The fields of the request the way Maltrail accepts one, else None.
 
     The text must contain ` HTTP/` and its first line (up to the first `\\r\\n`) exactly two
     spaces and ` HTTP/`; an empty method or path is refused too (Maltrail's `if method and path`).
@@ -149,7 +161,7 @@ def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
         if stop >= 0:
             user_agent = text[at + 13 : stop].strip()
     blank = text.find("\r\n\r\n", end)
-    return HttpRequest(method, path, version, host, user_agent, text[blank + 4 :] if blank >= 0 else "", text)
+    return method, path, host, user_agent, text[blank + 4 :] if blank >= 0 else "", version, text
 
 
 def parse_http_response(payload: bytes | memoryview) -> HttpResponse | None:
