@@ -129,7 +129,7 @@ def test_plain_requests_are_settled_and_doubtful_ones_are_not(index: TrailIndex)
         ("/a/login.php", "plain.example", None),  # the file name after the Host: a trail of its own
         ("/%c3%a9/a.exe", "plain.example", None),  # a download whose path decodes to another text
     ]]
-    requests = [request_fields(text)[:4] for text in texts]
+    requests = [request_fields(text)[0] for text in texts]
     settled = httpbatch.settle(index, detection, PayloadInspector(index, detection).domains, requests)
     assert settled == [("news", "plain.example", "/news/item.html?id=7&ref=x")] + [None] * (len(requests) - 1)
 

@@ -43,14 +43,12 @@ def url_keys(host: str, path: str, post: str) -> list[str]:
 def url_candidates(path: str, post: str) -> list[str]:
     """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
     first = path.rstrip("/")
-    checks = [first]
     q = path.find("?")
-    if q >= 0:
-        checks.append(path[:q].rstrip("/"))
     eq = path.find("=")
+    checks = [first, path[:q].rstrip("/")] if q >= 0 else [first]
     if eq >= 0:
         checks.append(path[: eq + 1])
-        reduced = _without_values(path, q, eq)
+        reduced = _VALUES.sub("=", path) if 0 <= q < eq else _cut_pieces(path)  # `without_values`
         if reduced not in checks:
             checks.append(reduced)
             cut = reduced.rfind("/")
@@ -70,19 +68,18 @@ def url_candidates(path: str, post: str) -> list[str]:
 def without_values(path: str) -> str:
     """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
     `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` (its template substitution cost several
-    microseconds a request)."""
-    return _without_values(path, path.find("?"), path.find("="))
-
-
-def _without_values(path: str, q: int, eq: int) -> str:
-    """`without_values`, given the path's first `?` and first `=`. When every `=` follows the first
-    `?`, nothing before it is cut, and each piece between `&` after it loses what follows its first
-    `=`: one substitution with a literal replacement (half the cost of the string operations).
-    Otherwise pieces between `&` are cut one by one; in the first, parameters start after its `?`."""
+    microseconds a request). When every `=` follows the first `?` (the usual query), nothing before
+    it is cut, and each piece between `&` after it loses what follows its first `=`: one
+    substitution with a literal replacement, half the cost of cutting the pieces one by one."""
+    q, eq = path.find("?"), path.find("=")
     if eq < 0:
         return path
-    if 0 <= q < eq:
-        return _VALUES.sub("=", path)
+    return _VALUES.sub("=", path) if 0 <= q < eq else _cut_pieces(path)
+
+
+def _cut_pieces(path: str) -> str:
+    """`without_values` piece by piece: pieces between `&` are independent; in the first,
+    parameters start after its first `?`."""
     pieces = path.split("&")
     first = pieces[0]
     q = first.find("?")

@@ -208,16 +208,20 @@ class PayloadInspector:
         for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
             payload = view[off : off + n].tobytes()
             fields = request_fields(payload)
-            if fields is not None:
-                self._parsed_segment(payload, fields, (row, sec, usec, s, sport, d, dport, de, se, dpe), requests,
-                                     out)
+            if fields is None:
+                continue
+            cols = (row, sec, usec, s, sport, d, dport, de, se, dpe)
+            if fields[1]:  # a body: maybe pipelined requests
+                self._parsed_segment(payload, fields, cols, requests, out)
+            else:
+                requests.append((cols, fields))
 
     def _parsed_segment(self, payload: bytes, fields: RequestFields, cols: Cols, requests: list[Lone],
                         out: list[Item], c: _Packet | None = None) -> None:
         """A segment whose first request has these fields: a lone one (no body, nothing
         pipelined: the usual case) joins `requests`; several are checked in order on the packet
         (`c`, else made from `cols`)."""
-        if not fields[4] or len(split_requests(payload)) < 2:
+        if not fields[1] or len(split_requests(payload)) < 2:
             requests.append((cols, fields))
         else:
             self._pipelined(c or _packet(cols, out), payload)
@@ -517,10 +521,10 @@ class PayloadInspector:
         that observation, and needs no plan; the others take the per-request checks
         (`_http_request`)."""
         observe = self.settings.use_heuristics and self.settings.web_scanning
-        keys = [fields[:4] for _, fields in requests]  # method, path, Host, User-Agent
+        keys = [fields[0] for _, fields in requests]  # method, path, Host, User-Agent
         known = self._settled.get_many(keys)
         fresh = {key: () for (cols, fields), key in zip(requests, keys, strict=True)
-                 if known[key] is None and not fields[4] and cols[7] < 0}
+                 if known[key] is None and not fields[1] and cols[7] < 0}
         if fresh:
             answers = httpbatch.settle(self.index, self.settings, self.domains, list(fresh))
             fresh = dict(zip(fresh, [detail or () for detail in answers], strict=True))
@@ -528,8 +532,8 @@ class PayloadInspector:
             known.update(fresh)
         for (cols, fields), key in zip(requests, keys, strict=True):
             detail = known[key]
-            if not detail or fields[4] or cols[7] >= 0:
-                self._http_request(_packet(cols, out), HttpRequest(*fields))
+            if not detail or fields[1] or cols[7] >= 0:
+                self._http_request(_packet(cols, out), HttpRequest(*key, *fields[1:]))
             elif observe:
                 out.append((cols[0], OBS_WEB, (*cols[1:7], *detail)))
 

@@ -36,9 +36,10 @@ class HttpRequest:
     text: str
 
 
-# `HttpRequest`'s fields as a plain tuple, which costs a tenth as much to build: what the checks of
-# a batch's lone requests read (`request_fields`); the first four are what settling them reads.
-RequestFields = tuple[str, str, str | None, str | None, str, str, str]
+# `HttpRequest`'s fields as plain tuples, which cost a tenth as much to build: what the checks of
+# a batch's lone requests read (`request_fields`): ((method, path, Host, User-Agent), body,
+# version, text). The first is what settling them reads, and their key.
+RequestFields = tuple[tuple[str, str, str | None, str | None], str, str, str]
 
 
 @dataclass(slots=True)
@@ -127,7 +128,7 @@ def _request_line(raw: bytes, at: int) -> bool:
 def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
     """Parse a request the way Maltrail accepts one, else None (`request_fields`)."""
     fields = request_fields(payload)
-    return None if fields is None else HttpRequest(*fields)
+    return None if fields is None else HttpRequest(*fields[0], *fields[1:])
 
 
 def request_fields(payload: bytes | memoryview) -> RequestFields | None:
@@ -161,7 +162,7 @@ def request_fields(payload: bytes | memoryview) -> RequestFields | None:
         if stop >= 0:
             user_agent = text[at + 13 : stop].strip()
     blank = text.find("\r\n\r\n", end)
-    return method, path, host, user_agent, text[blank + 4 :] if blank >= 0 else "", version, text
+    return (method, path, host, user_agent), text[blank + 4 :] if blank >= 0 else "", version, text
 
 
 def parse_http_response(payload: bytes | memoryview) -> HttpResponse | None:
