@@ -221,7 +221,7 @@ def test_unremarkable_paths_are_reported_by_no_path_rule(paths: list[str], priva
 
 AGENT_TEXT = st.lists(st.sampled_from(["Mozilla/5.0 ", "(X11; Linux)", "masscan", "sqlmap", "nikto", "curl/", "agent",
                                        "python-requests/2", "ab", "x", " ", "/", "1.0", "\x1c", "\u00e9", "Sophos",
-                                       "\u212a"]), max_size=8).map("".join)
+                                       "\u212a", "\n"]), max_size=8).map("".join)
 
 
 @settings(max_examples=300, deadline=None)
