@@ -97,7 +97,7 @@ def _cut_pieces(path: str) -> str:
 def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker,
            requests: list[Request]) -> list[tuple[str, str, str] | None]:
     """Per request without a body to an unlisted address: the detail of its web observation
-    (`web_detail`, host and path as the checks spell them: lowercase, `:80` cut) when its checks
+    (`web_details`, host and path as the checks spell them: lowercase, `:80` cut) when its checks
     certainly report nothing but that observation of a path that starts with `/`; None when the
     per-request checks must run. (A Host is stripped by the parser already: one with spaces is not
     plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
@@ -139,8 +139,9 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     if settings.check_host_domains:
         hits = domains.check_many([host.split(":", 1)[0] for host in hosts])
         quiet &= np.array([hit is None for hit in hits], bool)
+    details = web_details(hosts, paths)
     for n in np.flatnonzero(quiet).tolist():
-        out[picks[n]] = web_detail(hosts[n], paths[n])
+        out[picks[n]] = details[n]
     return out
 
 
@@ -163,7 +164,7 @@ def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]]) -> l
     return out
 
 
-def web_detail(host: str, path: str) -> tuple[str, str, str]:
-    """The web-scan observation's detail for a request whose (lowercase) path starts with `/`:
+def web_details(hosts: list[str], paths: list[str]) -> list[tuple[str, str, str]]:
+    """The web-scan observation's detail of each request whose (lowercase) path starts with `/`:
     first path segment, host, path."""
-    return path.split("/", 2)[1].split("?", 1)[0], host, path
+    return [(path.split("/", 2)[1].split("?", 1)[0], host, path) for host, path in zip(hosts, paths, strict=True)]

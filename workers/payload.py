@@ -609,7 +609,7 @@ class PayloadInspector:
         url = host + path
         if heur and path.startswith("/"):
             if st.web_scanning:
-                c.observe(OBS_WEB, httpbatch.web_detail(host, path))
+                c.observe(OBS_WEB, *httpbatch.web_details([host], [path]))
         elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
             target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
             if not ix.is_whitelisted_domain(target):
