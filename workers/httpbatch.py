@@ -20,12 +20,16 @@ from engine.index.mapped import TrailIndex
 from engine.index.schema import UA_PREFIX
 from workers.domains import DomainChecker
 from workers.heuristics import http_rules
-from workers.protocols.http import HttpRequest
 from workers.settings import DetectionSettings
 
 # A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
 # test), and has none of the characters that make urlparse move part of it into the path.
-_PLAIN_HOST = re.compile(r"[a-z][a-z0-9._-]*(?::[0-9]*)?")
+_PLAIN_HOSTS = re.compile(r"^(?:[a-z][a-z0-9._-]*(?::[0-9]*)?$)?", re.MULTILINE)  # a plain line, else ""
+_VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
+
+# What settling reads of a request without a body to an unlisted address: method, path as sent,
+# Host, User-Agent.
+Request = tuple[str, str, str | None, str | None]
 
 
 def url_keys(host: str, path: str, post: str) -> list[str]:
@@ -39,18 +43,18 @@ def url_keys(host: str, path: str, post: str) -> list[str]:
 def url_candidates(path: str, post: str) -> list[str]:
     """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
     first = path.rstrip("/")
-    checks = [first]
     q = path.find("?")
-    if q >= 0:
-        checks.append(path[:q].rstrip("/"))
     eq = path.find("=")
+    checks = [first, path[:q].rstrip("/")] if q >= 0 else [first]
     if eq >= 0:
         checks.append(path[: eq + 1])
-        reduced = without_values(path)
+        reduced = _VALUES.sub("=", path) if 0 <= q < eq else _cut_pieces(path)  # `without_values`
         if reduced not in checks:
             checks.append(reduced)
-            if reduced.count("/") > 1:
-                checks.append(reduced[reduced.rfind("/") :])
+            cut = reduced.rfind("/")
+            if reduced.find("/") < cut:  # two slashes or more: the piece cut off holds one, the last step is void
+                checks.append(reduced[cut:])
+                return [x for x in checks if x] if "" in checks else checks
     elif post:
         checks.append(f"{path}?{unquote(post).lower()}")
     last = checks[-1]
@@ -63,9 +67,19 @@ def url_candidates(path: str, post: str) -> list[str]:
 
 def without_values(path: str) -> str:
     """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
-    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` in string operations (the template
-    substitution cost several microseconds a request). Pieces between `&` are independent; in the
-    first, parameters start after its first `?`."""
+    `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` (its template substitution cost several
+    microseconds a request). When every `=` follows the first `?` (the usual query), nothing before
+    it is cut, and each piece between `&` after it loses what follows its first `=`: one
+    substitution with a literal replacement, half the cost of cutting the pieces one by one."""
+    q, eq = path.find("?"), path.find("=")
+    if eq < 0:
+        return path
+    return _VALUES.sub("=", path) if 0 <= q < eq else _cut_pieces(path)
+
+
+def _cut_pieces(path: str) -> str:
+    """`without_values` piece by piece: pieces between `&` are independent; in the first,
+    parameters start after its first `?`."""
     pieces = path.split("&")
     first = pieces[0]
     q = first.find("?")
@@ -80,59 +94,77 @@ def without_values(path: str) -> str:
     return "&".join(pieces)
 
 
-def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker, requests: list[HttpRequest],
-           dst_entries: list[int]) -> list[tuple[str, str] | None]:
-    """Per request (without a body; `dst_entries`: the trail entry of each one's destination):
-    its (host, path) as the checks spell them (lowercase, `:80` cut) when they certainly report
-    nothing but the web observation of a path that starts with `/`; None when the per-request
-    checks must run."""
-    heur = settings.use_heuristics
-    out: list[tuple[str, str] | None] = [None] * len(requests)
-    picks: list[int] = []
-    spelled: list[tuple[str, str]] = []
-    candidates: list[list[str]] = []
-    agents: list[tuple[int, str]] = []  # (position among the picks, User-Agent) of the picks that send one
-    for i, (req, dst_entry) in enumerate(zip(requests, dst_entries, strict=True)):
-        host, path = req.host, req.path
-        if host is None or dst_entry >= 0 or req.body or path[:1] != "/" or not path.isascii():
-            continue
-        host = host.strip().lower()
-        if host.endswith(":80"):
-            host = host[:-3]
-        path = path.lower()
-        if _PLAIN_HOST.fullmatch(host) is None or not heur and ("://" in path or req.method == "CONNECT"):
-            continue
-        if req.user_agent:
-            agents.append((len(picks), req.user_agent))
-        candidates.append(url_candidates(path.replace("//", "/"), ""))
-        picks.append(i)
-        spelled.append((host, path))
+def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker,
+           requests: list[Request]) -> list[tuple[str, str, str] | None]:
+    """Per request without a body to an unlisted address: the detail of its web observation
+    (`web_details`, host and path as the checks spell them: lowercase, `:80` cut) when its checks
+    certainly report nothing but that observation of a path that starts with `/`; None when the
+    per-request checks must run. (A Host is stripped by the parser already: one with spaces is not
+    plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
+    out: list[tuple[str, str, str] | None] = [None] * len(requests)
+    picks = [i for i, (method, path, host, _) in enumerate(requests)
+             if host is not None and path[:1] == "/" and (settings.use_heuristics or _proper(method, path))]
+    host_text = "\n".join([requests[i][2] for i in picks])
+    path_text = "\n".join([requests[i][1] for i in picks])
+    if not path_text.isascii() or host_text.count("\n") + path_text.count("\n") != 2 * len(picks) - 2:
+        picks = [i for i in picks if requests[i][1].isascii() and "\n" not in requests[i][1] + requests[i][2]]
+        host_text = "\n".join([requests[i][2] for i in picks])
+        path_text = "\n".join([requests[i][1] for i in picks])
     if not picks:
         return out
-    keys: list[str] = []  # `url_keys` of each pick, in another order; without `host/...` for unlisted hosts
-    counts: list[int] = []
-    url_hosts = index.url_hosts_maybe([host for host, _ in spelled]).tolist()
-    for (host, _), cands, url_host in zip(spelled, candidates, url_hosts, strict=True):
-        start = len(keys)
-        keys += cands
-        if url_host:
-            keys += [host + cand for cand in cands]
-            keys.append(host + "/")
-        else:  # only a candidate without its leading `/` (the file name) makes a key that is no URL
-            keys += [host + cand for cand in cands if cand[0] != "/"]
-        counts.append(len(keys) - start)
-    owners = np.repeat(np.arange(len(picks)), counts)  # a pick may have no key at all (a path `/`, say)
-    owners = np.concatenate((owners, np.array([n for n, _ in agents], np.int64)))
-    keys += [UA_PREFIX + ua.lower() for _, ua in agents]
-    quiet = np.bincount(owners[index.strings_maybe(index.hash_keys(keys))], minlength=len(picks)) == 0
-    if heur:
-        quiet &= http_rules.paths_unremarkable([path for _, path in spelled])
+    hosts = _PLAIN_HOSTS.findall(f"{host_text.lower()}\n".replace(":80\n", "\n")[:-1])  # "": not plain
+    if not all(hosts):
+        kept = [n for n, host in enumerate(hosts) if host]
+        picks, hosts = [picks[n] for n in kept], [hosts[n] for n in kept]
+        if not picks:
+            return out
+        path_text = "\n".join([requests[i][1] for i in picks])
+    path_text = path_text.lower()
+    paths = path_text.split("\n")
+    cands = [url_candidates(path, "") for path in path_text.replace("//", "/").split("\n")]
+    keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
+    owners = [np.repeat(np.arange(len(picks)), [len(found) for found in cands])]
+    host_keys = _host_keys(index, hosts, cands)
+    agents = [(n, agent) for n, i in enumerate(picks) if (agent := requests[i][3])]  # (position among picks, agent)
+    for extra in (host_keys, [(n, UA_PREFIX + agent.lower()) for n, agent in agents]):
+        keys += [key for _, key in extra]
+        owners.append(np.array([n for n, _ in extra], np.int64))
+    listed = np.concatenate(owners)[index.strings_maybe(index.hash_keys(keys))]
+    quiet = np.bincount(listed, minlength=len(picks)) == 0
+    if settings.use_heuristics:
+        quiet &= http_rules.paths_unremarkable(paths)
         unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
                                                              for _, ua in agents])
         quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:
-        hits = domains.check_many([host.split(":", 1)[0] for host, _ in spelled])
+        hits = domains.check_many([host.split(":", 1)[0] for host in hosts])
         quiet &= np.array([hit is None for hit in hits], bool)
+    details = web_details(hosts, paths)
     for n in np.flatnonzero(quiet).tolist():
-        out[picks[n]] = spelled[n]
+        out[picks[n]] = details[n]
     return out
+
+
+def _proper(method: str, path: str) -> bool:
+    """Not an absolute URI or a CONNECT target, whose checks without heuristics look up another host."""
+    return "://" not in path and method != "CONNECT"
+
+
+def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]]) -> list[tuple[int, str]]:
+    """(pick, key) of the picks' `host + candidate` keys and `host/`, for hosts that may begin a
+    URL trail; for the others only the file name's, which makes a key that is no URL: it is the one
+    candidate without the path's leading `/`, and last when present."""
+    out = []
+    for n, (host, url_host) in enumerate(zip(hosts, index.url_hosts_maybe(hosts).tolist(), strict=True)):
+        if url_host:
+            out += [(n, host + cand) for cand in cands[n]]
+            out.append((n, host + "/"))
+        elif cands[n] and cands[n][-1][0] != "/":
+            out.append((n, host + cands[n][-1]))
+    return out
+
+
+def web_details(hosts: list[str], paths: list[str]) -> list[tuple[str, str, str]]:
+    """The web-scan observation's detail of each request whose (lowercase) path starts with `/`:
+    first path segment, host, path."""
+    return [(path.split("/", 2)[1].split("?", 1)[0], host, path) for host, path in zip(hosts, paths, strict=True)]

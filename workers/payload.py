@@ -30,9 +30,11 @@ from workers.protocols import quic
 from workers.protocols.dns import DnsMessage, is_ignored_query, is_valid_dns_name, parse_dns, tcp_messages
 from workers.protocols.http import (
     HttpRequest,
+    RequestFields,
     forwarded_for,
     parse_http_request,
     parse_http_response,
+    request_fields,
     split_requests,
 )
 from workers.protocols.quic import QUIC_V1, QUIC_V2, crypto_stream, hello_complete, initial_crypto
@@ -109,6 +111,7 @@ def _request_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 Cols = tuple[int, int, int, Addr, int, Addr, int, int, int, int]  # row, sec, usec, src, sport, dst, dport, entries
+Lone = tuple[Cols, RequestFields]  # a segment's lone request (`PayloadInspector._parsed_segment`)
 
 
 class PayloadInspector:
@@ -125,7 +128,7 @@ class PayloadInspector:
         self._nx_names: GenerationCache[str, bool] = GenerationCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
         self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
-        self._settled: FifoCache[tuple, tuple[str, str] | None] = FifoCache(4 * REQUEST_CACHE_SIZE)
+        self._settled: GenerationCache[tuple, tuple[str, ...]] = GenerationCache(4 * REQUEST_CACHE_SIZE)  # `()`: check
         self._quic_replies: FifoCache[tuple, None] = FifoCache(QUIC_REPLY_CACHE_SIZE)  # `_quic`
         self.certificates = bool(index.meta["counts"].get("certificates", 1))
 
@@ -148,7 +151,7 @@ class PayloadInspector:
             rows = np.sort(np.concatenate((rows[~dns], self._dns_batch(p, data, rows[dns], out))))
         if not rows.size:
             return out
-        requests: list[tuple[Cols, HttpRequest]] = []  # lone requests, checked together after the loop
+        requests: list[Lone] = []  # lone requests, checked together after the loop
         asked = _request_rows(p, data, rows)
         if asked.any():
             self._request_segments(p, data, rows[asked], requests, out)
@@ -195,23 +198,29 @@ class PayloadInspector:
                    p.sec[rows].tolist(), p.usec[rows].tolist(), p.sport[rows].tolist(), p.dport[rows].tolist(),
                    p.proto[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
 
-    def _request_segments(self, p: Parsed, data: np.ndarray, rows: np.ndarray,
-                          requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
+    def _request_segments(self, p: Parsed, data: np.ndarray, rows: np.ndarray, requests: list[Lone],
+                          out: list[Item]) -> None:
         """Segments that start like a request: parsed here, their lone requests (the usual case)
         joining `requests`, without a packet context (most need none)."""
+        view = memoryview(data)  # its slices make bytes faster than the array's
         for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
-            self._request_segment(data[off : off + n].tobytes(), (row, sec, usec, s, sport, d, dport, de, se, dpe),
-                                  requests, out)
+            payload = view[off : off + n].tobytes()
+            fields = request_fields(payload)
+            if fields is None:
+                continue
+            cols = (row, sec, usec, s, sport, d, dport, de, se, dpe)
+            if fields[1]:  # a body: maybe pipelined requests
+                self._parsed_segment(payload, fields, cols, requests, out)
+            else:
+                requests.append((cols, fields))
 
-    def _request_segment(self, payload: bytes, cols: Cols, requests: list[tuple[Cols, HttpRequest]],
-                         out: list[Item], c: _Packet | None = None) -> None:
-        """A segment that may hold requests: a lone one (no body, nothing pipelined: the usual case)
-        joins `requests`; several are checked in order on the packet (`c`, else made from `cols`)."""
-        req = parse_http_request(payload)
-        if req is None:
-            return
-        if not req.body or len(split_requests(payload)) < 2:
-            requests.append((cols, req))
+    def _parsed_segment(self, payload: bytes, fields: RequestFields, cols: Cols, requests: list[Lone],
+                        out: list[Item], c: _Packet | None = None) -> None:
+        """A segment whose first request has these fields: a lone one (no body, nothing
+        pipelined: the usual case) joins `requests`; several are checked in order on the packet
+        (`c`, else made from `cols`)."""
+        if not fields[1] or len(split_requests(payload)) < 2:
+            requests.append((cols, fields))
         else:
             self._pipelined(c or _packet(cols, out), payload)
 
@@ -478,13 +487,15 @@ class PayloadInspector:
             self._entry_event(c, "IP", c.src, c.src_entry)
 
     # ---- HTTP (spec 2.6) --------------------------------------------------------------------
-    def _http(self, c: _Packet, payload: bytes, requests: list[tuple[Cols, HttpRequest]], cols: Cols) -> None:
+    def _http(self, c: _Packet, payload: bytes, requests: list[Lone], cols: Cols) -> None:
         """A response, or the requests of a segment; a lone request (the usual case) joins `requests`,
         which are checked together after the batch's loop."""
         if payload.startswith(b"HTTP/"):
             self._http_response(c, payload)
         else:
-            self._request_segment(payload, cols, requests, c.out, c)
+            fields = request_fields(payload)
+            if fields is not None:
+                self._parsed_segment(payload, fields, cols, requests, c.out, c)
 
     def _pipelined(self, c: _Packet, payload: bytes) -> None:
         """The requests of a segment that holds several, in order."""
@@ -502,34 +513,28 @@ class PayloadInspector:
         if not self._replayed(c, req, fwd):
             self._request_plan(c, req, fwd)
 
-    def _requests_in_bulk(self, requests: list[tuple[Cols, HttpRequest]], out: list[Item]) -> None:
-        """A batch's lone requests. One without a body is settled once (`httpbatch.settle`, the
-        batch's new ones together) and the answer kept (bounded): a request whose checks certainly
-        report nothing but the web observation gets that observation, and needs no plan; the
-        others, and requests with a body, take the per-request checks (`_http_request`)."""
-        settled = self._settled
+    def _requests_in_bulk(self, requests: list[Lone], out: list[Item]) -> None:
+        """A batch's lone requests. One without a body, to an unlisted destination, is settled once
+        (`httpbatch.settle`, the batch's new ones together) and the answer kept (bounded; `()` for
+        "check it"): a request whose checks certainly report nothing but the web observation gets
+        that observation, and needs no plan; the others take the per-request checks
+        (`_http_request`)."""
         observe = self.settings.use_heuristics and self.settings.web_scanning
-        fresh = []
-        for cols, req in requests:
-            if req.body:
-                self._http_request(_packet(cols, out), req)
-                continue
-            key = (req.method, req.path, req.host, req.user_agent, cols[7] >= 0)  # what settling reads
-            spelled = settled.get(key, _UNSETTLED)
-            if spelled is _UNSETTLED:
-                fresh.append((cols, req, key))
-            elif spelled is None:
-                self._http_request(_packet(cols, out), req)
+        keys = [fields[0] for _, fields in requests]  # method, path, Host, User-Agent
+        known = self._settled.get_many(keys)
+        fresh = {key: () for (cols, fields), key in zip(requests, keys, strict=True)
+                 if known[key] is None and not fields[1] and cols[7] < 0}
+        if fresh:
+            answers = httpbatch.settle(self.index, self.settings, self.domains, list(fresh))
+            fresh = dict(zip(fresh, [detail or () for detail in answers], strict=True))
+            self._settled.put_many(fresh)
+            known.update(fresh)
+        for (cols, fields), key in zip(requests, keys, strict=True):
+            detail = known[key]
+            if not detail or fields[1] or cols[7] >= 0:
+                self._http_request(_packet(cols, out), HttpRequest(*key, *fields[1:]))
             elif observe:
-                out.append(_web_item(cols, *spelled))
-        answers = httpbatch.settle(self.index, self.settings, self.domains, [req for _, req, _ in fresh],
-                                   [cols[7] for cols, _, _ in fresh])
-        for (cols, req, key), spelled in zip(fresh, answers, strict=True):
-            settled.put(key, spelled)
-            if spelled is None:
-                self._http_request(_packet(cols, out), req)
-            elif observe:
-                out.append(_web_item(cols, *spelled))
+                out.append((cols[0], OBS_WEB, (*cols[1:7], *detail)))
 
     def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
         """Replay a request's plan onto the packet: recorded the second time a request is seen, and
@@ -603,7 +608,7 @@ class PayloadInspector:
         url = host + path
         if heur and path.startswith("/"):
             if st.web_scanning:
-                c.observe(OBS_WEB, _web_detail(host, path))
+                c.observe(OBS_WEB, *httpbatch.web_details([host], [path]))
         elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
             target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
             if not ix.is_whitelisted_domain(target):
@@ -699,17 +704,6 @@ def _is_rce(text: str) -> bool:
     return any(name == "potential remote code execution" and rx.search(text) for name, rx in _RCE)
 
 
-def _web_detail(host: str, path: str) -> tuple[str, str, str]:
-    """The web-scan observation's detail for a request whose (lowercase) path starts with `/`."""
-    return path.split("/", 2)[1].split("?", 1)[0], host, path
-
-
-def _web_item(cols: Cols, host: str, path: str) -> Item:
-    """`_web_detail`'s observation of a request's row, made without a packet context."""
-    row, sec, usec, src, sport, dst, dport = cols[:7]
-    return row, OBS_WEB, (sec, usec, src, sport, dst, dport, *_web_detail(host, path))
-
-
 def _packet(cols: Cols, out: list[Item]) -> _Packet:
     """The packet context of a TCP row given by its columns (a request's, a ClientHello's), for the
     few that need one."""
@@ -785,7 +779,6 @@ class _Packet:
 
 _FORWARD = ("forward",)  # plan step: from here on the source reads `source,forwarded-for address`
 _BY_DESTINATION = object()  # request-cache value: the plans of this key are kept per destination
-_UNSETTLED = object()  # settled-request cache: not asked yet
 
 
 class _Plan:

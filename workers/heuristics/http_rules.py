@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import unquote, urlparse
 
@@ -284,32 +285,36 @@ def paths_unremarkable(paths: list[str]) -> list[bool]:
     scan each, and Python's `re` for the file names, cost more than the rest of a new request's
     checks). The file name those two judge is a piece of such a path, or joined from its pieces
     when it holds a tab, CR or LF (urlparse drops them), and then the path is not settled."""
+    decoded = [(i, text) for i, path in enumerate(paths) if "%" in path and (text := unquote(path)) != path]
+    texts = paths + [text for _, text in decoded]
+    if not _one_line_each(texts):
+        return _without_line_feeds(paths_unremarkable, paths, {i for i, text in decoded if "\n" in text})
     files = len(SUSPICIOUS_CATEGORIES)  # pattern ids from here on are the file-name pieces
-    picks: list[int] = []
-    decoded: list[tuple[int, str]] = []  # (position among the picks, decoded path) where decoding changes it
-    for i, path in enumerate(paths):
-        text = unquote(path) if "%" in path else path
-        if "\n" not in text and "\n" not in path:
-            if text != path:
-                decoded.append((len(picks), text))
-            picks.append(i)
-    found = _PATH_LINES.candidates_many([paths[i] for i in picks] + [text for _, text in decoded])
-    quiet = [not hits for hits in found[: len(picks)]]
-    for (k, _), hits in zip(decoded, found[len(picks) :], strict=True):  # the path for files, the text for attacks
-        quiet[k] = (not found[k] or found[k][-1] < files) and (not hits or hits[0] >= files)
-    out = [False] * len(paths)
-    for i, fine in zip(picks, quiet, strict=True):
-        out[i] = fine
-    return out
+    found = _PATH_LINES.candidates_many(texts)
+    quiet = [not hits for hits in found[: len(paths)]]
+    for (i, _), hits in zip(decoded, found[len(paths) :], strict=True):  # the path for files, the text for attacks
+        quiet[i] = (not found[i] or found[i][-1] < files) and (not hits or hits[0] >= files)
+    return quiet
 
 
 def user_agents_unsuspicious(uas: list[str]) -> list[bool]:
     """For many one-line User-Agents at once: True where `suspicious_user_agent` is certainly None
     (no list pattern can match; the whitelist alone, pattern 0, only ever gives None)."""
-    out = [False] * len(uas)
-    picks = [i for i, ua in enumerate(uas) if "\n" not in ua]
-    for i, found in zip(picks, _UA.lines.candidates_many([uas[i] for i in picks]), strict=True):
-        out[i] = not found or found == [0]
+    if not _one_line_each(uas):
+        return _without_line_feeds(user_agents_unsuspicious, uas, set())
+    return [not found or found == [0] for found in _UA.lines.candidates_many(uas)]
+
+
+def _one_line_each(texts: list[str]) -> bool:
+    return not texts or "\n".join(texts).count("\n") == len(texts) - 1
+
+
+def _without_line_feeds(check: Callable[[list[str]], list[bool]], texts: list[str], odd: set[int]) -> list[bool]:
+    """`check` of the texts without a line feed (nor an index in `odd`); False for the others."""
+    picks = [i for i, text in enumerate(texts) if "\n" not in text and i not in odd]
+    out = [False] * len(texts)
+    for i, fine in zip(picks, check([texts[i] for i in picks]), strict=True):
+        out[i] = fine
     return out
 
 

@@ -24,15 +24,22 @@ _FORWARDED_FOR = re.compile(r"\b(?:CF-Connecting-IP|True-Client-IP|X-Forwarded-F
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs a microsecond more to build
 class HttpRequest:
-    """A request line plus the two headers every request is checked for; `path` is as sent."""
+    """A request line plus the two headers every request is checked for; `path` is as sent. The
+    fields are in `RequestFields` order."""
 
     method: str
     path: str
-    version: str
     host: str | None
     user_agent: str | None
     body: str
+    version: str
     text: str
+
+
+# `HttpRequest`'s fields as plain tuples, which cost a tenth as much to build: what the checks of
+# a batch's lone requests read (`request_fields`): ((method, path, Host, User-Agent), body,
+# version, text). The first is what settling them reads, and their key.
+RequestFields = tuple[tuple[str, str, str | None, str | None], str, str, str]
 
 
 @dataclass(slots=True)
@@ -56,10 +63,6 @@ class HttpResponse:
 def _text(raw: bytes) -> str:
     """UTF-8 with replacement characters, as Maltrail decodes TCP payloads."""
     return raw.decode("utf-8", "replace")
-
-
-def _decode(payload: bytes | memoryview) -> str:
-    return _text(bytes(payload[:MAX_EXAMINED]))
 
 
 def header(text: str, name: str) -> str | None:
@@ -123,12 +126,20 @@ def _request_line(raw: bytes, at: int) -> bool:
 
 
 def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
-    """Parse a request the way Maltrail accepts one, else None.
+    """Parse a request the way Maltrail accepts one, else None (`request_fields`)."""
+    fields = request_fields(payload)
+    return None if fields is None else HttpRequest(*fields[0], *fields[1:])
+
+
+def request_fields(payload: bytes | memoryview) -> RequestFields | None:
+    """The fields of the request the way Maltrail accepts one, else None.
 
     The text must contain ` HTTP/` and its first line (up to the first `\\r\\n`) exactly two
     spaces and ` HTTP/`; an empty method or path is refused too (Maltrail's `if method and path`).
+    Every request of a link comes here, so `header` is spelled out for the two headers (and
+    searched from the first line's end: a `\\r\\n` cannot start before it).
     """
-    text = _decode(payload)
+    text = bytes(payload[:MAX_EXAMINED]).decode("utf-8", "replace")
     end = text.find("\r\n")
     if end < 0:
         return None
@@ -139,9 +150,19 @@ def parse_http_request(payload: bytes | memoryview) -> HttpRequest | None:
     method, path, version = parts
     if not method or not path:
         return None
-    blank = text.find("\r\n\r\n")
-    return HttpRequest(method, path, version, _value_after(text, "\r\nHost:"), _value_after(text, "\r\nUser-Agent:"),
-                       text[blank + 4 :] if blank >= 0 else "", text)
+    host = user_agent = None
+    at = text.find("\r\nHost:", end)
+    if at >= 0:
+        stop = text.find("\r\n", at + 7)
+        if stop >= 0:
+            host = text[at + 7 : stop].strip()
+    at = text.find("\r\nUser-Agent:", end)
+    if at >= 0:
+        stop = text.find("\r\n", at + 13)
+        if stop >= 0:
+            user_agent = text[at + 13 : stop].strip()
+    blank = text.find("\r\n\r\n", end)
+    return (method, path, host, user_agent), text[blank + 4 :] if blank >= 0 else "", version, text
 
 
 def parse_http_response(payload: bytes | memoryview) -> HttpResponse | None:
