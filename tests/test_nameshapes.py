@@ -28,9 +28,12 @@ def _check(names: list[str], shapes: NameShapes) -> None:
             continue
         assert shapes.ip_literal[i] == name.replace(".", "").isdigit(), name
         assert shapes.valid[i] == is_valid_dns_name(name), name
-        assert shapes.ignored[i] == is_ignored_query(name), name
         first = name.split(".")[0]
         assert shapes.long_first_label[i] == (len(first) > 24 and "-" not in first), name
+        if shapes.ignored is None:  # not made for queries: the query-only facts are not there
+            assert shapes.exhaustion_cut is None
+            continue
+        assert shapes.ignored[i] == is_ignored_query(name), name
         cut = int(shapes.exhaustion_cut[i])
         expected = exhaustion_domain(name)
         if cut == -1:
@@ -41,6 +44,7 @@ def _check(names: list[str], shapes: NameShapes) -> None:
 @settings(max_examples=400, deadline=None)
 @given(NAMES)
 def test_shapes_match_the_per_name_rules(names: list[str]) -> None:
+    _check(names, NameShapes.of(names, lower=False, queries=True))
     _check(names, NameShapes.of(names, lower=False))
 
 
@@ -48,7 +52,7 @@ def test_shapes_match_the_per_name_rules(names: list[str]) -> None:
 @given(NAMES)
 def test_lowered_shapes_are_those_of_the_lowered_names(names: list[str]) -> None:
     names = [f"{n.upper()}:443" if i % 3 == 0 else n for i, n in enumerate(names)]
-    shapes = NameShapes.of(names, lower=True)
+    shapes = NameShapes.of(names, lower=True, queries=True)
     lowered = [n.lower().split(":", 1)[0] if n.isascii() and "\n" not in n else n for n in names]
     assert [n for n, p in zip(shapes.names, shapes.plain, strict=True) if p] == [
         n for n in lowered if PLAIN.fullmatch(n)]
@@ -56,13 +60,13 @@ def test_lowered_shapes_are_those_of_the_lowered_names(names: list[str]) -> None
 
 
 def test_dashed_first_labels_are_left_to_the_rule() -> None:
-    shapes = NameShapes.of(["1-2-3-4.host.example.com", "1-2-3-x.host.example.com", "a.b"], lower=False)
+    shapes = NameShapes.of(["1-2-3-4.host.example.com", "1-2-3-x.host.example.com", "a.b"], lower=False, queries=True)
     assert shapes.exhaustion_cut.tolist() == [-1, len("1-2-3-x.host."), 0]
     assert exhaustion_domain("1-2-3-4.host.example.com") is None
 
 
 def test_take_keeps_order() -> None:
-    shapes = NameShapes.of(["a.b.c", "x", "d.e.f.co.uk"], lower=False)
+    shapes = NameShapes.of(["a.b.c", "x", "d.e.f.co.uk"], lower=False, queries=True)
     picked = shapes.take(np.array([2, 0]))
     assert picked.names == ["d.e.f.co.uk", "a.b.c"]
     assert picked.exhaustion_cut.tolist() == [4, 2]

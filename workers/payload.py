@@ -445,7 +445,7 @@ class PayloadInspector:
         in a bounded cache: names repeat far more than packets do. The answer holds them all even
         when the cache is smaller than the batch."""
         facts = dict.fromkeys(names, _IGNORED)
-        shapes = NameShapes.of(names, lower=False)
+        shapes = NameShapes.of(names, lower=False, queries=True)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
         for i in (~shapes.plain).nonzero()[0].tolist():  # rare: the shapes do not say (too long, not ASCII)
             keep[i] = is_valid_dns_name(names[i]) and not is_ignored_query(names[i])
@@ -521,16 +521,16 @@ class PayloadInspector:
         (`_http_request`)."""
         observe = self.settings.use_heuristics and self.settings.web_scanning
         keys = [fields[0] for _, fields in requests]  # method, path, Host, User-Agent
-        known = self._settled.get_many(keys)
+        known, _ = self._settled.lookup(keys)
         fresh = {key: () for (cols, fields), key in zip(requests, keys, strict=True)
-                 if known[key] is None and not fields[1] and cols[7] < 0}
+                 if key not in known and not fields[1] and cols[7] < 0}
         if fresh:
             answers = httpbatch.settle(self.index, self.settings, self.domains, list(fresh))
             fresh = dict(zip(fresh, [detail or () for detail in answers], strict=True))
             self._settled.put_many(fresh)
             known.update(fresh)
         for (cols, fields), key in zip(requests, keys, strict=True):
-            detail = known[key]
+            detail = known.get(key)
             if not detail or fields[1] or cols[7] >= 0:
                 self._http_request(_packet(cols, out), HttpRequest(*key, *fields[1:]))
             elif observe:
