@@ -40,6 +40,7 @@ from workers.worker import batch_items
 BATCH = 512
 ROUNDS = 20
 TURNS = int(os.environ.get("MALTRAIL_BENCH_TURNS", 1))  # with a base: alternate this many times, keep the best
+CHECKOUT = Path(__file__).resolve().parents[1]
 TARGETS_US = {"http_request": 10.0, "dns_query": 3.0, "tls_client_hello": 4.0}
 
 
@@ -94,8 +95,8 @@ def _measure(case: str, index: Path) -> tuple[float, float]:
 
 
 def _measure_base(base: Path, case: str, index: Path) -> tuple[float, float]:
-    """This file run as a script in `base`, under the same collector settings (older checkouts
-    do not set them)."""
+    """This file run as a script in the checkout `base` (this one or another), under the same
+    collector settings (older checkouts do not set them)."""
     script = (f"import gc, runpy, sys; gc.freeze(); gc.set_threshold(*{collector.THRESHOLDS}); "
               f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve()), case, str(index)], cwd=base,
@@ -111,7 +112,9 @@ def test_new_item(benchmark, case: str, full_index: Path) -> None:
 
     def measure() -> None:
         for _ in range(TURNS if base else 1):  # by turns, so both see the same spells of a noisy machine
-            this = _measure(case, full_index)
+            # with a base, this checkout runs in a fresh process each turn too: a process can run a
+            # whole-second spell 1.5x slower, and one long-lived process would keep its spell
+            this = _measure_base(CHECKOUT, case, full_index) if base else _measure(case, full_index)
             figures["this"] = min(figures.get("this", this), this)
             if base:
                 other = _measure_base(Path(base).resolve(), case, full_index)
