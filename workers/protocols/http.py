@@ -70,9 +70,9 @@ def header(text: str, name: str) -> str | None:
     return _value_after(text, f"\r\n{name}:")
 
 
-def _value_after(text: str, key: str) -> str | None:
-    """`header` with its key (`\\r\\nName:`) spelled out already."""
-    start = text.find(key)
+def _value_after(text: str, key: str, start: int = 0) -> str | None:
+    """`header` with its key (`\\r\\nName:`) spelled out already, searched from `start`."""
+    start = text.find(key, start)
     if start < 0:
         return None
     start += len(key)
@@ -136,8 +136,7 @@ def request_fields(payload: bytes | memoryview) -> RequestFields | None:
 
     The text must contain ` HTTP/` and its first line (up to the first `\\r\\n`) exactly two
     spaces and ` HTTP/`; an empty method or path is refused too (Maltrail's `if method and path`).
-    Every request of a link comes here, so `header` is spelled out for the two headers (and
-    searched from the first line's end: a `\\r\\n` cannot start before it).
+    The two headers are searched from the first line's end: a `\\r\\n` cannot start before it.
     """
     text = bytes(payload[:MAX_EXAMINED]).decode("utf-8", "replace")
     end = text.find("\r\n")
@@ -150,17 +149,7 @@ def request_fields(payload: bytes | memoryview) -> RequestFields | None:
     method, path, version = parts
     if not method or not path:
         return None
-    host = user_agent = None
-    at = text.find("\r\nHost:", end)
-    if at >= 0:
-        stop = text.find("\r\n", at + 7)
-        if stop >= 0:
-            host = text[at + 7 : stop].strip()
-    at = text.find("\r\nUser-Agent:", end)
-    if at >= 0:
-        stop = text.find("\r\n", at + 13)
-        if stop >= 0:
-            user_agent = text[at + 13 : stop].strip()
+    host, user_agent = _value_after(text, "\r\nHost:", end), _value_after(text, "\r\nUser-Agent:", end)
     blank = text.find("\r\n\r\n", end)
     return (method, path, host, user_agent), text[blank + 4 :] if blank >= 0 else "", version, text
 
