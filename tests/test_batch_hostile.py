@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from workers.batch import SUPPORTED_LINKTYPES, parse_batch
+from workers.batch import SUPPORTED_LINKTYPES, among, parse_batch
 from workers.match import checked_rows
 
 
@@ -53,3 +55,10 @@ def test_column_types_and_missing_values() -> None:
     assert (p.proto[p.version == 0] == -1).all()
     icmp = p.first_frag & ((p.proto == 1) | (p.proto == 58))
     assert (p.icmp_type[~icmp] == -1).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-5, 70)), st.sets(st.integers(-5, 70)))
+def test_among_is_isin_for_sorted_keys(values: list[int], keys: set[int]) -> None:
+    got = among(np.array(values, np.int64), np.array(sorted(keys), np.int64))
+    assert got.tolist() == np.isin(values, list(keys)).tolist()

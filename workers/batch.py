@@ -50,6 +50,7 @@ ETH_IP4, ETH_IP6, ETH_VLAN, ETH_QINQ, ETH_VLAN_OLD, ETH_PPPOE = 0x0800, 0x86DD, 
 PPP_IP4, PPP_IP6 = 0x21, 0x57
 PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMP6 = 1, 6, 17, 58
 _V6_EXT = np.array((0, 43, 60))  # sorted: `among`
+_BSD_INET6 = np.array((10, 24, 28, 30))  # AF_INET6 of the BSDs and Linux in DLT_NULL / DLT_LOOP; sorted
 _V6_FRAG = 44
 ETH_MPLS, ETH_MPLS_MC, ETH_BRIDGE = 0x8847, 0x8848, 0x6558  # 0x6558: transparent Ethernet bridging
 GRE_ERSPAN, GRE_ERSPAN3 = 0x88BE, 0x22EB
@@ -87,6 +88,8 @@ class Parsed:
 def among(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """`np.isin(values, keys)` for a sorted key array: `np.isin` sorts and de-duplicates its keys
     at every call (and its first call imports `numpy.ma`), some 50 µs a batch for a few keys."""
+    if not len(keys):
+        return np.zeros(len(values), bool)
     return keys.take(keys.searchsorted(values), mode="clip") == values
 
 
@@ -207,7 +210,7 @@ def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray
     if linktype in (DLT_NULL, DLT_LOOP):
         first, last = g.u8(start), g.u8(start + 3)
         family = np.where(first != 0, first, last)  # host or network byte order
-        ver = np.where(family == 2, 4, np.where(np.isin(family, (10, 24, 28, 30)), 6, 0))
+        ver = np.where(family == 2, 4, np.where(among(family, _BSD_INET6), 6, 0))
         return start + 4, np.where(end - start >= 4, ver, 0), end
     if linktype == DLT_NFLOG:
         return _nflog(g, start, end)
@@ -397,7 +400,7 @@ def _merge(c: _Net, rows: np.ndarray, inner: _Net) -> None:
     """Put the inner columns of `rows` in place of their outer ones."""
     for name in _ROW_FIELDS:
         getattr(c, name)[rows] = getattr(inner, name)
-    keep = ~np.isin(c.v6_rows, rows)
+    keep = ~among(c.v6_rows, rows)  # rows: ascending
     v6 = np.concatenate((c.v6_rows[keep], rows[inner.v6_rows]))
     order = np.argsort(v6, kind="stable")
     c.v6_rows = v6[order]

@@ -123,7 +123,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     paths = path_text.split("\n")
     cands = [url_candidates(path, "") for path in path_text.replace("//", "/").split("\n")]
     keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
-    owners = [np.repeat(np.arange(len(picks)), [len(found) for found in cands])]
+    owners = [np.arange(len(picks)).repeat([len(found) for found in cands])]
     host_keys = _host_keys(index, hosts, cands)
     agents = [(n, agent) for n, i in enumerate(picks) if (agent := requests[i][3])]  # (position among picks, agent)
     for extra in (host_keys, [(n, UA_PREFIX + agent.lower()) for n, agent in agents]):
@@ -140,7 +140,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         hits = domains.check_many([host.split(":", 1)[0] for host in hosts])
         quiet &= np.array([hit is None for hit in hits], bool)
     details = web_details(hosts, paths)
-    for n in np.flatnonzero(quiet).tolist():
+    for n in quiet.nonzero()[0].tolist():
         out[picks[n]] = details[n]
     return out
 
