@@ -123,22 +123,26 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     paths = path_text.split("\n")
     cands = [url_candidates(path, "") for path in path_text.replace("//", "/").split("\n")]
     keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
-    owners = [np.arange(len(picks)).repeat([len(found) for found in cands])]
-    host_keys = _host_keys(index, hosts, cands)
+    host_owners = _host_keys(index, hosts, cands, keys)
     agents = [(n, agent) for n, i in enumerate(picks) if (agent := requests[i][3])]  # (position among picks, agent)
-    for extra in (host_keys, [(n, UA_PREFIX + agent.lower()) for n, agent in agents]):
-        keys += [key for _, key in extra]
-        owners.append(np.array([n for n, _ in extra], np.int64))
-    listed = np.concatenate(owners)[index.strings_maybe(index.hash_keys(keys))]
-    quiet = np.bincount(listed, minlength=len(picks)) == 0
+    keys += [UA_PREFIX + agent.lower() for _, agent in agents]
+    maybe = index.strings_maybe(index.hash_keys(keys)).nonzero()[0]
+    quiet = np.ones(len(picks), bool)
+    if maybe.size:  # rare: which requests those keys belong to
+        owners = np.concatenate((np.arange(len(picks)).repeat([len(found) for found in cands]),
+                                 np.array(host_owners, np.int64), np.array([n for n, _ in agents], np.int64)))
+        quiet[owners[maybe]] = False
     if settings.use_heuristics:
         quiet &= http_rules.paths_unremarkable(paths)
         unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
                                                              for _, ua in agents])
-        quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
+        if not all(unsuspicious):
+            quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:
         hits = domains.check_many([host.split(":", 1)[0] for host in hosts])
         quiet &= np.array([hit is None for hit in hits], bool)
+    if len(picks) == len(requests) and quiet.all():  # the usual batch: every request settled
+        return web_details(hosts, paths)
     details = web_details(hosts, paths)
     for n in quiet.nonzero()[0].tolist():
         out[picks[n]] = details[n]
@@ -150,18 +154,19 @@ def _proper(method: str, path: str) -> bool:
     return "://" not in path and method != "CONNECT"
 
 
-def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]]) -> list[tuple[int, str]]:
-    """(pick, key) of the picks' `host + candidate` keys and `host/`, for hosts that may begin a
-    URL trail; for the others only the file name's, which makes a key that is no URL: it is the one
-    candidate without the path's leading `/`, and last when present."""
-    out = []
-    for n, (host, url_host) in enumerate(zip(hosts, index.url_hosts_maybe(hosts).tolist(), strict=True)):
-        if url_host:
-            out += [(n, host + cand) for cand in cands[n]]
-            out.append((n, host + "/"))
-        elif cands[n] and cands[n][-1][0] != "/":
-            out.append((n, host + cands[n][-1]))
-    return out
+def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]], keys: list[str]) -> list[int]:
+    """The picks' `host + candidate` keys and `host/`, appended to `keys`, for hosts that may begin
+    a URL trail; for the others only the file name's, which makes a key that is no URL: it is the
+    one candidate without the path's leading `/`, and last when present. Returns each key's pick."""
+    owners: list[int] = []
+    for n in index.url_hosts_maybe(hosts).nonzero()[0].tolist():  # few hosts begin a URL trail
+        keys += [hosts[n] + cand for cand in cands[n]]
+        keys.append(hosts[n] + "/")
+        owners += [n] * (len(cands[n]) + 1)
+    begin = set(owners)
+    named = [n for n, found in enumerate(cands) if found and found[-1][0] != "/" and n not in begin]
+    keys += [hosts[n] + cands[n][-1] for n in named]
+    return owners + named
 
 
 def web_details(hosts: list[str], paths: list[str]) -> list[tuple[str, str, str]]:
