@@ -95,7 +95,8 @@ class Dispatcher:
 
     def fill(self, reads: Iterable[Batch], max_packets: int, first_packets: int = 0) -> Iterator[None]:
         """A file replay: its reads (small batches) copied straight into slots of at most
-        `max_packets` packets (the first slot `first_packets`, when given), each read as soon as it
+        `max_packets` packets (from `first_packets`, when given, doubling slot by slot: a worker
+        waits for the whole of its first slots to be read), each read as soon as it
         arrives, while it is still in the CPU cache: reading whole slot-sized batches and copying
         them in afterwards cost the capture about 1.6x the CPU. Yields after each slot published.
         Not for live capture (it waits for a free slot, where live capture drops)."""
@@ -124,7 +125,7 @@ class Dispatcher:
                 nbytes += int(wirelen.sum(dtype=np.uint64))
                 pending = _rest(pending, take) or next(reads, None)
             self._publish(target, writer.finish(self.seq, linktype, self.generation), writer.n, nbytes)
-            limit = max_packets
+            limit = min(max_packets, 2 * limit)
             yield
 
     def publish(self) -> None:

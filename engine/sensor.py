@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from engine.metrics import MetricsServer
 
 RESULT_SLOTS = 8
-FIRST_BATCH_PACKETS = 1024  # a replay's first batch: the first worker starts once it is read
+FIRST_BATCH_PACKETS = 1024  # a replay's first batch (then twice as many each time, up to batch_packets)
 READ_PACKETS = 1024  # a replay reads this many packets at a time into the slot being filled (`Dispatcher.fill`)
 RESULT_SLOT_BYTES = 1 << 20
 KERNEL_STATS_SECONDS = 0.5  # how often libpcap's counts are published for the status file
