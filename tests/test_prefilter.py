@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine.resources import data_file
 from workers.heuristics import http_rules, prefilter
-from workers.heuristics.prefilter import PatternSet
+from workers.heuristics.prefilter import LazyPattern, PatternSet
 
 CATEGORY_PATTERNS = [rx for _, rx in http_rules.SUSPICIOUS_CATEGORIES]
 UA_SOURCES = http_rules._ua_patterns(data_file("ua.txt").read_text(encoding="utf-8"))
@@ -34,7 +34,7 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALTRAIL_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _searched(patterns: list[re.Pattern[str]] | list[http_rules.LazyPattern], text: str) -> list[int]:
+def _searched(patterns: list[re.Pattern[str]] | list[LazyPattern], text: str) -> list[int]:
     return [i for i, rx in enumerate(patterns) if rx.search(text)]
 
 

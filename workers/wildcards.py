@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 
-from workers.heuristics.prefilter import PatternSet
+from workers.heuristics.prefilter import LazyPattern, PatternSet
 
 
 class WildcardMatcher:
     """Search a name with the wildcard patterns, as one combined pattern would."""
 
     def __init__(self, patterns: list[str]) -> None:
-        self._patterns = [re.compile(p) for p in patterns]
+        self._patterns = [LazyPattern(p) for p in patterns]  # compiled when the prefilter names them
         self.prefilter = PatternSet("wildcards", patterns, 0, lines=True)
 
     def search(self, name: str) -> tuple[int, re.Match[str]] | None:

@@ -19,7 +19,7 @@ from functools import lru_cache
 from urllib.parse import unquote, urlparse
 
 from engine.resources import data_file
-from workers.heuristics.prefilter import PatternSet, cached_lines
+from workers.heuristics.prefilter import LazyPattern, PatternSet, cached_lines
 from workers.protocols.http import HEAD_CHARS, HttpResponse
 
 # Decoded, lowercased request texts containing any of these are never examined (`ads` also
@@ -117,22 +117,6 @@ _DNS_CHANGER = r"\b(?:dhcppridns|dhcpsecdns|wan_dns[12]?|dns[1-4]|dnsserver[12]?
                r"|(?:primary|secondary)dns)[\s+]*=[\s+]*\d{1,3}(?:\.\d{1,3}){3}\b"
 
 _FLAGS = re.I | re.S
-
-
-class LazyPattern:
-    """A regex compiled on its first search: an attack category is searched only in the rare text
-    its prefilter names, and compiling all of them cost every sensor start about 10 ms."""
-
-    __slots__ = ("pattern", "flags", "_compiled")
-
-    def __init__(self, pattern: str, flags: int) -> None:
-        self.pattern, self.flags = pattern, flags
-        self._compiled: re.Pattern[str] | None = None
-
-    def search(self, text: str) -> re.Match[str] | None:
-        if self._compiled is None:
-            self._compiled = re.compile(self.pattern, self.flags)
-        return self._compiled.search(text)
 
 
 SUSPICIOUS_CATEGORIES: tuple[tuple[str, LazyPattern], ...] = tuple((name, LazyPattern(rx, _FLAGS)) for name, rx in (
