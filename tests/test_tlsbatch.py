@@ -1,0 +1,136 @@
+"""`workers.tlsbatch`: the bulk SNI walk gives `client_hello_sni`'s answer for every hello it
+decides (browser-shaped, shuffled, cut, corrupted or hostile), and leaves the rest to it."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.traffic import tls_client_hello
+from workers.protocols.tls import client_hello_sni
+from workers.tlsbatch import MAX_STEPS, snis
+
+
+def _batch(payloads: list[bytes], pad: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The payloads laid out in one buffer with junk between them, as packets sit in a batch."""
+    buf, offs = bytearray(), []
+    for p in payloads:
+        buf += b"A.\n" * pad
+        offs.append(len(buf))
+        buf += p
+    buf += b"A.\n" * pad
+    return (np.frombuffer(bytes(buf), np.uint8), np.array(offs, np.int64),
+            np.array([len(p) for p in payloads], np.int64))
+
+
+def _agrees(payloads: list[bytes]) -> tuple[dict[int, str], list[int]]:
+    """The bulk answers (position: name) and slow positions, each decided one checked against
+    `client_hello_sni`."""
+    b = snis(*_batch(payloads))
+    named = dict(zip(b.named.tolist(), b.names, strict=True))
+    slow = b.slow.tolist()
+    assert len(named) == len(b.names) and not set(named) & set(slow)
+    for i, p in enumerate(payloads):
+        if i not in slow:
+            assert named.get(i) == client_hello_sni(p), (i, p)
+    return named, slow
+
+
+def _ext(ext_type: int, body: bytes) -> bytes:
+    return struct.pack("!HH", ext_type, len(body)) + body
+
+
+def _hello(entries: list[tuple[int, bytes]], before: list[bytes] = (), after: list[bytes] = (), session: int = 32,
+           suites: int = 16) -> bytes:
+    """A ClientHello record whose server_name list holds `entries` (type, raw name), amid the
+    extensions `before` and `after` it."""
+    names = b"".join(struct.pack("!BH", kind, len(raw)) + raw for kind, raw in entries)
+    extensions = b"".join((*before, _ext(0, struct.pack("!H", len(names)) + names), *after))
+    body = (b"\x03\x03" + bytes(32) + bytes((session,)) + bytes(session) + struct.pack("!H", 2 * suites)
+            + bytes(2 * suites) + b"\x01\x00" + struct.pack("!H", len(extensions)) + extensions)
+    message = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + struct.pack("!H", len(message)) + message
+
+
+def test_browser_hellos_are_read_in_bulk() -> None:
+    payloads = [tls_client_hello(name) for name in ("example.com", "WWW.Some-Host_name.CO.uk", "a", "1.2.3.4")]
+    named, slow = _agrees(payloads)
+    assert named == {0: "example.com", 1: "www.some-host_name.co.uk", 2: "a", 3: "1.2.3.4"} and slow == []
+
+
+def test_names_that_are_not_host_names_have_none() -> None:
+    raws = [b"a..b", b".a", b"a.", b"a b", b"caf\xc3\xa9.fr", b"a\nb", b"", b"x" * 254, b"x" * 253, b"A_B-c.D"]
+    named, slow = _agrees([_hello([(0, raw)]) for raw in raws])
+    assert named == {8: "x" * 253, 9: "a_b-c.d"} and slow == []
+
+
+def test_unusual_hellos_go_to_the_parser() -> None:
+    late = _hello([(0, b"late.example")], before=[_ext(0xFE00 + i, b"") for i in range(MAX_STEPS)])
+    other_first = _hello([(1, b"x"), (0, b"second.example")])
+    named, slow = _agrees([late, other_first, _hello([(0, b"ok.example")], before=[_ext(23, b"")] * 5)])
+    assert named == {2: "ok.example"} and slow == [0, 1]
+    assert client_hello_sni(late) == "late.example" and client_hello_sni(other_first) == "second.example"
+
+
+def test_cut_hellos_agree_at_every_length() -> None:
+    hello = _hello([(0, b"cut.example.org")], before=[_ext(10, b"\x00\x02\x00\x1d")], after=[_ext(21, bytes(40))])
+    named, _ = _agrees([hello[:n] for n in range(len(hello) + 1)])
+    first = min(named)  # cut after the server_name extension: still named
+    assert named == dict.fromkeys(range(first, len(hello) + 1), "cut.example.org") and first < len(hello) - 40
+
+
+def _length_fields(hello: bytes) -> list[tuple[int, int]]:
+    """(offset, width) of every length field of a `_hello` with one name: record, handshake,
+    session id, cipher suites, compression, extension list, each extension, name list, name."""
+    fields = [(3, 2), (6, 3), (43, 1)]
+    pos = 44 + hello[43]
+    fields.append((pos, 2))
+    pos += 2 + int.from_bytes(hello[pos : pos + 2], "big")
+    fields.append((pos, 1))
+    pos += 1 + hello[pos]
+    fields.append((pos, 2))
+    end, pos = pos + 2 + int.from_bytes(hello[pos : pos + 2], "big"), pos + 2
+    while pos < end:
+        fields.append((pos + 2, 2))
+        if hello[pos : pos + 2] == b"\x00\x00":
+            fields += [(pos + 4, 2), (pos + 7, 2)]
+        pos += 4 + int.from_bytes(hello[pos + 2 : pos + 4], "big")
+    return fields
+
+
+def test_every_length_field_bent_by_one_agrees() -> None:
+    hello = _hello([(0, b"bent.example")], before=[_ext(23, b""), _ext(10, b"\x00\x02\x00\x1d")],
+                   after=[_ext(21, bytes(3))], session=31)
+    bent = []
+    for pos, width in _length_fields(hello):
+        value = int.from_bytes(hello[pos : pos + width], "big")
+        for delta in (-2, -1, 1, 2):
+            if 0 <= value + delta < 1 << 8 * width:
+                bent.append(hello[:pos] + (value + delta).to_bytes(width, "big") + hello[pos + width :])
+    bent.append(_hello([(0, b"bent.example")], session=33))  # a session id longer than allowed
+    named, slow = _agrees(bent)
+    assert len(bent) > 40 and slow == [] and 0 < len(named) < len(bent) and len(bent) - 1 not in named
+
+
+_EXTS = st.lists(st.tuples(st.integers(1, 0xFFFF), st.binary(max_size=12)).map(lambda e: _ext(*e)), max_size=6)
+_NAME = st.one_of(st.from_regex(rb"[a-zA-Z0-9_.-]{0,30}", fullmatch=True), st.binary(max_size=30))
+
+
+@st.composite
+def _hostile(draw: st.DrawFn) -> bytes:
+    """A hello built right, then maybe cut, with bytes overwritten, or a length field bent."""
+    entries = draw(st.lists(st.tuples(st.sampled_from((0, 0, 1, 255)), _NAME), max_size=3))
+    hello = bytearray(_hello(entries, draw(_EXTS), draw(_EXTS), draw(st.integers(0, 33)), draw(st.integers(0, 4))))
+    for pos, value in draw(st.lists(st.tuples(st.integers(0, len(hello) - 1), st.integers(0, 255)), max_size=3)):
+        hello[pos] = value
+    return bytes(hello[: draw(st.integers(0, len(hello)))]) if draw(st.booleans()) else bytes(hello)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_hostile(), st.binary(max_size=80).map(lambda b: b"\x16\x03\x01" + b)), min_size=1,
+                max_size=6))
+def test_bulk_agrees_with_the_parser(payloads: list[bytes]) -> None:
+    _agrees(payloads)
