@@ -4,12 +4,21 @@ decides (browser-shaped, shuffled, cut, corrupted or hostile), and leaves the re
 from __future__ import annotations
 
 import struct
+from operator import itemgetter
+from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine import traffic as t
+from engine.index.build import build_index_file
+from engine.index.mapped import TrailIndex
 from engine.traffic import tls_client_hello
+from workers import payload
+from workers.batch import parse_batch
+from workers.payload import BULK_HELLOS, DetectionSettings, PayloadInspector
 from workers.protocols.tls import client_hello_sni
 from workers.tlsbatch import MAX_STEPS, snis
 
@@ -134,3 +143,38 @@ def _hostile(draw: st.DrawFn) -> bytes:
                 max_size=6))
 def test_bulk_agrees_with_the_parser(payloads: list[bytes]) -> None:
     _agrees(payloads)
+
+
+def test_inspector_reports_the_same_with_and_without_the_bulk_walk(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch with enough hellos for the bulk walk, some of them odd (read by the parser), some
+    on a trail, over IPv4 and IPv6: the same items as one hello at a time, trail hits reported."""
+    (tmp_path / "trails.csv").write_text("tls-evil.example,malware (test),(static)\n"
+                                         "late-evil.example,malware (test),(static)\n")
+    build_index_file([str(tmp_path / "trails.csv")], tmp_path / "t.mtidx")
+    ix = TrailIndex(tmp_path / "t.mtidx")
+    hellos = [tls_client_hello(f"host{i}.example.org") for i in range(BULK_HELLOS)]
+    hellos += [tls_client_hello("TLS-evil.example"), _hello([(1, b"x"), (0, b"tls-evil.example")]),
+               _hello([(0, b"late-evil.example")], before=[_ext(0xFE00 + i, b"") for i in range(MAX_STEPS)]),
+               tls_client_hello("tls-evil.example")[:60]]
+    frames = [t.ethernet(t.tcp4("10.0.0.9", "203.0.113.30", 40000 + i, 443, t.PSH | t.ACK, h))
+              for i, h in enumerate(hellos)]
+    frames.append(t.ethernet(t.tcp6("2001:db8::9", "2001:db8::30", 41000, 443, t.PSH | t.ACK,
+                                    tls_client_hello("tls-evil.example"))))
+    frames.append(t.ethernet(t.tcp4("10.0.0.9", "203.0.113.30", 42000, 53, t.PSH | t.ACK,
+                                    tls_client_hello("tls-evil.example"))))  # port 53: tried as DNS first
+    meta, data = t.frames_batch(frames)
+    p = parse_batch(meta, data, 1)
+
+    def items() -> list:
+        inspector = PayloadInspector(ix, DetectionSettings(use_heuristics=True))
+        return sorted(inspector.inspect(p, data, inspector.rows(p, data)), key=itemgetter(0))
+
+    bulk = items()
+    monkeypatch.setattr(payload, "BULK_HELLOS", len(frames) + 1)
+    assert bulk == items()
+    events = [(row, ev[0][3], ev[0][8]) for row, _, ev in bulk]
+    n = BULK_HELLOS
+    assert events == [(n, 40000 + n, "tls-evil.example"), (n + 1, 40000 + n + 1, "tls-evil.example"),
+                      (n + 2, 40000 + n + 2, "late-evil.example"), (n + 4, 41000, "tls-evil.example"),
+                      (n + 5, 42000, "tls-evil.example")]
