@@ -20,7 +20,7 @@ from workers import payload
 from workers.batch import parse_batch
 from workers.payload import BULK_HELLOS, DetectionSettings, PayloadInspector
 from workers.protocols.tls import client_hello_sni
-from workers.tlsbatch import MAX_STEPS, snis
+from workers.tlsbatch import MAX_STEPS, MIN_FOUND, snis
 
 
 def _batch(payloads: list[bytes], pad: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -35,10 +35,10 @@ def _batch(payloads: list[bytes], pad: int = 3) -> tuple[np.ndarray, np.ndarray,
             np.array([len(p) for p in payloads], np.int64))
 
 
-def _agrees(payloads: list[bytes]) -> tuple[dict[int, str], list[int]]:
+def _agrees(payloads: list[bytes], min_found: int = 0) -> tuple[dict[int, str], list[int]]:
     """The bulk answers (position: name) and slow positions, each decided one checked against
-    `client_hello_sni`."""
-    b = snis(*_batch(payloads))
+    `client_hello_sni`. Every extension step is taken unless `min_found` says otherwise."""
+    b = snis(*_batch(payloads), min_found=min_found)
     named = dict(zip(b.named.tolist(), b.names, strict=True))
     slow = b.slow.tolist()
     assert len(named) == len(b.names) and not set(named) & set(slow)
@@ -82,6 +82,17 @@ def test_unusual_hellos_go_to_the_parser() -> None:
     named, slow = _agrees([late, other_first, _hello([(0, b"ok.example")], before=[_ext(23, b"")] * 5)])
     assert named == {2: "ok.example"} and slow == [0, 1]
     assert client_hello_sni(late) == "late.example" and client_hello_sni(other_first) == "second.example"
+
+
+def test_steps_that_find_few_snis_leave_the_rest_to_the_parser() -> None:
+    """A step must find MIN_FOUND SNIs for the next to be taken: shuffled extensions in a few
+    hellos are walked by the parser instead."""
+    first, second, third = ([_hello([(0, b"%d-%d.example" % (k, i))], before=[_ext(23, b"")] * k)
+                             for i in range(MIN_FOUND)] for k in range(3))
+    named, slow = _agrees(first + second[1:] + third, MIN_FOUND)  # the second step finds too few
+    assert len(named) == 2 * MIN_FOUND - 1 and slow == list(range(2 * MIN_FOUND - 1, 3 * MIN_FOUND - 1))
+    named, slow = _agrees(first + second + third[:3], MIN_FOUND)  # steps that find enough go on
+    assert len(named) == 2 * MIN_FOUND + 3 and slow == []
 
 
 def test_cut_hellos_agree_at_every_length() -> None:

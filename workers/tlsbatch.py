@@ -19,6 +19,7 @@ from workers.batch import Gather
 from workers.protocols.tls import CLIENT_HELLO, EXT_SERVER_NAME, HANDSHAKE, MAX_HOSTNAME, MAX_RECORD
 
 MAX_STEPS = 24  # extensions walked before the SNI; a browser sends about 16, a row with more goes slow
+MIN_FOUND = 16  # SNIs a step must find for the next to pay (a step costs what the parser takes for about 16)
 _SEP = 10  # line break: after each name in the joined text; never valid inside one
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[ord("A"):ord("Z") + 1] += 32
@@ -39,8 +40,9 @@ class SniBatch:
     slow: np.ndarray
 
 
-def snis(data: np.ndarray, off: np.ndarray, length: np.ndarray) -> SniBatch:
-    """`client_hello_sni` of the TCP payloads at `off`/`length` (int64 arrays) of the batch buffer."""
+def snis(data: np.ndarray, off: np.ndarray, length: np.ndarray, min_found: int = MIN_FOUND) -> SniBatch:
+    """`client_hello_sni` of the TCP payloads at `off`/`length` (int64 arrays) of the batch buffer;
+    extension steps go on while each finds `min_found` SNIs."""
     g = Gather(data)
     msg = off + 5  # the handshake message: the first record's body
     size = g.be16(off + 3)
@@ -59,7 +61,8 @@ def snis(data: np.ndarray, off: np.ndarray, length: np.ndarray) -> SniBatch:
     ext_end = pos + 2 + g.be16(msg + pos)
     ok &= ext_end <= end
     pos += 2
-    at, sni_end, slow = _server_name_extension(g, msg, pos, np.minimum(avail, ext_end), ext_end, ok.nonzero()[0])
+    at, sni_end, slow = _server_name_extension(g, msg, pos, np.minimum(avail, ext_end), ext_end, ok.nonzero()[0],
+                                               min_found)
     found = (sni_end <= avail[at]).nonzero()[0]  # an SNI cut short has no name
     at, start, stop = at[found], pos[at][found], sni_end[found]
     first, start, size = _first_entry(g, msg[at] + start, msg[at] + stop)
@@ -75,27 +78,33 @@ def snis(data: np.ndarray, off: np.ndarray, length: np.ndarray) -> SniBatch:
 
 
 def _server_name_extension(g: Gather, msg: np.ndarray, pos: np.ndarray, stop: np.ndarray, ext_end: np.ndarray,
-                           active: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                           active: np.ndarray, min_found: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walk the extension lists of the `active` rows, one extension per step, to the server_name
-    one: (rows that have it, the end of its body, rows still walking after MAX_STEPS). `pos` is
-    left at each found body's start."""
+    one: (rows that have it, the end of its body, rows left walking). `pos` is left at each found
+    body's start. Steps go on while each finds `min_found` SNIs: where a few browsers shuffle
+    their extensions, the parser reads the rest for less."""
     rows: list[np.ndarray] = []
     ends: list[np.ndarray] = []
+    at = msg[active] + pos[active]  # absolute, as are the ends below
+    stop, ext_end = msg[active] + stop[active], msg[active] + ext_end[active]
     for _ in range(MAX_STEPS):
-        p = pos[active]
-        active = active[p + 4 <= stop[active]]  # the list ends: no SNI
-        if not active.size:
+        inside = at + 4 <= stop  # else the list ends: no SNI
+        body = at + 4
+        body_end = body + g.be16(at + 2)
+        go = inside & (body_end <= ext_end)  # an extension longer than its list: no SNI
+        hit = go & (g.be16(at) == EXT_SERVER_NAME)
+        found = hit.nonzero()[0]
+        if found.size:
+            rows.append(active[found])
+            ends.append(body_end[found])
+            pos[active[found]] = body[found] - msg[active[found]]
+            go[found] = False
+        active, at, stop, ext_end = active[go], body_end[go], stop[go], ext_end[go]
+        if found.size < min_found or not active.size:
             break
-        p = pos[active] + 4
-        ext_type, body_end = g.be16(msg[active] + p - 4), p + g.be16(msg[active] + p - 2)
-        fits = body_end <= ext_end[active]  # an extension longer than its list: no SNI
-        hit = fits & (ext_type == EXT_SERVER_NAME)
-        rows.append(active[hit])
-        ends.append(body_end[hit])
-        pos[active] = np.where(hit, p, body_end)
-        active = active[fits & ~hit]
     none = np.zeros(0, np.int64)
-    return (np.concatenate(rows) if rows else none, np.concatenate(ends) if ends else none, active)
+    return (np.concatenate(rows) if rows else none, np.concatenate(ends) - msg[np.concatenate(rows)] if rows
+            else none, active)
 
 
 def _first_entry(g: Gather, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
