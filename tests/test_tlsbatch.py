@@ -23,16 +23,12 @@ from workers.protocols.tls import client_hello_sni
 from workers.tlsbatch import MAX_STEPS, MIN_FOUND, snis
 
 
-def _batch(payloads: list[bytes], pad: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The payloads laid out in one buffer with junk between them, as packets sit in a batch."""
-    buf, offs = bytearray(), []
-    for p in payloads:
-        buf += b"A.\n" * pad
-        offs.append(len(buf))
-        buf += p
-    buf += b"A.\n" * pad
-    return (np.frombuffer(bytes(buf), np.uint8), np.array(offs, np.int64),
-            np.array([len(p) for p in payloads], np.int64))
+def _batch(payloads: list[bytes], junk: bytes = b"A.\n") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The payloads laid out in one buffer as packets sit in a batch, with junk between them that
+    reads as host name bytes and line breaks: a read past a payload shows in the names."""
+    length = np.array([len(p) for p in payloads], np.int64)
+    off = len(junk) + np.concatenate(([0], np.cumsum(length + len(junk))[:-1]))
+    return np.frombuffer(junk + junk.join(payloads) + junk, np.uint8), off, length
 
 
 def _agrees(payloads: list[bytes], min_found: int = 0) -> tuple[dict[int, str], list[int]]:
