@@ -292,6 +292,7 @@ class PayloadInspector:
         hits = [(c, hit) for (c, _), hit in zip(names, self.domains.check_many([name for _, name in names]),
                                                 strict=True) if hit is not None]
         rows = [c for c, _ in hits if isinstance(c, int)]
+        contexts: Iterator[_Packet] = iter(())
         if rows:
             dst, src, dstport = (e.tolist() for e in self._address_entries(p, np.array(rows, np.int64)))
             contexts = iter([_context(p, row, out, *entries) for row, *entries in zip(rows, dst, src, dstport,

@@ -75,7 +75,7 @@ def _sni(data: bytes, base: int, avail: int) -> str | None:
         pos = body + (data[pos + 2] << 8 | data[pos + 3])
         if pos > ext_end:
             return None
-        if data[body - 4] == 0 == data[body - 3]:  # server_name (RFC 6066 3): its first host_name
+        if (data[body - 4] << 8 | data[body - 3]) == EXT_SERVER_NAME:  # RFC 6066 3: its first host_name
             if pos > limit or body + 2 > pos:
                 return None
             list_end = body + 2 + (data[body] << 8 | data[body + 1])
