@@ -27,79 +27,74 @@ def _u24(data: bytes, pos: int) -> int:
     return (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
 
 
-def _hostname(raw: bytes) -> str | None:
-    """Lower-cased name if it is a plain ASCII hostname; IDNA names arrive as `xn--` labels already."""
-    if not 0 < len(raw) <= MAX_HOSTNAME:
-        return None
-    name = raw.lower()  # bytes.lower touches ASCII letters only; other bytes then fail the pattern
-    return name.decode("ascii") if _HOSTNAME.fullmatch(name) else None
-
-
-def _server_name(data: bytes, pos: int, end: int) -> str | None:
-    """First host_name of a server_name extension body data[pos:end] (RFC 6066 3)."""
-    if pos + 2 > end:
-        return None
-    list_end = pos + 2 + (data[pos] << 8 | data[pos + 1])
-    if list_end > end:
-        return None
-    pos += 2
-    while pos + 3 <= list_end:
-        name_type, size = data[pos], data[pos + 1] << 8 | data[pos + 2]
-        pos += 3
-        if pos + size > list_end:
-            return None
-        if name_type == 0:
-            return _hostname(data[pos : pos + size])
-        pos += size
-    return None
-
-
 def handshake_sni(message: bytes | memoryview) -> str | None:
     """SNI of a ClientHello handshake message (type, 24-bit length, body) that may be cut short.
 
     Shared by TLS over TCP (the first record's body) and QUIC (the reassembled CRYPTO stream). A cut
-    message still yields its SNI when the server_name extension itself was captured whole. Lengths
-    are read inline: a helper call per field cost more than the rest of the walk.
-    """
+    message still yields its SNI when the server_name extension itself was captured whole."""
     data = message if type(message) is bytes else bytes(message)
-    avail = len(data)
-    if avail < 39 or data[0] != CLIENT_HELLO or data[38] > 32:
+    return _sni(data, 0, len(data))
+
+
+def client_hello_sni(payload: bytes | memoryview) -> str | None:
+    """SNI of a TCP payload that starts with a TLS handshake record carrying a ClientHello."""
+    n = len(payload)
+    if n < 9 or payload[0] != HANDSHAKE or payload[1] != 3:
         return None
-    end = 4 + (data[1] << 16 | data[2] << 8 | data[3])  # declared end: fields must fit in it; `avail`: captured
-    pos = 4 + 2 + 32 + 1 + data[38]  # legacy_version, random, session id
-    if pos + 2 > avail:
+    size = payload[3] << 8 | payload[4]
+    if size > MAX_RECORD:
+        return None
+    return _sni(payload if type(payload) is bytes else bytes(payload), 5, n - 5 if n - 5 < size else size)
+
+
+def _sni(data: bytes, base: int, avail: int) -> str | None:
+    """`handshake_sni` of the message at data[base:], of which `avail` bytes were captured.
+
+    One function, lengths read inline and no copy of the message: a helper call per field, or
+    per part (server_name list, host name), cost more than the rest of the walk."""
+    if avail < 39 or data[base] != CLIENT_HELLO or data[base + 38] > 32:
+        return None
+    limit = base + avail  # captured end
+    end = base + 4 + (data[base + 1] << 16 | data[base + 2] << 8 | data[base + 3])  # declared end: fields must fit
+    pos = base + 39 + data[base + 38]  # legacy_version, random, session id
+    if pos + 2 > limit:
         return None
     pos += 2 + (data[pos] << 8 | data[pos + 1])  # cipher suites
-    if pos + 1 > avail:
+    if pos + 1 > limit:
         return None
     pos += 1 + data[pos]  # compression methods
-    stop = min(avail, end)
-    if pos + 2 > stop:
+    if pos + 2 > (limit if limit < end else end):
         return None
     ext_end = pos + 2 + (data[pos] << 8 | data[pos + 1])
     if ext_end > end:
         return None
     pos += 2
-    stop = min(avail, ext_end)
+    stop = limit if limit < ext_end else ext_end
     while pos + 4 <= stop:
-        ext_type, size = data[pos] << 8 | data[pos + 1], data[pos + 2] << 8 | data[pos + 3]
-        pos += 4
-        if pos + size > ext_end:
+        body = pos + 4
+        pos = body + (data[pos + 2] << 8 | data[pos + 3])
+        if pos > ext_end:
             return None
-        if ext_type == EXT_SERVER_NAME:
-            return _server_name(data, pos, pos + size) if pos + size <= avail else None
-        pos += size
+        if (data[body - 4] << 8 | data[body - 3]) == EXT_SERVER_NAME:  # RFC 6066 3: its first host_name
+            if pos > limit or body + 2 > pos:
+                return None
+            list_end = body + 2 + (data[body] << 8 | data[body + 1])
+            if list_end > pos:
+                return None
+            at = body + 2
+            while at + 3 <= list_end:
+                kind, size = data[at], data[at + 1] << 8 | data[at + 2]
+                at += 3
+                if at + size > list_end:
+                    return None
+                if kind == 0:  # a plain ASCII hostname, lower-cased; IDNA names arrive as `xn--` labels
+                    if not 0 < size <= MAX_HOSTNAME:
+                        return None
+                    name = data[at : at + size].lower()  # ASCII letters only; other bytes then fail the pattern
+                    return name.decode("ascii") if _HOSTNAME.fullmatch(name) else None
+                at += size
+            return None
     return None
-
-
-def client_hello_sni(payload: bytes | memoryview) -> str | None:
-    """SNI of a TCP payload that starts with a TLS handshake record carrying a ClientHello."""
-    if len(payload) < 9 or payload[0] != HANDSHAKE or payload[1] != 3:
-        return None
-    size = payload[3] << 8 | payload[4]
-    if size > MAX_RECORD:
-        return None
-    return handshake_sni(bytes(payload[5 : 5 + size]))
 
 
 def server_certificate_sha1(payload: bytes | memoryview) -> str | None:
