@@ -88,33 +88,34 @@ def _question_names(g: Gather, pos0: np.ndarray, end: np.ndarray, slow: np.ndarr
     """Walk the first question's labels for every row at once; rows that are not plain go slow.
 
     Returns the offset of each name's root byte and the (row, offset) of every inner length byte,
-    which becomes a dot in the text form."""
-    pos = pos0.copy()
-    wire = np.ones(len(pos), np.int64)
-    active = (~slow).nonzero()[0]
+    which becomes a dot in the text form. Each step carries only the rows still walking, and the
+    wire-length limit is a bound on where a length byte may be read (a root byte at or past
+    `pos0 + MAX_NAME_WIRE_LENGTH` makes a longer name), so a step is a dozen numpy calls."""
+    d = g.data
+    name_end = pos0.copy()
+    bound = np.minimum(end, pos0 + MAX_NAME_WIRE_LENGTH)
+    rows = (~slow).nonzero()[0]
+    p, limit = pos0[rows], bound[rows]
     sep_rows: list[np.ndarray] = []
     sep_pos: list[np.ndarray] = []
     for step in range(_MAX_LABELS):
-        if not active.size:
+        if not rows.size:
             break
-        p = pos[active]
-        inside = p < end[active]
-        size = np.where(inside, g.u8(p), 0xFF)
-        root = size == 0
-        label = (size > 0) & (size < 0x40)
-        wire[active] += np.where(label, size + 1, 0)
-        bad = ~(root | label) | (wire[active] > MAX_NAME_WIRE_LENGTH)
-        slow[active[bad]] = True
-        more = label & ~bad
+        name_end[rows] = p
+        size = np.where(p < limit, d.take(p, mode="clip"), 0xFF)
+        go = (size - 1 < 0x3F).nonzero()[0]  # a label length (the root 0 wraps to 255)
+        rows, p, limit = rows[go], p[go], limit[go]
         if step:
-            sep_rows.append(active[more])
-            sep_pos.append(p[more])
-        pos[active[more]] = p[more] + 1 + size[more]
-        active = active[more]
-    slow[active] = True  # more labels than any legal name holds
+            sep_rows.append(rows)
+            sep_pos.append(p)
+        p = p + size[go] + 1
+    slow[rows] = True  # more labels than any legal name holds
+    left = (~slow).nonzero()[0]  # the others stopped on a byte that is not a length: the root, or not plain
+    at = name_end[left]
+    slow[left] = (at >= bound[left]) | (d.take(at, mode="clip") != 0)
     seps = (np.concatenate(sep_rows) if sep_rows else np.zeros(0, np.int64),
             np.concatenate(sep_pos) if sep_pos else np.zeros(0, np.int64))
-    return pos, seps
+    return name_end, seps
 
 
 def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.ndarray, np.ndarray],
