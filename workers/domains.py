@@ -13,6 +13,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_DYNAMIC, F_SINKHOLE, F_SUSPICIOUS
 from workers.heuristics.dns_rules import long_domain_trail
@@ -59,7 +61,7 @@ class DomainChecker:
         return hit
 
     def check_many(self, names: list[str], valid: bool = False, listed_out: list[bool] | None = None,
-                   shapes: NameShapes | None = None) -> list[DomainHit | None]:
+                   shapes: NameShapes | None = None, maybe: np.ndarray | None = None) -> list[DomainHit | None]:
         """`check` of each name, the shape tests and the parent walks of the whole list in numpy
         (`NameShapes`, `TrailIndex.suffixes_maybe_listed`): a plain name none of whose suffixes
         may be a trail or whitelisted (nearly every name) only has the long-domain and wildcard
@@ -67,10 +69,12 @@ class DomainChecker:
         lowercase and passes `is_valid_dns_name` (the caller checked: DNS query names).
         `listed_out` receives, per name, whether one of its suffixes may be a trail or whitelisted
         (False is certain; True where the bulk walk did not run), which also answers for the
-        name's parents. `shapes`: the names' `NameShapes`, when the caller has them already."""
+        name's parents. `shapes`, `maybe`: the names' `NameShapes` and the `suffixes_maybe_listed`
+        of their plain form, when the caller has them already."""
         out: list[DomainHit | None] = [None] * len(names)
         shapes = shapes or NameShapes.of(names, lower=not valid)
-        maybe = self.index.suffixes_maybe_listed(shapes.names)
+        if maybe is None:
+            maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         bulk = shapes.plain & ~shapes.special
         if listed_out is not None:
             listed_out[:] = (maybe | ~bulk).tolist()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.index.namefilter import NameBytes
 from workers.protocols.dns import IGNORED_QUERY_SUFFIXES, is_ignored_query
 
 IP_ADRESS = ".ip-adress.com"
@@ -25,6 +26,7 @@ _CLASS_COUNTS[ord(".")] = 0
 _CLASS_COUNTS[ord("_")] = 1 << _NOT_NUMERIC | 1 << _UNDERSCORE
 _CLASS_COUNTS[ord("-")] = 1 << _NOT_NUMERIC | 1 << _DASH
 _TRUE = np.ones(1, bool)
+_PAD = np.zeros(16, np.uint8)
 _LOW_BYTES = np.array([(1 << 8 * k) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)  # k low bytes kept
 
 
@@ -73,6 +75,7 @@ class NameShapes:
     `is_ignored_query`, for plain names."""
 
     names: list[str]
+    laid_out: NameBytes | None  # the names' bytes (`of` only: `take` leaves them out)
     plain: np.ndarray
     special: np.ndarray
     ip_literal: np.ndarray
@@ -97,15 +100,11 @@ class NameShapes:
                 text = "\n".join(name.split(":", 1)[0] for name in text.split("\n"))
             names = text.split("\n") if names else []
         n = len(names)
-        encoded = text.encode()
-        buf = np.frombuffer(encoded, np.uint8)
-        lengths = np.fromiter(map(len, names), np.int64, n)
-        starts = (lengths + 1).cumsum() - lengths - 1  # the line breaks between names count
-        ends = starts + lengths
+        laid_out = NameBytes.of(text, n)
+        buf, starts, ends, dots, owner = laid_out.buf, laid_out.starts, laid_out.ends, laid_out.dots, laid_out.owner
+        lengths = ends - starts
         sums = np.zeros(len(buf) + 1, np.uint64)  # differences of these are exact per field below 4096
-        _CLASS_COUNTS[buf].cumsum(out=sums[1:])
-        dots = (buf == 46).nonzero()[0]
-        owner = ends.searchsorted(dots)
+        _CLASS_COUNTS.take(buf).cumsum(out=sums[1:])
         first_dot, last_dot = ends.copy(), np.full(n, -1)
         at_last = owner_last = np.zeros(0, np.int64)
         if dots.size:
@@ -133,7 +132,7 @@ class NameShapes:
             cut = np.where(second_dot >= 0, np.where(keep_three, third_dot, second_dot) + 1 - starts, 0)
             dashed = (_field(head, _DASH) == 3) & (_field(head, _NOT_NUMERIC) == 3)  # `d-d-d-d`, maybe
             cut = np.where(dashed & (cut > 0), -1, cut)
-            padded = np.frombuffer(encoded + bytes(16), np.uint8)
+            padded = np.concatenate((buf, _PAD))
             ignored = _is_coded(_label_codes(padded, after_last, ends), _IGNORED_CODES)
             if ".intranet." in text:
                 ignored |= np.fromiter((".intranet." in name for name in names), bool, n)
@@ -141,6 +140,7 @@ class NameShapes:
                 ignored[i] = is_ignored_query(names[i])
         return cls(
             names=names,
+            laid_out=laid_out,
             plain=(_field(whole, _NOT_PLAIN) == 0) & (lengths > 0) & (lengths < 1 << _FIELD),
             special=special,
             ip_literal=(_field(whole, _NOT_NUMERIC) == 0) & (_field(whole, _DIGIT) > 0),
@@ -152,7 +152,7 @@ class NameShapes:
 
     def take(self, picks: np.ndarray) -> NameShapes:
         """The shapes of the names at positions `picks`, in that order."""
-        return NameShapes([self.names[i] for i in picks.tolist()], self.plain[picks], self.special[picks],
+        return NameShapes([self.names[i] for i in picks.tolist()], None, self.plain[picks], self.special[picks],
                           self.ip_literal[picks], self.valid[picks], self.long_first_label[picks],
                           None if self.exhaustion_cut is None else self.exhaustion_cut[picks],
                           None if self.ignored is None else self.ignored[picks])

@@ -446,18 +446,19 @@ class PayloadInspector:
         when the cache is smaller than the batch."""
         facts = dict.fromkeys(names, _IGNORED)
         shapes = NameShapes.of(names, lower=False, queries=True)
+        maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
         for i in (~shapes.plain).nonzero()[0].tolist():  # rare: the shapes do not say (too long, not ASCII)
             keep[i] = is_valid_dns_name(names[i]) and not is_ignored_query(names[i])
         picks = keep.nonzero()[0]
         if picks.size < len(names):
-            shapes = shapes.take(picks)
+            shapes, maybe = shapes.take(picks), maybe[picks]
             queries = [names[i] for i in picks.tolist()]
         else:
             queries = names
         cuts = np.where(shapes.plain, shapes.exhaustion_cut, -1).tolist()  # -1: ask the rule
         listed: list[bool] = []  # whether a suffix of the name may be whitelisted: its parents' answer too
-        hits = self.domains.check_many(queries, valid=True, listed_out=listed, shapes=shapes)
+        hits = self.domains.check_many(queries, valid=True, listed_out=listed, shapes=shapes, maybe=maybe)
         exhs = [(q[cut:], q[: cut - 1]) if cut > 0 else exhaustion_domain(q) if cut else None
                 for q, cut in zip(queries, cuts, strict=True)]
         for i in (i for i, maybe in enumerate(listed) if maybe):  # few: a suffix may be whitelisted
