@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.index.namefilter import NameBytes
 from workers.batch import Gather
 from workers.protocols.dns import MAX_ANSWERS, MAX_NAME_WIRE_LENGTH
 
@@ -52,8 +53,17 @@ class DnsBatch:
     qclass: np.ndarray
     names: list[str | None]  # standard queries and NXDOMAIN answers only (None elsewhere): lowercased
     # (ASCII letters), latin-1 decoded, "" for the root
+    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `names`, when every fast row has one and
+    # all are ASCII on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
     has_a: np.ndarray  # bool
+
+    def laid_out(self) -> NameBytes | None:
+        """The names' bytes as the bulk name checks read them (when `lines` has them)."""
+        if self.lines is None:
+            return None
+        buf, bounds = self.lines
+        return NameBytes.at(buf[:-1], bounds[:-1], bounds[1:] - 1)
 
 
 def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: bool) -> DnsBatch:
@@ -73,11 +83,13 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     flags = be16[head + 2].astype(np.int32)
     byte2, byte3 = flags >> 8, flags & 0xFF
     named = _NAMED.take(flags).nonzero()[0]
+    lines = None
     if named.size == fast.size:  # all queries (or NXDOMAIN answers): no gaps to leave
-        names: list[str | None] = list(_names(d, start, stop, seps, fast, n))
+        names_of, lines = _names(d, start, stop, seps, fast, n)
+        names: list[str | None] = list(names_of)
     else:
         spread = np.full(fast.size, None, object)
-        spread[named] = _names(d, start[named], stop[named], seps, fast[named], n)
+        spread[named] = _names(d, start[named], stop[named], seps, fast[named], n)[0]
         names = spread.tolist()
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
@@ -95,9 +107,11 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 fast, byte2, byte3 = fast[keep], byte2[keep], byte3[keep]
                 start, stop = start[keep], stop[keep]
                 names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]
+                lines = None
                 answer_a, has_a = answer_a[keep], has_a[keep]
     tail = np.ndarray((len(d) - 3,), ">u4", d, strides=(1,))[stop + 1]  # QTYPE, QCLASS
-    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, answer_a, has_a)
+    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, lines, answer_a,
+                    has_a)
 
 
 def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
@@ -135,12 +149,13 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
 
 
 def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.ndarray, np.ndarray],
-           fast: np.ndarray, n: int) -> list[str]:
+           fast: np.ndarray, n: int) -> tuple[list[str], tuple[np.ndarray, np.ndarray] | None]:
     """The dotted text of the names of the `fast` rows given, from one gather and one decode: each
     name followed by a line break, which one split cuts at (a name holding a line break itself,
-    which DNS allows, makes it cut them by position instead)."""
+    which DNS allows, makes it cut them by position instead). With them their bytes and bounds
+    (`DnsBatch.lines`), when all are ASCII on one line."""
     if not fast.size:
-        return []
+        return [], None
     spans = np.maximum(stop - start, 0) + 1  # the root name has no text; each name its line break
     bounds = np.zeros(fast.size + 1, np.int64)
     spans.cumsum(out=bounds[1:])
@@ -158,8 +173,8 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     names = text[:-1].split("\n")
     if len(names) != fast.size:
         b = bounds.tolist()
-        names = [text[i : j - 1] for i, j in itertools.pairwise(b)]
-    return names
+        return [text[i : j - 1] for i, j in itertools.pairwise(b)], None
+    return names, (buf, bounds) if text.isascii() else None
 
 
 def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray

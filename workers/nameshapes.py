@@ -86,23 +86,27 @@ class NameShapes:
     ignored: np.ndarray | None
 
     @classmethod
-    def of(cls, names: list[str], lower: bool, queries: bool = False) -> NameShapes:
+    def of(cls, names: list[str], lower: bool, queries: bool = False, laid_out: NameBytes | None = None
+           ) -> NameShapes:
         """`lower`: lower-case the names and cut a `:port` (SNIs and Hosts), as `check` does. A
         name that is not ASCII or holds a line break is not plain (its checks go one by one).
         `queries`: also `exhaustion_cut` and `ignored`, which only DNS query names need (None
-        otherwise: a fifth of the work)."""
-        text = "\n".join(names)
-        if not text.isascii() or text.count("\n") != len(names) - 1:
-            names = [name if name.isascii() and "\n" not in name else "\x00" for name in names]
+        otherwise: a fifth of the work). `laid_out`: the bytes of the names (ASCII, one line
+        each, not to be lowered), when the caller has them (the DNS decoder does)."""
+        if laid_out is None:
             text = "\n".join(names)
-        if lower:
-            text = text.lower()
-            if ":" in text:
-                text = "\n".join(name.split(":", 1)[0] for name in text.split("\n"))
-            names = text.split("\n") if names else []
+            if not text.isascii() or text.count("\n") != len(names) - 1:
+                names = [name if name.isascii() and "\n" not in name else "\x00" for name in names]
+                text = "\n".join(names)
+            if lower:
+                text = text.lower()
+                if ":" in text:
+                    text = "\n".join(name.split(":", 1)[0] for name in text.split("\n"))
+                names = text.split("\n") if names else []
+            laid_out = NameBytes.of(text, len(names))
         n = len(names)
-        laid_out = NameBytes.of(text, n)
         buf, starts, ends, dots, owner = laid_out.buf, laid_out.starts, laid_out.ends, laid_out.dots, laid_out.owner
+        raw = buf.tobytes()  # for the rare substrings that take a test per name
         lengths = ends - starts
         sums = np.zeros(len(buf) + 1, np.uint64)  # differences of these are exact per field below 4096
         _CLASS_COUNTS.take(buf).cumsum(out=sums[1:])
@@ -116,7 +120,7 @@ class NameShapes:
             owner_last = owner[at_last]
             last_dot[owner_last] = dots[at_last]
         special = np.zeros(n, bool)
-        if ".onion." in text or IP_ADRESS in text:
+        if b".onion." in raw or IP_ADRESS.encode() in raw:
             special[:] = [name.endswith(IP_ADRESS) or ".onion." in name for name in names]
         whole = sums[ends] - sums[starts]
         head = sums[first_dot] - sums[starts]  # the first label's counts
@@ -135,7 +139,7 @@ class NameShapes:
             cut = np.where(dashed & (cut > 0), -1, cut)
             padded = np.concatenate((buf, _PAD))
             ignored = _is_coded(_label_codes(padded, after_last, ends), _IGNORED_CODES)
-            if ".intranet." in text:
+            if b".intranet." in raw:
                 ignored |= np.fromiter((".intranet." in name for name in names), bool, n)
             for i in ignored.nonzero()[0].tolist():  # candidates (a code can collide): the rule settles them
                 ignored[i] = is_ignored_query(names[i])

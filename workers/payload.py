@@ -9,7 +9,7 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import repeat
 from operator import itemgetter
 from urllib.parse import unquote
@@ -18,6 +18,7 @@ import numpy as np
 
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
+from engine.index.namefilter import NameBytes
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch, httpbatch
@@ -371,8 +372,9 @@ class PayloadInspector:
         fast = rows[b.fast]
         queries = ((b.byte2 & 0xFA) == 0).nonzero()[0]
         if queries.size:
-            self._dns_queries(p, fast[queries], [b.names[i] for i in queries.tolist()], b.qtype[queries],
-                              b.qclass[queries], out)
+            every = queries.size == fast.size
+            self._dns_queries(p, fast[queries], b.names if every else [b.names[i] for i in queries.tolist()],
+                              b.qtype[queries], b.qclass[queries], out, b.laid_out if every else lambda: None)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
@@ -396,16 +398,17 @@ class PayloadInspector:
         return slow
 
     def _dns_queries(self, p: Parsed, rows: np.ndarray, names: list[str], qtype: np.ndarray, qclass: np.ndarray,
-                     out: list[Item]) -> None:
+                     out: list[Item], laid_out: Callable[[], NameBytes | None]) -> None:
         """Standard queries: exhaustion observations, then trail checks; a packet context (address
         texts) is only built for the rare query that reports something: one whose addresses are
-        trails (numpy masks say which) or whose name is one (a set of the few names says which)."""
+        trails (numpy masks say which) or whose name is one (a set of the few names says which).
+        `laid_out` gives the names' bytes if the decoder has them, for a batch of names all new."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         src, dst = row_addresses(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
         trails = [q for q, f in facts_of.items() if f is not _IGNORED and f[1]]  # the names that report
         if new:
-            facts, new_trails = self._names_facts(new)
+            facts, new_trails = self._names_facts(new, laid_out() if new is names else None)
             if facts_of:
                 facts_of.update(facts)
             else:
@@ -453,13 +456,14 @@ class PayloadInspector:
                 out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_shape_counted(q))
         return out
 
-    def _names_facts(self, names: list[str]) -> tuple[dict[str, tuple], list[str]]:
+    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None) -> tuple[dict[str, tuple], list[str]]:
         """What each new query name (lowercase, as the batch decoder gives them) alone decides
         (ignored or not, exhaustion domain, whether it is a trail), the trail checks in bulk; kept
         in a bounded cache: names repeat far more than packets do. Returns the facts of them all
-        (even when the cache is smaller than the batch) and the names that are trails."""
+        (even when the cache is smaller than the batch) and the names that are trails. `laid_out`:
+        the names' bytes, when the decoder has them."""
         facts = dict.fromkeys(names, _IGNORED)
-        shapes = NameShapes.of(names, lower=False, queries=True)
+        shapes = NameShapes.of(names, lower=False, queries=True, laid_out=laid_out)
         maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
         for i in (~shapes.plain).nonzero()[0].tolist():  # rare: the shapes do not say (too long, not ASCII)

@@ -114,6 +114,12 @@ class NameBytes:
         ends = np.append((buf == 10).nonzero()[0], len(buf)) if n else np.zeros(0, np.int64)
         starts = np.zeros(n, np.int64)
         starts[1:] = ends[:-1] + 1
+        return cls.at(buf, starts, ends)
+
+    @classmethod
+    def at(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> NameBytes:
+        """Names whose bytes (ASCII, no line break) are `buf[starts[i]:ends[i]]`, each but the last
+        followed by a line break."""
         dots = (buf == 46).nonzero()[0]
         return cls(buf, starts, ends, dots, ends.searchsorted(dots))
 
