@@ -26,37 +26,29 @@ _CLASS_COUNTS[ord(".")] = 0
 _CLASS_COUNTS[ord("_")] = 1 << _NOT_NUMERIC | 1 << _UNDERSCORE
 _CLASS_COUNTS[ord("-")] = 1 << _NOT_NUMERIC | 1 << _DASH
 _TRUE = np.ones(1, bool)
-_PAD = np.zeros(16, np.uint8)
 _LINE_BREAK = 10
-_LOW_BYTES = np.array([(1 << 8 * k) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)  # k low bytes kept
 
 
-def _label_codes(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """A 64-bit code of each label padded[start:end] of at most 16 bytes (0 for longer ones): equal
-    labels have equal codes; unequal ones rarely do, so a code match is a candidate to confirm.
-    `padded` ends with 16 zero bytes; its two 8-byte words at a label's start are read unaligned."""
-    words = np.ndarray((len(padded) - 7,), "<u8", padded, strides=(1,))
-    lengths = ends - starts
-    low = words[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
-    high = words[starts + 8] & _LOW_BYTES[np.minimum(np.maximum(lengths - 8, 0), 8)]
-    code = low * np.uint64(0x9E3779B97F4A7C15) + high + lengths.astype(np.uint64)
-    return np.where(lengths <= 16, code, np.uint64(0))
+def _label_keys(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 15-bit key of each label buf[start:end]: the low five bits of its first two bytes and its
+    length (up to 31). Equal labels have equal keys; unequal ones may too, so a key in a table is a
+    candidate to confirm. Ten numpy calls for a whole batch."""
+    if not buf.size:  # empty names only: `take` has nothing to clip to
+        buf = np.zeros(1, np.uint8)
+    first = buf.take(starts, mode="clip").astype(np.int32)
+    second = buf.take(starts + 1, mode="clip").astype(np.int32)
+    return (first & 31) << 10 | (second & 31) << 5 | np.minimum(ends - starts, 31)
 
 
-def _codes_of(labels: list[str]) -> np.ndarray:
-    """Sorted codes of `labels` (for `_is_coded`)."""
-    lengths = np.array([len(label) for label in labels], np.int64)
-    starts = lengths.cumsum() - lengths
-    padded = np.frombuffer("".join(labels).encode() + bytes(16), np.uint8)
-    return np.sort(_label_codes(padded, starts, starts + lengths))
+def _key_table(labels: frozenset[str]) -> np.ndarray:
+    """Per `_label_keys` key: whether one of `labels` has it."""
+    table = np.zeros(1 << 15, bool)
+    padded = [label.encode() + b"\0\0" for label in labels]
+    table[[(raw[0] & 31) << 10 | (raw[1] & 31) << 5 | min(len(raw) - 2, 31) for raw in padded]] = True
+    return table
 
 
-def _is_coded(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    at = np.minimum(table.searchsorted(codes), len(table) - 1)
-    return table[at] == codes
-
-
-_IGNORED_CODES = _codes_of(sorted(IGNORED_QUERY_SUFFIXES))
+_IGNORED_KEYS = _key_table(IGNORED_QUERY_SUFFIXES)
 
 
 def _field(counts: np.ndarray, shift: np.uint64) -> np.ndarray:
@@ -137,8 +129,7 @@ class NameShapes:
             cut = np.where(second_dot >= 0, np.where(keep_three, third_dot, second_dot) + 1 - starts, 0)
             dashed = (_field(head, _DASH) == 3) & (_field(head, _NOT_NUMERIC) == 3)  # `d-d-d-d`, maybe
             cut = np.where(dashed & (cut > 0), -1, cut)
-            padded = np.concatenate((buf, _PAD))
-            ignored = _is_coded(_label_codes(padded, after_last, ends), _IGNORED_CODES)
+            ignored = _IGNORED_KEYS.take(_label_keys(buf, after_last, ends))
             if b".intranet." in raw:
                 ignored |= np.fromiter((".intranet." in name for name in names), bool, n)
             for i in ignored.nonzero()[0].tolist():  # candidates (a code can collide): the rule settles them
