@@ -462,7 +462,6 @@ class PayloadInspector:
         in a bounded cache: names repeat far more than packets do. Returns the facts of them all
         (even when the cache is smaller than the batch) and the names that are trails. `laid_out`:
         the names' bytes, when the decoder has them."""
-        facts = dict.fromkeys(names, _IGNORED)
         shapes = NameShapes.of(names, lower=False, queries=True, laid_out=laid_out)
         maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
@@ -472,10 +471,12 @@ class PayloadInspector:
         if picks.size < len(names):
             queries = [names[i] for i in picks.tolist()]
             hits = self.domains.hits_many(queries, valid=True, shapes=shapes.take(picks), maybe=maybe[picks])
+            facts = dict.fromkeys(names, _IGNORED)
+            facts.update(zip(queries, repeat(_UNCOUNTED)))
         else:
             queries = names
             hits = self.domains.hits_many(queries, valid=True, shapes=shapes, maybe=maybe)
-        facts.update(zip(queries, repeat(_UNCOUNTED)))
+            facts = dict.fromkeys(names, _UNCOUNTED)
         cut = np.where(shapes.plain, shapes.exhaustion_cut, -1).take(picks)  # -1: ask the rule
         split = picks[cut > 0]
         facts.update(zip(map(names.__getitem__, split.tolist()), zip(shapes.exhaustion_parts(split), repeat(False)),

@@ -68,10 +68,9 @@ def _prefix_sums(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
     return sums
 
 
-def _bits(h: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The three filter bits of each segment hash."""
-    h = _fmix(h)
-    return tuple((h * remix if remix else h) >> _SHIFT for remix in (None, *_REMIX))
+def _bit(h: np.ndarray, k: int) -> np.ndarray:
+    """Filter bit `k` (0, 1 or 2) of each finalised segment hash."""
+    return (h * _REMIX[k - 1] if k else h) >> _SHIFT
 
 
 def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -89,8 +88,9 @@ def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
             plain, filled = np.ones(len(lengths), bool), lengths > 0
             plain[filled] = np.maximum.reduceat(_NOT_PLAIN[chunk], starts[filled]) == 0
             sums = _prefix_sums(chunk, starts, lengths)
-            for bit in _bits(sums[(starts + lengths)[plain]] - sums[starts[plain]]):
-                bits[bit] = True
+            h = _fmix(sums[(starts + lengths)[plain]] - sums[starts[plain]])
+            for k in range(3):
+                bits[_bit(h, k)] = True
             first = last
     return np.packbits(bits, bitorder="little")
 
@@ -136,10 +136,11 @@ def suffixes_maybe_listed(bloom: np.ndarray, names: NameBytes) -> np.ndarray:
     seg_start = np.concatenate((names.starts, names.dots + 1))
     owner = np.concatenate((np.arange(n), names.owner))
     seg_end = names.ends.take(owner)
-    first, second, third = _bits(_POWERS.down.take(seg_start) * (sums.take(seg_end) - sums.take(seg_start)))
+    h = _fmix(_POWERS.down.take(seg_start) * (sums.take(seg_end) - sums.take(seg_start)))
     words = bloom.view("<u4")
-    hit = _has_bit(words, first).nonzero()[0]  # about a tenth of the misses pass the first bit: test only those further
-    hit = hit[_has_bit(words, second.take(hit)) & _has_bit(words, third.take(hit))]
+    hit = _has_bit(words, _bit(h, 0)).nonzero()[0]  # a tenth of the misses pass the first bit: only those go on
+    h = h.take(hit)
+    hit = hit[_has_bit(words, _bit(h, 1)) & _has_bit(words, _bit(h, 2))]
     out = np.zeros(n, bool)
     out[owner.take(hit)] = True
     return out
