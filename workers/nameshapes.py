@@ -51,8 +51,9 @@ def _key_table(labels: frozenset[str]) -> np.ndarray:
 _IGNORED_KEYS = _key_table(IGNORED_QUERY_SUFFIXES)
 
 
-def _field(counts: np.ndarray, shift: np.uint64) -> np.ndarray:
-    return counts >> shift & _FIELD_MASK
+def _counts(counts: np.ndarray, shift: np.uint64, k: int) -> np.ndarray:
+    """Whether the class at `shift` counts `k` in each packed count: a mask and a compare."""
+    return counts & _FIELD_MASK << shift == np.uint64(k) << shift
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +128,7 @@ class NameShapes:
                 out[owner_last[same]] = dots[at[same]]
             keep_three = (third_dot >= 0) & (last_dot - second_dot - 1 <= 3)  # `co.uk`: a short second-level label
             cut = np.where(second_dot >= 0, np.where(keep_three, third_dot, second_dot) + 1 - starts, 0)
-            dashed = (_field(head, _DASH) == 3) & (_field(head, _NOT_NUMERIC) == 3)  # `d-d-d-d`, maybe
+            dashed = _counts(head, _DASH, 3) & _counts(head, _NOT_NUMERIC, 3)  # `d-d-d-d`, maybe
             cut = np.where(dashed & (cut > 0), -1, cut)
             ignored = _IGNORED_KEYS.take(_label_keys(buf, after_last, ends))
             if b".intranet." in raw:
@@ -137,11 +138,11 @@ class NameShapes:
         return cls(
             names=names,
             laid_out=laid_out,
-            plain=(_field(whole, _NOT_PLAIN) == 0) & (lengths > 0) & (lengths < 1 << _FIELD),
+            plain=_counts(whole, _NOT_PLAIN, 0) & (lengths > 0) & (lengths < 1 << _FIELD),
             special=special,
-            ip_literal=(_field(whole, _NOT_NUMERIC) == 0) & (_field(whole, _DIGIT) > 0),
-            valid=has_dot & (after_last < ends) & (_field(sums[ends] - sums[after_last], _UNDERSCORE) == 0),
-            long_first_label=(first_dot - starts > 24) & (_field(head, _DASH) == 0),
+            ip_literal=_counts(whole, _NOT_NUMERIC, 0) & ~_counts(whole, _DIGIT, 0),
+            valid=has_dot & (after_last < ends) & _counts(sums[ends] - sums[after_last], _UNDERSCORE, 0),
+            long_first_label=(first_dot - starts > 24) & _counts(head, _DASH, 0),
             exhaustion_cut=cut,
             ignored=ignored,
         )
