@@ -374,7 +374,7 @@ class PayloadInspector:
         if queries.size:
             every = queries.size == fast.size
             self._dns_queries(p, fast[queries], b.names if every else [b.names[i] for i in queries.tolist()],
-                              b.qtype[queries], b.qclass[queries], out, b.laid_out if every else lambda: None)
+                              b.qtype[queries], b.qclass[queries], out, b.laid_out if every else None)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
@@ -398,7 +398,7 @@ class PayloadInspector:
         return slow
 
     def _dns_queries(self, p: Parsed, rows: np.ndarray, names: list[str], qtype: np.ndarray, qclass: np.ndarray,
-                     out: list[Item], laid_out: Callable[[], NameBytes | None]) -> None:
+                     out: list[Item], laid_out: Callable[[], NameBytes | None] | None = None) -> None:
         """Standard queries: exhaustion observations, then trail checks; a packet context (address
         texts) is only built for the rare query that reports something: one whose addresses are
         trails (numpy masks say which) or whose name is one (a set of the few names says which).
@@ -408,7 +408,7 @@ class PayloadInspector:
         facts_of, new = self._names.lookup(names)  # before new names evict any
         trails = [q for q, f in facts_of.items() if f is not _IGNORED and f[1]]  # the names that report
         if new:
-            facts, new_trails = self._names_facts(new, laid_out() if new is names else None)
+            facts, new_trails = self._names_facts(new, laid_out() if laid_out and new is names else None)
             if facts_of:
                 facts_of.update(facts)
             else:
