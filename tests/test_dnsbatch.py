@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.traffic import dns_query, dns_response
-from workers.dnsbatch import decode
+from workers.dnsbatch import DnsBatch, decode
+from workers.nameshapes import NameShapes
 from workers.protocols.dns import parse_dns
 
 
@@ -44,7 +45,25 @@ def _check_agrees(payloads: list[bytes]) -> tuple[list[int], list[int]]:
                 assert b.has_a[i] and socket.inet_ntoa(int(b.answer_a[i]).to_bytes(4, "big")) == msg.answers_a[0]
         else:
             assert not b.has_a[i]
+    _check_laid_out(b)
     return b.fast.tolist(), b.slow.tolist()
+
+
+def _check_laid_out(b: DnsBatch) -> None:
+    """The names' bytes the decoder hands on give the bulk name checks what the names themselves do."""
+    laid_out = b.laid_out()
+    if laid_out is None:
+        assert b.lines is None
+        return
+    names = b.names
+    assert all(isinstance(name, str) and name.isascii() and "\n" not in name for name in names)
+    assert laid_out.buf.tobytes() == "\n".join(names).encode()
+    mine, theirs = NameShapes.of(names, lower=False, queries=True), NameShapes.of(
+        names, lower=False, queries=True, laid_out=laid_out)
+    for field in ("plain", "special", "ip_literal", "valid", "long_first_label", "exhaustion_cut", "ignored"):
+        assert getattr(mine, field).tolist() == getattr(theirs, field).tolist(), field
+    for a, z in (("starts", "starts"), ("ends", "ends"), ("dots", "dots"), ("owner", "owner")):
+        assert getattr(mine.laid_out, a).tolist() == getattr(laid_out, z).tolist(), a
 
 
 def test_plain_messages_are_decoded_in_bulk() -> None:
@@ -125,6 +144,18 @@ def test_names_holding_a_line_break_keep_their_place() -> None:
     assert fast == [0, 1, 2, 3, 4] and slow == []
     data, off, length = _batch(payloads)
     assert decode(data, off, length, True).names == ["before.example", "a\nb.example", "\n", "after.example", ""]
+
+
+def test_odd_bytes_in_labels_keep_the_names_bytes_exact() -> None:
+    """A dot or a high byte inside a label, upper case and the root: the bytes handed on match the
+    names, or none are handed on (not ASCII)."""
+    ascii_only = [_raw_query([b"A.b", b"Example"]), _raw_query([b"x_y", b"1-2-3-4", b"co", b"uk"]), dns_query("."),
+                  _raw_query([b"a" * 63, b"b" * 63, b"local"])]
+    for payloads in (ascii_only, [*ascii_only, _raw_query([b"\xe9t\xe9", b"fr"])]):
+        data, off, length = _batch(payloads)
+        b = decode(data, off, length, True)
+        assert (b.lines is None) == (len(payloads) > len(ascii_only))
+        _check_agrees(payloads)
 
 
 def test_names_of_queries_among_answers_keep_their_place() -> None:

@@ -128,7 +128,7 @@ def test_query_name_facts_in_bulk(index: TrailIndex, names: list[str]) -> None:
     from workers.protocols.dns import is_ignored_query
 
     names = list(dict.fromkeys(map(str.lower, names)))  # as the batch decoder gives them
-    bulk = PayloadInspector(index, DetectionSettings())._names_facts(names)
+    bulk, trails = PayloadInspector(index, DetectionSettings())._names_facts(names)
     expected = {}
     for q in names:
         if not q or not is_valid_dns_name(q) or is_ignored_query(q):
@@ -138,3 +138,4 @@ def test_query_name_facts_in_bulk(index: TrailIndex, names: list[str]) -> None:
         exh = None if exh is None or index.is_whitelisted_domain(exh[0]) else exh
         expected[q] = (exh, DomainChecker(index).check(q) is not None)
     assert bulk == expected
+    assert sorted(trails) == sorted(q for q, f in expected.items() if f is not _IGNORED and f[1])

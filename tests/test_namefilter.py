@@ -20,8 +20,7 @@ NAME = st.lists(LABEL, min_size=1, max_size=6).map(".".join)
 
 
 def _maybe(bloom: np.ndarray, names: list[str]) -> list[bool]:
-    lengths = np.fromiter(map(len, names), np.int64, len(names))
-    return namefilter.suffixes_maybe_listed(bloom, "".join(names).encode(), lengths).tolist()
+    return namefilter.suffixes_maybe_listed(bloom, namefilter.NameBytes.of("\n".join(names), len(names))).tolist()
 
 
 def _suffixes(name: str) -> list[str]:

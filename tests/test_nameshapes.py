@@ -70,3 +70,10 @@ def test_take_keeps_order() -> None:
     picked = shapes.take(np.array([2, 0]))
     assert picked.names == ["d.e.f.co.uk", "a.b.c"]
     assert picked.exhaustion_cut.tolist() == [4, 2]
+
+
+def test_ignored_suffix_keys_that_collide_are_confirmed() -> None:
+    """`cool`, `host` and `tech` share their key (first letters, length) with `corp`, `home` and
+    `test`: the rule settles them."""
+    names = ["a.cool", "b.host", "c.tech", "d.corp", "e.home", "f.test", "x.co.uk"]
+    assert NameShapes.of(names, lower=False, queries=True).ignored.tolist() == [False] * 3 + [True] * 3 + [False]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.index.namefilter import NameBytes
 from workers.batch import Gather
 from workers.protocols.dns import MAX_ANSWERS, MAX_NAME_WIRE_LENGTH
 
@@ -26,6 +27,18 @@ _MAX_LABELS = MAX_NAME_WIRE_LENGTH // 2 + 1
 _UPPER_TO_LOWER = np.arange(256, dtype=np.uint8)
 _UPPER_TO_LOWER[ord("A"):ord("Z") + 1] += 32
 _LINE_BREAK = 10
+
+
+def _flag_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Per value of the header's flag word (byte 2 high, byte 3 low): whether the message is a
+    query or an NXDOMAIN answer (its name is wanted), and whether it is an answer without error;
+    one take of a table answers each for a whole batch."""
+    flags = np.arange(1 << 16)
+    named = ((flags >> 8 & 0xFA) == 0) | ((flags & 0x8000 != 0) & (flags & 0x0F == 3))
+    return named, (flags & 0x8000 != 0) & (flags & 0xFF == 0x80)
+
+
+_NAMED, _ANSWERED = _flag_tables()
 
 
 @dataclass(slots=True)
@@ -40,35 +53,51 @@ class DnsBatch:
     qclass: np.ndarray
     names: list[str | None]  # standard queries and NXDOMAIN answers only (None elsewhere): lowercased
     # (ASCII letters), latin-1 decoded, "" for the root
+    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `names`, when every fast row has one and
+    # all are ASCII on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
     has_a: np.ndarray  # bool
+
+    def laid_out(self) -> NameBytes | None:
+        """The names' bytes as the bulk name checks read them (when `lines` has them)."""
+        if self.lines is None:
+            return None
+        buf, bounds = self.lines
+        return NameBytes.at(buf[:-1], bounds[:-1], bounds[1:] - 1)
 
 
 def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: bool) -> DnsBatch:
     """Decode the DNS payloads at `off`/`length` (int64 arrays) of the batch buffer `data`."""
-    g = Gather(data)
+    g = Gather(data if len(data) >= 4 else np.zeros(4, np.uint8))  # the word views need 4 bytes
+    d = g.data
+    # a big-endian word at every offset: indexing reads one per row (faster than `take` on a strided view)
+    be16 = np.ndarray((len(d) - 1,), ">u2", d, strides=(1,))
     n = len(off)
-    end = off + length
-    qdcount = g.be16(off + 4)
-    slow = (length < HEADER + 5) | (qdcount != 1)
-    name_end, seps = _question_names(g, off + HEADER, end, slow)
+    end = np.minimum(off + length, len(d))  # the reads of decoded rows stay below `end`
+    slow = (length < HEADER + 5) | (be16[np.minimum(off + 4, len(be16) - 1)] != 1)  # QDCOUNT
+    name_end, seps = _question_names(d, off + HEADER, end, slow)
     slow |= name_end + 5 > end
     fast = (~slow).nonzero()[0]
-    start, stop = off[fast] + HEADER + 1, name_end[fast]
-    byte2, byte3 = g.u8(off[fast] + 2), g.u8(off[fast] + 3)
-    named = (((byte2 & 0xFA) == 0) | ((byte2 & 0x80 != 0) & (byte3 & 0x0F == 3))).nonzero()[0]
+    head = off[fast]
+    start, stop = head + HEADER + 1, name_end[fast]
+    flags = be16[head + 2].astype(np.int32)
+    byte2, byte3 = flags >> 8, flags & 0xFF
+    named = _NAMED.take(flags).nonzero()[0]
+    lines = None
     if named.size == fast.size:  # all queries (or NXDOMAIN answers): no gaps to leave
-        names: list[str | None] = list(_names(g.data, start, stop, seps, fast, n))
+        names_of, lines = _names(d, start, stop, seps, fast, n)
+        names: list[str | None] = list(names_of)
     else:
         spread = np.full(fast.size, None, object)
-        spread[named] = _names(g.data, start[named], stop[named], seps, fast[named], n)
+        spread[named] = _names(d, start[named], stop[named], seps, fast[named], n)[0]
         names = spread.tolist()
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
-        wanted = ((byte2 & 0x80 != 0) & (byte3 == 0x80) & (g.be16(off[fast] + 6) > 0)).nonzero()[0]
+        wanted = (_ANSWERED.take(flags) & (be16[head + 6] > 0)).nonzero()[0]
         if wanted.size:
-            a, found, unknown = _first_a(g, stop[wanted] + 5, end[fast][wanted], g.be16(off[fast][wanted] + 6))
+            a, found, unknown = _first_a(g, stop[wanted] + 5, end[fast][wanted],
+                                      be16[head[wanted] + 6])
             answer_a[wanted], has_a[wanted] = a, found
             if unknown.any():
                 back = np.zeros(fast.size, bool)
@@ -78,70 +107,74 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 fast, byte2, byte3 = fast[keep], byte2[keep], byte3[keep]
                 start, stop = start[keep], stop[keep]
                 names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]
+                lines = None
                 answer_a, has_a = answer_a[keep], has_a[keep]
-    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, g.be16(stop + 1), g.be16(stop + 3), names,
-                    answer_a, has_a)
+    tail = np.ndarray((len(d) - 3,), ">u4", d, strides=(1,))[stop + 1]  # QTYPE, QCLASS
+    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, lines, answer_a,
+                    has_a)
 
 
-def _question_names(g: Gather, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
+def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
                     ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Walk the first question's labels for every row at once; rows that are not plain go slow.
 
     Returns the offset of each name's root byte and the (row, offset) of every inner length byte,
-    which becomes a dot in the text form."""
-    pos = pos0.copy()
-    wire = np.ones(len(pos), np.int64)
-    active = (~slow).nonzero()[0]
+    which becomes a dot in the text form. Each step carries only the rows still walking, and the
+    wire-length limit is a bound on where a length byte may be read (a root byte at or past
+    `pos0 + MAX_NAME_WIRE_LENGTH` makes a longer name), so a step is a dozen numpy calls."""
+    name_end = pos0.copy()
+    bound = np.minimum(end, pos0 + MAX_NAME_WIRE_LENGTH)
+    rows = (~slow).nonzero()[0]
+    p, limit = pos0[rows], bound[rows]
     sep_rows: list[np.ndarray] = []
     sep_pos: list[np.ndarray] = []
     for step in range(_MAX_LABELS):
-        if not active.size:
+        if not rows.size:
             break
-        p = pos[active]
-        inside = p < end[active]
-        size = np.where(inside, g.u8(p), 0xFF)
-        root = size == 0
-        label = (size > 0) & (size < 0x40)
-        wire[active] += np.where(label, size + 1, 0)
-        bad = ~(root | label) | (wire[active] > MAX_NAME_WIRE_LENGTH)
-        slow[active[bad]] = True
-        more = label & ~bad
+        name_end[rows] = p
+        size = np.where(p < limit, d.take(p, mode="clip"), 0xFF)
+        go = (size - 1 < 0x3F).nonzero()[0]  # a label length (the root 0 wraps to 255)
+        rows, p, limit = rows[go], p[go], limit[go]
         if step:
-            sep_rows.append(active[more])
-            sep_pos.append(p[more])
-        pos[active[more]] = p[more] + 1 + size[more]
-        active = active[more]
-    slow[active] = True  # more labels than any legal name holds
+            sep_rows.append(rows)
+            sep_pos.append(p)
+        p = p + size[go] + 1
+    slow[rows] = True  # more labels than any legal name holds
+    left = (~slow).nonzero()[0]  # the others stopped on a byte that is not a length: the root, or not plain
+    at = name_end[left]
+    slow[left] = (at >= bound[left]) | (d.take(at, mode="clip") != 0)
     seps = (np.concatenate(sep_rows) if sep_rows else np.zeros(0, np.int64),
             np.concatenate(sep_pos) if sep_pos else np.zeros(0, np.int64))
-    return pos, seps
+    return name_end, seps
 
 
 def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.ndarray, np.ndarray],
-           fast: np.ndarray, n: int) -> list[str]:
+           fast: np.ndarray, n: int) -> tuple[list[str], tuple[np.ndarray, np.ndarray] | None]:
     """The dotted text of the names of the `fast` rows given, from one gather and one decode: each
     name followed by a line break, which one split cuts at (a name holding a line break itself,
-    which DNS allows, makes it cut them by position instead)."""
+    which DNS allows, makes it cut them by position instead). With them their bytes and bounds
+    (`DnsBatch.lines`), when all are ASCII on one line."""
     if not fast.size:
-        return []
+        return [], None
     spans = np.maximum(stop - start, 0) + 1  # the root name has no text; each name its line break
     bounds = np.zeros(fast.size + 1, np.int64)
     spans.cumsum(out=bounds[1:])
     flat = (start - bounds[:-1]).repeat(spans) + np.arange(bounds[-1])
-    buf = _UPPER_TO_LOWER[d.take(flat, mode="clip")]
+    buf = _UPPER_TO_LOWER.take(d.take(flat, mode="clip"))
     buf[bounds[1:] - 1] = _LINE_BREAK
-    at = np.full(n, -1, np.int64)
-    at[fast] = np.arange(fast.size)
     rows, positions = seps
-    keep = at[rows] >= 0
-    k = at[rows[keep]]
-    buf[positions[keep] - start[k] + bounds[k]] = ord(".")
+    if fast.size < n:  # the separators of the rows given, and each one's place among them
+        at = np.full(n, -1, np.int64)
+        at[fast] = np.arange(fast.size)
+        keep = at[rows] >= 0
+        rows, positions = at[rows[keep]], positions[keep]
+    buf[positions - start[rows] + bounds[rows]] = ord(".")
     text = buf.tobytes().decode("latin-1")
     names = text[:-1].split("\n")
     if len(names) != fast.size:
         b = bounds.tolist()
-        names = [text[i : j - 1] for i, j in itertools.pairwise(b)]
-    return names
+        return [text[i : j - 1] for i, j in itertools.pairwise(b)], None
+    return names, (buf, bounds) if text.isascii() else None
 
 
 def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray

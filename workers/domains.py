@@ -13,6 +13,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import numpy as np
+
 from engine.index.mapped import TrailIndex
 from engine.index.schema import F_DYNAMIC, F_SINKHOLE, F_SUSPICIOUS
 from workers.heuristics.dns_rules import long_domain_trail
@@ -58,24 +60,32 @@ class DomainChecker:
             self._remember_clean(name)
         return hit
 
-    def check_many(self, names: list[str], valid: bool = False, listed_out: list[bool] | None = None,
-                   shapes: NameShapes | None = None) -> list[DomainHit | None]:
-        """`check` of each name, the shape tests and the parent walks of the whole list in numpy
-        (`NameShapes`, `TrailIndex.suffixes_maybe_listed`): a plain name none of whose suffixes
-        may be a trail or whitelisted (nearly every name) only has the long-domain and wildcard
-        checks left, the wildcards in one scan; the rest take `check`. `valid`: every name is
-        lowercase and passes `is_valid_dns_name` (the caller checked: DNS query names).
-        `listed_out` receives, per name, whether one of its suffixes may be a trail or whitelisted
-        (False is certain; True where the bulk walk did not run), which also answers for the
-        name's parents. `shapes`: the names' `NameShapes`, when the caller has them already."""
+    def check_many(self, names: list[str], valid: bool = False, shapes: NameShapes | None = None,
+                   maybe: np.ndarray | None = None) -> list[DomainHit | None]:
+        """`check` of each name (`hits_many` as a list)."""
         out: list[DomainHit | None] = [None] * len(names)
+        for i, hit in self.hits_many(names, valid, shapes, maybe).items():
+            out[i] = hit
+        return out
+
+    def hits_many(self, names: list[str], valid: bool = False, shapes: NameShapes | None = None,
+                  maybe: np.ndarray | None = None) -> dict[int, DomainHit]:
+        """{position: hit} of the names whose `check` reports (few), the shape tests and the parent
+        walks of the whole list in numpy (`NameShapes`, `TrailIndex.suffixes_maybe_listed`): a
+        plain name none of whose suffixes may be a trail or whitelisted (nearly every name) only
+        has the long-domain and wildcard checks left, the wildcards in one scan; the rest take
+        `check`. `valid`: every name is lowercase and passes `is_valid_dns_name` (the caller
+        checked: DNS query names). `shapes`, `maybe`: the names' `NameShapes` and the
+        `suffixes_maybe_listed` of their plain form, when the caller has them already."""
+        out: dict[int, DomainHit] = {}
         shapes = shapes or NameShapes.of(names, lower=not valid)
-        maybe = self.index.suffixes_maybe_listed(shapes.names)
+        if maybe is None:
+            maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         bulk = shapes.plain & ~shapes.special
-        if listed_out is not None:
-            listed_out[:] = (maybe | ~bulk).tolist()
         for i in (~bulk | maybe).nonzero()[0].tolist():
-            out[i] = self.check(names[i])
+            hit = self.check(names[i])
+            if hit is not None:
+                out[i] = hit
         rest = bulk & ~maybe & ~shapes.ip_literal & (True if valid else shapes.valid)
         if self.long_domain:
             for i in (rest & shapes.long_first_label).nonzero()[0].tolist():

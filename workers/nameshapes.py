@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.index.namefilter import NameBytes
 from workers.protocols.dns import IGNORED_QUERY_SUFFIXES, is_ignored_query
 
 IP_ADRESS = ".ip-adress.com"
@@ -25,39 +26,34 @@ _CLASS_COUNTS[ord(".")] = 0
 _CLASS_COUNTS[ord("_")] = 1 << _NOT_NUMERIC | 1 << _UNDERSCORE
 _CLASS_COUNTS[ord("-")] = 1 << _NOT_NUMERIC | 1 << _DASH
 _TRUE = np.ones(1, bool)
-_LOW_BYTES = np.array([(1 << 8 * k) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)  # k low bytes kept
+_LINE_BREAK = 10
 
 
-def _label_codes(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """A 64-bit code of each label padded[start:end] of at most 16 bytes (0 for longer ones): equal
-    labels have equal codes; unequal ones rarely do, so a code match is a candidate to confirm.
-    `padded` ends with 16 zero bytes; its two 8-byte words at a label's start are read unaligned."""
-    words = np.ndarray((len(padded) - 7,), "<u8", padded, strides=(1,))
-    lengths = ends - starts
-    low = words[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
-    high = words[starts + 8] & _LOW_BYTES[np.minimum(np.maximum(lengths - 8, 0), 8)]
-    code = low * np.uint64(0x9E3779B97F4A7C15) + high + lengths.astype(np.uint64)
-    return np.where(lengths <= 16, code, np.uint64(0))
+def _label_keys(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 15-bit key of each label buf[start:end]: the low five bits of its first two bytes and its
+    length (up to 31). Equal labels have equal keys; unequal ones may too, so a key in a table is a
+    candidate to confirm. Ten numpy calls for a whole batch."""
+    if not buf.size:  # empty names only: `take` has nothing to clip to
+        buf = np.zeros(1, np.uint8)
+    first = buf.take(starts, mode="clip").astype(np.int32)
+    second = buf.take(starts + 1, mode="clip").astype(np.int32)
+    return (first & 31) << 10 | (second & 31) << 5 | np.minimum(ends - starts, 31)
 
 
-def _codes_of(labels: list[str]) -> np.ndarray:
-    """Sorted codes of `labels` (for `_is_coded`)."""
-    lengths = np.array([len(label) for label in labels], np.int64)
-    starts = lengths.cumsum() - lengths
-    padded = np.frombuffer("".join(labels).encode() + bytes(16), np.uint8)
-    return np.sort(_label_codes(padded, starts, starts + lengths))
+def _key_table(labels: frozenset[str]) -> np.ndarray:
+    """Per `_label_keys` key: whether one of `labels` has it."""
+    table = np.zeros(1 << 15, bool)
+    padded = [label.encode() + b"\0\0" for label in labels]
+    table[[(raw[0] & 31) << 10 | (raw[1] & 31) << 5 | min(len(raw) - 2, 31) for raw in padded]] = True
+    return table
 
 
-def _is_coded(codes: np.ndarray, table: np.ndarray) -> np.ndarray:
-    at = np.minimum(table.searchsorted(codes), len(table) - 1)
-    return table[at] == codes
+_IGNORED_KEYS = _key_table(IGNORED_QUERY_SUFFIXES)
 
 
-_IGNORED_CODES = _codes_of(sorted(IGNORED_QUERY_SUFFIXES))
-
-
-def _field(counts: np.ndarray, shift: np.uint64) -> np.ndarray:
-    return counts >> shift & _FIELD_MASK
+def _counts(counts: np.ndarray, shift: np.uint64, k: int) -> np.ndarray:
+    """Whether the class at `shift` counts `k` in each packed count: a mask and a compare."""
+    return counts & _FIELD_MASK << shift == np.uint64(k) << shift
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +69,7 @@ class NameShapes:
     `is_ignored_query`, for plain names."""
 
     names: list[str]
+    laid_out: NameBytes | None  # the names' bytes (`of` only: `take` leaves them out)
     plain: np.ndarray
     special: np.ndarray
     ip_literal: np.ndarray
@@ -82,30 +79,30 @@ class NameShapes:
     ignored: np.ndarray | None
 
     @classmethod
-    def of(cls, names: list[str], lower: bool, queries: bool = False) -> NameShapes:
+    def of(cls, names: list[str], lower: bool, queries: bool = False, laid_out: NameBytes | None = None
+           ) -> NameShapes:
         """`lower`: lower-case the names and cut a `:port` (SNIs and Hosts), as `check` does. A
         name that is not ASCII or holds a line break is not plain (its checks go one by one).
         `queries`: also `exhaustion_cut` and `ignored`, which only DNS query names need (None
-        otherwise: a fifth of the work)."""
-        text = "\n".join(names)
-        if not text.isascii() or text.count("\n") != len(names) - 1:
-            names = [name if name.isascii() and "\n" not in name else "\x00" for name in names]
+        otherwise: a fifth of the work). `laid_out`: the bytes of the names (ASCII, one line
+        each, not to be lowered), when the caller has them (the DNS decoder does)."""
+        if laid_out is None:
             text = "\n".join(names)
-        if lower:
-            text = text.lower()
-            if ":" in text:
-                text = "\n".join(name.split(":", 1)[0] for name in text.split("\n"))
-            names = text.split("\n") if names else []
+            if not text.isascii() or text.count("\n") != len(names) - 1:
+                names = [name if name.isascii() and "\n" not in name else "\x00" for name in names]
+                text = "\n".join(names)
+            if lower:
+                text = text.lower()
+                if ":" in text:
+                    text = "\n".join(name.split(":", 1)[0] for name in text.split("\n"))
+                names = text.split("\n") if names else []
+            laid_out = NameBytes.of(text, len(names))
         n = len(names)
-        encoded = text.encode()
-        buf = np.frombuffer(encoded, np.uint8)
-        lengths = np.fromiter(map(len, names), np.int64, n)
-        starts = (lengths + 1).cumsum() - lengths - 1  # the line breaks between names count
-        ends = starts + lengths
+        buf, starts, ends, dots, owner = laid_out.buf, laid_out.starts, laid_out.ends, laid_out.dots, laid_out.owner
+        raw = buf.tobytes()  # for the rare substrings that take a test per name
+        lengths = ends - starts
         sums = np.zeros(len(buf) + 1, np.uint64)  # differences of these are exact per field below 4096
-        _CLASS_COUNTS[buf].cumsum(out=sums[1:])
-        dots = (buf == 46).nonzero()[0]
-        owner = ends.searchsorted(dots)
+        _CLASS_COUNTS.take(buf).cumsum(out=sums[1:])
         first_dot, last_dot = ends.copy(), np.full(n, -1)
         at_last = owner_last = np.zeros(0, np.int64)
         if dots.size:
@@ -116,7 +113,7 @@ class NameShapes:
             owner_last = owner[at_last]
             last_dot[owner_last] = dots[at_last]
         special = np.zeros(n, bool)
-        if ".onion." in text or IP_ADRESS in text:
+        if b".onion." in raw or IP_ADRESS.encode() in raw:
             special[:] = [name.endswith(IP_ADRESS) or ".onion." in name for name in names]
         whole = sums[ends] - sums[starts]
         head = sums[first_dot] - sums[starts]  # the first label's counts
@@ -131,28 +128,40 @@ class NameShapes:
                 out[owner_last[same]] = dots[at[same]]
             keep_three = (third_dot >= 0) & (last_dot - second_dot - 1 <= 3)  # `co.uk`: a short second-level label
             cut = np.where(second_dot >= 0, np.where(keep_three, third_dot, second_dot) + 1 - starts, 0)
-            dashed = (_field(head, _DASH) == 3) & (_field(head, _NOT_NUMERIC) == 3)  # `d-d-d-d`, maybe
+            dashed = _counts(head, _DASH, 3) & _counts(head, _NOT_NUMERIC, 3)  # `d-d-d-d`, maybe
             cut = np.where(dashed & (cut > 0), -1, cut)
-            padded = np.frombuffer(encoded + bytes(16), np.uint8)
-            ignored = _is_coded(_label_codes(padded, after_last, ends), _IGNORED_CODES)
-            if ".intranet." in text:
+            ignored = _IGNORED_KEYS.take(_label_keys(buf, after_last, ends))
+            if b".intranet." in raw:
                 ignored |= np.fromiter((".intranet." in name for name in names), bool, n)
             for i in ignored.nonzero()[0].tolist():  # candidates (a code can collide): the rule settles them
                 ignored[i] = is_ignored_query(names[i])
         return cls(
             names=names,
-            plain=(_field(whole, _NOT_PLAIN) == 0) & (lengths > 0) & (lengths < 1 << _FIELD),
+            laid_out=laid_out,
+            plain=_counts(whole, _NOT_PLAIN, 0) & (lengths > 0) & (lengths < 1 << _FIELD),
             special=special,
-            ip_literal=(_field(whole, _NOT_NUMERIC) == 0) & (_field(whole, _DIGIT) > 0),
-            valid=has_dot & (after_last < ends) & (_field(sums[ends] - sums[after_last], _UNDERSCORE) == 0),
-            long_first_label=(first_dot - starts > 24) & (_field(head, _DASH) == 0),
+            ip_literal=_counts(whole, _NOT_NUMERIC, 0) & ~_counts(whole, _DIGIT, 0),
+            valid=has_dot & (after_last < ends) & _counts(sums[ends] - sums[after_last], _UNDERSCORE, 0),
+            long_first_label=(first_dot - starts > 24) & _counts(head, _DASH, 0),
             exhaustion_cut=cut,
             ignored=ignored,
         )
 
+    def exhaustion_parts(self, rows: np.ndarray) -> list[tuple[str, str]]:
+        """(domain, prefix) of each name at the ascending positions `rows`, whose `exhaustion_cut`
+        is positive, from one split of the names' text with each one's cut dot made a line break:
+        a pair of slices per name cost twice as much. `of(..., queries=True)` shapes only."""
+        assert self.laid_out is not None and self.exhaustion_cut is not None
+        buf = self.laid_out.buf.copy()
+        buf[self.laid_out.starts[rows] + self.exhaustion_cut[rows] - 1] = _LINE_BREAK
+        pieces = buf.tobytes().decode("ascii").split("\n")
+        prefix = rows + np.arange(rows.size)  # a piece per name, two per name cut before it
+        return list(zip(map(pieces.__getitem__, (prefix + 1).tolist()), map(pieces.__getitem__, prefix.tolist()),
+                        strict=True))
+
     def take(self, picks: np.ndarray) -> NameShapes:
         """The shapes of the names at positions `picks`, in that order."""
-        return NameShapes([self.names[i] for i in picks.tolist()], self.plain[picks], self.special[picks],
+        return NameShapes([self.names[i] for i in picks.tolist()], None, self.plain[picks], self.special[picks],
                           self.ip_literal[picks], self.valid[picks], self.long_first_label[picks],
                           None if self.exhaustion_cut is None else self.exhaustion_cut[picks],
                           None if self.ignored is None else self.ignored[picks])

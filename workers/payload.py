@@ -9,7 +9,8 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import repeat
 from operator import itemgetter
 from urllib.parse import unquote
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from engine.eventlog import Event
 from engine.index.mapped import TrailIndex
+from engine.index.namefilter import NameBytes
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch, httpbatch, tlsbatch
@@ -53,6 +55,7 @@ PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are chec
 BULK_HELLOS = 80  # ClientHellos in a batch from which `tlsbatch` reads their SNIs together (measured: fewer
 # cost less one at a time)
 _IGNORED = ("ignored",)  # name facts of a query name that is never checked
+_UNCOUNTED = (None, False)  # those of one that counts against no exhaustion domain and is no trail
 
 _REQUEST_STARTS = np.sort(np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP")], dtype=np.uint32))
@@ -402,8 +405,9 @@ class PayloadInspector:
         fast = rows[b.fast]
         queries = ((b.byte2 & 0xFA) == 0).nonzero()[0]
         if queries.size:
-            self._dns_queries(p, fast[queries], [b.names[i] for i in queries.tolist()], b.qtype[queries],
-                              b.qclass[queries], out)
+            every = queries.size == fast.size
+            self._dns_queries(p, fast[queries], b.names if every else [b.names[i] for i in queries.tolist()],
+                              b.qtype[queries], b.qclass[queries], out, b.laid_out if every else None)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
@@ -427,25 +431,38 @@ class PayloadInspector:
         return slow
 
     def _dns_queries(self, p: Parsed, rows: np.ndarray, names: list[str], qtype: np.ndarray, qclass: np.ndarray,
-                     out: list[Item]) -> None:
+                     out: list[Item], laid_out: Callable[[], NameBytes | None] | None = None) -> None:
         """Standard queries: exhaustion observations, then trail checks; a packet context (address
-        texts) is only built for the rare query that reports something."""
+        texts) is only built for the rare query that reports something: one whose addresses are
+        trails (numpy masks say which) or whose name is one (a set of the few names says which).
+        `laid_out` gives the names' bytes if the decoder has them, for a batch of names all new."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
-        listed = ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0)).tolist()
-        plain = ((qtype != 12) & (qclass == 1)).tolist()
         src, dst = row_addresses(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
-        facts_of.update(self._names_facts(new))
-        facts = [facts_of[q] for q in names]
-        columns = zip(rows.tolist(), names, facts, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
+        trails = [q for q, f in facts_of.items() if f is not _IGNORED and f[1]]  # the names that report
+        if new:
+            facts, new_trails = self._names_facts(new, laid_out() if laid_out and new is names else None)
+            if facts_of:
+                facts_of.update(facts)
+            else:
+                facts_of = facts
+            trails += new_trails
+        columns = zip(rows.tolist(), names, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
                       p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
         out += [(row, OBS_DNS_QUERY, (sec, usec, s, sport, d, dport, q, exh[0], exh[1]))
-                for row, q, f, sec, usec, s, sport, d, dport in columns if f is not _IGNORED and (exh := f[0])]
-        for i in [i for i, (f, checked, hit) in enumerate(zip(facts, plain, listed, strict=True))
-                  if checked and f is not _IGNORED and (hit or f[1])]:  # a query's events follow its observation
-            exh = facts[i][0]
-            c = _context(p, int(rows[i]), out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
-            self._query_events(c, names[i], (exh[0],) if exh else ())
+                for row, q, sec, usec, s, sport, d, dport in columns
+                if (f := facts_of[q]) is not _IGNORED and (exh := f[0])]
+        checked = (qtype != 12) & (qclass == 1)
+        report = (checked & ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0))).nonzero()[0].tolist()
+        if trails:
+            named = set(trails)
+            report = sorted({*report, *(i for i, q in enumerate(names) if q in named and checked[i])})
+        for i in report:  # a query's events follow its observation
+            f = facts_of[names[i]]
+            if f is not _IGNORED:
+                exh = f[0]
+                c = _context(p, int(rows[i]), out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
+                self._query_events(c, names[i], (exh[0],) if exh else ())
 
     def _exhaustion(self, q: str) -> tuple[str, str] | None:
         """The (domain, prefix) a query counts against for DNS exhaustion; None for whitelisted
@@ -472,33 +489,42 @@ class PayloadInspector:
                 out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_shape_counted(q))
         return out
 
-    def _names_facts(self, names: list[str]) -> dict[str, tuple]:
+    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None) -> tuple[dict[str, tuple], list[str]]:
         """What each new query name (lowercase, as the batch decoder gives them) alone decides
         (ignored or not, exhaustion domain, whether it is a trail), the trail checks in bulk; kept
-        in a bounded cache: names repeat far more than packets do. The answer holds them all even
-        when the cache is smaller than the batch."""
-        facts = dict.fromkeys(names, _IGNORED)
-        shapes = NameShapes.of(names, lower=False, queries=True)
+        in a bounded cache: names repeat far more than packets do. Returns the facts of them all
+        (even when the cache is smaller than the batch) and the names that are trails. `laid_out`:
+        the names' bytes, when the decoder has them."""
+        shapes = NameShapes.of(names, lower=False, queries=True, laid_out=laid_out)
+        maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
         for i in (~shapes.plain).nonzero()[0].tolist():  # rare: the shapes do not say (too long, not ASCII)
             keep[i] = is_valid_dns_name(names[i]) and not is_ignored_query(names[i])
         picks = keep.nonzero()[0]
         if picks.size < len(names):
-            shapes = shapes.take(picks)
             queries = [names[i] for i in picks.tolist()]
+            hits = self.domains.hits_many(queries, valid=True, shapes=shapes.take(picks), maybe=maybe[picks])
+            facts = dict.fromkeys(names, _IGNORED)
+            facts.update(zip(queries, repeat(_UNCOUNTED)))
         else:
             queries = names
-        cuts = np.where(shapes.plain, shapes.exhaustion_cut, -1).tolist()  # -1: ask the rule
-        listed: list[bool] = []  # whether a suffix of the name may be whitelisted: its parents' answer too
-        hits = self.domains.check_many(queries, valid=True, listed_out=listed, shapes=shapes)
-        exhs = [(q[cut:], q[: cut - 1]) if cut > 0 else exhaustion_domain(q) if cut else None
-                for q, cut in zip(queries, cuts, strict=True)]
-        for i in (i for i, maybe in enumerate(listed) if maybe):  # few: a suffix may be whitelisted
-            if exhs[i] is not None and self.index.is_whitelisted_domain(exhs[i][0]):
-                exhs[i] = None
-        facts.update(zip(queries, zip(exhs, [hit is not None for hit in hits], strict=True), strict=True))
+            hits = self.domains.hits_many(queries, valid=True, shapes=shapes, maybe=maybe)
+            facts = dict.fromkeys(names, _UNCOUNTED)
+        cut = np.where(shapes.plain, shapes.exhaustion_cut, -1).take(picks)  # -1: ask the rule
+        split = picks[cut > 0]
+        facts.update(zip(map(names.__getitem__, split.tolist()), zip(shapes.exhaustion_parts(split), repeat(False)),
+                         strict=True))
+        for q in map(names.__getitem__, picks[cut < 0].tolist()):
+            facts[q] = (exhaustion_domain(q), False)
+        for q in map(names.__getitem__, ((maybe | ~shapes.plain | shapes.special) & keep).nonzero()[0].tolist()):
+            exh = facts[q][0]  # few: a suffix may be whitelisted, and the exhaustion domain with it
+            if exh is not None and self.index.is_whitelisted_domain(exh[0]):
+                facts[q] = _UNCOUNTED
+        trails = [queries[i] for i in hits]
+        for q in trails:
+            facts[q] = (facts[q][0], True)
         self._names.put_many(facts)
-        return facts
+        return facts, trails
 
     def _parse_dns(self, payload: bytes) -> DnsMessage | None:
         """DNS repeats itself: a message is parsed once per distinct content (transaction id aside)."""

@@ -18,7 +18,7 @@ import numpy as np
 import xxhash
 
 from engine.index.fileformat import map_arrays
-from engine.index.namefilter import suffixes_maybe_listed
+from engine.index.namefilter import NameBytes, suffixes_maybe_listed
 from engine.index.schema import K_CIDR4, K_CIDR6, K_IP4, K_IP6, STRING_PREFILTER_BITS
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 
@@ -294,14 +294,16 @@ class TrailIndex:
             return np.ones(len(hosts), bool)
         return _hash_present(self._url_hosts, self.hash_keys(hosts))
 
-    def suffixes_maybe_listed(self, names: list[str]) -> np.ndarray:
+    def suffixes_maybe_listed(self, names: list[str], laid_out: NameBytes | None = None) -> np.ndarray:
         """For plain lowercase ASCII names: whether the name or a suffix after one of its dots may
         be a string trail or whitelisted (False is certain): the parent walks of a whole batch in a
-        few numpy calls (`engine.index.namefilter`). Indexes built before the name filter existed
-        take one xxhash per suffix instead."""
-        lengths = np.fromiter(map(len, names), np.int64, len(names))
+        few numpy calls (`engine.index.namefilter`). `laid_out`: the names' bytes, when the caller
+        has them already. Indexes built before the name filter existed take one xxhash per suffix
+        instead."""
         if self._name_filter is not None:
-            return suffixes_maybe_listed(self._name_filter, "".join(names).encode(), lengths)
+            if laid_out is None:
+                laid_out = NameBytes.of("\n".join(names), len(names))
+            return suffixes_maybe_listed(self._name_filter, laid_out)
         suffixes = [name[dot + 1 :] for name in names for dot in _dots(name)]
         if not suffixes:
             return np.zeros(len(names), bool)

@@ -13,6 +13,8 @@ this module so their hashes agree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 NAME_FILTER_BITS = 25
@@ -66,11 +68,9 @@ def _prefix_sums(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
     return sums
 
 
-def _segment_bits(sums: np.ndarray, word_start: np.ndarray, seg_start: np.ndarray,
-                  seg_end: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The three filter bits of each byte segment [seg_start, seg_end) of a word starting at word_start."""
-    h = _fmix(_POWERS.down[seg_start - word_start] * (sums[seg_end] - sums[seg_start]))
-    return tuple((h * remix if remix else h) >> _SHIFT for remix in (None, *_REMIX))
+def _bit(h: np.ndarray, k: int) -> np.ndarray:
+    """Filter bit `k` (0, 1 or 2) of each finalised segment hash."""
+    return (h * _REMIX[k - 1] if k else h) >> _SHIFT
 
 
 def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -88,30 +88,65 @@ def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
             plain, filled = np.ones(len(lengths), bool), lengths > 0
             plain[filled] = np.maximum.reduceat(_NOT_PLAIN[chunk], starts[filled]) == 0
             sums = _prefix_sums(chunk, starts, lengths)
-            for bit in _segment_bits(sums, starts[plain], starts[plain], (starts + lengths)[plain]):
-                bits[bit] = True
+            h = _fmix(sums[(starts + lengths)[plain]] - sums[starts[plain]])
+            for k in range(3):
+                bits[_bit(h, k)] = True
             first = last
     return np.packbits(bits, bitorder="little")
 
 
-def suffixes_maybe_listed(bloom: np.ndarray, raw: bytes, lengths: np.ndarray) -> np.ndarray:
-    """Per name (the names' bytes concatenated in `raw`, `lengths` each): whether the name or a
-    suffix after one of its dots may be in the filter. False is certain."""
-    n = len(lengths)
-    if not n:
-        return np.zeros(0, bool)
-    buf = np.frombuffer(raw, np.uint8)
-    ends = lengths.cumsum()
-    starts = ends - lengths
-    sums = _prefix_sums(buf, starts, lengths)
-    dots = (buf == 46).nonzero()[0]
-    seg_start = np.concatenate((starts, dots + 1))
-    owner = np.concatenate((np.arange(n), ends.searchsorted(dots, side="right")))
+@dataclass(frozen=True, slots=True)
+class NameBytes:
+    """Names laid out for numpy, once per batch for all the bulk tests of their text (the shape
+    tests and this filter): their bytes joined by line breaks, where each starts and ends, and
+    every dot with the name it belongs to."""
+
+    buf: np.ndarray  # uint8
+    starts: np.ndarray  # int64, one per name
+    ends: np.ndarray
+    dots: np.ndarray  # int64 offsets of the dots in buf
+    owner: np.ndarray  # the name of each dot
+
+    @classmethod
+    def of(cls, text: str, n: int) -> NameBytes:
+        """`n` one-line ASCII names joined by line breaks into `text`."""
+        buf = np.frombuffer(text.encode(), np.uint8)
+        ends = np.append((buf == 10).nonzero()[0], len(buf)) if n else np.zeros(0, np.int64)
+        starts = np.zeros(n, np.int64)
+        starts[1:] = ends[:-1] + 1
+        return cls.at(buf, starts, ends)
+
+    @classmethod
+    def at(cls, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> NameBytes:
+        """Names whose bytes (ASCII, no line break) are `buf[starts[i]:ends[i]]`, each but the last
+        followed by a line break."""
+        dots = (buf == 46).nonzero()[0]
+        return cls(buf, starts, ends, dots, ends.searchsorted(dots))
+
+
+def suffixes_maybe_listed(bloom: np.ndarray, names: NameBytes) -> np.ndarray:
+    """Per name: whether the name or a suffix after one of its dots may be in the filter. False is
+    certain. The hash of a segment is that of the builder, computed from positions in the whole
+    buffer instead of the name's: P^-s * (G[e] - G[s]) is the same sum of byte * P^(t - s)."""
+    n = len(names.starts)
+    buf = names.buf
+    _POWERS.ensure(len(buf) + 1)
+    sums = np.zeros(len(buf) + 1, _U)
+    (_POWERS.up[: len(buf)] * buf).cumsum(out=sums[1:], dtype=_U)
+    seg_start = np.concatenate((names.starts, names.dots + 1))
+    owner = np.concatenate((np.arange(n), names.owner))
+    seg_end = names.ends.take(owner)
+    h = _fmix(_POWERS.down.take(seg_start) * (sums.take(seg_end) - sums.take(seg_start)))
+    words = bloom.view("<u4")
+    hit = _has_bit(words, _bit(h, 0)).nonzero()[0]  # a tenth of the misses pass the first bit: only those go on
+    h = h.take(hit)
+    hit = hit[_has_bit(words, _bit(h, 1)) & _has_bit(words, _bit(h, 2))]
     out = np.zeros(n, bool)
-    first, second, third = _segment_bits(sums, starts[owner], seg_start, ends[owner])
-    out[owner[_has_bit(bloom, first) & _has_bit(bloom, second) & _has_bit(bloom, third)]] = True
+    out[owner.take(hit)] = True
     return out
 
 
-def _has_bit(bloom: np.ndarray, bit: np.ndarray) -> np.ndarray:
-    return (bloom[bit >> 3] >> (bit & 7).astype(np.uint8) & 1).astype(bool)
+def _has_bit(words: np.ndarray, bit: np.ndarray) -> np.ndarray:
+    """Bit `bit` of the filter, read as little-endian 32-bit words (its little bit order makes bit
+    i the (i & 31)th of word i >> 5)."""
+    return (words.take(bit >> _U(5)) >> (bit & _U(31)) & _U(1)).astype(bool)
