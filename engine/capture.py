@@ -24,9 +24,10 @@ import numpy as np
 
 from engine.pcapio import Batch
 from shm.counters import SharedCounters
-from shm.packets import PER_PACKET_BYTES, SlotWriter, batch_bytes, write_batch
+from shm.packets import batch_bytes, write_batch
 from shm.ring import Ring
 
+PER_PACKET_BYTES = 20  # meta row + wire length in the slot
 CAPTURE_FIELDS = ("packets", "bytes", "batches", "ring_dropped", "live", "kernel_valid", "kernel_received",
                   "kernel_dropped", "kernel_ifdropped", "offered_pps")
 MAX_TICK = 0.1  # libpcap's read timeout in live capture: the longest a packet waits to be handed over
@@ -89,44 +90,14 @@ class Dispatcher:
         start = 0
         while start < n:
             need = np.cumsum(meta[start:, 3].astype(np.int64) + PER_PACKET_BYTES)
-            stop = start + max(1, int(np.searchsorted(need, room, side="right")))
-            self._put(linktype, *_rows(meta, wirelen, data, start, stop))
+            count = max(1, int(np.searchsorted(need, room, side="right")))
+            stop = start + count
+            base = int(meta[start, 2])
+            end = int(meta[stop - 1, 2]) + int(meta[stop - 1, 3])
+            piece = meta[start:stop].copy()
+            piece[:, 2] -= base
+            self._put(linktype, piece, wirelen[start:stop], memoryview(data)[base:end])
             start = stop
-
-    def fill(self, reads: Iterable[Batch], max_packets: int, first_packets: int = 0) -> Iterator[None]:
-        """A file replay: its reads (small batches) copied straight into slots of at most
-        `max_packets` packets (from `first_packets`, when given, doubling slot by slot: a worker
-        waits for the whole of its first slots to be read), each read as soon as it
-        arrives, while it is still in the CPU cache: reading whole slot-sized batches and copying
-        them in afterwards cost the capture about 1.6x the CPU. Yields after each slot published.
-        Not for live capture (it waits for a free slot, where live capture drops)."""
-        room = self.rings[0].payload_bytes
-        limit = first_packets or max_packets
-        reads = iter(reads)
-        pending = next(reads, None)
-        while pending is not None:
-            take = min(len(pending), limit)
-            meta, wirelen, data = _rows(pending.meta, pending.wirelen, pending.data, 0, take)
-            if batch_bytes(take, len(data)) > room:  # packets larger than a read's share of a slot
-                self.send(pending.linktype, meta, wirelen, data)
-                pending = _rest(pending, take) or next(reads, None)
-                yield
-                continue
-            target, off = self._reserve()
-            assert off is not None, "fill is for replays, which wait for a slot"
-            writer = SlotWriter(self.rings[target].buf, off, room)
-            linktype, nbytes = pending.linktype, 0
-            while pending is not None and pending.linktype == linktype and writer.n < limit:
-                take = min(len(pending), limit - writer.n)
-                meta, wirelen, data = _rows(pending.meta, pending.wirelen, pending.data, 0, take)
-                if not writer.fits(take, len(data)):
-                    break
-                writer.add(meta, wirelen, data)
-                nbytes += int(wirelen.sum(dtype=np.uint64))
-                pending = _rest(pending, take) or next(reads, None)
-            self._publish(target, writer.finish(self.seq, linktype, self.generation), writer.n, nbytes)
-            limit = min(max_packets, 2 * limit)
-            yield
 
     def publish(self) -> None:
         """Totals so far to the shared counters (after every slot written or dropped, and at the end)."""
@@ -136,43 +107,34 @@ class Dispatcher:
     def _put(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: memoryview) -> None:
         """One slot's worth, counted once it is published or dropped (an interrupt in between
         leaves the totals consistent)."""
-        nbytes = int(wirelen.sum(dtype=np.uint64))
-        target, off = self._reserve()
-        if off is None:
-            self.rings[target].count_drop(len(wirelen))
-            self.dropped += len(wirelen)
-            self._count(len(wirelen), nbytes)
-            return
-        ring = self.rings[target]
-        used = write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data, self.generation)
-        self._publish(target, used, len(wirelen), nbytes)
-
-    def _reserve(self) -> tuple[int, int | None]:
-        """(ring, slot offset) of a free slot, from the ring with the fewest packets queued that
-        has one. When none has: capturing live, (that first ring, None): the caller drops the
-        batch there; else wait for a slot of that ring."""
         rings = self.rings
         order = self._order()
+        first = order[0]
+        target, off = None, None
         for w in order:
             off = rings[w].reserve(block=False)
             if off is not None:
-                return w, off
-        first = order[0]
-        if self.live:
-            return first, None
-        off = rings[first].reserve(True, self.poll)
-        while off is None:
-            self.idle()
+                target = w
+                break
+        if target is None:
+            if self.live:
+                rings[first].count_drop(len(wirelen))
+                self.dropped += len(wirelen)
+                self._count(wirelen)
+                return
+            target = first
             off = rings[first].reserve(True, self.poll)
-        return first, off
-
-    def _publish(self, target: int, used: int, packets: int, nbytes: int) -> None:
-        self.rings[target].publish(used)
+            while off is None:
+                self.idle()
+                off = rings[first].reserve(True, self.poll)
+        ring = rings[target]
+        used = write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data, self.generation)
+        ring.publish(used)
         self.seq += 1
         self._behind.discard(target)
-        self._in_slots[target].append(packets)
-        self._queued[target] += packets
-        self._count(packets, nbytes)
+        self._in_slots[target].append(len(wirelen))
+        self._queued[target] += len(wirelen)
+        self._count(wirelen)
 
     def _order(self) -> list[int]:
         """Rings by packets queued, then round-robin from the last choice."""
@@ -188,9 +150,9 @@ class Dispatcher:
                 self._released[w] += 1
         return sorted(range(n), key=lambda w: (self._queued[w], (w - start) % n))
 
-    def _count(self, packets: int, nbytes: int) -> None:
-        self.packets += packets
-        self.bytes += nbytes
+    def _count(self, wirelen: np.ndarray) -> None:
+        self.packets += len(wirelen)
+        self.bytes += int(wirelen.sum(dtype=np.uint64))
         self.batches += 1
         self.publish()
 
@@ -239,33 +201,15 @@ def _join(parts: list[tuple[Batch, int, int]]) -> Batch:
     """One batch from row ranges of several (one copy of their packet bytes)."""
     metas, wires, chunks, size = [], [], [], 0
     for batch, start, stop in parts:
-        meta, wirelen, chunk = _rows(batch.meta, batch.wirelen, batch.data, start, stop)
-        meta = meta.copy()  # `_rows` may return a view of the batch
+        meta = batch.meta[start:stop].copy()
+        first, last = int(meta[0, 2]), int(meta[-1, 2]) + int(meta[-1, 3])
+        meta[:, 2] -= np.uint32(first)
         meta[:, 2] += np.uint32(size)
         metas.append(meta)
-        wires.append(wirelen)
-        chunks.append(chunk)
-        size += len(chunk)
+        wires.append(batch.wirelen[start:stop])
+        chunks.append(memoryview(batch.data)[first:last])
+        size += last - first
     return Batch(parts[0][0].linktype, np.concatenate(metas), np.concatenate(wires), b"".join(chunks))
-
-
-def _rows(meta: np.ndarray, wirelen: np.ndarray, data: bytes | memoryview, start: int, stop: int
-          ) -> tuple[np.ndarray, np.ndarray, memoryview]:
-    """Rows [start, stop) of a batch: their meta with offsets relative to their own bytes, their
-    wire lengths, and those bytes (views where the offsets need no change)."""
-    meta = meta[start:stop]
-    first, last = int(meta[0, 2]), int(meta[-1, 2]) + int(meta[-1, 3])
-    if first:
-        meta = meta.copy()
-        meta[:, 2] -= np.uint32(first)
-    return meta, wirelen[start:stop], memoryview(data)[first:last]
-
-
-def _rest(batch: Batch, start: int) -> Batch | None:
-    """The batch without its first `start` rows; None when nothing is left."""
-    if start >= len(batch):
-        return None
-    return Batch(batch.linktype, batch.meta[start:], batch.wirelen[start:], batch.data)
 
 
 def paced(batches: Iterable[Batch], rate: float, max_packets: int) -> Iterator[Batch]:

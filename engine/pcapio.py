@@ -190,8 +190,9 @@ def file_linktype(path: Path | str) -> int:
         reader.close()
 
 
-def read_batches(path: Path | str, max_packets: int = 4096) -> Iterator[Batch]:
-    """Batches of a pcap or pcapng file, in file order. A truncated last record ends the file."""
+def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int = 0) -> Iterator[Batch]:
+    """Batches of a pcap or pcapng file, in file order. A truncated last record ends the file.
+    `first_packets`: a smaller first batch (0: none), so the workers start sooner."""
     path = Path(path)
     kind = _file_kind(path)
     try:
@@ -201,10 +202,11 @@ def read_batches(path: Path | str, max_packets: int = 4096) -> Iterator[Batch]:
     linktype = reader.datalink()
     lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
     delivered = 0
+    size = min(first_packets, max_packets) or max_packets
     try:
         while True:
             try:
-                packets, packed = reader.next_batch(max_packets)
+                packets, packed = reader.next_batch(size)
             except pcapy.PcapError as exc:
                 log.warning("%s: %s (rest of the file ignored)", path, exc)
                 tail = _read_until_error(path, linktype, delivered)
@@ -215,6 +217,7 @@ def read_batches(path: Path | str, max_packets: int = 4096) -> Iterator[Batch]:
                 return
             meta = _meta_array(packed)
             delivered += len(meta)
+            size = max_packets
             yield Batch(linktype, meta, lengths.take(meta[:, 3]), packets)
     finally:
         lengths.close()

@@ -111,61 +111,6 @@ def test_paced_batches_join_files_in_order_without_mixing_link_types(tmp_path: P
         assert np.array_equal(batch.wirelen, batch.meta[:, 3])
 
 
-def _slots(ring: Ring) -> list[tuple[int, list[bytes], list[tuple[int, int]], list[int]]]:
-    """Every queued slot as (link type, frames, timestamps, wire lengths), consumed."""
-    out = []
-    while (slot := ring.wait(0)) is not None:
-        b = read_batch(ring.buf, slot[0])
-        data = b.data.tobytes()
-        out.append((b.linktype, [data[off:off + cap] for _, _, off, cap in b.meta.tolist()],
-                    [(sec, usec) for sec, usec, _, _ in b.meta.tolist()], b.wirelen.tolist()))
-        ring.release()
-    return out
-
-
-@pytest.mark.parametrize(("read", "first", "most"), [(7, 0, 10), (7, 3, 10), (4, 10, 10), (16, 1, 5), (1, 0, 3)])
-def test_a_replay_fills_slots_read_by_read(owner: SegmentOwner, tmp_path: Path, read: int, first: int,
-                                           most: int) -> None:
-    """`fill` copies small reads into slots: every packet once, in order, with its time and wire
-    length; at most `most` per slot, from `first` doubling; never two link types in a slot."""
-    a, b = _pcap(tmp_path / "a.pcap", 25), _pcap(tmp_path / "b.pcap", 30, first=25)
-    c = _pcap(tmp_path / "c.pcap", 12, linktype=101, first=55)
-    expected = [batch for path in (a, b, c) for batch in read_batches(path, 1000)]
-    ring = Ring(create_ring(owner, "r", 64, 1 << 16))
-    spec = create_counters(owner, "capture", CAPTURE_FIELDS)
-    d = Dispatcher([ring], live=False, idle=lambda: None, counters=SharedCounters(spec))
-    steps = sum(1 for _ in d.fill((batch for path in (a, b, c) for batch in read_batches(path, read)), most, first))
-    slots = _slots(ring)
-    assert steps == len(slots) == d.batches
-    assert [f for _, frames, _, _ in slots for f in frames] == [f for batch in expected for f in _frames(batch)]
-    assert [s for _, _, stamps, _ in slots for s in stamps] == [
-        (sec, usec) for batch in expected for sec, usec, _, _ in batch.meta.tolist()]
-    assert [w for *_, wire in slots for w in wire] == [w for batch in expected for w in batch.wirelen.tolist()]
-    sizes = [len(frames) for _, frames, _, _ in slots]
-    limits = [min(most, (first or most) << k) for k in range(len(sizes))]
-    assert sizes[0] == limits[0] and all(size <= limit for size, limit in zip(sizes, limits, strict=True))
-    assert sizes[:2] == limits[:2]  # the first file fills them
-    assert [lt for lt, frames, _, _ in slots for _ in frames] == [b.linktype for b in expected for _ in range(len(b))]
-    assert d.packets == 67 and d.bytes == 67 * 80 and SharedCounters(spec).get("packets") == 67
-    ring.close()
-
-
-def test_a_replay_slot_ends_where_its_bytes_run_out(owner: SegmentOwner, tmp_path: Path) -> None:
-    """Slots fill up to their size in bytes: a read that no longer fits starts the next slot, and
-    a read too large for any slot is split over several."""
-    ring = Ring(create_ring(owner, "r", 64, 4096))
-    d = Dispatcher([ring], live=False, idle=lambda: None)
-    small, large = _batch(30, 100), _batch(100, 100, first=30)  # 3,000 bytes, then 10,000: more than a slot
-    reads = [Batch(1, small.meta[i:i + 10] - [0, 0, 1000 * (i // 10), 0], small.wirelen[i:i + 10],
-                   small.data[100 * i:100 * i + 1000]) for i in range(0, 30, 10)] + [large]
-    steps = sum(1 for _ in d.fill(reads, 1000))
-    slots = _slots(ring)
-    assert [f for _, frames, _, _ in slots for f in frames] == _frames(small) + _frames(large)
-    assert all(len(frames) * 120 + 32 <= ring.payload_bytes for _, frames, _, _ in slots)
-    assert len(slots) >= 4 and steps >= 2
-    ring.close()
-
-
 def test_paced_release_follows_the_offered_rate(tmp_path: Path) -> None:
     path = _pcap(tmp_path / "a.pcap", 3000)
     started = time.monotonic()

@@ -46,6 +46,19 @@ def test_pcap_round_trip(tmp_path: Path, nanosecond: bool) -> None:
     assert wire == [len(f) for f in FRAMES]
 
 
+@pytest.mark.parametrize("first", [0, 1, 3, 7, 60])
+def test_a_small_first_batch(tmp_path: Path, first: int) -> None:
+    """`first_packets` makes only the first batch smaller; the packets and their order stay."""
+    path = tmp_path / "a.pcap"
+    with PcapWriter(path, linktype=1) as w:
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            w.write(frame, ts)
+    batches = list(read_batches(path, 7, first))
+    sizes = [len(b) for b in batches]
+    assert sizes[0] == (min(first, 7) or 7) and all(size == 7 for size in sizes[1:-1]) and sum(sizes) == len(FRAMES)
+    assert b"".join(b.data for b in batches) == b"".join(FRAMES)
+
+
 def test_interrupt_while_reading_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C lands inside the length gather: the traceback keeps a view of the mapped file alive,
     and closing the reader must let the KeyboardInterrupt through (it once became a BufferError)."""
