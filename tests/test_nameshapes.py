@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workers.heuristics.dns_rules import exhaustion_domain
-from workers.nameshapes import NameShapes
+from workers.nameshapes import NameShapes, _key_table, _label_keys
 from workers.protocols.dns import IGNORED_QUERY_SUFFIXES, is_ignored_query, is_valid_dns_name
 
 PLAIN = re.compile(r"[a-z0-9._-]+")
@@ -77,3 +77,15 @@ def test_ignored_suffix_keys_that_collide_are_confirmed() -> None:
     `test`: the rule settles them."""
     names = ["a.cool", "b.host", "c.tech", "d.corp", "e.home", "f.test", "x.co.uk"]
     assert NameShapes.of(names, lower=False, queries=True).ignored.tolist() == [False] * 3 + [True] * 3 + [False]
+
+
+@given(st.lists(st.text(alphabet="abc", max_size=4), min_size=1, max_size=6))
+def test_label_keys_of_short_labels_match_the_table(labels: list[str]) -> None:
+    """A label's key does not depend on the bytes after it, whatever its length (a one-letter
+    suffix in the table must still be found, last in the batch or followed by another name)."""
+    table = _key_table(frozenset(labels))
+    text = "\n".join(labels)
+    buf = np.frombuffer(text.encode(), np.uint8)
+    lengths = np.array([len(label) for label in labels], np.int64)
+    starts = np.concatenate(([0], (lengths + 1).cumsum()[:-1]))
+    assert table.take(_label_keys(buf, starts, starts + lengths)).all()

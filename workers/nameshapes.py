@@ -30,14 +30,16 @@ _LINE_BREAK = 10
 
 
 def _label_keys(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """A 15-bit key of each label buf[start:end]: the low five bits of its first two bytes and its
-    length (up to 31). Equal labels have equal keys; unequal ones may too, so a key in a table is a
-    candidate to confirm. Ten numpy calls for a whole batch."""
+    """A 15-bit key of each label buf[start:end]: the low five bits of its first two bytes (0 for
+    a byte it does not have, as `_key_table` pads) and its length (up to 31). Equal labels have
+    equal keys; unequal ones may too, so a key in a table is a candidate to confirm. A dozen numpy
+    calls for a whole batch."""
     if not buf.size:  # empty names only: `take` has nothing to clip to
         buf = np.zeros(1, np.uint8)
-    first = buf.take(starts, mode="clip").astype(np.int32)
-    second = buf.take(starts + 1, mode="clip").astype(np.int32)
-    return (first & 31) << 10 | (second & 31) << 5 | np.minimum(ends - starts, 31)
+    lengths = ends - starts
+    first = np.where(lengths > 0, buf.take(starts, mode="clip"), 0).astype(np.int32)
+    second = np.where(lengths > 1, buf.take(starts + 1, mode="clip"), 0).astype(np.int32)
+    return (first & 31) << 10 | (second & 31) << 5 | np.minimum(lengths, 31)
 
 
 def _key_table(labels: frozenset[str]) -> np.ndarray:
