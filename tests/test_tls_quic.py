@@ -64,6 +64,29 @@ def test_rfc9001_client_initial_keys() -> None:
                                                bytes.fromhex("9f50449e04a0e810283a1e9933adedd2"))
 
 
+def _public_ecb(key: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: PLC0415
+
+    return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(RFC_DCID * 2)
+
+
+def test_quic_header_mask_from_the_binding_is_the_public_one() -> None:
+    """The ECB context made straight from `cryptography`'s binding (the one this version has) and the
+    public path's give one mask; without the binding the public path is used."""
+    quic._ecb_maker.cache_clear()
+    try:
+        make = quic._ecb_maker()
+        assert make.__name__ == "direct"
+        for key in (bytes(16), bytes(range(16)), hashlib.sha256(b"hp").digest()[:16]):
+            assert make(key).update(RFC_DCID * 2) == _public_ecb(key)
+        quic._ecb_maker.cache_clear()
+        with patch.dict("sys.modules", {"cryptography.hazmat.bindings._rust": None}):
+            public = quic._ecb_maker()
+        assert public.__name__ == "public" and public(bytes(16)).update(RFC_DCID * 2) == _public_ecb(bytes(16))
+    finally:
+        quic._ecb_maker.cache_clear()
+
+
 @pytest.mark.parametrize(("version", "header", "head", "tag"), RFC_PACKETS)
 def test_rfc_client_initial_packet(version: int, header: str, head: str, tag: str) -> None:
     """The builder reproduces the RFC packet (same header, sample and GCM tag, so the same bytes), and
