@@ -140,14 +140,19 @@ def _ecb(key: bytes) -> CipherContext:
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of a QUIC variable-length integer; next position -1 when cut."""
+    """(value, next position) of a QUIC variable-length integer; next position -1 when cut. The one-
+    and two-byte forms (lengths, offsets and frame fields of an Initial) skip the generic decode."""
     if not 0 <= pos < len(data):
         return 0, -1
-    size = 1 << (data[pos] >> 6)
-    end = pos + size
+    first = data[pos]
+    if first < 0x40:
+        return first, pos + 1
+    if first < 0x80:
+        return ((first & 0x3F) << 8 | data[pos + 1], pos + 2) if pos + 2 <= len(data) else (0, -1)
+    end = pos + (1 << (first >> 6))
     if end > len(data):
         return 0, -1
-    return int.from_bytes(data[pos:end], "big") & ((1 << (8 * size - 2)) - 1), end
+    return int.from_bytes(data[pos:end], "big") & ((1 << (8 * (end - pos) - 2)) - 1), end
 
 
 def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
