@@ -161,7 +161,7 @@ def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
         offset, pos = _varint(plain, 1)
         size, pos = _varint(plain, pos)
         rest = min(pos + size, len(plain))
-        if pos >= 0 and plain.count(0, rest) == len(plain) - rest:
+        if pos >= 0 and plain[rest:] == _ZEROS[: len(plain) - rest]:  # a memcmp, not a count
             return [(offset, plain[pos:rest])] if size else []
     chunks: list[tuple[int, bytes]] = []
     pos, end = 0, len(plain)
@@ -197,6 +197,8 @@ def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
 
 def crypto_stream(chunks: list[tuple[int, bytes]]) -> bytes:
     """Contiguous CRYPTO data from offset 0, frames taken in any order (clients split and shuffle)."""
+    if len(chunks) == 1 and not chunks[0][0]:  # the usual Initial: the whole hello, or its start, in one frame
+        return chunks[0][1]
     stream = b""
     for offset, data in sorted(chunks, key=lambda chunk: chunk[0]):
         if offset > len(stream):
