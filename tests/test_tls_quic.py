@@ -159,12 +159,24 @@ def test_quic_whole_packet_opens_with_one_aead_call(version: int, pn_len: int) -
     keystream pass); a corrupted one falls back to the keystream, a cut one goes to it at once."""
     packet = quic_initial("aead.example.net", version=version, pn_len=pn_len, packet_number=(1 << (8 * pn_len - 1)) - 3)
     corrupted = packet[:-1] + bytes((packet[-1] ^ 1,))
+    quic._protection.cache_clear()  # its contexts were made by the real AES-GCM
     with patch.object(quic, "_aead", lambda: (_CountingGcm, InvalidTag)):
         for data, calls in ((packet, ["decrypt"]), (corrupted, ["decrypt", "keystream"]),
                             (packet[:600], ["keystream"])):
             _CountingGcm.calls.clear()
             assert initial_sni(data) == "aead.example.net"
             assert _CountingGcm.calls == calls
+    quic._protection.cache_clear()
+
+
+def test_quic_connection_keys_made_once() -> None:
+    """A connection's later Initials (a hello split over two, a retransmission) reuse the contexts
+    of its first: the key derivation runs once per DCID."""
+    quic._protection.cache_clear()
+    first, second = quic_initial("once.example.net", packet_number=0), quic_initial("once.example.net", packet_number=1)
+    with patch.object(quic, "initial_keys", wraps=quic.initial_keys) as derive:
+        assert initial_sni(first) == initial_sni(second) == "once.example.net"
+    assert derive.call_count == 1
 
 
 def _header(version: int, length: int, pn: bytes = b"\x00", dcid: bytes = RFC_DCID) -> bytes:

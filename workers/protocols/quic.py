@@ -73,7 +73,6 @@ _DERIVATION = {version: (_hmac_pads(salt), _label_info(b"client in", 32), _label
                for version, (salt, prefix, _) in _VERSIONS.items()}
 
 
-@lru_cache(maxsize=256)  # a client repeats its DCID over retransmitted and follow-up Initials
 def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
     """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
     salt_pads, client_info, key_info, iv_info, hp_info = _DERIVATION[version]
@@ -132,11 +131,13 @@ def _ecb_maker() -> Callable[[bytes], CipherContext]:
     return public
 
 
-@lru_cache(maxsize=512)
-def _ecb(key: bytes) -> CipherContext:
-    """AES-ECB encryptor for a header-protection key: ECB keeps no state between blocks, so one
-    context per connection serves all its Initials (creating one costs more than using it)."""
-    return _ecb_maker()(key)
+@lru_cache(maxsize=512)  # a client repeats its DCID over retransmitted and follow-up Initials
+def _protection(dcid: bytes, version: int) -> tuple[AESGCM, int, CipherContext]:
+    """(AES-GCM of the packet key, IV as an integer, header-protection AES-ECB encryptor) of a DCID's
+    client Initials: ECB keeps no state between blocks, so one context serves all of them, and a
+    connection's later Initials skip the key derivation and both cipher contexts."""
+    key, iv, hp = initial_keys(dcid, version)
+    return _aead()[0](key), int.from_bytes(iv, "big"), _ecb_maker()(hp)
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -233,9 +234,8 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     length, pn_offset = _varint(data, at + token_len)
     if pn_offset < 0 or length < 4 + SAMPLE or pn_offset + 4 + SAMPLE > n:
         return none
-    key, iv, hp = initial_keys(packet_dcid, version)
-    sample = data[pn_offset + 4 : pn_offset + 4 + SAMPLE]
-    mask = _ecb(hp).update(sample)
+    gcm, iv, ecb = _protection(packet_dcid, version)
+    mask = ecb.update(data[pn_offset + 4 : pn_offset + 4 + SAMPLE])
     pn_len = ((first ^ mask[0]) & 0x03) + 1
     packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
         mask[1 : 1 + pn_len], "big")
@@ -244,9 +244,8 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     end = min(end, start + MAX_DECRYPT)
     if end <= start:
         return none
-    nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
-    aes_gcm, invalid_tag = _aead()
-    gcm = aes_gcm(key)
+    nonce = (iv ^ packet_number).to_bytes(12, "big")
+    invalid_tag = _aead()[1]
     plain = b""
     if packet_end <= n and end == packet_end - TAG:  # whole: one call opens it (a server's Initial fails)
         header = bytes((first ^ (mask[0] & 0x0F),)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(
