@@ -241,6 +241,17 @@ def test_quic_one_crypto_frame_shortcut_changes_nothing(offset: int, data: bytes
     assert quic._crypto_chunks(plain) == quic._crypto_chunks(b"\x01" + plain)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=10), st.integers(-2, 11))
+def test_quic_varint_short_forms_agree_with_the_rfc_decode(data: bytes, pos: int) -> None:
+    """The one- and two-byte shortcuts of `_varint` give what RFC 9000 16's generic decode gives,
+    cut or whole."""
+    expected: tuple[int, int] = (0, -1)
+    if 0 <= pos < len(data) and pos + (size := 1 << (data[pos] >> 6)) <= len(data):
+        expected = int.from_bytes(data[pos : pos + size], "big") & ((1 << (8 * size - 2)) - 1), pos + size
+    assert quic._varint(data, pos) == expected
+
+
 def test_quic_rejects_other_packets() -> None:
     good = bytearray(quic_initial("example.com"))
     assert initial_sni(bytes(good)) == "example.com"
