@@ -148,7 +148,7 @@ class _CountingGcm:
         return self._gcm.decrypt(nonce, data, aad)
 
     def encrypt(self, nonce: bytes, data: bytes, aad: None) -> bytes:
-        self.calls.append("keystream")
+        self.calls.append("first byte" if len(data) == 1 else "keystream")
         return self._gcm.encrypt(nonce, data, aad)
 
 
@@ -156,16 +156,22 @@ class _CountingGcm:
 @pytest.mark.parametrize("pn_len", [1, 2, 4])
 def test_quic_whole_packet_opens_with_one_aead_call(version: int, pn_len: int) -> None:
     """A whole Initial is opened by GCM with its header as the associated data (the tag verifies: no
-    keystream pass); a corrupted one falls back to the keystream, a cut one goes to it at once."""
+    keystream pass); a corrupted one falls back to the keystream, a cut one goes to it at once, each
+    after one byte of it shows a frame; a server's Initial (other keys) stops at that byte."""
     packet = quic_initial("aead.example.net", version=version, pn_len=pn_len, packet_number=(1 << (8 * pn_len - 1)) - 3)
     corrupted = packet[:-1] + bytes((packet[-1] ^ 1,))
+    server = bytearray(quic_initial("aead.example.net", dcid=bytes(8), version=version, pn_len=pn_len))
+    server[6 : 6 + 8] = RFC_DCID  # another DCID than the one whose keys protect it, as a server's Initial
     quic._protection.cache_clear()  # its contexts were made by the real AES-GCM
     with patch.object(quic, "_aead", lambda: (_CountingGcm, InvalidTag)):
-        for data, calls in ((packet, ["decrypt"]), (corrupted, ["decrypt", "keystream"]),
-                            (packet[:600], ["keystream"])):
+        for data, calls in ((packet, ["decrypt"]), (corrupted, ["decrypt", "first byte", "keystream"]),
+                            (packet[:600], ["first byte", "keystream"])):
             _CountingGcm.calls.clear()
             assert initial_sni(data) == "aead.example.net"
             assert _CountingGcm.calls == calls
+        _CountingGcm.calls.clear()
+        assert quic.initial_crypto(bytes(server)) == (b"", [])
+        assert _CountingGcm.calls == ["decrypt", "first byte"]
     quic._protection.cache_clear()
 
 
@@ -415,3 +421,21 @@ def test_fuzz_mutated_packets(edits: list[tuple[int, int]], cut: int) -> None:
     assert _result_ok(initial_sni(bytes(quic[:cut])))
     assert _result_ok(client_hello_sni(bytes(tls[:cut])))
     assert _result_ok(handshake_sni(bytes(tls[5:cut])))
+
+
+@_FUZZ
+@given(st.lists(st.tuples(st.integers(19, 22) | st.integers(0, 1199), st.integers(0, 255)), max_size=4),
+       st.integers(0, 1200), st.just(_QUIC_GOOD[6:14]) | st.binary(min_size=8, max_size=8))
+def test_quic_unverified_first_byte_shortcut_changes_nothing(edits: list[tuple[int, int]], cut: int,
+                                                             dcid: bytes) -> None:
+    """A packet whose tag fails (edited, cut, or protected with another DCID's keys) is read past
+    its first byte only when that byte starts a frame; reading it all (the shortcut disabled)
+    gives the same chunks. Edits at 19-22 change the first plaintext bytes (GCM is malleable)."""
+    packet = bytearray(_QUIC_GOOD)
+    packet[6:14] = dcid
+    for pos, value in edits:
+        packet[pos] = value
+    data = bytes(packet[:cut])
+    with patch.object(quic, "_FIRST_FRAMES", frozenset(range(256))):
+        expected = quic.initial_crypto(data)
+    assert quic.initial_crypto(data) == expected

@@ -255,6 +255,8 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
         except invalid_tag:  # not the client keys (a server's Initial) or corrupted: read below
             plain = b""
     if not plain:  # cut, corrupted or not ours: the keystream alone, GCM's counters 2 on (1 masks the tag)
+        if (data[start] ^ gcm.encrypt(nonce, b"\x00", None)[0]) not in _FIRST_FRAMES:
+            return none  # its first byte ends the frames at once: a server's Initial or junk, read no further
         stream = gcm.encrypt(nonce, _ZEROS[: end - start], None)
         plain = (int.from_bytes(data[start:end], "little") ^ int.from_bytes(stream[: end - start], "little")
                  ).to_bytes(end - start, "little")
