@@ -90,12 +90,12 @@ def _ciphers() -> ModuleType:
 
 
 @cache
-def _aead() -> tuple[type[AESGCM], type[Exception]]:
-    """AES-GCM and its tag error, deferred with `_ciphers`."""
-    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+def _aead() -> tuple[type[AESGCM], type[Exception], type[Exception]]:
+    """AES-GCM, its tag error and the unsupported-algorithm error, deferred with `_ciphers`."""
+    from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm  # noqa: PLC0415
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
 
-    return AESGCM, InvalidTag
+    return AESGCM, InvalidTag, UnsupportedAlgorithm
 
 
 def warm() -> None:
@@ -126,7 +126,7 @@ def _ecb_maker() -> Callable[[bytes], CipherContext]:
         probe = bytes(range(16))
         if direct(probe).update(probe) == public(probe).update(probe):
             return direct
-    except (ImportError, AttributeError, TypeError, ValueError):  # another binding layout or signature
+    except (ImportError, AttributeError, TypeError, ValueError, _aead()[2]):  # another binding layout or API
         pass
     return public
 
