@@ -4,7 +4,8 @@ Initial packets are protected with keys anyone can derive from the Destination C
 a passive sensor can read the ClientHello. A whole packet is opened with one AES-GCM call; one whose
 tag does not verify, or that the capture snap length cut, is read with the GCM keystream and no tag
 check, as the spec asks (the plaintext is the same bytes GCM would return, and a cut datagram still
-yields its first frames). Work is bounded: at most MAX_COALESCED Initials of a
+yields its first frames), once one byte of keystream shows that it starts with a frame (a server's
+Initial, under keys the sensor cannot derive, almost never does). Work is bounded: at most MAX_COALESCED Initials of a
 datagram are read, of each at most MAX_DECRYPT bytes decrypted and MAX_FRAMES frames parsed, and
 any malformed field ends the parse. A ClientHello spread over several datagrams is reassembled by
 the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto` returns.
