@@ -11,7 +11,7 @@ from unittest.mock import patch
 
 import pytest
 from cryptography import x509
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -62,6 +62,29 @@ def test_rfc9001_client_initial_keys() -> None:
     assert initial_keys(RFC_DCID, QUIC_V1) == (bytes.fromhex("1f369613dd76d5467730efcbe3b1a22d"),
                                                bytes.fromhex("fa044b2f42a3fd3b46fb255c"),
                                                bytes.fromhex("9f50449e04a0e810283a1e9933adedd2"))
+
+
+def _public_ecb(key: bytes) -> bytes:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: PLC0415
+
+    return Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(RFC_DCID * 2)
+
+
+def test_quic_header_mask_from_the_binding_is_the_public_one() -> None:
+    """The ECB context made straight from `cryptography`'s binding (the one this version has) and the
+    public path's give one mask; without the binding the public path is used."""
+    quic._ecb_maker.cache_clear()
+    try:
+        make = quic._ecb_maker()
+        assert make.__name__ == "direct"
+        for key in (bytes(16), bytes(range(16)), hashlib.sha256(b"hp").digest()[:16]):
+            assert make(key).update(RFC_DCID * 2) == _public_ecb(key)
+        quic._ecb_maker.cache_clear()
+        with patch.dict("sys.modules", {"cryptography.hazmat.bindings._rust": None}):
+            public = quic._ecb_maker()
+        assert public.__name__ == "public" and public(bytes(16)).update(RFC_DCID * 2) == _public_ecb(bytes(16))
+    finally:
+        quic._ecb_maker.cache_clear()
 
 
 @pytest.mark.parametrize(("version", "header", "head", "tag"), RFC_PACKETS)
@@ -125,7 +148,7 @@ class _CountingGcm:
         return self._gcm.decrypt(nonce, data, aad)
 
     def encrypt(self, nonce: bytes, data: bytes, aad: None) -> bytes:
-        self.calls.append("keystream")
+        self.calls.append("first byte" if len(data) == 1 else "keystream")
         return self._gcm.encrypt(nonce, data, aad)
 
 
@@ -133,15 +156,33 @@ class _CountingGcm:
 @pytest.mark.parametrize("pn_len", [1, 2, 4])
 def test_quic_whole_packet_opens_with_one_aead_call(version: int, pn_len: int) -> None:
     """A whole Initial is opened by GCM with its header as the associated data (the tag verifies: no
-    keystream pass); a corrupted one falls back to the keystream, a cut one goes to it at once."""
+    keystream pass); a corrupted one falls back to the keystream, a cut one goes to it at once, each
+    after one byte of it shows a frame; a server's Initial (other keys) stops at that byte."""
     packet = quic_initial("aead.example.net", version=version, pn_len=pn_len, packet_number=(1 << (8 * pn_len - 1)) - 3)
     corrupted = packet[:-1] + bytes((packet[-1] ^ 1,))
-    with patch.object(quic, "_aead", lambda: (_CountingGcm, InvalidTag)):
-        for data, calls in ((packet, ["decrypt"]), (corrupted, ["decrypt", "keystream"]),
-                            (packet[:600], ["keystream"])):
+    server = bytearray(quic_initial("aead.example.net", dcid=bytes(8), version=version, pn_len=pn_len))
+    server[6 : 6 + 8] = RFC_DCID  # another DCID than the one whose keys protect it, as a server's Initial
+    quic._protection.cache_clear()  # its contexts were made by the real AES-GCM
+    with patch.object(quic, "_aead", lambda: (_CountingGcm, InvalidTag, UnsupportedAlgorithm)):
+        for data, calls in ((packet, ["decrypt"]), (corrupted, ["decrypt", "first byte", "keystream"]),
+                            (packet[:600], ["first byte", "keystream"])):
             _CountingGcm.calls.clear()
             assert initial_sni(data) == "aead.example.net"
             assert _CountingGcm.calls == calls
+        _CountingGcm.calls.clear()
+        assert quic.initial_crypto(bytes(server)) == (b"", [])
+        assert _CountingGcm.calls == ["decrypt", "first byte"]
+    quic._protection.cache_clear()
+
+
+def test_quic_connection_keys_made_once() -> None:
+    """A connection's later Initials (a hello split over two, a retransmission) reuse the contexts
+    of its first: the key derivation runs once per DCID."""
+    quic._protection.cache_clear()
+    first, second = quic_initial("once.example.net", packet_number=0), quic_initial("once.example.net", packet_number=1)
+    with patch.object(quic, "initial_keys", wraps=quic.initial_keys) as derive:
+        assert initial_sni(first) == initial_sni(second) == "once.example.net"
+    assert derive.call_count == 1
 
 
 def _header(version: int, length: int, pn: bytes = b"\x00", dcid: bytes = RFC_DCID) -> bytes:
@@ -204,6 +245,17 @@ def test_quic_one_crypto_frame_shortcut_changes_nothing(offset: int, data: bytes
     front (which adds no chunk) makes the loop read it, and both must agree, cut or not."""
     plain = (_crypto(offset, data) + bytes(padding) + junk)[:cut]
     assert quic._crypto_chunks(plain) == quic._crypto_chunks(b"\x01" + plain)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=10), st.integers(-2, 11))
+def test_quic_varint_short_forms_agree_with_the_rfc_decode(data: bytes, pos: int) -> None:
+    """The one- and two-byte shortcuts of `_varint` give what RFC 9000 16's generic decode gives,
+    cut or whole."""
+    expected: tuple[int, int] = (0, -1)
+    if 0 <= pos < len(data) and pos + (size := 1 << (data[pos] >> 6)) <= len(data):
+        expected = int.from_bytes(data[pos : pos + size], "big") & ((1 << (8 * size - 2)) - 1), pos + size
+    assert quic._varint(data, pos) == expected
 
 
 def test_quic_rejects_other_packets() -> None:
@@ -369,3 +421,21 @@ def test_fuzz_mutated_packets(edits: list[tuple[int, int]], cut: int) -> None:
     assert _result_ok(initial_sni(bytes(quic[:cut])))
     assert _result_ok(client_hello_sni(bytes(tls[:cut])))
     assert _result_ok(handshake_sni(bytes(tls[5:cut])))
+
+
+@_FUZZ
+@given(st.lists(st.tuples(st.integers(19, 22) | st.integers(0, 1199), st.integers(0, 255)), max_size=4),
+       st.integers(0, 1200), st.just(_QUIC_GOOD[6:14]) | st.binary(min_size=8, max_size=8))
+def test_quic_unverified_first_byte_shortcut_changes_nothing(edits: list[tuple[int, int]], cut: int,
+                                                             dcid: bytes) -> None:
+    """A packet whose tag fails (edited, cut, or protected with another DCID's keys) is read past
+    its first byte only when that byte starts a frame; reading it all (the shortcut disabled)
+    gives the same chunks. Edits at 19-22 change the first plaintext bytes (GCM is malleable)."""
+    packet = bytearray(_QUIC_GOOD)
+    packet[6:14] = dcid
+    for pos, value in edits:
+        packet[pos] = value
+    data = bytes(packet[:cut])
+    with patch.object(quic, "_FIRST_FRAMES", frozenset(range(256))):
+        expected = quic.initial_crypto(data)
+    assert quic.initial_crypto(data) == expected

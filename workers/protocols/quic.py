@@ -4,7 +4,8 @@ Initial packets are protected with keys anyone can derive from the Destination C
 a passive sensor can read the ClientHello. A whole packet is opened with one AES-GCM call; one whose
 tag does not verify, or that the capture snap length cut, is read with the GCM keystream and no tag
 check, as the spec asks (the plaintext is the same bytes GCM would return, and a cut datagram still
-yields its first frames). Work is bounded: at most MAX_COALESCED Initials of a
+yields its first frames), once one byte of keystream shows that it starts with a frame (a server's
+Initial, under keys the sensor cannot derive, almost never does). Work is bounded: at most MAX_COALESCED Initials of a
 datagram are read, of each at most MAX_DECRYPT bytes decrypted and MAX_FRAMES frames parsed, and
 any malformed field ends the parse. A ClientHello spread over several datagrams is reassembled by
 the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto` returns.
@@ -13,6 +14,7 @@ the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from functools import cache, lru_cache
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -72,7 +74,6 @@ _DERIVATION = {version: (_hmac_pads(salt), _label_info(b"client in", 32), _label
                for version, (salt, prefix, _) in _VERSIONS.items()}
 
 
-@lru_cache(maxsize=256)  # a client repeats its DCID over retransmitted and follow-up Initials
 def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
     """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
     salt_pads, client_info, key_info, iv_info, hp_info = _DERIVATION[version]
@@ -90,38 +91,70 @@ def _ciphers() -> ModuleType:
 
 
 @cache
-def _aead() -> tuple[type[AESGCM], type[Exception]]:
-    """AES-GCM and its tag error, deferred with `_ciphers`."""
-    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+def _aead() -> tuple[type[AESGCM], type[Exception], type[Exception]]:
+    """AES-GCM, its tag error and the unsupported-algorithm error, deferred with `_ciphers`."""
+    from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm  # noqa: PLC0415
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
 
-    return AESGCM, InvalidTag
+    return AESGCM, InvalidTag, UnsupportedAlgorithm
 
 
 def warm() -> None:
     """Import the cipher modules now (a worker does before it reports ready), not at the first
     Initial of a capture."""
-    _ciphers()
+    _ecb_maker()
     _aead()
 
 
-@lru_cache(maxsize=512)
-def _ecb(key: bytes) -> CipherContext:
-    """AES-ECB encryptor for a header-protection key: ECB keeps no state between blocks, so one
-    context per connection serves all its Initials (creating one costs more than using it)."""
+@cache
+def _ecb_maker() -> Callable[[bytes], CipherContext]:
+    """What makes an AES-ECB encryptor for a key: `cryptography`'s binding straight, a third of the
+    cost of the public `Cipher(...).encryptor()` (which checks and wraps its arguments in Python
+    first), when this version has it and it encrypts as the public path does; else the public path."""
     c = _ciphers()
-    return c.Cipher(c.algorithms.AES(key), c.modes.ECB()).encryptor()
+
+    def public(key: bytes) -> CipherContext:
+        return c.Cipher(c.algorithms.AES(key), c.modes.ECB()).encryptor()
+
+    try:
+        from cryptography.hazmat.bindings._rust import openssl  # noqa: PLC0415 - private: checked below
+
+        create, ecb, aes = openssl.ciphers.create_encryption_ctx, c.modes.ECB(), c.algorithms.AES
+
+        def direct(key: bytes) -> CipherContext:
+            return create(aes(key), ecb)
+
+        probe = bytes(range(16))
+        if direct(probe).update(probe) == public(probe).update(probe):
+            return direct
+    except (ImportError, AttributeError, TypeError, ValueError, _aead()[2]):  # another binding layout or API
+        pass
+    return public
+
+
+@lru_cache(maxsize=512)  # a client repeats its DCID over retransmitted and follow-up Initials
+def _protection(dcid: bytes, version: int) -> tuple[AESGCM, int, CipherContext]:
+    """(AES-GCM of the packet key, IV as an integer, header-protection AES-ECB encryptor) of a DCID's
+    client Initials: ECB keeps no state between blocks, so one context serves all of them, and a
+    connection's later Initials skip the key derivation and both cipher contexts."""
+    key, iv, hp = initial_keys(dcid, version)
+    return _aead()[0](key), int.from_bytes(iv, "big"), _ecb_maker()(hp)
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of a QUIC variable-length integer; next position -1 when cut."""
+    """(value, next position) of a QUIC variable-length integer; next position -1 when cut. The one-
+    and two-byte forms (lengths, offsets and frame fields of an Initial) skip the generic decode."""
     if not 0 <= pos < len(data):
         return 0, -1
-    size = 1 << (data[pos] >> 6)
-    end = pos + size
+    first = data[pos]
+    if first < 0x40:
+        return first, pos + 1
+    if first < 0x80:
+        return ((first & 0x3F) << 8 | data[pos + 1], pos + 2) if pos + 2 <= len(data) else (0, -1)
+    end = pos + (1 << (first >> 6))
     if end > len(data):
         return 0, -1
-    return int.from_bytes(data[pos:end], "big") & ((1 << (8 * size - 2)) - 1), end
+    return int.from_bytes(data[pos:end], "big") & ((1 << (8 * (end - pos) - 2)) - 1), end
 
 
 def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
@@ -130,7 +163,7 @@ def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
         offset, pos = _varint(plain, 1)
         size, pos = _varint(plain, pos)
         rest = min(pos + size, len(plain))
-        if pos >= 0 and plain.count(0, rest) == len(plain) - rest:
+        if pos >= 0 and plain[rest:] == _ZEROS[: len(plain) - rest]:  # a memcmp, not a count
             return [(offset, plain[pos:rest])] if size else []
     chunks: list[tuple[int, bytes]] = []
     pos, end = 0, len(plain)
@@ -166,6 +199,8 @@ def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
 
 def crypto_stream(chunks: list[tuple[int, bytes]]) -> bytes:
     """Contiguous CRYPTO data from offset 0, frames taken in any order (clients split and shuffle)."""
+    if len(chunks) == 1 and not chunks[0][0]:  # the usual Initial: the whole hello, or its start, in one frame
+        return chunks[0][1]
     stream = b""
     for offset, data in sorted(chunks, key=lambda chunk: chunk[0]):
         if offset > len(stream):
@@ -200,9 +235,8 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     length, pn_offset = _varint(data, at + token_len)
     if pn_offset < 0 or length < 4 + SAMPLE or pn_offset + 4 + SAMPLE > n:
         return none
-    key, iv, hp = initial_keys(packet_dcid, version)
-    sample = data[pn_offset + 4 : pn_offset + 4 + SAMPLE]
-    mask = _ecb(hp).update(sample)
+    gcm, iv, ecb = _protection(packet_dcid, version)
+    mask = ecb.update(data[pn_offset + 4 : pn_offset + 4 + SAMPLE])
     pn_len = ((first ^ mask[0]) & 0x03) + 1
     packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
         mask[1 : 1 + pn_len], "big")
@@ -211,9 +245,8 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     end = min(end, start + MAX_DECRYPT)
     if end <= start:
         return none
-    nonce = (int.from_bytes(iv, "big") ^ packet_number).to_bytes(12, "big")
-    aes_gcm, invalid_tag = _aead()
-    gcm = aes_gcm(key)
+    nonce = (iv ^ packet_number).to_bytes(12, "big")
+    invalid_tag = _aead()[1]
     plain = b""
     if packet_end <= n and end == packet_end - TAG:  # whole: one call opens it (a server's Initial fails)
         header = bytes((first ^ (mask[0] & 0x0F),)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(
@@ -223,6 +256,8 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
         except invalid_tag:  # not the client keys (a server's Initial) or corrupted: read below
             plain = b""
     if not plain:  # cut, corrupted or not ours: the keystream alone, GCM's counters 2 on (1 masks the tag)
+        if (data[start] ^ gcm.encrypt(nonce, b"\x00", None)[0]) not in _FIRST_FRAMES:
+            return none  # its first byte ends the frames at once: a server's Initial or junk, read no further
         stream = gcm.encrypt(nonce, _ZEROS[: end - start], None)
         plain = (int.from_bytes(data[start:end], "little") ^ int.from_bytes(stream[: end - start], "little")
                  ).to_bytes(end - start, "little")
