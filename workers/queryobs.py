@@ -25,7 +25,7 @@ def pack(p: Parsed, rows: np.ndarray, exhs: list[tuple[str, str]]) -> Packed:
     numbers[0] = rows
     for k, column in enumerate((p.sec, p.usec, p.sport, p.dport, p.src4, p.dst4), 1):
         numbers[k] = column.take(rows)
-    addresses = row_addresses(p, rows) if (p.version.take(rows) == 6).any() else None
+    addresses = row_addresses(p, rows) if p.v6_rows.size and (p.version.take(rows) == 6).any() else None
     return numbers.tobytes(), _SEPARATOR.join(chain.from_iterable(exhs)), addresses
 
 
