@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from itertools import repeat
+from itertools import compress, repeat
 from operator import itemgetter
 from urllib.parse import unquote
 
@@ -467,11 +467,12 @@ class PayloadInspector:
         item (`OBS_DNS_QUERIES`, `workers.queryobs`) at the first one's row; the aggregator applies
         each query in its place among the batch's other items."""
         exhs = list(map(itemgetter(0), map(facts_of.__getitem__, names)))
-        if not all(exhs):
-            picks = np.fromiter(map(bool, exhs), bool, len(exhs)).nonzero()[0]
-            if not picks.size:
+        if not all(exhs):  # the queries that count, found in C (`filter`, `compress`)
+            counted = list(filter(None, exhs))
+            if not counted:
                 return
-            exhs, rows = list(map(exhs.__getitem__, picks.tolist())), rows.take(picks)
+            rows = rows.take(np.fromiter(compress(range(len(exhs)), exhs), np.intp, len(counted)))
+            exhs = counted
         out.append((int(rows[0]), OBS_DNS_QUERIES, queryobs.pack(p, rows, exhs)))
 
     def _exhaustion(self, q: str) -> tuple[str, str] | None:
