@@ -118,7 +118,7 @@ class Heuristics:
         self.window_start: int | None = None
         self.last_sec = -1
         self.local_prefix = ""
-        self.exhaustion: OrderedDict[str, tuple[int, set[str]]] = OrderedDict()
+        self.exhaustion: OrderedDict[str, tuple[int, set[str] | None]] = OrderedDict()  # None: no prefix yet
         self.exhausted: set[str] = set()
         self._dns_cleared = -1
         self.nx: OrderedDict[str, tuple[int, set[str]]] = OrderedDict()
@@ -236,12 +236,15 @@ class Heuristics:
         if entry is None or sec - entry[0] > self.settings.dns_exhaustion_window:
             if entry is not None:
                 self.exhausted.discard(domain)
-            self.exhaustion[domain] = (sec, set())
+            self.exhaustion[domain] = (sec, None)  # the prefix set comes with a second query: most domains get one
             self.exhaustion.move_to_end(domain)
             if len(self.exhaustion) > self.settings.max_dns_keys:
                 self.exhaustion.popitem(last=False)
             return []
         subs = entry[1]
+        if subs is None:
+            subs = set()
+            self.exhaustion[domain] = (entry[0], subs)
         if len(subs) < self.settings.dns_exhaustion_threshold:
             subs.add(prefix)
             return []
@@ -268,10 +271,10 @@ class Heuristics:
             domain, sec = domains[i], secs[i]
             entry = exhaustion.get(domain)
             if entry is None and domain:
-                exhaustion[domain] = (sec, set())
+                exhaustion[domain] = (sec, None)
                 if len(exhaustion) > max_keys:
                     exhaustion.popitem(last=False)
-            elif entry is not None and sec - entry[0] <= window and len(entry[1]) < threshold:
+            elif entry is not None and entry[1] is not None and sec - entry[0] <= window and len(entry[1]) < threshold:
                 entry[1].add(prefixes[i])
             else:
                 out += self.dns_query(sec, *columns.packet(i), domain, prefixes[i])
