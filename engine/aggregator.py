@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -36,7 +37,16 @@ from engine.quicstreams import QuicStreams
 from engine.trails.ignore import IgnoreRules
 from shm.ring import Ring, RingSpec
 from workers.observe import PROBES, TICK
-from workers.payload import OBS_DNS_QUERY, OBS_NXDOMAIN, OBS_QUIC, OBS_WEB, DetectionSettings, PayloadInspector
+from workers.payload import (
+    OBS_DNS_QUERIES,
+    OBS_DNS_QUERY,
+    OBS_NXDOMAIN,
+    OBS_QUIC,
+    OBS_WEB,
+    DetectionSettings,
+    PayloadInspector,
+)
+from workers.queryobs import QueryColumns
 
 POLL_SECONDS = 0.002
 STATUS_SECONDS = 1.0
@@ -147,14 +157,59 @@ class SniCheck:
         return self._inspector.sni_events(sec, usec, src, sport, dst, dport, sni)
 
 
+class _QueryRun:
+    """A batch's columnar DNS query observations (`OBS_DNS_QUERIES`), applied in capture order: the
+    queries up to an item's row just before that item. A query's row may hold items before its
+    observation (the row's tick, its address events, which carry no exhaustion domain) and after it
+    (its own trail events, tagged with the domain: they must see the query counted)."""
+
+    __slots__ = ("columns", "rows", "pos", "heuristics", "pipeline")
+
+    def __init__(self, columns: QueryColumns, heuristics: Heuristics, pipeline: EventPipeline) -> None:
+        self.columns, self.rows, self.pos = columns, columns.rows, 0
+        self.heuristics, self.pipeline = heuristics, pipeline
+
+    def until(self, row: int, kind: str, data: tuple) -> float:
+        """Apply the queries that come before item (row, kind, data); returns the next one's row
+        (infinity when none is left)."""
+        after = kind == TICK or (kind == "event" and len(data) == 1)  # the items a query's row starts with
+        rows = self.rows
+        stop = (bisect_left if after else bisect_right)(rows, row, self.pos)
+        return self._apply(stop)
+
+    def finish(self) -> None:
+        self._apply(len(self.rows))
+
+    def _apply(self, stop: int) -> float:
+        if stop > self.pos:
+            found = self.heuristics.dns_queries(self.columns, self.pos, stop)
+            if found:
+                self.pipeline.process(found)
+            self.pos = stop
+        return self.rows[stop] if stop < len(self.rows) else _NONE_LEFT
+
+
+_NONE_LEFT = float("inf")
+_NO_QUERIES = QueryColumns((b"", "", None))
+
+
 def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics, pipeline: EventPipeline,
                 quic: QuicStreams | None = None) -> None:
     """One batch's events and observations, in capture order, through the heuristics and the pipeline
-    (QUIC CRYPTO chunks through `quic`, ignored without one)."""
+    (QUIC CRYPTO chunks through `quic`, ignored without one). A columnar item of DNS queries is
+    applied piecewise: each query before the first later item (`_QueryRun`)."""
     h = heuristics
     dns_query = h.dns_query
-    for _, kind, data in items:  # the most frequent kinds first
-        if kind == OBS_DNS_QUERY:
+    run = _QueryRun(_NO_QUERIES, h, pipeline)
+    next_query: float = _NONE_LEFT  # the row of the run's next query not yet applied
+    for row, kind, data in items:  # the most frequent kinds first
+        if row >= next_query:
+            next_query = run.until(row, kind, data)
+        if kind == OBS_DNS_QUERIES:
+            run.finish()
+            run = _QueryRun(QueryColumns(data), h, pipeline)
+            next_query = run.rows[0]
+        elif kind == OBS_DNS_QUERY:
             found = dns_query(*data)
             if found:
                 pipeline.process(found)
@@ -171,6 +226,7 @@ def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics,
             pipeline.process(h.nxdomain(*data))
         elif kind == OBS_QUIC and quic is not None:
             pipeline.process(quic.add(*data))
+    run.finish()
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from engine.eventlog import Event
 from engine.ipaddr import Addr, addr_text, ip4_private
 from workers.batch import PROTO_TCP
 from workers.heuristics.dns_rules import dga_reason, looks_like_dnsbl_trail, nx_keys
+from workers.queryobs import QueryColumns
 
 HEURISTIC_REF = "(heuristic)"
 INFECTION_PORTS = frozenset((135, 139, 445, 1433, 3389, 6379, 6892, 6893, 6901))
@@ -117,7 +118,7 @@ class Heuristics:
         self.window_start: int | None = None
         self.last_sec = -1
         self.local_prefix = ""
-        self.exhaustion: OrderedDict[str, tuple[int, set[str]]] = OrderedDict()
+        self.exhaustion: OrderedDict[str, tuple[int, set[str] | None]] = OrderedDict()  # None: no prefix yet
         self.exhausted: set[str] = set()
         self._dns_cleared = -1
         self.nx: OrderedDict[str, tuple[int, set[str]]] = OrderedDict()
@@ -235,12 +236,15 @@ class Heuristics:
         if entry is None or sec - entry[0] > self.settings.dns_exhaustion_window:
             if entry is not None:
                 self.exhausted.discard(domain)
-            self.exhaustion[domain] = (sec, set())
+            self.exhaustion[domain] = (sec, None)  # the prefix set comes with a second query: most domains get one
             self.exhaustion.move_to_end(domain)
             if len(self.exhaustion) > self.settings.max_dns_keys:
                 self.exhaustion.popitem(last=False)
             return []
         subs = entry[1]
+        if subs is None:
+            subs = set()
+            self.exhaustion[domain] = (entry[0], subs)
         if len(subs) < self.settings.dns_exhaustion_threshold:
             subs.add(prefix)
             return []
@@ -255,6 +259,26 @@ class Heuristics:
             return []
         return [(sec, usec, addr_text(src), sport, addr_text(dst), dport, "UDP", "DNS", trail,
                  "potential dns exhaustion (suspicious)", HEURISTIC_REF)]
+
+    def dns_queries(self, columns: QueryColumns, start: int, stop: int) -> list[Event]:
+        """`dns_query` of the queries `start:stop` of a columnar observation (`workers.queryobs`): a
+        query that opens or grows its domain's entry is handled here, without a call each."""
+        secs, domains, prefixes = columns.secs, columns.domains, columns.prefixes
+        exhaustion, threshold = self.exhaustion, self.settings.dns_exhaustion_threshold
+        window, max_keys = self.settings.dns_exhaustion_window, self.settings.max_dns_keys
+        out: list[Event] = []
+        for i in range(start, stop):
+            domain, sec = domains[i], secs[i]
+            entry = exhaustion.get(domain)
+            if entry is None and domain:
+                exhaustion[domain] = (sec, None)
+                if len(exhaustion) > max_keys:
+                    exhaustion.popitem(last=False)
+            elif entry is not None and entry[1] is not None and sec - entry[0] <= window and len(entry[1]) < threshold:
+                entry[1].add(prefixes[i])
+            else:
+                out += self.dns_query(sec, *columns.packet(i), domain, prefixes[i])
+        return out
 
     def suppressed(self, domain: str) -> bool:
         """Queries of an exhausted domain skip their trail checks (spec 3, 8.7)."""

@@ -45,14 +45,15 @@ class GenerationCache(Generic[K, V]):
 
     def lookup(self, keys: list[K]) -> tuple[dict[K, V], list[K]]:
         """({key: value} of the keys held, the other keys once each). The keys held are found by
-        set differences, which test each key against a dict in C: on traffic where nearly every
-        key is new, a dict lookup per key in Python cost several times more. When every key is
+        set operations, which test each key against a dict in C: on traffic where nearly every
+        key is new, a dict lookup per key in Python cost several times more (and when every key is
+        new, `isdisjoint` answers without building the set of new keys). When every key is
         new and appears once, the other keys are `keys` itself, in its order."""
         young, old = self._young, self._old
         distinct = set(keys)
+        if young.keys().isdisjoint(distinct) and old.keys().isdisjoint(distinct):  # no new set to build
+            return {}, keys if len(distinct) == len(keys) else list(distinct)
         new = distinct.difference(young).difference(old)
-        if len(new) == len(distinct):
-            return {}, keys if len(new) == len(keys) else list(new)
         return {k: young[k] if k in young else old[k] for k in distinct.difference(new)}, list(new)
 
     def put(self, key: K, value: V) -> V:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from itertools import repeat
+from itertools import compress, repeat
 from operator import itemgetter
 from urllib.parse import unquote
 
@@ -21,7 +21,7 @@ from engine.index.mapped import TrailIndex
 from engine.index.namefilter import NameBytes
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
-from workers import dnsbatch, httpbatch, tlsbatch
+from workers import dnsbatch, httpbatch, queryobs, tlsbatch
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, among, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache, GenerationCache
@@ -45,6 +45,7 @@ from workers.settings import DetectionSettings
 
 # Observation kinds sent to the aggregator: (kind, sec, usec, src, sport, dst, dport, detail...)
 OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
+OBS_DNS_QUERIES = "dnsqs"  # a batch's OBS_DNS_QUERY in columns, not (sec, ...): `workers.queryobs`
 OBS_NXDOMAIN = "nx"  # detail: query name
 OBS_WEB = "web"  # detail: first path segment, host, path
 OBS_QUIC = "quic"  # detail: client SCID, CRYPTO chunks ((offset, bytes), ...) of a ClientHello cut over datagrams
@@ -54,7 +55,7 @@ QUIC_REPLY_CACHE_SIZE = 4096  # (server, client, client SCID) of the QUIC client
 PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
 BULK_HELLOS = 80  # ClientHellos in a batch from which `tlsbatch` reads their SNIs together (measured: fewer
 # cost less one at a time)
-_IGNORED = ("ignored",)  # name facts of a query name that is never checked
+_IGNORED = (None, False, "ignored")  # name facts of a query name that is never checked (no exhaustion domain)
 _UNCOUNTED = (None, False)  # those of one that counts against no exhaustion domain and is no trail
 
 _REQUEST_STARTS = np.sort(np.array([int.from_bytes(m, "big") for m in (
@@ -437,9 +438,8 @@ class PayloadInspector:
         trails (numpy masks say which) or whose name is one (a set of the few names says which).
         `laid_out` gives the names' bytes if the decoder has them, for a batch of names all new."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
-        src, dst = row_addresses(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
-        trails = [q for q, f in facts_of.items() if f is not _IGNORED and f[1]]  # the names that report
+        trails = [q for q, f in facts_of.items() if f[1]]  # the names that report
         if new:
             facts, new_trails = self._names_facts(new, laid_out() if laid_out and new is names else None)
             if facts_of:
@@ -447,11 +447,7 @@ class PayloadInspector:
             else:
                 facts_of = facts
             trails += new_trails
-        columns = zip(rows.tolist(), names, p.sec[rows].tolist(), p.usec[rows].tolist(), src,
-                      p.sport[rows].tolist(), dst, p.dport[rows].tolist(), strict=True)
-        out += [(row, OBS_DNS_QUERY, (sec, usec, s, sport, d, dport, q, exh[0], exh[1]))
-                for row, q, sec, usec, s, sport, d, dport in columns
-                if (f := facts_of[q]) is not _IGNORED and (exh := f[0])]
+        self._query_observations(p, rows, names, facts_of, out)
         checked = (qtype != 12) & (qclass == 1)
         report = (checked & ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0))).nonzero()[0].tolist()
         if trails:
@@ -463,6 +459,21 @@ class PayloadInspector:
                 exh = f[0]
                 c = _context(p, int(rows[i]), out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
                 self._query_events(c, names[i], (exh[0],) if exh else ())
+
+    @staticmethod
+    def _query_observations(p: Parsed, rows: np.ndarray, names: list[str], facts_of: dict[str, tuple],
+                            out: list[Item]) -> None:
+        """The exhaustion observations of the queries that count against a domain, as one columnar
+        item (`OBS_DNS_QUERIES`, `workers.queryobs`) at the first one's row; the aggregator applies
+        each query in its place among the batch's other items."""
+        exhs = list(map(itemgetter(0), map(facts_of.__getitem__, names)))
+        if not all(exhs):  # the queries that count, found in C (`filter`, `compress`)
+            counted = list(filter(None, exhs))
+            if not counted:
+                return
+            rows = rows.take(np.fromiter(compress(range(len(exhs)), exhs), np.intp, len(counted)))
+            exhs = counted
+        out.append((int(rows[0]), OBS_DNS_QUERIES, queryobs.pack(p, rows, exhs)))
 
     def _exhaustion(self, q: str) -> tuple[str, str] | None:
         """The (domain, prefix) a query counts against for DNS exhaustion; None for whitelisted

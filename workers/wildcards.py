@@ -28,7 +28,10 @@ class WildcardMatcher:
     def search_many(self, names: list[str]) -> dict[int, tuple[int, re.Match[str]]]:
         """`search` of each one-line name, the prefilter in one scan for all: {position: result}
         for the names that match (nearly none: a caller walks the hits, not every name)."""
-        found = {i: self._best(names[i], c) for i, c in enumerate(self.prefilter.candidates_many(names)) if c}
+        candidates = self.prefilter.candidates_many(names)
+        if not any(candidates):  # the usual batch: no name has a candidate, and `any` says so in C
+            return {}
+        found = {i: self._best(names[i], c) for i, c in enumerate(candidates) if c}
         return {i: hit for i, hit in found.items() if hit is not None}
 
     def _best(self, name: str, candidates: list[int]) -> tuple[int, re.Match[str]] | None:

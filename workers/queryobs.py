@@ -1,0 +1,55 @@
+"""DNS query observations in columns: the queries of a batch that count against an exhaustion
+domain travel to the aggregator as one item of packed columns, not a tuple each. Building, pickling
+and unpickling a 9-tuple per query cost more than the query's own checks; here the numbers are one
+bytes object and the (domain, prefix) pairs one text, and the aggregator reads only what the
+exhaustion bookkeeping needs (row, second, domain, prefix) for every query, the rest (microseconds,
+addresses, ports, name) for the rare query that reports."""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import numpy as np
+
+from engine.ipaddr import Addr
+from workers.batch import Parsed, row_addresses
+
+Packed = tuple[bytes, str, tuple[list, list] | None]  # numbers, "domain\nprefix\n...", IPv6-aware addresses
+_SEPARATOR = "\n"  # no name that counts against a domain holds one: such names are valid DNS names
+_COLUMNS = 7  # rows, seconds, microseconds, source ports, destination ports, IPv4 sources, IPv4 destinations
+
+
+def pack(p: Parsed, rows: np.ndarray, exhs: list[tuple[str, str]]) -> Packed:
+    """The observations of the queries at ascending `rows`, each with its (domain, prefix)."""
+    numbers = np.empty((_COLUMNS, rows.size), np.uint32)
+    numbers[0] = rows
+    for k, column in enumerate((p.sec, p.usec, p.sport, p.dport, p.src4, p.dst4), 1):
+        numbers[k] = column.take(rows)
+    addresses = row_addresses(p, rows) if p.v6_rows.size and (p.version.take(rows) == 6).any() else None
+    return numbers.tobytes(), _SEPARATOR.join(chain.from_iterable(exhs)), addresses
+
+
+class QueryColumns:
+    """A packed item read back (`pack`): rows, seconds, domains and prefixes as lists; a query's
+    other fields on demand (`packet`)."""
+
+    __slots__ = ("rows", "secs", "domains", "prefixes", "_numbers", "_addresses")
+
+    def __init__(self, packed: Packed) -> None:
+        numbers, text, self._addresses = packed
+        pieces = text.split(_SEPARATOR) if text else []
+        self.domains, self.prefixes = pieces[0::2], pieces[1::2]
+        n = len(self.domains)
+        self._numbers = memoryview(numbers).cast("I")
+        self.rows: list[int] = self._numbers[:n].tolist()
+        self.secs: list[int] = self._numbers[n:2 * n].tolist()
+
+    def packet(self, i: int) -> tuple[int, Addr, int, Addr, int, str]:
+        """Query i's microseconds, source, source port, destination, destination port and name, as
+        `Heuristics.dns_query` takes them after the second."""
+        m, n = self._numbers, len(self.rows)
+        if self._addresses is None:
+            src, dst = m[5 * n + i], m[6 * n + i]
+        else:
+            src, dst = self._addresses[0][i], self._addresses[1][i]
+        return m[2 * n + i], src, m[3 * n + i], dst, m[4 * n + i], f"{self.prefixes[i]}.{self.domains[i]}"
