@@ -161,6 +161,16 @@ def test_url_candidates_follow_the_spec(path: str, post: str) -> None:
     assert url_candidates(path, post) == _candidates_as_written(path, post)
 
 
+@settings(max_examples=300)
+@given(st.lists(st.text(alphabet="ab?&=/.%\t", max_size=16) | st.lists(st.sampled_from(PATH_PIECES), max_size=10)
+                .map("".join), min_size=1, max_size=6).map(lambda paths: [path.replace("\n", "") for path in paths]))
+def test_url_candidates_of_paths_cut_together_are_those_of_each_alone(paths: list[str]) -> None:
+    """`settle` cuts the values of a batch's paths in one substitution over their lines."""
+    cuts = httpbatch._LINE_VALUES.sub("=", "\n".join(paths)).split("\n")
+    assert [url_candidates(path, "", cut) for path, cut in zip(paths, cuts, strict=True)] == [
+        url_candidates(path, "") for path in paths]
+
+
 @given(st.lists(st.sampled_from(PATH_PIECES), max_size=10).map("".join), st.sampled_from(["", "a=1", "x"]))
 def test_url_keys_are_each_candidate_bare_then_with_the_host(path: str, post: str) -> None:
     keys = url_keys("h.example", path, post)

@@ -26,6 +26,7 @@ from workers.settings import DetectionSettings
 # test), and has none of the characters that make urlparse move part of it into the path.
 _PLAIN_HOSTS = re.compile(r"^(?:[a-z][a-z0-9._-]*(?::[0-9]*)?$)?", re.MULTILINE)  # a plain line, else ""
 _VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
+_LINE_VALUES = re.compile("=[^&\n]*")  # the same in text of one path a line
 
 # What settling reads of a request without a body to an unlisted address: method, path as sent,
 # Host, User-Agent.
@@ -40,15 +41,20 @@ def url_keys(host: str, path: str, post: str) -> list[str]:
     return keys
 
 
-def url_candidates(path: str, post: str) -> list[str]:
-    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
+def url_candidates(path: str, post: str, cut: str | None = None) -> list[str]:
+    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks.
+    `cut`: the path with every value after an `=` cut (`_VALUES`), when the caller made it for
+    many paths in one substitution (a call per path costs more than the rest of the candidates)."""
     first = path.rstrip("/")
     q = path.find("?")
     eq = path.find("=")
     checks = [first, path[:q].rstrip("/")] if q >= 0 else [first]
     if eq >= 0:
         checks.append(path[: eq + 1])
-        reduced = _VALUES.sub("=", path) if 0 <= q < eq else _cut_pieces(path)  # `without_values`
+        if 0 <= q < eq:  # `without_values`
+            reduced = _VALUES.sub("=", path) if cut is None else cut
+        else:
+            reduced = _cut_pieces(path)
         if reduced not in checks:
             checks.append(reduced)
             cut = reduced.rfind("/")
@@ -121,7 +127,9 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         path_text = "\n".join([requests[i][1] for i in picks])
     path_text = path_text.lower()
     paths = path_text.split("\n")
-    cands = [url_candidates(path, "") for path in path_text.replace("//", "/").split("\n")]
+    folded = path_text.replace("//", "/")
+    cuts = _LINE_VALUES.sub("=", folded).split("\n")
+    cands = [url_candidates(path, "", cut) for path, cut in zip(folded.split("\n"), cuts, strict=True)]
     keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
     agents = [(n, agent) for n, i in enumerate(picks) if (agent := requests[i][3])]  # (position among picks, agent)
