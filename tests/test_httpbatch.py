@@ -244,3 +244,13 @@ def test_unsuspicious_user_agents_match_no_listed_agent(agents: list[str]) -> No
             assert http_rules.suspicious_user_agent(agent) is None, agent
     assert http_rules.user_agents_unsuspicious(["Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", "masscan/1.0",
                                                 "ab", "agent"]) == [True, False, False, False]
+
+
+@pytest.mark.parametrize("paths", [["/a\n/b", "c"], ["c", "/a\n/b"], ["/a\nb", "/c"], ["/a", "b"]])
+def test_only_paths_that_start_with_a_slash_are_settled(index: TrailIndex, paths: list[str]) -> None:
+    """A batch's paths are recognised as all taken from their joined text: line feeds inside a
+    path must not make one that does not start with `/` look as if it did."""
+    inspector = PayloadInspector(index, DetectionSettings())
+    requests = [("GET", path, "plain.example", None) for path in paths]
+    settled = httpbatch.settle(index, inspector.settings, inspector.domains, requests)
+    assert [detail is not None for detail in settled] == [path[0] == "/" and "\n" not in path for path in paths]

@@ -12,6 +12,8 @@ per-request checks, which stay the judge, so what is reported never changes.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from typing import cast
 from urllib.parse import unquote
 
 import numpy as np
@@ -57,9 +59,9 @@ def url_candidates(path: str, post: str, cut: str | None = None) -> list[str]:
             reduced = _cut_pieces(path)
         if reduced not in checks:
             checks.append(reduced)
-            cut = reduced.rfind("/")
-            if reduced.find("/") < cut:  # two slashes or more: the piece cut off holds one, the last step is void
-                checks.append(reduced[cut:])
+            slash = reduced.rfind("/")
+            if reduced.find("/") < slash:  # two slashes or more: the piece cut off holds one, the last step is void
+                checks.append(reduced[slash:])
                 return [x for x in checks if x] if "" in checks else checks
     elif post:
         checks.append(f"{path}?{unquote(post).lower()}")
@@ -105,13 +107,10 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     """Per request without a body to an unlisted address: the detail of its web observation
     (`web_details`, host and path as the checks spell them: lowercase, `:80` cut) when its checks
     certainly report nothing but that observation of a path that starts with `/`; None when the
-    per-request checks must run. (A Host is stripped by the parser already: one with spaces is not
-    plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
+    per-request checks must run. (Host and User-Agent are stripped by the parser already: a Host
+    with spaces is not plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
     out: list[tuple[str, str, str] | None] = [None] * len(requests)
-    picks = [i for i, (method, path, host, _) in enumerate(requests)
-             if host is not None and path[:1] == "/" and (settings.use_heuristics or _proper(method, path))]
-    host_text = "\n".join([requests[i][2] for i in picks])
-    path_text = "\n".join([requests[i][1] for i in picks])
+    picks, host_text, path_text = _picked(requests, settings)
     if not path_text.isascii() or host_text.count("\n") + path_text.count("\n") != 2 * len(picks) - 2:
         picks = [i for i in picks if requests[i][1].isascii() and "\n" not in requests[i][1] + requests[i][2]]
         host_text = "\n".join([requests[i][2] for i in picks])
@@ -132,29 +131,52 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     cands = [url_candidates(path, "", cut) for path, cut in zip(folded.split("\n"), cuts, strict=True)]
     keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
-    agents = [(n, agent) for n, i in enumerate(picks) if (agent := requests[i][3])]  # (position among picks, agent)
-    keys += [UA_PREFIX + agent.lower() for _, agent in agents]
+    sent = [requests[i][3] for i in picks]
+    at: Sequence[int] = range(len(sent))  # position of each User-Agent among the picks
+    agents = cast("list[str]", sent)  # when every request has one (the usual case)
+    if None in sent or "" in sent:
+        at = [n for n, agent in enumerate(sent) if agent]
+        agents = [agent for agent in sent if agent]
+    keys += [UA_PREFIX + agent.lower() for agent in agents]
     maybe = index.strings_maybe(index.hash_keys(keys)).nonzero()[0]
     quiet = np.ones(len(picks), bool)
     if maybe.size:  # rare: which requests those keys belong to
         owners = np.concatenate((np.arange(len(picks)).repeat([len(found) for found in cands]),
-                                 np.array(host_owners, np.int64), np.array([n for n, _ in agents], np.int64)))
+                                 np.array(host_owners, np.int64), np.array(at, np.int64)))
         quiet[owners[maybe]] = False
     if settings.use_heuristics:
         quiet &= http_rules.paths_unremarkable(paths)
-        unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
-                                                             for _, ua in agents])
+        if "%" in "".join(agents):
+            agents = [unquote(agent).strip() if "%" in agent else agent for agent in agents]
+        unsuspicious = http_rules.user_agents_unsuspicious(agents)
         if not all(unsuspicious):
-            quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
+            quiet[[n for n, fine in zip(at, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:
-        hits = domains.check_many([host.split(":", 1)[0] for host in hosts])
-        quiet &= np.array([hit is None for hit in hits], bool)
+        names = [host.split(":", 1)[0] for host in hosts] if ":" in "".join(hosts) else hosts
+        hits = domains.hits_many(names)
+        if hits:
+            quiet[list(hits)] = False
     if len(picks) == len(requests) and quiet.all():  # the usual batch: every request settled
         return web_details(hosts, paths)
     details = web_details(hosts, paths)
     for n in quiet.nonzero()[0].tolist():
         out[picks[n]] = details[n]
     return out
+
+
+def _picked(requests: list[Request], settings: DetectionSettings) -> tuple[Sequence[int], str, str]:
+    """The requests settling may take (with a Host, a path that starts with `/`, and with the
+    heuristics off no absolute URI or CONNECT), and their Hosts and paths joined by line feeds.
+    The usual batch, where every request is taken, is recognised from the joined texts alone."""
+    if settings.use_heuristics and requests:
+        _, paths, hosts, _ = zip(*requests, strict=True)
+        if None not in hosts:
+            path_text = "\n".join(paths)
+            if path_text[:1] == "/" and path_text.count("\n") == path_text.count("\n/") == len(requests) - 1:
+                return range(len(requests)), "\n".join(hosts), path_text
+    picks = [i for i, (method, path, host, _) in enumerate(requests)
+             if host is not None and path[:1] == "/" and (settings.use_heuristics or _proper(method, path))]
+    return picks, "\n".join([requests[i][2] for i in picks]), "\n".join([requests[i][1] for i in picks])
 
 
 def _proper(method: str, path: str) -> bool:
