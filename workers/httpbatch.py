@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import chain
 from typing import cast
 from urllib.parse import unquote
 
@@ -129,7 +130,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     folded = path_text.replace("//", "/")
     cuts = _LINE_VALUES.sub("=", folded).split("\n")
     cands = [url_candidates(path, "", cut) for path, cut in zip(folded.split("\n"), cuts, strict=True)]
-    keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
+    keys = list(chain.from_iterable(cands))  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
     sent = [requests[i][3] for i in picks]
     at: Sequence[int] = range(len(sent))  # position of each User-Agent among the picks

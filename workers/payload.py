@@ -577,21 +577,27 @@ class PayloadInspector:
         (`httpbatch.settle`, the batch's new ones together) and the answer kept (bounded; `()` for
         "check it"): a request whose checks certainly report nothing but the web observation gets
         that observation, and needs no plan; the others take the per-request checks
-        (`_http_request`)."""
+        (`_http_request`). When every request is new, distinct and settleable (the usual batch on
+        a real link), the answers come in request order and are not looked up again."""
         observe = self.settings.use_heuristics and self.settings.web_scanning
         keys = [fields[0] for _, fields in requests]  # method, path, Host, User-Agent
-        known, _ = self._settled.lookup(keys)
-        fresh = {key: () for (cols, fields), key in zip(requests, keys, strict=True)
-                 if key not in known and not fields[1] and cols[7] < 0}
-        if fresh:
-            answers = httpbatch.settle(self.index, self.settings, self.domains, list(fresh))
-            fresh = dict(zip(fresh, [detail or () for detail in answers], strict=True))
-            self._settled.put_many(fresh)
-            known.update(fresh)
-        for (cols, fields), key in zip(requests, keys, strict=True):
-            detail = known.get(key)
+        known, new = self._settled.lookup(keys)
+        fresh = [key for (cols, fields), key in zip(requests, keys, strict=True)
+                 if not fields[1] and cols[7] < 0 and key not in known]
+        if new is keys and len(fresh) == len(keys):
+            answers = httpbatch.settle(self.index, self.settings, self.domains, keys)
+            self._settled.put_many(dict(zip(keys, [detail or () for detail in answers], strict=True)))
+        else:
+            if fresh:
+                unique = list(dict.fromkeys(fresh))
+                settled = dict(zip(unique, [detail or () for detail in httpbatch.settle(
+                    self.index, self.settings, self.domains, unique)], strict=True))
+                self._settled.put_many(settled)
+                known.update(settled)
+            answers = [known.get(key) for key in keys]
+        for (cols, fields), detail in zip(requests, answers, strict=True):
             if not detail or fields[1] or cols[7] >= 0:
-                self._http_request(_packet(cols, out), HttpRequest(*key, *fields[1:]))
+                self._http_request(_packet(cols, out), HttpRequest(*fields[0], *fields[1:]))
             elif observe:
                 out.append((cols[0], OBS_WEB, (*cols[1:7], *detail)))
 
