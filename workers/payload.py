@@ -213,14 +213,18 @@ class PayloadInspector:
     def _request_segments(self, p: Parsed, data: np.ndarray, rows: np.ndarray, requests: list[Lone],
                           out: list[Item]) -> None:
         """Segments that start like a request: parsed here, their lone requests (the usual case)
-        joining `requests`, without a packet context (most need none)."""
+        joining `requests`, without a packet context (most need none). Their columns are zipped
+        in `Cols` order, which spares rebuilding a tuple per request."""
         view = memoryview(data)  # its slices make bytes faster than the array's
-        for row, off, n, s, d, sec, usec, sport, dport, _, de, se, dpe in self._columns(p, rows):
-            payload = view[off : off + n].tobytes()
-            fields = request_fields(payload)
+        payloads = [view[off : off + n].tobytes() for off, n in zip(p.payload_off[rows].tolist(),
+                                                                    p.payload_len[rows].tolist(), strict=True)]
+        dst_e, src_e, dstport_e = self._address_entries(p, rows)
+        src, dst = row_addresses(p, rows)
+        columns = zip(rows.tolist(), p.sec[rows].tolist(), p.usec[rows].tolist(), src, p.sport[rows].tolist(), dst,
+                      p.dport[rows].tolist(), dst_e.tolist(), src_e.tolist(), dstport_e.tolist(), strict=True)
+        for cols, payload, fields in zip(columns, payloads, map(request_fields, payloads), strict=True):
             if fields is None:
                 continue
-            cols = (row, sec, usec, s, sport, d, dport, de, se, dpe)
             if fields[1]:  # a body: maybe pipelined requests
                 self._parsed_segment(payload, fields, cols, requests, out)
             else:
