@@ -161,14 +161,22 @@ def test_url_candidates_follow_the_spec(path: str, post: str) -> None:
     assert url_candidates(path, post) == _candidates_as_written(path, post)
 
 
-@settings(max_examples=300)
+@settings(max_examples=500)
 @given(st.lists(st.text(alphabet="ab?&=/.%\t", max_size=16) | st.lists(st.sampled_from(PATH_PIECES), max_size=10)
-                .map("".join), min_size=1, max_size=6).map(lambda paths: [path.replace("\n", "") for path in paths]))
-def test_url_candidates_of_paths_cut_together_are_those_of_each_alone(paths: list[str]) -> None:
-    """`settle` cuts the values of a batch's paths in one substitution over their lines."""
-    cuts = httpbatch._LINE_VALUES.sub("=", "\n".join(paths)).split("\n")
-    assert [url_candidates(path, "", cut) for path, cut in zip(paths, cuts, strict=True)] == [
+                .map("".join), min_size=1, max_size=6)
+       .map(lambda paths: ["/" + path.replace("\n", "").lower() for path in paths]))
+def test_candidates_of_paths_cut_together_are_those_of_each_alone(paths: list[str]) -> None:
+    """`settle` spells out the usual shapes of a batch's paths with their pieces cut for all
+    lines at once: the candidates are those of each path alone, in order."""
+    assert [list(found) for found in httpbatch.candidates_many("\n".join(paths))] == [
         url_candidates(path, "") for path in paths]
+
+
+@pytest.mark.parametrize("path", ["/a/b/c.html?id=1&ref=2&u=x", "/a/b.png", "/favicon.ico", "/a/b?id=1", "/a/?x=1",
+                                  "/a?x=1&y=2", "/a/b?x", "/a/b/", "/a/b?x=1/", "/?x=1", "/a=b?c=d", "/a/b?x=&y=",
+                                  "/a/b?x=1&y/"])
+def test_candidates_of_the_usual_shapes(path: str) -> None:
+    assert list(httpbatch.candidates_many(path)[0]) == url_candidates(path, "")
 
 
 @given(st.lists(st.sampled_from(PATH_PIECES), max_size=10).map("".join), st.sampled_from(["", "a=1", "x"]))

@@ -74,6 +74,21 @@ def url_candidates(path: str, post: str, cut: str | None = None) -> list[str]:
     return [x for x in checks if x] if "" in checks else checks
 
 
+def candidates_many(text: str) -> list[Sequence[str]]:
+    """`url_candidates` of each line of `text` (lowercase paths that start with `/`, without a
+    body), their values cut for all lines at once, and the two usual shapes spelled out here with
+    the tests that make `url_candidates` take them (a call per path cost more than everything else
+    its candidates need): a query whose first `=` follows its `?` (to a path with two slashes or
+    more once its values are cut), and a path without `?` or `=`; the others call it."""
+    return [(path, path[:q], path[: eq + 1], cut, cut[slash:])
+            if 0 < (q := path.find("?")) < (eq := path.find("=")) and path[q - 1] != "/" and path[-1] != "/"
+            and len(cut) > eq + 1 and cut != path and (slash := cut.rfind("/")) > 0
+            else ((path, path[:slash], path[slash + 1 :]) if (slash := path.rfind("/")) > 0 else (path,))
+            if q < 0 and "=" not in path and path[-1] != "/"
+            else url_candidates(path, "", cut)
+            for path, cut in zip(text.split("\n"), _LINE_VALUES.sub("=", text).split("\n"), strict=True)]
+
+
 def without_values(path: str) -> str:
     """Every `name=value` that follows a `?` or `&` cut to `name=`: Maltrail's
     `re.sub(r"(?<=[?&])([^=&]*)=[^&]*", r"\\1=", path)` (its template substitution cost several
@@ -127,9 +142,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         path_text = "\n".join([requests[i][1] for i in picks])
     path_text = path_text.lower()
     paths = path_text.split("\n")
-    folded = path_text.replace("//", "/")
-    cuts = _LINE_VALUES.sub("=", folded).split("\n")
-    cands = [url_candidates(path, "", cut) for path, cut in zip(folded.split("\n"), cuts, strict=True)]
+    cands = candidates_many(path_text.replace("//", "/"))
     keys = list(chain.from_iterable(cands))  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
     sent = [requests[i][3] for i in picks]
