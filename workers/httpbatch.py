@@ -28,6 +28,9 @@ from workers.settings import DetectionSettings
 # A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
 # test), and has none of the characters that make urlparse move part of it into the path.
 _PLAIN_HOSTS = re.compile(r"^(?:[a-z][a-z0-9._-]*(?::[0-9]*)?$)?", re.MULTILINE)  # a plain line, else ""
+# Every line plain (the usual batch), in one match that walks the text once: `_PLAIN_HOSTS` tries
+# its `^` at every character.
+_ALL_PLAIN = re.compile(r"(?:[a-z][a-z0-9._-]*(?::[0-9]*)?\n)*")
 _VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
 _LINE_VALUES = re.compile("=[^&\n]*")  # the same in text of one path a line
 
@@ -133,7 +136,9 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         path_text = "\n".join([requests[i][1] for i in picks])
     if not picks:
         return out
-    hosts = _PLAIN_HOSTS.findall(f"{host_text.lower()}\n".replace(":80\n", "\n")[:-1])  # "": not plain
+    host_text = f"{host_text.lower()}\n".replace(":80\n", "\n")
+    hosts = (host_text[:-1].split("\n") if _ALL_PLAIN.fullmatch(host_text)
+             else _PLAIN_HOSTS.findall(host_text[:-1]))  # "": not plain
     if not all(hosts):
         kept = [n for n, host in enumerate(hosts) if host]
         picks, hosts = [picks[n] for n in kept], [hosts[n] for n in kept]
