@@ -242,3 +242,35 @@ def test_structured_fuzz_never_raises(parts: list[str]) -> None:
     payload = "".join(parts).encode()
     parse_http_request(payload)
     parse_http_response(b"HTTP/" + payload)
+
+
+def _request_as_written(payload: bytes) -> tuple | None:
+    """Maltrail's request rules spelled out plainly: each header is the first `\\r\\nName:` of the
+    whole text, ending at the next `\\r\\n`; the body follows the first blank line."""
+    text = payload[:MAX_EXAMINED].decode("utf-8", "replace")
+    line = text.split("\r\n", 1)[0] if "\r\n" in text else None
+    if line is None or len(line.split(" ")) != 3 or " HTTP/" not in line:
+        return None
+    method, path, version = line.split(" ")
+    if not method or not path:
+        return None
+    values = []
+    for name in ("Host", "User-Agent"):
+        rest = text.split(f"\r\n{name}:", 1)[1] if f"\r\n{name}:" in text else None
+        values.append(rest.split("\r\n", 1)[0].strip() if rest is not None and "\r\n" in rest else None)
+    body = text.split("\r\n\r\n", 1)[1] if "\r\n\r\n" in text else ""
+    return method, path, *values, body, version, text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(["\r\n", "\r\nHost:", "\r\nUser-Agent:", " h ", "\r\n\r\n", "x", " ", "\r", "\n",
+                                 ":", "\ufffd"]), max_size=14))
+def test_request_fields_follow_the_rules_as_written(parts: list[str]) -> None:
+    """Whatever the layout after the request line (the usual Host then User-Agent is read without
+    searching), the fields are those of the rules as written."""
+    for head in ("GET /a HTTP/1.1", "GET /a HTTP/1.1\r\nHost: h", "GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: u"):
+        payload = (head + "".join(parts)).encode()
+        req = parse_http_request(payload)
+        expected = _request_as_written(payload)
+        assert (None if req is None else (req.method, req.path, req.host, req.user_agent, req.body, req.version,
+                                          req.text)) == expected

@@ -161,6 +161,24 @@ def test_url_candidates_follow_the_spec(path: str, post: str) -> None:
     assert url_candidates(path, post) == _candidates_as_written(path, post)
 
 
+@settings(max_examples=500)
+@given(st.lists(st.text(alphabet="ab?&=/.%\t", max_size=16) | st.lists(st.sampled_from(PATH_PIECES), max_size=10)
+                .map("".join), min_size=1, max_size=6)
+       .map(lambda paths: ["/" + path.replace("\n", "").lower() for path in paths]))
+def test_candidates_of_paths_cut_together_are_those_of_each_alone(paths: list[str]) -> None:
+    """`settle` spells out the usual shapes of a batch's paths with their pieces cut for all
+    lines at once: the candidates are those of each path alone, in order."""
+    assert [list(found) for found in httpbatch.candidates_many("\n".join(paths))] == [
+        url_candidates(path, "") for path in paths]
+
+
+@pytest.mark.parametrize("path", ["/a/b/c.html?id=1&ref=2&u=x", "/a/b.png", "/favicon.ico", "/a/b?id=1", "/a/?x=1",
+                                  "/a?x=1&y=2", "/a/b?x", "/a/b/", "/a/b?x=1/", "/?x=1", "/a=b?c=d", "/a/b?x=&y=",
+                                  "/a/b?x=1&y/"])
+def test_candidates_of_the_usual_shapes(path: str) -> None:
+    assert list(httpbatch.candidates_many(path)[0]) == url_candidates(path, "")
+
+
 @given(st.lists(st.sampled_from(PATH_PIECES), max_size=10).map("".join), st.sampled_from(["", "a=1", "x"]))
 def test_url_keys_are_each_candidate_bare_then_with_the_host(path: str, post: str) -> None:
     keys = url_keys("h.example", path, post)
@@ -234,3 +252,13 @@ def test_unsuspicious_user_agents_match_no_listed_agent(agents: list[str]) -> No
             assert http_rules.suspicious_user_agent(agent) is None, agent
     assert http_rules.user_agents_unsuspicious(["Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", "masscan/1.0",
                                                 "ab", "agent"]) == [True, False, False, False]
+
+
+@pytest.mark.parametrize("paths", [["/a\n/b", "c"], ["c", "/a\n/b"], ["/a\nb", "/c"], ["/a", "b"]])
+def test_only_paths_that_start_with_a_slash_are_settled(index: TrailIndex, paths: list[str]) -> None:
+    """A batch's paths are recognised as all taken from their joined text: line feeds inside a
+    path must not make one that does not start with `/` look as if it did."""
+    inspector = PayloadInspector(index, DetectionSettings())
+    requests = [("GET", path, "plain.example", None) for path in paths]
+    settled = httpbatch.settle(index, inspector.settings, inspector.domains, requests)
+    assert [detail is not None for detail in settled] == [path[0] == "/" and "\n" not in path for path in paths]

@@ -12,6 +12,9 @@ per-request checks, which stay the judge, so what is reported never changes.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from itertools import chain
+from typing import cast
 from urllib.parse import unquote
 
 import numpy as np
@@ -25,7 +28,11 @@ from workers.settings import DetectionSettings
 # A lowercase Host the bulk path takes: it starts with a letter (no address, no IoT-download
 # test), and has none of the characters that make urlparse move part of it into the path.
 _PLAIN_HOSTS = re.compile(r"^(?:[a-z][a-z0-9._-]*(?::[0-9]*)?$)?", re.MULTILINE)  # a plain line, else ""
+# Every line plain (the usual batch), in one match that walks the text once: `_PLAIN_HOSTS` tries
+# its `^` at every character.
+_ALL_PLAIN = re.compile(r"(?:[a-z][a-z0-9._-]*(?::[0-9]*)?\n)*")
 _VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
+_LINE_VALUES = re.compile("=[^&\n]*")  # the same in text of one path a line
 
 # What settling reads of a request without a body to an unlisted address: method, path as sent,
 # Host, User-Agent.
@@ -40,20 +47,25 @@ def url_keys(host: str, path: str, post: str) -> list[str]:
     return keys
 
 
-def url_candidates(path: str, post: str) -> list[str]:
-    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks."""
+def url_candidates(path: str, post: str, cut: str | None = None) -> list[str]:
+    """Maltrail's candidate keys for a request path (spec 2.6 step 6), in order, without blanks.
+    `cut`: the path with every value after an `=` cut (`_VALUES`), when the caller made it for
+    many paths in one substitution (a call per path costs more than the rest of the candidates)."""
     first = path.rstrip("/")
     q = path.find("?")
     eq = path.find("=")
     checks = [first, path[:q].rstrip("/")] if q >= 0 else [first]
     if eq >= 0:
         checks.append(path[: eq + 1])
-        reduced = _VALUES.sub("=", path) if 0 <= q < eq else _cut_pieces(path)  # `without_values`
+        if 0 <= q < eq:  # `without_values`
+            reduced = _VALUES.sub("=", path) if cut is None else cut
+        else:
+            reduced = _cut_pieces(path)
         if reduced not in checks:
             checks.append(reduced)
-            cut = reduced.rfind("/")
-            if reduced.find("/") < cut:  # two slashes or more: the piece cut off holds one, the last step is void
-                checks.append(reduced[cut:])
+            slash = reduced.rfind("/")
+            if reduced.find("/") < slash:  # two slashes or more: the piece cut off holds one, the last step is void
+                checks.append(reduced[slash:])
                 return [x for x in checks if x] if "" in checks else checks
     elif post:
         checks.append(f"{path}?{unquote(post).lower()}")
@@ -63,6 +75,21 @@ def url_candidates(path: str, post: str) -> list[str]:
         name = path[:q] if q >= 0 else first  # the first candidate up to its `?`: `?` is never stripped
         checks.append(name[name.rfind("/") + 1 :])
     return [x for x in checks if x] if "" in checks else checks
+
+
+def candidates_many(text: str) -> list[Sequence[str]]:
+    """`url_candidates` of each line of `text` (lowercase paths that start with `/`, without a
+    body), their values cut for all lines at once, and the two usual shapes spelled out here with
+    the tests that make `url_candidates` take them (a call per path cost more than everything else
+    its candidates need): a query whose first `=` follows its `?` (to a path with two slashes or
+    more once its values are cut), and a path without `?` or `=`; the others call it."""
+    return [(path, path[:q], path[: eq + 1], cut, cut[slash:])
+            if 0 < (q := path.find("?")) < (eq := path.find("=")) and path[q - 1] != "/" and path[-1] != "/"
+            and len(cut) > eq + 1 and cut != path and (slash := cut.rfind("/")) > 0
+            else ((path, path[:slash], path[slash + 1 :]) if (slash := path.rfind("/")) > 0 else (path,))
+            if q < 0 and "=" not in path and path[-1] != "/"
+            else url_candidates(path, "", cut)
+            for path, cut in zip(text.split("\n"), _LINE_VALUES.sub("=", text).split("\n"), strict=True)]
 
 
 def without_values(path: str) -> str:
@@ -99,20 +126,19 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     """Per request without a body to an unlisted address: the detail of its web observation
     (`web_details`, host and path as the checks spell them: lowercase, `:80` cut) when its checks
     certainly report nothing but that observation of a path that starts with `/`; None when the
-    per-request checks must run. (A Host is stripped by the parser already: one with spaces is not
-    plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
+    per-request checks must run. (Host and User-Agent are stripped by the parser already: a Host
+    with spaces is not plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
     out: list[tuple[str, str, str] | None] = [None] * len(requests)
-    picks = [i for i, (method, path, host, _) in enumerate(requests)
-             if host is not None and path[:1] == "/" and (settings.use_heuristics or _proper(method, path))]
-    host_text = "\n".join([requests[i][2] for i in picks])
-    path_text = "\n".join([requests[i][1] for i in picks])
+    picks, host_text, path_text = _picked(requests, settings)
     if not path_text.isascii() or host_text.count("\n") + path_text.count("\n") != 2 * len(picks) - 2:
         picks = [i for i in picks if requests[i][1].isascii() and "\n" not in requests[i][1] + requests[i][2]]
         host_text = "\n".join([requests[i][2] for i in picks])
         path_text = "\n".join([requests[i][1] for i in picks])
     if not picks:
         return out
-    hosts = _PLAIN_HOSTS.findall(f"{host_text.lower()}\n".replace(":80\n", "\n")[:-1])  # "": not plain
+    host_text = f"{host_text.lower()}\n".replace(":80\n", "\n")
+    hosts = (host_text[:-1].split("\n") if _ALL_PLAIN.fullmatch(host_text)
+             else _PLAIN_HOSTS.findall(host_text[:-1]))  # "": not plain
     if not all(hosts):
         kept = [n for n, host in enumerate(hosts) if host]
         picks, hosts = [picks[n] for n in kept], [hosts[n] for n in kept]
@@ -121,32 +147,55 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         path_text = "\n".join([requests[i][1] for i in picks])
     path_text = path_text.lower()
     paths = path_text.split("\n")
-    cands = [url_candidates(path, "") for path in path_text.replace("//", "/").split("\n")]
-    keys = [key for found in cands for key in found]  # `url_keys` of each pick, in another order: see `_host_keys`
+    cands = candidates_many(path_text.replace("//", "/"))
+    keys = list(chain.from_iterable(cands))  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
-    agents = [(n, agent) for n, i in enumerate(picks) if (agent := requests[i][3])]  # (position among picks, agent)
-    keys += [UA_PREFIX + agent.lower() for _, agent in agents]
+    sent = [requests[i][3] for i in picks]
+    at: Sequence[int] = range(len(sent))  # position of each User-Agent among the picks
+    agents = cast("list[str]", sent)  # when every request has one (the usual case)
+    if None in sent or "" in sent:
+        at = [n for n, agent in enumerate(sent) if agent]
+        agents = [agent for agent in sent if agent]
+    keys += [UA_PREFIX + agent.lower() for agent in agents]
     maybe = index.strings_maybe(index.hash_keys(keys)).nonzero()[0]
     quiet = np.ones(len(picks), bool)
     if maybe.size:  # rare: which requests those keys belong to
         owners = np.concatenate((np.arange(len(picks)).repeat([len(found) for found in cands]),
-                                 np.array(host_owners, np.int64), np.array([n for n, _ in agents], np.int64)))
+                                 np.array(host_owners, np.int64), np.array(at, np.int64)))
         quiet[owners[maybe]] = False
     if settings.use_heuristics:
         quiet &= http_rules.paths_unremarkable(paths)
-        unsuspicious = http_rules.user_agents_unsuspicious([(unquote(ua) if "%" in ua else ua).strip()
-                                                             for _, ua in agents])
+        if "%" in "".join(agents):
+            agents = [unquote(agent).strip() if "%" in agent else agent for agent in agents]
+        unsuspicious = http_rules.user_agents_unsuspicious(agents)
         if not all(unsuspicious):
-            quiet[[n for (n, _), fine in zip(agents, unsuspicious, strict=True) if not fine]] = False
+            quiet[[n for n, fine in zip(at, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:
-        hits = domains.check_many([host.split(":", 1)[0] for host in hosts])
-        quiet &= np.array([hit is None for hit in hits], bool)
+        names = [host.split(":", 1)[0] for host in hosts] if ":" in "".join(hosts) else hosts
+        hits = domains.hits_many(names)
+        if hits:
+            quiet[list(hits)] = False
     if len(picks) == len(requests) and quiet.all():  # the usual batch: every request settled
         return web_details(hosts, paths)
     details = web_details(hosts, paths)
     for n in quiet.nonzero()[0].tolist():
         out[picks[n]] = details[n]
     return out
+
+
+def _picked(requests: list[Request], settings: DetectionSettings) -> tuple[Sequence[int], str, str]:
+    """The requests settling may take (with a Host, a path that starts with `/`, and with the
+    heuristics off no absolute URI or CONNECT), and their Hosts and paths joined by line feeds.
+    The usual batch, where every request is taken, is recognised from the joined texts alone."""
+    if settings.use_heuristics and requests:
+        _, paths, hosts, _ = zip(*requests, strict=True)
+        if None not in hosts:
+            path_text = "\n".join(paths)
+            if path_text[:1] == "/" and path_text.count("\n") == path_text.count("\n/") == len(requests) - 1:
+                return range(len(requests)), "\n".join(hosts), path_text
+    picks = [i for i, (method, path, host, _) in enumerate(requests)
+             if host is not None and path[:1] == "/" and (settings.use_heuristics or _proper(method, path))]
+    return picks, "\n".join([requests[i][2] for i in picks]), "\n".join([requests[i][1] for i in picks])
 
 
 def _proper(method: str, path: str) -> bool:

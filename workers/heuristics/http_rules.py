@@ -269,7 +269,8 @@ def paths_unremarkable(paths: list[str]) -> list[bool]:
     scan each, and Python's `re` for the file names, cost more than the rest of a new request's
     checks). The file name those two judge is a piece of such a path, or joined from its pieces
     when it holds a tab, CR or LF (urlparse drops them), and then the path is not settled."""
-    decoded = [(i, text) for i, path in enumerate(paths) if "%" in path and (text := unquote(path)) != path]
+    decoded = [(i, text) for i, path in enumerate(paths) if "%" in path and (text := unquote(path)) != path
+               ] if "%" in "".join(paths) else []
     texts = paths + [text for _, text in decoded]
     if not _one_line_each(texts):
         return _without_line_feeds(paths_unremarkable, paths, {i for i, text in decoded if "\n" in text})
