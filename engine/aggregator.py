@@ -221,7 +221,7 @@ def apply_items(items: Sequence[tuple[int, str, tuple]], heuristics: Heuristics,
         elif kind == TICK:
             pipeline.process(h.tick(*data))
         elif kind == OBS_WEB:
-            h.web_request(*data[:7])
+            h.web_request(*data)
         elif kind == OBS_NXDOMAIN:
             pipeline.process(h.nxdomain(*data))
         elif kind == OBS_QUIC and quic is not None:

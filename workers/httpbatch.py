@@ -122,13 +122,13 @@ def _cut_pieces(path: str) -> str:
 
 
 def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecker,
-           requests: list[Request]) -> list[tuple[str, str, str] | None]:
+           requests: list[Request]) -> list[tuple[str] | None]:
     """Per request without a body to an unlisted address: the detail of its web observation
-    (`web_details`, host and path as the checks spell them: lowercase, `:80` cut) when its checks
+    (`web_details` of the path as the checks spell it: lowercase) when its checks
     certainly report nothing but that observation of a path that starts with `/`; None when the
     per-request checks must run. (Host and User-Agent are stripped by the parser already: a Host
     with spaces is not plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
-    out: list[tuple[str, str, str] | None] = [None] * len(requests)
+    out: list[tuple[str] | None] = [None] * len(requests)
     picks, host_text, path_text = _picked(requests, settings)
     if not path_text.isascii() or host_text.count("\n") + path_text.count("\n") != 2 * len(picks) - 2:
         picks = [i for i in picks if requests[i][1].isascii() and "\n" not in requests[i][1] + requests[i][2]]
@@ -176,8 +176,8 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         if hits:
             quiet[list(hits)] = False
     if len(picks) == len(requests) and quiet.all():  # the usual batch: every request settled
-        return web_details(hosts, paths)
-    details = web_details(hosts, paths)
+        return web_details(paths)
+    details = web_details(paths)
     for n in quiet.nonzero()[0].tolist():
         out[picks[n]] = details[n]
     return out
@@ -218,7 +218,7 @@ def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]], keys
     return owners + named
 
 
-def web_details(hosts: list[str], paths: list[str]) -> list[tuple[str, str, str]]:
+def web_details(paths: list[str]) -> list[tuple[str]]:
     """The web-scan observation's detail of each request whose (lowercase) path starts with `/`:
-    first path segment, host, path."""
-    return [(path.split("/", 2)[1].split("?", 1)[0], host, path) for host, path in zip(hosts, paths, strict=True)]
+    its first path segment, all the aggregator keeps (`Heuristics.web_request`)."""
+    return [(path.split("/", 2)[1].split("?", 1)[0],) for path in paths]

@@ -47,7 +47,7 @@ from workers.settings import DetectionSettings
 OBS_DNS_QUERY = "dnsq"  # detail: query name, exhaustion domain, prefix
 OBS_DNS_QUERIES = "dnsqs"  # a batch's OBS_DNS_QUERY in columns, not (sec, ...): `workers.queryobs`
 OBS_NXDOMAIN = "nx"  # detail: query name
-OBS_WEB = "web"  # detail: first path segment, host, path
+OBS_WEB = "web"  # detail: first path segment
 OBS_QUIC = "quic"  # detail: client SCID, CRYPTO chunks ((offset, bytes), ...) of a ClientHello cut over datagrams
 QUERY_CACHE_SIZE = 20_000
 REQUEST_CACHE_SIZE = 4096  # request plans kept per worker (FIFO)
@@ -688,7 +688,7 @@ class PayloadInspector:
         url = host + path
         if heur and path.startswith("/"):
             if st.web_scanning:
-                c.observe(OBS_WEB, *httpbatch.web_details([host], [path]))
+                c.observe(OBS_WEB, *httpbatch.web_details([path]))
         elif heur and c.dport == 80 and path.startswith("http://") and http_rules.proxy_probe(path):
             target = path[len("http://"):].split("/", 1)[0].split(":", 1)[0].rstrip(".")
             if not ix.is_whitelisted_domain(target):
