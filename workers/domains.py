@@ -76,8 +76,11 @@ class DomainChecker:
         has the long-domain and wildcard checks left, the wildcards in one scan; the rest take
         `check`. `valid`: every name is lowercase and passes `is_valid_dns_name` (the caller
         checked: DNS query names). `shapes`, `maybe`: the names' `NameShapes` and the
-        `suffixes_maybe_listed` of their plain form, when the caller has them already."""
+        `suffixes_maybe_listed` of their plain form, when the caller has them already. No names
+        cost no numpy call (a batch without ClientHellos still asks)."""
         out: dict[int, DomainHit] = {}
+        if not names:
+            return out
         shapes = shapes or NameShapes.of(names, lower=not valid)
         if maybe is None:
             maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)

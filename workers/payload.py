@@ -171,11 +171,12 @@ class PayloadInspector:
             self._request_segments(p, data, rows[asked], requests, out)
             rows = rows[~asked]
         names: list[tuple[_Packet | Cols | int, str]] = []  # SNIs, likewise
-        hellos = _hello_rows(p, data, rows)
-        if hellos.any():
-            self._hellos(p, data, rows[hellos], names)
-            rows = rows[~hellos]
-        columns = self._columns(p, rows)
+        if rows.size:
+            hellos = _hello_rows(p, data, rows)
+            if hellos.any():
+                self._hellos(p, data, rows[hellos], names)
+                rows = rows[~hellos]
+        columns = self._columns(p, rows) if rows.size else ()
         for row, off, n, s, d, sec, usec, sport, dport, proto, de, se, dpe in columns:
             payload = data[off : off + n].tobytes()
             ctx = _Packet(row, sec, usec, s, sport, d, dport, "TCP" if proto == PROTO_TCP else "UDP", out, de, se, dpe)
