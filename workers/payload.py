@@ -22,7 +22,7 @@ from engine.index.namefilter import NameBytes
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch, httpbatch, queryobs, tlsbatch
-from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, among, row_addresses
+from workers.batch import PROTO_TCP, PROTO_UDP, Gather, Parsed, among, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache, GenerationCache
 from workers.heuristics import http_rules
@@ -85,10 +85,11 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials.
     Server handshakes (for certificate hashes) only when the trails hold certificates."""
     has = p.first_frag & (p.payload_len > 0) & ~p.malformed
-    d = data if len(data) else np.zeros(1, np.uint8)
+    g = Gather(data)
+    d = g.data
     off = p.payload_off
     b0 = d.take(off, mode="clip").astype(np.uint32)
-    first4 = _first4(d, off)
+    first4 = g.be32(off)
     tcp = has & (p.proto == PROTO_TCP)
     udp = has & (p.proto == PROTO_UDP)
     port53 = (p.sport == 53) | (p.dport == 53)
@@ -97,16 +98,10 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     http = tcp & (p.payload_len >= 4) & among(first4, _HTTP_STARTS)
     kind = d.take(off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
     tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & ((kind == 1) | ((kind == 2) & certificates))
-    version = _first4(d, off + 1)
+    version = g.be32(off + 1)
     initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
     quic = udp & ~dns & initial & (p.payload_len >= 64)
     return (dns | dns_tcp | http | tls | quic).nonzero()[0]
-
-
-def _first4(d: np.ndarray, off: np.ndarray) -> np.ndarray:
-    """The first four payload bytes of each packet as a big-endian integer."""
-    return (d.take(off, mode="clip").astype(np.uint32) << 24 | d.take(off + 1, mode="clip").astype(np.uint32)
-            << 16 | d.take(off + 2, mode="clip").astype(np.uint32) << 8 | d.take(off + 3, mode="clip"))
 
 
 def _hello_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -121,7 +116,7 @@ def _request_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Which of the inspected rows are TCP segments that start like an HTTP request, away from
     port 53 (where DNS over TCP is tried first): the batch's requests, checked together."""
     tcp = (p.proto[rows] == PROTO_TCP) & (p.sport[rows] != 53) & (p.dport[rows] != 53)
-    return tcp & among(_first4(data, p.payload_off[rows]), _REQUEST_STARTS)
+    return tcp & among(Gather(data).be32(p.payload_off[rows]), _REQUEST_STARTS)
 
 
 Cols = tuple[int, int, int, Addr, int, Addr, int, int, int, int]  # row, sec, usec, src, sport, dst, dport, entries
