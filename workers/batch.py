@@ -58,6 +58,14 @@ PROTO_IPIP, PROTO_IPV6, PROTO_GRE = 4, 41, 47
 UDP_VXLAN, UDP_GENEVE, UDP_TEREDO = 4789, 6081, 3544
 _INNER_ETYPES = np.sort([ETH_IP4, ETH_IP6, ETH_MPLS, ETH_MPLS_MC, ETH_VLAN, ETH_QINQ, ETH_VLAN_OLD, ETH_PPPOE])
 MAX_TUNNEL_DEPTH = 4  # tunnels taken off one packet; one nested deeper is malformed
+# Tables: a lookup per row costs one numpy call where comparing with each value costs two
+_ETYPE_VERSION = np.zeros(1 << 16, np.int8)  # IP version of an EtherType; -1: walked first (tags, MPLS, PPPoE)
+_ETYPE_VERSION[[ETH_IP4, ETH_IP6]] = 4, 6
+_ETYPE_VERSION[[ETH_VLAN, ETH_QINQ, ETH_VLAN_OLD, ETH_MPLS, ETH_MPLS_MC, ETH_PPPOE]] = -1
+_TUNNEL_PROTO = np.zeros(256, bool)  # IP protocols that carry a tunnel we take apart
+_TUNNEL_PROTO[[PROTO_IPIP, PROTO_IPV6, PROTO_GRE]] = True
+_TUNNEL_PORT = np.zeros(1 << 16, bool)  # UDP destination ports likewise (Teredo: either port)
+_TUNNEL_PORT[[UDP_VXLAN, UDP_GENEVE, UDP_TEREDO]] = True
 _MPLS_MAX_LABELS = 8
 
 
@@ -192,6 +200,16 @@ def _ethertype(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From an EtherType and the offset after it: VLAN tags, MPLS, PPPoE, down to (offset of the IP
     header, expected IP version or 0, end of the IP packet)."""
+    ver = _ETYPE_VERSION.take(etype, mode="clip")
+    if (ver < 0).any():
+        l3, ver, end = _layered(g, etype, l3, end)
+    return l3, np.where(l3 <= end, ver, 0), end
+
+
+def _layered(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_ethertype` of a batch in which some EtherTypes are tags, MPLS or PPPoE: walked down to
+    (offset of the IP header, expected IP version or 0, end of the IP packet)."""
     etype, l3 = _vlan(g, etype, l3)
     etype, l3 = _mpls(g, etype, l3)
     pppoe = etype == ETH_PPPOE
@@ -204,8 +222,7 @@ def _ethertype(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
         etype = np.where(pppoe, np.where(ppp == PPP_IP4, ETH_IP4, np.where(ppp == PPP_IP6, ETH_IP6, 0)), etype)
         end = np.where(pppoe, np.minimum(end, l3 + 6 + g.be16(l3 + 4)), end)  # Ethernet padding is not PPP
         l3 = np.where(pppoe, l3 + np.where(pfc, 7, 8), l3)
-    ver = np.where(etype == ETH_IP4, 4, np.where(etype == ETH_IP6, 6, 0))
-    return l3, np.where(l3 <= end, ver, 0), end
+    return l3, np.maximum(_ETYPE_VERSION.take(etype, mode="clip"), 0), end  # still a tag (a third one): not IP
 
 
 def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray
@@ -356,9 +373,8 @@ def _decap(g: Gather, c: _Net) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     version, end). A row whose tunnel header does not check out (unknown GRE version or payload
     type, VXLAN without its I flag, Teredo without IPv6 inside) stays as it is."""
     udp = c.first_frag & (c.proto == PROTO_UDP)
-    cand = c.first_frag & ((c.proto == PROTO_IPIP) | (c.proto == PROTO_IPV6) | (c.proto == PROTO_GRE))
-    cand |= udp & ((c.dport == UDP_VXLAN) | (c.dport == UDP_GENEVE) | (c.dport == UDP_TEREDO)
-                   | (c.sport == UDP_TEREDO))
+    cand = c.first_frag & _TUNNEL_PROTO.take(c.proto, mode="clip")  # no protocol (-1): entry 0, not a tunnel
+    cand |= udp & (_TUNNEL_PORT.take(c.dport) | (c.sport == UDP_TEREDO))
     rows = cand.nonzero()[0]
     if not rows.size:
         return _NONE, _NONE, _NONE, _NONE
