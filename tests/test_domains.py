@@ -128,8 +128,10 @@ def test_query_name_facts_in_bulk(index: TrailIndex, names: list[str]) -> None:
     from workers.protocols.dns import is_ignored_query
 
     names = list(dict.fromkeys(map(str.lower, names)))  # as the batch decoder gives them
-    facts, trails, in_order = PayloadInspector(index, DetectionSettings())._names_facts(names)
-    assert in_order.tolist() == [facts[q] for q in names]
+    inspector = PayloadInspector(index, DetectionSettings())
+    in_order, trails = inspector._names_facts(names)
+    facts = dict(zip(names, in_order.tolist(), strict=True))
+    assert inspector._names.lookup(names) == (facts, [])  # all kept
     bulk = {}  # each fact read back: ignored, or (exhaustion (domain, prefix), trail)
     for q, f in facts.items():
         cut = f & FACT_CUT

@@ -447,18 +447,14 @@ class PayloadInspector:
         `laid_out` gives the names' bytes if the decoder has them, for a batch of names all new."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
-        trails = [q for q, f in facts_of.items() if f & FACT_TRAIL]  # the names that report
-        fact = None
-        if new:
-            facts, new_trails, fresh = self._names_facts(new, laid_out() if laid_out and new is names else None)
-            if new is names:  # all new, each once: their facts in order already
-                fact = fresh
-            if facts_of:
-                facts_of.update(facts)
-            else:
-                facts_of = facts
-            trails += new_trails
-        if fact is None:
+        if new is names:  # all new, each once (the usual batch on a real link)
+            fact, trails = self._names_facts(names, laid_out() if laid_out else None)
+        else:
+            trails = [q for q, f in facts_of.items() if f & FACT_TRAIL]  # the names that report
+            if new:
+                fresh, new_trails = self._names_facts(new)
+                facts_of.update(zip(new, fresh.tolist(), strict=True))
+                trails += new_trails
             fact = np.fromiter(map(facts_of.__getitem__, names), np.int64, len(names))
         self._query_observations(p, rows, names, fact, out)
         checked = (qtype != 12) & (qclass == 1)
@@ -467,7 +463,7 @@ class PayloadInspector:
             named = set(trails)
             report = sorted({*report, *(i for i, q in enumerate(names) if q in named and checked[i])})
         for i in report:  # a query's events follow its observation
-            f = facts_of[names[i]]
+            f = int(fact[i])
             if not f & FACT_IGNORED:
                 q, cut = names[i], f & FACT_CUT
                 c = _context(p, int(rows[i]), out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
@@ -512,13 +508,12 @@ class PayloadInspector:
                 out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_shape_counted(q))
         return out
 
-    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None
-                     ) -> tuple[dict[str, int], list[str], np.ndarray]:
-        """What each new query name (lowercase, as the batch decoder gives them) alone decides
-        (ignored or not, exhaustion domain, whether it is a trail: `FACT_*`), the trail checks in
-        bulk; kept in a bounded cache: names repeat far more than packets do. Returns the facts of
-        them all (even when the cache is smaller than the batch), the names that are trails and the
-        facts in the names' order. `laid_out`: the names' bytes, when the decoder has them."""
+    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None) -> tuple[np.ndarray, list[str]]:
+        """What each new query name (distinct, lowercase, as the batch decoder gives them) alone
+        decides (ignored or not, exhaustion domain, whether it is a trail: `FACT_*`), the trail
+        checks in bulk; kept in a bounded cache: names repeat far more than packets do. Returns the
+        facts in the names' order (even when the cache is smaller than the batch) and the names that
+        are trails. `laid_out`: the names' bytes, when the decoder has them."""
         shapes = NameShapes.of(names, lower=False, queries=True, laid_out=laid_out)
         maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
@@ -543,9 +538,8 @@ class PayloadInspector:
         trails = [queries[i] for i in hits]
         if hits:
             fact[picks[list(hits)]] |= FACT_TRAIL
-        facts = dict(zip(names, fact.tolist(), strict=True))
-        self._names.put_many(facts)
-        return facts, trails, fact
+        self._names.put_many(zip(names, fact.tolist(), strict=True))
+        return fact, trails
 
     def _parse_dns(self, payload: bytes) -> DnsMessage | None:
         """DNS repeats itself: a message is parsed once per distinct content (transaction id aside)."""
