@@ -414,9 +414,7 @@ class PayloadInspector:
         fast = rows[b.fast]
         queries = ((b.byte2 & 0xFA) == 0).nonzero()[0]
         if queries.size:
-            every = queries.size == fast.size
-            self._dns_queries(p, fast[queries], b.names if every else [b.names[i] for i in queries.tolist()],
-                              b.qtype[queries], b.qclass[queries], out, b.laid_out if every else None)
+            self._dns_queries(p, fast[queries], b.query_names, b.qtype[queries], b.qclass[queries], out, b.laid_out)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
