@@ -55,8 +55,9 @@ def _check_laid_out(b: DnsBatch) -> None:
     if laid_out is None:
         assert b.lines is None
         return
-    names = b.names
-    assert all(isinstance(name, str) and name.isascii() and "\n" not in name for name in names)
+    names = b.query_names
+    assert names == [name for name, byte2 in zip(b.names, b.byte2.tolist(), strict=True) if byte2 & 0xFA == 0]
+    assert all(isinstance(name, str) and name.isascii() and "\n" not in name for name in b.names if name is not None)
     assert laid_out.buf.tobytes() == "\n".join(names).encode()
     mine, theirs = NameShapes.of(names, lower=False, queries=True), NameShapes.of(
         names, lower=False, queries=True, laid_out=laid_out)
@@ -164,3 +165,16 @@ def test_names_of_queries_among_answers_keep_their_place() -> None:
                 dns_query("q2.example")]
     data, off, length = _batch(payloads)
     assert decode(data, off, length, True).names == [None, "q1.example", "nx.example", None, "q2.example"]
+
+
+def test_queries_among_nxdomain_answers_lead_the_names_bytes() -> None:
+    """Every row named, queries and NXDOMAIN answers interleaved: the queries' names are cut out
+    first (their bytes lead the buffer), yet every name keeps its row and its own dots."""
+    payloads = [dns_query("q1.a.example"), dns_response("nx1.b.example", [], rcode=3), dns_query("q2.example"),
+                dns_response("n.c.d.example", [], rcode=3), dns_query("q3.x.y.example")]
+    _check_agrees(payloads)
+    data, off, length = _batch(payloads)
+    b = decode(data, off, length, True)
+    assert b.names == ["q1.a.example", "nx1.b.example", "q2.example", "n.c.d.example", "q3.x.y.example"]
+    assert b.query_names == ["q1.a.example", "q2.example", "q3.x.y.example"]
+    assert b.laid_out() is not None

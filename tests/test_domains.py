@@ -124,18 +124,25 @@ def test_query_name_facts_in_bulk(index: TrailIndex, names: list[str]) -> None:
     """Ignored or not, the exhaustion domain unless whitelisted, trail or not: the bulk path of a
     batch's new query names agrees with the rules applied one name at a time."""
     from workers.heuristics.dns_rules import exhaustion_domain
-    from workers.payload import _IGNORED, DetectionSettings, PayloadInspector
+    from workers.payload import FACT_CUT, FACT_IGNORED, FACT_TRAIL, DetectionSettings, PayloadInspector
     from workers.protocols.dns import is_ignored_query
 
     names = list(dict.fromkeys(map(str.lower, names)))  # as the batch decoder gives them
-    bulk, trails = PayloadInspector(index, DetectionSettings())._names_facts(names)
+    inspector = PayloadInspector(index, DetectionSettings())
+    in_order, trails = inspector._names_facts(names)
+    facts = dict(zip(names, in_order.tolist(), strict=True))
+    assert inspector._names.lookup(names) == (facts, [])  # all kept
+    bulk = {}  # each fact read back: ignored, or (exhaustion (domain, prefix), trail)
+    for q, f in facts.items():
+        cut = f & FACT_CUT
+        bulk[q] = "ignored" if f & FACT_IGNORED else ((q[cut:], q[:cut - 1]) if cut else None, bool(f & FACT_TRAIL))
     expected = {}
     for q in names:
         if not q or not is_valid_dns_name(q) or is_ignored_query(q):
-            expected[q] = _IGNORED
+            expected[q] = "ignored"
             continue
         exh = exhaustion_domain(q)
         exh = None if exh is None or index.is_whitelisted_domain(exh[0]) else exh
         expected[q] = (exh, DomainChecker(index).check(q) is not None)
     assert bulk == expected
-    assert sorted(trails) == sorted(q for q, f in expected.items() if f is not _IGNORED and f[1])
+    assert sorted(trails) == sorted(q for q, f in expected.items() if f != "ignored" and f[1])

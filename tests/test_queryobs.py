@@ -22,11 +22,11 @@ from engine.index.build import compile_index
 from engine.index.fileformat import write_arrays
 from engine.index.mapped import TrailIndex
 from engine.trails.ignore import IgnoreRules
-from workers.batch import parse_batch
+from workers.batch import Parsed, parse_batch
 from workers.match import IpMatcher
 from workers.observe import TICK
 from workers.payload import OBS_DNS_QUERIES, OBS_DNS_QUERY, DetectionSettings, Item, PayloadInspector
-from workers.queryobs import QueryColumns, pack
+from workers.queryobs import Packed, QueryColumns, pack
 from workers.worker import batch_items
 
 TRAILS = {"exhaust-evil.com": ("malware (x)", "(static)"), "evil-two.com": ("malware (x)", "(static)"),
@@ -40,6 +40,11 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("qobs") / "t.mtidx"
     write_arrays(path, arrays, meta)
     return path
+
+
+def _pack(p: Parsed, rows: np.ndarray, exhs: list[tuple[str, str]]) -> Packed:
+    """`pack` of the queries `prefix.domain` of the (domain, prefix) pairs."""
+    return pack(p, rows, [f"{prefix}.{domain}" for domain, prefix in exhs], np.array([len(x) + 1 for _, x in exhs]))
 
 
 def _frame(kind: str, k: int) -> bytes:
@@ -143,7 +148,7 @@ def test_ipv6_queries_keep_their_addresses() -> None:
               t.ethernet(t.udp6("2001:db8::7", "2001:db8::53", 1001, 53, t.dns_query("b.example.org")))]
     meta, data = t.frames_batch(frames)
     p = parse_batch(meta, data, 1)
-    read = QueryColumns(pack(p, np.arange(2), [("example.org", "a"), ("example.org", "b")]))
+    read = QueryColumns(_pack(p, np.arange(2), [("example.org", "a"), ("example.org", "b")]))
     assert read.packet(0)[1] == 0x0A000007
     assert read.packet(1)[1] == bytes.fromhex("20010db8" + "0" * 22 + "07")
     assert read.packet(1)[3] == bytes.fromhex("20010db8" + "0" * 22 + "53")
@@ -156,7 +161,7 @@ def test_a_query_row_starts_with_its_tick_and_address_events_and_ends_with_its_o
               for k, n in enumerate("abc")]
     meta, data = t.frames_batch(frames)
     p = parse_batch(meta, data, 1)
-    column = pack(p, np.arange(3), [("d.com", k) for k in "abc"])
+    column = _pack(p, np.arange(3), [("d.com", k) for k in "abc"])
     sec = int(p.sec[0])
     address: Event = (sec, 0, CLIENT, 1002, LISTED, 53, "UDP", "IP", LISTED, "malware (x)", "(static)")
     own: Event = (sec, 0, CLIENT, 1002, RESOLVER, 53, "UDP", "DNS", "c.d.com", "malware (x)", "(static)")
@@ -191,7 +196,7 @@ def test_queries_in_columns_count_as_one_at_a_time(queries: list[tuple[int, str,
               enumerate(queries)]
     meta, data = t.frames_batch(frames)
     meta[:, 0] += np.cumsum([step for step, _, _ in queries]).astype(np.uint32)
-    read = QueryColumns(pack(parse_batch(meta, data, 1), np.arange(len(queries)), [(d, n) for _, d, n in queries]))
+    read = QueryColumns(_pack(parse_batch(meta, data, 1), np.arange(len(queries)), [(d, n) for _, d, n in queries]))
     tight = HeuristicSettings(dns_exhaustion_threshold=2, dns_exhaustion_window=30, max_dns_keys=2)
     columns, single = Heuristics(tight, lambda ip: False), Heuristics(tight, lambda ip: False)
     expected = [ev for i in range(len(queries))
@@ -199,3 +204,18 @@ def test_queries_in_columns_count_as_one_at_a_time(queries: list[tuple[int, str,
     cut = len(queries) // 2
     assert columns.dns_queries(read, 0, cut) + columns.dns_queries(read, cut, len(queries)) == expected
     assert (columns.exhaustion, columns.exhausted) == (single.exhaustion, single.exhausted)
+
+
+_LABEL = st.text("ab-_0.", max_size=8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(_LABEL, _LABEL.map(lambda d: d + ".x")), min_size=1, max_size=20))
+def test_packed_names_read_back_as_their_domains_and_prefixes(exhs: list[tuple[str, str]]) -> None:
+    """Each name is cut where its domain starts, whatever the labels (empty, dotted, one character)."""
+    query = t.dns_query("q.example.org")
+    frames = [t.ethernet(t.udp4(CLIENT, RESOLVER, 1000 + k, 53, query)) for k in range(len(exhs))]
+    meta, data = t.frames_batch(frames)
+    read = QueryColumns(_pack(parse_batch(meta, data, 1), np.arange(len(exhs)), [(d, x) for x, d in exhs]))
+    assert list(zip(read.prefixes, read.domains, strict=True)) == exhs
+    assert [read.packet(i)[5] for i in range(len(exhs))] == [f"{x}.{d}" for x, d in exhs]

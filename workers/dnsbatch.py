@@ -29,16 +29,16 @@ _UPPER_TO_LOWER[ord("A"):ord("Z") + 1] += 32
 _LINE_BREAK = 10
 
 
-def _flag_tables() -> tuple[np.ndarray, np.ndarray]:
+def _flag_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per value of the header's flag word (byte 2 high, byte 3 low): whether the message is a
-    query or an NXDOMAIN answer (its name is wanted), and whether it is an answer without error;
-    one take of a table answers each for a whole batch."""
+    standard query, whether it is an NXDOMAIN answer (the names of both are wanted), and whether it
+    is an answer without error; one take of a table answers each for a whole batch."""
     flags = np.arange(1 << 16)
-    named = ((flags >> 8 & 0xFA) == 0) | ((flags & 0x8000 != 0) & (flags & 0x0F == 3))
-    return named, (flags & 0x8000 != 0) & (flags & 0xFF == 0x80)
+    return (flags >> 8 & 0xFA) == 0, (flags & 0x8000 != 0) & (flags & 0x0F == 3), (flags & 0x8000 != 0) & (
+        flags & 0xFF == 0x80)
 
 
-_NAMED, _ANSWERED = _flag_tables()
+_ASKED, _NX, _ANSWERED = _flag_tables()
 
 
 @dataclass(slots=True)
@@ -53,8 +53,9 @@ class DnsBatch:
     qclass: np.ndarray
     names: list[str | None]  # standard queries and NXDOMAIN answers only (None elsewhere): lowercased
     # (ASCII letters), latin-1 decoded, "" for the root
-    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `names`, when every fast row has one and
-    # all are ASCII on one line: each followed by a line break, and the n+1 offsets where they start
+    query_names: list[str]  # `names` of the standard queries, in order
+    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `query_names`, when all `names` are ASCII
+    # on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
     has_a: np.ndarray  # bool
 
@@ -82,15 +83,22 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     start, stop = head + HEADER + 1, name_end[fast]
     flags = be16[head + 2].astype(np.int32)
     byte2, byte3 = flags >> 8, flags & 0xFF
-    named = _NAMED.take(flags).nonzero()[0]
-    lines = None
-    if named.size == fast.size:  # all queries (or NXDOMAIN answers): no gaps to leave
-        names_of, lines = _names(d, start, stop, seps, fast, n)
-        names: list[str | None] = list(names_of)
-    else:
+    asked = _ASKED.take(flags)
+    if asked.all():  # all standard queries: no gaps to leave
+        query_names, lines = _names(d, start, stop, seps, fast, n)
+        names: list[str | None] = list(query_names)
+    else:  # the queries first, so that their bytes lead the buffer, then the NXDOMAIN answers
+        queries = asked.nonzero()[0]
+        order = np.concatenate((queries, _NX.take(flags).nonzero()[0]))
+        names_of, lines = _names(d, start[order], stop[order], seps, fast[order], n)
         spread = np.full(fast.size, None, object)
-        spread[named] = _names(d, start[named], stop[named], seps, fast[named], n)[0]
+        spread[order] = names_of
         names = spread.tolist()
+        nq = queries.size
+        query_names = names_of[:nq]
+        if lines is not None:
+            buf, bounds = lines
+            lines = (buf[: bounds[nq]], bounds[: nq + 1]) if nq else None
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
@@ -106,12 +114,11 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 keep = ~back
                 fast, byte2, byte3 = fast[keep], byte2[keep], byte3[keep]
                 start, stop = start[keep], stop[keep]
-                names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]
-                lines = None
+                names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]  # no query is cut
                 answer_a, has_a = answer_a[keep], has_a[keep]
     tail = np.ndarray((len(d) - 3,), ">u4", d, strides=(1,))[stop + 1]  # QTYPE, QCLASS
-    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, lines, answer_a,
-                    has_a)
+    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, query_names, lines,
+                    answer_a, has_a)
 
 
 def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
@@ -150,10 +157,10 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
 
 def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.ndarray, np.ndarray],
            fast: np.ndarray, n: int) -> tuple[list[str], tuple[np.ndarray, np.ndarray] | None]:
-    """The dotted text of the names of the `fast` rows given, from one gather and one decode: each
-    name followed by a line break, which one split cuts at (a name holding a line break itself,
-    which DNS allows, makes it cut them by position instead). With them their bytes and bounds
-    (`DnsBatch.lines`), when all are ASCII on one line."""
+    """The dotted text of the names of the `fast` rows given (in any order), from one gather and
+    one decode: each name followed by a line break, which one split cuts at (a name holding a line
+    break itself, which DNS allows, makes it cut them by position instead). With them their bytes
+    and bounds (`DnsBatch.lines`), when all are ASCII on one line."""
     if not fast.size:
         return [], None
     spans = np.maximum(stop - start, 0) + 1  # the root name has no text; each name its line break
@@ -163,7 +170,8 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     buf = _UPPER_TO_LOWER.take(d.take(flat, mode="clip"))
     buf[bounds[1:] - 1] = _LINE_BREAK
     rows, positions = seps
-    if fast.size < n:  # the separators of the rows given, and each one's place among them
+    if fast.size < n or bool((fast[1:] < fast[:-1]).any()):  # not rows 0..n-1 in order: the separators
+        # of the rows given, and each one's place among them
         at = np.full(n, -1, np.int64)
         at[fast] = np.arange(fast.size)
         keep = at[rows] >= 0

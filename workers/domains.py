@@ -96,10 +96,10 @@ class DomainChecker:
                 if trail is not None:
                     out[i] = DomainHit(trail, LONG_DOMAIN_INFO, HEURISTIC_REF)
                     rest[i] = False
-        if self._wild is not None:
-            unlisted = rest.nonzero()[0].tolist()
-            for j, found in self._wild.search_many([shapes.names[i] for i in unlisted]).items():
-                out[unlisted[j]] = self._wildcard_hit(shapes.names[unlisted[j]], found)
+        if self._wild is not None:  # one scan of every name (no list of those left to build): few hit
+            for i, found in self._wild.search_many(shapes.names).items():
+                if rest[i]:
+                    out[i] = self._wildcard_hit(shapes.names[i], found)
         return out
 
     def _remember_clean(self, name: str) -> None:

@@ -8,6 +8,7 @@ oldest entry in constant time."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -61,7 +62,8 @@ class GenerationCache(Generic[K, V]):
         self._age()
         return value
 
-    def put_many(self, entries: dict[K, V]) -> None:
+    def put_many(self, entries: Mapping[K, V] | Iterable[tuple[K, V]]) -> None:
+        """Add the entries (a mapping, or pairs: no dict to build just to add them)."""
         self._young.update(entries)
         self._age()
 

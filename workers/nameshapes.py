@@ -149,18 +149,6 @@ class NameShapes:
             ignored=ignored,
         )
 
-    def exhaustion_parts(self, rows: np.ndarray) -> list[tuple[str, str]]:
-        """(domain, prefix) of each name at the ascending positions `rows`, whose `exhaustion_cut`
-        is positive, from one split of the names' text with each one's cut dot made a line break:
-        a pair of slices per name cost twice as much. `of(..., queries=True)` shapes only."""
-        assert self.laid_out is not None and self.exhaustion_cut is not None
-        buf = self.laid_out.buf.copy()
-        buf[self.laid_out.starts[rows] + self.exhaustion_cut[rows] - 1] = _LINE_BREAK
-        pieces = buf.tobytes().decode("ascii").split("\n")
-        prefix = rows + np.arange(rows.size)  # a piece per name, two per name cut before it
-        return list(zip(map(pieces.__getitem__, (prefix + 1).tolist()), map(pieces.__getitem__, prefix.tolist()),
-                        strict=True))
-
     def take(self, picks: np.ndarray) -> NameShapes:
         """The shapes of the names at positions `picks`, in that order."""
         return NameShapes([self.names[i] for i in picks.tolist()], None, self.plain[picks], self.special[picks],

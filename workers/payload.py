@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from itertools import compress, repeat
+from itertools import compress
 from operator import itemgetter
 from urllib.parse import unquote
 
@@ -55,8 +55,11 @@ QUIC_REPLY_CACHE_SIZE = 4096  # (server, client, client SCID) of the QUIC client
 PLAN_KEY_CHARS = 1024  # longer requests (path, body, Host, User-Agent) are checked every time, never kept
 BULK_HELLOS = 80  # ClientHellos in a batch from which `tlsbatch` reads their SNIs together (measured: fewer
 # cost less one at a time)
-_IGNORED = (None, False, "ignored")  # name facts of a query name that is never checked (no exhaustion domain)
-_UNCOUNTED = (None, False)  # those of one that counts against no exhaustion domain and is no trail
+# A query name's facts as one int (a small int is a shared object: nothing to build, keep or free per
+# name): where its exhaustion domain starts (0: it counts against none; else after a dot) and two flags
+FACT_CUT = (1 << 40) - 1  # any name's length (the decoder's are at most 255)
+FACT_TRAIL = 1 << 40  # the name reports (its events follow the query's observation)
+FACT_IGNORED = 1 << 41  # never checked, counts against no domain
 
 _REQUEST_STARTS = np.sort(np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP")], dtype=np.uint32))
@@ -133,7 +136,7 @@ class PayloadInspector:
         self.settings = settings
         self.domains = DomainChecker(index, long_domain=settings.use_heuristics and settings.long_domain)
         self._queries: FifoCache[bytes, DnsMessage | None] = FifoCache(QUERY_CACHE_SIZE)
-        self._names: GenerationCache[str, tuple] = GenerationCache(QUERY_CACHE_SIZE)
+        self._names: GenerationCache[str, int] = GenerationCache(QUERY_CACHE_SIZE)  # `FACT_*`
         self._nx_names: GenerationCache[str, bool] = GenerationCache(QUERY_CACHE_SIZE)
         self._requests: FifoCache[tuple, _Plan | object] = FifoCache(REQUEST_CACHE_SIZE)
         self._once: FifoCache[int, bool] = FifoCache(4 * REQUEST_CACHE_SIZE)  # hashes of requests seen once
@@ -406,9 +409,7 @@ class PayloadInspector:
         fast = rows[b.fast]
         queries = ((b.byte2 & 0xFA) == 0).nonzero()[0]
         if queries.size:
-            every = queries.size == fast.size
-            self._dns_queries(p, fast[queries], b.names if every else [b.names[i] for i in queries.tolist()],
-                              b.qtype[queries], b.qclass[queries], out, b.laid_out if every else None)
+            self._dns_queries(p, fast[queries], b.query_names, b.qtype[queries], b.qclass[queries], out, b.laid_out)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
@@ -439,41 +440,41 @@ class PayloadInspector:
         `laid_out` gives the names' bytes if the decoder has them, for a batch of names all new."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
-        trails = [q for q, f in facts_of.items() if f[1]]  # the names that report
-        if new:
-            facts, new_trails = self._names_facts(new, laid_out() if laid_out and new is names else None)
-            if facts_of:
-                facts_of.update(facts)
-            else:
-                facts_of = facts
-            trails += new_trails
-        self._query_observations(p, rows, names, facts_of, out)
+        if new is names:  # all new, each once (the usual batch on a real link)
+            fact, trails = self._names_facts(names, laid_out() if laid_out else None)
+        else:
+            trails = [q for q, f in facts_of.items() if f & FACT_TRAIL]  # the names that report
+            if new:
+                fresh, new_trails = self._names_facts(new)
+                facts_of.update(zip(new, fresh.tolist(), strict=True))
+                trails += new_trails
+            fact = np.fromiter(map(facts_of.__getitem__, names), np.int64, len(names))
+        self._query_observations(p, rows, names, fact, out)
         checked = (qtype != 12) & (qclass == 1)
         report = (checked & ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0))).nonzero()[0].tolist()
         if trails:
             named = set(trails)
             report = sorted({*report, *(i for i, q in enumerate(names) if q in named and checked[i])})
         for i in report:  # a query's events follow its observation
-            f = facts_of[names[i]]
-            if f is not _IGNORED:
-                exh = f[0]
+            f = int(fact[i])
+            if not f & FACT_IGNORED:
+                q, cut = names[i], f & FACT_CUT
                 c = _context(p, int(rows[i]), out, int(dst_e[i]), int(src_e[i]), int(dstport_e[i]))
-                self._query_events(c, names[i], (exh[0],) if exh else ())
+                self._query_events(c, q, (q[cut:],) if cut else ())
 
     @staticmethod
-    def _query_observations(p: Parsed, rows: np.ndarray, names: list[str], facts_of: dict[str, tuple],
-                            out: list[Item]) -> None:
-        """The exhaustion observations of the queries that count against a domain, as one columnar
-        item (`OBS_DNS_QUERIES`, `workers.queryobs`) at the first one's row; the aggregator applies
-        each query in its place among the batch's other items."""
-        exhs = list(map(itemgetter(0), map(facts_of.__getitem__, names)))
-        if not all(exhs):  # the queries that count, found in C (`filter`, `compress`)
-            counted = list(filter(None, exhs))
-            if not counted:
+    def _query_observations(p: Parsed, rows: np.ndarray, names: list[str], fact: np.ndarray, out: list[Item]) -> None:
+        """The exhaustion observations of the queries that count against a domain (`fact`: their
+        facts in order), as one columnar item (`OBS_DNS_QUERIES`, `workers.queryobs`) at the first
+        one's row; the aggregator applies each query in its place among the batch's other items."""
+        cuts = fact & FACT_CUT
+        counted = cuts.nonzero()[0]
+        if counted.size < len(names):
+            if not counted.size:
                 return
-            rows = rows.take(np.fromiter(compress(range(len(exhs)), exhs), np.intp, len(counted)))
-            exhs = counted
-        out.append((int(rows[0]), OBS_DNS_QUERIES, queryobs.pack(p, rows, exhs)))
+            names = list(compress(names, cuts.tolist()))
+            rows, cuts = rows.take(counted), cuts.take(counted)
+        out.append((int(rows[0]), OBS_DNS_QUERIES, queryobs.pack(p, rows, names, cuts)))
 
     def _exhaustion(self, q: str) -> tuple[str, str] | None:
         """The (domain, prefix) a query counts against for DNS exhaustion; None for whitelisted
@@ -500,12 +501,12 @@ class PayloadInspector:
                 out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_shape_counted(q))
         return out
 
-    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None) -> tuple[dict[str, tuple], list[str]]:
-        """What each new query name (lowercase, as the batch decoder gives them) alone decides
-        (ignored or not, exhaustion domain, whether it is a trail), the trail checks in bulk; kept
-        in a bounded cache: names repeat far more than packets do. Returns the facts of them all
-        (even when the cache is smaller than the batch) and the names that are trails. `laid_out`:
-        the names' bytes, when the decoder has them."""
+    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None) -> tuple[np.ndarray, list[str]]:
+        """What each new query name (distinct, lowercase, as the batch decoder gives them) alone
+        decides (ignored or not, exhaustion domain, whether it is a trail: `FACT_*`), the trail
+        checks in bulk; kept in a bounded cache: names repeat far more than packets do. Returns the
+        facts in the names' order (even when the cache is smaller than the batch) and the names that
+        are trails. `laid_out`: the names' bytes, when the decoder has them."""
         shapes = NameShapes.of(names, lower=False, queries=True, laid_out=laid_out)
         maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
@@ -515,27 +516,23 @@ class PayloadInspector:
         if picks.size < len(names):
             queries = [names[i] for i in picks.tolist()]
             hits = self.domains.hits_many(queries, valid=True, shapes=shapes.take(picks), maybe=maybe[picks])
-            facts = dict.fromkeys(names, _IGNORED)
-            facts.update(zip(queries, repeat(_UNCOUNTED)))
         else:
             queries = names
             hits = self.domains.hits_many(queries, valid=True, shapes=shapes, maybe=maybe)
-            facts = dict.fromkeys(names, _UNCOUNTED)
-        cut = np.where(shapes.plain, shapes.exhaustion_cut, -1).take(picks)  # -1: ask the rule
-        split = picks[cut > 0]
-        facts.update(zip(map(names.__getitem__, split.tolist()), zip(shapes.exhaustion_parts(split), repeat(False)),
-                         strict=True))
-        for q in map(names.__getitem__, picks[cut < 0].tolist()):
-            facts[q] = (exhaustion_domain(q), False)
-        for q in map(names.__getitem__, ((maybe | ~shapes.plain | shapes.special) & keep).nonzero()[0].tolist()):
-            exh = facts[q][0]  # few: a suffix may be whitelisted, and the exhaustion domain with it
-            if exh is not None and self.index.is_whitelisted_domain(exh[0]):
-                facts[q] = _UNCOUNTED
+        fact = np.where(shapes.plain, shapes.exhaustion_cut, -1)  # -1: ask the rule
+        for i in (keep & (fact < 0)).nonzero()[0].tolist():
+            exh = exhaustion_domain(names[i])
+            fact[i] = len(exh[1]) + 1 if exh else 0
+        for i in ((maybe | ~shapes.plain | shapes.special) & keep & (fact > 0)).nonzero()[0].tolist():
+            if self.index.is_whitelisted_domain(names[i][fact[i]:]):  # few: a suffix may be whitelisted
+                fact[i] = 0
+        if picks.size < len(names):
+            fact[~keep] = FACT_IGNORED
         trails = [queries[i] for i in hits]
-        for q in trails:
-            facts[q] = (facts[q][0], True)
-        self._names.put_many(facts)
-        return facts, trails
+        if hits:
+            fact[picks[list(hits)]] |= FACT_TRAIL
+        self._names.put_many(zip(names, fact.tolist(), strict=True))
+        return fact, trails
 
     def _parse_dns(self, payload: bytes) -> DnsMessage | None:
         """DNS repeats itself: a message is parsed once per distinct content (transaction id aside)."""
