@@ -262,3 +262,14 @@ def test_only_paths_that_start_with_a_slash_are_settled(index: TrailIndex, paths
     requests = [("GET", path, "plain.example", None) for path in paths]
     settled = httpbatch.settle(index, inspector.settings, inspector.domains, requests)
     assert [detail is not None for detail in settled] == [path[0] == "/" and "\n" not in path for path in paths]
+
+
+@pytest.mark.parametrize("hosts", [["plain.example\nx", "plain.example"], ["plain.example", "a\nplain.example"],
+                                   ["plain.example", "plain.example"]])
+def test_hosts_with_line_feeds_are_not_settled(index: TrailIndex, hosts: list[str]) -> None:
+    """A batch's Hosts are read from their joined text: a line feed inside one must neither shift
+    the others nor let it be settled."""
+    inspector = PayloadInspector(index, DetectionSettings())
+    requests = [("GET", f"/page{n}.html", host, None) for n, host in enumerate(hosts)]
+    settled = httpbatch.settle(index, inspector.settings, inspector.domains, requests)
+    assert settled == [None if "\n" in host else (f"page{n}.html",) for n, host in enumerate(hosts)]

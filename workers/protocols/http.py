@@ -138,27 +138,29 @@ def request_fields(payload: bytes | memoryview) -> RequestFields | None:
     spaces and ` HTTP/`; an empty method or path is refused too (Maltrail's `if method and path`).
     The two headers are searched from the first line's end: a `\\r\\n` cannot start before it.
     In the usual layout, Host then User-Agent right after the request line, both are where the
-    searches would find them first, and no blank line starts before the User-Agent's end: they
-    are read there, which spares two searches and most of the third.
+    searches would find them first, and the blank line is the first one from the User-Agent's
+    end: the text's first three lines and the rest come from one split, which spares most of the
+    searches (each string method call costs ~1,000 instructions).
     """
     text = str(payload[:MAX_EXAMINED], "utf-8", "replace")
-    end = text.find("\r\n")
-    if end < 0:
+    pieces = text.split("\r\n", 3)
+    if len(pieces) < 2:
         return None
-    line = text[:end]
+    line = pieces[0]
     parts = line.split(" ")
     if len(parts) != 3 or " HTTP/" not in line:
         return None
     method, path, version = parts
     if not method or not path:
         return None
-    if (text.startswith("\r\nHost:", end) and (stop := text.find("\r\n", end + 7)) >= 0
-            and text.startswith("\r\nUser-Agent:", stop) and (last := text.find("\r\n", stop + 13)) >= 0):
-        host, user_agent = text[end + 7 : stop].strip(), text[stop + 13 : last].strip()
-        blank = text.find("\r\n\r\n", last)
-    else:
-        host, user_agent = _value_after(text, "\r\nHost:", end), _value_after(text, "\r\nUser-Agent:", end)
-        blank = text.find("\r\n\r\n", end)
+    if len(pieces) == 4 and pieces[1][:5] == "Host:" and pieces[2][:11] == "User-Agent:":
+        rest = pieces[3]  # after the User-Agent line's `\r\n`: a blank line there starts with it
+        blank = -2 if rest[:2] == "\r\n" else rest.find("\r\n\r\n")
+        return ((method, path, pieces[1][5:].strip(), pieces[2][11:].strip()), rest[blank + 4 :] if blank != -1 else "",
+                version, text)
+    end = len(line)
+    host, user_agent = _value_after(text, "\r\nHost:", end), _value_after(text, "\r\nUser-Agent:", end)
+    blank = text.find("\r\n\r\n", end)
     return (method, path, host, user_agent), text[blank + 4 :] if blank >= 0 else "", version, text
 
 
