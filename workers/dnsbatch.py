@@ -116,7 +116,7 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 start, stop = start[keep], stop[keep]
                 names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]  # no query is cut
                 answer_a, has_a = answer_a[keep], has_a[keep]
-    tail = np.ndarray((len(d) - 3,), ">u4", d, strides=(1,))[stop + 1]  # QTYPE, QCLASS
+    tail = g.be32(stop + 1)  # QTYPE, QCLASS
     return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, query_names, lines,
                     answer_a, has_a)
 
