@@ -79,7 +79,7 @@ class Dispatcher:
             self._in_slots[w].append(0)
             self._behind.discard(w)
 
-    def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes) -> None:
+    def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes | memoryview) -> None:
         """Send a batch, split into pieces that each fit one slot."""
         n = len(wirelen)
         room = self.rings[0].payload_bytes - batch_bytes(0, 0) - 8
@@ -88,8 +88,9 @@ class Dispatcher:
             self._put(linktype, meta, wirelen, memoryview(data))
             return
         start = 0
+        ends = meta[:, 2].astype(np.int64) + meta[:, 3]
         while start < n:
-            need = np.cumsum(meta[start:, 3].astype(np.int64) + PER_PACKET_BYTES)
+            need = ends[start:] - int(meta[start, 2]) + PER_PACKET_BYTES * np.arange(1, n - start + 1)
             count = max(1, int(np.searchsorted(need, room, side="right")))
             stop = start + count
             base = int(meta[start, 2])

@@ -1,10 +1,10 @@
 """Capture input and output: pcap/pcapng files and live interfaces in batches, pcap writing.
 
-Reading goes through pcapy-ng's `next_batch`, which walks the records in C and returns many
-packets per call (sec, usec, offset, caplen). It does not return the original wire length, so
-for classic pcap the record headers' positions are derived from the caplens (a cumulative sum)
-and the length field is gathered from a map of the file with numpy; pcapng blocks are walked
-with struct (block layout varies, so there is no vectorised shortcut).
+pcapy-ng opens every capture (it checks the file header and names the link type). Classic pcap
+records are then walked over a map of the file: a batch is a view of the map, copied once, into
+a ring slot. pcapng and live capture go through pcapy-ng's `next_batch`, which returns many
+packets per call (sec, usec, offset, caplen) but not the original wire length: for pcapng the
+blocks are walked with struct for it (block layout varies, so there is no vectorised shortcut).
 """
 
 from __future__ import annotations
@@ -31,10 +31,14 @@ PCAP_MAGICS = {
     b"\x4d\x3c\xb2\xa1": "<",  # nanoseconds
     b"\xa1\xb2\x3c\x4d": ">",
 }
+NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PCAP_HEADER = 24
 _RECORD_HEADER = 16
-_EIGHT = np.arange(8, dtype=np.int64)
+_SIXTEEN = np.arange(_RECORD_HEADER, dtype=np.int64)
+_DEFAULT_MAX_SNAPLEN = 262144  # libpcap's largest sane record, by link type
+_MAX_SNAPLEN = {231: 128 * 1024 * 1024, 249: 1024 * 1024, 279: 8 * 1024 * 1024}  # D-Bus, USBPcap, EBHSCR
+_SWAPPED, _MAYBE_SWAPPED = 1, 2  # length fields of pcap versions before 2.4 (libpcap's rule)
 
 
 class CaptureError(Exception):
@@ -43,12 +47,13 @@ class CaptureError(Exception):
 
 @dataclass
 class Batch:
-    """Packets back to back in `data`; `meta` rows are (sec, usec, offset, caplen)."""
+    """Packets in `data` at the offsets of `meta`'s rows (sec, usec, offset, caplen), in
+    ascending order; there may be bytes between them (a classic pcap file's record headers)."""
 
     linktype: int
     meta: np.ndarray  # (n, 4) <u4
     wirelen: np.ndarray  # (n,) <u4
-    data: bytes
+    data: bytes | memoryview
 
     def __len__(self) -> int:
         return len(self.wirelen)
@@ -79,61 +84,124 @@ def _file_kind(path: Path) -> str:
     raise CaptureError(f"{path}: not a pcap or pcapng file (unknown magic {head.hex()})")
 
 
-class _PcapLengths:
-    """Original lengths of classic pcap records, from the caplens `next_batch` returned."""
+class _PcapRecords:
+    """Classic pcap records walked over a read-only map of the file.
 
-    def __init__(self, path: Path, order: str) -> None:
+    libpcap's reader (through `next_batch`) copies every packet twice, through its own buffer
+    into a new bytes object; on a replay that was most of the capture process's time. Here
+    Python only walks the record headers (one unpack per record) and a batch's packet bytes are
+    a view of the map, copied once, into the ring slot. libpcap's rules are kept: byte order,
+    nanosecond files scaled to microseconds, the swapped length fields of versions before 2.4,
+    records longer than the snapshot length shortened to it, and a damaged record ends the file
+    with the message libpcap gives."""
+
+    def __init__(self, path: Path, linktype: int) -> None:
         self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
-        size = Path(path).stat().st_size
-        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        self._data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
-        self._order = order
-        self._dtype = np.dtype(f"{order}u4")
+        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._map.madvise(mmap.MADV_SEQUENTIAL)
+        self._data = np.frombuffer(self._map, dtype=np.uint8)
+        magic = self._map[:4]
+        order = PCAP_MAGICS[magic]
+        self._fields = np.dtype(f"{order}u4")
+        self._nanosecond = magic in NANOSECOND_MAGICS
+        major, minor, _, _, snaplen = struct.unpack_from(f"{order}HHiII", self._map, 4)
+        self._most = _MAX_SNAPLEN.get(linktype, _DEFAULT_MAX_SNAPLEN)
+        self._snapshot = snaplen if 0 < snaplen < 2**31 else self._most  # libpcap reads it as an int
+        self._mode = _SWAPPED if (major, minor) < (2, 3) else _MAYBE_SWAPPED if (major, minor) == (2, 3) else 0
+        self._lengths = struct.Struct(f"{order}II").unpack_from
+        self._caplen = struct.Struct(f"{order}I").unpack_from
+        self._caplen_at = 12 if self._mode == _SWAPPED else 8
         self._pos = _PCAP_HEADER
         self._released = 0
+        self.error = ""
 
-    def take(self, caplen: np.ndarray) -> np.ndarray:
-        steps = caplen.astype(np.int64) + _RECORD_HEADER
-        starts = self._pos + np.concatenate(([0], np.cumsum(steps)[:-1]))
-        fields = self._fields(starts + 8)  # (included length, original length) of each record
-        if np.array_equal(fields[:, 0], caplen):
-            self._pos = int(starts[-1] + steps[-1]) if len(starts) else self._pos
-            lengths = np.ascontiguousarray(fields[:, 1])
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray, memoryview] | None:
+        """The next `count` records or fewer: (meta, wire lengths, packet bytes), or None at the
+        end (`error` then says why, if the file was damaged)."""
+        if self.error:
+            return None
+        starts, pos = self._walk(count) if self._mode != _MAYBE_SWAPPED else self._walk_maybe_swapped(count)
+        if not starts:
+            self._ended(pos)
+            return None
+        at = np.array(starts, dtype=np.int64)
+        head = self._data[at[:, None] + _SIXTEEN].view(self._fields).reshape(-1, 4)
+        stored, wire = head[:, 2], head[:, 3]
+        if self._mode == _SWAPPED:
+            stored, wire = wire, stored
+        elif self._mode == _MAYBE_SWAPPED:
+            stored, wire = np.minimum(stored, wire), np.maximum(stored, wire)
+        bad = ((stored > self._most) | (at + _RECORD_HEADER + stored > len(self._data))).nonzero()[0]
+        if len(bad):  # the walk went on through a damaged record: cut it there, as libpcap stops
+            cut = int(bad[0])
+            self._damaged(int(stored[cut]), starts[cut])
+            if not cut:
+                return None
+            at, head, stored, wire = at[:cut], head[:cut], stored[:cut], wire[:cut]
+        elif len(starts) < count:
+            self._ended(pos)
+        caplen = np.minimum(stored, self._snapshot)
+        base = int(at[0]) + _RECORD_HEADER
+        meta = np.empty((len(at), 4), dtype="=u4")
+        meta[:, 0] = head[:, 0]
+        meta[:, 1] = head[:, 1] // 1000 if self._nanosecond else head[:, 1]
+        meta[:, 2] = at + (_RECORD_HEADER - base)
+        meta[:, 3] = caplen
+        self._release_read_pages(int(at[-1]))
+        return meta, wire.astype("=u4"), memoryview(self._map)[base : int(at[-1]) + _RECORD_HEADER + int(caplen[-1])]
+
+    def _walk(self, count: int) -> tuple[list[int], int]:
+        """Start offsets of up to `count` records from the current position, one unpack each (the
+        hot loop: checks come after it, for the whole batch), and the position after them."""
+        m, pos, starts = self._map, self._pos, []
+        limit, unpack, append, at = len(m) - _RECORD_HEADER, self._caplen, starts.append, self._caplen_at
+        for _ in range(count):
+            if pos > limit:
+                break
+            append(pos)
+            pos += _RECORD_HEADER + unpack(m, pos + at)[0]
+        self._pos = pos
+        return starts, pos
+
+    def _walk_maybe_swapped(self, count: int) -> tuple[list[int], int]:
+        """`_walk` for version 2.3 files, where a record's two length fields may be swapped."""
+        m, pos, starts = self._map, self._pos, []
+        limit, unpack = len(m) - _RECORD_HEADER, self._lengths
+        while len(starts) < count and pos <= limit:
+            starts.append(pos)
+            pos += _RECORD_HEADER + min(unpack(m, pos + 8))
+        self._pos = pos
+        return starts, pos
+
+    def _ended(self, pos: int) -> None:
+        """The walk stopped short of its count: the end of the file, or a cut record header."""
+        if pos < len(self._data):
+            self.error = f"truncated dump file; tried to read 16 header bytes, only got {len(self._data) - pos}"
+
+    def _damaged(self, stored: int, start: int) -> None:
+        """libpcap's message for the record at `start`: too long to be sane, or cut short."""
+        if stored > self._most:
+            bound = f"snaplen of {self._snapshot}" if stored > self._snapshot else f"maximum of {self._most}"
+            self.error = f"invalid packet capture length {stored}, bigger than {bound}"
         else:
-            lengths = self._walk(len(caplen))
-        self._release_read_pages()
-        return lengths
+            got = len(self._data) - start - _RECORD_HEADER
+            wanted = self._snapshot if got < self._snapshot < stored else stored  # a long record: its kept part first
+            self.error = f"truncated dump file; tried to read {wanted} captured bytes, only got {got}"
 
-    def _release_read_pages(self) -> None:
-        """Unmap what is behind us so a long replay does not keep the whole file resident."""
-        done = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
-        if self._map is not None and done > self._released:
+    def _release_read_pages(self, start: int) -> None:
+        """Unmap what is before the batch's last record so a long replay does not keep the whole
+        file resident (a batch's bytes stay readable: pages come back from the page cache)."""
+        done = start // mmap.PAGESIZE * mmap.PAGESIZE
+        if done > self._released:
             self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
             self._released = done
 
-    def _fields(self, at: np.ndarray) -> np.ndarray:
-        """The two u32 at each file offset, as (n, 2): one gather of 8 bytes per record (offsets
-        need no alignment), then a view in the file's byte order."""
-        raw = np.take(self._data, at[:, None] + _EIGHT, mode="clip")
-        return raw.view(self._dtype).reshape(-1, 2)
-
-    def _walk(self, n: int) -> np.ndarray:
-        """Record by record, for files whose records libpcap shortened (caplen > snaplen)."""
-        out = np.empty(n, dtype=np.uint32)
-        fmt = struct.Struct(f"{self._order}IIII")
-        for i in range(n):
-            _, _, incl, orig = fmt.unpack_from(self._map, self._pos)
-            out[i] = orig
-            self._pos += _RECORD_HEADER + incl
-        return out
-
     def close(self) -> None:
-        """Unmap now unless a view is still alive (a traceback through `take` keeps one, e.g. on
-        Ctrl-C): then the mapping goes with that view, and the interrupt is not masked."""
+        """Unmap now unless a view is still alive (a batch, or a traceback through `take`, e.g. on
+        Ctrl-C): then the mapping goes with the last view, and an interrupt is not masked."""
         self._data = np.zeros(0, np.uint8)
-        if self._map is not None:
-            with contextlib.suppress(BufferError):
-                self._map.close()
+        with contextlib.suppress(BufferError):
+            self._map.close()
         self._f.close()
 
 
@@ -191,8 +259,9 @@ def file_linktype(path: Path | str) -> int:
 
 
 def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int = 0) -> Iterator[Batch]:
-    """Batches of a pcap or pcapng file, in file order. A truncated last record ends the file.
-    `first_packets`: a smaller first batch (0: none), so the workers start sooner."""
+    """Batches of a pcap or pcapng file, in file order. A damaged record ends the file (with a
+    warning; the packets before it are kept). `first_packets`: a smaller first batch (0: none),
+    so the workers start sooner."""
     path = Path(path)
     kind = _file_kind(path)
     try:
@@ -200,11 +269,30 @@ def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int =
     except pcapy.PcapError as exc:
         raise CaptureError(f"{path}: {exc}") from None
     linktype = reader.datalink()
-    lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
-    delivered = 0
-    size = min(first_packets, max_packets) or max_packets
+    sizes = itertools.chain([min(first_packets, max_packets) or max_packets], itertools.repeat(max_packets))
+    if kind == "ng":
+        yield from _pcapng_batches(path, reader, linktype, sizes)
+        return
+    reader.close()
+    records = _PcapRecords(path, linktype)
     try:
-        while True:
+        for size in sizes:
+            taken = records.take(size)
+            if taken is None:
+                break
+            yield Batch(linktype, *taken)
+        if records.error:
+            log.warning("%s: %s (rest of the file ignored)", path, records.error)
+    finally:
+        records.close()
+
+
+def _pcapng_batches(path: Path, reader: pcapy.Reader, linktype: int, sizes: Iterator[int]) -> Iterator[Batch]:
+    """pcapng through libpcap's `next_batch`, the wire lengths from a walk of the blocks."""
+    lengths = _PcapngLengths(path)
+    delivered = 0
+    try:
+        for size in sizes:
             try:
                 packets, packed = reader.next_batch(size)
             except pcapy.PcapError as exc:
@@ -217,7 +305,6 @@ def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int =
                 return
             meta = _meta_array(packed)
             delivered += len(meta)
-            size = max_packets
             yield Batch(linktype, meta, lengths.take(meta[:, 3]), packets)
     finally:
         lengths.close()

@@ -123,3 +123,23 @@ def test_paced_release_follows_the_offered_rate(tmp_path: Path) -> None:
     for elapsed, total in stamps:  # never ahead of the rate
         assert total <= 10_000 * elapsed + 1
     assert stamps[-1][0] >= 0.29
+
+
+def test_a_batch_larger_than_a_slot_is_split_with_its_packets_intact(owner: SegmentOwner, tmp_path: Path) -> None:
+    """A classic pcap batch is a view of the file, record headers between the packets: the split
+    must count those bytes too, or a piece overflows its slot."""
+    frames = [bytes([i % 251]) * (100 + i % 500) for i in range(600)]
+    with PcapWriter(tmp_path / "big.pcap") as w:
+        for frame in frames:
+            w.write(frame, 1_700_000_000.0)
+    (batch,) = read_batches(tmp_path / "big.pcap", 1000)
+    ring = Ring(create_ring(owner, "r", 64, 16 << 10))
+    Dispatcher([ring], live=False, idle=lambda: None).send(1, *_parts(batch))
+    got, slots = [], 0
+    while (slot := ring.wait(0)) is not None:
+        piece = read_batch(ring.buf, slot[0])
+        got += [piece.data[off:off + cap].tobytes() for _, _, off, cap in piece.meta.tolist()]
+        ring.release()
+        slots += 1
+    assert got == frames and slots > 10
+    ring.close()

@@ -56,23 +56,23 @@ def test_a_small_first_batch(tmp_path: Path, first: int) -> None:
     batches = list(read_batches(path, 7, first))
     sizes = [len(b) for b in batches]
     assert sizes[0] == (min(first, 7) or 7) and all(size == 7 for size in sizes[1:-1]) and sum(sizes) == len(FRAMES)
-    assert b"".join(b.data for b in batches) == b"".join(FRAMES)
+    assert [bytes(b.data[off:off + cap]) for b in batches for _, _, off, cap in b.meta.tolist()] == FRAMES
 
 
 def test_interrupt_while_reading_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C lands inside the length gather: the traceback keeps a view of the mapped file alive,
+    """Ctrl-C lands inside the record walk: the traceback keeps a view of the mapped file alive,
     and closing the reader must let the KeyboardInterrupt through (it once became a BufferError)."""
     path = tmp_path / "a.pcap"
     with PcapWriter(path, linktype=1) as w:
         for ts, frame in zip(TIMES, FRAMES, strict=True):
             w.write(frame, ts)
 
-    def interrupted(self: pcapio._PcapLengths, at: np.ndarray) -> np.ndarray:
+    def interrupted(self: pcapio._PcapRecords, count: int) -> list[int]:
         view = self._data[:8]
         assert view.base is not None
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pcapio._PcapLengths, "_fields", interrupted)
+    monkeypatch.setattr(pcapio._PcapRecords, "_walk", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _read_all(path)
 
@@ -185,3 +185,64 @@ def test_live_capture_errors() -> None:
     cap.close()
     with pytest.raises(CaptureError, match="bad BPF filter"):
         LiveCapture("lo", bpf="this is not bpf")
+
+
+def _libpcap_reading(path: Path) -> tuple[list[tuple[int, int, bytes, int]], str]:
+    """What libpcap itself reads from a file, record by record: the reference for our walk."""
+    import pcapy
+
+    reader = pcapy.open_offline(str(path))
+    out: list[tuple[int, int, bytes, int]] = []
+    try:
+        while True:
+            hdr, data = reader.next()
+            if hdr is None:
+                return out, ""
+            sec, usec = hdr.getts()
+            out.append((sec % 2**32, usec, bytes(data), hdr.getlen()))  # pcapy gives a signed 32-bit second
+    except pcapy.PcapError as exc:
+        return out, str(exc)
+    finally:
+        reader.close()
+
+
+def _random_pcap(rng: np.random.Generator, path: Path) -> None:
+    """A classic pcap of any byte order, resolution, version and snaplen, records of any length
+    (some above the snaplen, some beyond what libpcap accepts), maybe cut anywhere."""
+    order = "<" if rng.random() < 0.5 else ">"
+    nanosecond = rng.random() < 0.5
+    major, minor = [(2, 4), (2, 4), (2, 3), (2, 2)][rng.integers(4)]
+    snaplen = int(rng.choice([0, 40, 100, 1500, 65535, 262144, 300000]))
+    magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
+    out = bytearray(struct.pack(f"{order}IHHiIII", magic, major, minor, 0, 0, snaplen, 1))
+    for _ in range(int(rng.integers(0, 40))):
+        caplen = int(rng.choice([0, 1, 14, 60, 99, 100, 101, 1500, 3000]))
+        if rng.random() < 0.03:
+            caplen = 262145 + int(rng.integers(1000))
+        wire = caplen + int(rng.integers(0, 3)) * int(rng.integers(0, 200))
+        first, second = (wire, caplen) if (major, minor) < (2, 3) or ((major, minor) == (2, 3) and rng.random() < 0.3) else (caplen, wire)
+        sec, frac = int(rng.integers(0, 2**32)), int(rng.integers(0, 10**9 if nanosecond else 10**6))
+        out += struct.pack(f"{order}IIII", sec, frac, first, second)
+        out += rng.integers(0, 256, min(caplen, 4000), dtype=np.uint8).tobytes()
+    if rng.random() < 0.4 and len(out) > 24:
+        out = out[: int(rng.integers(24, len(out)))]
+    path.write_bytes(bytes(out))
+
+
+def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Random and damaged classic pcap files: the same packets, stamps and wire lengths as
+    libpcap, in batches of any size, and a warning exactly where libpcap stops with an error."""
+    rng = np.random.default_rng(7)
+    path = tmp_path / "r.pcap"
+    for _ in range(300):
+        _random_pcap(rng, path)
+        expected, error = _libpcap_reading(path)
+        caplog.clear()
+        got = []
+        for b in read_batches(path, int(rng.integers(1, 9))):
+            for (sec, usec, off, cap), wire in zip(b.meta.tolist(), b.wirelen.tolist(), strict=True):
+                got.append((sec, usec, bytes(b.data[off : off + cap]), wire))
+        assert got == expected
+        assert ("rest of the file ignored" in caplog.text) == bool(error), (error, caplog.text)
+        if error:
+            assert f": {error} (rest" in caplog.text, (error, caplog.text)
