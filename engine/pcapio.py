@@ -120,6 +120,7 @@ class _PcapRecords:
         end (`error` then says why, if the file was damaged)."""
         if self.error:
             return None
+        self._release_read_pages()
         starts, pos = self._walk(count) if self._mode != _MAYBE_SWAPPED else self._walk_maybe_swapped(count)
         if not starts:
             self._ended(pos)
@@ -147,7 +148,6 @@ class _PcapRecords:
         meta[:, 1] = head[:, 1] // 1000 if self._nanosecond else head[:, 1]
         meta[:, 2] = at + (_RECORD_HEADER - base)
         meta[:, 3] = caplen
-        self._release_read_pages(int(at[-1]))
         return meta, wire.astype("=u4"), memoryview(self._map)[base : int(at[-1]) + _RECORD_HEADER + int(caplen[-1])]
 
     def _walk(self, count: int) -> tuple[list[int], int]:
@@ -188,10 +188,11 @@ class _PcapRecords:
             wanted = self._snapshot if got < self._snapshot < stored else stored  # a long record: its kept part first
             self.error = f"truncated dump file; tried to read {wanted} captured bytes, only got {got}"
 
-    def _release_read_pages(self, start: int) -> None:
-        """Unmap what is before the batch's last record so a long replay does not keep the whole
-        file resident (a batch's bytes stay readable: pages come back from the page cache)."""
-        done = start // mmap.PAGESIZE * mmap.PAGESIZE
+    def _release_read_pages(self) -> None:
+        """Unmap the batches taken so far (their reader has copied them by the time it asks for
+        the next), so a long replay does not keep the whole file resident. A batch kept longer
+        stays readable: its pages come back from the page cache."""
+        done = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
         if done > self._released:
             self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
             self._released = done

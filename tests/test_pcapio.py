@@ -220,7 +220,8 @@ def _random_pcap(rng: np.random.Generator, path: Path) -> None:
         if rng.random() < 0.03:
             caplen = 262145 + int(rng.integers(1000))
         wire = caplen + int(rng.integers(0, 3)) * int(rng.integers(0, 200))
-        first, second = (wire, caplen) if (major, minor) < (2, 3) or ((major, minor) == (2, 3) and rng.random() < 0.3) else (caplen, wire)
+        swap = (major, minor) < (2, 3) or ((major, minor) == (2, 3) and rng.random() < 0.3)
+        first, second = (wire, caplen) if swap else (caplen, wire)
         sec, frac = int(rng.integers(0, 2**32)), int(rng.integers(0, 10**9 if nanosecond else 10**6))
         out += struct.pack(f"{order}IIII", sec, frac, first, second)
         out += rng.integers(0, 256, min(caplen, 4000), dtype=np.uint8).tobytes()
@@ -246,3 +247,31 @@ def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest
         assert ("rest of the file ignored" in caplog.text) == bool(error), (error, caplog.text)
         if error:
             assert f": {error} (rest" in caplog.text, (error, caplog.text)
+
+
+def _mapped_kib(path: Path) -> int:
+    """Resident KiB of this process's maps of `path` (0 when none)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split()[0]:
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_a_long_replay_does_not_keep_the_file_resident(tmp_path: Path) -> None:
+    """Each batch is read from the map and copied before the next is asked for: the pages of
+    the batches before are given back, so the resident map stays about one batch whatever the
+    file's size."""
+    path = tmp_path / "long.pcap"
+    frame = bytes(1400)
+    with PcapWriter(path) as w:
+        for i in range(30_000):  # 42 MB
+            w.write(frame, 1_700_000_000 + i * 0.001)
+    most, sink = 0, bytearray(2 << 20)
+    for batch in read_batches(path, 1000):  # 1.4 MB a batch
+        sink[: len(batch.data)] = batch.data
+        most = max(most, _mapped_kib(path))
+    assert 0 < most < 4 * 1024
