@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from engine.pcapio import Batch
+from engine.pcapio import Batch, PcapRecords
 from shm.counters import SharedCounters
-from shm.packets import batch_bytes, write_batch
+from shm.packets import batch_bytes, columns_end, write_batch, write_columns
 from shm.ring import Ring
 
 PER_PACKET_BYTES = 20  # meta row + wire length in the slot
@@ -108,29 +108,56 @@ class Dispatcher:
     def _put(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: memoryview) -> None:
         """One slot's worth, counted once it is published or dropped (an interrupt in between
         leaves the totals consistent)."""
-        rings = self.rings
+        target, off = self._reserve()
+        if off is None:
+            self.rings[target].count_drop(len(wirelen))
+            self.dropped += len(wirelen)
+            self._count(wirelen)
+            return
+        ring = self.rings[target]
+        ring.publish(write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data, self.generation))
+        self._sent(target, wirelen)
+
+    def fill(self, records: PcapRecords, count: int) -> bool:
+        """A replay's next slot read straight from a classic pcap file (no copy of the packets
+        here), up to `count` packets; False at the end of the file. Waits for room, as reading
+        files does."""
+        target, off = self._reserve()
+        ring = self.rings[target]
+        assert off is not None, "fill is for replays, which wait for room"
+        count = max(1, min(count, (ring.payload_bytes - columns_end(0) - records.largest) // PER_PACKET_BYTES))
+        at = columns_end(count)
+        try:
+            taken = records.fill(ring.buf[off + at : off + ring.payload_bytes], count)
+        except BaseException:
+            ring.cancel()
+            raise
+        if taken is None:
+            ring.cancel()
+            return False
+        meta, wirelen, used = taken
+        ring.publish(write_columns(ring.buf, off, self.seq, records.linktype, meta, wirelen, at, used, self.generation))
+        self._sent(target, wirelen)
+        return True
+
+    def _reserve(self) -> tuple[int, int | None]:
+        """The ring to write to and its reserved slot; the slot is None when every ring is full in
+        live capture (the batch is dropped). Reading files, it waits for the least loaded ring."""
         order = self._order()
-        first = order[0]
-        target, off = None, None
         for w in order:
-            off = rings[w].reserve(block=False)
+            off = self.rings[w].reserve(block=False)
             if off is not None:
-                target = w
-                break
-        if target is None:
-            if self.live:
-                rings[first].count_drop(len(wirelen))
-                self.dropped += len(wirelen)
-                self._count(wirelen)
-                return
-            target = first
-            off = rings[first].reserve(True, self.poll)
-            while off is None:
-                self.idle()
-                off = rings[first].reserve(True, self.poll)
-        ring = rings[target]
-        used = write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data, self.generation)
-        ring.publish(used)
+                return w, off
+        first = order[0]
+        if self.live:
+            return first, None
+        off = self.rings[first].reserve(True, self.poll)
+        while off is None:
+            self.idle()
+            off = self.rings[first].reserve(True, self.poll)
+        return first, off
+
+    def _sent(self, target: int, wirelen: np.ndarray) -> None:
         self.seq += 1
         self._behind.discard(target)
         self._in_slots[target].append(len(wirelen))

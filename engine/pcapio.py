@@ -1,15 +1,15 @@
 """Capture input and output: pcap/pcapng files and live interfaces in batches, pcap writing.
 
 pcapy-ng opens every capture (it checks the file header and names the link type). Classic pcap
-records are then walked over a map of the file: a batch is a view of the map, copied once, into
-a ring slot. pcapng and live capture go through pcapy-ng's `next_batch`, which returns many
-packets per call (sec, usec, offset, caplen) but not the original wire length: for pcapng the
-blocks are walked with struct for it (block layout varies, so there is no vectorised shortcut).
+files are then read by `PcapRecords`, straight into the buffer a batch goes to (a ring slot, in
+a replay), and their record headers walked there. pcapng and live capture go through pcapy-ng's
+`next_batch`, which returns many packets per call (sec, usec, offset, caplen) but not the
+original wire length: for pcapng the blocks are walked with struct for it (block layout varies,
+so there is no vectorised shortcut).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import mmap
@@ -84,125 +84,142 @@ def _file_kind(path: Path) -> str:
     raise CaptureError(f"{path}: not a pcap or pcapng file (unknown magic {head.hex()})")
 
 
-class _PcapRecords:
-    """Classic pcap records walked over a read-only map of the file.
+class PcapRecords:
+    """Classic pcap records read straight into a caller's buffer: a ring slot, in a replay.
 
     libpcap's reader (through `next_batch`) copies every packet twice, through its own buffer
-    into a new bytes object; on a replay that was most of the capture process's time. Here
-    Python only walks the record headers (one unpack per record) and a batch's packet bytes are
-    a view of the map, copied once, into the ring slot. libpcap's rules are kept: byte order,
-    nanosecond files scaled to microseconds, the swapped length fields of versions before 2.4,
-    records longer than the snapshot length shortened to it, and a damaged record ends the file
-    with the message libpcap gives."""
+    into a new bytes object; on a replay that was most of the capture process's time. Here the
+    file is read into the buffer (one copy, by the kernel) and Python only walks the record
+    headers, one unpack per record; the checks run after, for the whole batch. libpcap's rules
+    are kept: byte order, nanosecond files scaled to microseconds, the swapped length fields of
+    versions before 2.4, records longer than the snapshot length shortened to it, and a damaged
+    record ends the file with the message libpcap gives (logged, in `error`)."""
 
     def __init__(self, path: Path, linktype: int) -> None:
-        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
-        self._map.madvise(mmap.MADV_SEQUENTIAL)
-        self._data = np.frombuffer(self._map, dtype=np.uint8)
-        magic = self._map[:4]
-        order = PCAP_MAGICS[magic]
+        self.path = path
+        self.linktype = linktype
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        head = self._f.read(_PCAP_HEADER)
+        order = PCAP_MAGICS[head[:4]]
         self._fields = np.dtype(f"{order}u4")
-        self._nanosecond = magic in NANOSECOND_MAGICS
-        major, minor, _, _, snaplen = struct.unpack_from(f"{order}HHiII", self._map, 4)
+        self._nanosecond = head[:4] in NANOSECOND_MAGICS
+        major, minor, _, _, snaplen = struct.unpack_from(f"{order}HHiII", head, 4)
         self._most = _MAX_SNAPLEN.get(linktype, _DEFAULT_MAX_SNAPLEN)
+        self.largest = _RECORD_HEADER + self._most  # the least room `fill` needs
         self._snapshot = snaplen if 0 < snaplen < 2**31 else self._most  # libpcap reads it as an int
         self._mode = _SWAPPED if (major, minor) < (2, 3) else _MAYBE_SWAPPED if (major, minor) == (2, 3) else 0
         self._lengths = struct.Struct(f"{order}II").unpack_from
         self._caplen = struct.Struct(f"{order}I").unpack_from
         self._caplen_at = 12 if self._mode == _SWAPPED else 8
-        self._pos = _PCAP_HEADER
-        self._released = 0
+        self._carry = b""  # what was read past the last record taken
+        self._eof = False
+        self._mean = 2048.0  # bytes a record, for how much to read
         self.error = ""
 
-    def take(self, count: int) -> tuple[np.ndarray, np.ndarray, memoryview] | None:
-        """The next `count` records or fewer: (meta, wire lengths, packet bytes), or None at the
-        end (`error` then says why, if the file was damaged)."""
-        if self.error:
+    def room(self, count: int) -> int:
+        """Bytes to hold about `count` records (at least `largest`, and what was read ahead)."""
+        return max(len(self._carry), int(count * self._mean * 1.25) + self.largest)
+
+    def fill(self, out: memoryview, count: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """Up to `count` records into `out` (at least `largest` bytes): (meta with offsets into
+        `out`, wire lengths, bytes used), or None at the end of the file."""
+        if self.error or (self._eof and not self._carry):
             return None
-        self._release_read_pages()
-        starts, pos = self._walk(count) if self._mode != _MAYBE_SWAPPED else self._walk_maybe_swapped(count)
-        if not starts:
-            self._ended(pos)
-            return None
+        have = min(len(self._carry), len(out))  # a smaller buffer than the last takes what fits
+        out[:have], rest = self._carry[:have], self._carry[have:]
+        end = have + (self._read(out[have : min(len(out), self.room(count))]) if not rest else 0)
+        starts, pos = self._walk(out, end, count)
+        if not starts and not self._eof and not rest and end < len(out):  # one record longer than guessed
+            end += self._read(out[end:])
+            starts, pos = self._walk(out, end, count)
+        taken = self._check(out, starts, pos, end, rest)
+        self._carry = bytes(out[pos:end]) + rest if not self.error else b""
+        if taken is not None:
+            self._mean = taken[2] / len(taken[1])
+        return taken
+
+    def _read(self, into: memoryview) -> int:
+        """Fill `into` from the file; a short read is the end of a regular file."""
+        got = 0
+        while got < len(into) and not self._eof:
+            n = self._f.readinto(into[got:])
+            self._eof = not n
+            got += n or 0
+        return got
+
+    def _walk(self, buf: memoryview, end: int, count: int) -> tuple[list[int], int]:
+        """Start offsets of up to `count` records in `buf[:end]`, one unpack each (the hot loop:
+        the checks come after, for the whole batch), and where the first record not taken starts."""
+        pos, starts = 0, []
+        limit, append, at = end - _RECORD_HEADER, starts.append, self._caplen_at
+        if self._mode == _MAYBE_SWAPPED:
+            lengths = self._lengths
+            while len(starts) < count and pos <= limit:
+                append(pos)
+                pos += _RECORD_HEADER + min(lengths(buf, pos + 8))
+        else:
+            unpack = self._caplen
+            for _ in range(count):
+                if pos > limit:
+                    break
+                append(pos)
+                pos += _RECORD_HEADER + unpack(buf, pos + at)[0]
+        if pos > end:  # the last record goes on past what was read: it starts the next buffer
+            pos = starts.pop()
+        return starts, pos
+
+    def _check(self, buf: memoryview, starts: list[int], pos: int, end: int, rest: bytes
+               ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """The columns of the walked records, cut before the first damaged one (as libpcap stops)."""
+        data = np.frombuffer(buf, dtype=np.uint8, count=end)
         at = np.array(starts, dtype=np.int64)
-        head = self._data[at[:, None] + _SIXTEEN].view(self._fields).reshape(-1, 4)
+        head = data[at[:, None] + _SIXTEEN].view(self._fields).reshape(-1, 4)
         stored, wire = head[:, 2], head[:, 3]
         if self._mode == _SWAPPED:
             stored, wire = wire, stored
         elif self._mode == _MAYBE_SWAPPED:
             stored, wire = np.minimum(stored, wire), np.maximum(stored, wire)
-        bad = ((stored > self._most) | (at + _RECORD_HEADER + stored > len(self._data))).nonzero()[0]
-        if len(bad):  # the walk went on through a damaged record: cut it there, as libpcap stops
+        bad = (stored > self._most).nonzero()[0]
+        if len(bad):  # the walk went on through a damaged record
             cut = int(bad[0])
-            self._damaged(int(stored[cut]), starts[cut])
-            if not cut:
-                return None
+            self._fail(self._damaged(int(stored[cut]), 0))
             at, head, stored, wire = at[:cut], head[:cut], stored[:cut], wire[:cut]
-        elif len(starts) < count:
-            self._ended(pos)
+        elif not rest:  # the walk stopped at the end of all there is so far
+            self._stopped_at(buf, pos, end)
+        if not len(at):
+            return None
         caplen = np.minimum(stored, self._snapshot)
-        base = int(at[0]) + _RECORD_HEADER
         meta = np.empty((len(at), 4), dtype="=u4")
         meta[:, 0] = head[:, 0]
         meta[:, 1] = head[:, 1] // 1000 if self._nanosecond else head[:, 1]
-        meta[:, 2] = at + (_RECORD_HEADER - base)
+        meta[:, 2] = at + _RECORD_HEADER
         meta[:, 3] = caplen
-        return meta, wire.astype("=u4"), memoryview(self._map)[base : int(at[-1]) + _RECORD_HEADER + int(caplen[-1])]
+        return meta, wire.astype("=u4"), int(at[-1]) + _RECORD_HEADER + int(caplen[-1])
 
-    def _walk(self, count: int) -> tuple[list[int], int]:
-        """Start offsets of up to `count` records from the current position, one unpack each (the
-        hot loop: checks come after it, for the whole batch), and the position after them."""
-        m, pos, starts = self._map, self._pos, []
-        limit, unpack, append, at = len(m) - _RECORD_HEADER, self._caplen, starts.append, self._caplen_at
-        for _ in range(count):
-            if pos > limit:
-                break
-            append(pos)
-            pos += _RECORD_HEADER + unpack(m, pos + at)[0]
-        self._pos = pos
-        return starts, pos
+    def _stopped_at(self, buf: memoryview, pos: int, end: int) -> None:
+        """The walk stopped at `pos`: a record there that libpcap would fail on fails the file."""
+        left = end - pos
+        if left >= _RECORD_HEADER:
+            first, second = self._lengths(buf, pos + 8)
+            stored = second if self._mode == _SWAPPED else min(first, second) if self._mode else first
+            if stored > self._most or (self._eof and pos + _RECORD_HEADER + stored > end):
+                self._fail(self._damaged(stored, left - _RECORD_HEADER))
+        elif self._eof and left:
+            self._fail(f"truncated dump file; tried to read 16 header bytes, only got {left}")
 
-    def _walk_maybe_swapped(self, count: int) -> tuple[list[int], int]:
-        """`_walk` for version 2.3 files, where a record's two length fields may be swapped."""
-        m, pos, starts = self._map, self._pos, []
-        limit, unpack = len(m) - _RECORD_HEADER, self._lengths
-        while len(starts) < count and pos <= limit:
-            starts.append(pos)
-            pos += _RECORD_HEADER + min(unpack(m, pos + 8))
-        self._pos = pos
-        return starts, pos
-
-    def _ended(self, pos: int) -> None:
-        """The walk stopped short of its count: the end of the file, or a cut record header."""
-        if pos < len(self._data):
-            self.error = f"truncated dump file; tried to read 16 header bytes, only got {len(self._data) - pos}"
-
-    def _damaged(self, stored: int, start: int) -> None:
-        """libpcap's message for the record at `start`: too long to be sane, or cut short."""
+    def _damaged(self, stored: int, got: int) -> str:
+        """libpcap's message for a record too long to be sane, or cut short after `got` bytes."""
         if stored > self._most:
             bound = f"snaplen of {self._snapshot}" if stored > self._snapshot else f"maximum of {self._most}"
-            self.error = f"invalid packet capture length {stored}, bigger than {bound}"
-        else:
-            got = len(self._data) - start - _RECORD_HEADER
-            wanted = self._snapshot if got < self._snapshot < stored else stored  # a long record: its kept part first
-            self.error = f"truncated dump file; tried to read {wanted} captured bytes, only got {got}"
+            return f"invalid packet capture length {stored}, bigger than {bound}"
+        wanted = self._snapshot if got < self._snapshot < stored else stored  # a long record: its kept part first
+        return f"truncated dump file; tried to read {wanted} captured bytes, only got {got}"
 
-    def _release_read_pages(self) -> None:
-        """Unmap the batches taken so far (their reader has copied them by the time it asks for
-        the next), so a long replay does not keep the whole file resident. A batch kept longer
-        stays readable: its pages come back from the page cache."""
-        done = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
-        if done > self._released:
-            self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
-            self._released = done
+    def _fail(self, message: str) -> None:
+        self.error = message
+        log.warning("%s: %s (rest of the file ignored)", self.path, message)
 
     def close(self) -> None:
-        """Unmap now unless a view is still alive (a batch, or a traceback through `take`, e.g. on
-        Ctrl-C): then the mapping goes with the last view, and an interrupt is not masked."""
-        self._data = np.zeros(0, np.uint8)
-        with contextlib.suppress(BufferError):
-            self._map.close()
         self._f.close()
 
 
@@ -263,33 +280,42 @@ def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int =
     """Batches of a pcap or pcapng file, in file order. A damaged record ends the file (with a
     warning; the packets before it are kept). `first_packets`: a smaller first batch (0: none),
     so the workers start sooner."""
+    sizes = itertools.chain([min(first_packets, max_packets) or max_packets], itertools.repeat(max_packets))
+    records = open_capture(path)
+    if not isinstance(records, PcapRecords):
+        yield from _pcapng_batches(Path(path), records, sizes)
+        return
+    try:
+        for size in sizes:
+            buf = bytearray(records.room(size))
+            taken = records.fill(memoryview(buf), size)
+            if taken is None:
+                return
+            meta, wire, used = taken
+            yield Batch(records.linktype, meta, wire, memoryview(buf)[:used])
+    finally:
+        records.close()
+
+
+def open_capture(path: Path | str) -> pcapy.Reader | PcapRecords:
+    """A capture file opened by libpcap, which checks its header: a pcapng file stays with
+    libpcap; a classic pcap file is handed to `PcapRecords`."""
     path = Path(path)
     kind = _file_kind(path)
     try:
         reader = pcapy.open_offline(str(path))
     except pcapy.PcapError as exc:
         raise CaptureError(f"{path}: {exc}") from None
-    linktype = reader.datalink()
-    sizes = itertools.chain([min(first_packets, max_packets) or max_packets], itertools.repeat(max_packets))
     if kind == "ng":
-        yield from _pcapng_batches(path, reader, linktype, sizes)
-        return
+        return reader
+    linktype = reader.datalink()
     reader.close()
-    records = _PcapRecords(path, linktype)
-    try:
-        for size in sizes:
-            taken = records.take(size)
-            if taken is None:
-                break
-            yield Batch(linktype, *taken)
-        if records.error:
-            log.warning("%s: %s (rest of the file ignored)", path, records.error)
-    finally:
-        records.close()
+    return PcapRecords(path, linktype)
 
 
-def _pcapng_batches(path: Path, reader: pcapy.Reader, linktype: int, sizes: Iterator[int]) -> Iterator[Batch]:
+def _pcapng_batches(path: Path, reader: pcapy.Reader, sizes: Iterator[int]) -> Iterator[Batch]:
     """pcapng through libpcap's `next_batch`, the wire lengths from a walk of the blocks."""
+    linktype = reader.datalink()
     lengths = _PcapngLengths(path)
     delivered = 0
     try:

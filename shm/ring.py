@@ -81,6 +81,10 @@ class Ring:
             return None
         return self.slot_offset(self._tail)
 
+    def cancel(self) -> None:
+        """Give back a slot reserved and not published."""
+        self.spec.free.release()
+
     def publish(self, nbytes: int, flags: int = 0) -> None:
         hdr = self._slot_hdr[self._tail]
         hdr[0] = nbytes

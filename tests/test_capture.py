@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
-from engine.pcapio import Batch, PcapWriter, read_batches
+from engine.pcapio import Batch, PcapRecords, PcapWriter, open_capture, read_batches
 from shm.counters import SharedCounters, create_counters
 from shm.packets import read_batch
 from shm.ring import Ring, create_ring
@@ -143,3 +143,42 @@ def test_a_batch_larger_than_a_slot_is_split_with_its_packets_intact(owner: Segm
         slots += 1
     assert got == frames and slots > 10
     ring.close()
+
+
+def test_a_replay_reads_a_file_straight_into_the_slots(owner: SegmentOwner, tmp_path: Path) -> None:
+    """`Dispatcher.fill`: slots read from a classic pcap file hold its packets, stamps and wire
+    lengths in order across rings, records cut by a slot's end go on in the next, and the end of
+    the file gives back the slot it had reserved."""
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, int(rng.integers(1, 3000)), dtype=np.uint8).tobytes() for _ in range(2000)]
+    with PcapWriter(tmp_path / "f.pcap", nanosecond=True) as w:
+        for i, frame in enumerate(frames):
+            w.write(frame, 1_700_000_000 + i * 0.000_123, wirelen=len(frame) + i % 3)
+    rings = [Ring(create_ring(owner, f"r{i}", 8, 512 << 10)) for i in range(2)]
+    d = Dispatcher(rings, live=False, idle=lambda: None)
+    records = open_capture(tmp_path / "f.pcap")
+    assert isinstance(records, PcapRecords)
+    counts = [100, 8192, 8192, 8192, 8192, 8192]
+    while d.fill(records, counts.pop(0) if counts else 8192):
+        pass
+    records.close()
+    pieces = []
+    for ring in rings:
+        while (slot := ring.wait(0)) is not None:
+            pieces.append(read_batch(ring.buf, slot[0]))
+            ring.release()
+    pieces.sort(key=lambda p: p.seq)
+    assert [p.seq for p in pieces] == list(range(len(pieces))) and len(pieces[0]) == 100 and len(pieces) > 6
+    got = [(p.data[off:off + cap].tobytes(), sec, usec, wire) for p in pieces
+           for (sec, usec, off, cap), wire in zip(p.meta.tolist(), p.wirelen.tolist(), strict=True)]
+    expected = [(f, *pcapio_stamp(1_700_000_000 + i * 0.000_123), len(f) + i % 3) for i, f in enumerate(frames)]
+    assert got == expected
+    assert d.packets == len(frames) and all(r.spec.free.get_value() == 8 for r in rings)
+    for r in rings:
+        r.close()
+
+
+def pcapio_stamp(ts: float) -> tuple[int, int]:
+    """(sec, usec) the reader gives for a stamp the writer rounded to the microsecond."""
+    sec = int(ts)
+    return sec, round((ts - sec) * 1e6)
