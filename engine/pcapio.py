@@ -35,7 +35,6 @@ NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PCAP_HEADER = 24
 _RECORD_HEADER = 16
-_SIXTEEN = np.arange(_RECORD_HEADER, dtype=np.int64)
 _DEFAULT_MAX_SNAPLEN = 262144  # libpcap's largest sane record, by link type
 _MAX_SNAPLEN = {231: 128 * 1024 * 1024, 249: 1024 * 1024, 279: 8 * 1024 * 1024}  # D-Bus, USBPcap, EBHSCR
 _SWAPPED, _MAYBE_SWAPPED = 1, 2  # length fields of pcap versions before 2.4 (libpcap's rule)
@@ -171,9 +170,9 @@ class PcapRecords:
     def _check(self, buf: memoryview, starts: list[int], pos: int, end: int, rest: bytes
                ) -> tuple[np.ndarray, np.ndarray, int] | None:
         """The columns of the walked records, cut before the first damaged one (as libpcap stops)."""
-        data = np.frombuffer(buf, dtype=np.uint8, count=end)
         at = np.array(starts, dtype=np.int64)
-        head = data[at[:, None] + _SIXTEEN].view(self._fields).reshape(-1, 4)
+        headers = np.ndarray((max(end - _RECORD_HEADER + 1, 0),), dtype="V16", buffer=buf, strides=(1,))
+        head = headers[at].view(self._fields).reshape(-1, 4)  # one 16-byte gather a record
         stored, wire = head[:, 2], head[:, 3]
         if self._mode == _SWAPPED:
             stored, wire = wire, stored
