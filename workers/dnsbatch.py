@@ -132,25 +132,25 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
 
     Returns the offset of each name's root byte and the (row, offset) of every inner length byte,
     which becomes a dot in the text form. Each step carries only the rows still walking, and the
-    wire-length limit is a bound on where a length byte may be read (a root byte at or past
-    `pos0 + MAX_NAME_WIRE_LENGTH` makes a longer name), so a step is a dozen numpy calls."""
+    wire-length limit and the message's end bound where the root byte may be (a walk that passes
+    them goes on, as far as `_MAX_LABELS` steps, and ends slow), so a step is nine numpy calls."""
     name_end = pos0.copy()
     bound = np.minimum(end, pos0 + MAX_NAME_WIRE_LENGTH)
     rows = (~slow).nonzero()[0]
-    p, limit = pos0[rows], bound[rows]
+    p = pos0.take(rows)
     sep_rows: list[np.ndarray] = []
     sep_pos: list[np.ndarray] = []
     for step in range(_MAX_LABELS):
         if not rows.size:
             break
         name_end[rows] = p
-        size = np.where(p < limit, d.take(p, mode="clip"), 0xFF)
-        go = (size - 1 < 0x3F).nonzero()[0]  # a label length (the root 0 wraps to 255)
-        rows, p, limit = rows[go], p[go], limit[go]
+        size = d.take(p, mode="clip")
+        go = (size - 1 < 0x3F).nonzero()[0]  # a label length (uint8: the root 0 wraps to 255)
+        rows, p = rows.take(go), p.take(go)
         if step:
             sep_rows.append(rows)
             sep_pos.append(p)
-        p = p + size[go] + 1
+        p = p + size.take(go) + 1
     slow[rows] = True  # more labels than any legal name holds
     left = (~slow).nonzero()[0]  # the others stopped on a byte that is not a length: the root, or not plain
     at = name_end[left]
