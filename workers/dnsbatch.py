@@ -31,10 +31,11 @@ _LINE_BREAK = 10
 
 def _flag_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per value of the header's flag word (byte 2 high, byte 3 low): whether the message is a
-    standard query, whether it is an NXDOMAIN answer (the names of both are wanted), and whether it
-    is an answer without error; one take of a table answers each for a whole batch."""
+    standard query, whether it is an NXDOMAIN answer as the flood heuristic counts them (byte 3
+    0x83; the names of both are wanted), and whether it is an answer without error; one take of a
+    table answers each for a whole batch."""
     flags = np.arange(1 << 16)
-    return (flags >> 8 & 0xFA) == 0, (flags & 0x8000 != 0) & (flags & 0x0F == 3), (flags & 0x8000 != 0) & (
+    return (flags >> 8 & 0xFA) == 0, (flags & 0x8000 != 0) & (flags & 0xFF == 0x83), (flags & 0x8000 != 0) & (
         flags & 0xFF == 0x80)
 
 
@@ -56,20 +57,28 @@ class DnsBatch:
     byte3: np.ndarray
     qtype: np.ndarray
     qclass: np.ndarray
-    names: list[str | None]  # standard queries and NXDOMAIN answers only (None elsewhere): lowercased
-    # (ASCII letters), latin-1 decoded, "" for the root
-    query_names: list[str]  # `names` of the standard queries, in order
-    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `query_names`, when all `names` are ASCII
-    # on one line: each followed by a line break, and the n+1 offsets where they start
+    queries: np.ndarray  # positions (in `fast`) of the standard queries
+    nx: np.ndarray  # positions (in `fast`) of the NXDOMAIN answers (`_NX`)
+    query_names: list[str]  # the names of `queries`, in order: lowercased (ASCII letters), latin-1
+    # decoded, "" for the root
+    nx_names: list[str]  # the names of `nx`, likewise
+    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `query_names` then `nx_names`, when all are
+    # ASCII on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
     has_a: np.ndarray  # bool
 
-    def laid_out(self) -> NameBytes | None:
-        """The names' bytes as the bulk name checks read them (when `lines` has them)."""
+    def named(self) -> NameBytes | None:
+        """The bytes of `query_names` then `nx_names` as the bulk name checks read them (when
+        `lines` has them)."""
         if self.lines is None:
             return None
         buf, bounds = self.lines
         return NameBytes.at(buf[:-1], bounds[:-1], bounds[1:] - 1)
+
+    def laid_out(self) -> NameBytes | None:
+        """The bytes of `query_names` alone (`named`'s first names)."""
+        named = self.named()
+        return None if named is None else named.head(len(self.query_names))
 
 
 def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: bool) -> DnsBatch:
@@ -89,21 +98,15 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     flags = be16[head + 2].astype(np.int32)
     byte2, byte3 = flags >> 8, flags & 0xFF
     asked = _ASKED.take(flags)
-    if asked.all():  # all standard queries: no gaps to leave
+    if asked.all():  # all standard queries: no NXDOMAIN answers among them, no order to make
+        queries, nx = np.arange(fast.size), np.zeros(0, np.int64)
         query_names, lines = _names(d, start, stop, seps, fast, n)
-        names: list[str | None] = list(query_names)
+        nx_names: list[str] = []
     else:  # the queries first, so that their bytes lead the buffer, then the NXDOMAIN answers
-        queries = asked.nonzero()[0]
-        order = np.concatenate((queries, _NX.take(flags).nonzero()[0]))
-        names_of, lines = _names(d, start[order], stop[order], seps, fast[order], n)
-        spread = np.full(fast.size, None, object)
-        spread[order] = names_of
-        names = spread.tolist()
-        nq = queries.size
-        query_names = names_of[:nq]
-        if lines is not None:
-            buf, bounds = lines
-            lines = (buf[: bounds[nq]], bounds[: nq + 1]) if nq else None
+        queries, nx = asked.nonzero()[0], _NX.take(flags).nonzero()[0]
+        order = np.concatenate((queries, nx))
+        names, lines = _names(d, start.take(order), stop.take(order), seps, fast.take(order), n)
+        query_names, nx_names = names[: queries.size], names[queries.size :]
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
@@ -112,18 +115,18 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
             a, found, unknown = _first_a(g, stop[wanted] + 5, end[fast][wanted],
                                       be16[head[wanted] + 6])
             answer_a[wanted], has_a[wanted] = a, found
-            if unknown.any():
+            if unknown.any():  # answers with a spelled-out owner: neither queries nor NXDOMAIN answers
                 back = np.zeros(fast.size, bool)
                 back[wanted[unknown]] = True
                 slow[fast[back]] = True
                 keep = ~back
-                fast, byte2, byte3 = fast[keep], byte2[keep], byte3[keep]
-                start, stop = start[keep], stop[keep]
-                names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]  # no query is cut
+                fast, byte2, byte3, flags = fast[keep], byte2[keep], byte3[keep], flags[keep]
+                stop = stop[keep]
                 answer_a, has_a = answer_a[keep], has_a[keep]
+                queries, nx = _ASKED.take(flags).nonzero()[0], _NX.take(flags).nonzero()[0]
     tail = g.be32(stop + 1)  # QTYPE, QCLASS
-    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, query_names, lines,
-                    answer_a, has_a)
+    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, queries, nx, query_names,
+                    nx_names, lines, answer_a, has_a)
 
 
 def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
