@@ -176,15 +176,12 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     spans.cumsum(out=bounds[1:])
     flat = (start - bounds[:-1]).repeat(spans) + np.arange(bounds[-1])
     buf = _UPPER_TO_LOWER.take(d.take(flat, mode="clip"))
+    rows, positions = seps  # a separator's place in `buf` is its offset plus its row's shift; the
+    # separators of rows not given land (clipped) on the last line break, which is written after them
+    shift = np.full(n, 1 << 40, np.int64)
+    shift[fast] = bounds[:-1] - start
+    np.put(buf, positions + shift.take(rows), ord("."), mode="clip")
     buf[bounds[1:] - 1] = _LINE_BREAK
-    rows, positions = seps
-    if fast.size < n or bool((fast[1:] < fast[:-1]).any()):  # not rows 0..n-1 in order: the separators
-        # of the rows given, and each one's place among them
-        at = np.full(n, -1, np.int64)
-        at[fast] = np.arange(fast.size)
-        keep = at[rows] >= 0
-        rows, positions = at[rows[keep]], positions[keep]
-    buf[positions - start[rows] + bounds[rows]] = ord(".")
     text = buf.tobytes().decode("latin-1")
     names = text[:-1].split("\n")
     if len(names) != fast.size:
