@@ -65,7 +65,7 @@ class DnsBatch:
     lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `query_names` then `nx_names`, when all are
     # ASCII on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
-    has_a: np.ndarray  # bool
+    has_a: np.ndarray  # bool: an answer without error (byte 3 0x80) whose walk found an A record
 
     def named(self) -> NameBytes | None:
         """The bytes of `query_names` then `nx_names` as the bulk name checks read them (when
@@ -110,10 +110,10 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
-        wanted = (_ANSWERED.take(flags) & (be16[head + 6] > 0)).nonzero()[0]
+        ancount = be16[head + 6]
+        wanted = (_ANSWERED.take(flags) & (ancount > 0)).nonzero()[0]
         if wanted.size:
-            a, found, unknown = _first_a(g, stop[wanted] + 5, end[fast][wanted],
-                                      be16[head[wanted] + 6])
+            a, found, unknown = _first_a(g, stop.take(wanted) + 5, end.take(fast.take(wanted)), ancount.take(wanted))
             answer_a[wanted], has_a[wanted] = a, found
             if unknown.any():  # answers with a spelled-out owner: neither queries nor NXDOMAIN answers
                 back = np.zeros(fast.size, bool)

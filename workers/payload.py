@@ -425,8 +425,7 @@ class PayloadInspector:
                     p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
                 if counts[name]:
                     out.append((row, OBS_NXDOMAIN, (sec, usec, s, sport, d, dport, name)))
-        response = (b.byte2 & 0x80) != 0
-        answered = (response & b.has_a).nonzero()[0]
+        answered = b.has_a.nonzero()[0]  # answers only
         if answered.size:
             listed = answered[self.index.lookup_ip4(b.answer_a[answered]) >= 0]
             slow = np.concatenate((slow, fast[listed]))
