@@ -75,11 +75,6 @@ class DnsBatch:
         buf, bounds = self.lines
         return NameBytes.at(buf[:-1], bounds[:-1], bounds[1:] - 1)
 
-    def laid_out(self) -> NameBytes | None:
-        """The bytes of `query_names` alone (`named`'s first names)."""
-        named = self.named()
-        return None if named is None else named.head(len(self.query_names))
-
 
 def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: bool) -> DnsBatch:
     """Decode the DNS payloads at `off`/`length` (int64 arrays) of the batch buffer `data`."""
@@ -136,7 +131,7 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
     Returns the offset of each name's root byte and the (row, offset) of every inner length byte,
     which becomes a dot in the text form. Each step carries only the rows still walking, and the
     wire-length limit and the message's end bound where the root byte may be (a walk that passes
-    them goes on, as far as `_MAX_LABELS` steps, and ends slow), so a step is nine numpy calls."""
+    them goes on, as far as `_MAX_LABELS` steps, and ends slow), so a step is ten numpy calls."""
     name_end = pos0.copy()
     bound = np.minimum(end, pos0 + MAX_NAME_WIRE_LENGTH)
     rows = (~slow).nonzero()[0]
@@ -194,7 +189,7 @@ def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first A record among the answers: (address, found, unknown) per row. Owners must be a
     pointer or the root; a spelled-out owner leaves the row `unknown` (for the parser). The owner's
-    kind comes from tables and a record's type and RDLENGTH from word reads: a step is about thirty
+    kind comes from tables and a record's type and RDLENGTH from word reads: a step is under fifty
     numpy calls. Reads past `end` are garbage that no test lets through (`stop <= e` implies them
     all in bounds)."""
     n = len(pos)
