@@ -28,18 +28,30 @@ def _batch(payloads: list[bytes], pad: int = 3) -> tuple[np.ndarray, np.ndarray,
             np.array([len(p) for p in payloads], np.int64))
 
 
+def _names(b: DnsBatch) -> list[str | None]:
+    """Each decoded row's name: standard queries and NXDOMAIN answers (byte 3 0x83) have one."""
+    names: list[str | None] = [None] * b.fast.size
+    for i, name in zip(b.queries.tolist() + b.nx.tolist(), b.query_names + b.nx_names, strict=True):
+        names[i] = name
+    return names
+
+
 def _check_agrees(payloads: list[bytes]) -> tuple[list[int], list[int]]:
     data, off, length = _batch(payloads)
     b = decode(data, off, length, True)
     assert sorted(b.fast.tolist() + b.slow.tolist()) == list(range(len(payloads)))
+    names = _names(b)
     for i, pos in enumerate(b.fast.tolist()):
         msg = parse_dns(payloads[pos])
         assert msg is not None, payloads[pos]
         assert (b.byte2[i], b.byte3[i], b.qtype[i], b.qclass[i]) == (msg.byte2, msg.byte3, msg.qtype, msg.qclass)
-        if msg.byte2 & 0xFA == 0 or msg.byte2 & 0x80 and msg.byte3 & 0x0F == 3:  # a query or NXDOMAIN: named
-            assert b.names[i] is not None
-        if b.names[i] is not None and b.names[i].isascii():
-            assert b.names[i] == msg.qname
+        assert (i in b.queries.tolist()) == (msg.byte2 & 0xFA == 0)
+        assert (i in b.nx.tolist()) == bool(msg.byte2 & 0x80 and msg.byte3 == 0x83)
+        name = names[i]
+        if i in b.queries.tolist() or i in b.nx.tolist():  # a query or NXDOMAIN: named
+            assert name is not None
+        if name is not None and name.isascii():
+            assert name == msg.qname
         if msg.byte2 & 0x80 and msg.byte3 == 0x80:
             if msg.answers_a:  # the bulk walk finds the parser's first A (it may find more: a superset)
                 assert b.has_a[i] and socket.inet_ntoa(int(b.answer_a[i]).to_bytes(4, "big")) == msg.answers_a[0]
@@ -51,14 +63,18 @@ def _check_agrees(payloads: list[bytes]) -> tuple[list[int], list[int]]:
 
 def _check_laid_out(b: DnsBatch) -> None:
     """The names' bytes the decoder hands on give the bulk name checks what the names themselves do."""
-    laid_out = b.laid_out()
-    if laid_out is None:
+    named = b.named()
+    if named is None:
         assert b.lines is None
         return
+    laid_out = named.head(len(b.query_names))
     names = b.query_names
-    assert names == [name for name, byte2 in zip(b.names, b.byte2.tolist(), strict=True) if byte2 & 0xFA == 0]
-    assert all(isinstance(name, str) and name.isascii() and "\n" not in name for name in b.names if name is not None)
+    assert all(name.isascii() and "\n" not in name for name in names + b.nx_names)
     assert laid_out.buf.tobytes() == "\n".join(names).encode()
+    assert named.buf.tobytes() == "\n".join(names + b.nx_names).encode()
+    theirs_all = NameShapes.of(names + b.nx_names, lower=False)
+    for a in ("starts", "ends", "dots", "owner"):
+        assert getattr(theirs_all.laid_out, a).tolist() == getattr(named, a).tolist(), a
     mine, theirs = NameShapes.of(names, lower=False, queries=True), NameShapes.of(
         names, lower=False, queries=True, laid_out=laid_out)
     for field in ("plain", "special", "ip_literal", "valid", "long_first_label", "exhaustion_cut", "ignored"):
@@ -75,7 +91,7 @@ def test_plain_messages_are_decoded_in_bulk() -> None:
     assert fast == [0, 1, 2, 3, 4] and slow == []
     data, off, length = _batch(payloads)
     b = decode(data, off, length, True)
-    assert b.names == ["www.example.com", "a.b.c.d.example.org", None, "nx.example.net", ""]  # answers: unnamed
+    assert _names(b) == ["www.example.com", "a.b.c.d.example.org", None, "nx.example.net", ""]  # answers: unnamed
     assert b.has_a.tolist() == [False, False, True, False, False]
 
 
@@ -144,7 +160,7 @@ def test_names_holding_a_line_break_keep_their_place() -> None:
     fast, slow = _check_agrees(payloads)
     assert fast == [0, 1, 2, 3, 4] and slow == []
     data, off, length = _batch(payloads)
-    assert decode(data, off, length, True).names == ["before.example", "a\nb.example", "\n", "after.example", ""]
+    assert _names(decode(data, off, length, True)) == ["before.example", "a\nb.example", "\n", "after.example", ""]
 
 
 def test_odd_bytes_in_labels_keep_the_names_bytes_exact() -> None:
@@ -164,7 +180,7 @@ def test_names_of_queries_among_answers_keep_their_place() -> None:
                 dns_response("nx.example", [], rcode=3), dns_response("r2.example", ["192.0.2.2"]),
                 dns_query("q2.example")]
     data, off, length = _batch(payloads)
-    assert decode(data, off, length, True).names == [None, "q1.example", "nx.example", None, "q2.example"]
+    assert _names(decode(data, off, length, True)) == [None, "q1.example", "nx.example", None, "q2.example"]
 
 
 def test_queries_among_nxdomain_answers_lead_the_names_bytes() -> None:
@@ -175,6 +191,6 @@ def test_queries_among_nxdomain_answers_lead_the_names_bytes() -> None:
     _check_agrees(payloads)
     data, off, length = _batch(payloads)
     b = decode(data, off, length, True)
-    assert b.names == ["q1.a.example", "nx1.b.example", "q2.example", "n.c.d.example", "q3.x.y.example"]
+    assert _names(b) == ["q1.a.example", "nx1.b.example", "q2.example", "n.c.d.example", "q3.x.y.example"]
     assert b.query_names == ["q1.a.example", "q2.example", "q3.x.y.example"]
-    assert b.laid_out() is not None
+    assert b.named() is not None

@@ -145,13 +145,16 @@ def test_a_batch_sends_its_queries_as_one_item_in_ascending_rows(index: Path) ->
 
 def test_ipv6_queries_keep_their_addresses() -> None:
     frames = [t.ethernet(t.udp4(CLIENT, RESOLVER, 1000, 53, t.dns_query("a.example.org"))),
-              t.ethernet(t.udp6("2001:db8::7", "2001:db8::53", 1001, 53, t.dns_query("b.example.org")))]
+              t.ethernet(t.udp6("2001:db8::7", "2001:db8::53", 1001, 53, t.dns_query("b.example.org"))),
+              t.ethernet(t.udp4("10.0.0.9", RESOLVER, 1002, 53, t.dns_query("c.example.org")))]
     meta, data = t.frames_batch(frames)
     p = parse_batch(meta, data, 1)
-    read = QueryColumns(_pack(p, np.arange(2), [("example.org", "a"), ("example.org", "b")]))
+    read = QueryColumns(_pack(p, np.arange(3), [("example.org", "a"), ("example.org", "b"), ("example.org", "c")]))
     assert read.packet(0)[1] == 0x0A000007
     assert read.packet(1)[1] == bytes.fromhex("20010db8" + "0" * 22 + "07")
     assert read.packet(1)[3] == bytes.fromhex("20010db8" + "0" * 22 + "53")
+    assert read.packet(2)[1:4] == (0x0A000009, 1002, 0xC0000235)
+    assert read.packet(2)[5] == "c.example.org"
 
 
 def test_a_query_row_starts_with_its_tick_and_address_events_and_ends_with_its_own_events() -> None:

@@ -31,14 +31,20 @@ _LINE_BREAK = 10
 
 def _flag_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per value of the header's flag word (byte 2 high, byte 3 low): whether the message is a
-    standard query, whether it is an NXDOMAIN answer (the names of both are wanted), and whether it
-    is an answer without error; one take of a table answers each for a whole batch."""
+    standard query, whether it is an NXDOMAIN answer as the flood heuristic counts them (byte 3
+    0x83; the names of both are wanted), and whether it is an answer without error; one take of a
+    table answers each for a whole batch."""
     flags = np.arange(1 << 16)
-    return (flags >> 8 & 0xFA) == 0, (flags & 0x8000 != 0) & (flags & 0x0F == 3), (flags & 0x8000 != 0) & (
+    return (flags >> 8 & 0xFA) == 0, (flags & 0x8000 != 0) & (flags & 0xFF == 0x83), (flags & 0x8000 != 0) & (
         flags & 0xFF == 0x80)
 
 
 _ASKED, _NX, _ANSWERED = _flag_tables()
+_OWNER_OK = np.zeros(256, bool)  # per first byte of an answer's owner: a pointer or the root
+_OWNER_OK[0] = _OWNER_OK[0xC0:] = True
+_OWNER_SIZE = np.where(np.arange(256) >= 0xC0, 2, 1)  # the owner's bytes, where `_OWNER_OK`
+_SPELLED = np.zeros(256, bool)  # a label length: the owner is spelled out
+_SPELLED[1:0x40] = True
 
 
 @dataclass(slots=True)
@@ -51,16 +57,19 @@ class DnsBatch:
     byte3: np.ndarray
     qtype: np.ndarray
     qclass: np.ndarray
-    names: list[str | None]  # standard queries and NXDOMAIN answers only (None elsewhere): lowercased
-    # (ASCII letters), latin-1 decoded, "" for the root
-    query_names: list[str]  # `names` of the standard queries, in order
-    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `query_names`, when all `names` are ASCII
-    # on one line: each followed by a line break, and the n+1 offsets where they start
+    queries: np.ndarray  # positions (in `fast`) of the standard queries
+    nx: np.ndarray  # positions (in `fast`) of the NXDOMAIN answers (`_NX`)
+    query_names: list[str]  # the names of `queries`, in order: lowercased (ASCII letters), latin-1
+    # decoded, "" for the root
+    nx_names: list[str]  # the names of `nx`, likewise
+    lines: tuple[np.ndarray, np.ndarray] | None  # the bytes of `query_names` then `nx_names`, when all are
+    # ASCII on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
-    has_a: np.ndarray  # bool
+    has_a: np.ndarray  # bool: an answer without error (byte 3 0x80) whose walk found an A record
 
-    def laid_out(self) -> NameBytes | None:
-        """The names' bytes as the bulk name checks read them (when `lines` has them)."""
+    def named(self) -> NameBytes | None:
+        """The bytes of `query_names` then `nx_names` as the bulk name checks read them (when
+        `lines` has them)."""
         if self.lines is None:
             return None
         buf, bounds = self.lines
@@ -84,41 +93,35 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     flags = be16[head + 2].astype(np.int32)
     byte2, byte3 = flags >> 8, flags & 0xFF
     asked = _ASKED.take(flags)
-    if asked.all():  # all standard queries: no gaps to leave
+    if asked.all():  # all standard queries: no NXDOMAIN answers among them, no order to make
+        queries, nx = np.arange(fast.size), np.zeros(0, np.int64)
         query_names, lines = _names(d, start, stop, seps, fast, n)
-        names: list[str | None] = list(query_names)
+        nx_names: list[str] = []
     else:  # the queries first, so that their bytes lead the buffer, then the NXDOMAIN answers
-        queries = asked.nonzero()[0]
-        order = np.concatenate((queries, _NX.take(flags).nonzero()[0]))
-        names_of, lines = _names(d, start[order], stop[order], seps, fast[order], n)
-        spread = np.full(fast.size, None, object)
-        spread[order] = names_of
-        names = spread.tolist()
-        nq = queries.size
-        query_names = names_of[:nq]
-        if lines is not None:
-            buf, bounds = lines
-            lines = (buf[: bounds[nq]], bounds[: nq + 1]) if nq else None
+        queries, nx = asked.nonzero()[0], _NX.take(flags).nonzero()[0]
+        order = np.concatenate((queries, nx))
+        names, lines = _names(d, start.take(order), stop.take(order), seps, fast.take(order), n)
+        query_names, nx_names = names[: queries.size], names[queries.size :]
     answer_a = np.zeros(fast.size, np.uint32)
     has_a = np.zeros(fast.size, bool)
     if want_answers:
-        wanted = (_ANSWERED.take(flags) & (be16[head + 6] > 0)).nonzero()[0]
+        ancount = be16[head + 6]
+        wanted = (_ANSWERED.take(flags) & (ancount > 0)).nonzero()[0]
         if wanted.size:
-            a, found, unknown = _first_a(g, stop[wanted] + 5, end[fast][wanted],
-                                      be16[head[wanted] + 6])
+            a, found, unknown = _first_a(g, stop.take(wanted) + 5, end.take(fast.take(wanted)), ancount.take(wanted))
             answer_a[wanted], has_a[wanted] = a, found
-            if unknown.any():
+            if unknown.any():  # answers with a spelled-out owner: neither queries nor NXDOMAIN answers
                 back = np.zeros(fast.size, bool)
                 back[wanted[unknown]] = True
                 slow[fast[back]] = True
                 keep = ~back
-                fast, byte2, byte3 = fast[keep], byte2[keep], byte3[keep]
-                start, stop = start[keep], stop[keep]
-                names = [name for name, k in zip(names, keep.tolist(), strict=True) if k]  # no query is cut
+                fast, byte2, byte3, flags = fast[keep], byte2[keep], byte3[keep], flags[keep]
+                stop = stop[keep]
                 answer_a, has_a = answer_a[keep], has_a[keep]
+                queries, nx = _ASKED.take(flags).nonzero()[0], _NX.take(flags).nonzero()[0]
     tail = g.be32(stop + 1)  # QTYPE, QCLASS
-    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, names, query_names, lines,
-                    answer_a, has_a)
+    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, queries, nx, query_names,
+                    nx_names, lines, answer_a, has_a)
 
 
 def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
@@ -127,25 +130,25 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
 
     Returns the offset of each name's root byte and the (row, offset) of every inner length byte,
     which becomes a dot in the text form. Each step carries only the rows still walking, and the
-    wire-length limit is a bound on where a length byte may be read (a root byte at or past
-    `pos0 + MAX_NAME_WIRE_LENGTH` makes a longer name), so a step is a dozen numpy calls."""
+    wire-length limit and the message's end bound where the root byte may be (a walk that passes
+    them goes on, as far as `_MAX_LABELS` steps, and ends slow), so a step is ten numpy calls."""
     name_end = pos0.copy()
     bound = np.minimum(end, pos0 + MAX_NAME_WIRE_LENGTH)
     rows = (~slow).nonzero()[0]
-    p, limit = pos0[rows], bound[rows]
+    p = pos0.take(rows)
     sep_rows: list[np.ndarray] = []
     sep_pos: list[np.ndarray] = []
     for step in range(_MAX_LABELS):
         if not rows.size:
             break
         name_end[rows] = p
-        size = np.where(p < limit, d.take(p, mode="clip"), 0xFF)
-        go = (size - 1 < 0x3F).nonzero()[0]  # a label length (the root 0 wraps to 255)
-        rows, p, limit = rows[go], p[go], limit[go]
+        size = d.take(p, mode="clip")
+        go = (size - 1 < 0x3F).nonzero()[0]  # a label length (uint8: the root 0 wraps to 255)
+        rows, p = rows.take(go), p.take(go)
         if step:
             sep_rows.append(rows)
             sep_pos.append(p)
-        p = p + size[go] + 1
+        p = p + size.take(go) + 1
     slow[rows] = True  # more labels than any legal name holds
     left = (~slow).nonzero()[0]  # the others stopped on a byte that is not a length: the root, or not plain
     at = name_end[left]
@@ -168,15 +171,12 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     spans.cumsum(out=bounds[1:])
     flat = (start - bounds[:-1]).repeat(spans) + np.arange(bounds[-1])
     buf = _UPPER_TO_LOWER.take(d.take(flat, mode="clip"))
+    rows, positions = seps  # a separator's place in `buf` is its offset plus its row's shift; the
+    # separators of rows not given land (clipped) on the last line break, which is written after them
+    shift = np.full(n, 1 << 40, np.int64)
+    shift[fast] = bounds[:-1] - start
+    np.put(buf, positions + shift.take(rows), ord("."), mode="clip")
     buf[bounds[1:] - 1] = _LINE_BREAK
-    rows, positions = seps
-    if fast.size < n or bool((fast[1:] < fast[:-1]).any()):  # not rows 0..n-1 in order: the separators
-        # of the rows given, and each one's place among them
-        at = np.full(n, -1, np.int64)
-        at[fast] = np.arange(fast.size)
-        keep = at[rows] >= 0
-        rows, positions = at[rows[keep]], positions[keep]
-    buf[positions - start[rows] + bounds[rows]] = ord(".")
     text = buf.tobytes().decode("latin-1")
     names = text[:-1].split("\n")
     if len(names) != fast.size:
@@ -188,31 +188,34 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
 def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first A record among the answers: (address, found, unknown) per row. Owners must be a
-    pointer or the root; a spelled-out owner name leaves the row `unknown` (for the parser)."""
+    pointer or the root; a spelled-out owner leaves the row `unknown` (for the parser). The owner's
+    kind comes from tables and a record's type and RDLENGTH from word reads: a step is under fifty
+    numpy calls. Reads past `end` are garbage that no test lets through (`stop <= e` implies them
+    all in bounds)."""
     n = len(pos)
     addr = np.zeros(n, np.uint32)
     found = np.zeros(n, bool)
     unknown = np.zeros(n, bool)
     active = np.arange(n)
     for step in range(MAX_ANSWERS):
-        active = active[count[active] > step]
+        active = active[count.take(active) > step]
         if not active.size:
             break
-        p = pos[active]
-        first = np.where(p < end[active], g.u8(p), 0x40)
-        pointer = first >= 0xC0
-        spelled = (first > 0) & (first < 0x40)
-        unknown[active[spelled]] = True
-        fixed = np.where(pointer, p + 2, p + 1)
+        p, e = pos.take(active), end.take(active)
+        first = g.u8(p)
+        spelled = _SPELLED.take(first)
+        if spelled.any():
+            unknown[active[spelled & (p < e)]] = True
+        fixed = p + _OWNER_SIZE.take(first)  # the record's TYPE
         rdata = fixed + 10
-        rdlength = g.be16(fixed + 8)
-        ok = (pointer | (first == 0)) & (rdata <= end[active]) & (rdata + rdlength <= end[active])
-        is_a = ok & (g.be16(fixed) == 1) & (rdlength == 4)
+        rdlength = g.be32(fixed + 6) & 0xFFFF
+        stop = rdata + rdlength
+        ok = _OWNER_OK.take(first) & (stop <= e)  # p < e follows: fixed > p
+        is_a = ok & (rdlength == 4) & (g.be32(fixed) >> 16 == 1)
         hit = active[is_a]
-        r = rdata[is_a]
-        addr[hit] = g.be32(r)
+        addr[hit] = g.be32(rdata[is_a])
         found[hit] = True
         go = ok & ~is_a
-        pos[active[go]] = rdata[go] + rdlength[go]
         active = active[go]
+        pos[active] = stop[go]
     return addr, found, unknown

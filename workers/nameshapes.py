@@ -105,29 +105,24 @@ class NameShapes:
         lengths = ends - starts
         sums = np.zeros(len(buf) + 1, np.uint64)  # differences of these are exact per field below 4096
         _CLASS_COUNTS.take(buf).cumsum(out=sums[1:])
-        first_dot, last_dot = ends.copy(), np.full(n, -1)
-        at_last = owner_last = np.zeros(0, np.int64)
-        if dots.size:
-            changes = owner[1:] != owner[:-1]
-            first, last = np.concatenate((_TRUE, changes)), np.concatenate((changes, _TRUE))  # its first, last dots
-            first_dot[owner[first]] = dots[first]
-            at_last = last.nonzero()[0]
-            owner_last = owner[at_last]
-            last_dot[owner_last] = dots[at_last]
+        # each name's dots are `dots[edges[i]:edges[i + 1]]` (`owner` ascends); a missing one reads the pad
+        edges = owner.searchsorted(np.arange(n + 1))
+        lo, hi = edges[:-1], edges[1:]
+        count = hi - lo
+        padded = np.append(dots, -1)
+        has_dot = count > 0
+        first_dot = np.where(has_dot, padded.take(lo), ends)
+        last_dot = padded.take(np.where(has_dot, hi - 1, -1))
         special = np.zeros(n, bool)
         if b".onion." in raw or IP_ADRESS.encode() in raw:
             special[:] = [name.endswith(IP_ADRESS) or ".onion." in name for name in names]
         whole = sums[ends] - sums[starts]
         head = sums[first_dot] - sums[starts]  # the first label's counts
-        has_dot = last_dot >= 0
         after_last = np.where(has_dot, last_dot + 1, starts)
         cut = ignored = None
         if queries:
-            second_dot, third_dot = np.full(n, -1), np.full(n, -1)
-            for back, out in ((1, second_dot), (2, third_dot)):  # the dots before the last one
-                at = at_last - back
-                same = (at >= 0) & (owner[np.maximum(at, 0)] == owner_last)
-                out[owner_last[same]] = dots[at[same]]
+            second_dot = padded.take(np.where(count > 1, hi - 2, -1))  # the dots before the last one
+            third_dot = padded.take(np.where(count > 2, hi - 3, -1))
             keep_three = (third_dot >= 0) & (last_dot - second_dot - 1 <= 3)  # `co.uk`: a short second-level label
             cut = np.where(second_dot >= 0, np.where(keep_three, third_dot, second_dot) + 1 - starts, 0)
             dashed = _counts(head, _DASH, 3) & _counts(head, _NOT_NUMERIC, 3)  # `d-d-d-d`, maybe

@@ -9,7 +9,7 @@ aggregator owns so that results do not depend on how packets were spread over wo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import compress
 from operator import itemgetter
 from urllib.parse import unquote
@@ -407,41 +407,40 @@ class PayloadInspector:
         those not plain enough to decode in bulk, and responses whose first A answer is a trail."""
         b = dnsbatch.decode(data, p.payload_off[rows], p.payload_len[rows], self.settings.use_heuristics)
         fast = rows[b.fast]
-        queries = ((b.byte2 & 0xFA) == 0).nonzero()[0]
-        if queries.size:
-            self._dns_queries(p, fast[queries], b.query_names, b.qtype[queries], b.qclass[queries], out, b.laid_out)
+        named = _NamedChecks(self.index, b)
+        if b.queries.size:
+            q = b.queries
+            self._dns_queries(p, fast.take(q), b.query_names, b.qtype.take(q), b.qclass.take(q), out, named)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
-        response = (b.byte2 & 0x80) != 0
-        nx = (response & (b.byte3 == 0x83)).nonzero()[0]
-        if nx.size:
-            r = fast[nx]
+        if b.nx.size:
+            r = fast.take(b.nx)
             src, dst = row_addresses(p, r)
-            names = [b.names[i] for i in nx.tolist()]
+            names = b.nx_names
             counts, new = self._nx_names.lookup(names)  # before new names evict any
-            counts.update(self._nx_counted_many(new))
+            counts.update(self._nx_counted_many(new, named.nx_maybe() if new is names else None))
             for row, name, sec, usec, s, sport, d, dport in zip(
                     r.tolist(), names, p.sec[r].tolist(), p.usec[r].tolist(), src,
                     p.sport[r].tolist(), dst, p.dport[r].tolist(), strict=True):
                 if counts[name]:
                     out.append((row, OBS_NXDOMAIN, (sec, usec, s, sport, d, dport, name)))
-        answered = (response & b.has_a).nonzero()[0]
+        answered = b.has_a.nonzero()[0]  # answers only
         if answered.size:
             listed = answered[self.index.lookup_ip4(b.answer_a[answered]) >= 0]
             slow = np.concatenate((slow, fast[listed]))
         return slow
 
     def _dns_queries(self, p: Parsed, rows: np.ndarray, names: list[str], qtype: np.ndarray, qclass: np.ndarray,
-                     out: list[Item], laid_out: Callable[[], NameBytes | None] | None = None) -> None:
+                     out: list[Item], named: _NamedChecks | None = None) -> None:
         """Standard queries: exhaustion observations, then trail checks; a packet context (address
         texts) is only built for the rare query that reports something: one whose addresses are
         trails (numpy masks say which) or whose name is one (a set of the few names says which).
-        `laid_out` gives the names' bytes if the decoder has them, for a batch of names all new."""
+        `named`: the decoder's bytes of the names and their filter answers, for a batch of names all new."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
         if new is names:  # all new, each once (the usual batch on a real link)
-            fact, trails = self._names_facts(names, laid_out() if laid_out else None)
+            fact, trails = self._names_facts(names, *(named.queries() if named else (None, None)))
         else:
             trails = [q for q, f in facts_of.items() if f & FACT_TRAIL]  # the names that report
             if new:
@@ -489,26 +488,36 @@ class PayloadInspector:
             name, ix.is_whitelisted_domain, lambda key: ix.lookup_string(key) >= 0)
         return self._nx_names.put(name, counted)
 
-    def _nx_counted_many(self, names: list[str]) -> dict[str, bool]:
+    def _nx_counted_many(self, names: list[str], maybe: np.ndarray | None = None) -> dict[str, bool]:
         """`_nx_counted` of new names, their suffix walks in bulk: a plain name none of whose
-        suffixes may be a trail or whitelisted needs only the name's own tests."""
+        suffixes may be a trail or whitelisted needs only the name's own tests. `maybe`: the
+        names' `suffixes_maybe_listed`, when the caller has it (right for the plain ones)."""
         out = {q: self._nx_counted(q) for q in names if not PLAIN_NAME.fullmatch(q)}
-        plain = [q for q in names if q not in out]
-        for q, listed in zip(plain, self.index.suffixes_maybe_listed(plain).tolist(), strict=True):
+        if maybe is None:
+            plain = [q for q in names if q not in out]
+            maybe = self.index.suffixes_maybe_listed(plain)
+        else:
+            plain = names if not out else [q for q in names if q not in out]
+            if out:
+                maybe = maybe[[q not in out for q in names]]
+        for q, listed in zip(plain, maybe.tolist(), strict=True):
             if listed:
                 out[q] = self._nx_counted(q)
             else:
                 out[q] = self._nx_names.put(q, is_valid_dns_name(q) and nx_shape_counted(q))
         return out
 
-    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None) -> tuple[np.ndarray, list[str]]:
+    def _names_facts(self, names: list[str], laid_out: NameBytes | None = None, maybe: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, list[str]]:
         """What each new query name (distinct, lowercase, as the batch decoder gives them) alone
         decides (ignored or not, exhaustion domain, whether it is a trail: `FACT_*`), the trail
         checks in bulk; kept in a bounded cache: names repeat far more than packets do. Returns the
         facts in the names' order (even when the cache is smaller than the batch) and the names that
-        are trails. `laid_out`: the names' bytes, when the decoder has them."""
+        are trails. `laid_out`, `maybe`: the names' bytes and `suffixes_maybe_listed`, when the
+        decoder has them."""
         shapes = NameShapes.of(names, lower=False, queries=True, laid_out=laid_out)
-        maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
+        if maybe is None:
+            maybe = self.index.suffixes_maybe_listed(shapes.names, shapes.laid_out)
         keep = shapes.plain & shapes.valid & ~shapes.ignored
         for i in (~shapes.plain).nonzero()[0].tolist():  # rare: the shapes do not say (too long, not ASCII)
             keep[i] = is_valid_dns_name(names[i]) and not is_ignored_query(names[i])
@@ -763,6 +772,37 @@ class PayloadInspector:
             c.event("HTTP", resp.title, "seized domain (suspicious)", HEURISTIC_REF)
         if resp.content_type in http_rules.SUSPICIOUS_CONTENT_TYPES:
             c.event("HTTP", resp.content_type, "content type (suspicious)", HEURISTIC_REF)
+
+
+class _NamedChecks:
+    """The decoder's bytes of a DNS batch's names (queries, then NXDOMAIN answers) and the name
+    filter's answer for all of them from one pass (`suffixes_maybe_listed`), made when first
+    asked: the query and the NXDOMAIN checks of a batch of new names share its fixed cost."""
+
+    __slots__ = ("_index", "_batch", "_both")
+
+    def __init__(self, index: TrailIndex, batch: dnsbatch.DnsBatch) -> None:
+        self._index, self._batch = index, batch
+        self._both: tuple[NameBytes, np.ndarray] | None = None
+
+    def _all(self) -> tuple[NameBytes, np.ndarray] | None:
+        b = self._batch
+        if self._both is None and (named := b.named()) is not None:
+            self._both = named, self._index.suffixes_maybe_listed(b.query_names + b.nx_names, named)
+        return self._both
+
+    def queries(self) -> tuple[NameBytes | None, np.ndarray | None]:
+        """The query names' bytes and filter answers (None, None: the decoder has no bytes)."""
+        both = self._all()
+        if both is None:
+            return None, None
+        k = len(self._batch.query_names)
+        return both[0].head(k), both[1][:k]
+
+    def nx_maybe(self) -> np.ndarray | None:
+        """The NXDOMAIN answers' filter answers (None: the decoder has no bytes)."""
+        both = self._all()
+        return None if both is None else both[1][len(self._batch.query_names) :]
 
 
 def _context(p: Parsed, row: int, out: list[Item], dst_entry: int, src_entry: int, dstport_entry: int) -> _Packet:

@@ -5,7 +5,8 @@ bytes object and the (prefix, domain) pairs one text, and the aggregator reads o
 exhaustion bookkeeping needs (row, second, domain, prefix) for every query, the rest (microseconds,
 addresses, ports, name) for the rare query that reports. The text is the names joined by line
 breaks with each one's cut dot (before its domain) made a line break too: one numpy write for the
-batch, where cutting each name in two and joining the pieces cost a split and two strings a name."""
+batch, where cutting each name in two and joining the pieces cost a split and two strings a name.
+IPv6 addresses travel for the IPv6 rows alone, with their positions."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 from engine.ipaddr import Addr
 from workers.batch import Parsed, row_addresses
 
-Packed = tuple[bytes, str, tuple[list, list] | None]  # numbers, prefixes and domains in turn, IPv6-aware addresses
+Packed = tuple[bytes, str, tuple[list[int], list, list] | None]  # numbers, prefixes and domains in turn, and the
+# positions, sources and destinations of the IPv6 rows (None: none)
 _SEPARATOR = "\n"  # no name that counts against a domain holds one: such names are valid DNS names
 _COLUMNS = 7  # rows, seconds, microseconds, source ports, destination ports, IPv4 sources, IPv4 destinations
 
@@ -24,24 +26,32 @@ def pack(p: Parsed, rows: np.ndarray, names: list[str], cuts: np.ndarray) -> Pac
     each one's exhaustion domain starts (after a dot: `cuts` are positive)."""
     text = _SEPARATOR.join(names)
     raw = np.frombuffer(text.encode(), np.uint8).copy()
-    lengths = np.fromiter(map(len, names), np.int64, len(names))
-    raw[lengths.cumsum() - lengths + np.arange(len(names)) + cuts - 1] = ord(_SEPARATOR)  # start + cut - 1
+    starts = np.zeros(len(names), np.int64)
+    starts[1:] = (raw == ord(_SEPARATOR)).nonzero()[0] + 1  # no name holds one: the separators end them
+    raw[starts + cuts - 1] = ord(_SEPARATOR)
     numbers = np.empty((_COLUMNS, rows.size), np.uint32)
     numbers[0] = rows
     for k, column in enumerate((p.sec, p.usec, p.sport, p.dport, p.src4, p.dst4), 1):
         numbers[k] = column.take(rows)
-    addresses = row_addresses(p, rows) if p.v6_rows.size and (p.version.take(rows) == 6).any() else None
-    return numbers.tobytes(), raw.tobytes().decode(), addresses
+    v6 = None
+    if p.v6_rows.size:
+        at = (p.version.take(rows) == 6).nonzero()[0]
+        if at.size:
+            v6 = (at.tolist(), *row_addresses(p, rows.take(at)))
+    return numbers.tobytes(), raw.tobytes().decode(), v6
 
 
 class QueryColumns:
     """A packed item read back (`pack`): rows, seconds, domains and prefixes as lists; a query's
     other fields on demand (`packet`)."""
 
-    __slots__ = ("rows", "secs", "domains", "prefixes", "_numbers", "_addresses")
+    __slots__ = ("rows", "secs", "domains", "prefixes", "_numbers", "_v6")
 
     def __init__(self, packed: Packed) -> None:
-        numbers, text, self._addresses = packed
+        numbers, text, v6 = packed
+        self._v6: dict[int, tuple[Addr, Addr]] = {}  # position -> source, destination
+        if v6:
+            self._v6.update(zip(v6[0], zip(v6[1], v6[2], strict=True), strict=True))
         pieces = text.split(_SEPARATOR) if text else []
         self.prefixes, self.domains = pieces[0::2], pieces[1::2]
         n = len(self.domains)
@@ -53,8 +63,5 @@ class QueryColumns:
         """Query i's microseconds, source, source port, destination, destination port and name, as
         `Heuristics.dns_query` takes them after the second."""
         m, n = self._numbers, len(self.rows)
-        if self._addresses is None:
-            src, dst = m[5 * n + i], m[6 * n + i]
-        else:
-            src, dst = self._addresses[0][i], self._addresses[1][i]
+        src, dst = self._v6.get(i) or (m[5 * n + i], m[6 * n + i])
         return m[2 * n + i], src, m[3 * n + i], dst, m[4 * n + i], f"{self.prefixes[i]}.{self.domains[i]}"

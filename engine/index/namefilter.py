@@ -123,6 +123,12 @@ class NameBytes:
         dots = (buf == 46).nonzero()[0]
         return cls(buf, starts, ends, dots, ends.searchsorted(dots))
 
+    def head(self, k: int) -> NameBytes:
+        """The first `k` names (a view of the same bytes)."""
+        j = int(self.owner.searchsorted(k))
+        return NameBytes(self.buf[: self.ends[k - 1]] if k else self.buf[:0], self.starts[:k], self.ends[:k],
+                         self.dots[:j], self.owner[:j])
+
 
 def suffixes_maybe_listed(bloom: np.ndarray, names: NameBytes) -> np.ndarray:
     """Per name: whether the name or a suffix after one of its dots may be in the filter. False is
