@@ -13,7 +13,6 @@ the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto`
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from functools import cache, lru_cache
 from types import ModuleType
@@ -24,6 +23,8 @@ from workers.protocols.tls import handshake_sni
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import CipherContext
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
+    from cryptography.hazmat.primitives.hmac import HMAC
 
 QUIC_V1, QUIC_V2 = 0x00000001, 0x6B3343CF
 MAX_DECRYPT = 2048
@@ -40,25 +41,8 @@ _VERSIONS = {
     QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2 ", 0b01),  # RFC 9369 3.3
 }
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
 _ZEROS = bytes(MAX_DECRYPT)  # plaintext whose GCM encryption is the keystream
 _FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_chunks`
-
-
-def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
-    """SHA-256 states after the inner and outer padded key of HMAC (RFC 2104), for keys of at most
-    one block (the Initial secrets are): an HMAC is then two state copies and two digests, where
-    the library objects cost several times more for the few bytes hashed here."""
-    key = key.ljust(64, b"\x00")
-    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
-
-
-def _hmac(pads: tuple[hashlib._Hash, hashlib._Hash], message: bytes) -> bytes:
-    inner, outer = pads[0].copy(), pads[1].copy()
-    inner.update(message)
-    outer.update(inner.digest())
-    return outer.digest()
 
 
 def _label_info(label: bytes, length: int) -> bytes:
@@ -68,17 +52,34 @@ def _label_info(label: bytes, length: int) -> bytes:
     return length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00\x01"
 
 
-# version -> (HMAC states of its salt, infos of the client secret and of key, iv and hp)
-_DERIVATION = {version: (_hmac_pads(salt), _label_info(b"client in", 32), _label_info(prefix + b"key", 16),
-                         _label_info(prefix + b"iv", 12), _label_info(prefix + b"hp", 16))
-               for version, (salt, prefix, _) in _VERSIONS.items()}
+@cache
+def _derivation() -> dict[int, tuple[type[HMAC], HashAlgorithm, HMAC, bytes, bytes, bytes, bytes]]:
+    """version -> (HMAC class, SHA-256, HMAC keyed with the version's salt, infos of the client
+    secret and of key, iv and hp). `cryptography`'s HMAC, whose keyed states are copied rather than
+    rebuilt, costs fewer calls than HMAC spelled out over hashlib states (five HMACs an Initial);
+    imported with the cipher modules, at the first Initial."""
+    from cryptography.hazmat.primitives.hashes import SHA256  # noqa: PLC0415 - deferred: see `_ciphers`
+    from cryptography.hazmat.primitives.hmac import HMAC  # noqa: PLC0415
+
+    sha256 = SHA256()
+    return {version: (HMAC, sha256, HMAC(salt, sha256), _label_info(b"client in", 32), _label_info(prefix + b"key", 16),
+                      _label_info(prefix + b"iv", 12), _label_info(prefix + b"hp", 16))
+            for version, (salt, prefix, _) in _VERSIONS.items()}
 
 
 def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
     """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
-    salt_pads, client_info, key_info, iv_info, hp_info = _DERIVATION[version]
-    client = _hmac_pads(_hmac(_hmac_pads(_hmac(salt_pads, dcid)), client_info))  # HKDF-Extract, client secret
-    return _hmac(client, key_info)[:16], _hmac(client, iv_info)[:12], _hmac(client, hp_info)[:16]
+    hmac, sha256, salted, client_info, key_info, iv_info, hp_info = _derivation()[version]
+    extract = salted.copy()
+    extract.update(dcid)
+    secret = hmac(extract.finalize(), sha256)  # HKDF-Extract: the initial secret
+    secret.update(client_info)
+    client = hmac(secret.finalize(), sha256)  # the client secret, keyed once for its three expansions
+    key, iv = client.copy(), client.copy()
+    key.update(key_info)
+    iv.update(iv_info)
+    client.update(hp_info)
+    return key.finalize()[:16], iv.finalize()[:12], client.finalize()[:16]
 
 
 @cache
@@ -102,6 +103,7 @@ def _aead() -> tuple[type[AESGCM], type[Exception], type[Exception]]:
 def warm() -> None:
     """Import the cipher modules now (a worker does before it reports ready), not at the first
     Initial of a capture."""
+    _derivation()
     _ecb_maker()
     _aead()
 
