@@ -40,6 +40,8 @@ _VERSIONS = {
     QUIC_V1: (bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"), b"quic ", 0b00),  # RFC 9001 5.2
     QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2 ", 0b01),  # RFC 9369 3.3
 }
+# the version field as sent -> (version, long-header type bits of Initial)
+_WIRE_VERSIONS = {version.to_bytes(4, "big"): (version, bits) for version, (_, _, bits) in _VERSIONS.items()}
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
 _ZEROS = bytes(MAX_DECRYPT)  # plaintext whose GCM encryption is the keystream
 _FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_chunks`
@@ -112,7 +114,9 @@ def warm() -> None:
 def _ecb_maker() -> Callable[[bytes], CipherContext]:
     """What makes an AES-ECB encryptor for a key: `cryptography`'s binding straight, a third of the
     cost of the public `Cipher(...).encryptor()` (which checks and wraps its arguments in Python
-    first), when this version has it and it encrypts as the public path does; else the public path."""
+    first), when this version has it and it encrypts as the public path does; else the public path.
+    The binding gets an AES object made without its Python key check (the binding checks the size
+    itself; the keys given are the derivation's 16 bytes)."""
     c = _ciphers()
 
     def public(key: bytes) -> CipherContext:
@@ -122,9 +126,12 @@ def _ecb_maker() -> Callable[[bytes], CipherContext]:
         from cryptography.hazmat.bindings._rust import openssl  # noqa: PLC0415 - private: checked below
 
         create, ecb, aes = openssl.ciphers.create_encryption_ctx, c.modes.ECB(), c.algorithms.AES
+        new = aes.__new__
 
         def direct(key: bytes) -> CipherContext:
-            return create(aes(key), ecb)
+            algorithm = new(aes)
+            algorithm.key = key
+            return create(algorithm, ecb)
 
         probe = bytes(range(16))
         if direct(probe).update(probe) == public(probe).update(probe):
@@ -213,15 +220,15 @@ def crypto_stream(chunks: list[tuple[int, bytes]]) -> bytes:
 
 def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, bytes, list[tuple[int, bytes]], int]:
     """(DCID, SCID, CRYPTO chunks, end) of the client Initial at data[pos:]; end -1 when there is none
-    (or its DCID is not `dcid`: RFC 9000 12.2, coalesced packets share it)."""
+    (or its DCID is not `dcid`: RFC 9000 12.2, coalesced packets share it). A client's empty token
+    and its two-byte Length are read inline, other forms by `_varint`."""
     n = len(data)
     none: tuple[bytes, bytes, list[tuple[int, bytes]], int] = (b"", b"", [], -1)
     if n < pos + 7 or not data[pos] & 0x80:
         return none
     first = data[pos]
-    version = int.from_bytes(data[pos + 1 : pos + 5], "big")
-    params = _VERSIONS.get(version)
-    if params is None or (first >> 4) & 3 != params[2]:
+    params = _WIRE_VERSIONS.get(data[pos + 1 : pos + 5])
+    if params is None or (first >> 4) & 3 != params[1]:
         return none
     dcid_len = data[pos + 5]
     cid_end = pos + 6 + dcid_len
@@ -230,32 +237,39 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     packet_dcid = data[pos + 6 : cid_end]
     if dcid is not None and packet_dcid != dcid:
         return none
-    scid = data[cid_end + 1 : cid_end + 1 + data[cid_end]]
-    token_len, at = _varint(data, cid_end + 1 + data[cid_end])
-    if at < 0:
-        return none
-    length, pn_offset = _varint(data, at + token_len)
+    at = cid_end + 1 + data[cid_end]
+    scid = data[cid_end + 1 : at]
+    if at < n and data[at] < 0x40:  # token length, one byte (a client's Initial carries none or a short one)
+        at += 1 + data[at]
+    else:
+        token_len, at = _varint(data, at)
+        if at < 0:
+            return none
+        at += token_len
+    if at + 2 <= n and 0x40 <= data[at] < 0x80:  # Length, two bytes (a padded Initial's)
+        length, pn_offset = (data[at] & 0x3F) << 8 | data[at + 1], at + 2
+    else:
+        length, pn_offset = _varint(data, at)
     if pn_offset < 0 or length < 4 + SAMPLE or pn_offset + 4 + SAMPLE > n:
         return none
-    gcm, iv, ecb = _protection(packet_dcid, version)
+    gcm, iv, ecb = _protection(packet_dcid, params[0])
     mask = ecb.update(data[pn_offset + 4 : pn_offset + 4 + SAMPLE])
     pn_len = ((first ^ mask[0]) & 0x03) + 1
-    packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
-        mask[1 : 1 + pn_len], "big")
     start, packet_end = pn_offset + pn_len, pn_offset + length
+    packet_number = int.from_bytes(data[pn_offset:start], "big") ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
     end = packet_end - TAG if packet_end <= n else n  # a whole packet ends with the tag; a cut one keeps all
-    end = min(end, start + MAX_DECRYPT)
+    if end > start + MAX_DECRYPT:
+        end = start + MAX_DECRYPT
     if end <= start:
         return none
     nonce = (iv ^ packet_number).to_bytes(12, "big")
-    invalid_tag = _aead()[1]
     plain = b""
     if packet_end <= n and end == packet_end - TAG:  # whole: one call opens it (a server's Initial fails)
         header = bytes((first ^ (mask[0] & 0x0F),)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(
             pn_len, "big")
         try:
             plain = gcm.decrypt(nonce, data[start:packet_end], header)
-        except invalid_tag:  # not the client keys (a server's Initial) or corrupted: read below
+        except _aead()[1]:  # not the client keys (a server's Initial) or corrupted: read below
             plain = b""
     if not plain:  # cut, corrupted or not ours: the keystream alone, GCM's counters 2 on (1 masks the tag)
         if (data[start] ^ gcm.encrypt(nonce, b"\x00", None)[0]) not in _FIRST_FRAMES:
