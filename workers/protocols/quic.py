@@ -169,10 +169,13 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
     """(offset, data) of the CRYPTO frames of a decrypted Initial, in packet order."""
     if plain[:1] == b"\x06":  # the usual Initial: one CRYPTO frame, then PADDING to the end
-        offset, pos = _varint(plain, 1)
-        size, pos = _varint(plain, pos)
+        if len(plain) > 3 and plain[1] < 0x40 and 0x40 <= plain[2] < 0x80:  # a small offset, a two-byte size
+            offset, size, pos = plain[1], (plain[2] & 0x3F) << 8 | plain[3], 4
+        else:
+            offset, pos = _varint(plain, 1)
+            size, pos = _varint(plain, pos)
         rest = min(pos + size, len(plain))
-        if pos >= 0 and plain[rest:] == _ZEROS[: len(plain) - rest]:  # a memcmp, not a count
+        if pos >= 0 and plain.endswith(_ZEROS[: len(plain) - rest]):  # a memcmp, not a count or a copy
             return [(offset, plain[pos:rest])] if size else []
     chunks: list[tuple[int, bytes]] = []
     pos, end = 0, len(plain)
