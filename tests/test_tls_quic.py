@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.traffic import (
+    quic_crypto,
     quic_initial,
     quic_protect_initial,
     tls_client_hello,
@@ -256,6 +257,36 @@ def test_quic_varint_short_forms_agree_with_the_rfc_decode(data: bytes, pos: int
     if 0 <= pos < len(data) and pos + (size := 1 << (data[pos] >> 6)) <= len(data):
         expected = int.from_bytes(data[pos : pos + size], "big") & ((1 << (8 * size - 2)) - 1), pos + size
     assert quic._varint(data, pos) == expected
+
+
+def _varint_of(value: int, width: int) -> bytes:
+    """`value` as a QUIC varint of `width` bytes (RFC 9000 16: longer forms than needed are allowed)."""
+    return (value | (width.bit_length() - 1) << (8 * width - 2)).to_bytes(width, "big")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=70), st.sampled_from([1, 2, 4, 8]), st.sampled_from([1, 2, 4, 8]), st.integers(0, 300),
+       st.integers(0, 700))
+def test_quic_header_fields_in_any_varint_form(token: bytes, token_width: int, length_width: int, size: int,
+                                               cut: int) -> None:
+    """The token length and Length an Initial usually carries (one byte, two bytes) are read inline,
+    other forms by the generic decode: every form gives the packet end RFC 9000's decode gives, cut
+    or whole, and a whole packet its CRYPTO data."""
+    frames = quic_crypto(0, HELLO[:size])
+    length = 1 + len(frames) + 16
+    if len(token) >= 1 << (8 * token_width - 2) or length >= 1 << (8 * length_width - 2):
+        return
+    header = (b"\xc0" + QUIC_V1.to_bytes(4, "big") + bytes((len(RFC_DCID),)) + RFC_DCID + b"\x00"
+              + _varint_of(len(token), token_width) + token + _varint_of(length, length_width) + b"\x00")
+    packet = quic_protect_initial(header, frames, RFC_DCID)
+    data = packet[:cut] if cut < len(packet) else packet
+    _, _, chunks, end = quic._initial_packet(data, 0, None)
+    token_len, at = quic._varint(data, 6 + len(RFC_DCID) + 1)
+    declared, pn_offset = quic._varint(data, at + token_len) if at >= 0 else (0, -1)
+    whole = pn_offset >= 0 and declared >= 4 + quic.SAMPLE and pn_offset + 4 + quic.SAMPLE <= len(data)
+    assert end == (pn_offset + declared if whole else -1)
+    if data is packet and size:
+        assert chunks == [(0, HELLO[:size])]
 
 
 def test_quic_rejects_other_packets() -> None:

@@ -13,7 +13,6 @@ the aggregator (`engine/quicstreams.py`) from the CRYPTO chunks `initial_crypto`
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from functools import cache, lru_cache
 from types import ModuleType
@@ -24,6 +23,8 @@ from workers.protocols.tls import handshake_sni
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers import CipherContext
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
+    from cryptography.hazmat.primitives.hmac import HMAC
 
 QUIC_V1, QUIC_V2 = 0x00000001, 0x6B3343CF
 MAX_DECRYPT = 2048
@@ -39,26 +40,11 @@ _VERSIONS = {
     QUIC_V1: (bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"), b"quic ", 0b00),  # RFC 9001 5.2
     QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2 ", 0b01),  # RFC 9369 3.3
 }
+# the version field as sent -> (version, long-header type bits of Initial)
+_WIRE_VERSIONS = {version.to_bytes(4, "big"): (version, bits) for version, (_, _, bits) in _VERSIONS.items()}
 _FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO = 0x00, 0x01, 0x02, 0x03, 0x06
-_IPAD = bytes(b ^ 0x36 for b in range(256))
-_OPAD = bytes(b ^ 0x5C for b in range(256))
 _ZEROS = bytes(MAX_DECRYPT)  # plaintext whose GCM encryption is the keystream
 _FIRST_FRAMES = frozenset((_FRAME_PADDING, _FRAME_PING, _FRAME_ACK, _FRAME_ACK_ECN, _FRAME_CRYPTO))  # `_crypto_chunks`
-
-
-def _hmac_pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
-    """SHA-256 states after the inner and outer padded key of HMAC (RFC 2104), for keys of at most
-    one block (the Initial secrets are): an HMAC is then two state copies and two digests, where
-    the library objects cost several times more for the few bytes hashed here."""
-    key = key.ljust(64, b"\x00")
-    return hashlib.sha256(key.translate(_IPAD)), hashlib.sha256(key.translate(_OPAD))
-
-
-def _hmac(pads: tuple[hashlib._Hash, hashlib._Hash], message: bytes) -> bytes:
-    inner, outer = pads[0].copy(), pads[1].copy()
-    inner.update(message)
-    outer.update(inner.digest())
-    return outer.digest()
 
 
 def _label_info(label: bytes, length: int) -> bytes:
@@ -68,17 +54,34 @@ def _label_info(label: bytes, length: int) -> bytes:
     return length.to_bytes(2, "big") + bytes((len(full),)) + full + b"\x00\x01"
 
 
-# version -> (HMAC states of its salt, infos of the client secret and of key, iv and hp)
-_DERIVATION = {version: (_hmac_pads(salt), _label_info(b"client in", 32), _label_info(prefix + b"key", 16),
-                         _label_info(prefix + b"iv", 12), _label_info(prefix + b"hp", 16))
-               for version, (salt, prefix, _) in _VERSIONS.items()}
+@cache
+def _derivation() -> dict[int, tuple[type[HMAC], HashAlgorithm, HMAC, bytes, bytes, bytes, bytes]]:
+    """version -> (HMAC class, SHA-256, HMAC keyed with the version's salt, infos of the client
+    secret and of key, iv and hp). `cryptography`'s HMAC, whose keyed states are copied rather than
+    rebuilt, costs fewer calls than HMAC spelled out over hashlib states (five HMACs an Initial);
+    imported with the cipher modules, at the first Initial."""
+    from cryptography.hazmat.primitives.hashes import SHA256  # noqa: PLC0415 - deferred: see `_ciphers`
+    from cryptography.hazmat.primitives.hmac import HMAC  # noqa: PLC0415
+
+    sha256 = SHA256()
+    return {version: (HMAC, sha256, HMAC(salt, sha256), _label_info(b"client in", 32), _label_info(prefix + b"key", 16),
+                      _label_info(prefix + b"iv", 12), _label_info(prefix + b"hp", 16))
+            for version, (salt, prefix, _) in _VERSIONS.items()}
 
 
 def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
     """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
-    salt_pads, client_info, key_info, iv_info, hp_info = _DERIVATION[version]
-    client = _hmac_pads(_hmac(_hmac_pads(_hmac(salt_pads, dcid)), client_info))  # HKDF-Extract, client secret
-    return _hmac(client, key_info)[:16], _hmac(client, iv_info)[:12], _hmac(client, hp_info)[:16]
+    hmac, sha256, salted, client_info, key_info, iv_info, hp_info = _derivation()[version]
+    extract = salted.copy()
+    extract.update(dcid)
+    secret = hmac(extract.finalize(), sha256)  # HKDF-Extract: the initial secret
+    secret.update(client_info)
+    client = hmac(secret.finalize(), sha256)  # the client secret, keyed once for its three expansions
+    key, iv = client.copy(), client.copy()
+    key.update(key_info)
+    iv.update(iv_info)
+    client.update(hp_info)
+    return key.finalize()[:16], iv.finalize()[:12], client.finalize()[:16]
 
 
 @cache
@@ -102,6 +105,7 @@ def _aead() -> tuple[type[AESGCM], type[Exception], type[Exception]]:
 def warm() -> None:
     """Import the cipher modules now (a worker does before it reports ready), not at the first
     Initial of a capture."""
+    _derivation()
     _ecb_maker()
     _aead()
 
@@ -110,7 +114,9 @@ def warm() -> None:
 def _ecb_maker() -> Callable[[bytes], CipherContext]:
     """What makes an AES-ECB encryptor for a key: `cryptography`'s binding straight, a third of the
     cost of the public `Cipher(...).encryptor()` (which checks and wraps its arguments in Python
-    first), when this version has it and it encrypts as the public path does; else the public path."""
+    first), when this version has it and it encrypts as the public path does; else the public path.
+    The binding gets an AES object made without its Python key check (the binding checks the size
+    itself; the keys given are the derivation's 16 bytes)."""
     c = _ciphers()
 
     def public(key: bytes) -> CipherContext:
@@ -120,9 +126,12 @@ def _ecb_maker() -> Callable[[bytes], CipherContext]:
         from cryptography.hazmat.bindings._rust import openssl  # noqa: PLC0415 - private: checked below
 
         create, ecb, aes = openssl.ciphers.create_encryption_ctx, c.modes.ECB(), c.algorithms.AES
+        new = aes.__new__
 
         def direct(key: bytes) -> CipherContext:
-            return create(aes(key), ecb)
+            algorithm = new(aes)
+            algorithm.key = key
+            return create(algorithm, ecb)
 
         probe = bytes(range(16))
         if direct(probe).update(probe) == public(probe).update(probe):
@@ -160,10 +169,13 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 def _crypto_chunks(plain: bytes) -> list[tuple[int, bytes]]:
     """(offset, data) of the CRYPTO frames of a decrypted Initial, in packet order."""
     if plain[:1] == b"\x06":  # the usual Initial: one CRYPTO frame, then PADDING to the end
-        offset, pos = _varint(plain, 1)
-        size, pos = _varint(plain, pos)
+        if len(plain) > 3 and plain[1] < 0x40 and 0x40 <= plain[2] < 0x80:  # a small offset, a two-byte size
+            offset, size, pos = plain[1], (plain[2] & 0x3F) << 8 | plain[3], 4
+        else:
+            offset, pos = _varint(plain, 1)
+            size, pos = _varint(plain, pos)
         rest = min(pos + size, len(plain))
-        if pos >= 0 and plain[rest:] == _ZEROS[: len(plain) - rest]:  # a memcmp, not a count
+        if pos >= 0 and plain.endswith(_ZEROS[: len(plain) - rest]):  # a memcmp, not a count or a copy
             return [(offset, plain[pos:rest])] if size else []
     chunks: list[tuple[int, bytes]] = []
     pos, end = 0, len(plain)
@@ -211,15 +223,15 @@ def crypto_stream(chunks: list[tuple[int, bytes]]) -> bytes:
 
 def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, bytes, list[tuple[int, bytes]], int]:
     """(DCID, SCID, CRYPTO chunks, end) of the client Initial at data[pos:]; end -1 when there is none
-    (or its DCID is not `dcid`: RFC 9000 12.2, coalesced packets share it)."""
+    (or its DCID is not `dcid`: RFC 9000 12.2, coalesced packets share it). A client's empty token
+    and its two-byte Length are read inline, other forms by `_varint`."""
     n = len(data)
     none: tuple[bytes, bytes, list[tuple[int, bytes]], int] = (b"", b"", [], -1)
     if n < pos + 7 or not data[pos] & 0x80:
         return none
     first = data[pos]
-    version = int.from_bytes(data[pos + 1 : pos + 5], "big")
-    params = _VERSIONS.get(version)
-    if params is None or (first >> 4) & 3 != params[2]:
+    params = _WIRE_VERSIONS.get(data[pos + 1 : pos + 5])
+    if params is None or (first >> 4) & 3 != params[1]:
         return none
     dcid_len = data[pos + 5]
     cid_end = pos + 6 + dcid_len
@@ -228,32 +240,39 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
     packet_dcid = data[pos + 6 : cid_end]
     if dcid is not None and packet_dcid != dcid:
         return none
-    scid = data[cid_end + 1 : cid_end + 1 + data[cid_end]]
-    token_len, at = _varint(data, cid_end + 1 + data[cid_end])
-    if at < 0:
-        return none
-    length, pn_offset = _varint(data, at + token_len)
+    at = cid_end + 1 + data[cid_end]
+    scid = data[cid_end + 1 : at]
+    if at < n and data[at] < 0x40:  # token length, one byte (a client's Initial carries none or a short one)
+        at += 1 + data[at]
+    else:
+        token_len, at = _varint(data, at)
+        if at < 0:
+            return none
+        at += token_len
+    if at + 2 <= n and 0x40 <= data[at] < 0x80:  # Length, two bytes (a padded Initial's)
+        length, pn_offset = (data[at] & 0x3F) << 8 | data[at + 1], at + 2
+    else:
+        length, pn_offset = _varint(data, at)
     if pn_offset < 0 or length < 4 + SAMPLE or pn_offset + 4 + SAMPLE > n:
         return none
-    gcm, iv, ecb = _protection(packet_dcid, version)
+    gcm, iv, ecb = _protection(packet_dcid, params[0])
     mask = ecb.update(data[pn_offset + 4 : pn_offset + 4 + SAMPLE])
     pn_len = ((first ^ mask[0]) & 0x03) + 1
-    packet_number = int.from_bytes(data[pn_offset : pn_offset + pn_len], "big") ^ int.from_bytes(
-        mask[1 : 1 + pn_len], "big")
     start, packet_end = pn_offset + pn_len, pn_offset + length
+    packet_number = int.from_bytes(data[pn_offset:start], "big") ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
     end = packet_end - TAG if packet_end <= n else n  # a whole packet ends with the tag; a cut one keeps all
-    end = min(end, start + MAX_DECRYPT)
+    if end > start + MAX_DECRYPT:
+        end = start + MAX_DECRYPT
     if end <= start:
         return none
     nonce = (iv ^ packet_number).to_bytes(12, "big")
-    invalid_tag = _aead()[1]
     plain = b""
     if packet_end <= n and end == packet_end - TAG:  # whole: one call opens it (a server's Initial fails)
         header = bytes((first ^ (mask[0] & 0x0F),)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(
             pn_len, "big")
         try:
             plain = gcm.decrypt(nonce, data[start:packet_end], header)
-        except invalid_tag:  # not the client keys (a server's Initial) or corrupted: read below
+        except _aead()[1]:  # not the client keys (a server's Initial) or corrupted: read below
             plain = b""
     if not plain:  # cut, corrupted or not ours: the keystream alone, GCM's counters 2 on (1 masks the tag)
         if (data[start] ^ gcm.encrypt(nonce, b"\x00", None)[0]) not in _FIRST_FRAMES:
