@@ -183,7 +183,7 @@ class PcapRecords:
             cut = int(bad[0])
             self._fail(self._damaged(int(stored[cut]), 0))
             at, head, stored, wire = at[:cut], head[:cut], stored[:cut], wire[:cut]
-        elif not rest:  # the walk stopped at the end of all there is so far
+        elif not rest or not starts:  # stopped at the end of all there is so far, or at its first record
             self._stopped_at(buf, pos, end)
         if not len(at):
             return None

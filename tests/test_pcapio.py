@@ -244,3 +244,24 @@ def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest
         assert ("rest of the file ignored" in caplog.text) == bool(error), (error, caplog.text)
         if error:
             assert f": {error} (rest" in caplog.text, (error, caplog.text)
+
+
+def test_a_damaged_record_first_in_a_smaller_buffer_still_fails_the_file(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """What was read ahead may not fit a smaller next buffer; a damaged record at its start is
+    reported there, not taken for the end of the file."""
+    path = tmp_path / "d.pcap"
+    with PcapWriter(path) as w:
+        for i in range(700):
+            w.write(bytes(1000), 1_700_000_000 + i)
+    raw = bytearray(path.read_bytes())
+    raw[24 + 300 * 1016 + 8 : 24 + 300 * 1016 + 12] = struct.pack("<I", 300_000)  # record 300 claims 300,000 bytes
+    path.write_bytes(bytes(raw))
+    records = pcapio.open_capture(path)
+    assert isinstance(records, pcapio.PcapRecords)
+    big = records.fill(memoryview(bytearray(700 * 1016)), 290)  # reads the whole file
+    assert big is not None and len(big[0]) == 290
+    small = memoryview(bytearray(records.largest))  # what was read ahead does not fit
+    got = [len(t[0]) for t in iter(lambda: records.fill(small, 1000), None)]
+    records.close()
+    assert sum(got) == 10 and "invalid packet capture length 300000" in caplog.text
