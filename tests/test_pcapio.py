@@ -7,6 +7,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -212,9 +213,10 @@ def _random_pcap(rng: np.random.Generator, path: Path) -> None:
     snaplen = int(rng.choice([0, 40, 100, 1500, 65535, 262144, 300000]))
     magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
     out = bytearray(struct.pack(f"{order}IHHiIII", magic, major, minor, 0, 0, snaplen, 1))
-    for _ in range(int(rng.integers(0, 40))):
+    big = rng.random() < 0.2  # past what one buffer of `fill` may hold
+    for _ in range(int(rng.integers(500, 1500) if big else rng.integers(0, 40))):
         caplen = int(rng.choice([0, 1, 14, 60, 99, 100, 101, 1500, 3000]))
-        if rng.random() < 0.03:
+        if rng.random() < (0.001 if big else 0.03):
             caplen = 262145 + int(rng.integers(1000))
         wire = caplen + int(rng.integers(0, 3)) * int(rng.integers(0, 200))
         swap = (major, minor) < (2, 3) or ((major, minor) == (2, 3) and rng.random() < 0.3)
@@ -227,6 +229,24 @@ def _random_pcap(rng: np.random.Generator, path: Path) -> None:
     path.write_bytes(bytes(out))
 
 
+def _batches_any_way(rng: np.random.Generator, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray, memoryview]]:
+    """`read_batches` of any batch size, or `PcapRecords.fill` into buffers of any size a replay
+    may hand it (a ring slot: at least `largest` bytes, maybe less than what was read ahead)."""
+    if rng.random() < 0.5:
+        for b in read_batches(path, int(rng.integers(1, 9))):
+            yield b.meta, b.wirelen, memoryview(b.data)
+        return
+    records = pcapio.open_capture(path)
+    assert isinstance(records, pcapio.PcapRecords)
+    while True:
+        buf = memoryview(bytearray(records.largest + int(rng.integers(0, 3 * records.largest))))
+        taken = records.fill(buf, int(rng.integers(1, 50)))
+        if taken is None:
+            break
+        yield taken[0], taken[1], buf
+    records.close()
+
+
 def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Random and damaged classic pcap files: the same packets, stamps and wire lengths as
     libpcap, in batches of any size, and a warning exactly where libpcap stops with an error."""
@@ -237,9 +257,9 @@ def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest
         expected, error = _libpcap_reading(path)
         caplog.clear()
         got = []
-        for b in read_batches(path, int(rng.integers(1, 9))):
-            for (sec, usec, off, cap), wire in zip(b.meta.tolist(), b.wirelen.tolist(), strict=True):
-                got.append((sec, usec, bytes(b.data[off : off + cap]), wire))
+        for meta, wirelen, data in _batches_any_way(rng, path):
+            for (sec, usec, off, cap), wire in zip(meta.tolist(), wirelen.tolist(), strict=True):
+                got.append((sec, usec, bytes(data[off : off + cap]), wire))
         assert got == expected
         assert ("rest of the file ignored" in caplog.text) == bool(error), (error, caplog.text)
         if error:
