@@ -1,6 +1,6 @@
-"""The capture side alone: pcap file to worker rings as a replay does it (read straight into the
-slots, record headers walked there: `Dispatcher.fill`), with consumer processes that only release
-the slots. Target: at least 3 M packets/s."""
+"""The capture side alone: pcap file to worker rings as a replay does it (`engine.capture.replay`:
+records read straight into the slots when they are big enough, else libpcap's batches copied in),
+with consumer processes that only release the slots. Target: at least 3 M packets/s."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.capture import Dispatcher
-from engine.pcapio import PcapRecords, open_capture
+from engine.capture import Dispatcher, replay
 from shm.ring import Ring, RingSpec, create_ring
 from shm.segments import SegmentOwner
 
@@ -42,12 +41,7 @@ def _file_to_rings(capture: Path, rings_count: int) -> tuple[int, float]:
             time.sleep(0.01)
         dispatcher = Dispatcher(rings, live=False, idle=lambda: None)
         started = time.perf_counter()
-        for _ in range(REPEAT):
-            records = open_capture(capture)
-            assert isinstance(records, PcapRecords)
-            while dispatcher.fill(records, 4096):
-                pass
-            records.close()
+        replay(dispatcher, [capture] * REPEAT, 4096, 0, lambda: None)
         dispatcher.finish()
         seconds = time.perf_counter() - started
         for c in consumers:

@@ -19,10 +19,11 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
-from engine.pcapio import Batch, PcapRecords
+from engine.pcapio import Batch, PcapRecords, open_records, read_batches
 from shm.counters import SharedCounters
 from shm.packets import batch_bytes, columns_end, write_batch, write_columns
 from shm.ring import Ring
@@ -192,6 +193,28 @@ class Dispatcher:
             ring.put_eof(self.poll, self.idle)
             self._eof_sent += 1
         self.finished = True
+
+
+def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, first_packets: int,
+           after_batch: Callable[[], None]) -> None:
+    """Capture files as fast as the workers take them: classic pcap with big enough records read
+    straight into the ring slots (`Dispatcher.fill`), anything else sent in batches. The first
+    slot holds at most `first_packets` (0: no limit), so the workers start sooner."""
+    first = first_packets
+    for path in paths:
+        records = open_records(path)
+        if records is None:
+            for batch in read_batches(path, max_packets, first):
+                dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
+                after_batch()
+        else:
+            try:
+                while dispatcher.fill(records, first or max_packets):
+                    first = 0
+                    after_batch()
+            finally:
+                records.close()
+        first = 0
 
 
 class _Cursor:

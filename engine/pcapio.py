@@ -10,9 +10,11 @@ so there is no vectorised shortcut).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import mmap
+import os
 import select
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +37,9 @@ NANOSECOND_MAGICS = (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _PCAP_HEADER = 24
 _RECORD_HEADER = 16
+_EIGHT = np.arange(8, dtype=np.int64)
+SMALL_RECORDS = 350  # mean bytes a record below which libpcap reads a classic pcap file faster (its walk is in C)
+_SAMPLE = 1 << 18  # bytes of a file's first records that tell their mean size
 _DEFAULT_MAX_SNAPLEN = 262144  # libpcap's largest sane record, by link type
 _MAX_SNAPLEN = {231: 128 * 1024 * 1024, 249: 1024 * 1024, 279: 8 * 1024 * 1024}  # D-Bus, USBPcap, EBHSCR
 _SWAPPED, _MAYBE_SWAPPED = 1, 2  # length fields of pcap versions before 2.4 (libpcap's rule)
@@ -110,10 +115,17 @@ class PcapRecords:
         self._lengths = struct.Struct(f"{order}II").unpack_from
         self._caplen = struct.Struct(f"{order}I").unpack_from
         self._caplen_at = 12 if self._mode == _SWAPPED else 8
+        self.plain = not self._mode  # version 2.4: libpcap's lengths are where `_PcapLengths` reads them
         self._carry = b""  # what was read past the last record taken
         self._eof = False
         self._mean = 2048.0  # bytes a record, for how much to read
         self.error = ""
+
+    def mean_record(self) -> float:
+        """Mean bytes of the file's first records (those in its first 256 KiB), without reading on."""
+        sample = os.pread(self._f.fileno(), _SAMPLE, _PCAP_HEADER)
+        starts, pos = self._walk(sample, len(sample), _SAMPLE)
+        return pos / len(starts) if starts else float("inf")
 
     def room(self, count: int) -> int:
         """Bytes to hold about `count` records (at least `largest`, and what was read ahead)."""
@@ -146,7 +158,7 @@ class PcapRecords:
             got += n or 0
         return got
 
-    def _walk(self, buf: memoryview, end: int, count: int) -> tuple[list[int], int]:
+    def _walk(self, buf: memoryview | bytes, end: int, count: int) -> tuple[list[int], int]:
         """Start offsets of up to `count` records in `buf[:end]`, one unpack each (the hot loop:
         the checks come after, for the whole batch), and where the first record not taken starts."""
         pos, starts = 0, []
@@ -222,6 +234,65 @@ class PcapRecords:
         self._f.close()
 
 
+class _PcapLengths:
+    """Original lengths of classic pcap records, from the caplens `next_batch` returned (their
+    positions are a cumulative sum; one gather of the length fields from a map of the file)."""
+
+    def __init__(self, path: Path, order: str) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
+        size = Path(path).stat().st_size
+        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        self._data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
+        self._order = order
+        self._dtype = np.dtype(f"{order}u4")
+        self._pos = _PCAP_HEADER
+        self._released = 0
+
+    def take(self, caplen: np.ndarray) -> np.ndarray:
+        steps = caplen.astype(np.int64) + _RECORD_HEADER
+        starts = self._pos + np.concatenate(([0], np.cumsum(steps)[:-1]))
+        fields = self._fields(starts + 8)  # (included length, original length) of each record
+        if np.array_equal(fields[:, 0], caplen):
+            self._pos = int(starts[-1] + steps[-1]) if len(starts) else self._pos
+            lengths = np.ascontiguousarray(fields[:, 1])
+        else:
+            lengths = self._walk(len(caplen))
+        self._release_read_pages()
+        return lengths
+
+    def _release_read_pages(self) -> None:
+        """Unmap what is behind us so a long replay does not keep the whole file resident."""
+        done = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
+        if self._map is not None and done > self._released:
+            self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
+            self._released = done
+
+    def _fields(self, at: np.ndarray) -> np.ndarray:
+        """The two u32 at each file offset, as (n, 2): one gather of 8 bytes per record (offsets
+        need no alignment), then a view in the file's byte order."""
+        raw = np.take(self._data, at[:, None] + _EIGHT, mode="clip")
+        return raw.view(self._dtype).reshape(-1, 2)
+
+    def _walk(self, n: int) -> np.ndarray:
+        """Record by record, for files whose records libpcap shortened (caplen > snaplen)."""
+        out = np.empty(n, dtype=np.uint32)
+        fmt = struct.Struct(f"{self._order}IIII")
+        for i in range(n):
+            _, _, incl, orig = fmt.unpack_from(self._map, self._pos)
+            out[i] = orig
+            self._pos += _RECORD_HEADER + incl
+        return out
+
+    def close(self) -> None:
+        """Unmap now unless a view is still alive (a traceback through `take` keeps one, e.g. on
+        Ctrl-C): then the mapping goes with that view, and the interrupt is not masked."""
+        self._data = np.zeros(0, np.uint8)
+        if self._map is not None:
+            with contextlib.suppress(BufferError):
+                self._map.close()
+        self._f.close()
+
+
 class _PcapngLengths:
     """Original lengths of pcapng packet blocks (EPB, SPB, obsolete PB), in file order."""
 
@@ -279,43 +350,52 @@ def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int =
     """Batches of a pcap or pcapng file, in file order. A damaged record ends the file (with a
     warning; the packets before it are kept). `first_packets`: a smaller first batch (0: none),
     so the workers start sooner."""
+    path = Path(path)
     sizes = itertools.chain([min(first_packets, max_packets) or max_packets], itertools.repeat(max_packets))
-    records = open_capture(path)
-    if not isinstance(records, PcapRecords):
-        yield from _pcapng_batches(Path(path), records, sizes)
+    records = open_records(path)
+    if records is None:
+        yield from _libpcap_batches(path, sizes)
         return
     try:
         for size in sizes:
-            buf = bytearray(records.room(size))
-            taken = records.fill(memoryview(buf), size)
+            buf = memoryview(np.empty(records.room(size), np.uint8))  # not zeroed: the read fills it
+            taken = records.fill(buf, size)
             if taken is None:
                 return
             meta, wire, used = taken
-            yield Batch(records.linktype, meta, wire, memoryview(buf)[:used])
+            yield Batch(records.linktype, meta, wire, buf[:used])
     finally:
         records.close()
 
 
-def open_capture(path: Path | str) -> pcapy.Reader | PcapRecords:
-    """A capture file opened by libpcap, which checks its header: a pcapng file stays with
-    libpcap; a classic pcap file is handed to `PcapRecords`."""
+def open_records(path: Path | str) -> PcapRecords | None:
+    """`PcapRecords` for a classic pcap file whose records are big enough for its walk in Python
+    to beat libpcap's copies; None for pcapng and small records (read them with `read_batches`).
+    libpcap opens the file either way: it checks the header and names the link type."""
     path = Path(path)
     kind = _file_kind(path)
     try:
         reader = pcapy.open_offline(str(path))
     except pcapy.PcapError as exc:
         raise CaptureError(f"{path}: {exc}") from None
-    if kind == "ng":
-        return reader
     linktype = reader.datalink()
     reader.close()
-    return PcapRecords(path, linktype)
+    if kind == "ng":
+        return None
+    records = PcapRecords(path, linktype)
+    if records.plain and records.mean_record() < SMALL_RECORDS:
+        records.close()
+        return None
+    return records
 
 
-def _pcapng_batches(path: Path, reader: pcapy.Reader, sizes: Iterator[int]) -> Iterator[Batch]:
-    """pcapng through libpcap's `next_batch`, the wire lengths from a walk of the blocks."""
+def _libpcap_batches(path: Path, sizes: Iterator[int]) -> Iterator[Batch]:
+    """Batches through libpcap's `next_batch`; the wire lengths, which it does not give, from the
+    file's record headers or blocks."""
+    kind = _file_kind(path)
+    reader = pcapy.open_offline(str(path))
     linktype = reader.datalink()
-    lengths = _PcapngLengths(path)
+    lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
     delivered = 0
     try:
         for size in sizes:
@@ -366,7 +446,7 @@ def _read_until_error(path: Path, linktype: int, skip: int) -> Batch | None:
             if hdr is None:
                 break
             sec, usec = hdr.getts()
-            rows.append((sec, usec, offset, len(data)))
+            rows.append((sec % 2**32, usec, offset, len(data)))  # pcapy gives a signed 32-bit second
             wire.append(hdr.getlen())
             chunks.append(data)
             offset += len(data)

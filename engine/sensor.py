@@ -26,7 +26,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
+from engine.capture import CAPTURE_FIELDS, Dispatcher, paced, replay
 from engine.config import ConfigError, HeuristicSettings, SensorConfig, listen_address
 from engine.index.fileformat import is_index_file, read_meta
 from engine.index.generations import GenerationSpec, generation_path, generation_roles
@@ -34,7 +34,7 @@ from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, index_line, output_lines, read_status, report_line
 from engine.outputs import entry as outputs_entry
 from engine.outputs.spec import EventSettings
-from engine.pcapio import Batch, CaptureError, LiveCapture, PcapRecords, file_linktype, open_capture, read_batches
+from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
 from engine.processes import process_context, start_process_server
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
@@ -321,27 +321,6 @@ def _file_batches(paths: Iterable[Path], max_packets: int) -> Iterator[Batch]:
         first = 0
 
 
-def _replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, after_batch: Callable[[], None]
-            ) -> Iterator[Batch]:
-    """The files as fast as the workers take them: classic pcap read straight into the ring
-    slots (`Dispatcher.fill`), pcapng as batches to send. The first slot is small, as in
-    `_file_batches`."""
-    first = FIRST_BATCH_PACKETS
-    for path in paths:
-        records = open_capture(path)
-        if not isinstance(records, PcapRecords):
-            records.close()
-            yield from read_batches(path, max_packets, first)
-        else:
-            try:
-                while dispatcher.fill(records, first or max_packets):
-                    first = 0
-                    after_batch()
-            finally:
-                records.close()
-        first = 0
-
-
 def _drain(dispatcher: Dispatcher, receiver: Connection, supervisor: Supervisor, aggregator: BaseProcess
            ) -> dict[str, Any]:
     """End of input: let every worker finish its ring, then take the aggregator's final status."""
@@ -477,15 +456,14 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                     if monitor is not None:
                         monitor.progress(dispatcher.packets)
 
-                if live:
-                    batches = live.batches(cfg.batch_packets, periodic.idle)
-                elif offered_pps:
-                    batches = paced(_file_batches(captures, cfg.batch_packets), offered_pps, cfg.batch_packets)
+                if live or offered_pps:
+                    batches = (live.batches(cfg.batch_packets, periodic.idle) if live else
+                               paced(_file_batches(captures, cfg.batch_packets), offered_pps, cfg.batch_packets))
+                    for batch in batches:
+                        dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
+                        after_batch()
                 else:
-                    batches = _replay(dispatcher, captures, cfg.batch_packets, after_batch)
-                for batch in batches:
-                    dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
-                    after_batch()
+                    replay(dispatcher, captures, cfg.batch_packets, FIRST_BATCH_PACKETS, after_batch)
             except KeyboardInterrupt:
                 interrupted = True
             kernel = periodic.publish_kernel()  # final figures, before the aggregator's final status

@@ -66,11 +66,35 @@ def test_interrupt_while_reading_is_not_masked(tmp_path: Path, monkeypatch: pyte
     with PcapWriter(path, linktype=1) as w:
         for ts, frame in zip(TIMES, FRAMES, strict=True):
             w.write(frame, ts)
+    monkeypatch.setattr(pcapio, "SMALL_RECORDS", 0)
+    records = pcapio.open_records(path)
+    assert records is not None
+    records.close()
 
     def interrupted(self: pcapio.PcapRecords, buf: memoryview, end: int, count: int) -> tuple[list[int], int]:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pcapio.PcapRecords, "_walk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _read_all(path)
+
+
+def test_interrupt_in_the_length_gather_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small records go through libpcap; Ctrl-C lands inside the gather of their wire lengths: the
+    traceback keeps a view of the mapped file alive, and closing the reader must let the
+    KeyboardInterrupt through (it once became a BufferError)."""
+    path = tmp_path / "a.pcap"
+    with PcapWriter(path, linktype=1) as w:
+        for ts, frame in zip(TIMES, FRAMES, strict=True):
+            w.write(frame, ts)
+    assert pcapio.open_records(path) is None  # records this small are read by libpcap
+
+    def interrupted(self: pcapio._PcapLengths, at: np.ndarray) -> np.ndarray:
+        view = self._data[:8]
+        assert view.base is not None
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pcapio._PcapLengths, "_fields", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _read_all(path)
 
@@ -236,8 +260,7 @@ def _batches_any_way(rng: np.random.Generator, path: Path) -> Iterator[tuple[np.
         for b in read_batches(path, int(rng.integers(1, 9))):
             yield b.meta, b.wirelen, memoryview(b.data)
         return
-    records = pcapio.open_capture(path)
-    assert isinstance(records, pcapio.PcapRecords)
+    records = pcapio.PcapRecords(path, 1)
     while True:
         buf = memoryview(bytearray(records.largest + int(rng.integers(0, 3 * records.largest))))
         taken = records.fill(buf, int(rng.integers(1, 50)))
@@ -247,9 +270,12 @@ def _batches_any_way(rng: np.random.Generator, path: Path) -> Iterator[tuple[np.
     records.close()
 
 
-def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("small_records", [0, 10**9])  # every file walked / those of version 2.4 read by libpcap
+def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                  monkeypatch: pytest.MonkeyPatch, small_records: int) -> None:
     """Random and damaged classic pcap files: the same packets, stamps and wire lengths as
     libpcap, in batches of any size, and a warning exactly where libpcap stops with an error."""
+    monkeypatch.setattr(pcapio, "SMALL_RECORDS", small_records)
     rng = np.random.default_rng(7)
     path = tmp_path / "r.pcap"
     for _ in range(300):
@@ -277,11 +303,35 @@ def test_a_damaged_record_first_in_a_smaller_buffer_still_fails_the_file(tmp_pat
     raw = bytearray(path.read_bytes())
     raw[24 + 300 * 1016 + 8 : 24 + 300 * 1016 + 12] = struct.pack("<I", 300_000)  # record 300 claims 300,000 bytes
     path.write_bytes(bytes(raw))
-    records = pcapio.open_capture(path)
-    assert isinstance(records, pcapio.PcapRecords)
+    records = pcapio.open_records(path)
+    assert records is not None
     big = records.fill(memoryview(bytearray(700 * 1016)), 290)  # reads the whole file
     assert big is not None and len(big[0]) == 290
     small = memoryview(bytearray(records.largest))  # what was read ahead does not fit
     got = [len(t[0]) for t in iter(lambda: records.fill(small, 1000), None)]
     records.close()
     assert sum(got) == 10 and "invalid packet capture length 300000" in caplog.text
+
+
+def test_who_reads_a_file(tmp_path: Path) -> None:
+    """Records big enough are walked by `PcapRecords` (one copy where libpcap makes two); small
+    ones and pcapng are read by libpcap, whose walk in C is then the cheaper part; a file of a
+    version before 2.4 always by `PcapRecords` (libpcap's path would miss its swapped lengths)."""
+    def pcap(name: str, size: int, minor: int = 4) -> Path:
+        path = tmp_path / name
+        frame = bytes(size)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, minor, 0, 0, 65535, 1))
+            for _ in range(100):
+                f.write(struct.pack("<IIII", 1, 2, size, size) + frame)
+        return path
+
+    big = pcapio.open_records(pcap("big.pcap", 1400))
+    assert isinstance(big, pcapio.PcapRecords)
+    big.close()
+    assert pcapio.open_records(pcap("small.pcap", 60)) is None
+    old = pcapio.open_records(pcap("old.pcap", 60, minor=2))
+    assert isinstance(old, pcapio.PcapRecords)
+    old.close()
+    write_pcapng(tmp_path / "a.pcapng", 1, [(1.0, bytes(1400))] * 100)
+    assert pcapio.open_records(tmp_path / "a.pcapng") is None
