@@ -129,7 +129,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     per-request checks must run. (Host and User-Agent are stripped by the parser already: a Host
     with spaces is not plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
     out: list[tuple[str] | None] = [None] * len(requests)
-    picks, hosts_sent, path_text = _picked(requests, settings)
+    picks, hosts_sent, sent, path_text = _picked(requests, settings)
     if not picks:
         return out
     host_text = ("\n".join(hosts_sent).lower() + "\n").replace(":80\n", "\n")
@@ -137,7 +137,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
              else _PLAIN_HOSTS.findall(host_text[:-1]))  # "": not plain
     if not all(hosts):
         kept = [n for n, host in enumerate(hosts) if host]
-        picks, hosts = [picks[n] for n in kept], [hosts[n] for n in kept]
+        picks, hosts, sent = [picks[n] for n in kept], [hosts[n] for n in kept], [sent[n] for n in kept]
         if not picks:
             return out
         path_text = "\n".join([requests[i][1] for i in picks])
@@ -146,9 +146,8 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     cands = candidates_many(path_text.replace("//", "/"))
     keys = list(chain.from_iterable(cands))  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
-    sent = [requests[i][3] for i in picks]
     at: Sequence[int] = range(len(sent))  # position of each User-Agent among the picks
-    agents = cast("list[str]", sent)  # when every request has one (the usual case)
+    agents = cast("Sequence[str]", sent)  # when every request has one (the usual case)
     if None in sent or "" in sent:
         at = [n for n, agent in enumerate(sent) if agent]
         agents = [agent for agent in sent if agent]
@@ -179,22 +178,24 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     return out
 
 
-def _picked(requests: list[Request], settings: DetectionSettings) -> tuple[Sequence[int], Sequence[str], str]:
+def _picked(requests: list[Request], settings: DetectionSettings
+            ) -> tuple[Sequence[int], Sequence[str], Sequence[str | None], str]:
     """The requests settling may take (with a Host, an ASCII path that starts with `/`, neither
-    holding a line feed, and with the heuristics off no absolute URI or CONNECT), their Hosts, and
-    their paths joined by line feeds. The usual batch, where every request is taken, is recognised
-    from the texts joined: one search for a line feed in each (counting them cost ten times as
-    much), then each line after the first starts a path."""
+    holding a line feed, and with the heuristics off no absolute URI or CONNECT), their Hosts and
+    User-Agents, and their paths joined by line feeds. The usual batch, where every request is
+    taken, is recognised from the texts joined: one search for a line feed in each (counting them
+    cost ten times as much), then each line after the first starts a path."""
     if settings.use_heuristics and requests:
-        _, paths, hosts, _ = zip(*requests, strict=True)
+        _, paths, hosts, agents = zip(*requests, strict=True)
         if None not in hosts and "\n" not in "".join(paths) and "\n" not in "".join(cast("tuple[str]", hosts)):
             path_text = "\n".join(paths)
             if path_text[:1] == "/" and path_text.isascii() and path_text.count("\n/") == len(requests) - 1:
-                return range(len(requests)), cast("tuple[str]", hosts), path_text
+                return range(len(requests)), cast("tuple[str]", hosts), agents, path_text
     picks = [i for i, (method, path, host, _) in enumerate(requests)
              if host is not None and path[:1] == "/" and path.isascii() and "\n" not in path + host
              and (settings.use_heuristics or _proper(method, path))]
-    return picks, [cast(str, requests[i][2]) for i in picks], "\n".join([requests[i][1] for i in picks])
+    return (picks, [cast(str, requests[i][2]) for i in picks], [requests[i][3] for i in picks],
+            "\n".join([requests[i][1] for i in picks]))
 
 
 def _proper(method: str, path: str) -> bool:
