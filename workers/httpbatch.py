@@ -77,19 +77,21 @@ def url_candidates(path: str, post: str, cut: str | None = None) -> list[str]:
     return [x for x in checks if x] if "" in checks else checks
 
 
-def candidates_many(text: str) -> list[Sequence[str]]:
+def candidates_many(text: str, lines: list[str] | None = None) -> list[Sequence[str]]:
     """`url_candidates` of each line of `text` (lowercase paths that start with `/`, without a
     body), their values cut for all lines at once, and the two usual shapes spelled out here with
     the tests that make `url_candidates` take them (a call per path cost more than everything else
     its candidates need): a query whose first `=` follows its `?` (to a path with two slashes or
-    more once its values are cut), and a path without `?` or `=`; the others call it."""
+    more once its values are cut), and a path without `?` or `=`; the others call it. `lines`:
+    `text` split at its line feeds, when the caller has it."""
     return [(path, path[:q], path[: eq + 1], cut, cut[slash:])
             if 0 < (q := path.find("?")) < (eq := path.find("=")) and path[q - 1] != "/" and path[-1] != "/"
             and len(cut) > eq + 1 and cut != path and (slash := cut.rfind("/")) > 0
             else ((path, path[:slash], path[slash + 1 :]) if (slash := path.rfind("/")) > 0 else (path,))
             if q < 0 and "=" not in path and path[-1] != "/"
             else url_candidates(path, "", cut)
-            for path, cut in zip(text.split("\n"), _LINE_VALUES.sub("=", text).split("\n"), strict=True)]
+            for path, cut in zip(text.split("\n") if lines is None else lines, _LINE_VALUES.sub("=", text).split("\n"),
+                                 strict=True)]
 
 
 def without_values(path: str) -> str:
@@ -143,7 +145,8 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         path_text = "\n".join([requests[i][1] for i in picks])
     path_text = path_text.lower()
     paths = path_text.split("\n")
-    cands = candidates_many(path_text.replace("//", "/"))
+    folded = path_text.replace("//", "/")  # the text itself when it has no `//` (the usual case)
+    cands = candidates_many(folded, paths if folded is path_text else None)
     keys = list(chain.from_iterable(cands))  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
     at: Sequence[int] = range(len(sent))  # position of each User-Agent among the picks
