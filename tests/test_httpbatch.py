@@ -237,6 +237,14 @@ def test_unremarkable_paths_are_reported_by_no_path_rule(paths: list[str], priva
         True, False, False, False, False, False]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PATH_TEXT.map(lambda path: path.replace("\n", "")), min_size=1, max_size=8))
+def test_paths_joined_by_the_caller_answer_as_the_list(paths: list[str]) -> None:
+    """`settle` hands `paths_unremarkable` its paths' joined text (one line each): the answers
+    are those of the list alone, decoded paths included."""
+    assert http_rules.paths_unremarkable(paths, "\n".join(paths)) == http_rules.paths_unremarkable(paths)
+
+
 AGENT_TEXT = st.lists(st.sampled_from(["Mozilla/5.0 ", "(X11; Linux)", "masscan", "sqlmap", "nikto", "curl/", "agent",
                                        "python-requests/2", "ab", "x", " ", "/", "1.0", "\x1c", "\u00e9", "Sophos",
                                        "\u212a", "\n"]), max_size=8).map("".join)

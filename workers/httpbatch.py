@@ -162,7 +162,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
                                  np.array(host_owners, np.int64), np.array(at, np.int64)))
         quiet[owners[maybe]] = False
     if settings.use_heuristics:
-        quiet &= http_rules.paths_unremarkable(paths)
+        quiet &= http_rules.paths_unremarkable(paths, path_text)
         if "%" in "".join(agents):
             agents = [unquote(agent).strip() if "%" in agent else agent for agent in agents]
         unsuspicious = http_rules.user_agents_unsuspicious(agents)
