@@ -262,6 +262,12 @@ def test_unsuspicious_user_agents_match_no_listed_agent(agents: list[str]) -> No
                                                 "ab", "agent"]) == [True, False, False, False]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(AGENT_TEXT.map(lambda agent: agent.replace("\n", "")), min_size=1, max_size=8))
+def test_user_agents_joined_by_the_caller_answer_as_the_list(agents: list[str]) -> None:
+    assert http_rules.user_agents_unsuspicious(agents, "\n".join(agents)) == http_rules.user_agents_unsuspicious(agents)
+
+
 @pytest.mark.parametrize("paths", [["/a\n/b", "c"], ["c", "/a\n/b"], ["/a\nb", "/c"], ["/a", "b"]])
 def test_only_paths_that_start_with_a_slash_are_settled(index: TrailIndex, paths: list[str]) -> None:
     """A batch's paths are recognised as all taken from their joined text: line feeds inside a

@@ -150,7 +150,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     keys = list(chain.from_iterable(cands))  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
     at: Sequence[int] = range(len(sent))  # position of each User-Agent among the picks
-    agents = cast("Sequence[str]", sent)  # when every request has one (the usual case)
+    agents = cast("list[str]", sent)  # when every request has one (the usual case)
     if None in sent or "" in sent:
         at = [n for n, agent in enumerate(sent) if agent]
         agents = [agent for agent in sent if agent]
@@ -163,9 +163,11 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
         quiet[owners[maybe]] = False
     if settings.use_heuristics:
         quiet &= http_rules.paths_unremarkable(paths, path_text)
-        if "%" in "".join(agents):
+        flat = "".join(agents)
+        if "%" in flat:
             agents = [unquote(agent).strip() if "%" in agent else agent for agent in agents]
-        unsuspicious = http_rules.user_agents_unsuspicious(agents)
+        joined = "\n".join(agents) if "%" not in flat and "\n" not in flat else None  # the usual: one line each
+        unsuspicious = http_rules.user_agents_unsuspicious(agents, joined)
         if not all(unsuspicious):
             quiet[[n for n, fine in zip(at, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:

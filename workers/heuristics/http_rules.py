@@ -285,12 +285,13 @@ def paths_unremarkable(paths: list[str], joined: str | None = None) -> list[bool
     return quiet
 
 
-def user_agents_unsuspicious(uas: list[str]) -> list[bool]:
+def user_agents_unsuspicious(uas: list[str], joined: str | None = None) -> list[bool]:
     """For many one-line User-Agents at once: True where `suspicious_user_agent` is certainly None
-    (no list pattern can match; the whitelist alone, pattern 0, only ever gives None)."""
-    if not _one_line_each(uas):
+    (no list pattern can match; the whitelist alone, pattern 0, only ever gives None). `joined`:
+    the agents joined by line feeds, when the caller has them so and none holds one."""
+    if joined is None and not _one_line_each(uas):
         return _without_line_feeds(user_agents_unsuspicious, uas, set())
-    return [not found or found == [0] for found in _UA.lines.candidates_many(uas)]
+    return [not found or found == [0] for found in _UA.lines.candidates_many(uas, joined)]
 
 
 def _one_line_each(texts: list[str]) -> bool:
