@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import cast
 from urllib.parse import unquote
 
@@ -33,6 +34,7 @@ _PLAIN_HOSTS = re.compile(r"^(?:[a-z][a-z0-9._-]*(?::[0-9]*)?$)?", re.MULTILINE)
 _ALL_PLAIN = re.compile(r"(?:[a-z][a-z0-9._-]*(?::[0-9]*)?\n)*")
 _VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
 _LINE_VALUES = re.compile("=[^&\n]*")  # the same in text of one path a line
+_SECOND = itemgetter(1)
 
 # What settling reads of a request without a body to an unlisted address: method, path as sent,
 # Host, User-Agent.
@@ -225,5 +227,9 @@ def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]], keys
 
 def web_details(paths: list[str]) -> list[tuple[str]]:
     """The web-scan observation's detail of each request whose (lowercase) path starts with `/`:
-    its first path segment, all the aggregator keeps (`Heuristics.web_request`)."""
-    return [(path.split("/", 2)[1].split("?", 1)[0],) for path in paths]
+    its first path segment, all the aggregator keeps (`Heuristics.web_request`). The pieces are
+    cut in `map`s (C loops), the `?` only when a piece holds one."""
+    pieces = list(map(_SECOND, map(str.split, paths, repeat("/"), repeat(2))))
+    if "?" in "".join(pieces):
+        pieces = [piece.split("?", 1)[0] for piece in pieces]
+    return list(zip(pieces))
