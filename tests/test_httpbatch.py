@@ -237,6 +237,14 @@ def test_unremarkable_paths_are_reported_by_no_path_rule(paths: list[str], priva
         True, False, False, False, False, False]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(PATH_TEXT.map(lambda path: path.replace("\n", "")), min_size=1, max_size=8))
+def test_paths_joined_by_the_caller_answer_as_the_list(paths: list[str]) -> None:
+    """`settle` hands `paths_unremarkable` its paths' joined text (one line each): the answers
+    are those of the list alone, decoded paths included."""
+    assert http_rules.paths_unremarkable(paths, "\n".join(paths)) == http_rules.paths_unremarkable(paths)
+
+
 AGENT_TEXT = st.lists(st.sampled_from(["Mozilla/5.0 ", "(X11; Linux)", "masscan", "sqlmap", "nikto", "curl/", "agent",
                                        "python-requests/2", "ab", "x", " ", "/", "1.0", "\x1c", "\u00e9", "Sophos",
                                        "\u212a", "\n"]), max_size=8).map("".join)
@@ -252,6 +260,12 @@ def test_unsuspicious_user_agents_match_no_listed_agent(agents: list[str]) -> No
             assert http_rules.suspicious_user_agent(agent) is None, agent
     assert http_rules.user_agents_unsuspicious(["Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0", "masscan/1.0",
                                                 "ab", "agent"]) == [True, False, False, False]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(AGENT_TEXT.map(lambda agent: agent.replace("\n", "")), min_size=1, max_size=8))
+def test_user_agents_joined_by_the_caller_answer_as_the_list(agents: list[str]) -> None:
+    assert http_rules.user_agents_unsuspicious(agents, "\n".join(agents)) == http_rules.user_agents_unsuspicious(agents)
 
 
 @pytest.mark.parametrize("paths", [["/a\n/b", "c"], ["c", "/a\n/b"], ["/a\nb", "/c"], ["/a", "b"]])

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import cast
 from urllib.parse import unquote
 
@@ -33,6 +34,7 @@ _PLAIN_HOSTS = re.compile(r"^(?:[a-z][a-z0-9._-]*(?::[0-9]*)?$)?", re.MULTILINE)
 _ALL_PLAIN = re.compile(r"(?:[a-z][a-z0-9._-]*(?::[0-9]*)?\n)*")
 _VALUES = re.compile("=[^&]*")  # a parameter's value, with its `=`
 _LINE_VALUES = re.compile("=[^&\n]*")  # the same in text of one path a line
+_SECOND = itemgetter(1)
 
 # What settling reads of a request without a body to an unlisted address: method, path as sent,
 # Host, User-Agent.
@@ -77,19 +79,21 @@ def url_candidates(path: str, post: str, cut: str | None = None) -> list[str]:
     return [x for x in checks if x] if "" in checks else checks
 
 
-def candidates_many(text: str) -> list[Sequence[str]]:
+def candidates_many(text: str, lines: list[str] | None = None) -> list[Sequence[str]]:
     """`url_candidates` of each line of `text` (lowercase paths that start with `/`, without a
     body), their values cut for all lines at once, and the two usual shapes spelled out here with
     the tests that make `url_candidates` take them (a call per path cost more than everything else
     its candidates need): a query whose first `=` follows its `?` (to a path with two slashes or
-    more once its values are cut), and a path without `?` or `=`; the others call it."""
+    more once its values are cut), and a path without `?` or `=`; the others call it. `lines`:
+    `text` split at its line feeds, when the caller has it."""
     return [(path, path[:q], path[: eq + 1], cut, cut[slash:])
             if 0 < (q := path.find("?")) < (eq := path.find("=")) and path[q - 1] != "/" and path[-1] != "/"
             and len(cut) > eq + 1 and cut != path and (slash := cut.rfind("/")) > 0
             else ((path, path[:slash], path[slash + 1 :]) if (slash := path.rfind("/")) > 0 else (path,))
             if q < 0 and "=" not in path and path[-1] != "/"
             else url_candidates(path, "", cut)
-            for path, cut in zip(text.split("\n"), _LINE_VALUES.sub("=", text).split("\n"), strict=True)]
+            for path, cut in zip(text.split("\n") if lines is None else lines, _LINE_VALUES.sub("=", text).split("\n"),
+                                 strict=True)]
 
 
 def without_values(path: str) -> str:
@@ -129,7 +133,7 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     per-request checks must run. (Host and User-Agent are stripped by the parser already: a Host
     with spaces is not plain, so not settled.) Hosts and paths are spelled a batch at a time, joined by line feeds."""
     out: list[tuple[str] | None] = [None] * len(requests)
-    picks, hosts_sent, path_text = _picked(requests, settings)
+    picks, hosts_sent, sent, path_text = _picked(requests, settings)
     if not picks:
         return out
     host_text = ("\n".join(hosts_sent).lower() + "\n").replace(":80\n", "\n")
@@ -137,16 +141,16 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
              else _PLAIN_HOSTS.findall(host_text[:-1]))  # "": not plain
     if not all(hosts):
         kept = [n for n, host in enumerate(hosts) if host]
-        picks, hosts = [picks[n] for n in kept], [hosts[n] for n in kept]
+        picks, hosts, sent = [picks[n] for n in kept], [hosts[n] for n in kept], [sent[n] for n in kept]
         if not picks:
             return out
         path_text = "\n".join([requests[i][1] for i in picks])
     path_text = path_text.lower()
     paths = path_text.split("\n")
-    cands = candidates_many(path_text.replace("//", "/"))
+    folded = path_text.replace("//", "/")  # the text itself when it has no `//` (the usual case)
+    cands = candidates_many(folded, paths if folded is path_text else None)
     keys = list(chain.from_iterable(cands))  # `url_keys` of each pick, in another order: see `_host_keys`
     host_owners = _host_keys(index, hosts, cands, keys)
-    sent = [requests[i][3] for i in picks]
     at: Sequence[int] = range(len(sent))  # position of each User-Agent among the picks
     agents = cast("list[str]", sent)  # when every request has one (the usual case)
     if None in sent or "" in sent:
@@ -160,10 +164,12 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
                                  np.array(host_owners, np.int64), np.array(at, np.int64)))
         quiet[owners[maybe]] = False
     if settings.use_heuristics:
-        quiet &= http_rules.paths_unremarkable(paths)
-        if "%" in "".join(agents):
+        quiet &= http_rules.paths_unremarkable(paths, path_text)
+        flat = "".join(agents)
+        if "%" in flat:
             agents = [unquote(agent).strip() if "%" in agent else agent for agent in agents]
-        unsuspicious = http_rules.user_agents_unsuspicious(agents)
+        joined = "\n".join(agents) if "%" not in flat and "\n" not in flat else None  # the usual: one line each
+        unsuspicious = http_rules.user_agents_unsuspicious(agents, joined)
         if not all(unsuspicious):
             quiet[[n for n, fine in zip(at, unsuspicious, strict=True) if not fine]] = False
     if settings.check_host_domains:
@@ -179,22 +185,24 @@ def settle(index: TrailIndex, settings: DetectionSettings, domains: DomainChecke
     return out
 
 
-def _picked(requests: list[Request], settings: DetectionSettings) -> tuple[Sequence[int], Sequence[str], str]:
+def _picked(requests: list[Request], settings: DetectionSettings
+            ) -> tuple[Sequence[int], Sequence[str], Sequence[str | None], str]:
     """The requests settling may take (with a Host, an ASCII path that starts with `/`, neither
-    holding a line feed, and with the heuristics off no absolute URI or CONNECT), their Hosts, and
-    their paths joined by line feeds. The usual batch, where every request is taken, is recognised
-    from the texts joined: one search for a line feed in each (counting them cost ten times as
-    much), then each line after the first starts a path."""
+    holding a line feed, and with the heuristics off no absolute URI or CONNECT), their Hosts and
+    User-Agents, and their paths joined by line feeds. The usual batch, where every request is
+    taken, is recognised from the texts joined: one search for a line feed in each (counting them
+    cost ten times as much), then each line after the first starts a path."""
     if settings.use_heuristics and requests:
-        _, paths, hosts, _ = zip(*requests, strict=True)
+        _, paths, hosts, agents = zip(*requests, strict=True)
         if None not in hosts and "\n" not in "".join(paths) and "\n" not in "".join(cast("tuple[str]", hosts)):
             path_text = "\n".join(paths)
             if path_text[:1] == "/" and path_text.isascii() and path_text.count("\n/") == len(requests) - 1:
-                return range(len(requests)), cast("tuple[str]", hosts), path_text
+                return range(len(requests)), cast("tuple[str]", hosts), agents, path_text
     picks = [i for i, (method, path, host, _) in enumerate(requests)
              if host is not None and path[:1] == "/" and path.isascii() and "\n" not in path + host
              and (settings.use_heuristics or _proper(method, path))]
-    return picks, [cast(str, requests[i][2]) for i in picks], "\n".join([requests[i][1] for i in picks])
+    return (picks, [cast(str, requests[i][2]) for i in picks], [requests[i][3] for i in picks],
+            "\n".join([requests[i][1] for i in picks]))
 
 
 def _proper(method: str, path: str) -> bool:
@@ -219,5 +227,9 @@ def _host_keys(index: TrailIndex, hosts: list[str], cands: list[list[str]], keys
 
 def web_details(paths: list[str]) -> list[tuple[str]]:
     """The web-scan observation's detail of each request whose (lowercase) path starts with `/`:
-    its first path segment, all the aggregator keeps (`Heuristics.web_request`)."""
-    return [(path.split("/", 2)[1].split("?", 1)[0],) for path in paths]
+    its first path segment, all the aggregator keeps (`Heuristics.web_request`). The pieces are
+    cut in `map`s (C loops), the `?` only when a piece holds one."""
+    pieces = list(map(_SECOND, map(str.split, paths, repeat("/"), repeat(2))))
+    if "?" in "".join(pieces):
+        pieces = [piece.split("?", 1)[0] for piece in pieces]
+    return list(zip(pieces))

@@ -603,6 +603,12 @@ class PayloadInspector:
                  if not fields[1] and cols[7] < 0 and key not in known]
         if new is keys and len(fresh) == len(keys):
             answers = httpbatch.settle(self.index, self.settings, self.domains, keys)
+            if all(answers):  # the usual batch: every request settled (and settleable: none is checked)
+                self._settled.put_many(zip(keys, answers, strict=True))
+                if observe:
+                    out += [(cols[0], OBS_WEB, cols[1:7] + detail)
+                            for (cols, _), detail in zip(requests, answers, strict=True)]
+                return
             self._settled.put_many(dict(zip(keys, [detail or () for detail in answers], strict=True)))
         else:
             if fresh:
@@ -616,7 +622,7 @@ class PayloadInspector:
             if not detail or fields[1] or cols[7] >= 0:
                 self._http_request(_packet(cols, out), HttpRequest(*fields[0], *fields[1:]))
             elif observe:
-                out.append((cols[0], OBS_WEB, (*cols[1:7], *detail)))
+                out.append((cols[0], OBS_WEB, cols[1:7] + detail))
 
     def _replayed(self, c: _Packet, req: HttpRequest, fwd: str | None) -> bool:
         """Replay a request's plan onto the packet: recorded the second time a request is seen, and

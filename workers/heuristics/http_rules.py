@@ -262,32 +262,36 @@ def prepare() -> None:
     _UA.lines.prepare()
 
 
-def paths_unremarkable(paths: list[str]) -> list[bool]:
+def paths_unremarkable(paths: list[str], joined: str | None = None) -> list[bool]:
     """For many lowercase ASCII request paths of plain Hosts at once: True where none of the attack
     categories (`suspicious_request`, on the decoded path), `direct_download` and `suspicious_path`
     can report, from one Hyperscan scan of the paths and of the decoded ones that differ (one
     scan each, and Python's `re` for the file names, cost more than the rest of a new request's
     checks). The file name those two judge is a piece of such a path, or joined from its pieces
-    when it holds a tab, CR or LF (urlparse drops them), and then the path is not settled."""
+    when it holds a tab, CR or LF (urlparse drops them), and then the path is not settled.
+    `joined`: the paths joined by line feeds, when the caller has them so and none holds one."""
     decoded = [(i, text) for i, path in enumerate(paths) if "%" in path and (text := unquote(path)) != path
-               ] if "%" in "".join(paths) else []
-    texts = paths + [text for _, text in decoded]
-    if not _one_line_each(texts):
-        return _without_line_feeds(paths_unremarkable, paths, {i for i, text in decoded if "\n" in text})
+               ] if "%" in (joined or "".join(paths)) else []
+    texts = paths + [text for _, text in decoded] if decoded else paths
+    if joined is None or decoded:
+        joined = None
+        if not _one_line_each(texts):
+            return _without_line_feeds(paths_unremarkable, paths, {i for i, text in decoded if "\n" in text})
     files = len(SUSPICIOUS_CATEGORIES)  # pattern ids from here on are the file-name pieces
-    found = _PATH_LINES.candidates_many(texts)
+    found = _PATH_LINES.candidates_many(texts, joined)
     quiet = [not hits for hits in found[: len(paths)]]
     for (i, _), hits in zip(decoded, found[len(paths) :], strict=True):  # the path for files, the text for attacks
         quiet[i] = (not found[i] or found[i][-1] < files) and (not hits or hits[0] >= files)
     return quiet
 
 
-def user_agents_unsuspicious(uas: list[str]) -> list[bool]:
+def user_agents_unsuspicious(uas: list[str], joined: str | None = None) -> list[bool]:
     """For many one-line User-Agents at once: True where `suspicious_user_agent` is certainly None
-    (no list pattern can match; the whitelist alone, pattern 0, only ever gives None)."""
-    if not _one_line_each(uas):
+    (no list pattern can match; the whitelist alone, pattern 0, only ever gives None). `joined`:
+    the agents joined by line feeds, when the caller has them so and none holds one."""
+    if joined is None and not _one_line_each(uas):
         return _without_line_feeds(user_agents_unsuspicious, uas, set())
-    return [not found or found == [0] for found in _UA.lines.candidates_many(uas)]
+    return [not found or found == [0] for found in _UA.lines.candidates_many(uas, joined)]
 
 
 def _one_line_each(texts: list[str]) -> bool:

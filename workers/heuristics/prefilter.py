@@ -163,16 +163,18 @@ class PatternSet:
             hits = sorted(set(hits)) if self._lines else sorted(hits)
         return hits
 
-    def candidates_many(self, texts: list[str]) -> list[list[int]]:
+    def candidates_many(self, texts: list[str], joined: str | None = None) -> list[list[int]]:
         """`candidates` of each one-line text, from one scan (`lines` sets only). The lists may be
-        shared between texts: read them, do not change them."""
+        shared between texts: read them, do not change them. `joined`: the texts joined by line
+        feeds, when the caller has them so and knows that no text holds one."""
         if not self._ready:
             self.prepare()
         if self._db is None or not texts:
             return [list(self._always) for _ in texts]
-        if "\n" in "".join(texts):  # a text of several lines (a search costs a tenth of counting them)
-            return [self.candidates(t) for t in texts]
-        joined = "\n".join(texts)
+        if joined is None:
+            if "\n" in "".join(texts):  # a text of several lines (a search costs a tenth of counting them)
+                return [self.candidates(t) for t in texts]
+            joined = "\n".join(texts)
         raw = _scanned(joined)
         if raw is None:
             return [self.candidates(t) for t in texts]
