@@ -23,8 +23,10 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio multiplier of Fibonacci
 
 
 def tick_rows(p: Parsed) -> np.ndarray:
-    sec = p.sec.astype(np.int64)
-    return np.concatenate(([True], sec[1:] > sec[:-1])) if p.n else np.zeros(0, bool)
+    new = np.ones(p.n, bool)
+    if p.n:
+        np.greater(p.sec[1:], p.sec[:-1], out=new[1:])
+    return new
 
 
 def tick_items(p: Parsed) -> list[tuple[int, str, tuple]]:
@@ -82,10 +84,10 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
     aggregator keys them: IPv4 integers, IPv6 16 bytes."""
     if not p.n:
         return []
-    tcp = (p.proto == PROTO_TCP) & _PROBE_FLAGS[p.tcp_flags & 0xFF]
+    tcp = (p.proto == PROTO_TCP) & _PROBE_FLAGS.take(p.tcp_flags & 0xFF)
     udp = (p.proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     wanted = p.first_frag & (tcp | udp)
-    segment = tick_rows(p).cumsum().astype(np.uint32)
+    segment = tick_rows(p).cumsum(dtype=np.uint32)
     syn = p.tcp_flags == 0x02
     rows = (wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4)).nonzero()[0]
     pair = (p.src4[rows].astype(np.uint64) << np.uint64(32)) | p.dst4[rows]  # both addresses, one word
