@@ -67,6 +67,8 @@ _TUNNEL_PROTO[[PROTO_IPIP, PROTO_IPV6, PROTO_GRE]] = True
 _TUNNEL_PORT = np.zeros(1 << 16, bool)  # UDP destination ports likewise (Teredo: either port)
 _TUNNEL_PORT[[UDP_VXLAN, UDP_GENEVE, UDP_TEREDO]] = True
 _MPLS_MAX_LABELS = 8
+_L4_ROOM = np.zeros(256, np.int64)  # bytes of its header that a protocol's columns read (ICMP: its type)
+_L4_ROOM[[PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMP6]] = 14, 8, 1, 1
 # Fixed header layouts read with one gather per row (`Gather.records`); fields are big-endian.
 # IPv4 header (IPv6: payload length at 4, next header is the high byte of `frag`)
 _IP_HEAD = np.dtype({"names": ["b0", "tot", "plen", "frag", "proto", "src", "dst"],
@@ -326,8 +328,8 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
     malformed |= bad4
     frag = head["frag"].astype(np.int32)
     proto = np.where(is4, head["proto"].astype(np.int32), -1)
-    src4 = np.where(is4, head["src"].astype(np.uint32), np.uint32(0))
-    dst4 = np.where(is4, head["dst"].astype(np.uint32), np.uint32(0))
+    src4 = np.where(is4, head["src"], np.uint32(0))
+    dst4 = np.where(is4, head["dst"], np.uint32(0))
     l4 = np.where(is4, l3 + ihl, l3 + 40)
     ip_end = np.where(is4, np.minimum(end, l3 + tot), end)
     first_frag = is4 & ((frag & 0x1FFF) == 0)
@@ -368,16 +370,13 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
 
     # L4
     l4room = ip_end - l4
+    need = _L4_ROOM.take(proto & 0xFF)
+    bad_l4 = first_frag & (need > 0) & (l4room < need)
+    malformed |= bad_l4
+    first_frag = first_frag & ~bad_l4
     tcp = first_frag & (proto == PROTO_TCP)
     udp = first_frag & (proto == PROTO_UDP)
-    icmp = first_frag & ((proto == PROTO_ICMP) | (proto == PROTO_ICMP6))
-    bad_tcp = tcp & (l4room < 14)
-    bad_udp = udp & (l4room < 8)
-    bad_icmp = icmp & (l4room < 1)
-    malformed |= bad_tcp | bad_udp | bad_icmp
-    tcp &= ~bad_tcp
-    udp &= ~bad_udp
-    icmp &= ~bad_icmp
+    icmp = first_frag & (need == 1)
     ports = tcp | udp
     l4head = g.records(l4, _L4_HEAD)
     first = l4head["sport"].astype(np.int32)
@@ -388,8 +387,8 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
     doff = np.where(tcp, (l4head["doff"].astype(np.int32) >> 4) * 4, 8)
     payload_off = l4 + doff
     payload_len = np.where(ports, np.maximum(ip_end - payload_off, 0), 0)
-    first_frag = first_frag & ~(bad_tcp | bad_udp | bad_icmp)
-    version = np.where(is4, 4, np.where(is6, 6, 0))
+    version = is4 * 4
+    version[v6_rows] = 6
     return _Net(version, malformed, first_frag, proto, src4, dst4, v6_rows, src6, dst6, sport, dport, flags,
                 icmp_type, l4, ip_end, payload_off, payload_len)
 
