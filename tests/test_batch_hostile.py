@@ -62,3 +62,32 @@ def test_column_types_and_missing_values() -> None:
 def test_among_is_isin_for_sorted_keys(values: list[int], keys: set[int]) -> None:
     got = among(np.array(values, np.int64), np.array(sorted(keys), np.int64))
     assert got.tolist() == np.isin(values, list(keys)).tolist()
+
+
+def _udp_frame(payload: bytes, ihl_words: int = 5) -> bytes:
+    """Ethernet, IPv4 (options padded with NOPs to `ihl_words`), UDP 40000 -> 53."""
+    options = b"\x01" * (ihl_words * 4 - 20)
+    total = ihl_words * 4 + 8 + len(payload)
+    ip = bytes((0x40 | ihl_words, 0)) + total.to_bytes(2, "big") + bytes(5) + b"\x11" + bytes(2)
+    ip += bytes((10, 0, 0, 1, 10, 0, 0, 2)) + options
+    udp = (40000).to_bytes(2, "big") + (53).to_bytes(2, "big") + (8 + len(payload)).to_bytes(2, "big") + bytes(2)
+    return bytes(12) + b"\x08\x00" + ip + udp + payload
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=80),
+                          st.builds(_udp_frame, st.binary(max_size=6), st.integers(5, 7))), min_size=1, max_size=6),
+       st.sampled_from(SUPPORTED_LINKTYPES))
+def test_columns_do_not_depend_on_bytes_past_the_batch(frames: list[bytes], linktype: int) -> None:
+    """Headers near the end of the batch data are read whole (records) or byte by byte: the
+    same columns either way, so a packet's columns never depend on what follows the batch."""
+    caplen = np.array([len(f) for f in frames], np.uint32)
+    offsets = np.concatenate([[0], np.cumsum(caplen)[:-1]]).astype(np.uint32)
+    meta = np.stack([np.zeros(len(frames), np.uint32), np.zeros(len(frames), np.uint32), offsets, caplen], axis=1)
+    data = np.frombuffer(b"".join(frames), np.uint8)
+    tight = parse_batch(meta, data, linktype)
+    padded = parse_batch(meta, np.concatenate((data, np.full(64, data[-1] if len(data) else 0, np.uint8))),
+                         linktype)
+    for name in ("version", "malformed", "first_frag", "proto", "src4", "dst4", "v6_rows", "src6", "dst6",
+                 "sport", "dport", "tcp_flags", "icmp_type", "payload_off", "payload_len"):
+        assert getattr(tight, name).tolist() == getattr(padded, name).tolist(), name

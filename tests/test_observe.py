@@ -180,3 +180,42 @@ def test_accumulator_is_a_capped_map_of_sets(ops: list[tuple[str, int, int]], ma
     assert {key: acc.size(key) for key in acc.keys} == {key: len(items) for key, items in sets.items()}
     assert {key: acc.first(key) for key in acc.keys} == first
     assert acc.due() == sorted(over, key=list(sets).index)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_probe_columns_are_each_segments_first_of_every_key(seed: int) -> None:
+    """The grouped columns hold, per segment, the first probe of each (protocol, source,
+    destination, destination port, SYN-ness), in capture order: ports that share a low byte and
+    SYN after FIN on the same addresses are told apart."""
+    rng = random.Random(seed)
+    frames, sec = [], 1_700_000_000
+    for _ in range(2000):
+        sec += rng.choice([0, 0, 0, 0, 1])
+        v6 = rng.random() < 0.3
+        src, dst = (rng.choice(SRC6), rng.choice(DST6)) if v6 else (rng.choice(SRC4), rng.choice(DST4))
+        sport, dport = rng.randint(1024, 1026), rng.choice([80, 80 + 256, 80 + 512, 8080])
+        tcp = rng.random() < 0.7
+        flags = rng.choice([t.SYN, t.FIN, 0x00]) if tcp else 0
+        l3 = ((t.tcp6 if v6 else t.tcp4)(src, dst, sport, dport, flags) if tcp
+              else (t.udp6 if v6 else t.udp4)(src, dst, sport, dport, b"x"))
+        frames.append((sec, t.ethernet(l3), (6 if tcp else 17, src, dst, sport, dport, flags == t.SYN)))
+    lengths = np.array([len(f) for _, f, _ in frames], np.uint32)
+    meta = np.stack([np.array([s for s, _, _ in frames], np.uint32), np.zeros(len(frames), np.uint32),
+                     np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.uint32), lengths], axis=1)
+    p = parse_batch(meta, np.frombuffer(b"".join(f for _, f, _ in frames), np.uint8), 1)
+    got = [list(zip(*columns, strict=True)) for _, _, columns in probe_items(p)]
+    want: list[list[tuple]] = []
+    seen: set[tuple] = set()
+    last = None
+    for s, _, (proto, src, dst, sport, dport, syn) in frames:
+        if last is None or s > last:
+            want.append([])
+            seen.clear()
+            last = s
+        if dst in ("127.0.0.1", "::1"):
+            continue
+        probe = (proto, _key(src), _key(dst), sport, dport, syn)
+        if (proto, probe[1], probe[2], dport, syn) not in seen:
+            seen.add((proto, probe[1], probe[2], dport, syn))
+            want[-1].append(probe)
+    assert got == [segment for segment in want if segment]

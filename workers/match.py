@@ -44,7 +44,7 @@ def checked_rows(p: Parsed) -> tuple[np.ndarray, np.ndarray]:
     syn = (proto == PROTO_TCP) & (p.tcp_flags == TCP_SYN)
     udp = (proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     echo = ((proto == PROTO_ICMP) & (p.icmp_type == 8)) | ((proto == PROTO_ICMP6) & (p.icmp_type == 128))
-    other = (p.version != 0) & ~_L4_KNOWN[proto & 0xFF]
+    other = (p.version != 0) & ~_L4_KNOWN.take(proto & 0xFF)
     mask = p.first_frag & (syn | udp | echo) | (other & ~p.malformed)
     rows = mask.nonzero()[0]
     kind = np.where(syn[rows], _SYN, np.where(udp[rows], _UDP, _PLAIN))

@@ -23,8 +23,10 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio multiplier of Fibonacci
 
 
 def tick_rows(p: Parsed) -> np.ndarray:
-    sec = p.sec.astype(np.int64)
-    return np.concatenate(([True], sec[1:] > sec[:-1])) if p.n else np.zeros(0, bool)
+    new = np.ones(p.n, bool)
+    if p.n:
+        np.greater(p.sec[1:], p.sec[:-1], out=new[1:])
+    return new
 
 
 def tick_items(p: Parsed) -> list[tuple[int, str, tuple]]:
@@ -82,19 +84,20 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
     aggregator keys them: IPv4 integers, IPv6 16 bytes."""
     if not p.n:
         return []
-    tcp = (p.proto == PROTO_TCP) & _PROBE_FLAGS[p.tcp_flags & 0xFF]
+    tcp = (p.proto == PROTO_TCP) & _PROBE_FLAGS.take(p.tcp_flags & 0xFF)
     udp = (p.proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     wanted = p.first_frag & (tcp | udp)
-    segment = tick_rows(p).cumsum().astype(np.uint32)
+    segment = tick_rows(p).cumsum(dtype=np.uint32)
     syn = p.tcp_flags == 0x02
     rows = (wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4)).nonzero()[0]
-    rows = _first_per_key(rows, _probe_key(p, rows, segment, syn) + [p.src4[rows], p.dst4[rows]])
+    pair = (p.src4[rows].astype(np.uint64) << np.uint64(32)) | p.dst4[rows]  # both addresses, one word
+    rows = _first_per_key(rows, [_probe_key(p, rows, segment, syn), pair])
     rows6 = (wanted & (p.version == 6)).nonzero()[0]
     if rows6.size:
         pos = p.v6_rows.searchsorted(rows6)
         rows6 = rows6[p.dst6[pos] != _LOOPBACK6]
         pos = p.v6_rows.searchsorted(rows6)
-        rows6 = _first_per_key(rows6, _probe_key(p, rows6, segment, syn) + [p.src6[pos], p.dst6[pos]])
+        rows6 = _first_per_key(rows6, [_probe_key(p, rows6, segment, syn), p.src6[pos], p.dst6[pos]])
         rows = np.sort(np.concatenate((rows, rows6)))
     if not rows.size:
         return []
@@ -107,6 +110,13 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def _probe_key(p: Parsed, rows: np.ndarray, segment: np.ndarray, syn: np.ndarray) -> list[np.ndarray]:
-    """What makes a probe new within a segment, besides its addresses."""
-    return [segment[rows], p.proto[rows].astype(np.uint8), p.dport[rows].astype(np.uint16), syn[rows]]
+def _probe_key(p: Parsed, rows: np.ndarray, segment: np.ndarray, syn: np.ndarray) -> np.ndarray:
+    """What makes a probe new within a segment, besides its addresses, packed into one word
+    (segment, protocol, destination port, SYN-ness side by side): `_first_per_key` hashes a word
+    per pass, so one word costs a quarter of four."""
+    u64 = np.uint64
+    key = segment[rows].astype(u64) << u64(32)
+    key |= (p.proto[rows] & 0xFF).astype(u64) << u64(17)
+    key |= (p.dport[rows] & 0xFFFF).astype(u64) << u64(1)
+    key |= syn[rows]
+    return key

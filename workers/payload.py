@@ -63,6 +63,10 @@ FACT_IGNORED = 1 << 41  # never checked, counts against no domain
 
 _REQUEST_STARTS = np.sort(np.array([int.from_bytes(m, "big") for m in (
     b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"CONN", b"PATC", b"TRAC", b"PROP")], dtype=np.uint32))
+# First bytes of a payload, read in one gather: a request or status line's first word, a TLS
+# record's type and handshake type, a QUIC long header's version
+_PAYLOAD_HEAD = np.dtype({"names": ["b0", "first4", "version", "kind"], "formats": ["u1", ">u4", ">u4", "u1"],
+                          "offsets": [0, 0, 1, 5], "itemsize": 6})
 _HTTP_STARTS = np.sort(np.append(_REQUEST_STARTS, np.uint32(int.from_bytes(b"HTTP", "big"))))  # sorted: `among`
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
@@ -87,24 +91,23 @@ def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.n
     """Rows that need a payload parser: DNS (UDP, and TCP with room for a length and a header),
     HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials.
     Server handshakes (for certificate hashes) only when the trails hold certificates."""
-    has = p.first_frag & (p.payload_len > 0) & ~p.malformed
-    g = Gather(data)
-    d = g.data
-    off = p.payload_off
-    b0 = d.take(off, mode="clip").astype(np.uint32)
-    first4 = g.be32(off)
-    tcp = has & (p.proto == PROTO_TCP)
-    udp = has & (p.proto == PROTO_UDP)
-    port53 = (p.sport == 53) | (p.dport == 53)
+    proto = p.proto
+    rows = (p.first_frag & (p.payload_len > 0) & ~p.malformed
+            & ((proto == PROTO_TCP) | (proto == PROTO_UDP))).nonzero()[0]
+    head = Gather(data).records(p.payload_off[rows], _PAYLOAD_HEAD)
+    b0, first4, version, kind = (head[name].astype(np.uint32) for name in ("b0", "first4", "version", "kind"))
+    size = p.payload_len[rows]
+    tcp = proto[rows] == PROTO_TCP
+    udp = ~tcp
+    port53 = (p.sport[rows] == 53) | (p.dport[rows] == 53)
     dns = udp & port53
-    dns_tcp = tcp & port53 & (p.payload_len >= 14)
-    http = tcp & (p.payload_len >= 4) & among(first4, _HTTP_STARTS)
-    kind = d.take(off + 5, mode="clip")  # ClientHello, ServerHello (its flight: the certificate)
-    tls = tcp & (b0 == 0x16) & (p.payload_len >= 6) & ((kind == 1) | ((kind == 2) & certificates))
-    version = g.be32(off + 1)
+    dns_tcp = tcp & port53 & (size >= 14)
+    http = tcp & (size >= 4) & among(first4, _HTTP_STARTS)
+    # ClientHello, ServerHello (its flight: the certificate)
+    tls = tcp & (b0 == 0x16) & (size >= 6) & ((kind == 1) | ((kind == 2) & certificates))
     initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
-    quic = udp & ~dns & initial & (p.payload_len >= 64)
-    return (dns | dns_tcp | http | tls | quic).nonzero()[0]
+    quic = udp & ~dns & initial & (size >= 64)
+    return rows[dns | dns_tcp | http | tls | quic]
 
 
 def _hello_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
