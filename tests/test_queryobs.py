@@ -21,6 +21,7 @@ from engine.heuristics import Heuristics, HeuristicSettings
 from engine.index.build import compile_index
 from engine.index.fileformat import write_arrays
 from engine.index.mapped import TrailIndex
+from engine.index.namefilter import NameBytes
 from engine.trails.ignore import IgnoreRules
 from workers.batch import Parsed, parse_batch
 from workers.match import IpMatcher
@@ -222,3 +223,15 @@ def test_packed_names_read_back_as_their_domains_and_prefixes(exhs: list[tuple[s
     read = QueryColumns(_pack(parse_batch(meta, data, 1), np.arange(len(exhs)), [(d, x) for x, d in exhs]))
     assert list(zip(read.prefixes, read.domains, strict=True)) == exhs
     assert [read.packet(i)[5] for i in range(len(exhs))] == [f"{x}.{d}" for x, d in exhs]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(_LABEL, _LABEL.map(lambda d: d + ".x")), min_size=1, max_size=20))
+def test_packing_from_the_decoders_bytes_is_packing_from_the_names(exhs: list[tuple[str, str]]) -> None:
+    """The names' bytes as the DNS decoder lays them out (one line each) pack as the names do."""
+    query = t.dns_query("q.example.org")
+    meta, data = t.frames_batch([t.ethernet(t.udp4(CLIENT, RESOLVER, 1000 + k, 53, query)) for k in range(len(exhs))])
+    p, rows = parse_batch(meta, data, 1), np.arange(len(exhs))
+    names, cuts = [f"{x}.{d}" for d, x in exhs], np.array([len(x) + 1 for _, x in exhs])
+    laid_out = NameBytes.of("\n".join(names), len(names))
+    assert pack(p, rows, names, cuts, laid_out) == pack(p, rows, names, cuts)

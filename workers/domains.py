@@ -97,7 +97,9 @@ class DomainChecker:
                     out[i] = DomainHit(trail, LONG_DOMAIN_INFO, HEURISTIC_REF)
                     rest[i] = False
         if self._wild is not None:  # one scan of every name (no list of those left to build): few hit
-            for i, found in self._wild.search_many(shapes.names).items():
+            laid_out = shapes.laid_out  # the names' bytes, one line each: their text without a join
+            joined = None if laid_out is None else laid_out.buf.tobytes().decode("latin-1")
+            for i, found in self._wild.search_many(shapes.names, joined).items():
                 if rest[i]:
                     out[i] = self._wildcard_hit(shapes.names[i], found)
         return out

@@ -442,8 +442,10 @@ class PayloadInspector:
         `named`: the decoder's bytes of the names and their filter answers, for a batch of names all new."""
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
+        laid_out = None
         if new is names:  # all new, each once (the usual batch on a real link)
-            fact, trails = self._names_facts(names, *(named.queries() if named else (None, None)))
+            laid_out, maybe = named.queries() if named else (None, None)
+            fact, trails = self._names_facts(names, laid_out, maybe)
         else:
             trails = [q for q, f in facts_of.items() if f & FACT_TRAIL]  # the names that report
             if new:
@@ -451,7 +453,7 @@ class PayloadInspector:
                 facts_of.update(zip(new, fresh.tolist(), strict=True))
                 trails += new_trails
             fact = np.fromiter(map(facts_of.__getitem__, names), np.int64, len(names))
-        self._query_observations(p, rows, names, fact, out)
+        self._query_observations(p, rows, names, fact, out, laid_out)
         checked = (qtype != 12) & (qclass == 1)
         report = (checked & ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0))).nonzero()[0].tolist()
         if trails:
@@ -465,18 +467,20 @@ class PayloadInspector:
                 self._query_events(c, q, (q[cut:],) if cut else ())
 
     @staticmethod
-    def _query_observations(p: Parsed, rows: np.ndarray, names: list[str], fact: np.ndarray, out: list[Item]) -> None:
+    def _query_observations(p: Parsed, rows: np.ndarray, names: list[str], fact: np.ndarray, out: list[Item],
+                            laid_out: NameBytes | None = None) -> None:
         """The exhaustion observations of the queries that count against a domain (`fact`: their
         facts in order), as one columnar item (`OBS_DNS_QUERIES`, `workers.queryobs`) at the first
-        one's row; the aggregator applies each query in its place among the batch's other items."""
+        one's row; the aggregator applies each query in its place among the batch's other items.
+        `laid_out`: the names' bytes, when the decoder has them (used when every query counts)."""
         cuts = fact & FACT_CUT
         counted = cuts.nonzero()[0]
         if counted.size < len(names):
             if not counted.size:
                 return
             names = list(compress(names, cuts.tolist()))
-            rows, cuts = rows.take(counted), cuts.take(counted)
-        out.append((int(rows[0]), OBS_DNS_QUERIES, queryobs.pack(p, rows, names, cuts)))
+            rows, cuts, laid_out = rows.take(counted), cuts.take(counted), None
+        out.append((int(rows[0]), OBS_DNS_QUERIES, queryobs.pack(p, rows, names, cuts, laid_out)))
 
     def _exhaustion(self, q: str) -> tuple[str, str] | None:
         """The (domain, prefix) a query counts against for DNS exhaustion; None for whitelisted

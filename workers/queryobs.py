@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.index.namefilter import NameBytes
 from engine.ipaddr import Addr
 from workers.batch import Parsed, row_addresses
 
@@ -21,13 +22,17 @@ _SEPARATOR = "\n"  # no name that counts against a domain holds one: such names 
 _COLUMNS = 7  # rows, seconds, microseconds, source ports, destination ports, IPv4 sources, IPv4 destinations
 
 
-def pack(p: Parsed, rows: np.ndarray, names: list[str], cuts: np.ndarray) -> Packed:
+def pack(p: Parsed, rows: np.ndarray, names: list[str], cuts: np.ndarray, laid_out: NameBytes | None = None
+         ) -> Packed:
     """The observations of the queries at ascending `rows`: their (valid, so ASCII) names, and where
-    each one's exhaustion domain starts (after a dot: `cuts` are positive)."""
-    text = _SEPARATOR.join(names)
-    raw = np.frombuffer(text.encode(), np.uint8).copy()
-    starts = np.zeros(len(names), np.int64)
-    starts[1:] = (raw == ord(_SEPARATOR)).nonzero()[0] + 1  # no name holds one: the separators end them
+    each one's exhaustion domain starts (after a dot: `cuts` are positive). `laid_out`: the names'
+    bytes joined by line breaks, when the caller has them (the DNS decoder's): no join to make."""
+    if laid_out is None:
+        raw = np.frombuffer(_SEPARATOR.join(names).encode(), np.uint8).copy()
+        starts = np.zeros(len(names), np.int64)
+        starts[1:] = (raw == ord(_SEPARATOR)).nonzero()[0] + 1  # no name holds one: the separators end them
+    else:
+        raw, starts = laid_out.buf.copy(), laid_out.starts
     raw[starts + cuts - 1] = ord(_SEPARATOR)
     numbers = np.empty((_COLUMNS, rows.size), np.uint32)
     numbers[0] = rows

@@ -25,10 +25,11 @@ class WildcardMatcher:
         """(pattern number, match) of the leftmost match, the earliest pattern on ties; or None."""
         return self._best(name, self.prefilter.candidates(name))
 
-    def search_many(self, names: list[str]) -> dict[int, tuple[int, re.Match[str]]]:
+    def search_many(self, names: list[str], joined: str | None = None) -> dict[int, tuple[int, re.Match[str]]]:
         """`search` of each one-line name, the prefilter in one scan for all: {position: result}
-        for the names that match (nearly none: a caller walks the hits, not every name)."""
-        candidates = self.prefilter.candidates_many(names)
+        for the names that match (nearly none: a caller walks the hits, not every name). `joined`:
+        the names joined by line feeds, when the caller has them so (no joins to make)."""
+        candidates = self.prefilter.candidates_many(names, joined)
         if not any(candidates):  # the usual batch: no name has a candidate, and `any` says so in C
             return {}
         found = {i: self._best(names[i], c) for i, c in enumerate(candidates) if c}
