@@ -1,11 +1,12 @@
 """Capture input and output: pcap/pcapng files and live interfaces in batches, pcap writing.
 
-pcapy-ng opens every capture (it checks the file header and names the link type). Classic pcap
-files are then read by `PcapRecords`, straight into the buffer a batch goes to (a ring slot, in
-a replay), and their record headers walked there. pcapng and live capture go through pcapy-ng's
-`next_batch`, which returns many packets per call (sec, usec, offset, caplen) but not the
-original wire length: for pcapng the blocks are walked with struct for it (block layout varies,
-so there is no vectorised shortcut).
+Reading goes through pcapy-ng's `next_batch`, which walks the records in C and returns many
+packets per call (sec, usec, offset, caplen). It does not return the original wire length, so
+for classic pcap the record headers' positions are derived from the caplens (a cumulative sum)
+and the length field is gathered from a map of the file with numpy; pcapng blocks are walked
+with struct (block layout varies, so there is no vectorised shortcut). A replay of a classic pcap
+file whose records are big enough reads it with `PcapRecords` instead: straight into the ring
+slots, its record headers walked there, where libpcap would copy every packet twice more.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import pcapy
@@ -45,19 +47,32 @@ _MAX_SNAPLEN = {231: 128 * 1024 * 1024, 249: 1024 * 1024, 279: 8 * 1024 * 1024} 
 _SWAPPED, _MAYBE_SWAPPED = 1, 2  # length fields of pcap versions before 2.4 (libpcap's rule)
 
 
+def _length_mode(major: int, minor: int) -> int:
+    """How a file of this pcap version orders a record's two length fields (libpcap's rule)."""
+    return _SWAPPED if (major, minor) < (2, 3) else _MAYBE_SWAPPED if (major, minor) == (2, 3) else 0
+
+
+def _stored_and_wire(mode: int, first: Any, second: Any) -> tuple[Any, Any]:
+    """A record's captured and original lengths from its two length fields (ints or arrays)."""
+    if mode == _SWAPPED:
+        return second, first
+    if mode == _MAYBE_SWAPPED:
+        return np.minimum(first, second), np.maximum(first, second)
+    return first, second
+
+
 class CaptureError(Exception):
     """One-line description of a capture problem, naming the file or interface."""
 
 
 @dataclass
 class Batch:
-    """Packets in `data` at the offsets of `meta`'s rows (sec, usec, offset, caplen), in
-    ascending order; there may be bytes between them (a classic pcap file's record headers)."""
+    """Packets back to back in `data`; `meta` rows are (sec, usec, offset, caplen)."""
 
     linktype: int
     meta: np.ndarray  # (n, 4) <u4
     wirelen: np.ndarray  # (n,) <u4
-    data: bytes | memoryview
+    data: bytes
 
     def __len__(self) -> int:
         return len(self.wirelen)
@@ -111,11 +126,10 @@ class PcapRecords:
         self._most = _MAX_SNAPLEN.get(linktype, _DEFAULT_MAX_SNAPLEN)
         self.largest = _RECORD_HEADER + self._most  # the least room `fill` needs
         self._snapshot = snaplen if 0 < snaplen < 2**31 else self._most  # libpcap reads it as an int
-        self._mode = _SWAPPED if (major, minor) < (2, 3) else _MAYBE_SWAPPED if (major, minor) == (2, 3) else 0
+        self._mode = _length_mode(major, minor)
         self._lengths = struct.Struct(f"{order}II").unpack_from
         self._caplen = struct.Struct(f"{order}I").unpack_from
         self._caplen_at = 12 if self._mode == _SWAPPED else 8
-        self.plain = not self._mode  # version 2.4: libpcap's lengths are where `_PcapLengths` reads them
         self._carry = b""  # what was read past the last record taken
         self._eof = False
         self._mean = 2048.0  # bytes a record, for how much to read
@@ -185,11 +199,7 @@ class PcapRecords:
         at = np.array(starts, dtype=np.int64)
         headers = np.ndarray((max(end - _RECORD_HEADER + 1, 0),), dtype="V16", buffer=buf, strides=(1,))
         head = headers[at].view(self._fields).reshape(-1, 4)  # one 16-byte gather a record
-        stored, wire = head[:, 2], head[:, 3]
-        if self._mode == _SWAPPED:
-            stored, wire = wire, stored
-        elif self._mode == _MAYBE_SWAPPED:
-            stored, wire = np.minimum(stored, wire), np.maximum(stored, wire)
+        stored, wire = _stored_and_wire(self._mode, head[:, 2], head[:, 3])
         bad = (stored > self._most).nonzero()[0]
         if len(bad):  # the walk went on through a damaged record
             cut = int(bad[0])
@@ -211,8 +221,7 @@ class PcapRecords:
         """The walk stopped at `pos`: a record there that libpcap would fail on fails the file."""
         left = end - pos
         if left >= _RECORD_HEADER:
-            first, second = self._lengths(buf, pos + 8)
-            stored = second if self._mode == _SWAPPED else min(first, second) if self._mode else first
+            stored = int(_stored_and_wire(self._mode, *self._lengths(buf, pos + 8))[0])
             if stored > self._most or (self._eof and pos + _RECORD_HEADER + stored > end):
                 self._fail(self._damaged(stored, left - _RECORD_HEADER))
         elif self._eof and left:
@@ -245,16 +254,18 @@ class _PcapLengths:
         self._data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
         self._order = order
         self._dtype = np.dtype(f"{order}u4")
+        self._mode = _length_mode(*struct.unpack_from(f"{order}HH", self._map, 4)) if self._map is not None else 0
         self._pos = _PCAP_HEADER
         self._released = 0
 
     def take(self, caplen: np.ndarray) -> np.ndarray:
         steps = caplen.astype(np.int64) + _RECORD_HEADER
         starts = self._pos + np.concatenate(([0], np.cumsum(steps)[:-1]))
-        fields = self._fields(starts + 8)  # (included length, original length) of each record
-        if np.array_equal(fields[:, 0], caplen):
+        fields = self._fields(starts + 8)  # the two length fields of each record
+        stored, wire = _stored_and_wire(self._mode, fields[:, 0], fields[:, 1])
+        if np.array_equal(stored, caplen):
             self._pos = int(starts[-1] + steps[-1]) if len(starts) else self._pos
-            lengths = np.ascontiguousarray(fields[:, 1])
+            lengths = np.ascontiguousarray(wire, dtype=np.uint32)
         else:
             lengths = self._walk(len(caplen))
         self._release_read_pages()
@@ -276,11 +287,11 @@ class _PcapLengths:
     def _walk(self, n: int) -> np.ndarray:
         """Record by record, for files whose records libpcap shortened (caplen > snaplen)."""
         out = np.empty(n, dtype=np.uint32)
-        fmt = struct.Struct(f"{self._order}IIII")
+        fmt = struct.Struct(f"{self._order}II")
         for i in range(n):
-            _, _, incl, orig = fmt.unpack_from(self._map, self._pos)
+            incl, orig = _stored_and_wire(self._mode, *fmt.unpack_from(self._map, self._pos + 8))
             out[i] = orig
-            self._pos += _RECORD_HEADER + incl
+            self._pos += _RECORD_HEADER + int(incl)
         return out
 
     def close(self) -> None:
@@ -347,31 +358,11 @@ def file_linktype(path: Path | str) -> int:
 
 
 def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int = 0) -> Iterator[Batch]:
-    """Batches of a pcap or pcapng file, in file order. A damaged record ends the file (with a
-    warning; the packets before it are kept). `first_packets`: a smaller first batch (0: none),
-    so the workers start sooner."""
-    path = Path(path)
-    sizes = itertools.chain([min(first_packets, max_packets) or max_packets], itertools.repeat(max_packets))
-    records = open_records(path)
-    if records is None:
-        yield from _libpcap_batches(path, sizes)
-        return
-    try:
-        for size in sizes:
-            buf = memoryview(np.empty(records.room(size), np.uint8))  # not zeroed: the read fills it
-            taken = records.fill(buf, size)
-            if taken is None:
-                return
-            meta, wire, used = taken
-            yield Batch(records.linktype, meta, wire, buf[:used])
-    finally:
-        records.close()
-
-
-def open_records(path: Path | str) -> PcapRecords | None:
-    """`PcapRecords` for a classic pcap file whose records are big enough for its walk in Python
-    to beat libpcap's copies; None for pcapng and small records (read them with `read_batches`).
-    libpcap opens the file either way: it checks the header and names the link type."""
+    """Batches of a pcap or pcapng file, in file order, read by libpcap (`next_batch`: its copies
+    are the caller's own, which may keep them); the wire lengths, which it does not give, from the
+    file's record headers or blocks. A damaged record ends the file (with a warning; the packets
+    before it are kept). `first_packets`: a smaller first batch (0: none), so the workers start
+    sooner. A replay reads into ring slots instead where that pays (`open_records`)."""
     path = Path(path)
     kind = _file_kind(path)
     try:
@@ -379,23 +370,8 @@ def open_records(path: Path | str) -> PcapRecords | None:
     except pcapy.PcapError as exc:
         raise CaptureError(f"{path}: {exc}") from None
     linktype = reader.datalink()
-    reader.close()
-    if kind == "ng":
-        return None
-    records = PcapRecords(path, linktype)
-    if records.plain and records.mean_record() < SMALL_RECORDS:
-        records.close()
-        return None
-    return records
-
-
-def _libpcap_batches(path: Path, sizes: Iterator[int]) -> Iterator[Batch]:
-    """Batches through libpcap's `next_batch`; the wire lengths, which it does not give, from the
-    file's record headers or blocks."""
-    kind = _file_kind(path)
-    reader = pcapy.open_offline(str(path))
-    linktype = reader.datalink()
     lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
+    sizes = itertools.chain([min(first_packets, max_packets) or max_packets], itertools.repeat(max_packets))
     delivered = 0
     try:
         for size in sizes:
@@ -415,6 +391,28 @@ def _libpcap_batches(path: Path, sizes: Iterator[int]) -> Iterator[Batch]:
     finally:
         lengths.close()
         reader.close()
+
+
+def open_records(path: Path | str) -> PcapRecords | None:
+    """`PcapRecords`, for a replay to read straight into its ring slots, for a classic pcap file
+    whose records are big enough for its walk in Python to beat libpcap's copies; None for pcapng
+    and small records (read them with `read_batches`). libpcap opens the file either way: it
+    checks the header and names the link type."""
+    path = Path(path)
+    kind = _file_kind(path)
+    try:
+        reader = pcapy.open_offline(str(path))
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"{path}: {exc}") from None
+    linktype = reader.datalink()
+    reader.close()
+    if kind == "ng":
+        return None
+    records = PcapRecords(path, linktype)
+    if records.mean_record() < SMALL_RECORDS:
+        records.close()
+        return None
+    return records
 
 
 _ACTIVATE_ERRORS = {

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.capture import CAPTURE_FIELDS, Dispatcher, paced
-from engine.pcapio import Batch, PcapWriter, open_records, read_batches
+from engine.pcapio import Batch, PcapRecords, PcapWriter, open_records, read_batches
 from shm.counters import SharedCounters, create_counters
 from shm.packets import read_batch
 from shm.ring import Ring, create_ring
@@ -125,16 +125,17 @@ def test_paced_release_follows_the_offered_rate(tmp_path: Path) -> None:
     assert stamps[-1][0] >= 0.29
 
 
-def test_a_batch_larger_than_a_slot_is_split_with_its_packets_intact(owner: SegmentOwner, tmp_path: Path) -> None:
-    """A classic pcap batch is a view of the file, record headers between the packets: the split
-    must count those bytes too, or a piece overflows its slot."""
+def test_a_batch_larger_than_a_slot_is_split_with_its_packets_intact(owner: SegmentOwner) -> None:
+    """Offsets may leave bytes between packets (a slot filled from a pcap file holds its record
+    headers): the split must count those bytes too, or a piece overflows its slot."""
     frames = [bytes([i % 251]) * (100 + i % 500) for i in range(600)]
-    with PcapWriter(tmp_path / "big.pcap") as w:
-        for frame in frames:
-            w.write(frame, 1_700_000_000.0)
-    (batch,) = read_batches(tmp_path / "big.pcap", 1000)
+    gap = b"\xee" * 16
+    data = b"".join(gap + f for f in frames)
+    caplen = np.array([len(f) for f in frames], np.uint32)
+    offsets = np.cumsum(caplen.astype(np.int64) + 16) - caplen
+    meta = np.stack([np.zeros(600, np.uint32), np.zeros(600, np.uint32), offsets.astype(np.uint32), caplen], axis=1)
     ring = Ring(create_ring(owner, "r", 64, 16 << 10))
-    Dispatcher([ring], live=False, idle=lambda: None).send(1, *_parts(batch))
+    Dispatcher([ring], live=False, idle=lambda: None).send(1, meta, caplen, data)
     got, slots = [], 0
     while (slot := ring.wait(0)) is not None:
         piece = read_batch(ring.buf, slot[0])
@@ -142,6 +143,29 @@ def test_a_batch_larger_than_a_slot_is_split_with_its_packets_intact(owner: Segm
         ring.release()
         slots += 1
     assert got == frames and slots > 10
+    ring.close()
+
+
+def test_an_interrupted_fill_gives_its_slot_back(owner: SegmentOwner, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C inside the record walk of `Dispatcher.fill`: the reserved slot is given back, so the
+    end-of-input marker still finds room, and the interrupt goes on."""
+    with PcapWriter(tmp_path / "f.pcap") as w:
+        for i in range(50):
+            w.write(bytes(1400), 1_700_000_000 + i)
+    ring = Ring(create_ring(owner, "r", 2, 512 << 10))
+    d = Dispatcher([ring], live=False, idle=lambda: None)
+    records = open_records(tmp_path / "f.pcap")
+    assert records is not None
+
+    def interrupted(self: PcapRecords, buf: memoryview, end: int, count: int) -> tuple[list[int], int]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PcapRecords, "_walk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        d.fill(records, 100)
+    records.close()
+    assert ring.spec.free.get_value() == 2 and d.packets == 0
     ring.close()
 
 

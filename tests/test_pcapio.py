@@ -61,33 +61,12 @@ def test_a_small_first_batch(tmp_path: Path, first: int) -> None:
 
 
 def test_interrupt_while_reading_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C lands inside the record walk: closing the reader lets the KeyboardInterrupt through."""
+    """Ctrl-C lands inside the length gather: the traceback keeps a view of the mapped file alive,
+    and closing the reader must let the KeyboardInterrupt through (it once became a BufferError)."""
     path = tmp_path / "a.pcap"
     with PcapWriter(path, linktype=1) as w:
         for ts, frame in zip(TIMES, FRAMES, strict=True):
             w.write(frame, ts)
-    monkeypatch.setattr(pcapio, "SMALL_RECORDS", 0)
-    records = pcapio.open_records(path)
-    assert records is not None
-    records.close()
-
-    def interrupted(self: pcapio.PcapRecords, buf: memoryview, end: int, count: int) -> tuple[list[int], int]:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pcapio.PcapRecords, "_walk", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _read_all(path)
-
-
-def test_interrupt_in_the_length_gather_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small records go through libpcap; Ctrl-C lands inside the gather of their wire lengths: the
-    traceback keeps a view of the mapped file alive, and closing the reader must let the
-    KeyboardInterrupt through (it once became a BufferError)."""
-    path = tmp_path / "a.pcap"
-    with PcapWriter(path, linktype=1) as w:
-        for ts, frame in zip(TIMES, FRAMES, strict=True):
-            w.write(frame, ts)
-    assert pcapio.open_records(path) is None  # records this small are read by libpcap
 
     def interrupted(self: pcapio._PcapLengths, at: np.ndarray) -> np.ndarray:
         view = self._data[:8]
@@ -253,12 +232,14 @@ def _random_pcap(rng: np.random.Generator, path: Path) -> None:
     path.write_bytes(bytes(out))
 
 
-def _batches_any_way(rng: np.random.Generator, path: Path) -> Iterator[tuple[np.ndarray, np.ndarray, memoryview]]:
-    """`read_batches` of any batch size, or `PcapRecords.fill` into buffers of any size a replay
-    may hand it (a ring slot: at least `largest` bytes, maybe less than what was read ahead)."""
-    if rng.random() < 0.5:
+def _batches_any_way(rng: np.random.Generator, path: Path, reader: str
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray, memoryview | bytes]]:
+    """`read_batches` (libpcap) of any batch size, or `PcapRecords.fill` (a replay's reader) into
+    buffers of any size a replay may hand it (a ring slot: at least `largest` bytes, maybe less
+    than what was read ahead)."""
+    if reader == "libpcap":
         for b in read_batches(path, int(rng.integers(1, 9))):
-            yield b.meta, b.wirelen, memoryview(b.data)
+            yield b.meta, b.wirelen, b.data
         return
     records = pcapio.PcapRecords(path, 1)
     while True:
@@ -270,12 +251,11 @@ def _batches_any_way(rng: np.random.Generator, path: Path) -> Iterator[tuple[np.
     records.close()
 
 
-@pytest.mark.parametrize("small_records", [0, 10**9])  # every file walked / those of version 2.4 read by libpcap
-def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                  monkeypatch: pytest.MonkeyPatch, small_records: int) -> None:
+@pytest.mark.parametrize("reader", ["libpcap", "walk"])
+def test_both_readers_read_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture, reader: str) -> None:
     """Random and damaged classic pcap files: the same packets, stamps and wire lengths as
-    libpcap, in batches of any size, and a warning exactly where libpcap stops with an error."""
-    monkeypatch.setattr(pcapio, "SMALL_RECORDS", small_records)
+    libpcap's own record-by-record reading, in batches of any size, and a warning exactly where
+    libpcap stops with an error."""
     rng = np.random.default_rng(7)
     path = tmp_path / "r.pcap"
     for _ in range(300):
@@ -283,7 +263,7 @@ def test_the_record_walk_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest
         expected, error = _libpcap_reading(path)
         caplog.clear()
         got = []
-        for meta, wirelen, data in _batches_any_way(rng, path):
+        for meta, wirelen, data in _batches_any_way(rng, path, reader):
             for (sec, usec, off, cap), wire in zip(meta.tolist(), wirelen.tolist(), strict=True):
                 got.append((sec, usec, bytes(data[off : off + cap]), wire))
         assert got == expected
@@ -314,24 +294,20 @@ def test_a_damaged_record_first_in_a_smaller_buffer_still_fails_the_file(tmp_pat
 
 
 def test_who_reads_a_file(tmp_path: Path) -> None:
-    """Records big enough are walked by `PcapRecords` (one copy where libpcap makes two); small
-    ones and pcapng are read by libpcap, whose walk in C is then the cheaper part; a file of a
-    version before 2.4 always by `PcapRecords` (libpcap's path would miss its swapped lengths)."""
-    def pcap(name: str, size: int, minor: int = 4) -> Path:
+    """A replay reads records big enough with `PcapRecords`, straight into its slots (one copy
+    where libpcap makes two); small ones and pcapng with libpcap, whose walk in C is then the
+    cheaper part."""
+    def pcap(name: str, size: int) -> Path:
         path = tmp_path / name
-        frame = bytes(size)
         with open(path, "wb") as f:
-            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, minor, 0, 0, 65535, 1))
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
             for _ in range(100):
-                f.write(struct.pack("<IIII", 1, 2, size, size) + frame)
+                f.write(struct.pack("<IIII", 1, 2, size, size) + bytes(size))
         return path
 
     big = pcapio.open_records(pcap("big.pcap", 1400))
     assert isinstance(big, pcapio.PcapRecords)
     big.close()
     assert pcapio.open_records(pcap("small.pcap", 60)) is None
-    old = pcapio.open_records(pcap("old.pcap", 60, minor=2))
-    assert isinstance(old, pcapio.PcapRecords)
-    old.close()
     write_pcapng(tmp_path / "a.pcapng", 1, [(1.0, bytes(1400))] * 100)
     assert pcapio.open_records(tmp_path / "a.pcapng") is None
