@@ -357,6 +357,15 @@ def file_linktype(path: Path | str) -> int:
         reader.close()
 
 
+def _open_offline(path: Path) -> tuple[str, pcapy.Reader]:
+    """The file's kind (`_file_kind`) and libpcap's reader of it, which checks its header."""
+    kind = _file_kind(path)
+    try:
+        return kind, pcapy.open_offline(str(path))
+    except pcapy.PcapError as exc:
+        raise CaptureError(f"{path}: {exc}") from None
+
+
 def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int = 0) -> Iterator[Batch]:
     """Batches of a pcap or pcapng file, in file order, read by libpcap (`next_batch`: its copies
     are the caller's own, which may keep them); the wire lengths, which it does not give, from the
@@ -364,11 +373,7 @@ def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int =
     before it are kept). `first_packets`: a smaller first batch (0: none), so the workers start
     sooner. A replay reads into ring slots instead where that pays (`open_records`)."""
     path = Path(path)
-    kind = _file_kind(path)
-    try:
-        reader = pcapy.open_offline(str(path))
-    except pcapy.PcapError as exc:
-        raise CaptureError(f"{path}: {exc}") from None
+    kind, reader = _open_offline(path)
     linktype = reader.datalink()
     lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
     sizes = itertools.chain([min(first_packets, max_packets) or max_packets], itertools.repeat(max_packets))
@@ -399,11 +404,7 @@ def open_records(path: Path | str) -> PcapRecords | None:
     and small records (read them with `read_batches`). libpcap opens the file either way: it
     checks the header and names the link type."""
     path = Path(path)
-    kind = _file_kind(path)
-    try:
-        reader = pcapy.open_offline(str(path))
-    except pcapy.PcapError as exc:
-        raise CaptureError(f"{path}: {exc}") from None
+    kind, reader = _open_offline(path)
     linktype = reader.datalink()
     reader.close()
     if kind == "ng":
