@@ -80,7 +80,7 @@ class Dispatcher:
             self._in_slots[w].append(0)
             self._behind.discard(w)
 
-    def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes | memoryview) -> None:
+    def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes) -> None:
         """Send a batch, split into pieces that each fit one slot."""
         n = len(wirelen)
         room = self.rings[0].payload_bytes - batch_bytes(0, 0) - 8

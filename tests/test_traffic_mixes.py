@@ -18,7 +18,7 @@ from engine.sensor import run_sensor
 def _frames(path: Path) -> list[bytes]:
     out = []
     for batch in read_batches(path):
-        out += [bytes(batch.data[off:off + cap]) for _, _, off, cap in batch.meta.tolist()]
+        out += [batch.data[off:off + cap] for _, _, off, cap in batch.meta.tolist()]
     return out
 
 
