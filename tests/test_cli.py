@@ -139,11 +139,24 @@ def test_the_maltrail_entry_point_runs_a_sensor_and_other_commands(tmp_path: Pat
     capture = tmp_path / "q.pcap"
     with PcapWriter(capture) as w:
         w.write(t.ethernet(t.udp4("10.0.0.2", "10.0.0.53", 40000, 53, t.dns_query("www.evil-rat-test.net"))), 1.7e9)
-    run = subprocess.run([sys.executable, "-m", "engine.launch", "sensor", "-r", str(capture), "--trails", str(trails),
-                          "--log-dir", str(tmp_path / "log"), "--workers", "1"], cwd=root, capture_output=True,
-                         text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    sensor = subprocess.Popen([sys.executable, "-m", "engine.launch", "sensor", "-r", str(capture), "--trails",
+                               str(trails), "--log-dir", str(tmp_path / "log"), "--workers", "1"], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
+    (tmp_path / "tmp").mkdir()
+    out, err = sensor.communicate(timeout=120)
+    assert sensor.returncode == 0, err
     assert "evil-rat-test.net" in "".join(p.read_text() for p in (tmp_path / "log").glob("*.log"))
+    # the sensor leaves without the interpreter's teardown: its summary still reaches a pipe, its
+    # exit handlers still ran (no shared memory left, none reported leaked, multiprocessing's
+    # temporary folder removed) and its exit code holds
+    assert "summary:" in out and "leaked" not in err, err
+    assert not list((tmp_path / "tmp").iterdir())
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(f"maltrail_{sensor.pid}_")]
+    failed = subprocess.run([sys.executable, "-m", "engine.launch", "sensor", "-r", str(tmp_path / "none.pcap"),
+                             "--trails", str(trails), "--log-dir", str(tmp_path / "log"), "--workers", "1"], cwd=root,
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and failed.stderr.startswith("maltrail: error:"), failed.stderr
     helped = subprocess.run([sys.executable, "-m", "engine.launch", "sensor", "--help"], cwd=root,
                             capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "usage: maltrail sensor" in helped.stdout
