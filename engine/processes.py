@@ -13,6 +13,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 
@@ -21,8 +22,16 @@ def process_context() -> BaseContext:
     """Children are forked from a server that has already imported numpy and our modules: their
     code and imported state stay shared pages, so a worker costs little memory beyond its work."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["workers.preload"])
+    ctx.set_forkserver_preload([*_main_module(), "workers.preload"])
     return ctx
+
+
+def _main_module() -> list[str]:
+    """`engine.cli` when it is the main module (`python -m engine.cli`), which every child then
+    runs again: imported once by the server instead (10 ms of imports the `maltrail` entry point
+    does not need in the server)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return ["engine.cli"] if spec is not None and spec.name == "engine.cli" else []
 
 
 def start_process_server() -> None:

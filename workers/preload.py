@@ -1,9 +1,10 @@
 """Imported once by the fork server that starts the sensor's processes.
 
-Everything a worker or the aggregator needs is imported here, and so is everything the
-`maltrail` command imports at its start (each child re-runs the parent's main module to resolve
-its target); not the sensor's own modules, which no child runs: the server is on the sensor's
-start-up path, and each module here delays the first process start.
+Everything a worker or the aggregator needs is imported here; not the sensor's own modules,
+which no child runs: the server is on the sensor's start-up path, and each module here delays the
+first process start. Each child re-runs the parent's main module to resolve its target: the
+`maltrail` entry point is light, and a sensor run as `python -m engine.cli` has the server import
+`engine.cli` too (`engine.processes.process_context`).
 Then the collector is settled (`workers.collector`): these objects frozen out of its reach, its
 thresholds raised.
 """
@@ -12,7 +13,6 @@ import signal
 import warnings
 
 import engine.aggregator  # noqa: F401
-import engine.cli  # noqa: F401
 import workers.worker  # noqa: F401
 from workers import collector
 from workers.heuristics import http_rules
