@@ -7,12 +7,14 @@ ends as one line on stderr and a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from engine.config import ConfigError, SensorConfig, load_config, load_update_config
 from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
@@ -398,6 +400,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("maltrail: interrupted", file=sys.stderr)
         return 130
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave the process once the command is done, skipping the interpreter's teardown.
+
+    The exit handlers still run (multiprocessing joins the sensor's children and removes its
+    files, the segments' handler unlinks what is left); what is skipped is freeing every module
+    and object one by one, 20-30 ms of each sensor run, with nothing left to write: the sensor's
+    files are closed by then and only the standard streams are flushed here."""
+    atexit._run_exitfuncs()  # noqa: SLF001 - the handlers Py_Finalize would run, before os._exit
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
