@@ -408,10 +408,15 @@ def exit_now(code: int) -> NoReturn:
     The exit handlers still run (multiprocessing joins the sensor's children and removes its
     files, the segments' handler unlinks what is left); what is skipped is freeing every module
     and object one by one, 20-30 ms of each sensor run, with nothing left to write: the sensor's
-    files are closed by then and only the standard streams are flushed here."""
+    files are closed by then and only the standard streams are flushed here. A stream that cannot
+    be flushed (a closed pipe) makes the exit status 120, as the interpreter's own exit would."""
     atexit._run_exitfuncs()  # noqa: SLF001 - the handlers Py_Finalize would run, before os._exit
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:  # None: started with that descriptor closed
+                stream.flush()
+        except (OSError, ValueError):  # ValueError: a stream closed by the command
+            code = code or 120
     os._exit(code)
 
 

@@ -157,6 +157,10 @@ def test_the_maltrail_entry_point_runs_a_sensor_and_other_commands(tmp_path: Pat
                              "--trails", str(trails), "--log-dir", str(tmp_path / "log"), "--workers", "1"], cwd=root,
                             capture_output=True, text=True, timeout=120)
     assert failed.returncode == 2 and failed.stderr.startswith("maltrail: error:"), failed.stderr
+    closed = subprocess.run([sys.executable, "-m", "engine.launch", "sensor", "-r", str(capture), "--trails",
+                             str(trails), "--log-dir", str(tmp_path / "log"), "--workers", "1"], cwd=root,
+                            stderr=subprocess.PIPE, text=True, timeout=120, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 0, closed.stderr  # started without a standard output, as a daemon may be
     # run as `python -m engine.cli`, whose children run engine.cli again: the fork server imported
     # it for them, and none of them warns about finding it imported already
     by_module = subprocess.run([sys.executable, "-m", "engine.cli", "sensor", "-r", str(capture), "--trails",
