@@ -116,7 +116,7 @@ class PcapRecords:
     libpcap's reader (through `next_batch`) copies every packet twice, through its own buffer
     into a new bytes object; on a replay that was most of the capture process's time. Here the
     file is read into the buffer (one copy, by the kernel) and Python only walks the record
-    headers, one unpack per record; the checks run after, for the whole batch. libpcap's rules
+    headers, one length read per record; the checks run after, for the whole batch. libpcap's rules
     are kept: byte order, nanosecond files scaled to microseconds, the swapped length fields of
     versions before 2.4, records longer than the snapshot length shortened to it, and a damaged
     record ends the file with the message libpcap gives (logged, in `error`)."""
@@ -181,7 +181,7 @@ class PcapRecords:
         return got
 
     def _walk(self, buf: memoryview | bytes, end: int, count: int) -> tuple[list[int], int]:
-        """Start offsets of up to `count` records in `buf[:end]`, one unpack each (the hot loop:
+        """Start offsets of up to `count` records in `buf[:end]`, one length read each (the hot loop:
         the checks come after, for the whole batch), and where the first record not taken starts."""
         pos, starts = 0, []
         limit, append, at = end - _RECORD_HEADER, starts.append, self._caplen_at
