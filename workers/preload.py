@@ -1,8 +1,10 @@
 """Imported once by the fork server that starts the sensor's processes.
 
-Everything a worker or the aggregator needs is imported here; not the sensor's own modules,
-which no child runs: the server is on the sensor's start-up path, and each module here delays the
-first process start. Each child re-runs the parent's main module to resolve its target: the
+What a worker needs is imported here: every worker shares these pages. Not the aggregator's
+own modules (one process: it imports them after its fork, alongside the workers' start,
+`workers.entry`), nor the sensor's, which no child runs: the server is on the sensor's start-up
+path, and each module here delays the first process start. Each child re-runs the parent's main
+module to resolve its target: the
 `maltrail` entry point is light, and a sensor run as `python -m engine.cli` has the server import
 `engine.cli` too (`engine.processes.process_context`).
 Then the collector is settled (`workers.collector`): these objects frozen out of its reach, its
@@ -12,7 +14,6 @@ thresholds raised.
 import signal
 import warnings
 
-import engine.aggregator  # noqa: F401
 import workers.worker  # noqa: F401
 from workers import collector
 from workers.heuristics import http_rules
