@@ -1,0 +1,203 @@
+"""A built trail set as columns, and a ``trails.csv`` read straight into them.
+
+``trails build --from trails.csv`` compiles 1.5 M rows. Held as a ``dict`` of ``(info, reference)``
+tuples, the rows were stored, merged and looked up again key by key (about 2 s of the build). A
+usual ``trails.csv`` (Maltrail's own output: unique lower-case keys, plain three-field rows) needs
+none of that: its keys keep their rows, so they are cut from the file's bytes with numpy, hashed
+once (the index reuses the hashes) and the rows that Maltrail's rules would merge are detected in
+bulk. Any other file takes ``load_sources``'s path, whose result the columns then hold unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from itertools import compress
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import xxhash
+
+from engine.trails.sources import Trails, _load_built_csv, _read_text, _value, wildcard_trails
+from engine.trails.whitelist import Whitelist
+
+T = TypeVar("T")
+
+
+@dataclass
+class TrailColumns:
+    """A trail set in insertion order: keys, the id of each key's ``(info, reference)`` pair (ids
+    numbered by first use) and the pairs; ``hashes`` holds each key's xxh64 when known."""
+
+    keys: list[str]
+    pair_ids: np.ndarray
+    pairs: list[tuple[str, str]]
+    hashes: np.ndarray | None = None
+
+    @classmethod
+    def from_trails(cls, trails: Trails) -> TrailColumns:
+        pairs, pair_ids = _numbered(trails.values())
+        return cls(list(trails), pair_ids, pairs)
+
+    @classmethod
+    def from_rows(cls, keys: list[str], value_ids: np.ndarray, values: list[tuple[str, str]],
+                  hashes: np.ndarray | None) -> TrailColumns:
+        """Rows whose ``value_ids`` index ``values`` (any numbering), pair ids renumbered by first use."""
+        used, first = np.unique(value_ids, return_index=True)
+        used = used[np.argsort(first)]
+        renumber = np.zeros(len(values), dtype=np.int32)
+        renumber[used] = np.arange(len(used), dtype=np.int32)
+        return cls(keys, renumber[value_ids], [values[i] for i in used.tolist()], hashes)
+
+    def keep(self, rows: np.ndarray) -> TrailColumns:
+        """Only the rows where ``rows`` (bool) is set, order kept."""
+        if rows.all():
+            return self
+        hashes = None if self.hashes is None else self.hashes[rows]
+        return TrailColumns.from_rows(list(compress(self.keys, rows.tolist())), self.pair_ids[rows], self.pairs,
+                                      hashes)
+
+    def without_info(self, pattern: re.Pattern[str]) -> TrailColumns:
+        """Maltrail's DISABLED_TRAILS_INFO_REGEX (``drop_disabled_info``): rows whose info matches dropped."""
+        disabled = np.flatnonzero([pattern.search(info) is not None for info, _ in self.pairs])
+        return self.keep(~np.isin(self.pair_ids, disabled))
+
+    def wildcards(self) -> list[tuple[str, str, str]]:
+        """``wildcard_trails`` of the set, given only the keys that can be one (a ``]``, ``*`` or ``+`` in them)."""
+        keys = self.keys
+        joined = "".join(keys)
+        if "]" not in joined and "*" not in joined and "+" not in joined:
+            return []
+        marked = [i for i, key in enumerate(keys) if "]" in key or "*" in key or "+" in key]
+        return wildcard_trails({keys[i]: self.pairs[self.pair_ids[i]] for i in marked})
+
+    def to_trails(self) -> Trails:
+        return dict(zip(self.keys, map(self.pairs.__getitem__, self.pair_ids.tolist()), strict=True))
+
+
+def load_built_csv(path: str, whitelist: Whitelist | None) -> TrailColumns:
+    """``load_sources([path], whitelist)`` for a lone ``trails.csv``, as columns."""
+    if Path(path).suffix.lower() != ".csv":  # the error load_sources gives
+        return TrailColumns.from_trails(_load_built_csv(path, whitelist))
+    text = _read_text(Path(path))
+    plain = _plain_csv_columns(text)
+    if plain is None:
+        return TrailColumns.from_trails(_load_built_csv(path, whitelist, text))
+    columns, quad_like = plain
+    if whitelist is not None:
+        columns = columns.keep(~_whitelisted(columns, quad_like, whitelist))
+    return columns
+
+
+def _plain_csv_columns(text: str) -> tuple[TrailColumns, np.ndarray] | None:
+    """The rows of a text where Maltrail's rules change nothing but ``www.`` prefixes: no quotes or
+    carriage returns, three fields on every line, keys lower-case ASCII that stay distinct once
+    ``www.`` is cut, with the rows whose key starts with a digit and has no colon (all that a
+    whitelisted range can hold). None for any other text.
+
+    Lines are measured on the UTF-8 bytes (commas and newlines are never part of a longer
+    character); one split makes the key and ``info,reference`` strings.
+    """
+    if '"' in text or "\r" in text or not text:
+        return None
+    body = text[:-1] if text.endswith("\n") else text
+    data = np.frombuffer(body.encode(), dtype=np.uint8)
+    ends = np.append(np.flatnonzero(data == ord("\n")), len(data))
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    if int((ends - starts).max()) > csv.field_size_limit():
+        return None
+    comma_at = np.flatnonzero(data == ord(","))
+    if len(comma_at) != 2 * len(starts) or not (np.searchsorted(comma_at, ends) == np.arange(2, 2 * len(ends) + 1, 2)
+                                                ).all():
+        return None
+    key_ends = comma_at[0::2]
+    # upper-case or non-ASCII bytes in a key: lower-casing could merge keys
+    odd = np.flatnonzero(((data - ord("A")) < 26) | (data >= 0x80))
+    if len(odd) and (odd < key_ends[np.searchsorted(starts, odd, side="right") - 1]).any():
+        return None
+    padded = np.append(data, np.zeros(4, dtype=np.uint8))
+    www = np.ones(len(starts), dtype=bool)
+    for offset, char in enumerate(b"www."):
+        www &= padded[starts + offset] == char
+    if www.any():
+        www[_in_keys(data == ord("/"), starts, key_ends)] = False  # Maltrail keeps www. before a path
+    first = padded[starts + 4 * www]
+    quad_like = (first >= ord("0")) & (first <= ord("9"))
+    quad_like[_in_keys(data == ord(":"), starts, key_ends)] = False
+    split = data.copy()
+    split[key_ends] = ord("\n")
+    parts = split.tobytes().decode().split("\n")
+    keys = parts[0::2]
+    for i in np.flatnonzero(www).tolist():
+        bare = keys[i][4:]
+        if bare.startswith("www."):
+            return None
+        keys[i] = bare
+    suffixes, suffix_ids = _numbered(parts[1::2])
+    values, value_of_suffix = _numbered([_value(*suffix.split(",")) for suffix in suffixes])  # two may agree
+    value_ids = value_of_suffix[suffix_ids]
+    hashes = np.fromiter(map(xxhash.xxh64_intdigest, keys), dtype=np.uint64, count=len(keys))
+    sorted_hashes = np.sort(hashes)
+    if (sorted_hashes[1:] == sorted_hashes[:-1]).any():
+        later = _later_duplicates(keys, hashes, www, value_ids)
+        if later is None:
+            return None
+        kept = np.ones(len(keys), dtype=bool)
+        kept[later] = False
+        keys = list(compress(keys, kept.tolist()))
+        hashes, value_ids, quad_like = hashes[kept], value_ids[kept], quad_like[kept]
+    return TrailColumns.from_rows(keys, value_ids, values, hashes), quad_like
+
+
+def _later_duplicates(keys: list[str], hashes: np.ndarray, www: np.ndarray, value_ids: np.ndarray
+                      ) -> np.ndarray | None:
+    """Rows repeating an earlier row's key, whose value they give to the first row (Maltrail: later
+    rows overwrite, the key keeps its place); None when a repeat involves a ``www.`` row (the merge
+    rules decide) or equal hashes hide different keys."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1  # sorted positions repeating the one before
+    run_start = np.ones(len(order), dtype=bool)
+    run_start[repeat] = False
+    first = order[np.maximum.accumulate(np.where(run_start, np.arange(len(order)), 0))]  # by sorted position
+    later, owner = order[repeat], first[repeat]
+    if www[later].any() or www[owner].any() or any(
+        keys[i] != keys[j] for i, j in zip(later.tolist(), owner.tolist(), strict=True)
+    ):
+        return None
+    last = repeat[np.append(run_start, True)[repeat + 1]]  # the last sorted position of each run: its last row
+    value_ids[first[last]] = value_ids[order[last]]
+    return later
+
+
+def _numbered(items: Collection[T]) -> tuple[list[T], np.ndarray]:
+    """The distinct items in first-seen order and each item's index among them, at C speed."""
+    distinct = {item: i for i, item in enumerate(dict.fromkeys(items))}
+    return list(distinct), np.fromiter(map(distinct.__getitem__, items), dtype=np.int32, count=len(items))
+
+
+def _in_keys(byte_test: np.ndarray, starts: np.ndarray, key_ends: np.ndarray) -> np.ndarray:
+    """The rows holding a byte that passes ``byte_test`` in their key."""
+    at = np.flatnonzero(byte_test)
+    owner = np.searchsorted(starts, at, side="right") - 1
+    return owner[at < key_ends[owner]]
+
+
+def _whitelisted(columns: TrailColumns, quad_like: np.ndarray, whitelist: Whitelist) -> np.ndarray:
+    """Rows whose key is an exact whitelist entry (found by hash, then compared) or, among the
+    ``quad_like`` rows, a dotted quad in a whitelisted range."""
+    keys = columns.keys
+    entry_hashes = np.fromiter(map(xxhash.xxh64_intdigest, whitelist.exact), dtype=np.uint64,
+                               count=len(whitelist.exact))
+    maybe = np.isin(columns.hashes, entry_hashes)
+    if whitelist.ranges4:
+        maybe |= quad_like
+    dropped = np.zeros(len(keys), dtype=bool)
+    for i in np.flatnonzero(maybe).tolist():
+        dropped[i] = whitelist.is_ip_whitelisted(keys[i])
+    return dropped
