@@ -59,13 +59,14 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _prefix_sums(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """G[j] = sum of buf[t] * P^(t - start of t's word) for t < j, modulo 2^32."""
-    offsets = np.arange(len(buf), dtype=np.int32) - starts.astype(np.int32).repeat(lengths)
-    _POWERS.ensure(int(lengths.max(initial=0)) + 1)
+def _chunk_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The finalised hash of each segment ``buf[starts[i]:ends[i]]``: with G[j] the sum of
+    buf[t] * P^t for t < j (one pass over the chunk, no per-byte offsets), a segment's sum of
+    byte * P^(t - start) is P^-start * (G[end] - G[start]), modulo 2^32."""
+    _POWERS.ensure(len(buf) + 1)
     sums = np.zeros(len(buf) + 1, _U)
-    (_POWERS.up[offsets] * buf).cumsum(out=sums[1:], dtype=_U)
-    return sums
+    (_POWERS.up[: len(buf)] * buf).cumsum(out=sums[1:], dtype=_U)
+    return _fmix(_POWERS.down[starts] * (sums[ends] - sums[starts]))
 
 
 def _bit(h: np.ndarray, k: int) -> np.ndarray:
@@ -87,8 +88,7 @@ def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
             lengths = np.diff(offsets[first : last + 1])
             plain, filled = np.ones(len(lengths), bool), lengths > 0
             plain[filled] = np.maximum.reduceat(_NOT_PLAIN[chunk], starts[filled]) == 0
-            sums = _prefix_sums(chunk, starts, lengths)
-            h = _fmix(sums[(starts + lengths)[plain]] - sums[starts[plain]])
+            h = _chunk_hashes(chunk, starts[plain], (starts + lengths)[plain])
             for k in range(3):
                 bits[_bit(h, k)] = True
             first = last
