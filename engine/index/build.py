@@ -193,7 +193,10 @@ def _v6bytes(values: Iterable[int]) -> np.ndarray:
 
 
 def _string_table(prefix: str, hashes: np.ndarray, ids: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-    order = np.argsort(hashes, kind="stable")
+    order = np.argsort(hashes)  # numpy's fast sort; a stable one only when equal hashes need ids in order
+    ordered = hashes[order]
+    if (ordered[1:] == ordered[:-1]).any():
+        order = np.argsort(hashes, kind="stable")
     return {
         f"{prefix}_hash": hashes[order],
         f"{prefix}_entry": np.asarray(ids, dtype=np.int32)[order] if len(ids) else np.zeros(0, np.int32),

@@ -120,65 +120,82 @@ def _plain_csv_columns(text: str) -> tuple[TrailColumns, np.ndarray] | None:
     odd = np.flatnonzero(((data - ord("A")) < 26) | (data >= 0x80))
     if len(odd) and (odd < key_ends[np.searchsorted(starts, odd, side="right") - 1]).any():
         return None
-    padded = np.append(data, np.zeros(4, dtype=np.uint8))
-    www = np.ones(len(starts), dtype=bool)
-    for offset, char in enumerate(b"www."):
-        www &= padded[starts + offset] == char
+    padded = np.append(data, np.zeros(8, dtype=np.uint8))
+    www = _starting(padded, starts, b"www.")
     if www.any():
         www[_in_keys(data == ord("/"), starts, key_ends)] = False  # Maltrail keeps www. before a path
+        if (www & _starting(padded, starts + 4, b"www.")).any():  # a www. key's bare form is one too
+            return None
     first = padded[starts + 4 * www]
     quad_like = (first >= ord("0")) & (first <= ord("9"))
     quad_like[_in_keys(data == ord(":"), starts, key_ends)] = False
     split = data.copy()
     split[key_ends] = ord("\n")
+    if www.any():  # the keys' bare forms: their www. bytes cut
+        kept = np.ones(len(split), dtype=bool)
+        kept[(starts[www, None] + np.arange(4)).ravel()] = False
+        split = split[kept]
     parts = split.tobytes().decode().split("\n")
     keys = parts[0::2]
-    for i in np.flatnonzero(www).tolist():
-        bare = keys[i][4:]
-        if bare.startswith("www."):
-            return None
-        keys[i] = bare
     suffixes, suffix_ids = _numbered(parts[1::2])
     values, value_of_suffix = _numbered([_value(*suffix.split(",")) for suffix in suffixes])  # two may agree
     value_ids = value_of_suffix[suffix_ids]
     hashes = np.fromiter(map(xxhash.xxh64_intdigest, keys), dtype=np.uint64, count=len(keys))
     sorted_hashes = np.sort(hashes)
-    if (sorted_hashes[1:] == sorted_hashes[:-1]).any():
-        later = _later_duplicates(keys, hashes, www, value_ids)
+    repeated = sorted_hashes[1:][sorted_hashes[1:] == sorted_hashes[:-1]]
+    if len(repeated):
+        later = _later_duplicates(keys, hashes, repeated, www, value_ids)
         if later is None:
             return None
         kept = np.ones(len(keys), dtype=bool)
         kept[later] = False
-        keys = list(compress(keys, kept.tolist()))
+        keys = _without(keys, later)
         hashes, value_ids, quad_like = hashes[kept], value_ids[kept], quad_like[kept]
     return TrailColumns.from_rows(keys, value_ids, values, hashes), quad_like
 
 
-def _later_duplicates(keys: list[str], hashes: np.ndarray, www: np.ndarray, value_ids: np.ndarray
-                      ) -> np.ndarray | None:
-    """Rows repeating an earlier row's key, whose value they give to the first row (Maltrail: later
-    rows overwrite, the key keeps its place); None when a repeat involves a ``www.`` row (the merge
-    rules decide) or equal hashes hide different keys."""
-    order = np.argsort(hashes, kind="stable")
-    ordered = hashes[order]
-    repeat = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1  # sorted positions repeating the one before
-    run_start = np.ones(len(order), dtype=bool)
-    run_start[repeat] = False
-    first = order[np.maximum.accumulate(np.where(run_start, np.arange(len(order)), 0))]  # by sorted position
-    later, owner = order[repeat], first[repeat]
-    if www[later].any() or www[owner].any() or any(
-        keys[i] != keys[j] for i, j in zip(later.tolist(), owner.tolist(), strict=True)
-    ):
-        return None
-    last = repeat[np.append(run_start, True)[repeat + 1]]  # the last sorted position of each run: its last row
-    value_ids[first[last]] = value_ids[order[last]]
+def _later_duplicates(keys: list[str], hashes: np.ndarray, repeated: np.ndarray, www: np.ndarray,
+                      value_ids: np.ndarray) -> list[int] | None:
+    """Rows repeating an earlier row's key (among the rows whose hash is ``repeated``), whose value
+    they give to the first row (Maltrail: later rows overwrite, the key keeps its place); None when
+    a repeat involves a ``www.`` row (the merge rules decide)."""
+    rows: dict[str, list[int]] = {}
+    for i in np.flatnonzero(np.isin(hashes, repeated)).tolist():
+        rows.setdefault(keys[i], []).append(i)
+    later: list[int] = []
+    for first, *others in rows.values():
+        if others:
+            if www[first] or www[others].any():
+                return None
+            value_ids[first] = value_ids[others[-1]]
+            later += others
     return later
+
+
+def _without(items: list[str], rows: list[int]) -> list[str]:
+    """``items`` without the ``rows``: deleted in place when they are few (each deletion moves the
+    list's tail, cheaper than copying the whole list for a handful)."""
+    if len(rows) > 64:
+        kept = np.ones(len(items), dtype=bool)
+        kept[rows] = False
+        return list(compress(items, kept.tolist()))
+    for i in sorted(rows, reverse=True):
+        del items[i]
+    return items
 
 
 def _numbered(items: Collection[T]) -> tuple[list[T], np.ndarray]:
     """The distinct items in first-seen order and each item's index among them, at C speed."""
     distinct = {item: i for i, item in enumerate(dict.fromkeys(items))}
     return list(distinct), np.fromiter(map(distinct.__getitem__, items), dtype=np.int32, count=len(items))
+
+
+def _starting(padded: np.ndarray, starts: np.ndarray, prefix: bytes) -> np.ndarray:
+    """Which of the texts at ``starts`` of ``padded`` (zero bytes past the end) begin with ``prefix``."""
+    found = np.ones(len(starts), dtype=bool)
+    for offset, char in enumerate(prefix):
+        found &= padded[starts + offset] == char
+    return found
 
 
 def _in_keys(byte_test: np.ndarray, starts: np.ndarray, key_ends: np.ndarray) -> np.ndarray:
