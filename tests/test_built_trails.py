@@ -21,7 +21,8 @@ WHITELIST = Whitelist({"8.8.8.8", "whitelisted.example", "10.0.0.7:53"}, [(0x0A0
 PLAIN_KEYS = [
     "a.example", "b.example/path", "www.c.example", "www.d.example/x", "c.example", "8.8.8.8", "10.0.0.5",
     "10.0.0.7:53", "10.0.1.5", "1.2.3.4", "1.2.3.4:80", "whitelisted.example", "dead::beef", "10.0.0.0/24",
-    "1example.net", "www.", "www.www", "ua:bot/1.0", "dga[0-9]+\\.x\\.example", "999.1.1.1",
+    "1example.net", "www.", "www.www", "ua:bot/1.0", "dga[0-9]+\\.x\\.example", "999.1.1.1", "010.0.0.9",
+    "10.0.0.256", "10.0.0.0010", "www.10.0.0.3",
 ]
 OTHER_KEYS = ["A.Example", "www.www.e.example", "www.a.example", "Ünïcode.example", ""]
 VALUES = ["malware,(static)", "ransomware,(static)", "ransomware (malware),(static)", "bad history,feed",

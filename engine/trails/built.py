@@ -21,6 +21,8 @@ from typing import TypeVar
 import numpy as np
 import xxhash
 
+from engine.index.ip4columns import ip4_columns
+from engine.index.schema import K_IP4
 from engine.trails.sources import Trails, _load_built_csv, _read_text, _value, wildcard_trails
 from engine.trails.whitelist import Whitelist
 
@@ -207,14 +209,21 @@ def _in_keys(byte_test: np.ndarray, starts: np.ndarray, key_ends: np.ndarray) ->
 
 def _whitelisted(columns: TrailColumns, quad_like: np.ndarray, whitelist: Whitelist) -> np.ndarray:
     """Rows whose key is an exact whitelist entry (found by hash, then compared) or, among the
-    ``quad_like`` rows, a dotted quad in a whitelisted range."""
+    ``quad_like`` rows, a dotted quad in a whitelisted range (``Whitelist.is_ip_whitelisted``)."""
     keys = columns.keys
     entry_hashes = np.fromiter(map(xxhash.xxh64_intdigest, whitelist.exact), dtype=np.uint64,
                                count=len(whitelist.exact))
-    maybe = np.isin(columns.hashes, entry_hashes)
-    if whitelist.ranges4:
-        maybe |= quad_like
     dropped = np.zeros(len(keys), dtype=bool)
-    for i in np.flatnonzero(maybe).tolist():
-        dropped[i] = whitelist.is_ip_whitelisted(keys[i])
+    for i in np.flatnonzero(np.isin(columns.hashes, entry_hashes)).tolist():
+        dropped[i] = keys[i] in whitelist.exact
+    if whitelist.ranges4:
+        rows = np.flatnonzero(quad_like)
+        texts = [keys[i] for i in rows.tolist()]
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))  # ASCII keys: bytes
+        starts = np.cumsum(lengths) - lengths
+        kind, address = ip4_columns(np.frombuffer("".join(texts).encode(), dtype=np.uint8), starts, lengths)
+        quads, address = rows[kind == K_IP4], address[kind == K_IP4]
+        first, last = (np.array(bound, dtype=np.uint64) for bound in zip(*whitelist.ranges4, strict=True))
+        at = np.searchsorted(first, address, side="right") - 1  # ranges4: sorted, disjoint
+        dropped[quads[(at >= 0) & (address <= last[np.maximum(at, 0)])]] = True
     return dropped
