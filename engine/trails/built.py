@@ -28,7 +28,6 @@ from engine.trails.whitelist import Whitelist
 
 T = TypeVar("T")
 
-
 @dataclass
 class TrailColumns:
     """A trail set in insertion order: keys, the id of each key's ``(info, reference)`` pair (ids
@@ -48,24 +47,28 @@ class TrailColumns:
     def from_rows(cls, keys: list[str], value_ids: np.ndarray, values: list[tuple[str, str]],
                   hashes: np.ndarray | None) -> TrailColumns:
         """Rows whose ``value_ids`` index ``values`` (any numbering), pair ids renumbered by first use."""
+        running = np.maximum.accumulate(value_ids)
+        if value_ids[0] == 0 and (value_ids[1:] <= running[:-1] + 1).all():  # numbered by first use already
+            return cls(keys, value_ids, values[: int(running[-1]) + 1], hashes)
         used, first = np.unique(value_ids, return_index=True)
         used = used[np.argsort(first)]
         renumber = np.zeros(len(values), dtype=np.int32)
         renumber[used] = np.arange(len(used), dtype=np.int32)
         return cls(keys, renumber[value_ids], [values[i] for i in used.tolist()], hashes)
 
-    def keep(self, rows: np.ndarray) -> TrailColumns:
-        """Only the rows where ``rows`` (bool) is set, order kept."""
-        if rows.all():
+    def without(self, dropped: np.ndarray) -> TrailColumns:
+        """The set less the rows where ``dropped`` (bool) is set, order kept; takes over the key list."""
+        if not dropped.any():
             return self
-        hashes = None if self.hashes is None else self.hashes[rows]
-        return TrailColumns.from_rows(list(compress(self.keys, rows.tolist())), self.pair_ids[rows], self.pairs,
-                                      hashes)
+        kept = ~dropped
+        hashes = None if self.hashes is None else self.hashes[kept]
+        keys = _without(self.keys, np.flatnonzero(dropped).tolist())
+        return TrailColumns.from_rows(keys, self.pair_ids[kept], self.pairs, hashes)
 
     def without_info(self, pattern: re.Pattern[str]) -> TrailColumns:
         """Maltrail's DISABLED_TRAILS_INFO_REGEX (``drop_disabled_info``): rows whose info matches dropped."""
         disabled = np.flatnonzero([pattern.search(info) is not None for info, _ in self.pairs])
-        return self.keep(~np.isin(self.pair_ids, disabled))
+        return self.without(np.isin(self.pair_ids, disabled))
 
     def wildcards(self) -> list[tuple[str, str, str]]:
         """``wildcard_trails`` of the set, given only the keys that can be one (a ``]``, ``*`` or ``+`` in them)."""
@@ -90,7 +93,7 @@ def load_built_csv(path: str, whitelist: Whitelist | None) -> TrailColumns:
         return TrailColumns.from_trails(_load_built_csv(path, whitelist, text))
     columns, quad_like = plain
     if whitelist is not None:
-        columns = columns.keep(~_whitelisted(columns, quad_like, whitelist))
+        columns = columns.without(_whitelisted(columns, quad_like, whitelist))
     return columns
 
 
@@ -114,23 +117,22 @@ def _plain_csv_columns(text: str) -> tuple[TrailColumns, np.ndarray] | None:
     if int((ends - starts).max()) > csv.field_size_limit():
         return None
     comma_at = np.flatnonzero(data == ord(","))
-    if len(comma_at) != 2 * len(starts) or not (np.searchsorted(comma_at, ends) == np.arange(2, 2 * len(ends) + 1, 2)
-                                                ).all():
+    # two commas on every line: as many as that, and the 2i-th and (2i+1)-th on line i
+    if len(comma_at) != 2 * len(starts) or not ((comma_at[0::2] >= starts).all() and (comma_at[1::2] < ends).all()):
         return None
     key_ends = comma_at[0::2]
     # upper-case or non-ASCII bytes in a key: lower-casing could merge keys
-    odd = np.flatnonzero(((data - ord("A")) < 26) | (data >= 0x80))
-    if len(odd) and (odd < key_ends[np.searchsorted(starts, odd, side="right") - 1]).any():
+    if _in_keys(np.flatnonzero(((data - ord("A")) < 26) | (data >= 0x80)), starts, key_ends).size:
         return None
     padded = np.append(data, np.zeros(8, dtype=np.uint8))
     www = _starting(padded, starts, b"www.")
     if www.any():
-        www[_in_keys(data == ord("/"), starts, key_ends)] = False  # Maltrail keeps www. before a path
+        www[_in_keys(np.flatnonzero(data == ord("/")), starts, key_ends)] = False  # Maltrail keeps www. before a path
         if (www & _starting(padded, starts + 4, b"www.")).any():  # a www. key's bare form is one too
             return None
     first = padded[starts + 4 * www]
     quad_like = (first >= ord("0")) & (first <= ord("9"))
-    quad_like[_in_keys(data == ord(":"), starts, key_ends)] = False
+    quad_like[_in_keys(np.flatnonzero(data == ord(":")), starts, key_ends)] = False
     split = data.copy()
     split[key_ends] = ord("\n")
     if www.any():  # the keys' bare forms: their www. bytes cut
@@ -149,10 +151,9 @@ def _plain_csv_columns(text: str) -> tuple[TrailColumns, np.ndarray] | None:
         later = _later_duplicates(keys, hashes, repeated, www, value_ids)
         if later is None:
             return None
-        kept = np.ones(len(keys), dtype=bool)
-        kept[later] = False
-        keys = _without(keys, later)
-        hashes, value_ids, quad_like = hashes[kept], value_ids[kept], quad_like[kept]
+        dropped = np.zeros(len(keys), dtype=bool)
+        dropped[later] = True
+        return TrailColumns.from_rows(keys, value_ids, values, hashes).without(dropped), quad_like[~dropped]
     return TrailColumns.from_rows(keys, value_ids, values, hashes), quad_like
 
 
@@ -200,9 +201,8 @@ def _starting(padded: np.ndarray, starts: np.ndarray, prefix: bytes) -> np.ndarr
     return found
 
 
-def _in_keys(byte_test: np.ndarray, starts: np.ndarray, key_ends: np.ndarray) -> np.ndarray:
-    """The rows holding a byte that passes ``byte_test`` in their key."""
-    at = np.flatnonzero(byte_test)
+def _in_keys(at: np.ndarray, starts: np.ndarray, key_ends: np.ndarray) -> np.ndarray:
+    """The rows holding one of the byte positions ``at`` in their key."""
     owner = np.searchsorted(starts, at, side="right") - 1
     return owner[at < key_ends[owner]]
 
