@@ -23,8 +23,7 @@ _P = 0x9E3779B1  # odd, so it has an inverse modulo 2^32
 _P_INV = pow(_P, -1, 1 << 32)
 _SHIFT = _U(32 - NAME_FILTER_BITS)
 _REMIX = (_U(0x27D4EB2F), _U(0x165667B1))  # odd multipliers: the second and third bits from one hash
-_NOT_PLAIN = np.ones(256, np.uint8)  # byte -> 1 if a plain name (the bulk walk's) cannot hold it
-_NOT_PLAIN[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789._-", np.uint8)] = 0
+_U8_A, _U8_0 = np.uint8(ord("a")), np.uint8(ord("0"))
 _BUILD_CHUNK = 1 << 22  # arena bytes hashed per pass by the builder: bounds its temporary arrays
 
 
@@ -59,6 +58,13 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def _not_plain(buf: np.ndarray) -> np.ndarray:
+    """Bytes outside ``[a-z0-9._-]`` (comparisons: a table lookup casts every byte to an index)."""
+    letter = (buf - _U8_A) < 26
+    digit = (buf - _U8_0) < 10
+    return ~(letter | digit | (buf == ord(".")) | (buf == ord("_")) | (buf == ord("-")))
+
+
 def _chunk_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """The finalised hash of each segment ``buf[starts[i]:ends[i]]``: with G[j] the sum of
     buf[t] * P^t for t < j (one pass over the chunk, no per-byte offsets), a segment's sum of
@@ -86,8 +92,9 @@ def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
             chunk = buf[offsets[first] : offsets[last]]
             starts = offsets[first:last] - offsets[first]
             lengths = np.diff(offsets[first : last + 1])
-            plain, filled = np.ones(len(lengths), bool), lengths > 0
-            plain[filled] = np.maximum.reduceat(_NOT_PLAIN[chunk], starts[filled]) == 0
+            plain = np.ones(len(lengths), bool)
+            odd = np.flatnonzero(_not_plain(chunk))  # few: a byte's segment is the last to start at or before it
+            plain[starts.searchsorted(odd, side="right") - 1] = False
             h = _chunk_hashes(chunk, starts[plain], (starts + lengths)[plain])
             for k in range(3):
                 bits[_bit(h, k)] = True
