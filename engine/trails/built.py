@@ -177,8 +177,8 @@ def _later_duplicates(keys: list[str], hashes: np.ndarray, repeated: np.ndarray,
 
 def _without(items: list[str], rows: list[int]) -> list[str]:
     """``items`` without the ``rows``: deleted in place when they are few (each deletion moves the
-    list's tail, cheaper than copying the whole list for a handful)."""
-    if len(rows) > 64:
+    list's tail, about 1 ms for 1.5 M keys: cheaper than copying the whole list for a handful)."""
+    if len(rows) > 16:
         kept = np.ones(len(items), dtype=bool)
         kept[rows] = False
         return list(compress(items, kept.tolist()))
@@ -194,11 +194,10 @@ def _numbered(items: Collection[T]) -> tuple[list[T], np.ndarray]:
 
 
 def _starting(padded: np.ndarray, starts: np.ndarray, prefix: bytes) -> np.ndarray:
-    """Which of the texts at ``starts`` of ``padded`` (zero bytes past the end) begin with ``prefix``."""
-    found = np.ones(len(starts), dtype=bool)
-    for offset, char in enumerate(prefix):
-        found &= padded[starts + offset] == char
-    return found
+    """Which of the texts at ``starts`` of ``padded`` (at least 3 zero bytes past the last start)
+    begin with the 4-byte ``prefix``: one gather of the little-endian words at every byte offset."""
+    words = np.ndarray((len(padded) - 3,), dtype="<u4", buffer=padded, strides=(1,))
+    return words[starts] == int.from_bytes(prefix, "little")
 
 
 def _in_keys(at: np.ndarray, starts: np.ndarray, key_ends: np.ndarray) -> np.ndarray:
