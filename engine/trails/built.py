@@ -16,7 +16,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from itertools import compress
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import xxhash
@@ -187,10 +187,20 @@ def _without(items: list[str], rows: list[int]) -> list[str]:
     return items
 
 
+class _Ids(dict[Any, int]):
+    """Dense ids in first-seen order: ``map(ids.__getitem__, items)`` numbers a column at C speed,
+    hashing each item once (tuple hashes are not cached)."""
+
+    def __missing__(self, item: Any) -> int:
+        ident = self[item] = len(self)
+        return ident
+
+
 def _numbered(items: Collection[T]) -> tuple[list[T], np.ndarray]:
-    """The distinct items in first-seen order and each item's index among them, at C speed."""
-    distinct = {item: i for i, item in enumerate(dict.fromkeys(items))}
-    return list(distinct), np.fromiter(map(distinct.__getitem__, items), dtype=np.int32, count=len(items))
+    """The distinct items in first-seen order and each item's index among them."""
+    ids = _Ids()
+    numbers = np.fromiter(map(ids.__getitem__, items), dtype=np.int32, count=len(items))
+    return list(ids), numbers
 
 
 def _starting(padded: np.ndarray, starts: np.ndarray, prefix: bytes) -> np.ndarray:
