@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from engine.index.build import build_index_file, compile_index
+from engine.index.build import IndexBuildError, build_index_file, compile_index
 from engine.index.fileformat import map_arrays
 from engine.trails.built import _plain_csv_columns, load_built_csv
 from engine.trails.sources import load_sources, wildcard_trails
@@ -86,3 +86,10 @@ def test_index_from_columns_equals_index_from_the_dict(tmp_path: Path, seed: int
     for name, array in expected.items():
         assert built[name].dtype == array.dtype and np.array_equal(built[name], array), name
     assert meta["counts"] == expected_meta["counts"] and meta["wildcards"] == expected_meta["wildcards"]
+
+
+def test_a_set_left_empty_by_the_whitelist_is_an_index_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "trails.csv", ["8.8.8.8,dns,(static)", "10.0.0.1,x,(static)"])
+    assert load_built_csv(path, WHITELIST).keys == []
+    with pytest.raises(IndexBuildError, match="no trails"):
+        compile_index(load_built_csv(path, WHITELIST))

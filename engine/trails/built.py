@@ -2,10 +2,11 @@
 
 ``trails build --from trails.csv`` compiles 1.5 M rows. Held as a ``dict`` of ``(info, reference)``
 tuples, the rows were stored, merged and looked up again key by key (about 2 s of the build). A
-usual ``trails.csv`` (Maltrail's own output: unique lower-case keys, plain three-field rows) needs
-none of that: its keys keep their rows, so they are cut from the file's bytes with numpy, hashed
-once (the index reuses the hashes) and the rows that Maltrail's rules would merge are detected in
-bulk. Any other file takes ``load_sources``'s path, whose result the columns then hold unchanged.
+usual ``trails.csv`` (Maltrail's own output: lower-case keys, plain three-field rows) needs none of
+that: its keys keep their rows, so they are cut from the file's bytes with numpy and hashed once
+(the index reuses the hashes); the few repeated keys are found among equal hashes, ``www.``
+prefixes are cut in bulk. A file where Maltrail's merge rules or lower-casing would decide takes
+``load_sources``'s path, whose result the columns then hold unchanged.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from engine.trails.whitelist import Whitelist
 
 T = TypeVar("T")
 
+
 @dataclass
 class TrailColumns:
     """A trail set in insertion order: keys, the id of each key's ``(info, reference)`` pair (ids
@@ -48,7 +50,7 @@ class TrailColumns:
                   hashes: np.ndarray | None) -> TrailColumns:
         """Rows whose ``value_ids`` index ``values`` (any numbering), pair ids renumbered by first use."""
         running = np.maximum.accumulate(value_ids)
-        if value_ids[0] == 0 and (value_ids[1:] <= running[:-1] + 1).all():  # numbered by first use already
+        if len(value_ids) and value_ids[0] == 0 and (value_ids[1:] <= running[:-1] + 1).all():  # by first use
             return cls(keys, value_ids, values[: int(running[-1]) + 1], hashes)
         used, first = np.unique(value_ids, return_index=True)
         used = used[np.argsort(first)]
