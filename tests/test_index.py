@@ -21,9 +21,9 @@ from engine.index.build import (
     build_index_file,
     compile_index,
     flatten_ranges,
-    ip4_columns,
 )
 from engine.index.fileformat import IndexFormatError, map_arrays, write_arrays
+from engine.index.ip4columns import ip4_columns
 from engine.index.mapped import TrailIndex
 from engine.index.schema import K_IP4, K_IP4PORT, STRING_PREFILTER_BITS
 from engine.ipaddr import ip6_text, parse_ip4, parse_ip_port

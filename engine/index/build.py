@@ -24,6 +24,7 @@ import pyroaring
 import xxhash
 
 from engine.index.fileformat import write_arrays
+from engine.index.ip4columns import ip4_columns
 from engine.index.namefilter import build_name_filter
 from engine.index.provenance import describe
 from engine.index.schema import (
@@ -38,13 +39,13 @@ from engine.index.schema import (
 )
 from engine.ipaddr import parse_cidr, parse_ip4, parse_ip6, parse_ip_port
 from engine.resources import data_file
-from engine.trails.sources import CUSTOM_SPEC_PREFIX, drop_disabled_info, load_sources, wildcard_trails
+from engine.trails.built import TrailColumns, load_built_csv
+from engine.trails.sources import CUSTOM_SPEC_PREFIX, Trails, is_built_set, load_sources
 from engine.trails.whitelist import Whitelist, merge_ranges
 
 FORMAT_VERSION = 1
 
 _ADDRESS_START = np.frombuffer(b"0123456789[", dtype=np.uint8)
-_IP4_PORT_WIDTH = len("255.255.255.255:65535")
 _IP4ISH = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _SHA1_HEX = re.compile(r"[0-9a-f]{40}")  # server certificate trails (type CERT)
 
@@ -142,67 +143,15 @@ def _sorted_table(prefix: str, keys: np.ndarray, ids: Sequence[int] | np.ndarray
     return {f"{prefix}_keys": keys[order], f"{prefix}_entry": ids[order]}
 
 
-class _Ids(dict[Any, int]):
-    """Dense ids in first-seen order: ``map(ids.__getitem__, items)`` numbers a column at C speed."""
-
-    def __missing__(self, item: Any) -> int:
-        ident = self[item] = len(self)
-        return ident
-
-
-def ip4_columns(arena: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Kind and value of keys spelled ``a.b.c.d`` or ``a.b.c.d:port``, parsed a character column at a time.
-
-    A key gets K_IP4 (value: the address) or K_IP4PORT (``address << 16 | port``) when it is ASCII
-    digits with octets of 1-3 digits <= 255 and a port of digits <= 65535, which is exactly when
-    `parse_ip4` / `parse_ip_port` accept it; every other key gets 0 and is left to them.
-    """
-    kind = np.zeros(len(starts), dtype=np.uint8)
-    value = np.zeros(len(starts), dtype=np.uint64)
-    width = _IP4_PORT_WIDTH
-    short = np.flatnonzero(lengths <= width)
-    padded = np.concatenate([arena, np.zeros(width, dtype=np.uint8)])
-    chars = padded[starts[short, None] + np.arange(width)]
-    beyond = np.arange(width) >= lengths[short, None]
-    other = ((chars < ord("0")) | (chars > ord(":"))) & (chars != ord(".")) & ~beyond
-    chars[beyond] = 0  # ignored by the walk
-    # only keys of digits, three dots and at most one colon go through the column walk
-    shaped = ((chars == ord(".")).sum(axis=1) == 3) & ((chars == ord(":")).sum(axis=1) <= 1) & ~other.any(axis=1)
-    rows = short[shaped]
-    chars = chars[shaped].T.copy()
-    ok = np.ones(len(rows), dtype=bool)
-    field = np.zeros(len(rows), dtype=np.int8)  # dots and colon seen
-    address = np.zeros(len(rows), dtype=np.int64)
-    number = np.zeros(len(rows), dtype=np.int32)  # the digits since the last separator, saturated
-    digits = np.zeros(len(rows), dtype=np.int32)
-    for char in chars:
-        digit = (char >= ord("0")) & (char <= ord("9"))
-        separator = (char == ord(".")) | (char == ord(":"))
-        octet = (digits >= 1) & (digits <= 3) & (number <= 255)
-        ok &= ~separator | (octet & ((char == ord(":")) == (field == 3)))
-        number = np.where(digit, np.minimum(number * 10 + char - ord("0"), 1 << 20), number)
-        digits += digit
-        address = np.where(separator, address << 8 | number, address)
-        field += separator
-        number[separator] = 0
-        digits[separator] = 0
-    ip4 = ok & (field == 3) & (digits >= 1) & (digits <= 3) & (number <= 255)
-    ip4port = ok & (field == 4) & (digits >= 1) & (number <= 65535)
-    kind[rows[ip4]] = K_IP4
-    value[rows[ip4]] = address[ip4] << 8 | number[ip4]
-    kind[rows[ip4port]] = K_IP4PORT
-    value[rows[ip4port]] = address[ip4port] << 16 | number[ip4port]
-    return kind, value
-
-
 def _v6bytes(values: Iterable[int]) -> np.ndarray:
     return np.array([v.to_bytes(16, "big") for v in values], dtype="S16")
 
 
-def _string_table(prefix: str, keys: Sequence[str | bytes], ids: Sequence[int] | np.ndarray, mask: int
-                  ) -> dict[str, np.ndarray]:
-    hashes = hash_strings(keys, mask)
-    order = np.argsort(hashes, kind="stable")
+def _string_table(prefix: str, hashes: np.ndarray, ids: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    order = np.argsort(hashes)  # numpy's fast sort; a stable one only when equal hashes need ids in order
+    ordered = hashes[order]
+    if (ordered[1:] == ordered[:-1]).any():
+        order = np.argsort(hashes, kind="stable")
     return {
         f"{prefix}_hash": hashes[order],
         f"{prefix}_entry": np.asarray(ids, dtype=np.int32)[order] if len(ids) else np.zeros(0, np.int32),
@@ -210,7 +159,7 @@ def _string_table(prefix: str, keys: Sequence[str | bytes], ids: Sequence[int] |
 
 
 def compile_index(
-    trails: dict[str, tuple[str, str]],
+    trails: Trails | TrailColumns,
     whitelist_exact: Iterable[str] = (),
     whitelist_ranges4: Iterable[tuple[int, int]] = (),
     wildcards: Sequence[tuple[str, str, str]] = (),
@@ -218,17 +167,13 @@ def compile_index(
     sources: Sequence[str] = (),
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Trail set -> (arrays, metadata) of the index file."""
-    if not trails:
+    columns = trails if isinstance(trails, TrailColumns) else TrailColumns.from_trails(trails)
+    keys, pair_ids, pairs = columns.keys, columns.pair_ids, columns.pairs
+    if not keys:
         raise IndexBuildError("no trails to index (the sources gave no trail rows)")
     started = time.perf_counter()
     mask = (1 << hash_bits) - 1
-
-    keys = list(trails)
-    if "" in trails:
-        raise IndexBuildError("a trail key is empty")
     n = len(keys)
-    pairs = _Ids()
-    pair_ids = np.fromiter(map(pairs.__getitem__, trails.values()), dtype=np.int32, count=n)
     infos: dict[str, int] = {}
     refs: dict[str, int] = {}
     pair_info = np.array([infos.setdefault(info, len(infos)) for info, _ in pairs], dtype=np.int32)
@@ -237,14 +182,16 @@ def compile_index(
     entry_ref = pair_ref[pair_ids]
     entry_kind = np.zeros(n, dtype=np.uint8)
     key_arena, key_off = _text_arena(keys)
+    starts = key_off[:-1].astype(np.int64)
+    lengths = np.diff(key_off).astype(np.int64)
+    if not lengths.all():
+        raise IndexBuildError("a trail key is empty")
     wl_bytes = [w.encode("utf-8", "surrogateescape") for w in sorted({w.lower() for w in whitelist_exact})]
     wl_arena, wl_off = _arena(wl_bytes)
     # numpy releases the GIL over the filter's large arrays: it is built while the rest compiles
     background = ThreadPoolExecutor(1, thread_name_prefix="name-filter")
     name_filter = background.submit(build_name_filter, [(key_arena, key_off), (wl_arena, wl_off)])
     background.shutdown(wait=False)  # the thread ends with its one task; `result` below waits for it
-    starts = key_off[:-1].astype(np.int64)
-    lengths = np.diff(key_off).astype(np.int64)
 
     wanted = {pattern for pattern, _, _ in wildcards[:100]}
     hits = np.flatnonzero(np.fromiter(map(wanted.__contains__, keys), dtype=bool, count=n)).tolist() if wanted else []
@@ -351,13 +298,17 @@ def compile_index(
         covered[first >> 8 : (last >> 8) + 1] = True
     arrays["pf4"] = np.packbits(covered, bitorder="little")
 
-    arrays.update(_string_table("str", list(compress(keys, string_ids.tolist())), str_ids, mask))
+    if columns.hashes is None:
+        str_hashes = hash_strings(list(compress(keys, string_ids.tolist())), mask)
+    else:
+        str_hashes = columns.hashes[str_ids] & np.uint64(mask)
+    arrays.update(_string_table("str", str_hashes, str_ids))
     arrays["str_pf"] = string_prefilter(arrays["str_hash"])
     arrays["url_host_hash"] = url_host_hashes(key_arena, starts, lengths, str_ids, mask)
 
     arrays["wl_arena"], arrays["wl_off"] = wl_arena, wl_off
     arrays["name_filter"] = name_filter.result()
-    arrays.update(_string_table("wl", wl_bytes, list(range(len(wl_bytes))), mask))
+    arrays.update(_string_table("wl", hash_strings(wl_bytes, mask), list(range(len(wl_bytes)))))
     wl_ranges = merge_ranges(whitelist_ranges4)
     arrays["wl4_first"] = np.array([r[0] for r in wl_ranges], dtype=np.uint32)
     arrays["wl4_last"] = np.array([r[1] for r in wl_ranges], dtype=np.uint32)
@@ -407,11 +358,14 @@ def build_index_file(
     are left out, and the regex is recorded in the metadata."""
     paths = ([data_file("whitelist.txt")] if default_whitelist else []) + list(whitelist_files)
     whitelist = Whitelist.from_files(paths)
-    trails = load_sources(list(specs), whitelist)
+    if is_built_set(specs):
+        columns = load_built_csv(specs[0], whitelist)
+    else:
+        columns = TrailColumns.from_trails(load_sources(list(specs), whitelist))
     if disabled_info_regex:
-        drop_disabled_info(trails, re.compile(disabled_info_regex, re.IGNORECASE))
+        columns = columns.without_info(re.compile(disabled_info_regex, re.IGNORECASE))
     arrays, meta = compile_index(
-        trails, whitelist.exact, whitelist.ranges4, wildcard_trails(trails), hash_bits, [_absolute(s) for s in specs]
+        columns, whitelist.exact, whitelist.ranges4, columns.wildcards(), hash_bits, [_absolute(s) for s in specs]
     )
     custom = [Path(s[len(CUSTOM_SPEC_PREFIX):]) for s in specs if s.startswith(CUSTOM_SPEC_PREFIX)]
     meta["provenance"] = describe(list(whitelist_files), default_whitelist, custom)

@@ -23,8 +23,7 @@ _P = 0x9E3779B1  # odd, so it has an inverse modulo 2^32
 _P_INV = pow(_P, -1, 1 << 32)
 _SHIFT = _U(32 - NAME_FILTER_BITS)
 _REMIX = (_U(0x27D4EB2F), _U(0x165667B1))  # odd multipliers: the second and third bits from one hash
-_NOT_PLAIN = np.ones(256, np.uint8)  # byte -> 1 if a plain name (the bulk walk's) cannot hold it
-_NOT_PLAIN[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789._-", np.uint8)] = 0
+_U8_A, _U8_0 = np.uint8(ord("a")), np.uint8(ord("0"))
 _BUILD_CHUNK = 1 << 22  # arena bytes hashed per pass by the builder: bounds its temporary arrays
 
 
@@ -59,13 +58,21 @@ def _fmix(h: np.ndarray) -> np.ndarray:
     return h
 
 
-def _prefix_sums(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """G[j] = sum of buf[t] * P^(t - start of t's word) for t < j, modulo 2^32."""
-    offsets = np.arange(len(buf), dtype=np.int32) - starts.astype(np.int32).repeat(lengths)
-    _POWERS.ensure(int(lengths.max(initial=0)) + 1)
+def _not_plain(buf: np.ndarray) -> np.ndarray:
+    """Bytes outside ``[a-z0-9._-]`` (comparisons: a table lookup casts every byte to an index)."""
+    letter = (buf - _U8_A) < 26
+    digit = (buf - _U8_0) < 10
+    return ~(letter | digit | (buf == ord(".")) | (buf == ord("_")) | (buf == ord("-")))
+
+
+def _chunk_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The finalised hash of each segment ``buf[starts[i]:ends[i]]``: with G[j] the sum of
+    buf[t] * P^t for t < j (one pass over the chunk, no per-byte offsets), a segment's sum of
+    byte * P^(t - start) is P^-start * (G[end] - G[start]), modulo 2^32."""
+    _POWERS.ensure(len(buf) + 1)
     sums = np.zeros(len(buf) + 1, _U)
-    (_POWERS.up[offsets] * buf).cumsum(out=sums[1:], dtype=_U)
-    return sums
+    (_POWERS.up[: len(buf)] * buf).cumsum(out=sums[1:], dtype=_U)
+    return _fmix(_POWERS.down[starts] * (sums[ends] - sums[starts]))
 
 
 def _bit(h: np.ndarray, k: int) -> np.ndarray:
@@ -85,10 +92,10 @@ def build_name_filter(arenas: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray
             chunk = buf[offsets[first] : offsets[last]]
             starts = offsets[first:last] - offsets[first]
             lengths = np.diff(offsets[first : last + 1])
-            plain, filled = np.ones(len(lengths), bool), lengths > 0
-            plain[filled] = np.maximum.reduceat(_NOT_PLAIN[chunk], starts[filled]) == 0
-            sums = _prefix_sums(chunk, starts, lengths)
-            h = _fmix(sums[(starts + lengths)[plain]] - sums[starts[plain]])
+            plain = np.ones(len(lengths), bool)
+            odd = np.flatnonzero(_not_plain(chunk))  # few: a byte's segment is the last to start at or before it
+            plain[starts.searchsorted(odd, side="right") - 1] = False
+            h = _chunk_hashes(chunk, starts[plain], (starts + lengths)[plain])
             for k in range(3):
                 bits[_bit(h, k)] = True
             first = last

@@ -531,10 +531,12 @@ def _csv_rows(text: str) -> tuple[list[str], list[tuple[str, str]], list[int]] |
     return fields[0::3], values, np.flatnonzero(www).tolist()
 
 
-def _read_trails_csv(path: str | Path, review: bool = True) -> _Source:
-    """``trails.csv`` reader behind ``read_trails_csv``; ``review`` as for ``_Source.from_rows``."""
+def _read_trails_csv(path: str | Path, review: bool = True, text: str | None = None) -> _Source:
+    """``trails.csv`` reader behind ``read_trails_csv``; ``review`` as for ``_Source.from_rows``;
+    ``text``: the file's text when already read."""
     csv_path = Path(path)
-    text = _read_text(csv_path)
+    if text is None:
+        text = _read_text(csv_path)
     split = _csv_rows(text)
     if split is not None:
         keys, values, www = split
@@ -779,6 +781,13 @@ def _drop_unwanted(trails: Trails, whitelist: Whitelist | None, candidates: list
             del trails[key]
 
 
+def is_built_set(specs: Sequence[str | Trails | SourceRows]) -> bool:
+    """Is this a lone file (a ``trails.csv``), which ``load_sources`` takes as a built set?"""
+    return len(specs) == 1 and isinstance(specs[0], str) and not specs[0].startswith(CUSTOM_SPEC_PREFIX) and (
+        Path(specs[0]).is_file()
+    )
+
+
 def load_sources(specs: Sequence[str | Trails | SourceRows], whitelist: Whitelist | None,
                  rules: MergeRules = MergeRules()) -> Trails:
     """Read and merge trail sources in order, normalise them and drop whitelisted keys.
@@ -790,9 +799,7 @@ def load_sources(specs: Sequence[str | Trails | SourceRows], whitelist: Whitelis
     custom trails, then static ones, then custom URLs; pass them in that order for the same
     precedence. Raises TrailSourceError for a missing, unreadable or empty source.
     """
-    if len(specs) == 1 and isinstance(specs[0], str) and not specs[0].startswith(CUSTOM_SPEC_PREFIX) and (
-        Path(specs[0]).is_file()
-    ):
+    if is_built_set(specs):
         return _load_built_csv(specs[0], whitelist)
     trails: Trails = {}
     candidates: list[str] = []
@@ -822,13 +829,14 @@ def drop_disabled_info(trails: Trails, pattern: re.Pattern[str]) -> None:
             del trails[key]
 
 
-def _load_built_csv(spec: str, whitelist: Whitelist | None) -> Trails:
+def _load_built_csv(spec: str, whitelist: Whitelist | None, text: str | None = None) -> Trails:
     """A `trails.csv` on its own is an already built trail set (Maltrail's runtime store, spec
     1.1): rows are taken as they are (keys lower-cased, later duplicates win) and only
     whitelisted keys are dropped; the updater's rules (``127.`` prefixes, alphabetic keys, ...)
     are for merging sources, not for a set the user built. Merged with other sources, it is
-    treated like a feed."""
-    trails = _read_spec(spec, review=False).settle({})
+    treated like a feed. ``text``: the file's text when already read (a ``.csv`` file)."""
+    source = _read_spec(spec, review=False) if text is None else _read_trails_csv(spec, False, text)
+    trails = source.settle({})
     joined = "".join(trails)
     if not (joined.isascii() and joined == joined.lower()):  # else no key changes (ASCII is context-free)
         trails = dict(zip(map(str.lower, trails), trails.values(), strict=True))

@@ -16,7 +16,7 @@ from functools import cache
 import numpy as np
 from publicsuffixlist import PublicSuffixList
 
-from engine.index.build import ip4_columns
+from engine.index.ip4columns import ip4_columns
 from engine.index.schema import K_IP4
 from engine.resources import data_file
 from engine.trails.sources import BAD_TRAIL_PREFIXES, Trails
