@@ -336,9 +336,11 @@ def _drain(dispatcher: Dispatcher, receiver: Connection, supervisor: Supervisor,
 def _start_ignoring_sigint(procs: list[BaseProcess]) -> None:
     """Children come from the fork server, which ignores SIGINT and passes that on: Ctrl-C goes to
     the whole foreground group, and only the sensor decides how the pipeline stops. This process
-    keeps its own handler throughout, so a Ctrl-C during the start is never lost."""
+    keeps its own handler throughout, so a Ctrl-C during the start is never lost. The aggregator
+    (last in `procs`) starts first: it imports its own modules after its fork (`workers.entry`),
+    and they then load while the workers map the index instead of after."""
     start_process_server()
-    for p in procs:
+    for p in reversed(procs):
         p.start()
 
 
