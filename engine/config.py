@@ -14,31 +14,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.heuristic_settings import HeuristicSettings
+
 if TYPE_CHECKING:
     from engine.outputs.spec import OutputSpec
-
-
-@dataclass
-class HeuristicSettings:
-    """The aggregator's heuristic switches and limits; here, not in `engine/heuristics.py`, so that
-    reading the configuration (every command's start) does not import numpy."""
-
-    use_heuristics: bool = True
-    disabled: frozenset[str] = frozenset()
-    scan_window: int = 30
-    port_scan_threshold: int = 10
-    udp_scan_threshold: int = 10
-    web_scan_threshold: int = 10
-    infection_threshold: int = 32
-    max_items_per_key: int = 1024
-    max_keys: int = 50_000
-    dns_exhaustion_threshold: int = 1000
-    dns_exhaustion_window: int = 60
-    nxdomain_threshold: int = 20
-    max_dns_keys: int = 100_000
-
-    def on(self, name: str) -> bool:
-        return self.use_heuristics and name not in self.disabled
 
 
 class ConfigError(Exception):

@@ -15,8 +15,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.config import HeuristicSettings
 from engine.eventlog import Event
+from engine.heuristic_settings import HeuristicSettings
 from engine.ipaddr import Addr, addr_text, ip4_private
 from workers.batch import PROTO_TCP
 from workers.heuristics.dns_rules import dga_reason, looks_like_dnsbl_trail, nx_keys

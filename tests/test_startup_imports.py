@@ -26,6 +26,15 @@ def test_the_fork_server_imports_only_what_the_workers_run() -> None:
     assert not kept_off & loaded, sorted(kept_off & loaded)
 
 
+def test_the_aggregator_imports_no_configuration_code() -> None:
+    """The aggregator imports its own modules after its fork, on the start-up path: not the
+    configuration's dataclasses and TOML parser (about 15 ms)."""
+    loaded = _modules_after("from multiprocessing.forkserver import main\nimport workers.preload\n"
+                            "import engine.aggregator, engine.outputs.process")
+    assert "engine.heuristics" in loaded
+    assert not {"engine.config", "tomllib", "argparse"} & loaded
+
+
 def test_the_entry_point_imports_nothing_heavy_before_the_server_starts() -> None:
     loaded = _modules_after("import engine.launch")
     assert not {"typing", "numpy", "engine.cli", "multiprocessing"} & loaded
