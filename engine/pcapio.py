@@ -190,7 +190,7 @@ class PcapRecords:
             while len(starts) < count and pos <= limit:
                 append(pos)
                 pos += _RECORD_HEADER + min(lengths(buf, pos + 8))
-        elif self._native:  # a seventh fewer instructions a record than an unpack
+        elif self._native:  # about 12 % fewer instructions a record than an unpack
             words = _words_at(buf, at)
             for _ in range(count):
                 if pos > limit:

@@ -2,7 +2,7 @@
 
 The fork server has imported the worker's modules (`workers/preload.py`); the sensor process
 never runs them, so it does not pay for importing them at its start. The aggregator imports its
-own modules (about 20 ms) after its fork, while the workers map the index: one process, so there
+own modules (about 15 ms) after its fork, while the workers map the index: one process, so there
 are no pages to share, and the server forks the first child that much sooner.
 """
 

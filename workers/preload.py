@@ -4,9 +4,8 @@ What a worker needs is imported here: every worker shares these pages. Not the a
 own modules (one process: it imports them after its fork, alongside the workers' start,
 `workers.entry`), nor the sensor's, which no child runs: the server is on the sensor's start-up
 path, and each module here delays the first process start. Each child re-runs the parent's main
-module to resolve its target: the
-`maltrail` entry point is light, and a sensor run as `python -m engine.cli` has the server import
-`engine.cli` too (`engine.processes.process_context`).
+module to resolve its target: the `maltrail` entry point is light, and a sensor run as
+`python -m engine.cli` has the server import `engine.cli` too (`engine.processes`).
 Then the collector is settled (`workers.collector`): these objects frozen out of its reach, its
 thresholds raised.
 """
