@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import struct
+from collections.abc import Iterator
 from typing import ClassVar
 from unittest.mock import patch
 
@@ -153,26 +154,105 @@ class _CountingGcm:
         return self._gcm.encrypt(nonce, data, aad)
 
 
+@pytest.fixture
+def counted() -> Iterator[list[str]]:
+    """The calls the parser makes to AES-GCM and to the header-protection context maker, from fresh
+    DCID state and the default guess of a new connection's numbering."""
+    made = _CountingGcm.calls
+    made.clear()
+    ecb = quic._ecb_maker()
+
+    def counting_ecb(key: bytes) -> object:
+        made.append("ecb")
+        return ecb(key)
+
+    quic._protection.cache_clear()  # its contexts were made by the real AES-GCM
+    with patch.object(quic, "_aead", lambda: (_CountingGcm, InvalidTag, UnsupportedAlgorithm)), \
+            patch.object(quic, "_ecb_maker", lambda: counting_ecb), patch.object(quic, "_FIRST", (1, 0)):
+        yield made
+    quic._protection.cache_clear()
+
+
 @pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2])
 @pytest.mark.parametrize("pn_len", [1, 2, 4])
-def test_quic_whole_packet_opens_with_one_aead_call(version: int, pn_len: int) -> None:
-    """A whole Initial is opened by GCM with its header as the associated data (the tag verifies: no
-    keystream pass); a corrupted one falls back to the keystream, a cut one goes to it at once, each
-    after one byte of it shows a frame; a server's Initial (other keys) stops at that byte."""
+def test_quic_whole_packet_opens_with_one_aead_call(counted: list[str], version: int, pn_len: int) -> None:
+    """A whole Initial whose number is not the guessed one is opened by GCM with its unmasked header
+    as the associated data (the tag verifies: no keystream pass); a corrupted one falls back to the
+    keystream, a cut one goes to it at once, each after one byte of it shows a frame; a server's
+    Initial (other keys) stops at that byte."""
     packet = quic_initial("aead.example.net", version=version, pn_len=pn_len, packet_number=(1 << (8 * pn_len - 1)) - 3)
     corrupted = packet[:-1] + bytes((packet[-1] ^ 1,))
     server = bytearray(quic_initial("aead.example.net", dcid=bytes(8), version=version, pn_len=pn_len))
     server[6 : 6 + 8] = RFC_DCID  # another DCID than the one whose keys protect it, as a server's Initial
-    quic._protection.cache_clear()  # its contexts were made by the real AES-GCM
-    with patch.object(quic, "_aead", lambda: (_CountingGcm, InvalidTag, UnsupportedAlgorithm)):
-        for data, calls in ((packet, ["decrypt"]), (corrupted, ["decrypt", "first byte", "keystream"]),
-                            (packet[:600], ["first byte", "keystream"])):
-            _CountingGcm.calls.clear()
+    for data, calls in ((packet, ["decrypt", "ecb", "decrypt"]), (corrupted, ["decrypt", "ecb", "decrypt",
+                        "first byte", "keystream"]), (packet[:600], ["ecb", "first byte", "keystream"])):
+        counted.clear()
+        quic._protection.cache_clear()
+        with patch.object(quic, "_FIRST", (1, 0)):
             assert initial_sni(data) == "aead.example.net"
-            assert _CountingGcm.calls == calls
-        _CountingGcm.calls.clear()
-        assert quic.initial_crypto(bytes(server)) == (b"", [])
-        assert _CountingGcm.calls == ["decrypt", "first byte"]
+        assert counted == calls
+    counted.clear()
+    assert quic.initial_crypto(bytes(server)) == (b"", [])
+    assert counted[0] == "decrypt" and counted[-2:] == ["decrypt", "first byte"]  # the guess, then unmasked
+
+
+@pytest.mark.parametrize("version", [QUIC_V1, QUIC_V2])
+def test_quic_guessed_number_opens_without_header_protection(counted: list[str], version: int) -> None:
+    """A new connection's first Initial under the usual numbering (number 0 in one byte), and each of
+    its later ones (the number after), open with one GCM call and no header-protection context; a
+    connection numbered otherwise pays the context once, and the next new connection is guessed with
+    its numbering."""
+    for number in range(3):
+        assert initial_sni(quic_initial("guess.example.net", version=version, packet_number=number)) == \
+            "guess.example.net"
+    assert counted == ["decrypt"] * 3
+    counted.clear()
+    other = bytes(range(8))
+    for number in (7, 8):
+        assert initial_sni(quic_initial("other.example.net", dcid=other, version=version, pn_len=2,
+                                        packet_number=number)) == "other.example.net"
+    assert counted == ["decrypt", "ecb", "decrypt", "decrypt"]  # the miss, the context, the hit of number 8
+    counted.clear()
+    assert initial_sni(quic_initial("next.example.net", dcid=bytes(8), version=version, pn_len=2,
+                                    packet_number=7)) == "next.example.net"
+    assert counted == ["decrypt"]
+    counted.clear()
+    corrupted = bytearray(quic_initial("bad.example.net", dcid=bytes(7), version=version, pn_len=2, packet_number=7))
+    corrupted[-1] ^= 1
+    assert initial_sni(bytes(corrupted)) == "bad.example.net"
+    assert counted == ["decrypt", "ecb", "first byte", "keystream"]  # the unmasked number was the one tried
+
+
+def test_quic_reserved_bits_fail_the_guess(counted: list[str]) -> None:
+    """A header whose reserved bits are set (a protocol violation the guess does not assume) is
+    unmasked and opened as before."""
+    frames = RFC_FRAMES[:-100]
+    header = bytearray(_header(QUIC_V1, 1 + len(frames) + 16))
+    header[0] |= 0x0C
+    packet = quic_protect_initial(bytes(header), frames, RFC_DCID, QUIC_V1)
+    assert initial_sni(packet) == "example.com"
+    assert counted == ["decrypt", "ecb", "decrypt"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([1, 2, 3, 4]), st.integers(0, 2**32 - 1), st.sampled_from([1, 2, 3, 4]),
+       st.integers(0, 2**32 - 1), st.booleans(), st.integers(0, 1300))
+def test_quic_guess_changes_nothing(pn_len: int, number: int, guess_len: int, guess: int, corrupt: bool,
+                                    cut: int) -> None:
+    """Whatever numbering is guessed, a packet reads as it does with its number unmasked first: whole,
+    corrupted or cut."""
+    number &= (1 << (8 * pn_len)) - 1
+    guess &= (1 << (8 * guess_len)) - 1
+    packet = bytearray(quic_initial("any.example.net", pn_len=pn_len, packet_number=number))
+    packet[-1] ^= corrupt
+    data = bytes(packet[: max(cut, 60)])
+    quic._protection.cache_clear()
+    with patch.object(quic, "_FIRST", (guess_len, guess)):
+        got = quic.initial_crypto(data)
+    quic._protection.cache_clear()
+    with patch.object(quic, "_FIRST", (pn_len, (number + 1) & ((1 << (8 * pn_len)) - 1))):
+        expected = quic.initial_crypto(data)  # a guess wrong by one: unmasked first
+    assert got == expected
     quic._protection.cache_clear()
 
 

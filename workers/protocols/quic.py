@@ -1,7 +1,8 @@
 """SNI of a QUIC client Initial packet (spec 2.8; RFC 9000, 9001, 9369).
 
 Initial packets are protected with keys anyone can derive from the Destination Connection ID, so
-a passive sensor can read the ClientHello. A whole packet is opened with one AES-GCM call; one whose
+a passive sensor can read the ClientHello. A whole packet is opened with one AES-GCM call, most
+under a guessed packet number, which spares the header-protection cipher (`_open`); one whose
 tag does not verify, or that the capture snap length cut, is read with the GCM keystream and no tag
 check, as the spec asks (the plaintext is the same bytes GCM would return, and a cut datagram still
 yields its first frames), once one byte of keystream shows that it starts with a frame (a server's
@@ -141,13 +142,45 @@ def _ecb_maker() -> Callable[[bytes], CipherContext]:
     return public
 
 
+class _Protection:
+    """A DCID's client Initial protection: the AES-GCM of its packet key, its IV as an integer, and its
+    header-protection key, whose AES-ECB context (a third of a new Initial's key setup) is made only
+    when a packet's number must be unmasked: most packets open under a guessed number instead.
+
+    The guess for the next packet of the DCID is the one after its last opened; a new DCID's is the
+    numbering the last new connection's first packet had (`_FIRST`), clients being consistent."""
+
+    __slots__ = ("gcm", "iv", "_hp", "_ecb", "pn_len", "pn", "fresh")
+
+    def __init__(self, dcid: bytes, version: int) -> None:
+        key, iv, self._hp = initial_keys(dcid, version)
+        self.gcm, self.iv, self._ecb = _aead()[0](key), int.from_bytes(iv, "big"), None
+        self.pn_len, self.pn = _FIRST
+        self.fresh = True
+
+    def mask(self, sample: bytes) -> bytes:
+        """The header-protection mask of a sample (RFC 9001 5.4.3); ECB keeps no state between blocks,
+        so one context serves all the DCID's packets."""
+        if self._ecb is None:
+            self._ecb = _ecb_maker()(self._hp)
+        return self._ecb.update(sample)
+
+    def opened(self, pn_len: int, pn: int) -> None:
+        """A packet opened (its tag verified) with this number: guess the next one after it."""
+        global _FIRST  # noqa: PLW0603 - the guess for new connections, learned from their first packets
+        if self.fresh:
+            _FIRST, self.fresh = (pn_len, pn), False
+        self.pn_len, self.pn = pn_len, (pn + 1) & ((1 << (8 * pn_len)) - 1)
+
+
+_FIRST = (1, 0)  # (number length, number) of a new connection's first Initial: RFC 9000 starts at 0
+
+
 @lru_cache(maxsize=512)  # a client repeats its DCID over retransmitted and follow-up Initials
-def _protection(dcid: bytes, version: int) -> tuple[AESGCM, int, CipherContext]:
-    """(AES-GCM of the packet key, IV as an integer, header-protection AES-ECB encryptor) of a DCID's
-    client Initials: ECB keeps no state between blocks, so one context serves all of them, and a
-    connection's later Initials skip the key derivation and both cipher contexts."""
-    key, iv, hp = initial_keys(dcid, version)
-    return _aead()[0](key), int.from_bytes(iv, "big"), _ecb_maker()(hp)
+def _protection(dcid: bytes, version: int) -> _Protection:
+    """The protection of a DCID's client Initials, kept so a connection's later Initials skip the key
+    derivation and the cipher contexts."""
+    return _Protection(dcid, version)
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -255,34 +288,59 @@ def _initial_packet(data: bytes, pos: int, dcid: bytes | None) -> tuple[bytes, b
         length, pn_offset = _varint(data, at)
     if pn_offset < 0 or length < 4 + SAMPLE or pn_offset + 4 + SAMPLE > n:
         return none
-    gcm, iv, ecb = _protection(packet_dcid, params[0])
-    mask = ecb.update(data[pn_offset + 4 : pn_offset + 4 + SAMPLE])
-    pn_len = ((first ^ mask[0]) & 0x03) + 1
-    start, packet_end = pn_offset + pn_len, pn_offset + length
+    plain = _open(data, pos, pn_offset, pn_offset + length, _protection(packet_dcid, params[0]))
+    if not plain or plain[0] not in _FIRST_FRAMES:
+        return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
+    return packet_dcid, scid, _crypto_chunks(plain), pn_offset + length
+
+
+def _open(data: bytes, pos: int, pn_offset: int, packet_end: int, protection: _Protection) -> bytes:
+    """The plaintext of the Initial at data[pos:], b"" when there is none to read.
+
+    A whole packet is first opened under the guessed packet number: its tag verifies only when the
+    guess is right, and then GCM returns what unmasking the number would have led to. Otherwise the
+    number is unmasked and the whole packet opened with one AES-GCM call; one whose tag does not
+    verify, or that the capture cut, is read with GCM's keystream alone (counters 2 on; 1 masks the
+    tag) once its first byte shows a frame."""
+    n, first, gcm, iv = len(data), data[pos], protection.gcm, protection.iv
+    guess_len, guess = protection.pn_len, protection.pn
+    guessed = (first & 0xF0) | (guess_len - 1)  # the first byte unmasked, reserved bits 0 (RFC 9000 17.2)
+    start = pn_offset + guess_len
+    if packet_end <= n and start < packet_end - TAG <= start + MAX_DECRYPT:  # whole: opened so below as well
+        header = bytes((guessed,)) + data[pos + 1 : pn_offset] + guess.to_bytes(guess_len, "big")
+        try:
+            plain = gcm.decrypt((iv ^ guess).to_bytes(12, "big"), data[start:packet_end], header)
+        except _aead()[1]:
+            pass
+        else:
+            protection.opened(guess_len, guess)
+            return plain
+    else:
+        guessed = -1
+    mask = protection.mask(data[pn_offset + 4 : pn_offset + 4 + SAMPLE])
+    unmasked, pn_len = first ^ (mask[0] & 0x0F), ((first ^ mask[0]) & 0x03) + 1
+    start = pn_offset + pn_len
     packet_number = int.from_bytes(data[pn_offset:start], "big") ^ int.from_bytes(mask[1 : 1 + pn_len], "big")
     end = packet_end - TAG if packet_end <= n else n  # a whole packet ends with the tag; a cut one keeps all
     if end > start + MAX_DECRYPT:
         end = start + MAX_DECRYPT
     if end <= start:
-        return none
+        return b""
     nonce = (iv ^ packet_number).to_bytes(12, "big")
-    plain = b""
-    if packet_end <= n and end == packet_end - TAG:  # whole: one call opens it (a server's Initial fails)
-        header = bytes((first ^ (mask[0] & 0x0F),)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(
-            pn_len, "big")
+    if packet_end <= n and end == packet_end - TAG and (unmasked, packet_number) != (guessed, guess):  # not tried
+        header = bytes((unmasked,)) + data[pos + 1 : pn_offset] + packet_number.to_bytes(pn_len, "big")
         try:
             plain = gcm.decrypt(nonce, data[start:packet_end], header)
         except _aead()[1]:  # not the client keys (a server's Initial) or corrupted: read below
-            plain = b""
-    if not plain:  # cut, corrupted or not ours: the keystream alone, GCM's counters 2 on (1 masks the tag)
-        if (data[start] ^ gcm.encrypt(nonce, b"\x00", None)[0]) not in _FIRST_FRAMES:
-            return none  # its first byte ends the frames at once: a server's Initial or junk, read no further
-        stream = gcm.encrypt(nonce, _ZEROS[: end - start], None)
-        plain = (int.from_bytes(data[start:end], "little") ^ int.from_bytes(stream[: end - start], "little")
-                 ).to_bytes(end - start, "little")
-    if plain[0] not in _FIRST_FRAMES:
-        return none  # the frames would stop at once: wrong keys (a server's Initial) or junk
-    return packet_dcid, scid, _crypto_chunks(plain), packet_end
+            pass
+        else:
+            protection.opened(pn_len, packet_number)
+            return plain
+    if (data[start] ^ gcm.encrypt(nonce, b"\x00", None)[0]) not in _FIRST_FRAMES:
+        return b""  # its first byte ends the frames at once: a server's Initial or junk, read no further
+    stream = gcm.encrypt(nonce, _ZEROS[: end - start], None)
+    return (int.from_bytes(data[start:end], "little") ^ int.from_bytes(stream[: end - start], "little")
+            ).to_bytes(end - start, "little")
 
 
 def initial_crypto(payload: bytes | memoryview) -> tuple[bytes, list[tuple[int, bytes]]]:
