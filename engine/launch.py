@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     if sensor:
         from engine.processes import start_process_server  # noqa: PLC0415 - the point: before the rest
 
-        start_process_server()
+        start_process_server(fork=True)
     from engine.cli import exit_now  # noqa: PLC0415 - after the server's start
     from engine.cli import main as run  # noqa: PLC0415
 

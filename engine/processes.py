@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.util
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from multiprocessing.context import BaseContext
 
 
@@ -34,9 +35,14 @@ def _main_module() -> list[str]:
     return ["engine.cli"] if spec is not None and spec.name == "engine.cli" else []
 
 
-def start_process_server() -> None:
+def start_process_server(fork: bool = False) -> None:
     """Start the fork server now (it takes a few tenths of a second to import its modules); the
-    first process start would otherwise wait for all of it. It is started ignoring SIGINT and
+    first process start would otherwise wait for all of it.
+
+    With `fork`, the server (and the resource tracker, if it is not running yet) is this process
+    forked instead of a new interpreter, whose start (25-30 ms, more on a busy machine) is then off
+    the server's path: the entry point asks for it before it imports anything but what this module
+    does, with one thread and nothing else running (`_fork_passfds`). It is started ignoring SIGINT and
     SIGTERM, as the children it forks must be: Ctrl-C goes to the whole foreground group and
     `systemctl stop` sends SIGTERM to every process of the unit, and only the sensor decides how
     the pipeline stops (a fork server killed by it made every child look dead, exit code 255).
@@ -47,8 +53,49 @@ def start_process_server() -> None:
     numpy."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     process_context()
-    with _stop_signals_held():
+    with _stop_signals_held(), _forking() if fork else contextlib.nullcontext():
         multiprocessing.forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _forking() -> Iterator[None]:
+    """multiprocessing starts its helper processes through `util.spawnv_passfds` (a new interpreter
+    running a `-c` command, given a few descriptors); meanwhile, `_fork_passfds` does instead."""
+    util = multiprocessing.util
+    spawn = util.spawnv_passfds
+    util.spawnv_passfds = _fork_passfds
+    try:
+        yield
+    finally:
+        util.spawnv_passfds = spawn
+
+
+def _fork_passfds(path: str, args: Sequence[str], passfds: Sequence[int]) -> int:
+    """`util.spawnv_passfds` by a fork that runs the command (`args` ends with `-c`, the command) in
+    the child. The child keeps open only the standard streams and `passfds`, as the new interpreter
+    would: above all not the write end of the pipe whose end tells the server that the sensor is
+    gone. It leaves with `os._exit`: the exit handlers it inherited are the sensor's."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        keep = sorted({0, 1, 2, *passfds})
+        for low, high in zip(keep, [*keep[1:], os.sysconf("SC_OPEN_MAX")], strict=True):
+            os.closerange(low + 1, high)
+        exec(compile(args[-1], path, "exec"), {"__name__": "__main__"})  # noqa: S102 - multiprocessing's own command
+        code = 0
+    except SystemExit as done:  # how the server ends once the sensor is gone
+        code = done.code if isinstance(done.code, int) else 0 if done.code is None else 1
+    except BaseException:  # noqa: BLE001 - reported as the interpreter would, then the exit status
+        import traceback  # noqa: PLC0415 - only on this path
+
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -16,7 +16,7 @@ from engine import traffic as t
 from engine.config import SensorConfig
 from engine.index.build import build_index_file
 from engine.pcapio import PcapWriter
-from engine.proctree import children, cmdline, descendants
+from engine.proctree import children, descendants
 from engine.sensor import SensorError, run_sensor
 from shm.segments import PREFIX
 
@@ -181,8 +181,10 @@ def test_trails_csv_and_static_folder_accepted_directly(tmp_path: Path) -> None:
     assert '"evil thing (malware)" (static)' in _events(tmp_path / "logs")[0]
 
 
-def _sensor_cmd(index: Path, capture: Path, log_dir: Path, workers: int = 2) -> list[str]:
-    return [sys.executable, "-m", "engine.cli", "sensor", "--trails", str(index), "-r", str(capture),
+def _sensor_cmd(index: Path, capture: Path, log_dir: Path, workers: int = 2, entry: str = "engine.cli") -> list[str]:
+    """`engine.cli` starts its fork server as a new interpreter; `engine.launch` (the `maltrail`
+    command) forks it."""
+    return [sys.executable, "-m", entry, "sensor", "--trails", str(index), "-r", str(capture),
             "--log-dir", str(log_dir), "--workers", str(workers)]
 
 
@@ -190,8 +192,8 @@ def _wait_for_children(pid: int, count: int, timeout: float = 20.0) -> list[int]
     """The sensor's workers and aggregator (forked by its fork server), once segments exist."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        direct = set(children(pid))
-        kids = [k for k in descendants(pid) if k not in direct and b"forkserver" in cmdline(k)]
+        direct = set(children(pid))  # the fork server and the resource tracker
+        kids = [k for k in descendants(pid) if k not in direct]
         if len(kids) >= count and _shm_leftovers(pid):
             return kids
         time.sleep(0.05)
@@ -211,8 +213,9 @@ def big_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _mixed(tmp_path_factory.mktemp("big") / "big.pcap", 600_000)
 
 
-def test_ctrl_c_drains_prints_summary_and_unlinks(index: Path, big_capture: Path, tmp_path: Path) -> None:
-    proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.PIPE,
+@pytest.mark.parametrize("entry", ["engine.cli", "engine.launch"])
+def test_ctrl_c_drains_prints_summary_and_unlinks(index: Path, big_capture: Path, tmp_path: Path, entry: str) -> None:
+    proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs", entry=entry), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     _wait_for_children(proc.pid, 3)
     _wait_for_capture(tmp_path / "logs")
@@ -235,9 +238,12 @@ def test_worker_crash_stops_the_sensor_loudly_and_unlinks(index: Path, big_captu
     assert not _shm_leftovers(proc.pid)
 
 
-def test_killed_sensor_leaves_no_segment(index: Path, big_capture: Path, tmp_path: Path) -> None:
-    proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+@pytest.mark.parametrize("entry", ["engine.cli", "engine.launch"])
+def test_killed_sensor_leaves_no_segment(index: Path, big_capture: Path, tmp_path: Path, entry: str) -> None:
+    """Killed, the sensor leaves its children (workers, aggregator, fork server, resource tracker)
+    to notice and go: a forked server holding the write end of its alive pipe would stay forever."""
+    proc = subprocess.Popen(_sensor_cmd(index, big_capture, tmp_path / "logs", entry=entry),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_children(proc.pid, 3)
     kids = descendants(proc.pid)  # fork server, workers, aggregator, resource tracker
     proc.kill()  # SIGKILL: no finally, no atexit
