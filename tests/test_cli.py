@@ -174,3 +174,34 @@ def test_the_maltrail_entry_point_runs_a_sensor_and_other_commands(tmp_path: Pat
     wrong = subprocess.run([sys.executable, "-m", "engine.launch", "no-such-command"], cwd=root,
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+
+
+@pytest.mark.parametrize(("threads", "interpreters"), [(None, 1), ("2", 3)])
+def test_the_entry_point_forks_its_server_only_while_it_runs_one_thread(tmp_path: Path, threads: str | None,
+                                                                        interpreters: int) -> None:
+    """`maltrail sensor` forks its fork server and resource tracker from the entry point rather than
+    starting new interpreters (counted by a `sitecustomize` each interpreter runs); a BLAS asked for
+    threads by the environment makes the process threaded once numpy is imported, and then they
+    are new interpreters as before. Either way a process starts through the server, and the server
+    goes with the process that started it."""
+    root = Path(__file__).resolve().parents[1]
+    starts = tmp_path / "starts"
+    (tmp_path / "sitecustomize.py").write_text(f"open({str(starts)!r}, 'a').write('x')\n")
+    code = ("import multiprocessing.forkserver as f, os\n"
+            "from engine.processes import process_context, start_process_server\n"
+            "start_process_server(fork=True)\n"
+            "p = process_context().Process(target=os.getpid)\n"
+            "p.start()\n"
+            "p.join()\n"
+            "print(f._forkserver._forkserver_pid, p.exitcode)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"} | (
+        {"OPENBLAS_NUM_THREADS": threads} if threads else {}) | {"PYTHONPATH": f"{tmp_path}:{root}"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    pid, exitcode = done.stdout.split()
+    assert exitcode == "0"
+    assert len(starts.read_text()) == interpreters
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), "the fork server outlived its sensor"
