@@ -47,3 +47,11 @@ def test_outputs_import_ssl_and_urllib_only_when_a_transport_needs_them() -> Non
                           "from engine.outputs.transports import tls_context\n"
                           "tls_context(OutputSpec(type='syslog', name='s', protocol='tls'))")
     assert "ssl" in used
+
+
+def test_the_sensor_process_imports_no_dashboard_settings() -> None:
+    """The command line registers the dashboard's commands; their settings (severity rules,
+    address scopes) are imported when the dashboard runs, not on every sensor start."""
+    loaded = _modules_after("import engine.cli, engine.sensor")
+    assert "webui.cli" in loaded
+    assert not {"webui.settings", "webui.netaddr", "engine.severity"} & loaded, sorted(loaded)

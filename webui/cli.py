@@ -6,9 +6,12 @@ import argparse
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.config import ConfigError, load_configs, load_nats_configs
-from webui.settings import Settings, resolve
+
+if TYPE_CHECKING:
+    from webui.settings import Settings
 
 
 def _config_file(args: argparse.Namespace) -> Path | None:
@@ -19,6 +22,10 @@ def _config_file(args: argparse.Namespace) -> Path | None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The dashboard's settings; their module (the severity rules, address scopes) is imported here,
+    not at the start of every command: the sensor's start-up path imports this file."""
+    from webui.settings import resolve  # noqa: PLC0415 - deferred: see the docstring
+
     sensor, server = load_configs(_config_file(args))
     return resolve(sensor, server, log_dir=args.log_dir, users=args.users, listen=getattr(args, "listen", None),
                    trails=getattr(args, "trails", None))
