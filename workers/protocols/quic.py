@@ -144,7 +144,7 @@ def _ecb_maker() -> Callable[[bytes], CipherContext]:
 
 class _Protection:
     """A DCID's client Initial protection: the AES-GCM of its packet key, its IV as an integer, and its
-    header-protection key, whose AES-ECB context (a third of a new Initial's key setup) is made only
+    header-protection key, whose AES-ECB context (a quarter of a new Initial's key setup) is made only
     when a packet's number must be unmasked: most packets open under a guessed number instead.
 
     The guess for the next packet of the DCID is the one after its last opened; a new DCID's is the
