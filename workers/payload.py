@@ -246,24 +246,35 @@ class PayloadInspector:
 
     def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trail entries of every selected packet's destination, source and destination:port, in
-        one batch lookup each: a single-address numpy lookup costs as much as a thousand batched."""
+        one batch lookup each: a single-address numpy lookup costs as much as a thousand batched.
+        IPv4 sides are looked up only when the /24 prefilter lets one through (for DNS queries to a
+        resolver, almost never), IPv6 destinations and sources together: each numpy call costs as
+        much as a few hundred addresses."""
+        v4 = p.version.take(rows) == 4
+        if v4.all():
+            dst, src, dport = self._entries4(p, rows)
+            return dst, src, dport
+        out = np.full((3, rows.size), -1, np.int32)
+        if v4.any():
+            out[:, v4] = self._entries4(p, rows[v4])
+        v6 = ~v4
+        r6 = rows[v6]
+        pos = p.v6_rows.searchsorted(r6)
+        dst6 = p.dst6.take(pos)
+        both = self.index.lookup_ip6(np.concatenate((dst6, p.src6.take(pos))))
+        out[0, v6], out[1, v6] = both[: r6.size], both[r6.size :]
+        out[2, v6] = self.index.lookup_ip6port(dst6, p.dport.take(r6).astype(np.uint16))
+        return out[0], out[1], out[2]
+
+    def _entries4(self, p: Parsed, rows: np.ndarray) -> np.ndarray:
+        """`_address_entries` of IPv4 rows, as rows of one (3, n) array."""
         ix = self.index
-        dst = np.full(rows.size, -1, np.int32)
-        src = np.full(rows.size, -1, np.int32)
-        dport = np.full(rows.size, -1, np.int32)
-        v4 = p.version[rows] == 4
-        r4 = rows[v4]
-        if r4.size:
-            dst[v4] = ix.lookup_ip4(p.dst4[r4])
-            src[v4] = ix.lookup_ip4(p.src4[r4])
-            dport[v4] = ix.lookup_ip4port(p.dst4[r4], p.dport[r4].astype(np.uint32))
-        if (~v4).any():
-            r6 = rows[~v4]
-            pos = p.v6_rows.searchsorted(r6)
-            dst[~v4] = ix.lookup_ip6(p.dst6[pos])
-            src[~v4] = ix.lookup_ip6(p.src6[pos])
-            dport[~v4] = ix.lookup_ip6port(p.dst6[pos], p.dport[r6].astype(np.uint16))
-        return dst, src, dport
+        dst, src = p.dst4.take(rows), p.src4.take(rows)
+        out = np.full((3, rows.size), -1, np.int32)
+        if ix.ip4_candidates(np.concatenate((dst, src))).size:  # else no side is a trail, nor dst:port
+            out[0], out[1] = ix.lookup_ip4(dst), ix.lookup_ip4(src)
+            out[2] = ix.lookup_ip4port(dst, p.dport.take(rows).astype(np.uint32))
+        return out
 
     # ---- helpers --------------------------------------------------------------------------
     def _entry_event(self, c: _Packet | _Plan, etype: str, trail: str, entry: int, obs: tuple = ()) -> None:
