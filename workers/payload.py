@@ -431,7 +431,7 @@ class PayloadInspector:
         named = _NamedChecks(self.index, b)
         if b.queries.size:
             q = b.queries
-            self._dns_queries(p, fast.take(q), b.query_names, b.qtype.take(q), b.qclass.take(q), out, named)
+            self._dns_queries(p, fast.take(q), b, out, named)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
@@ -452,12 +452,15 @@ class PayloadInspector:
             slow = np.concatenate((slow, fast[listed]))
         return slow
 
-    def _dns_queries(self, p: Parsed, rows: np.ndarray, names: list[str], qtype: np.ndarray, qclass: np.ndarray,
-                     out: list[Item], named: _NamedChecks | None = None) -> None:
+    def _dns_queries(self, p: Parsed, rows: np.ndarray, b: dnsbatch.DnsBatch, out: list[Item],
+                     named: _NamedChecks | None = None) -> None:
         """Standard queries: exhaustion observations, then trail checks; a packet context (address
         texts) is only built for the rare query that reports something: one whose addresses are
         trails (numpy masks say which) or whose name is one (a set of the few names says which).
-        `named`: the decoder's bytes of the names and their filter answers, for a batch of names all new."""
+        `b`: the decoded batch (`rows` are its queries' rows); `named`: the decoder's bytes of the
+        names and their filter answers, for a batch of names all new. Query types and classes are
+        read only when something may report."""
+        names = b.query_names
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
         laid_out = None
@@ -472,8 +475,11 @@ class PayloadInspector:
                 trails += new_trails
             fact = np.fromiter(map(facts_of.__getitem__, names), np.int64, len(names))
         self._query_observations(p, rows, names, fact, out, laid_out)
-        checked = (qtype != 12) & (qclass == 1)
-        report = (checked & ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0))).nonzero()[0].tolist()
+        listed = (dst_e & src_e & dstport_e) >= 0  # entries are -1 or not negative: all three -1 AND to -1
+        if not trails and not listed.any():
+            return
+        checked = (b.qtype.take(b.queries) != 12) & (b.qclass.take(b.queries) == 1)
+        report = (checked & listed).nonzero()[0].tolist()
         if trails:
             named = set(trails)
             report = sorted({*report, *(i for i, q in enumerate(names) if q in named and checked[i])})
