@@ -53,10 +53,7 @@ class DnsBatch:
 
     fast: np.ndarray  # int64 positions of decoded messages
     slow: np.ndarray  # int64 positions for the per-message parser
-    byte2: np.ndarray  # per fast row
-    byte3: np.ndarray
-    qtype: np.ndarray
-    qclass: np.ndarray
+    flags: np.ndarray  # per fast row: the header's flag word (byte 2 high, byte 3 low)
     queries: np.ndarray  # positions (in `fast`) of the standard queries
     nx: np.ndarray  # positions (in `fast`) of the NXDOMAIN answers (`_NX`)
     query_names: list[str]  # the names of `queries`, in order: lowercased (ASCII letters), latin-1
@@ -66,6 +63,30 @@ class DnsBatch:
     # ASCII on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
     has_a: np.ndarray  # bool: an answer without error (byte 3 0x80) whose walk found an A record
+    gather: Gather  # the batch's bytes, for `types`
+    tail_at: np.ndarray  # per fast row: where the question's QTYPE and QCLASS are
+
+    @property
+    def byte2(self) -> np.ndarray:
+        return self.flags >> 8
+
+    @property
+    def byte3(self) -> np.ndarray:
+        return self.flags & 0xFF
+
+    @property
+    def qtype(self) -> np.ndarray:
+        return self.types(np.arange(self.fast.size))[0]
+
+    @property
+    def qclass(self) -> np.ndarray:
+        return self.types(np.arange(self.fast.size))[1]
+
+    def types(self, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """QTYPE and QCLASS of the fast rows at `picks`, read when asked: a batch of queries needs
+        them only for the few that may report."""
+        tail = self.gather.be32(self.tail_at.take(picks))
+        return tail >> 16, tail & 0xFFFF
 
     def named(self) -> NameBytes | None:
         """The bytes of `query_names` then `nx_names` as the bulk name checks read them (when
@@ -91,7 +112,6 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     head = off[fast]
     start, stop = head + HEADER + 1, name_end[fast]
     flags = be16[head + 2].astype(np.int32)
-    byte2, byte3 = flags >> 8, flags & 0xFF
     asked = _ASKED.take(flags)
     if asked.all():  # all standard queries: no NXDOMAIN answers among them, no order to make
         queries, nx = np.arange(fast.size), np.zeros(0, np.int64)
@@ -115,13 +135,12 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 back[wanted[unknown]] = True
                 slow[fast[back]] = True
                 keep = ~back
-                fast, byte2, byte3, flags = fast[keep], byte2[keep], byte3[keep], flags[keep]
+                fast, flags = fast[keep], flags[keep]
                 stop = stop[keep]
                 answer_a, has_a = answer_a[keep], has_a[keep]
                 queries, nx = _ASKED.take(flags).nonzero()[0], _NX.take(flags).nonzero()[0]
-    tail = g.be32(stop + 1)  # QTYPE, QCLASS
-    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, queries, nx, query_names,
-                    nx_names, lines, answer_a, has_a)
+    return DnsBatch(fast, slow.nonzero()[0], flags, queries, nx, query_names, nx_names, lines, answer_a, has_a, g,
+                    stop + 1)
 
 
 def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray

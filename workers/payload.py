@@ -478,7 +478,8 @@ class PayloadInspector:
         listed = (dst_e & src_e & dstport_e) >= 0  # entries are -1 or not negative: all three -1 AND to -1
         if not trails and not listed.any():
             return
-        checked = (b.qtype.take(b.queries) != 12) & (b.qclass.take(b.queries) == 1)
+        qtype, qclass = b.types(b.queries)
+        checked = (qtype != 12) & (qclass == 1)
         report = (checked & listed).nonzero()[0].tolist()
         if trails:
             named = set(trails)
