@@ -38,9 +38,8 @@ def _flag_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _ASKED, _NX, _ANSWERED = _flag_tables()
-_OWNER_OK = np.zeros(256, bool)  # per first byte of an answer's owner: a pointer or the root
-_OWNER_OK[0] = _OWNER_OK[0xC0:] = True
-_OWNER_SIZE = np.where(np.arange(256) >= 0xC0, 2, 1)  # the owner's bytes, where `_OWNER_OK`
+_OWNER_SIZE = np.full(256, 1 << 40, np.int64)  # per first byte of an answer's owner: its bytes when a pointer or
+_OWNER_SIZE[0], _OWNER_SIZE[0xC0:] = 1, 2  # the root; else so many that the record ends past any message
 _ADVANCE = np.zeros(256, np.int64)  # per byte where a label's length is read: the label's bytes with it, 0 if it is
 _ADVANCE[1:0x40] = np.arange(2, 0x41)  # not a label length (the root, a pointer, a reserved form)
 _SPELLED = np.zeros(256, bool)  # a label length: the owner is spelled out
@@ -210,7 +209,8 @@ def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first A record among the answers: (address, found, unknown) per row. Owners must be a
     pointer or the root; a spelled-out owner leaves the row `unknown` (for the parser). The owner's
-    kind comes from tables and a record's type and RDLENGTH from word reads: a step is under fifty
+    size comes from a table (one too big to end in the message for an owner that is neither a
+    pointer nor the root) and a record's type and RDLENGTH from word reads: a step is under forty
     numpy calls. Reads past `end` are garbage that no test lets through (`stop <= e` implies them
     all in bounds)."""
     n = len(pos)
@@ -223,7 +223,7 @@ def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
         if not active.size:
             break
         p, e = pos.take(active), end.take(active)
-        first = g.u8(p)
+        first = g.data.take(p, mode="clip")
         spelled = _SPELLED.take(first)
         if spelled.any():
             unknown[active[spelled & (p < e)]] = True
@@ -231,7 +231,7 @@ def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
         rdata = fixed + 10
         rdlength = g.be32(fixed + 6) & 0xFFFF
         stop = rdata + rdlength
-        ok = _OWNER_OK.take(first) & (stop <= e)  # p < e follows: fixed > p
+        ok = stop <= e  # a pointer or the root for an owner (`_OWNER_SIZE`), and p < e: fixed > p
         is_a = ok & (rdlength == 4) & (g.be32(fixed) >> 16 == 1)
         hit = active[is_a]
         addr[hit] = g.be32(rdata[is_a])
