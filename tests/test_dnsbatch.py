@@ -194,3 +194,17 @@ def test_queries_among_nxdomain_answers_lead_the_names_bytes() -> None:
     assert _names(b) == ["q1.a.example", "nx1.b.example", "q2.example", "n.c.d.example", "q3.x.y.example"]
     assert b.query_names == ["q1.a.example", "q2.example", "q3.x.y.example"]
     assert b.named() is not None
+
+
+def test_answers_with_a_reserved_owner_form_have_no_address() -> None:
+    """An owner whose first byte is neither a pointer, the root nor a label length (0x40-0xBF,
+    reserved) ends the answer walk, though the bytes after it read as an A record: no candidate
+    address (a candidate would only cost a re-parse)."""
+    head = bytearray(dns_response("x.example.com", []))
+    head[6:8] = struct.pack("!H", 1)
+    for first in (0x40, 0x80, 0xBF):
+        msg = bytes(head) + bytes((first,)) + struct.pack("!HHIH", 1, 1, 60, 4) + bytes((192, 0, 2, 7))
+        assert parse_dns(msg).answers_a == ()
+        fast, _ = _check_agrees([msg])
+        data, off, length = _batch([msg])
+        assert fast == [0] and not decode(data, off, length, True).has_a[0]  # no candidate to re-parse

@@ -509,7 +509,12 @@ def row_addresses(p: Parsed, rows: np.ndarray) -> tuple[list, list]:
     src, dst = p.src4[rows].tolist(), p.dst4[rows].tolist()
     v6 = (p.version[rows] == 6).nonzero()[0]
     if v6.size:
-        pos = p.v6_rows.searchsorted(rows[v6])
-        for i, a, b in zip(v6.tolist(), p.src6[pos].tolist(), p.dst6[pos].tolist(), strict=True):
-            src[i], dst[i] = a.ljust(16, b"\0"), b.ljust(16, b"\0")
+        for i, a, b in zip(v6.tolist(), *addresses6(p, rows[v6]), strict=True):
+            src[i], dst[i] = a, b
     return src, dst
+
+
+def addresses6(p: Parsed, rows: np.ndarray) -> tuple[list[bytes], list[bytes]]:
+    """Source and destination of IPv6 rows as `row_addresses` gives them."""
+    pos = p.v6_rows.searchsorted(rows)
+    return [a.ljust(16, b"\0") for a in p.src6[pos].tolist()], [b.ljust(16, b"\0") for b in p.dst6[pos].tolist()]

@@ -24,8 +24,6 @@ from workers.protocols.dns import MAX_ANSWERS, MAX_NAME_WIRE_LENGTH
 
 HEADER = 12
 _MAX_LABELS = MAX_NAME_WIRE_LENGTH // 2 + 1
-_UPPER_TO_LOWER = np.arange(256, dtype=np.uint8)
-_UPPER_TO_LOWER[ord("A"):ord("Z") + 1] += 32
 _LINE_BREAK = 10
 
 
@@ -40,9 +38,10 @@ def _flag_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _ASKED, _NX, _ANSWERED = _flag_tables()
-_OWNER_OK = np.zeros(256, bool)  # per first byte of an answer's owner: a pointer or the root
-_OWNER_OK[0] = _OWNER_OK[0xC0:] = True
-_OWNER_SIZE = np.where(np.arange(256) >= 0xC0, 2, 1)  # the owner's bytes, where `_OWNER_OK`
+_OWNER_SIZE = np.full(256, 1 << 40, np.int64)  # per first byte of an answer's owner: its bytes when a pointer or
+_OWNER_SIZE[0], _OWNER_SIZE[0xC0:] = 1, 2  # the root; else so many that the record ends past any message
+_ADVANCE = np.zeros(256, np.int64)  # per byte where a label's length is read: the label's bytes with it, 0 if it is
+_ADVANCE[1:0x40] = np.arange(2, 0x41)  # not a label length (the root, a pointer, a reserved form)
 _SPELLED = np.zeros(256, bool)  # a label length: the owner is spelled out
 _SPELLED[1:0x40] = True
 
@@ -53,10 +52,7 @@ class DnsBatch:
 
     fast: np.ndarray  # int64 positions of decoded messages
     slow: np.ndarray  # int64 positions for the per-message parser
-    byte2: np.ndarray  # per fast row
-    byte3: np.ndarray
-    qtype: np.ndarray
-    qclass: np.ndarray
+    flags: np.ndarray  # per fast row: the header's flag word (byte 2 high, byte 3 low)
     queries: np.ndarray  # positions (in `fast`) of the standard queries
     nx: np.ndarray  # positions (in `fast`) of the NXDOMAIN answers (`_NX`)
     query_names: list[str]  # the names of `queries`, in order: lowercased (ASCII letters), latin-1
@@ -66,6 +62,30 @@ class DnsBatch:
     # ASCII on one line: each followed by a line break, and the n+1 offsets where they start
     answer_a: np.ndarray  # uint32 first A address candidate (valid where has_a)
     has_a: np.ndarray  # bool: an answer without error (byte 3 0x80) whose walk found an A record
+    gather: Gather  # the batch's bytes, for `types`
+    tail_at: np.ndarray  # per fast row: where the question's QTYPE and QCLASS are
+
+    @property
+    def byte2(self) -> np.ndarray:
+        return self.flags >> 8
+
+    @property
+    def byte3(self) -> np.ndarray:
+        return self.flags & 0xFF
+
+    @property
+    def qtype(self) -> np.ndarray:
+        return self.types(np.arange(self.fast.size))[0]
+
+    @property
+    def qclass(self) -> np.ndarray:
+        return self.types(np.arange(self.fast.size))[1]
+
+    def types(self, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """QTYPE and QCLASS of the fast rows at `picks`, read when asked: a batch of queries needs
+        them only for the few that may report."""
+        tail = self.gather.be32(self.tail_at.take(picks))
+        return tail >> 16, tail & 0xFFFF
 
     def named(self) -> NameBytes | None:
         """The bytes of `query_names` then `nx_names` as the bulk name checks read them (when
@@ -91,7 +111,6 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
     head = off[fast]
     start, stop = head + HEADER + 1, name_end[fast]
     flags = be16[head + 2].astype(np.int32)
-    byte2, byte3 = flags >> 8, flags & 0xFF
     asked = _ASKED.take(flags)
     if asked.all():  # all standard queries: no NXDOMAIN answers among them, no order to make
         queries, nx = np.arange(fast.size), np.zeros(0, np.int64)
@@ -115,13 +134,12 @@ def decode(data: np.ndarray, off: np.ndarray, length: np.ndarray, want_answers: 
                 back[wanted[unknown]] = True
                 slow[fast[back]] = True
                 keep = ~back
-                fast, byte2, byte3, flags = fast[keep], byte2[keep], byte3[keep], flags[keep]
+                fast, flags = fast[keep], flags[keep]
                 stop = stop[keep]
                 answer_a, has_a = answer_a[keep], has_a[keep]
                 queries, nx = _ASKED.take(flags).nonzero()[0], _NX.take(flags).nonzero()[0]
-    tail = g.be32(stop + 1)  # QTYPE, QCLASS
-    return DnsBatch(fast, slow.nonzero()[0], byte2, byte3, tail >> 16, tail & 0xFFFF, queries, nx, query_names,
-                    nx_names, lines, answer_a, has_a)
+    return DnsBatch(fast, slow.nonzero()[0], flags, queries, nx, query_names, nx_names, lines, answer_a, has_a, g,
+                    stop + 1)
 
 
 def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.ndarray
@@ -131,7 +149,7 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
     Returns the offset of each name's root byte and the (row, offset) of every inner length byte,
     which becomes a dot in the text form. Each step carries only the rows still walking, and the
     wire-length limit and the message's end bound where the root byte may be (a walk that passes
-    them goes on, as far as `_MAX_LABELS` steps, and ends slow), so a step is ten numpy calls."""
+    them goes on, as far as `_MAX_LABELS` steps, and ends slow), so a step is eight numpy calls."""
     name_end = pos0.copy()
     bound = np.minimum(end, pos0 + MAX_NAME_WIRE_LENGTH)
     rows = (~slow).nonzero()[0]
@@ -142,13 +160,13 @@ def _question_names(d: np.ndarray, pos0: np.ndarray, end: np.ndarray, slow: np.n
         if not rows.size:
             break
         name_end[rows] = p
-        size = d.take(p, mode="clip")
-        go = (size - 1 < 0x3F).nonzero()[0]  # a label length (uint8: the root 0 wraps to 255)
+        advance = _ADVANCE.take(d.take(p, mode="clip"))
+        go = advance.nonzero()[0]
         rows, p = rows.take(go), p.take(go)
         if step:
             sep_rows.append(rows)
             sep_pos.append(p)
-        p = p + size.take(go) + 1
+        p = p + advance.take(go)
     slow[rows] = True  # more labels than any legal name holds
     left = (~slow).nonzero()[0]  # the others stopped on a byte that is not a length: the root, or not plain
     at = name_end[left]
@@ -163,33 +181,36 @@ def _names(d: np.ndarray, start: np.ndarray, stop: np.ndarray, seps: tuple[np.nd
     """The dotted text of the names of the `fast` rows given (in any order), from one gather and
     one decode: each name followed by a line break, which one split cuts at (a name holding a line
     break itself, which DNS allows, makes it cut them by position instead). With them their bytes
-    and bounds (`DnsBatch.lines`), when all are ASCII on one line."""
+    and bounds (`DnsBatch.lines`), when all are ASCII on one line. `bytes.lower` lowers ASCII
+    letters alone, as a table would, for half a table's `take`."""
     if not fast.size:
         return [], None
     spans = np.maximum(stop - start, 0) + 1  # the root name has no text; each name its line break
     bounds = np.zeros(fast.size + 1, np.int64)
     spans.cumsum(out=bounds[1:])
     flat = (start - bounds[:-1]).repeat(spans) + np.arange(bounds[-1])
-    buf = _UPPER_TO_LOWER.take(d.take(flat, mode="clip"))
+    buf = d.take(flat, mode="clip")
     rows, positions = seps  # a separator's place in `buf` is its offset plus its row's shift; the
     # separators of rows not given land (clipped) on the last line break, which is written after them
     shift = np.full(n, 1 << 40, np.int64)
     shift[fast] = bounds[:-1] - start
     np.put(buf, positions + shift.take(rows), ord("."), mode="clip")
     buf[bounds[1:] - 1] = _LINE_BREAK
-    text = buf.tobytes().decode("latin-1")
+    lowered = buf.tobytes().lower()
+    text = lowered.decode("latin-1")
     names = text[:-1].split("\n")
     if len(names) != fast.size:
         b = bounds.tolist()
         return [text[i : j - 1] for i, j in itertools.pairwise(b)], None
-    return names, (buf, bounds) if text.isascii() else None
+    return names, (np.frombuffer(lowered, np.uint8), bounds) if text.isascii() else None
 
 
 def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first A record among the answers: (address, found, unknown) per row. Owners must be a
     pointer or the root; a spelled-out owner leaves the row `unknown` (for the parser). The owner's
-    kind comes from tables and a record's type and RDLENGTH from word reads: a step is under fifty
+    size comes from a table (one too big to end in the message for an owner that is neither a
+    pointer nor the root) and a record's type and RDLENGTH from word reads: a step is under forty
     numpy calls. Reads past `end` are garbage that no test lets through (`stop <= e` implies them
     all in bounds)."""
     n = len(pos)
@@ -202,7 +223,7 @@ def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
         if not active.size:
             break
         p, e = pos.take(active), end.take(active)
-        first = g.u8(p)
+        first = g.data.take(p, mode="clip")
         spelled = _SPELLED.take(first)
         if spelled.any():
             unknown[active[spelled & (p < e)]] = True
@@ -210,7 +231,7 @@ def _first_a(g: Gather, pos: np.ndarray, end: np.ndarray, count: np.ndarray
         rdata = fixed + 10
         rdlength = g.be32(fixed + 6) & 0xFFFF
         stop = rdata + rdlength
-        ok = _OWNER_OK.take(first) & (stop <= e)  # p < e follows: fixed > p
+        ok = stop <= e  # a pointer or the root for an owner (`_OWNER_SIZE`), and p < e: fixed > p
         is_a = ok & (rdlength == 4) & (g.be32(fixed) >> 16 == 1)
         hit = active[is_a]
         addr[hit] = g.be32(rdata[is_a])

@@ -54,8 +54,16 @@ _IGNORED_KEYS = _key_table(IGNORED_QUERY_SUFFIXES)
 
 
 def _counts(counts: np.ndarray, shift: np.uint64, k: int) -> np.ndarray:
-    """Whether the class at `shift` counts `k` in each packed count: a mask and a compare."""
-    return counts & _FIELD_MASK << shift == np.uint64(k) << shift
+    """Whether the class at `shift` counts `k` in each packed count: a mask and a compare (the
+    mask and the count shifted come from a table: numpy scalar arithmetic costs as much as an
+    array operation)."""
+    mask, shifted = _FIELDS[shift]
+    return counts & mask == shifted[k]
+
+
+_FIELDS = {shift: (_FIELD_MASK << shift, [np.uint64(k) << shift for k in range(4)])  # counts asked: up to 3
+           for shift in (_NOT_PLAIN, _NOT_NUMERIC, _DIGIT, _UNDERSCORE, _DASH)}
+_PAD = np.full(1, -1, np.int64)  # after a batch's dots: what a name without the dot asked for reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,15 +117,16 @@ class NameShapes:
         edges = owner.searchsorted(np.arange(n + 1))
         lo, hi = edges[:-1], edges[1:]
         count = hi - lo
-        padded = np.append(dots, -1)
+        padded = np.concatenate((dots, _PAD))
         has_dot = count > 0
         first_dot = np.where(has_dot, padded.take(lo), ends)
         last_dot = padded.take(np.where(has_dot, hi - 1, -1))
         special = np.zeros(n, bool)
         if b".onion." in raw or IP_ADRESS.encode() in raw:
             special[:] = [name.endswith(IP_ADRESS) or ".onion." in name for name in names]
-        whole = sums[ends] - sums[starts]
-        head = sums[first_dot] - sums[starts]  # the first label's counts
+        at_start, at_end = sums.take(starts), sums.take(ends)
+        whole = at_end - at_start
+        head = sums.take(first_dot) - at_start  # the first label's counts
         after_last = np.where(has_dot, last_dot + 1, starts)
         cut = ignored = None
         if queries:
@@ -138,7 +147,7 @@ class NameShapes:
             plain=_counts(whole, _NOT_PLAIN, 0) & (lengths > 0) & (lengths < 1 << _FIELD),
             special=special,
             ip_literal=_counts(whole, _NOT_NUMERIC, 0) & ~_counts(whole, _DIGIT, 0),
-            valid=has_dot & (after_last < ends) & _counts(sums[ends] - sums[after_last], _UNDERSCORE, 0),
+            valid=has_dot & (after_last < ends) & _counts(at_end - sums.take(after_last), _UNDERSCORE, 0),
             long_first_label=(first_dot - starts > 24) & _counts(head, _DASH, 0),
             exhaustion_cut=cut,
             ignored=ignored,

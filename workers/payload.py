@@ -246,24 +246,35 @@ class PayloadInspector:
 
     def _address_entries(self, p: Parsed, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trail entries of every selected packet's destination, source and destination:port, in
-        one batch lookup each: a single-address numpy lookup costs as much as a thousand batched."""
+        one batch lookup each: a single-address numpy lookup costs as much as a thousand batched.
+        IPv4 sides are looked up only when the /24 prefilter lets one through (for DNS queries to a
+        resolver, almost never), IPv6 destinations and sources together: each numpy call costs as
+        much as a few hundred addresses."""
+        v4 = p.version.take(rows) == 4
+        if v4.all():
+            dst, src, dport = self._entries4(p, rows)
+            return dst, src, dport
+        out = np.full((3, rows.size), -1, np.int32)
+        if v4.any():
+            out[:, v4] = self._entries4(p, rows[v4])
+        v6 = ~v4
+        r6 = rows[v6]
+        pos = p.v6_rows.searchsorted(r6)
+        dst6 = p.dst6.take(pos)
+        both = self.index.lookup_ip6(np.concatenate((dst6, p.src6.take(pos))))
+        out[0, v6], out[1, v6] = both[: r6.size], both[r6.size :]
+        out[2, v6] = self.index.lookup_ip6port(dst6, p.dport.take(r6).astype(np.uint16))
+        return out[0], out[1], out[2]
+
+    def _entries4(self, p: Parsed, rows: np.ndarray) -> np.ndarray:
+        """`_address_entries` of IPv4 rows, as rows of one (3, n) array."""
         ix = self.index
-        dst = np.full(rows.size, -1, np.int32)
-        src = np.full(rows.size, -1, np.int32)
-        dport = np.full(rows.size, -1, np.int32)
-        v4 = p.version[rows] == 4
-        r4 = rows[v4]
-        if r4.size:
-            dst[v4] = ix.lookup_ip4(p.dst4[r4])
-            src[v4] = ix.lookup_ip4(p.src4[r4])
-            dport[v4] = ix.lookup_ip4port(p.dst4[r4], p.dport[r4].astype(np.uint32))
-        if (~v4).any():
-            r6 = rows[~v4]
-            pos = p.v6_rows.searchsorted(r6)
-            dst[~v4] = ix.lookup_ip6(p.dst6[pos])
-            src[~v4] = ix.lookup_ip6(p.src6[pos])
-            dport[~v4] = ix.lookup_ip6port(p.dst6[pos], p.dport[r6].astype(np.uint16))
-        return dst, src, dport
+        dst, src = p.dst4.take(rows), p.src4.take(rows)
+        out = np.full((3, rows.size), -1, np.int32)
+        if ix.ip4_candidates(np.concatenate((dst, src))).size:  # else no side is a trail, nor dst:port
+            out[0], out[1] = ix.lookup_ip4(dst), ix.lookup_ip4(src)
+            out[2] = ix.lookup_ip4port(dst, p.dport.take(rows).astype(np.uint32))
+        return out
 
     # ---- helpers --------------------------------------------------------------------------
     def _entry_event(self, c: _Packet | _Plan, etype: str, trail: str, entry: int, obs: tuple = ()) -> None:
@@ -420,7 +431,7 @@ class PayloadInspector:
         named = _NamedChecks(self.index, b)
         if b.queries.size:
             q = b.queries
-            self._dns_queries(p, fast.take(q), b.query_names, b.qtype.take(q), b.qclass.take(q), out, named)
+            self._dns_queries(p, fast.take(q), b, out, named)
         slow = rows[b.slow]
         if not self.settings.use_heuristics:
             return slow
@@ -441,12 +452,15 @@ class PayloadInspector:
             slow = np.concatenate((slow, fast[listed]))
         return slow
 
-    def _dns_queries(self, p: Parsed, rows: np.ndarray, names: list[str], qtype: np.ndarray, qclass: np.ndarray,
-                     out: list[Item], named: _NamedChecks | None = None) -> None:
+    def _dns_queries(self, p: Parsed, rows: np.ndarray, b: dnsbatch.DnsBatch, out: list[Item],
+                     named: _NamedChecks | None = None) -> None:
         """Standard queries: exhaustion observations, then trail checks; a packet context (address
         texts) is only built for the rare query that reports something: one whose addresses are
         trails (numpy masks say which) or whose name is one (a set of the few names says which).
-        `named`: the decoder's bytes of the names and their filter answers, for a batch of names all new."""
+        `b`: the decoded batch (`rows` are its queries' rows); `named`: the decoder's bytes of the
+        names and their filter answers, for a batch of names all new. Query types and classes are
+        read only when something may report."""
+        names = b.query_names
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
         laid_out = None
@@ -461,8 +475,12 @@ class PayloadInspector:
                 trails += new_trails
             fact = np.fromiter(map(facts_of.__getitem__, names), np.int64, len(names))
         self._query_observations(p, rows, names, fact, out, laid_out)
+        listed = (dst_e & src_e & dstport_e) >= 0  # entries are -1 or not negative: all three -1 AND to -1
+        if not trails and not listed.any():
+            return
+        qtype, qclass = b.types(b.queries)
         checked = (qtype != 12) & (qclass == 1)
-        report = (checked & ((dst_e >= 0) | (src_e >= 0) | (dstport_e >= 0))).nonzero()[0].tolist()
+        report = (checked & listed).nonzero()[0].tolist()
         if trails:
             named = set(trails)
             report = sorted({*report, *(i for i, q in enumerate(names) if q in named and checked[i])})

@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.index.namefilter import NameBytes
 from engine.ipaddr import Addr
-from workers.batch import Parsed, row_addresses
+from workers.batch import Parsed, addresses6
 
 Packed = tuple[bytes, str, tuple[list[int], list, list] | None]  # numbers, prefixes and domains in turn, and the
 # positions, sources and destinations of the IPv6 rows (None: none)
@@ -42,7 +42,7 @@ def pack(p: Parsed, rows: np.ndarray, names: list[str], cuts: np.ndarray, laid_o
     if p.v6_rows.size:
         at = (p.version.take(rows) == 6).nonzero()[0]
         if at.size:
-            v6 = (at.tolist(), *row_addresses(p, rows.take(at)))
+            v6 = (at.tolist(), *addresses6(p, rows.take(at)))
     return numbers.tobytes(), raw.tobytes().decode(), v6
 
 

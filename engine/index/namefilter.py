@@ -23,6 +23,9 @@ _P = 0x9E3779B1  # odd, so it has an inverse modulo 2^32
 _P_INV = pow(_P, -1, 1 << 32)
 _SHIFT = _U(32 - NAME_FILTER_BITS)
 _REMIX = (_U(0x27D4EB2F), _U(0x165667B1))  # odd multipliers: the second and third bits from one hash
+# the finaliser's and the bit reads' constants made once (a numpy scalar costs about an array operation)
+_U1, _U5, _U13, _U16, _U31 = _U(1), _U(5), _U(13), _U(16), _U(31)
+_MIX1, _MIX2 = _U(0x85EBCA6B), _U(0xC2B2AE35)
 _U8_A, _U8_0 = np.uint8(ord("a")), np.uint8(ord("0"))
 _BUILD_CHUNK = 1 << 22  # arena bytes hashed per pass by the builder: bounds its temporary arrays
 
@@ -50,11 +53,11 @@ _POWERS = _Powers()
 def _fmix(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's 32-bit finaliser: every output bit depends on every input bit, which the
     polynomial's low bits alone do not."""
-    h ^= h >> _U(16)
-    h *= _U(0x85EBCA6B)
-    h ^= h >> _U(13)
-    h *= _U(0xC2B2AE35)
-    h ^= h >> _U(16)
+    h ^= h >> _U16
+    h *= _MIX1
+    h ^= h >> _U13
+    h *= _MIX2
+    h ^= h >> _U16
     return h
 
 
@@ -162,4 +165,4 @@ def suffixes_maybe_listed(bloom: np.ndarray, names: NameBytes) -> np.ndarray:
 def _has_bit(words: np.ndarray, bit: np.ndarray) -> np.ndarray:
     """Bit `bit` of the filter, read as little-endian 32-bit words (its little bit order makes bit
     i the (i & 31)th of word i >> 5)."""
-    return (words.take(bit >> _U(5)) >> (bit & _U(31)) & _U(1)).astype(bool)
+    return (words.take(bit >> _U5) >> (bit & _U31) & _U1).astype(bool)
