@@ -32,9 +32,10 @@ def test_fields_are_the_gathered_records(seed: int, n: int, size: int, spread: i
     want = g.fields(idx, _LAYOUT, _TYPES)
     for got, expected in zip(heads.fields(idx, _LAYOUT, _TYPES), want, strict=True):
         assert got.dtype == expected.dtype and got.tolist() == expected.tolist()
-    rows = np.flatnonzero(np.random.default_rng(seed).random(n) < 0.5)
-    for got, expected in zip(heads.fields(idx[rows], _LAYOUT, _TYPES, rows), want, strict=True):
-        assert got.tolist() == expected[rows].tolist()
+    for share in (0.5, 0.05):  # most rows (converted whole, then taken) and a few (picked out)
+        rows = np.flatnonzero(np.random.default_rng(seed).random(n) < share)
+        for got, expected in zip(heads.fields(idx[rows], _LAYOUT, _TYPES, rows), want, strict=True):
+            assert got.tolist() == expected[rows].tolist()
     needed = np.random.default_rng(seed + 1).random(n) < 0.5
     for got, expected in zip(heads.fields(idx, _LAYOUT, _TYPES, needed=needed), want, strict=True):
         assert got[needed].tolist() == expected[needed].tolist()
