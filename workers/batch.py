@@ -20,6 +20,7 @@ deeper is counted as malformed and not matched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -111,6 +112,15 @@ class Parsed:
     payload_off: np.ndarray  # int64 absolute offset in the batch data
     payload_len: np.ndarray  # int64 (>= 0)
     heads: Heads  # every packet's first bytes, for the payload's first bytes
+
+    @cached_property
+    def new_second(self) -> np.ndarray:
+        """bool per row: its second is later than the previous row's (the first row's too): the
+        aggregator's sweep moments, which both the ticks and the probes' segments need."""
+        new = np.ones(self.n, bool)
+        if self.n:
+            np.greater(self.sec[1:], self.sec[:-1], out=new[1:])
+        return new
 
 
 def among(values: np.ndarray, keys: np.ndarray) -> np.ndarray:

@@ -22,15 +22,8 @@ _LOOPBACK6 = bytes(15) + b"\x01"
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio multiplier of Fibonacci hashing
 
 
-def tick_rows(p: Parsed) -> np.ndarray:
-    new = np.ones(p.n, bool)
-    if p.n:
-        np.greater(p.sec[1:], p.sec[:-1], out=new[1:])
-    return new
-
-
 def tick_items(p: Parsed) -> list[tuple[int, str, tuple]]:
-    rows = tick_rows(p).nonzero()[0]
+    rows = p.new_second.nonzero()[0]
     return [(r, TICK, (s, u)) for r, s, u in zip(rows.tolist(), p.sec[rows].tolist(), p.usec[rows].tolist(),
                                                  strict=True)]
 
@@ -87,7 +80,7 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
     tcp = (p.proto == PROTO_TCP) & _PROBE_FLAGS.take(p.tcp_flags & 0xFF)
     udp = (p.proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     wanted = p.first_frag & (tcp | udp)
-    segment = tick_rows(p).cumsum(dtype=np.uint32)
+    segment = p.new_second.cumsum(dtype=np.uint32)
     syn = p.tcp_flags == 0x02
     rows = (wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4)).nonzero()[0]
     pair = (p.src4[rows].astype(np.uint64) << np.uint64(32)) | p.dst4[rows]  # both addresses, one word
