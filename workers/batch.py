@@ -351,7 +351,8 @@ def _ethertype(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
     ver = _ETYPE_VERSION.take(etype, mode="clip")
     if (ver < 0).any():
         l3, ver, end = _layered(g, etype, l3, end)
-    return l3, np.where(l3 <= end, ver, 0), end
+    ver *= l3 <= end
+    return l3, ver, end
 
 
 def _layered(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
@@ -504,7 +505,7 @@ def _ip_l4(heads: Heads, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _
     icmp = first_frag & (need == 1)
     ports = tcp | udp
     sport, dport, doff, flags = heads.fields(l4, _L4_HEAD, _L4_TYPES)  # fresh columns, zeroed in place
-    icmp_type = np.where(icmp, sport >> 8, -1)
+    icmp_type = _keep(sport >> 8, icmp, -1)
     sport *= ports
     dport *= ports
     flags *= tcp
