@@ -396,7 +396,7 @@ def _link(heads: Heads, linktype: int, end: np.ndarray) -> tuple[np.ndarray, np.
     if linktype not in _ETHERTYPE_AT:
         return start.copy(), np.zeros(len(start), dtype=np.int32), end
     at, l3 = _ETHERTYPE_AT[linktype]
-    return _ethertype(g, heads.at(at, ">u2").astype(np.int32), start + l3, end)
+    return _ethertype(g, heads.at(at, ">u2").astype(np.intp), start + l3, end)  # intp: a table index
 
 
 @dataclass
@@ -450,7 +450,6 @@ def _ip_l4(heads: Heads, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _
     # IPv4
     ihl = (b0 & 0xF) * 4
     bad4 = is4 & ((ihl < 20) | (ihl > room) | ((tot != 0) & (tot < ihl)))  # from 20 on, ihl > room says room < 20
-    tot = np.where(tot == 0, room, tot)  # segmentation offload writes 0: trust the capture
     is4 &= ~bad4
     malformed |= bad4
     proto = _keep(ip_proto, is4, -1)
@@ -458,7 +457,11 @@ def _ip_l4(heads: Heads, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _
     src4 *= is4
     dst4 *= is4
     l4 = l3 + _keep(ihl, is4, 40)
-    ip_end = np.where(is4, np.minimum(end, l3 + tot), end)
+    # the IPv4 packet's end (segmentation offload writes a length of 0: the capture's end); a row
+    # that is not IPv4 gets a bound nothing reads (IPv6 rows get theirs below)
+    ip_end = l3 + tot
+    ip_end += (tot == 0) * room
+    np.minimum(ip_end, end, out=ip_end)
     first_frag = is4 & ((frag & 0x1FFF) == 0)
 
     # IPv6
@@ -496,7 +499,7 @@ def _ip_l4(heads: Heads, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _
 
     # L4
     l4room = ip_end - l4
-    need = _L4_ROOM.take(proto & 0xFF)
+    need = _L4_ROOM.take(proto, mode="clip")  # no protocol (-1): entry 0, none
     bad_l4 = first_frag & (need > 0) & (l4room < need)
     malformed |= bad_l4
     first_frag = first_frag & ~bad_l4
