@@ -32,6 +32,9 @@ def test_random_bytes_never_raise(linktype: int, max_len: int) -> None:
         assert (p.version[rows] != 0).all()
         assert not p.malformed[rows].any()  # a malformed packet is counted, never matched
         assert (p.payload_len >= 0).all()
+        # what `checked_rows` takes for granted: TCP flags only on TCP rows, an IP row's protocol a byte
+        assert not p.tcp_flags[p.proto != 6].any()
+        assert ((p.proto[p.version != 0] >= 0) & (p.proto[p.version != 0] <= 255)).all()
         assert (p.payload_off[p.payload_len > 0] + p.payload_len[p.payload_len > 0]
                 <= meta[p.payload_len > 0, 2].astype(np.int64) + meta[p.payload_len > 0, 3]).all()
 

@@ -53,7 +53,7 @@ def test_selection_matches_per_packet_rules(packets: list, certificates: bool) -
     offsets = np.concatenate([[0], np.cumsum(caplen)[:-1]]).astype(np.uint32)
     meta = np.stack([np.zeros(len(frames), np.uint32), np.zeros(len(frames), np.uint32), offsets, caplen], axis=1)
     data = np.frombuffer(b"".join(frames), np.uint8)
-    got = payload_rows(parse_batch(meta, data, 1), data, certificates).tolist()
+    got = payload_rows(parse_batch(meta, data, 1), certificates).tolist()
     # a cut frame keeps the length its IP header claims: what is missing of the payload is not there
     want = [i for i, (tcp, sport, dport, payload, cut) in enumerate(packets)
             if _wanted(tcp, sport, dport, payload[:max(len(payload) - cut, 0)], certificates)]

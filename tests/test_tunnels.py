@@ -150,3 +150,4 @@ def test_mutated_tunnel_headers_never_raise_or_loop(which: int, edits: list[tupl
     assert p.n == 3 and p.src4[2] == 0x0A000042
     ends = np.cumsum([len(f) for f in frames])
     assert (p.payload_off + p.payload_len <= ends.max()).all() or not p.payload_len.any()
+    assert not p.tcp_flags[p.proto != 6].any()  # inner and outer columns never mixed within a row

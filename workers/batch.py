@@ -20,6 +20,7 @@ deeper is counted as malformed and not matched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -69,14 +70,23 @@ _TUNNEL_PORT[[UDP_VXLAN, UDP_GENEVE, UDP_TEREDO]] = True
 _MPLS_MAX_LABELS = 8
 _L4_ROOM = np.zeros(256, np.int64)  # bytes of its header that a protocol's columns read (ICMP: its type)
 _L4_ROOM[[PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMP6]] = 14, 8, 1, 1
-# Fixed header layouts read with one gather per row (`Gather.records`); fields are big-endian.
-# IPv4 header (IPv6: payload length at 4, next header is the high byte of `frag`)
-_IP_HEAD = np.dtype({"names": ["b0", "tot", "plen", "frag", "proto", "src", "dst"],
-                     "formats": ["u1", ">u2", ">u2", ">u2", "u1", ">u4", ">u4"],
-                     "offsets": [0, 2, 4, 6, 9, 12, 16], "itemsize": 20})
+# Fixed header layouts read as records (`Heads.fields`, `Gather.fields`); fields are big-endian.
+# IPv4 header (IPv6: next header is the high byte of `frag`)
+_IP_HEAD = np.dtype({"names": ["b0", "tot", "frag", "proto", "src", "dst"],
+                     "formats": ["u1", ">u2", ">u2", "u1", ">u4", ">u4"],
+                     "offsets": [0, 2, 6, 9, 12, 16], "itemsize": 20})
+_IP_TYPES = (np.int32, np.int32, np.int32, np.int32, np.uint32, np.uint32)
 # TCP: ports, data offset, flags (UDP: ports; ICMP: type in the first byte)
 _L4_HEAD = np.dtype({"names": ["sport", "dport", "doff", "flags"], "formats": [">u2", ">u2", "u1", "u1"],
                      "offsets": [0, 2, 12, 13], "itemsize": 14})
+_L4_TYPES = (np.int32,) * 4
+# IPv6 header from its payload length (read for the IPv6 rows only)
+_V6_HEAD = np.dtype({"names": ["plen", "src", "dst"], "formats": [">u2", "S16", "S16"], "offsets": [0, 4, 20],
+                     "itemsize": 36})
+_V6_TYPES = (np.int64, "S16", "S16")
+# A packet's first bytes, gathered once per batch (`Heads`): room for Ethernet, a VLAN tag, IPv6,
+# TCP with timestamps and a payload's first bytes
+HEAD_BYTES = 96
 
 
 @dataclass
@@ -101,6 +111,16 @@ class Parsed:
     icmp_type: np.ndarray  # int32, -1 where not ICMP
     payload_off: np.ndarray  # int64 absolute offset in the batch data
     payload_len: np.ndarray  # int64 (>= 0)
+    heads: Heads  # every packet's first bytes, for the payload's first bytes
+
+    @cached_property
+    def new_second(self) -> np.ndarray:
+        """bool per row: its second is later than the previous row's (the first row's too): the
+        aggregator's sweep moments, which both the ticks and the probes' segments need."""
+        new = np.ones(self.n, bool)
+        if self.n:
+            np.greater(self.sec[1:], self.sec[:-1], out=new[1:])
+        return new
 
 
 def among(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -109,6 +129,27 @@ def among(values: np.ndarray, keys: np.ndarray) -> np.ndarray:
     if not len(keys):
         return np.zeros(len(values), bool)
     return keys.take(keys.searchsorted(values), mode="clip") == values
+
+
+class WordSet:
+    """A small fixed set of 32-bit words, tested by multiplicative hashing: each key has a slot of
+    its own in a 64-entry table (the multiplier is searched for once), so membership is a multiply,
+    a shift, a table lookup and a compare per value, several times cheaper than `among`'s binary
+    search. Empty slots hold the first key, which hashes elsewhere: they never match."""
+
+    _BITS = 6
+
+    def __init__(self, keys: tuple[int, ...]) -> None:
+        words = np.unique(np.array(keys, np.uint32))
+        self._shift = np.uint32(32 - self._BITS)
+        self._mult = next(m for m in map(np.uint32, range(0x9E3779B1, 1 << 32, 2))
+                          if np.unique((words * m) >> self._shift).size == words.size)
+        self._table = np.full(1 << self._BITS, words[0], np.uint32)
+        self._table[(words * self._mult) >> self._shift] = words
+
+    def has(self, values: np.ndarray) -> np.ndarray:
+        """Which of these uint32 values are in the set."""
+        return self._table.take((values * self._mult) >> self._shift) == values
 
 
 class Gather:
@@ -164,9 +205,86 @@ class Gather:
             out[over] = self.block(idx[over], width).view(layout).ravel()
         return out
 
+    def fields(self, idx: np.ndarray, layout: np.dtype, types: tuple) -> list[np.ndarray]:
+        """The fields of a record at every offset, each converted to its type in `types`."""
+        rec = self.records(idx, layout)
+        return [rec[name].astype(t) for name, t in zip(layout.names, types, strict=True)]
+
     def block(self, idx: np.ndarray, width: int) -> np.ndarray:
         """`width` bytes per row as an (n, width) uint8 array."""
         return self.data.take(idx[:, None] + np.arange(width), mode="clip")
+
+
+class Heads:
+    """The first `HEAD_BYTES` bytes from an offset of every row (a packet's start, a tunnel's
+    inner header), gathered in one pass into a compact array. Any gather over the batch costs
+    10-20 ns a row whatever its width (a copy call a row, a cache miss a packet), a view of this
+    array next to nothing: the link, IP and L4 headers and the payload's first bytes sit at the
+    same offset in most packets of a batch, so a record is read at the usual offset through a
+    strided view and only the rows that have it elsewhere are gathered. Reads are what
+    `Gather.records` reads at the same offsets, past the batch's end included."""
+
+    def __init__(self, g: Gather, start: np.ndarray) -> None:
+        self.g, self.start = g, start
+        self._views: dict[int, np.ndarray] = {}
+        self.bytes = g.records(start, np.dtype(f"V{HEAD_BYTES}")).view(np.uint8) if len(start) else _NO_HEADS
+
+    def at(self, offset: int, dtype: np.dtype | str) -> np.ndarray:
+        """A field at the same offset from every row's start: a view."""
+        return np.ndarray((len(self.start),), dtype, self.bytes, offset, (HEAD_BYTES,))
+
+    def fields(self, idx: np.ndarray, layout: np.dtype, types: tuple, rows: np.ndarray | None = None,
+               needed: np.ndarray | None = None) -> list[np.ndarray]:
+        """`Gather.fields` at offsets `idx` of `rows` (all rows when None); with `needed` (a mask
+        over all rows), rows outside it may hold any value."""
+        rel = idx - (self.start if rows is None else self.start[rows])
+        k = _usual(rel)
+        if k is None or not 0 <= k <= HEAD_BYTES - layout.itemsize:
+            return self.g.fields(idx, layout, types)
+        out = []
+        for name, t in zip(layout.names, types, strict=True):
+            dtype, offset = layout.fields[name][:2]
+            view = self.at(k + offset, dtype)
+            if rows is None:
+                out.append(view.astype(t))
+            elif 8 * rows.size < len(self.start):  # a few rows: picked out of the view (unaligned, a call each)
+                out.append(view[rows].astype(t))
+            else:  # most rows: converted whole, then taken (contiguous and aligned: several times cheaper a row)
+                out.append(view.astype(t).take(rows))
+        odd = (rel != k if needed is None else (rel != k) & needed).nonzero()[0]
+        if odd.size:
+            for column, value in zip(out, self._elsewhere(idx[odd], rel[odd], odd if rows is None else rows[odd],
+                                                          layout, types), strict=True):
+                column[odd] = value
+        return out
+
+    def _elsewhere(self, idx: np.ndarray, rel: np.ndarray, rows: np.ndarray, layout: np.dtype, types: tuple
+                   ) -> list[np.ndarray]:
+        """`fields` of the rows whose record is not at the usual offset: gathered from this array
+        where it lies within (its lines are in the cache, the batch's may not be), else from the batch."""
+        width = layout.itemsize
+        inside = (rel >= 0) & (rel <= HEAD_BYTES - width)
+        view = self._views.get(width)
+        if view is None:
+            view = self._views[width] = np.ndarray((len(self.bytes) - width + 1,), f"V{width}", self.bytes, 0, (1,))
+        rec = view[np.where(inside, rows * HEAD_BYTES + rel, 0)].view(layout)
+        out = [rec[name].astype(t) for name, t in zip(layout.names, types, strict=True)]
+        outside = (~inside).nonzero()[0]
+        if outside.size:
+            for column, value in zip(out, self.g.fields(idx[outside], layout, types), strict=True):
+                column[outside] = value
+        return out
+
+
+_NO_HEADS = np.zeros(HEAD_BYTES, np.uint8)
+
+
+def _usual(rel: np.ndarray) -> int | None:
+    """The most common of 16 evenly spaced values: the offset read through a view."""
+    if not rel.size:
+        return None
+    sample = rel[:: max(1, rel.size // 16)].tolist()
+    return max(sample, key=sample.count)
 
 
 def _nflog(g: Gather, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -233,7 +351,8 @@ def _ethertype(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
     ver = _ETYPE_VERSION.take(etype, mode="clip")
     if (ver < 0).any():
         l3, ver, end = _layered(g, etype, l3, end)
-    return l3, np.where(l3 <= end, ver, 0), end
+    ver *= l3 <= end
+    return l3, ver, end
 
 
 def _layered(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
@@ -255,31 +374,29 @@ def _layered(g: Gather, etype: np.ndarray, l3: np.ndarray, end: np.ndarray
     return l3, np.maximum(_ETYPE_VERSION.take(etype, mode="clip"), 0), end  # still a tag (a third one): not IP
 
 
-def _link(g: Gather, linktype: int, start: np.ndarray, end: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+# Link types whose header is an EtherType at a fixed offset: (its offset, the IP header's)
+_ETHERTYPE_AT = {DLT_EN10MB: (12, 14), DLT_LINUX_SLL: (14, 16), DLT_LINUX_SLL2: (0, 20),
+                 DLT_C_HDLC: (2, 4)}  # Cisco HDLC: address, control, then an EtherType
+
+
+def _link(heads: Heads, linktype: int, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offset of the IP header, expected IP version or 0 when not IP, end of the IP packet) per
-    packet; the end is the capture's unless the link layer says the packet is shorter (padding)."""
-    n = len(start)
+    packet (`heads` from each packet's start); the end is the capture's unless the link layer
+    says the packet is shorter (padding)."""
+    g, start = heads.g, heads.start
     if linktype in (DLT_RAW, DLT_RAW_BSD, DLT_RAW_101, DLT_IPV4, DLT_IPV6):
-        return start.copy(), g.u8(start) >> 4, end
+        return start.copy(), heads.at(0, np.uint8).astype(np.int32) >> 4, end
     if linktype in (DLT_NULL, DLT_LOOP):
-        first, last = g.u8(start), g.u8(start + 3)
+        first, last = heads.at(0, np.uint8).astype(np.int32), heads.at(3, np.uint8).astype(np.int32)
         family = np.where(first != 0, first, last)  # host or network byte order
         ver = np.where(family == 2, 4, np.where(among(family, _BSD_INET6), 6, 0))
         return start + 4, np.where(end - start >= 4, ver, 0), end
     if linktype == DLT_NFLOG:
         return _nflog(g, start, end)
-    if linktype == DLT_EN10MB:
-        etype, l3 = g.be16(start + 12), start + 14
-    elif linktype == DLT_LINUX_SLL:
-        etype, l3 = g.be16(start + 14), start + 16
-    elif linktype == DLT_LINUX_SLL2:
-        etype, l3 = g.be16(start), start + 20
-    elif linktype == DLT_C_HDLC:  # address, control, then an EtherType
-        etype, l3 = g.be16(start + 2), start + 4
-    else:
-        return start.copy(), np.zeros(n, dtype=np.int32), end
-    return _ethertype(g, etype, l3, end)
+    if linktype not in _ETHERTYPE_AT:
+        return start.copy(), np.zeros(len(start), dtype=np.int32), end
+    at, l3 = _ETHERTYPE_AT[linktype]
+    return _ethertype(g, heads.at(at, ">u2").astype(np.intp), start + l3, end)  # intp: a table index
 
 
 @dataclass
@@ -310,10 +427,20 @@ _ROW_FIELDS = ("version", "malformed", "first_frag", "proto", "src4", "dst4", "s
                "icmp_type", "l4", "ip_end", "payload_off", "payload_len")
 
 
-def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net:
-    """IPv4 / IPv6 then TCP / UDP / ICMP columns of the rows whose IP header is at `l3`."""
-    head = g.records(l3, _IP_HEAD)
-    b0 = head["b0"].astype(np.int32)
+def _keep(column: np.ndarray, mask: np.ndarray, fill: int) -> np.ndarray:
+    """`np.where(mask, column, fill)` in place in a fresh column: three vector passes, where one
+    `where` costs about twice as much."""
+    column -= fill
+    column *= mask
+    column += fill
+    return column
+
+
+def _ip_l4(heads: Heads, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net:
+    """IPv4 / IPv6 then TCP / UDP / ICMP columns of the rows whose IP header is at `l3` (`heads`:
+    from the same rows' start or header)."""
+    g = heads.g
+    b0, tot, frag, ip_proto, ip_src, ip_dst = heads.fields(l3, _IP_HEAD, _IP_TYPES)
     nibble = b0 >> 4
     room = end - l3
     is4 = (want == 4) & (nibble == 4)
@@ -322,18 +449,19 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
 
     # IPv4
     ihl = (b0 & 0xF) * 4
-    bad4 = is4 & ((room < 20) | (ihl < 20) | (ihl > room))
-    tot = head["tot"].astype(np.int32)
-    bad4 |= is4 & (tot != 0) & (tot < ihl)
-    tot = np.where(tot == 0, room, tot)  # segmentation offload writes 0: trust the capture
+    bad4 = is4 & ((ihl < 20) | (ihl > room) | ((tot != 0) & (tot < ihl)))  # from 20 on, ihl > room says room < 20
     is4 &= ~bad4
     malformed |= bad4
-    frag = head["frag"].astype(np.int32)
-    proto = np.where(is4, head["proto"].astype(np.int32), -1)
-    src4 = np.where(is4, head["src"], np.uint32(0))
-    dst4 = np.where(is4, head["dst"], np.uint32(0))
-    l4 = np.where(is4, l3 + ihl, l3 + 40)
-    ip_end = np.where(is4, np.minimum(end, l3 + tot), end)
+    proto = _keep(ip_proto, is4, -1)
+    src4, dst4 = ip_src, ip_dst  # fresh columns: zeroed in place where not IPv4 (a multiply costs half a `where`)
+    src4 *= is4
+    dst4 *= is4
+    l4 = l3 + _keep(ihl, is4, 40)
+    # the IPv4 packet's end (segmentation offload writes a length of 0: the capture's end); a row
+    # that is not IPv4 gets a bound nothing reads (IPv6 rows get theirs below)
+    ip_end = l3 + tot
+    ip_end += (tot == 0) * room
+    np.minimum(ip_end, end, out=ip_end)
     first_frag = is4 & ((frag & 0x1FFF) == 0)
 
     # IPv6
@@ -343,7 +471,8 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
     v6_rows = is6.nonzero()[0]
     if v6_rows.size:
         r = v6_rows
-        ends6 = np.minimum(end[r], l3[r] + 40 + head["plen"][r].astype(np.int64))
+        plen, src6, dst6 = heads.fields(l3[r] + 4, _V6_HEAD, _V6_TYPES, r)
+        ends6 = np.minimum(end[r], l3[r] + 40 + plen)
         ip_end[r] = ends6
         nh = frag[r] >> 8
         pos = l3[r] + 40
@@ -365,14 +494,12 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
         proto[r] = nh
         l4[r] = pos
         first_frag[r] = first6
-        src6 = g.block(l3[r] + 8, 16).view("S16").ravel()
-        dst6 = g.block(l3[r] + 24, 16).view("S16").ravel()
     else:
         src6 = dst6 = np.zeros(0, dtype="S16")
 
     # L4
     l4room = ip_end - l4
-    need = _L4_ROOM.take(proto & 0xFF)
+    need = _L4_ROOM.take(proto, mode="clip")  # no protocol (-1): entry 0, none
     bad_l4 = first_frag & (need > 0) & (l4room < need)
     malformed |= bad_l4
     first_frag = first_frag & ~bad_l4
@@ -380,15 +507,18 @@ def _ip_l4(g: Gather, l3: np.ndarray, want: np.ndarray, end: np.ndarray) -> _Net
     udp = first_frag & (proto == PROTO_UDP)
     icmp = first_frag & (need == 1)
     ports = tcp | udp
-    l4head = g.records(l4, _L4_HEAD)
-    first = l4head["sport"].astype(np.int32)
-    sport = np.where(ports, first, 0)
-    dport = np.where(ports, l4head["dport"].astype(np.int32), 0)
-    flags = np.where(tcp, l4head["flags"].astype(np.int32), 0)
-    icmp_type = np.where(icmp, first >> 8, -1)
-    doff = np.where(tcp, (l4head["doff"].astype(np.int32) >> 4) * 4, 8)
+    sport, dport, doff, flags = heads.fields(l4, _L4_HEAD, _L4_TYPES)  # fresh columns, zeroed in place
+    icmp_type = _keep(sport >> 8, icmp, -1)
+    sport *= ports
+    dport *= ports
+    flags *= tcp
+    doff >>= 4
+    doff *= 4
+    _keep(doff, tcp, 8)
     payload_off = l4 + doff
-    payload_len = np.where(ports, np.maximum(ip_end - payload_off, 0), 0)
+    payload_len = ip_end - payload_off
+    np.maximum(payload_len, 0, out=payload_len)
+    payload_len *= ports
     version = is4 * 4
     version[v6_rows] = 6
     return _Net(version, malformed, first_frag, proto, src4, dst4, v6_rows, src6, dst6, sport, dport, flags,
@@ -467,7 +597,8 @@ def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
     g = Gather(data)
     start = meta[:, 2].astype(np.int64)
     end = start + meta[:, 3]
-    c = _ip_l4(g, *_link(g, linktype, start, end))
+    heads = Heads(g, start)
+    c = _ip_l4(heads, *_link(heads, linktype, end))
     level, rows = c, np.arange(n)
     for depth in range(MAX_TUNNEL_DEPTH + 1):
         sub, l3, want, inner_end = _decap(g, level)
@@ -478,7 +609,7 @@ def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
             c.malformed[rows] = True
             c.first_frag[rows] = False
             break
-        level = _ip_l4(g, l3, want, inner_end)
+        level = _ip_l4(Heads(g, l3), l3, want, inner_end)
         _merge(c, rows, level)
 
     return Parsed(
@@ -500,6 +631,7 @@ def parse_batch(meta: np.ndarray, data: np.ndarray, linktype: int) -> Parsed:
         icmp_type=c.icmp_type,
         payload_off=c.payload_off,
         payload_len=c.payload_len,
+        heads=heads,
     )
 
 

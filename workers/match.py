@@ -41,10 +41,10 @@ _L4_KNOWN[[PROTO_TCP, PROTO_UDP, PROTO_ICMP, PROTO_ICMP6]] = True
 def checked_rows(p: Parsed) -> tuple[np.ndarray, np.ndarray]:
     """Rows that get IP trail checks and their check kind."""
     proto = p.proto
-    syn = (proto == PROTO_TCP) & (p.tcp_flags == TCP_SYN)
+    syn = p.tcp_flags == TCP_SYN  # flags are 0 but on TCP rows
     udp = (proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     echo = ((proto == PROTO_ICMP) & (p.icmp_type == 8)) | ((proto == PROTO_ICMP6) & (p.icmp_type == 128))
-    other = (p.version != 0) & ~_L4_KNOWN.take(proto & 0xFF)
+    other = (p.version != 0) & ~_L4_KNOWN.take(proto, mode="clip")  # an IP row's protocol is a byte
     mask = p.first_frag & (syn | udp | echo) | (other & ~p.malformed)
     rows = mask.nonzero()[0]
     kind = np.where(syn[rows], _SYN, np.where(udp[rows], _UDP, _PLAIN))

@@ -15,22 +15,14 @@ import numpy as np
 from workers.batch import PROTO_TCP, PROTO_UDP, Parsed, row_addresses
 
 TICK, PROBES = "tick", "probes"
-_PROBE_FLAGS = np.zeros(256, bool)  # SYN, NULL, FIN, XMAS (a table lookup beats np.isin 6x)
-_PROBE_FLAGS[[0x02, 0x00, 0x01, 0x29]] = True
+_XMAS = 0x29  # FIN, PSH, URG; the other probes' flags are NULL, FIN and SYN: 0 to 2
 _LOOPBACK4 = 0x7F000001
 _LOOPBACK6 = bytes(15) + b"\x01"
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # the golden-ratio multiplier of Fibonacci hashing
 
 
-def tick_rows(p: Parsed) -> np.ndarray:
-    new = np.ones(p.n, bool)
-    if p.n:
-        np.greater(p.sec[1:], p.sec[:-1], out=new[1:])
-    return new
-
-
 def tick_items(p: Parsed) -> list[tuple[int, str, tuple]]:
-    rows = tick_rows(p).nonzero()[0]
+    rows = p.new_second.nonzero()[0]
     return [(r, TICK, (s, u)) for r, s, u in zip(rows.tolist(), p.sec[rows].tolist(), p.usec[rows].tolist(),
                                                  strict=True)]
 
@@ -84,10 +76,10 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
     aggregator keys them: IPv4 integers, IPv6 16 bytes."""
     if not p.n:
         return []
-    tcp = (p.proto == PROTO_TCP) & _PROBE_FLAGS.take(p.tcp_flags & 0xFF)
+    tcp = (p.proto == PROTO_TCP) & ((p.tcp_flags <= 0x02) | (p.tcp_flags == _XMAS))  # flags: a byte
     udp = (p.proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     wanted = p.first_frag & (tcp | udp)
-    segment = tick_rows(p).cumsum(dtype=np.uint32)
+    segment = p.new_second.cumsum(dtype=np.uint32)
     syn = p.tcp_flags == 0x02
     rows = (wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4)).nonzero()[0]
     pair = (p.src4[rows].astype(np.uint64) << np.uint64(32)) | p.dst4[rows]  # both addresses, one word

@@ -22,7 +22,7 @@ from engine.index.namefilter import NameBytes
 from engine.index.schema import F_ATTACKER, F_MALWARE, F_PARKING, F_SINKHOLE, UA_PREFIX
 from engine.ipaddr import Addr, addr_text, ip4_private, parse_ip4
 from workers import dnsbatch, httpbatch, queryobs, tlsbatch
-from workers.batch import PROTO_TCP, PROTO_UDP, Gather, Parsed, among, row_addresses
+from workers.batch import PROTO_TCP, PROTO_UDP, Gather, Parsed, WordSet, among, row_addresses
 from workers.domains import HEURISTIC_REF, PLAIN_NAME, DomainChecker
 from workers.fifo import FifoCache, GenerationCache
 from workers.heuristics import http_rules
@@ -67,7 +67,8 @@ _REQUEST_STARTS = np.sort(np.array([int.from_bytes(m, "big") for m in (
 # record's type and handshake type, a QUIC long header's version
 _PAYLOAD_HEAD = np.dtype({"names": ["b0", "first4", "version", "kind"], "formats": ["u1", ">u4", ">u4", "u1"],
                           "offsets": [0, 0, 1, 5], "itemsize": 6})
-_HTTP_STARTS = np.sort(np.append(_REQUEST_STARTS, np.uint32(int.from_bytes(b"HTTP", "big"))))  # sorted: `among`
+_PAYLOAD_TYPES = (np.uint8, np.uint32, np.uint32, np.uint8)
+_HTTP_STARTS = WordSet((*_REQUEST_STARTS.tolist(), int.from_bytes(b"HTTP", "big")))
 _IP4ISH = re.compile(r"\d+\.[0-9.]+")
 _PRIVATE = re.compile(r"(?:10\.|172\.(?:1[6-9]|2\d|3[01])\.|192\.168\.|127\.|169\.254\.|fc|fd|fe80:|::1$)")
 _RCE = http_rules.SUSPICIOUS_CATEGORIES  # the category list; the RCE one is looked up by name below
@@ -87,27 +88,24 @@ def _private_addr(addr: Addr) -> bool:
 Item = tuple[int, str, tuple]  # (row, "event" | observation kind, payload)
 
 
-def payload_rows(p: Parsed, data: np.ndarray, certificates: bool = True) -> np.ndarray:
+def payload_rows(p: Parsed, certificates: bool = True) -> np.ndarray:
     """Rows that need a payload parser: DNS (UDP, and TCP with room for a length and a header),
     HTTP-looking or TLS handshake TCP, QUIC v1/v2 Initials.
     Server handshakes (for certificate hashes) only when the trails hold certificates."""
-    proto = p.proto
-    rows = (p.first_frag & (p.payload_len > 0) & ~p.malformed
-            & ((proto == PROTO_TCP) | (proto == PROTO_UDP))).nonzero()[0]
-    head = Gather(data).records(p.payload_off[rows], _PAYLOAD_HEAD)
-    b0, first4, version, kind = (head[name].astype(np.uint32) for name in ("b0", "first4", "version", "kind"))
-    size = p.payload_len[rows]
-    tcp = proto[rows] == PROTO_TCP
-    udp = ~tcp
-    port53 = (p.sport[rows] == 53) | (p.dport[rows] == 53)
+    size = p.payload_len
+    tcp, udp = p.proto == PROTO_TCP, p.proto == PROTO_UDP
+    some = p.first_frag & (size > 0) & ~p.malformed & (tcp | udp)
+    # over every row (a mask costs less than picking the rows with a payload first)
+    b0, first4, version, kind = p.heads.fields(p.payload_off, _PAYLOAD_HEAD, _PAYLOAD_TYPES, needed=some)
+    port53 = (p.sport == 53) | (p.dport == 53)
     dns = udp & port53
     dns_tcp = tcp & port53 & (size >= 14)
-    http = tcp & (size >= 4) & among(first4, _HTTP_STARTS)
+    http = tcp & (size >= 4) & _HTTP_STARTS.has(first4)
     # ClientHello, ServerHello (its flight: the certificate)
     tls = tcp & (b0 == 0x16) & (size >= 6) & ((kind == 1) | ((kind == 2) & certificates))
     initial = (((b0 & 0xF0) == 0xC0) & (version == QUIC_V1)) | (((b0 & 0xF0) == 0xD0) & (version == QUIC_V2))
     quic = udp & ~dns & initial & (size >= 64)
-    return rows[dns | dns_tcp | http | tls | quic]
+    return (some & (dns | dns_tcp | http | tls | quic)).nonzero()[0]
 
 
 def _hello_rows(p: Parsed, data: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -155,7 +153,7 @@ class PayloadInspector:
         self.index.whitelist_names()
 
     def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
-        return payload_rows(p, data, self.certificates)
+        return payload_rows(p, self.certificates)
 
     def inspect(self, p: Parsed, data: np.ndarray, rows: np.ndarray) -> list[Item]:
         out: list[Item] = []
