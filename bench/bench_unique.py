@@ -67,7 +67,7 @@ def _fresh(index: TrailIndex) -> tuple[IpMatcher, PayloadInspector]:
 
 
 def _stage_rows(p, data: np.ndarray, inspector: PayloadInspector) -> dict[str, np.ndarray]:
-    rows = inspector.rows(p, data)
+    rows = inspector.rows(p)
     port53 = (p.sport[rows] == 53) | (p.dport[rows] == 53)
     udp = p.proto[rows] == PROTO_UDP
     tls = ~udp & ~port53 & (np.take(data, p.payload_off[rows], mode="clip") == 0x16)

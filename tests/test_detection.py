@@ -210,7 +210,7 @@ def test_server_certificate_sha1_trail(tmp_path: Path) -> None:
     parsed = parse_batch(batch.meta, data, batch.linktype)
     with_certs = PayloadInspector(TrailIndex(tmp_path / "t.mtidx"), DetectionSettings())
     without = PayloadInspector(TrailIndex(tmp_path / "none.mtidx"), DetectionSettings())
-    assert with_certs.rows(parsed, data).size == 1 and without.rows(parsed, data).size == 0
+    assert with_certs.rows(parsed).size == 1 and without.rows(parsed).size == 0
 
 
 def test_ipv6_payloads_and_heuristics(index: Path, tmp_path: Path) -> None:
@@ -277,7 +277,7 @@ def test_repeated_requests_report_as_if_each_were_new(index: Path, tmp_path: Pat
     parsed = parse_batch(batch.meta, data, batch.linktype)
     settings = DetectionSettings(check_missing_host=True)
     shared = PayloadInspector(TrailIndex(index), settings)
-    rows = shared.rows(parsed, data)
+    rows = shared.rows(parsed)
     assert rows.size == len(frames)
     items = shared.inspect(parsed, data, rows)
     fresh = [item for row in rows.tolist()
@@ -318,7 +318,7 @@ def test_names_cached_at_a_batch_start_survive_its_evictions(index: Path) -> Non
     def items(inspector: PayloadInspector, batch: list[bytes]) -> list:
         meta, data = t.frames_batch(batch)
         p = parse_batch(meta, data, 1)
-        return inspector.inspect(p, data, inspector.rows(p, data))
+        return inspector.inspect(p, data, inspector.rows(p))
 
     warm = PayloadInspector(ix, DetectionSettings(use_heuristics=True))
     items(warm, frames)

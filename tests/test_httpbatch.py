@@ -73,7 +73,7 @@ def _items(index: TrailIndex, frames: list[bytes], detection: DetectionSettings)
     meta, data = t.frames_batch(frames)
     p = parse_batch(meta, data, 1)
     inspector = PayloadInspector(index, detection)
-    return inspector.inspect(p, data, inspector.rows(p, data))
+    return inspector.inspect(p, data, inspector.rows(p))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -226,7 +226,7 @@ def test_a_replaced_generation_is_unmapped(tmp_path: Path) -> None:
         data = np.frombuffer(batch.data, dtype=np.uint8)
         parsed = parse_batch(batch.meta, data, batch.linktype)
         detection.matcher.events(parsed)
-        detection.inspector.inspect(parsed, data, detection.inspector.rows(parsed, data))
+        detection.inspector.inspect(parsed, data, detection.inspector.rows(parsed))
     assert str(path) in Path("/proc/self/maps").read_text()
     index = detection.index
     detection.close()

@@ -175,7 +175,7 @@ def test_inspector_reports_the_same_with_and_without_the_bulk_walk(tmp_path: Pat
 
     def items() -> list:
         inspector = PayloadInspector(ix, DetectionSettings(use_heuristics=True))
-        return sorted(inspector.inspect(p, data, inspector.rows(p, data)), key=itemgetter(0))
+        return sorted(inspector.inspect(p, data, inspector.rows(p)), key=itemgetter(0))
 
     bulk = items()
     monkeypatch.setattr(payload, "BULK_HELLOS", len(frames) + 1)

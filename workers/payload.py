@@ -152,7 +152,7 @@ class PayloadInspector:
         quic.warm()
         self.index.whitelist_names()
 
-    def rows(self, p: Parsed, data: np.ndarray) -> np.ndarray:
+    def rows(self, p: Parsed) -> np.ndarray:
         return payload_rows(p, self.certificates)
 
     def inspect(self, p: Parsed, data: np.ndarray, rows: np.ndarray) -> list[Item]:

@@ -59,7 +59,7 @@ def batch_items(parsed: Parsed, data: np.ndarray, matcher: IpMatcher, inspector:
     """Everything the aggregator needs from a batch, in capture order (a row's tick first)."""
     items: list[Item] = tick_items(parsed)  # first: the sort is stable, so a row's tick stays ahead
     items += [(row, "event", (ev,)) for row, ev in matcher.events(parsed)]
-    items += inspector.inspect(parsed, data, inspector.rows(parsed, data))
+    items += inspector.inspect(parsed, data, inspector.rows(parsed))
     items += probe_items(parsed)
     items.sort(key=itemgetter(0))
     return items
