@@ -5,16 +5,13 @@ address, the IPv6 sides in one lookup) must give the same entries."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from index_support import index_file
 
 from engine import traffic as t
-from engine.index.build import compile_index
-from engine.index.fileformat import write_arrays
 from engine.index.mapped import TrailIndex
 from workers.batch import Parsed, parse_batch
 from workers.payload import DetectionSettings, PayloadInspector
@@ -28,10 +25,7 @@ V6 = ("2001:db8::44", "2001:db8::80", "2001:db8::99")
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> TrailIndex:
-    arrays, meta = compile_index(TRAILS)
-    path: Path = tmp_path_factory.mktemp("entries") / "t.mtidx"
-    write_arrays(path, arrays, meta)
-    return TrailIndex(path)
+    return TrailIndex(index_file(TRAILS, tmp_path_factory.mktemp("entries")))
 
 
 def _one_by_one(ix: TrailIndex, p: Parsed, rows: np.ndarray) -> list[tuple[int, int, int]]:

@@ -4,13 +4,10 @@ own, wherever the queries sit among answers in the batch, and agree with one pac
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from index_support import index_file
 
 from engine import traffic as t
-from engine.index.build import compile_index
-from engine.index.fileformat import write_arrays
 from engine.index.mapped import TrailIndex
 from workers.batch import parse_batch
 from workers.match import IpMatcher
@@ -23,10 +20,7 @@ CLIENT, RESOLVER, LISTED = "10.0.0.7", "192.0.2.53", "203.0.113.44"
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> TrailIndex:
-    arrays, meta = compile_index(TRAILS)
-    path: Path = tmp_path_factory.mktemp("kinds") / "t.mtidx"
-    write_arrays(path, arrays, meta)
-    return TrailIndex(path)
+    return TrailIndex(index_file(TRAILS, tmp_path_factory.mktemp("kinds")))
 
 
 def _query(name: str, qtype: int, qclass: int, resolver: str, k: int) -> bytes:

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from index_support import index_file
 
 from engine import traffic as t
 from engine.aggregator import EventPipeline, apply_items
 from engine.eventlog import Event
 from engine.heuristics import Heuristics, HeuristicSettings
-from engine.index.build import compile_index
-from engine.index.fileformat import write_arrays
 from engine.index.mapped import TrailIndex
 from engine.index.namefilter import NameBytes
 from engine.trails.ignore import IgnoreRules
@@ -37,10 +36,7 @@ CLIENT, RESOLVER, LISTED = "10.0.0.7", "192.0.2.53", "203.0.113.44"
 
 @pytest.fixture(scope="module")
 def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    arrays, meta = compile_index(TRAILS)
-    path = tmp_path_factory.mktemp("qobs") / "t.mtidx"
-    write_arrays(path, arrays, meta)
-    return path
+    return index_file(TRAILS, tmp_path_factory.mktemp("qobs"))
 
 
 def _pack(p: Parsed, rows: np.ndarray, exhs: list[tuple[str, str]]) -> Packed:
