@@ -95,9 +95,11 @@ def _fork_passfds(path: str, args: Sequence[str], passfds: Sequence[int]) -> int
         return pid
     code = 1
     try:
-        keep = sorted({0, 1, 2, *passfds})
-        for low, high in zip(keep, [*keep[1:], os.sysconf("SC_OPEN_MAX")], strict=True):
-            os.closerange(low + 1, high)
+        keep = {0, 1, 2, *passfds}
+        for fd in map(int, os.listdir("/proc/self/fd")):  # there: `_one_thread` read /proc already
+            if fd not in keep:
+                with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+                    os.close(fd)
         exec(compile(args[-1], path, "exec"), {"__name__": "__main__"})  # noqa: S102 - multiprocessing's own command
         code = 0
     except SystemExit as done:  # how the server ends once the sensor is gone
