@@ -41,10 +41,12 @@ def _check_agrees(payloads: list[bytes]) -> tuple[list[int], list[int]]:
     b = decode(data, off, length, True)
     assert sorted(b.fast.tolist() + b.slow.tolist()) == list(range(len(payloads)))
     names = _names(b)
+    qtype, qclass = b.types(np.arange(b.fast.size))
     for i, pos in enumerate(b.fast.tolist()):
         msg = parse_dns(payloads[pos])
         assert msg is not None, payloads[pos]
-        assert (b.byte2[i], b.byte3[i], b.qtype[i], b.qclass[i]) == (msg.byte2, msg.byte3, msg.qtype, msg.qclass)
+        assert (b.flags[i] >> 8, b.flags[i] & 0xFF, qtype[i], qclass[i]) == (msg.byte2, msg.byte3, msg.qtype,
+                                                                            msg.qclass)
         assert (i in b.queries.tolist()) == (msg.byte2 & 0xFA == 0)
         assert (i in b.nx.tolist()) == bool(msg.byte2 & 0x80 and msg.byte3 == 0x83)
         name = names[i]

@@ -65,22 +65,6 @@ class DnsBatch:
     gather: Gather  # the batch's bytes, for `types`
     tail_at: np.ndarray  # per fast row: where the question's QTYPE and QCLASS are
 
-    @property
-    def byte2(self) -> np.ndarray:
-        return self.flags >> 8
-
-    @property
-    def byte3(self) -> np.ndarray:
-        return self.flags & 0xFF
-
-    @property
-    def qtype(self) -> np.ndarray:
-        return self.types(np.arange(self.fast.size))[0]
-
-    @property
-    def qclass(self) -> np.ndarray:
-        return self.types(np.arange(self.fast.size))[1]
-
     def types(self, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """QTYPE and QCLASS of the fast rows at `picks`, read when asked: a batch of queries needs
         them only for the few that may report."""
