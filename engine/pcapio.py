@@ -195,12 +195,14 @@ class PcapRecords:
                 append(pos)
                 pos += _RECORD_HEADER + min(lengths(buf, pos + 8))
         elif self._native:  # about 12 % fewer instructions a record than an unpack
-            words = _words_at(buf, at)
-            for _ in range(count):
-                if pos > limit:
-                    break
-                append(pos)
-                pos += _RECORD_HEADER + words[pos & 3][pos >> 2]
+            words = _words_at(memoryview(buf)[:end], at)  # a length field cut by the end raises IndexError
+            try:  # no bound test a record: 13 % fewer instructions (a record whose header is cut
+                # but whose length field is not advances past `end`, and is dropped below)
+                for _ in itertools.repeat(None, count):
+                    append(pos)
+                    pos += 16 + words[pos & 3][pos >> 2]
+            except IndexError:
+                starts.pop()
         else:
             unpack = self._caplen
             for _ in range(count):
