@@ -48,7 +48,6 @@ from workers.payload import (
 )
 from workers.queryobs import QueryColumns
 
-POLL_SECONDS = 0.002
 STATUS_SECONDS = 1.0
 PARENT_CHECK_SECONDS = 0.2  # how often an idle aggregator makes sure the sensor still runs
 
@@ -268,6 +267,9 @@ def run_aggregator(
         OutputFeed(event_settings) if event_settings.feed is not None else None,
         re.compile(event_settings.ignore_regex, re.IGNORECASE) if event_settings.ignore_regex else None, sensor_name)
     rings = [Ring(s) for s in out_specs]
+    doorbell = out_specs[0].doorbell  # every result ring rings this one (`engine.sensor`)
+    if doorbell is None:
+        raise ValueError("the result rings have no doorbell to wait on")
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
     capture_status = CaptureStatus(capture, len(rings))
@@ -316,6 +318,7 @@ def run_aggregator(
                 if msg is None:
                     continue
                 got = True
+                doorbell.acquire(False)  # this message's ring: the bell counts what is still unread
                 if msg == b"":
                     open_rings.discard(w)
                     continue
@@ -349,7 +352,7 @@ def run_aggregator(
                     last_parent_check = now
                     if not pid_alive(parent_pid):
                         return
-                time.sleep(POLL_SECONDS)
+                doorbell.acquire(True, PARENT_CHECK_SECONDS)
         pipeline.close()  # drains the outputs before the final counters
         final = status(True)
         _write_json(Path(status_path), final)

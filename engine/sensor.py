@@ -39,7 +39,7 @@ from engine.processes import process_context, start_process_server
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
 from shm.counters import SharedCounters, create_counters
-from shm.ring import Ring, create_ring
+from shm.ring import Ring, create_doorbell, create_ring
 from shm.segments import SegmentOwner
 from workers import entry
 from workers.batch import SUPPORTED_LINKTYPES, linktype_name
@@ -399,7 +399,9 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
             ctx = process_context()
             slots = max(2, cfg.ring_slots // cfg.workers)  # a total budget: memory flat in workers
             in_specs = [create_ring(owner, f"in{w}", slots, cfg.ring_slot_kb * 1024) for w in range(cfg.workers)]
-            out_specs = [create_ring(owner, f"out{w}", RESULT_SLOTS, RESULT_SLOT_BYTES) for w in range(cfg.workers)]
+            results = create_doorbell()  # the aggregator waits on it for any worker's results
+            out_specs = [create_ring(owner, f"out{w}", RESULT_SLOTS, RESULT_SLOT_BYTES, results)
+                         for w in range(cfg.workers)]
             capture_source = CaptureSource(create_counters(owner, "capture", CAPTURE_FIELDS), interface,
                                            tuple(str(p) for p in captures))
             counters = SharedCounters(capture_source.counters)

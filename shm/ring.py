@@ -5,6 +5,9 @@ copy). Two counting semaphores carry the slot hand-over: `filled` (slots ready f
 and `free` (slots the producer may write). Their post/wait are full memory barriers, so a slot's
 bytes are visible before the consumer sees it, on any CPU. The producer either waits for a free
 slot (files: back-pressure) or gives up at once and counts the drop (live capture: never block).
+A consumer of several rings (the aggregator, of every worker's results) waits on one `doorbell`
+semaphore that they share, rung once per whole message, instead of polling them: it wakes as a
+message lands, and an idle sensor's aggregator sleeps.
 
 Header (u64 words): 0 published slots, 1 dropped packets, 2 dropped batches, 3 peak occupancy,
 8 consumed slots (its own cache line: only the consumer writes it).
@@ -38,14 +41,21 @@ class RingSpec:
     slot_bytes: int
     filled: Semaphore
     free: Semaphore
+    doorbell: Semaphore | None = None  # shared with the other rings its consumer reads
 
 
-def create_ring(owner: SegmentOwner, role: str, slots: int, slot_bytes: int) -> RingSpec:
+def create_doorbell() -> Semaphore:
+    """A doorbell for rings read by one consumer (`create_ring`)."""
+    return multiprocessing.get_context("spawn").Semaphore(0)
+
+
+def create_ring(owner: SegmentOwner, role: str, slots: int, slot_bytes: int,
+                doorbell: Semaphore | None = None) -> RingSpec:
     slot_bytes = (slot_bytes + 63) // 64 * 64
     seg = owner.create(role, HEADER_BYTES + slots * slot_bytes)
     np.ndarray((HEADER_BYTES // 8,), dtype=np.uint64, buffer=seg.buf)[:] = 0
     ctx = multiprocessing.get_context("spawn")
-    return RingSpec(seg.name, slots, slot_bytes, ctx.Semaphore(0), ctx.Semaphore(slots))
+    return RingSpec(seg.name, slots, slot_bytes, ctx.Semaphore(0), ctx.Semaphore(slots), doorbell)
 
 
 class Ring:
@@ -96,6 +106,8 @@ class Ring:
         if occupancy > int(self._hdr[_PEAK]):
             self._hdr[_PEAK] = occupancy
         self.spec.filled.release()
+        if self.spec.doorbell is not None and not flags & FLAG_MORE:  # a whole message is there
+            self.spec.doorbell.release()
 
     def count_drop(self, packets: int) -> None:
         self._hdr[_DROP_PKTS] += packets

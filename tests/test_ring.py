@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from shm.packets import read_batch, write_batch
-from shm.ring import Ring, RingSpec, create_ring
+from shm.ring import Ring, RingSpec, create_doorbell, create_ring
 from shm.segments import PREFIX, SegmentOwner
 
 CTX = multiprocessing.get_context("spawn")
@@ -161,5 +161,49 @@ def test_consumer_wait_times_out(timeout: float) -> None:
         assert ring.wait(timeout) is None
         assert ring.get(timeout) is None
         ring.close()
+    finally:
+        owner.unlink_all()
+
+
+def test_rings_sharing_a_doorbell_wake_their_consumer_once_a_message() -> None:
+    """The aggregator's way of reading every worker's results: a pass over the rings takes one ring
+    of the bell per message read, and only a pass that found nothing waits on the bell. Two
+    producers, messages of one slot and of several: nothing is lost or reordered, every wait ends
+    with a message (the consumer never sleeps through one), and the bell rang once a whole message
+    (not once a slot)."""
+    owner = SegmentOwner()
+    try:
+        bell = create_doorbell()
+        specs = [create_ring(owner, f"bell{w}", slots=3, slot_bytes=4096, doorbell=bell) for w in range(2)]
+        rings = [Ring(s) for s in specs]
+        procs = [CTX.Process(target=_producer, args=(spec, 400, 9000, w)) for w, spec in enumerate(specs)]
+        for proc in procs:
+            proc.start()
+        seen, open_rings, rung = [0, 0], {0, 1}, 0
+        while open_rings:
+            got = False
+            for w in sorted(open_rings):
+                msg = rings[w].get(0)
+                if msg is None:
+                    continue
+                got = True
+                rung += bell.acquire(False)
+                if msg == b"":
+                    open_rings.discard(w)
+                    continue
+                assert struct.unpack_from("<Q", msg)[0] == seen[w], "lost or reordered message"
+                seen[w] += 1
+            if not got:
+                assert bell.acquire(True, 10.0), "slept through a message"
+                rung += 1
+        for proc in procs:
+            proc.join(10)
+            assert proc.exitcode == 0
+        while bell.acquire(False):  # rung after its message was read
+            rung += 1
+        assert seen == [400, 400]
+        assert rung == 2 * 401, "not one ring a whole message (400 and the end of input, each producer)"
+        for ring in rings:
+            ring.close()
     finally:
         owner.unlink_all()
