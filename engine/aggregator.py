@@ -35,7 +35,7 @@ from engine.outputs.spec import EventSettings
 from engine.proctree import pid_alive
 from engine.quicstreams import QuicStreams
 from engine.trails.ignore import IgnoreRules
-from shm.ring import Ring, RingSpec
+from shm.ring import Ring, RingSet, RingSpec
 from workers.observe import PROBES, TICK
 from workers.payload import (
     OBS_DNS_QUERIES,
@@ -267,9 +267,7 @@ def run_aggregator(
         OutputFeed(event_settings) if event_settings.feed is not None else None,
         re.compile(event_settings.ignore_regex, re.IGNORECASE) if event_settings.ignore_regex else None, sensor_name)
     rings = [Ring(s) for s in out_specs]
-    doorbell = out_specs[0].doorbell  # every result ring rings this one (`engine.sensor`)
-    if doorbell is None:
-        raise ValueError("the result rings have no doorbell to wait on")
+    results = RingSet(rings)
     packet_rings = [Ring(s) for s in in_specs]  # read-only use: occupancy and drops
     counters = Counters(len(rings))
     capture_status = CaptureStatus(capture, len(rings))
@@ -279,7 +277,6 @@ def run_aggregator(
     ready.release()
     pending: list[tuple[int, int, int, dict[str, int], list[Event]]] = []
     next_seq = 0
-    open_rings = set(range(len(rings)))
     started = time.time()
     last_status = last_parent_check = 0.0
 
@@ -311,17 +308,9 @@ def run_aggregator(
         }
 
     try:
-        while open_rings or pending:
-            got = False
-            for w in list(open_rings):
-                msg = rings[w].get(0)
-                if msg is None:
-                    continue
-                got = True
-                doorbell.acquire(False)  # this message's ring: the bell counts what is still unread
-                if msg == b"":
-                    open_rings.discard(w)
-                    continue
+        while results.open or pending:
+            got = results.next_messages()
+            for msg in got:
                 heapq.heappush(pending, pickle.loads(msg))
             while pending and pending[0][0] == next_seq:
                 _, worker, batch_generation, batch_counters, items = heapq.heappop(pending)
@@ -337,7 +326,7 @@ def run_aggregator(
                 apply_items(items, heuristics, pipeline, quic)
                 pipeline.flush()
                 next_seq += 1
-            if not open_rings and pending:
+            if not results.open and pending:
                 # End of input with a gap: a batch never arrived (its worker died); keep order.
                 next_seq = pending[0][0]
                 continue
@@ -352,7 +341,7 @@ def run_aggregator(
                     last_parent_check = now
                     if not pid_alive(parent_pid):
                         return
-                doorbell.acquire(True, PARENT_CHECK_SECONDS)
+                results.wait(PARENT_CHECK_SECONDS)
         pipeline.close()  # drains the outputs before the final counters
         final = status(True)
         _write_json(Path(status_path), final)

@@ -183,3 +183,39 @@ class Ring:
             "published": published,
             "slots": self.spec.slots,
         }
+
+
+class RingSet:
+    """The consumer of several rings sharing one doorbell (`create_ring`): the aggregator's way of
+    reading every worker's results. A pass takes the next message of each ring that has one, and
+    one ring of the bell per message; only after a pass that found nothing does the consumer wait
+    on the bell. A message published after its ring was passed rings after that pass, so the
+    wait never sleeps through it."""
+
+    def __init__(self, rings: list[Ring]) -> None:
+        bell = rings[0].spec.doorbell if rings else None
+        if bell is None or any(r.spec.doorbell is not bell for r in rings):
+            raise ValueError("the rings do not share a doorbell")
+        self.rings = rings
+        self.open = set(range(len(rings)))  # rings whose end of input has not come yet
+        self._bell = bell
+
+    def next_messages(self) -> list[bytes]:
+        """One pass: the next whole message of each open ring that has one (a ring's end of input
+        closes it and is not returned). Empty: nothing had landed (then `wait`)."""
+        out: list[bytes] = []
+        for w in sorted(self.open):
+            msg = self.rings[w].get(0)
+            if msg is None:
+                continue
+            self._bell.acquire(False)  # this message's ring: the bell counts what is still unread
+            if msg == b"":
+                self.open.discard(w)
+            else:
+                out.append(msg)
+        return out
+
+    def wait(self, timeout: float) -> bool:
+        """Until a message may have landed (True), at most `timeout` seconds (False)."""
+        return self._bell.acquire(True, timeout)
+

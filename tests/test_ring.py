@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from shm.packets import read_batch, write_batch
-from shm.ring import Ring, RingSpec, create_doorbell, create_ring
+from shm.ring import Ring, RingSet, RingSpec, create_doorbell, create_ring
 from shm.segments import PREFIX, SegmentOwner
 
 CTX = multiprocessing.get_context("spawn")
@@ -165,44 +165,72 @@ def test_consumer_wait_times_out(timeout: float) -> None:
         owner.unlink_all()
 
 
-def test_rings_sharing_a_doorbell_wake_their_consumer_once_a_message() -> None:
-    """The aggregator's way of reading every worker's results: a pass over the rings takes one ring
-    of the bell per message read, and only a pass that found nothing waits on the bell. Two
-    producers, messages of one slot and of several: nothing is lost or reordered, every wait ends
-    with a message (the consumer never sleeps through one), and the bell rang once a whole message
-    (not once a slot)."""
+def _tagged_producer(spec: RingSpec, count: int, tag: int) -> None:
+    """`count` messages (index, tag, then up to two slots of filler), then end of input."""
+    ring = Ring(spec)
+    rng = random.Random(tag)
+    for i in range(count):
+        ring.put(struct.pack("<QQ", i, tag) + bytes(rng.randint(0, 9000)))
+        if i % 97 == 0:
+            time.sleep(0.001)
+    ring.put_eof()
+    ring.close()
+
+
+def test_a_ring_set_reads_every_ring_and_never_sleeps_through_a_message() -> None:
+    """`RingSet`, the aggregator's way of reading every worker's results: two producers' messages
+    of one slot and of several arrive whole and in order, and every wait on the shared doorbell
+    ends with its ring, not with its timeout."""
     owner = SegmentOwner()
     try:
         bell = create_doorbell()
         specs = [create_ring(owner, f"bell{w}", slots=3, slot_bytes=4096, doorbell=bell) for w in range(2)]
-        rings = [Ring(s) for s in specs]
-        procs = [CTX.Process(target=_producer, args=(spec, 400, 9000, w)) for w, spec in enumerate(specs)]
+        reader = RingSet([Ring(s) for s in specs])
+        procs = [CTX.Process(target=_tagged_producer, args=(spec, 400, w)) for w, spec in enumerate(specs)]
         for proc in procs:
             proc.start()
-        seen, open_rings, rung = [0, 0], {0, 1}, 0
-        while open_rings:
-            got = False
-            for w in sorted(open_rings):
-                msg = rings[w].get(0)
-                if msg is None:
-                    continue
-                got = True
-                rung += bell.acquire(False)
-                if msg == b"":
-                    open_rings.discard(w)
-                    continue
-                assert struct.unpack_from("<Q", msg)[0] == seen[w], "lost or reordered message"
+        seen = [0, 0]
+        while reader.open:
+            got = reader.next_messages()
+            for msg in got:
+                i, w = struct.unpack_from("<QQ", msg)
+                assert i == seen[w], "lost or reordered message"
                 seen[w] += 1
-            if not got:
-                assert bell.acquire(True, 10.0), "slept through a message"
-                rung += 1
+            if not got and reader.open:
+                assert reader.wait(30.0), "slept through a message"
         for proc in procs:
             proc.join(10)
             assert proc.exitcode == 0
-        while bell.acquire(False):  # rung after its message was read
-            rung += 1
         assert seen == [400, 400]
-        assert rung == 2 * 401, "not one ring a whole message (400 and the end of input, each producer)"
+        for ring in reader.rings:
+            ring.close()
+    finally:
+        owner.unlink_all()
+
+
+def test_the_doorbell_rings_once_a_whole_message() -> None:
+    """A message over several slots rings once, after its last slot; the end of input rings too."""
+    owner = SegmentOwner()
+    try:
+        bell = create_doorbell()
+        ring = Ring(create_ring(owner, "bell", slots=4, slot_bytes=4096, doorbell=bell))
+        ring.put(bytes(3 * ring.payload_bytes - 1))  # three slots
+        assert bell.acquire(False) and not bell.acquire(False)
+        assert len(ring.get(0) or b"") == 3 * ring.payload_bytes - 1
+        ring.put_eof()
+        assert bell.acquire(False) and not bell.acquire(False)
+        ring.close()
+    finally:
+        owner.unlink_all()
+
+
+def test_a_ring_set_needs_one_doorbell() -> None:
+    owner = SegmentOwner()
+    try:
+        rings = [Ring(create_ring(owner, "nobell", 2, 4096)),
+                 Ring(create_ring(owner, "bell", 2, 4096, create_doorbell()))]
+        with pytest.raises(ValueError, match="do not share a doorbell"):
+            RingSet(rings)
         for ring in rings:
             ring.close()
     finally:
