@@ -202,7 +202,7 @@ class RingSet:
 
     def next_messages(self) -> list[bytes]:
         """One pass: the next whole message of each open ring that has one (a ring's end of input
-        closes it and is not returned). Empty: nothing had landed (then `wait`)."""
+        closes it and is not returned). Empty: then `wait`."""
         out: list[bytes] = []
         for w in sorted(self.open):
             msg = self.rings[w].get(0)
@@ -216,6 +216,7 @@ class RingSet:
         return out
 
     def wait(self, timeout: float) -> bool:
-        """Until a message may have landed (True), at most `timeout` seconds (False)."""
-        return self._bell.acquire(True, timeout)
+        """Until a message may have landed (True), at most `timeout` seconds (False); at once when
+        every ring has ended (nothing more can land: the end of a replay must not wait)."""
+        return bool(self.open) and self._bell.acquire(True, timeout)
 

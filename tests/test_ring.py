@@ -179,8 +179,8 @@ def _tagged_producer(spec: RingSpec, count: int, tag: int) -> None:
 
 def test_a_ring_set_reads_every_ring_and_never_sleeps_through_a_message() -> None:
     """`RingSet`, the aggregator's way of reading every worker's results: two producers' messages
-    of one slot and of several arrive whole and in order, and every wait on the shared doorbell
-    ends with its ring, not with its timeout."""
+    of one slot and of several arrive whole and in order, every wait on the shared doorbell ends
+    with its ring, not with its timeout, and once every ring has ended a wait returns at once."""
     owner = SegmentOwner()
     try:
         bell = create_doorbell()
@@ -202,6 +202,9 @@ def test_a_ring_set_reads_every_ring_and_never_sleeps_through_a_message() -> Non
             proc.join(10)
             assert proc.exitcode == 0
         assert seen == [400, 400]
+        asked = time.monotonic()
+        assert not reader.wait(30.0)  # every ring has ended: nothing to wait for
+        assert time.monotonic() - asked < 10.0, "waited after the end of input"
         for ring in reader.rings:
             ring.close()
     finally:
