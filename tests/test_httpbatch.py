@@ -172,6 +172,12 @@ def test_candidates_of_paths_cut_together_are_those_of_each_alone(paths: list[st
         url_candidates(path, "") for path in paths]
 
 
+def test_values_of_a_line_end_at_an_ampersand_or_a_line_feed_only() -> None:
+    """The batch's value cut spells `[^&\\n]` as ranges: the same characters, every one of them."""
+    text = "=" + "=".join(map(chr, range(0x110000)))
+    assert httpbatch._LINE_VALUES.findall(text) == re.findall("=[^&\n]*", text)
+
+
 @pytest.mark.parametrize("path", ["/a/b/c.html?id=1&ref=2&u=x", "/a/b.png", "/favicon.ico", "/a/b?id=1", "/a/?x=1",
                                   "/a?x=1&y=2", "/a/b?x", "/a/b/", "/a/b?x=1/", "/?x=1", "/a=b?c=d", "/a/b?x=&y=",
                                   "/a/b?x=1&y/"])
