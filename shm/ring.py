@@ -219,4 +219,3 @@ class RingSet:
         """Until a message may have landed (True), at most `timeout` seconds (False); at once when
         every ring has ended (nothing more can land: the end of a replay must not wait)."""
         return bool(self.open) and self._bell.acquire(True, timeout)
-
