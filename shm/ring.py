@@ -5,9 +5,9 @@ copy). Two counting semaphores carry the slot hand-over: `filled` (slots ready f
 and `free` (slots the producer may write). Their post/wait are full memory barriers, so a slot's
 bytes are visible before the consumer sees it, on any CPU. The producer either waits for a free
 slot (files: back-pressure) or gives up at once and counts the drop (live capture: never block).
-A consumer of several rings (the aggregator, of every worker's results) waits on one `doorbell`
-semaphore that they share, rung once per whole message, instead of polling them: it wakes as a
-message lands, and an idle sensor's aggregator sleeps.
+A consumer of several rings (the aggregator, of every worker's results) can wait on one
+`doorbell` semaphore that they share, rung once per whole message, instead of polling them: an
+idle sensor's aggregator sleeps until a message lands.
 
 Header (u64 words): 0 published slots, 1 dropped packets, 2 dropped batches, 3 peak occupancy,
 8 consumed slots (its own cache line: only the consumer writes it).
