@@ -70,19 +70,28 @@ def _derivation() -> dict[int, tuple[type[HMAC], HashAlgorithm, HMAC, bytes, byt
             for version, (salt, prefix, _) in _VERSIONS.items()}
 
 
-def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
-    """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
-    hmac, sha256, salted, client_info, key_info, iv_info, hp_info = _derivation()[version]
+def _client_secret(dcid: bytes, version: int) -> HMAC:
+    """A DCID's client Initial secret, as an HMAC keyed with it: key, iv and hp are each one expansion
+    of a copy (RFC 9001 5.2), so the hp key, which most packets never need, is left for later."""
+    hmac, sha256, salted, client_info = _derivation()[version][:4]
     extract = salted.copy()
     extract.update(dcid)
     secret = hmac(extract.finalize(), sha256)  # HKDF-Extract: the initial secret
     secret.update(client_info)
-    client = hmac(secret.finalize(), sha256)  # the client secret, keyed once for its three expansions
-    key, iv = client.copy(), client.copy()
-    key.update(key_info)
-    iv.update(iv_info)
-    client.update(hp_info)
-    return key.finalize()[:16], iv.finalize()[:12], client.finalize()[:16]
+    return hmac(secret.finalize(), sha256)
+
+
+def _expand(client: HMAC, info: bytes, size: int) -> bytes:
+    """One HKDF-Expand-Label of the client secret (`client` is used up: pass a copy to keep it)."""
+    client.update(info)
+    return client.finalize()[:size]
+
+
+def initial_keys(dcid: bytes, version: int = QUIC_V1) -> tuple[bytes, bytes, bytes]:
+    """Client Initial (key, iv, hp) for a DCID; `version` must be QUIC_V1 or QUIC_V2."""
+    key_info, iv_info, hp_info = _derivation()[version][4:]
+    client = _client_secret(dcid, version)
+    return _expand(client.copy(), key_info, 16), _expand(client.copy(), iv_info, 12), _expand(client, hp_info, 16)
 
 
 @cache
@@ -143,18 +152,21 @@ def _ecb_maker() -> Callable[[bytes], CipherContext]:
 
 
 class _Protection:
-    """A DCID's client Initial protection: the AES-GCM of its packet key, its IV as an integer, and its
-    header-protection key, whose AES-ECB context (a quarter of a new Initial's key setup) is made only
-    when a packet's number must be unmasked: most packets open under a guessed number instead.
+    """A DCID's client Initial protection: the AES-GCM of its packet key, its IV as an integer, and
+    what its header-protection key comes from: that key and its AES-ECB context (together a third of
+    a new Initial's key setup) are made only when a packet's number must be unmasked, and most
+    packets open under a guessed number instead.
 
     The guess for the next packet of the DCID is the one after its last opened; a new DCID's is the
     numbering the last new connection's first packet had (`_FIRST`), clients being consistent."""
 
-    __slots__ = ("gcm", "iv", "_hp", "_ecb", "pn_len", "pn", "fresh")
+    __slots__ = ("gcm", "iv", "_client", "_hp_info", "_ecb", "pn_len", "pn", "fresh")
 
     def __init__(self, dcid: bytes, version: int) -> None:
-        key, iv, self._hp = initial_keys(dcid, version)
-        self.gcm, self.iv, self._ecb = _aead()[0](key), int.from_bytes(iv, "big"), None
+        key_info, iv_info, self._hp_info = _derivation()[version][4:]
+        client = self._client = _client_secret(dcid, version)
+        self.gcm = _aead()[0](_expand(client.copy(), key_info, 16))
+        self.iv, self._ecb = int.from_bytes(_expand(client.copy(), iv_info, 12), "big"), None
         self.pn_len, self.pn = _FIRST
         self.fresh = True
 
@@ -162,7 +174,7 @@ class _Protection:
         """The header-protection mask of a sample (RFC 9001 5.4.3); ECB keeps no state between blocks,
         so one context serves all the DCID's packets."""
         if self._ecb is None:
-            self._ecb = _ecb_maker()(self._hp)
+            self._ecb = _ecb_maker()(_expand(self._client, self._hp_info, 16))
         return self._ecb.update(sample)
 
     def opened(self, pn_len: int, pn: int) -> None:
