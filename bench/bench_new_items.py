@@ -14,8 +14,9 @@ worker's does, a cost no worker pays.
 `MALTRAIL_BENCH_BASE=/path/to/other/checkout` also measures that checkout's code (this file run as
 a script there, with this environment's packages), case by case right after this one's, so both
 see the same machine load: before / after figures and their ratio from one command.
-`MALTRAIL_BENCH_TURNS=N` alternates the two N times and keeps each one's best run: on a machine
-whose runs vary by 2x, one turn each says little."""
+Each turn runs in a fresh process (no module-level cache of an earlier turn survives), and the
+best of `MALTRAIL_BENCH_TURNS` turns (3 unless set) is kept, alternating with the base when there
+is one: this machine changes speed by up to 2x for seconds at a time, so one turn says little."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from random import Random
 
 import pytest
+import targets
 
 from engine import traffic as t
 from engine.index.mapped import TrailIndex
@@ -41,7 +43,7 @@ from workers.worker import batch_items
 
 BATCH = 512
 ROUNDS = 20
-TURNS = int(os.environ.get("MALTRAIL_BENCH_TURNS", 1))  # with a base: alternate this many times, keep the best
+TURNS = int(os.environ.get("MALTRAIL_BENCH_TURNS", 3))  # fresh processes, alternating with a base; the best kept
 CHECKOUT = Path(__file__).resolve().parents[1]
 TARGETS_US = {"http_request": 10.0, "dns_query": 3.0, "tls_client_hello": 4.0}
 
@@ -96,30 +98,30 @@ def _measure(case: str, index: Path) -> tuple[float, float]:
     return min(times) / BATCH * 1e6, sum(times) / len(times) / BATCH * 1e6
 
 
-def _measure_base(base: Path, case: str, index: Path) -> tuple[float, float]:
-    """This file run as a script in the checkout `base` (this one or another), under the same
-    collector settings (older checkouts do not set them)."""
-    script = (f"import gc, runpy, sys; gc.freeze(); gc.set_threshold(*{collector.THRESHOLDS}); "
-              f"sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve()), case, str(index)], cwd=base,
-                          check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(base)})
+def _measure_in(checkout: Path, case: str, index: Path) -> tuple[float, float]:
+    """`_measure` in a fresh process: this file run as a script in `checkout` (this one or the
+    base), under the workers' collector settings (older checkouts do not set them)."""
+    script = (f"import gc, os, runpy, sys; gc.freeze(); gc.set_threshold(*{collector.THRESHOLDS}); "
+              f"sys.argv = sys.argv[1:]; sys.path.insert(1, os.path.dirname(sys.argv[0])); "  # for `targets`
+              f"runpy.run_path(sys.argv[0], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve()), case, str(index)], cwd=checkout,
+                          check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(checkout)})
     best, mean = json.loads(done.stdout.strip().splitlines()[-1])
     return best, mean
 
 
+@pytest.mark.unique
 @pytest.mark.parametrize("case", list(CASES))
 def test_new_item(benchmark, case: str, full_index: Path) -> None:
     base = os.environ.get("MALTRAIL_BENCH_BASE")
     figures: dict[str, tuple[float, float]] = {}
 
     def measure() -> None:
-        for _ in range(TURNS if base else 1):  # by turns, so both see the same spells of a noisy machine
-            # with a base, this checkout runs in a fresh process each turn too: a process can run a
-            # whole-second spell 1.5x slower, and one long-lived process would keep its spell
-            this = _measure_base(CHECKOUT, case, full_index) if base else _measure(case, full_index)
+        for _ in range(TURNS):  # by turns, so both see the same spells of a noisy machine
+            this = _measure_in(CHECKOUT, case, full_index)
             figures["this"] = min(figures.get("this", this), this)
             if base:
-                other = _measure_base(Path(base).resolve(), case, full_index)
+                other = _measure_in(Path(base).resolve(), case, full_index)
                 figures["base"] = min(figures.get("base", other), other)
 
     benchmark.pedantic(measure, rounds=1)
@@ -128,6 +130,8 @@ def test_new_item(benchmark, case: str, full_index: Path) -> None:
                                  "target_us": TARGETS_US.get(case)})
     target = f", target <= {TARGETS_US[case]:g} µs" if case in TARGETS_US else ""
     print(f"\nnew {case}: {best:.2f} µs/item best, {mean:.2f} µs/item mean (batches of {BATCH}, all new{target})")
+    targets.record(f"new {case.replace('_', ' ')}, worker CPU", best, "µs/item", TARGETS_US.get(case),
+                   figures["base"][0] if "base" in figures else None)
     if "base" in figures:
         base_best, base_mean = figures["base"]
         benchmark.extra_info.update({"base_us_per_item_min": round(base_best, 2), "ratio_base_to_this": round(

@@ -21,11 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import targets
 
 from engine.config import SensorConfig
 from engine.sensor import run_sensor
 from engine.traffic import MIXES
 
+PIPELINE_TARGETS = {1: 1.2, 2: 0.8}  # issue 12: µs/packet on the unique mix
 _us_per_packet: dict[tuple[str, int], float] = {}
 
 
@@ -45,6 +47,8 @@ def _replay(benchmark, mix: str, workers: int, capture: Path, full_index: Path, 
     if workers > 1 and (mix, 1) in _us_per_packet:
         info["speedup_over_1_worker"] = round(_us_per_packet[mix, 1] / us, 3)
     benchmark.extra_info.update(info)
+    if mix == "unique":
+        targets.record(f"pipeline, unique capture, {workers} worker(s)", us, "µs/packet", PIPELINE_TARGETS[workers])
     assert best.status["events_written"] > 0
     print(f"\n{mix}, {workers} worker(s): {best.packets} packets, {us:.3f} µs/packet (capture start to summary), "
           f"startup {best.startup_seconds:.2f} s, {best.status['events_written']} events"
@@ -97,5 +101,7 @@ def test_replay_unique_against_base(benchmark, workers: int, full_index: Path, u
     ratio = best["base"] / best["this"]
     benchmark.extra_info.update({"this_us_per_packet": round(best["this"], 3),
                                  "base_us_per_packet": round(best["base"], 3), "ratio_base_to_this": round(ratio, 2)})
+    targets.record(f"same, {workers} worker(s), by turns with the base", best["this"], "µs/packet",
+                   PIPELINE_TARGETS[workers], best["base"])
     print(f"\nunique, {workers} worker(s): this {best['this']:.3f} µs/packet, base {base} {best['base']:.3f}: "
           f"{ratio:.2f}x")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import targets
 
 from engine.config import SensorConfig
 from engine.index.mapped import TrailIndex
@@ -37,7 +38,8 @@ from workers.observe import probe_items, tick_items
 from workers.payload import DetectionSettings, PayloadInspector
 
 PACKETS = 300_000
-RUNS = 3
+RUNS = 5  # each batch's best: this machine runs up to 2x slower for seconds at a time
+SPREAD_TARGET_PCT = 15.0  # issue 12: the figures hold within 15 % when the mix's seed and shares move
 VARIANTS: dict[str, tuple[int, UniqueShares]] = {
     "default (seed 1)": (1, UniqueShares()),
     "seed 2": (2, UniqueShares()),
@@ -139,6 +141,7 @@ def test_worker_stages(benchmark, full_index: Path, variant_pcap: Callable[[str]
     total = sum(stages.values())
     benchmark.extra_info.update({f"us_per_packet_{k}": round(v / packets * 1e6, 3) for k, v in stages.items()})
     benchmark.extra_info["us_per_packet_total"] = round(total / packets * 1e6, 3)
+    targets.record("worker CPU, unique mix (the stages below)", total / packets * 1e6, "µs/packet")
     print(f"\nworker on the unique mix ({packets:,} packets, {trail_set_name}): "
           f"{total / packets * 1e6:.3f} µs/packet")
     for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
@@ -190,5 +193,7 @@ def test_mix_variants(benchmark, full_index: Path, variant_pcap: Callable[[str],
     for name, value in figures.items():
         cells = "  ".join(f"{per_kind[name].get(k, float('nan')):9.2f}" for k in kind_names)
         print(f"  {name:18} {value:9.3f}   {100 * (value / base - 1):+7.1f} %  {cells}")
+    targets.record(f"µs/packet of {len(VARIANTS) - 1} mix variants, largest deviation", 100 * spread, "%",
+                   SPREAD_TARGET_PCT)
     print(f"largest deviation of µs/packet from the default mix: {100 * spread:.1f} %; of the cost per packet of "
           + ", ".join(f"{k} {100 * v:.1f} %" for k, v in kind_spread.items()) + " (asked: within 15 %)")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import targets
 
 from engine.benchmark import DEFAULT_TRAIL_ROWS, generate_trails
 from engine.index.build import build_index_file, compile_index
@@ -28,6 +29,19 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 STATIC = SHARED / "trails" / "static"
 MIXED_PACKETS = 300_000
 UNIQUE_PACKETS = 900_000  # replayed once: a capture given twice would repeat every item
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    targets.REFERENCE_MS.append(targets.reference_ms())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Issue 12's targets as one table, when the run measured any of them (`-k unique`)."""
+    if targets.FIGURES:
+        targets.REFERENCE_MS.append(targets.reference_ms())
+        terminalreporter.write_sep("-", "issue 12 targets (traffic where everything is new)")
+        for line in targets.table():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
