@@ -59,8 +59,9 @@ def _label_info(label: bytes, length: int) -> bytes:
 def _derivation() -> dict[int, tuple[type[HMAC], HashAlgorithm, HMAC, bytes, bytes, bytes, bytes]]:
     """version -> (HMAC class, SHA-256, HMAC keyed with the version's salt, infos of the client
     secret and of key, iv and hp). `cryptography`'s HMAC, whose keyed states are copied rather than
-    rebuilt, costs fewer calls than HMAC spelled out over hashlib states (five HMACs an Initial);
-    imported with the cipher modules, at the first Initial."""
+    rebuilt, costs fewer calls than HMAC spelled out over hashlib states (four HMACs a new
+    connection, a fifth if a packet number must be unmasked); imported with the cipher modules, at
+    the first Initial."""
     from cryptography.hazmat.primitives.hashes import SHA256  # noqa: PLC0415 - deferred: see `_ciphers`
     from cryptography.hazmat.primitives.hmac import HMAC  # noqa: PLC0415
 
