@@ -17,9 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from turns import checkouts, entry_point
+
 from engine.traffic import unique_capture
 
-ROOT = Path(__file__).resolve().parents[1]
 RATE = 20  # packets/s: a tick of libpcap's 100 ms read timeout carries two
 PACKETS = 160  # an 8-second replay
 TURNS = 2
@@ -30,9 +31,8 @@ def _aggregator_cpu(checkout: Path, capture: Path, index: Path, log_dir: Path) -
     """Share of one core the aggregator used between its first status file and the end of the replay."""
     status = log_dir / "sensor-status.json"
     status.unlink(missing_ok=True)
-    entry = "engine.launch" if (checkout / "engine" / "launch.py").is_file() else "engine.cli"  # older checkouts
-    proc = subprocess.Popen([sys.executable, "-m", entry, "sensor", "-r", str(capture), "--rate", str(RATE),
-                             "--trails", str(index), "--workers", "2", "--log-dir", str(log_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", entry_point(checkout), "sensor", "-r", str(capture), "--rate",
+                             str(RATE), "--trails", str(index), "--workers", "2", "--log-dir", str(log_dir)],
                             cwd=checkout, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(checkout)})
     first: tuple[float, int] | None = None
     last: tuple[float, int] | None = None
@@ -55,16 +55,16 @@ def test_quiet_link_aggregator_cpu(benchmark, full_index: Path, workdir: Path) -
     if not capture.is_file():
         unique_capture(capture, PACKETS)
     base = os.environ.get("MALTRAIL_BENCH_BASE")
-    checkouts = {"this": ROOT} | ({"base": Path(base).resolve()} if base else {})
-    shares: dict[str, list[float]] = {name: [] for name in checkouts}
+    places = checkouts(base)
+    shares: dict[str, list[float]] = {name: [] for name in places}
 
     def turns() -> None:
         for _ in range(TURNS):
-            for name, checkout in checkouts.items():
+            for name, checkout in places.items():
                 shares[name].append(_aggregator_cpu(checkout, capture, full_index, workdir / f"quiet-logs-{name}"))
 
     benchmark.pedantic(turns, rounds=1)
     for name, measured in shares.items():
         benchmark.extra_info[f"{name}_aggregator_cpu_percent"] = round(100 * min(measured), 2)
-        print(f"\nquiet link ({RATE} packets/s, 2 workers), aggregator CPU, {name} ({checkouts[name]}): "
+        print(f"\nquiet link ({RATE} packets/s, 2 workers), aggregator CPU, {name} ({places[name]}): "
               + ", ".join(f"{100 * s:.2f} %" for s in measured) + " of one core")

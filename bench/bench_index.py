@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import targets
+from turns import by_turns, checkouts, entry_point
 
 from engine.benchmark import DEFAULT_TRAIL_ROWS, generate_trails
 from engine.index.build import build_index_file
@@ -24,7 +25,6 @@ from engine.index.mapped import TrailIndex
 BATCH = 4096
 BUILD_ROUNDS = 3
 BUILD_TARGET_SECONDS = 5.0  # issue 12, the command on 1.5 M rows
-ROOT = Path(__file__).resolve().parents[1]
 STATIC = Path(__file__).resolve().parents[2] / "shared" / "trails" / "static"
 
 
@@ -55,27 +55,20 @@ def test_build_from_generated_csv(benchmark, workdir: Path, generated_csv: Path)
 
 def _build_command(checkout: Path, csv: Path, out: Path) -> float:
     """Seconds of `maltrail trails build --from csv --out out` run in `checkout`."""
-    entry = "engine.launch" if (checkout / "engine" / "launch.py").is_file() else "engine.cli"  # older checkouts
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", entry, "trails", "build", "--from", str(csv), "--out", str(out)],
-                   cwd=checkout, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(checkout)})
+    subprocess.run([sys.executable, "-m", entry_point(checkout), "trails", "build", "--from", str(csv), "--out",
+                    str(out)], cwd=checkout, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": str(checkout)})
     return time.perf_counter() - started
 
 
 @pytest.mark.unique
 def test_trails_build_command(benchmark, workdir: Path, generated_csv: Path) -> None:
-    base = os.environ.get("MALTRAIL_BENCH_BASE")
-    checkouts = {"this": ROOT} | ({"base": Path(base).resolve()} if base else {})
-    times: dict[str, list[float]] = {name: [] for name in checkouts}
-
-    def one_round() -> None:
-        for name, checkout in checkouts.items():
-            times[name].append(_build_command(checkout, generated_csv, workdir / f"command-build-{name}.mtidx"))
-
-    benchmark.pedantic(one_round, rounds=BUILD_ROUNDS)
+    places = checkouts(os.environ.get("MALTRAIL_BENCH_BASE"))
+    times = by_turns(benchmark, places, BUILD_ROUNDS, lambda name, checkout: _build_command(
+        checkout, generated_csv, workdir / f"command-build-{name}.mtidx"))
     for name, measured in times.items():
-        benchmark.extra_info[f"{name}_median_s"] = statistics.median(measured)
-        print(f"\ntrails build, {DEFAULT_TRAIL_ROWS:,}-row trails.csv, {name} ({checkouts[name]}): median "
+        print(f"\ntrails build, {DEFAULT_TRAIL_ROWS:,}-row trails.csv, {name} ({places[name]}): median "
               f"{statistics.median(measured):.2f} s, min {min(measured):.2f} s ({len(measured)} runs)")
     targets.record(f"trails build, {DEFAULT_TRAIL_ROWS:,} rows (median of {BUILD_ROUNDS})",
                    statistics.median(times["this"]), "s", BUILD_TARGET_SECONDS,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import targets
+from turns import checkouts
 
 from engine.config import SensorConfig
 from engine.sensor import run_sensor
@@ -89,11 +90,11 @@ def test_replay_unique_against_base(benchmark, workers: int, full_index: Path, u
     base = os.environ.get("MALTRAIL_BENCH_BASE")
     if not base:
         pytest.skip("set MALTRAIL_BENCH_BASE to another checkout to compare with it")
-    checkouts = {"this": Path(__file__).resolve().parents[1], "base": Path(base).resolve()}
+    places = checkouts(base)
     best: dict[str, float] = {}
 
     def one_round() -> None:
-        for name, checkout in checkouts.items():
+        for name, checkout in places.items():
             us = _sensor_us_per_packet(checkout, unique_pcap, full_index, workers, workdir / f"cmp-{name}-{workers}")
             best[name] = min(best.get(name, float("inf")), us)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import targets
+from turns import by_turns, checkouts, entry_point
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "data" / "corpus" / "dns_queries.pcap"  # 6 packets, 2 events
@@ -28,9 +29,8 @@ TARGET_SECONDS = 0.4  # issue 12
 
 
 def _run(checkout: Path, index: Path, log_dir: Path) -> float:
-    entry = "engine.launch" if (checkout / "engine" / "launch.py").is_file() else "engine.cli"  # older checkouts
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", entry, "sensor", "-r", str(TINY), "--trails", str(index),
+    subprocess.run([sys.executable, "-m", entry_point(checkout), "sensor", "-r", str(TINY), "--trails", str(index),
                     "--workers", "1", "--log-dir", str(log_dir)], cwd=checkout, check=True,
                    stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(checkout)})
     return time.perf_counter() - started
@@ -45,20 +45,13 @@ def _summary(times: list[float]) -> str:
 def test_sensor_startup(benchmark, full_index: Path, workdir: Path, trail_set_name: str) -> None:
     if not full_index.is_file():
         pytest.skip("no full trail index could be built")
-    base = os.environ.get("MALTRAIL_STARTUP_BASE") or os.environ.get("MALTRAIL_BENCH_BASE")
-    checkouts = {"this": ROOT} | ({"base": Path(base).resolve()} if base else {})
-    times: dict[str, list[float]] = {name: [] for name in checkouts}
-    for name, checkout in checkouts.items():  # warm the page cache and the bytecode caches
+    places = checkouts(os.environ.get("MALTRAIL_STARTUP_BASE") or os.environ.get("MALTRAIL_BENCH_BASE"))
+    for name, checkout in places.items():  # warm the page cache and the bytecode caches
         _run(checkout, full_index, workdir / f"startup-logs-{name}")
-
-    def one_round() -> None:
-        for name, checkout in checkouts.items():
-            times[name].append(_run(checkout, full_index, workdir / f"startup-logs-{name}"))
-
-    benchmark.pedantic(one_round, rounds=ROUNDS)
+    times = by_turns(benchmark, places, ROUNDS,
+                     lambda name, checkout: _run(checkout, full_index, workdir / f"startup-logs-{name}"))
     for name, measured in times.items():
-        benchmark.extra_info[f"{name}_median_s"] = statistics.median(measured)
         print(f"\nsensor start to exit, tiny capture, {trail_set_name}, 1 worker, {name} "
-              f"({checkouts[name]}): {_summary(measured)}")
+              f"({places[name]}): {_summary(measured)}")
     targets.record("start-up, tiny capture, 1 worker (median of 10)", statistics.median(times["this"]), "s",
                    TARGET_SECONDS, statistics.median(times["base"]) if "base" in times else None)
