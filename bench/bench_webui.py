@@ -186,8 +186,14 @@ class Tab(threading.Thread):
             if due and time.time() * 1000 >= due:
                 with self.lock:
                     self.due = 0.0
-                for path in (f"api/threats?{view}&sort=last_seen&order=desc&page=1&per_page=50", f"api/stats?{view}"):
-                    self.opener.open(self.url + path, timeout=60).read()
+                try:
+                    for path in (f"api/threats?{view}&sort=last_seen&order=desc&page=1&per_page=50",
+                                 f"api/stats?{view}"):
+                        self.opener.open(self.url + path, timeout=60).read()
+                except OSError:
+                    if self.stop.is_set():  # the server stopped at the end of the test, mid-refresh
+                        return
+                    raise
                 self.refreshes += 1
             time.sleep(0.05)
 
