@@ -53,5 +53,5 @@ def test_sensor_startup(benchmark, full_index: Path, workdir: Path, trail_set_na
     for name, measured in times.items():
         print(f"\nsensor start to exit, tiny capture, {trail_set_name}, 1 worker, {name} "
               f"({places[name]}): {_summary(measured)}")
-    targets.record("start-up, tiny capture, 1 worker (median of 10)", statistics.median(times["this"]), "s",
+    targets.record(f"start-up, tiny capture, 1 worker (median of {ROUNDS})", statistics.median(times["this"]), "s",
                    TARGET_SECONDS, statistics.median(times["base"]) if "base" in times else None)
