@@ -3,9 +3,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The interpreter: MALTRAIL_PYTHON when set; else Debian's /usr/bin/python3 when it is 3.11 or newer,
+# else python3 on PATH. Debian builds CPython with profile-guided and link-time optimization into a
+# statically linked interpreter; a default pyenv build has neither and loads a shared libpython: the
+# sensor's per-packet Python ran about 8-10 % slower on one (docs/PERFORMANCE.md, thirteenth session).
+if [ -n "${MALTRAIL_PYTHON:-}" ]; then
+    PY=$MALTRAIL_PYTHON
+elif [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PY=/usr/bin/python3
+else
+    PY=python3
+fi
+
 need_apt=()
-python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
-python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+"$PY" -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+"$PY" -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+"$PY" -c 'import pathlib, sysconfig, sys; sys.exit(not (pathlib.Path(sysconfig.get_paths()["include"]) / "Python.h").exists())' \
+    >/dev/null 2>&1 || need_apt+=(python3-dev)  # pcapy-ng compiles against the headers
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # browser tests (Playwright drives Debian's build)
 command -v tshark >/dev/null 2>&1 || need_apt+=(tshark)  # differential test (tests/test_tshark_diff.py)
@@ -22,7 +36,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    "$PY" -m venv .venv
+    echo "setup: .venv made with $("$PY" -c 'import sys; print(sys.executable, sys.version.split()[0])')" >&2
 fi
 log=.venv/install.log
 if ! { .venv/bin/python -m pip install -q --upgrade pip && .venv/bin/python -m pip install -q -e ".[test]"; } >"$log" 2>&1; then
