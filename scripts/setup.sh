@@ -3,17 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The interpreter: MALTRAIL_PYTHON when set; else Debian's /usr/bin/python3 when it is 3.11 or newer,
-# else python3 on PATH. Debian builds CPython with profile-guided and link-time optimization into a
-# statically linked interpreter; a default pyenv build has neither and loads a shared libpython: the
-# sensor's per-packet Python ran about 8-10 % slower on one (docs/PERFORMANCE.md, thirteenth session).
-if [ -n "${MALTRAIL_PYTHON:-}" ]; then
-    PY=$MALTRAIL_PYTHON
-elif [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-    PY=/usr/bin/python3
-else
-    PY=python3
-fi
+PY=$(bash scripts/pick-python.sh)  # Debian's optimized python3 when it is 3.11+ (see there)
 
 need_apt=()
 "$PY" -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)

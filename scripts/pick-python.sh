@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Print the interpreter that `.venv` is made with: MALTRAIL_PYTHON when set; else Debian's
+# /usr/bin/python3 when it is 3.11 or newer; else python3 on PATH. Debian builds CPython with
+# profile-guided and link-time optimization into a statically linked interpreter; a default pyenv
+# build has neither and loads a shared libpython: the sensor's per-packet Python ran about 8-10 %
+# slower on one (docs/PERFORMANCE.md, thirteenth session).
+set -euo pipefail
+system=${MALTRAIL_SYSTEM_PYTHON:-/usr/bin/python3}  # a test points this elsewhere
+if [ -n "${MALTRAIL_PYTHON:-}" ]; then
+    echo "$MALTRAIL_PYTHON"
+elif [ -x "$system" ] && "$system" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    echo "$system"
+else
+    echo python3
+fi
