@@ -15,7 +15,7 @@ import os
 import shutil
 import tarfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from engine.update.errors import UpdateError
@@ -45,7 +45,7 @@ def write_bundle(path: Path, bodies_root: Path, state: UpdateState, manifest: di
         manifest["static_url"] = LOCAL_STATIC
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
+        with tarfile.open(tmp, "w:gz", compresslevel=1, dereference=True) as tar:  # files, not links to them
             _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=1).encode())
             for url in urls:
                 tar.add(bodies_root / url_key(url), f"bodies/{url_key(url)}")
@@ -59,12 +59,33 @@ def write_bundle(path: Path, bodies_root: Path, state: UpdateState, manifest: di
         raise BundleError(f"--bundle {path}: cannot write ({exc.strerror or exc})") from None
 
 
+def _extract(tar: tarfile.TarFile, workdir: Path, path: Path) -> None:
+    """The bundle's folders and regular files into `workdir`, refusing any other member and any name
+    that leads outside it. `extractall(filter="data")` would refuse those too, but Debian 12's
+    Python (3.11.2) predates that argument (3.11.4)."""
+    for member in tar:
+        name = PurePosixPath(member.name)
+        if name.is_absolute() or ".." in name.parts:
+            raise BundleError(f"--from-bundle {path}: member {member.name!r} leads outside the bundle")
+        target = workdir.joinpath(*name.parts)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif member.isfile():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            assert source is not None  # a regular file's member always has its data
+            with source, target.open("wb") as out:
+                shutil.copyfileobj(source, out)
+        else:
+            raise BundleError(f"--from-bundle {path}: member {member.name!r} is not a file or folder")
+
+
 def import_bundle(path: Path, bodies_root: Path, state: UpdateState, workdir: Path) -> dict[str, Any]:
     """Bodies of a bundle into the local cache (with their validators); returns its manifest, whose
     ``static_url`` then names the unpacked static folder when the bundle carries one."""
     try:
         with tarfile.open(path, "r:*") as tar:
-            tar.extractall(workdir, filter="data")
+            _extract(tar, workdir, path)
     except FileNotFoundError:
         raise BundleError(f"--from-bundle {path}: not found") from None
     except (OSError, tarfile.TarError, EOFError) as exc:
