@@ -8,7 +8,10 @@ the capture wait (back-pressure, nothing lost); capturing live it never waits: t
 dropped and counted on the ring it was meant for. Every batch carries the trail index generation
 to match it with; after a reload, a ring that gets no batch soon is sent an empty one carrying
 the new generation, so an idle worker lets go of the old index too. `paced` turns a file into
-a busy link (packets released at a fixed rate) for `maltrail bench --rate`.
+a busy link (packets released at a fixed rate) for `maltrail bench --rate`. A replay of a file it
+holds a read lease on sends only each batch's columns and where its packets lie in the file, which
+the workers map (`shm.filemap`); the file is closed, and the lease let go, only once no slot
+pointing into it is left unconsumed.
 
 What only the capture side knows (packets read, libpcap's kernel statistics) goes to a small
 shared counters segment that the aggregator copies into the status file.
@@ -33,6 +36,7 @@ CAPTURE_FIELDS = ("packets", "bytes", "batches", "ring_dropped", "live", "kernel
                   "kernel_dropped", "kernel_ifdropped", "offered_pps")
 MAX_TICK = 0.1  # libpcap's read timeout in live capture: the longest a packet waits to be handed over
 MIN_TICK = 0.001
+AWAIT_POLL = 0.001  # seconds between looks while waiting for the workers to be done with a mapped file
 
 
 class Dispatcher:
@@ -60,6 +64,7 @@ class Dispatcher:
         self._released = [0] * len(rings)  # slots seen consumed
         self._queued = [0] * len(rings)  # packets published, not yet consumed
         self._behind: set[int] = set()  # rings whose last batch carries an older generation
+        self._held: list[tuple[PcapRecords, list[int]]] = []  # mapped files read, and the slots to await
 
     def switch(self, generation: int) -> None:
         """From the next batch on, match with `generation`; every ring is owed a batch carrying it."""
@@ -123,6 +128,8 @@ class Dispatcher:
         """A replay's next slot read straight from a classic pcap file (no copy of the packets
         here), up to `count` packets; False at the end of the file. Waits for room, as reading
         files does."""
+        if records.mapped:
+            return self._fill_mapped(records, count)
         target, off = self._reserve()
         ring = self.rings[target]
         assert off is not None, "fill is for replays, which wait for room"
@@ -140,6 +147,64 @@ class Dispatcher:
         ring.publish(write_columns(ring.buf, off, self.seq, records.linktype, meta, wirelen, at, used, self.generation))
         self._sent(target, wirelen)
         return True
+
+    def _fill_mapped(self, records: PcapRecords, count: int) -> bool:
+        """`fill` for a mapped file: the slot gets the columns, the workers map the packets. Someone
+        waiting to write to the file makes it wait for the workers, then read the rest into slots."""
+        if records.lease_broken:
+            self._await(self._marks())
+            records.unmap()
+            return self.fill(records, count)
+        ring = self.rings[0]
+        taken = records.take(max(1, min(count, (ring.payload_bytes - columns_end(0)) // PER_PACKET_BYTES)))
+        if taken is None:
+            return False
+        meta, wirelen, used, at = taken
+        target, off = self._reserve()
+        assert off is not None, "fill is for replays, which wait for room"
+        ring = self.rings[target]
+        ring.publish(write_columns(ring.buf, off, self.seq, records.linktype, meta, wirelen, at, used, self.generation,
+                                   records.source))
+        self._sent(target, wirelen)
+        return True
+
+    def done_with(self, records: PcapRecords) -> None:
+        """A replayed file read to its end (or given up): closed at once, or, mapped, once the
+        workers have consumed every slot that may point into it."""
+        if records.mapped:
+            self._held.append((records, self._marks()))
+        else:
+            records.close()
+        self._release_files(wait=False)
+
+    def _release_files(self, wait: bool) -> None:
+        keep = []
+        for records, marks in self._held:
+            if wait:
+                self._await(marks)
+            if self._consumed(marks):
+                records.close()
+            else:
+                keep.append((records, marks))
+        self._held = keep
+
+    def close_files(self) -> None:
+        """Every file still held, closed whatever the workers still do (the sensor is ending)."""
+        for records, _ in self._held:
+            records.close()
+        self._held = []
+
+    def _marks(self) -> list[int]:
+        return [ring.published() for ring in self.rings]
+
+    def _consumed(self, marks: list[int]) -> bool:
+        return all(ring.consumed() >= mark for ring, mark in zip(self.rings, marks, strict=True))
+
+    def _await(self, marks: list[int]) -> None:
+        """Until every ring's consumer has released the slots published by `marks`."""
+        while not self._consumed(marks):
+            self.idle()
+            time.sleep(AWAIT_POLL)
 
     def _reserve(self) -> tuple[int, int | None]:
         """The ring to write to and its reserved slot; the slot is None when every ring is full in
@@ -192,6 +257,7 @@ class Dispatcher:
         for ring in self.rings[self._eof_sent :]:
             ring.put_eof(self.poll, self.idle)
             self._eof_sent += 1
+        self._release_files(wait=True)
         self.finished = True
 
 
@@ -208,12 +274,13 @@ def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, firs
                 dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
                 after_batch()
         else:
+            records.map()
             try:
                 while dispatcher.fill(records, first or max_packets):
                     first = 0
                     after_batch()
             finally:
-                records.close()
+                dispatcher.done_with(records)
         first = 0
 
 

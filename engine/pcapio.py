@@ -6,7 +6,8 @@ for classic pcap the record headers' positions are derived from the caplens (a c
 and the length field is gathered from a map of the file with numpy; pcapng blocks are walked
 with struct (block layout varies, so there is no vectorised shortcut). A replay of a classic pcap
 file whose records are big enough reads it with `PcapRecords` instead: straight into the ring
-slots, its record headers walked there, where libpcap would copy every packet twice more.
+slots, its record headers walked there, where libpcap would copy every packet twice more; or,
+when it can hold a read lease on the file, not at all: the workers map the packets (`map`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import mmap
 import os
 import select
+import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +28,9 @@ from typing import Any
 
 import numpy as np
 import pcapy
+
+from engine.filelease import ReadLease
+from shm.filemap import FileRef
 
 log = logging.getLogger("maltrail")
 
@@ -45,6 +50,8 @@ _SAMPLE = 1 << 18  # bytes of a file's first records that tell their mean size
 _DEFAULT_MAX_SNAPLEN = 262144  # libpcap's largest sane record, by link type
 _MAX_SNAPLEN = {231: 128 * 1024 * 1024, 249: 1024 * 1024, 279: 8 * 1024 * 1024}  # D-Bus, USBPcap, EBHSCR
 _SWAPPED, _MAYBE_SWAPPED = 1, 2  # length fields of pcap versions before 2.4 (libpcap's rule)
+_MAX_STRETCH = 64 << 20  # bytes of a mapped file one batch may span (beyond its largest record)
+_SERIALS = itertools.count(1)  # mapped files of this process, told apart in the slots
 
 
 def _length_mode(major: int, minor: int) -> int:
@@ -142,6 +149,67 @@ class PcapRecords:
         self._eof = False
         self._mean = 2048.0  # bytes a record, for how much to read
         self.error = ""
+        self._lease: ReadLease | None = None
+        self._at = 0  # where the next record starts, while mapped
+        self._size = 0
+        self.source: FileRef | None = None  # set while mapped: the file the slots point into
+
+    @property
+    def mapped(self) -> bool:
+        return self._lease is not None
+
+    def map(self) -> bool:
+        """Serve the rest of the file by mapping it (`take`) rather than reading it into slots, if a
+        read lease on it can be had (`engine.filelease`): then nobody can change it while mapped."""
+        st = os.fstat(self._f.fileno())
+        if not stat.S_ISREG(st.st_mode) or self._carry or self._eof:
+            return False
+        self._lease = ReadLease.take(self._f.fileno())
+        if self._lease is None:
+            return False
+        self._at = self._f.tell()
+        self._size = os.fstat(self._f.fileno()).st_size  # it cannot change while the lease is held
+        self.source = FileRef(os.getpid(), self._f.fileno(), next(_SERIALS))
+        return True
+
+    @property
+    def lease_broken(self) -> bool:
+        """Someone waits to write to the mapped file: `unmap` once no slot points into it any more."""
+        return self._lease is not None and self._lease.broken
+
+    def unmap(self) -> None:
+        """Back to reading into the slots, from the next record on; the lease goes."""
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+            self.source = None
+            self._f.seek(self._at)
+            self._eof = False
+
+    def take(self, count: int) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+        """Up to `count` records of the mapped file: (meta with offsets from the first record's
+        header, wire lengths, bytes they span, file offset of that header), or None at the end.
+        The walk and checks are `fill`'s, over a map of the next stretch of the file."""
+        if self.error or self._at >= self._size:
+            return None
+        end = min(self._size, self._at + max(min(self.room(count) * 5 // 4, _MAX_STRETCH), self.largest))
+        base = self._at - self._at % mmap.ALLOCATIONGRANULARITY
+        window = mmap.mmap(self._f.fileno(), end - base, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ,
+                           offset=base)
+        view = memoryview(window)[self._at - base :]
+        try:
+            self._eof = end == self._size
+            starts, pos = self._walk(view, len(view), count)
+            taken = self._check(view, starts, pos, len(view), b"")
+        finally:
+            view.release()
+            with contextlib.suppress(BufferError):  # a view in a traceback: unmapped with it
+                window.close()
+        if taken is None:
+            return None
+        at, self._at = self._at, self._at + pos
+        self._mean = taken[2] / len(taken[1])
+        return (*taken, at)
 
     def mean_record(self) -> float:
         """Mean bytes of the file's first records (those in its first 256 KiB), without reading on."""
@@ -261,6 +329,7 @@ class PcapRecords:
         log.warning("%s: %s (rest of the file ignored)", self.path, message)
 
     def close(self) -> None:
+        self.unmap()
         self._f.close()
 
 

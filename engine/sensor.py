@@ -391,6 +391,7 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     counters: SharedCounters | None = None
     in_use: SharedCounters | None = None
     reloader: Reloader | None = None
+    dispatcher: Dispatcher | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="maltrail-") as work:
             source = TrailSource(cfg)
@@ -501,4 +502,6 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                 if p.is_alive():
                     p.kill()
                 p.join(2.0)
+        if dispatcher is not None:  # after the workers: none maps a replayed file any more
+            dispatcher.close_files()
         owner.unlink_all()

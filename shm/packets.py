@@ -1,14 +1,17 @@
 """Layout of one packet batch inside a ring slot.
 
-`[u64 seq][u32 n][u32 linktype][u64 data_len][u64 generation][u64 data_at][n x 4 u32 meta]
-[n u32 wirelen][pad to 8]...[data at data_at]`. `generation` is the trail index the worker must
-match the batch with: the capture assigns it, so a reload takes effect at one capture position
-whatever the worker count (an empty batch only carries a newer generation to a worker that gets
-no packets). `meta` rows are (sec, usec, offset, caplen) as pcapy-ng's `next_batch` delivers
-them, with offsets relative to the data. The data usually follows the columns; a replay reads a
-file straight into the slot at a place fixed before it knows the packet count (`data_at`), and
-writes the columns after (`write_columns`). A worker reads a batch back as numpy views of the
-slot (no copy).
+`[u64 seq][u32 n][u32 linktype][u64 data_len][u64 generation][u64 data_at][u32 file pid]
+[u32 file fd][u32 file serial][u32 0][n x 4 u32 meta][n u32 wirelen][pad to 8]...[data at
+data_at]`. `generation` is the trail index the worker must match the batch with: the capture
+assigns it, so a reload takes effect at one capture position whatever the worker count (an empty
+batch only carries a newer generation to a worker that gets no packets). `meta` rows are (sec,
+usec, offset, caplen) as pcapy-ng's `next_batch` delivers them, with offsets relative to the
+data. The data usually follows the columns; a replay reads a file straight into the slot at a
+place fixed before it knows the packet count (`data_at`), and writes the columns after
+(`write_columns`). A replay of a file the capture holds a lease on sends no data at all:
+`data_at` is then where the packets start in that file (named by pid, fd and serial;
+`shm.filemap`). A worker reads a batch back as numpy views of the slot or of its map of the file
+(no copy).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_HEAD = struct.Struct("<QIIQQQ")
+from shm.filemap import FileRef, FileWindows
+
+_HEAD = struct.Struct("<QIIQQQIIII")
 
 
 @dataclass
@@ -62,22 +67,29 @@ def write_batch(
 
 
 def write_columns(buf: memoryview, off: int, seq: int, linktype: int, meta: np.ndarray, wirelen: np.ndarray,
-                  data_at: int, data_len: int, generation: int = 1) -> int:
+                  data_at: int, data_len: int, generation: int = 1, source: FileRef | None = None) -> int:
     """The header and columns of a batch whose data is already at `off + data_at` (which must not
-    be before `columns_end(n)`); returns the bytes used."""
+    be before `columns_end(n)`), or at `data_at` in the file `source`; returns the bytes used."""
     n = len(wirelen)
-    _HEAD.pack_into(buf, off, seq, n, linktype, data_len, generation, data_at)
+    pid, fd, serial = (source.pid, source.fd, source.serial) if source is not None else (0, 0, 0)
+    _HEAD.pack_into(buf, off, seq, n, linktype, data_len, generation, data_at, pid, fd, serial, 0)
     pos = off + _HEAD.size
     np.ndarray((n, 4), dtype="<u4", buffer=buf, offset=pos)[:] = meta
     pos += n * 16
     np.ndarray((n,), dtype="<u4", buffer=buf, offset=pos)[:] = wirelen
-    return data_at + data_len
+    return columns_end(n) if source is not None else data_at + data_len
 
 
-def read_batch(buf: memoryview, off: int) -> PacketBatch:
-    seq, n, linktype, data_len, generation, data_at = _HEAD.unpack_from(buf, off)
+def read_batch(buf: memoryview, off: int, files: FileWindows | None = None) -> PacketBatch:
+    """The batch in the slot at `off`; `files` maps the packets of a batch that points into a file."""
+    seq, n, linktype, data_len, generation, data_at, pid, fd, serial, _ = _HEAD.unpack_from(buf, off)
     pos = off + _HEAD.size
     meta = np.ndarray((n, 4), dtype="<u4", buffer=buf, offset=pos)
     wirelen = np.ndarray((n,), dtype="<u4", buffer=buf, offset=pos + n * 16)
-    data = np.ndarray((data_len,), dtype=np.uint8, buffer=buf, offset=off + data_at)
+    if not pid:
+        data = np.ndarray((data_len,), dtype=np.uint8, buffer=buf, offset=off + data_at)
+    elif files is None:
+        raise ValueError("this batch's packets are in a capture file: read it with FileWindows")
+    else:
+        data = files.view(FileRef(pid, fd, serial), data_at, data_len)
     return PacketBatch(seq, generation, linktype, meta, wirelen, data)

@@ -172,6 +172,10 @@ class Ring:
         """Slots the consumer has released so far."""
         return int(self._hdr[_CONSUMED])
 
+    def published(self) -> int:
+        """Slots the producer has published so far."""
+        return int(self._hdr[_PUBLISHED])
+
     def stats(self) -> dict[str, int]:
         published = int(self._hdr[_PUBLISHED])
         consumed = int(self._hdr[_CONSUMED])

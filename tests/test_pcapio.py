@@ -234,14 +234,22 @@ def _random_pcap(rng: np.random.Generator, path: Path) -> None:
 
 def _batches_any_way(rng: np.random.Generator, path: Path, reader: str
                      ) -> Iterator[tuple[np.ndarray, np.ndarray, memoryview | bytes]]:
-    """`read_batches` (libpcap) of any batch size, or `PcapRecords.fill` (a replay's reader) into
+    """`read_batches` (libpcap) of any batch size, `PcapRecords.fill` (a replay's reader) into
     buffers of any size a replay may hand it (a ring slot: at least `largest` bytes, maybe less
-    than what was read ahead)."""
+    than what was read ahead), or `PcapRecords.take` over a map of the file (a leased replay)."""
     if reader == "libpcap":
         for b in read_batches(path, int(rng.integers(1, 9))):
             yield b.meta, b.wirelen, b.data
         return
     records = pcapio.PcapRecords(path, 1)
+    if reader == "mapped":
+        assert records.map()
+        content = path.read_bytes()
+        while (taken := records.take(int(rng.integers(1, 50)))) is not None:
+            meta, wirelen, used, at = taken
+            yield meta, wirelen, content[at : at + used]
+        records.close()
+        return
     while True:
         buf = memoryview(bytearray(records.largest + int(rng.integers(0, 3 * records.largest))))
         taken = records.fill(buf, int(rng.integers(1, 50)))
@@ -251,8 +259,8 @@ def _batches_any_way(rng: np.random.Generator, path: Path, reader: str
     records.close()
 
 
-@pytest.mark.parametrize("reader", ["libpcap", "walk"])
-def test_both_readers_read_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture, reader: str) -> None:
+@pytest.mark.parametrize("reader", ["libpcap", "walk", "mapped"])
+def test_every_reader_reads_what_libpcap_reads(tmp_path: Path, caplog: pytest.LogCaptureFixture, reader: str) -> None:
     """Random and damaged classic pcap files: the same packets, stamps and wire lengths as
     libpcap's own record-by-record reading, in batches of any size, and a warning exactly where
     libpcap stops with an error."""

@@ -1,8 +1,9 @@
 """The matcher worker process: packet batches in from its ring, results out to the aggregator.
 
-A worker maps the trail index read-only and parses each batch in place in the ring slot. A batch
-carrying a newer index generation (a reload) makes it switch between two batches: map the new
-index, build the matchers over it, unmap the old one, and report the generation it now uses. It
+A worker maps the trail index read-only and parses each batch in place in the ring slot (or in its
+map of the replayed file the slot points into, `shm.filemap`). A batch carrying a newer index
+generation (a reload) makes it switch between two batches: map the new index, build the matchers
+over it, unmap the old one, and report the generation it now uses. It
 exits when the capture sends end-of-input, and on its own when its parent disappears, so a killed
 sensor never leaves workers (or their shared memory) behind.
 """
@@ -20,6 +21,7 @@ import numpy as np
 from engine.index.generations import GenerationSpec, GenerationUser
 from engine.index.mapped import TrailIndex
 from engine.proctree import pid_alive
+from shm.filemap import FileWindows
 from shm.packets import read_batch
 from shm.ring import FLAG_EOF, Ring, RingSpec
 from workers.batch import SUPPORTED_LINKTYPES, Parsed, parse_batch
@@ -93,6 +95,7 @@ def run_worker(worker_id: int, generations: GenerationSpec, in_spec: RingSpec, o
     detection = Detection.open(user, 1, settings)
     user.report(1)
     ring_in, ring_out = Ring(in_spec), Ring(out_spec)
+    files = FileWindows()
     ready.release()
     try:
         while True:
@@ -106,7 +109,7 @@ def run_worker(worker_id: int, generations: GenerationSpec, in_spec: RingSpec, o
                 ring_out.put_eof(POLL_SECONDS, lambda: _check_parent(parent_pid))
                 return
             started = time.perf_counter_ns()
-            batch = read_batch(ring_in.buf, off)
+            batch = read_batch(ring_in.buf, off, files)
             seq, generation = batch.seq, batch.generation
             if generation != detection.generation:  # a reload: between two batches, never within one
                 new = Detection.open(user, generation, settings)
@@ -131,6 +134,7 @@ def run_worker(worker_id: int, generations: GenerationSpec, in_spec: RingSpec, o
             message = pickle.dumps((seq, worker_id, generation, counters, items), protocol=5)
             ring_out.put(message, POLL_SECONDS, lambda: _check_parent(parent_pid))
     finally:
+        files.close()
         ring_in.close()
         ring_out.close()
         user.close()

@@ -1,0 +1,66 @@
+"""A read lease on a replayed capture file, so that the workers may map it instead of a copy.
+
+A process that maps a file dies of SIGBUS when the file is truncated under it. A read lease
+(`fcntl(F_SETLEASE, F_RDLCK)`) is granted only while no process has the file open for writing,
+and a later open for writing, or a truncate, then waits until the holder lets go (at most
+/proc/sys/fs/lease-break-time, 45 s by default). The replay asks `broken` before each batch,
+lets the workers finish what they mapped, and releases the lease (`release`): the writer goes
+on and the rest of the file is read with copies. No lease (another user's file, one still being
+written, a filesystem without leases, a caller off the main thread) means copies throughout.
+
+The kernel announces a break with SIGIO, whose default action ends the process: while a lease
+is held SIGIO is ignored, and `broken` asks the kernel instead (one fcntl a batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import signal
+import threading
+from typing import Any
+
+_held = 0  # leases held in this process
+_previous: Any = None  # SIGIO's disposition before the first
+
+
+class ReadLease:
+    """The read lease on one open file descriptor."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._held = True
+
+    @classmethod
+    def take(cls, fd: int) -> ReadLease | None:
+        """The lease on `fd` (opened read-only), or None where the kernel or the caller cannot have one."""
+        global _held, _previous
+        if threading.current_thread() is not threading.main_thread():
+            return None  # SIGIO's disposition can only be set there
+        if not _held:
+            _previous = signal.signal(signal.SIGIO, signal.SIG_IGN)
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        except OSError:
+            if not _held:
+                signal.signal(signal.SIGIO, _previous)
+            return None
+        _held += 1
+        return cls(fd)
+
+    @property
+    def broken(self) -> bool:
+        """Someone waits to write or truncate the file (the kernel breaks leases for them)."""
+        return fcntl.fcntl(self.fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK
+
+    def release(self) -> None:
+        """Let go (once); the file must not be mapped anywhere any more."""
+        global _held
+        if not self._held:
+            return
+        self._held = False
+        with contextlib.suppress(OSError):  # the kernel took it back (the break timed out) or fd is closed
+            fcntl.fcntl(self.fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        _held -= 1
+        if not _held:
+            signal.signal(signal.SIGIO, _previous)
