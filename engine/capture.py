@@ -263,18 +263,18 @@ class Dispatcher:
 
 def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, first_packets: int,
            after_batch: Callable[[], None]) -> None:
-    """Capture files as fast as the workers take them: classic pcap with big enough records read
-    straight into the ring slots (`Dispatcher.fill`), anything else sent in batches. The first
-    slot holds at most `first_packets` (0: no limit), so the workers start sooner."""
+    """Capture files as fast as the workers take them: classic pcap mapped by the workers where the
+    capture can lease the file, else with big enough records read straight into the ring slots
+    (`Dispatcher.fill`), anything else sent in batches. The first slot holds at most
+    `first_packets` (0: no limit), so the workers start sooner."""
     first = first_packets
     for path in paths:
-        records = open_records(path)
+        records = open_records(path, map_file=True)
         if records is None:
             for batch in read_batches(path, max_packets, first):
                 dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
                 after_batch()
         else:
-            records.map()
             try:
                 while dispatcher.fill(records, first or max_packets):
                     first = 0

@@ -5,9 +5,9 @@ packets per call (sec, usec, offset, caplen). It does not return the original wi
 for classic pcap the record headers' positions are derived from the caplens (a cumulative sum)
 and the length field is gathered from a map of the file with numpy; pcapng blocks are walked
 with struct (block layout varies, so there is no vectorised shortcut). A replay of a classic pcap
-file whose records are big enough reads it with `PcapRecords` instead: straight into the ring
-slots, its record headers walked there, where libpcap would copy every packet twice more; or,
-when it can hold a read lease on the file, not at all: the workers map the packets (`map`).
+file reads it with `PcapRecords` instead: when it can hold a read lease on the file, not at all
+(the workers map the packets, `map`); else, for records big enough, straight into the ring slots,
+its record headers walked there, where libpcap would copy every packet twice more.
 """
 
 from __future__ import annotations
@@ -488,11 +488,13 @@ def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int =
         reader.close()
 
 
-def open_records(path: Path | str) -> PcapRecords | None:
-    """`PcapRecords`, for a replay to read straight into its ring slots, for a classic pcap file
-    whose records are big enough for its walk in Python to beat libpcap's copies; None for pcapng
-    and small records (read them with `read_batches`). libpcap opens the file either way: it
-    checks the header and names the link type."""
+def open_records(path: Path | str, map_file: bool = False) -> PcapRecords | None:
+    """`PcapRecords` for a replay of a classic pcap file: mapped (`PcapRecords.map`) when
+    `map_file` and a read lease can be had, whatever the records' size (no copy at all beats
+    libpcap's walk in C); else, to be read straight into the ring slots, when its records are big
+    enough for the walk in Python to beat libpcap's copies. None for pcapng and small records
+    (read them with `read_batches`). libpcap opens the file either way: it checks the header and
+    names the link type."""
     path = Path(path)
     kind, reader = _open_offline(path)
     linktype = reader.datalink()
@@ -500,10 +502,10 @@ def open_records(path: Path | str) -> PcapRecords | None:
     if kind == "ng":
         return None
     records = PcapRecords(path, linktype)
-    if records.mean_record() < SMALL_RECORDS:
-        records.close()
-        return None
-    return records
+    if (map_file and records.map()) or records.mean_record() >= SMALL_RECORDS:
+        return records
+    records.close()
+    return None
 
 
 _ACTIVATE_ERRORS = {

@@ -302,9 +302,10 @@ def test_a_damaged_record_first_in_a_smaller_buffer_still_fails_the_file(tmp_pat
 
 
 def test_who_reads_a_file(tmp_path: Path) -> None:
-    """A replay reads records big enough with `PcapRecords`, straight into its slots (one copy
-    where libpcap makes two); small ones and pcapng with libpcap, whose walk in C is then the
-    cheaper part."""
+    """A replay maps a classic pcap file it can lease, whatever its records' size; without a lease
+    it reads records big enough with `PcapRecords`, straight into its slots (one copy where libpcap
+    makes two), small ones with libpcap, whose walk in C is then the cheaper part; pcapng always
+    with libpcap."""
     def pcap(name: str, size: int) -> Path:
         path = tmp_path / name
         with open(path, "wb") as f:
@@ -317,5 +318,12 @@ def test_who_reads_a_file(tmp_path: Path) -> None:
     assert isinstance(big, pcapio.PcapRecords)
     big.close()
     assert pcapio.open_records(pcap("small.pcap", 60)) is None
+    for size in (60, 1400):
+        mapped = pcapio.open_records(tmp_path / f"{'small' if size == 60 else 'big'}.pcap", map_file=True)
+        assert isinstance(mapped, pcapio.PcapRecords) and mapped.mapped
+        mapped.close()
+    with open(tmp_path / "small.pcap", "ab"):  # being written: no lease
+        assert pcapio.open_records(tmp_path / "small.pcap", map_file=True) is None
     write_pcapng(tmp_path / "a.pcapng", 1, [(1.0, bytes(1400))] * 100)
     assert pcapio.open_records(tmp_path / "a.pcapng") is None
+    assert pcapio.open_records(tmp_path / "a.pcapng", map_file=True) is None
