@@ -161,15 +161,19 @@ class PcapRecords:
     def map(self) -> bool:
         """Serve the rest of the file by mapping it (`take`) rather than reading it into slots, if a
         read lease on it can be had (`engine.filelease`): then nobody can change it while mapped."""
-        st = os.fstat(self._f.fileno())
-        if not stat.S_ISREG(st.st_mode) or self._carry or self._eof:
+        fd = self._f.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or self._carry or self._eof:
             return False
-        self._lease = ReadLease.take(self._f.fileno())
+        try:  # the workers open it through /proc/PID/fd (`shm.filemap`): where this process cannot, nor can they
+            os.close(os.open(f"/proc/{os.getpid()}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            return False
+        self._lease = ReadLease.take(fd)
         if self._lease is None:
             return False
         self._at = self._f.tell()
-        self._size = os.fstat(self._f.fileno()).st_size  # it cannot change while the lease is held
-        self.source = FileRef(os.getpid(), self._f.fileno(), next(_SERIALS))
+        self._size = os.fstat(fd).st_size  # it cannot change while the lease is held
+        self.source = FileRef(os.getpid(), fd, next(_SERIALS))
         return True
 
     @property

@@ -110,6 +110,25 @@ def test_no_lease_where_a_writer_is_there_or_off_the_main_thread(tmp_path: Path)
     os.close(fd)
 
 
+def test_no_map_where_the_workers_could_not_open_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers open the file through /proc/PID/fd: where that is refused (a /proc mounted
+    with restrictions), the replay copies instead, and holds no lease."""
+    _capture(tmp_path / "f.pcap", 10)
+    real_open = os.open
+
+    def no_proc(path: str, *args: int) -> int:
+        if str(path).startswith("/proc/"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args)
+
+    monkeypatch.setattr(os, "open", no_proc)
+    records = open_records(tmp_path / "f.pcap", map_file=True)
+    assert records is not None and not records.mapped  # big records: read into the slots
+    with open(tmp_path / "f.pcap", "ab"):  # not leased: a writer gets through at once
+        pass
+    records.close()
+
+
 def test_mapped_slots_hold_only_columns_and_read_back_through_the_file(owner: SegmentOwner, tmp_path: Path) -> None:
     """Every packet, stamp and wire length in order across two rings, from slots that hold no
     packet bytes; the file stays open (and leased) until the slots pointing into it are consumed."""
