@@ -118,12 +118,14 @@ def _words_at(buf: memoryview | bytes, at: int) -> tuple[memoryview, ...]:
 
 
 class PcapRecords:
-    """Classic pcap records read straight into a caller's buffer: a ring slot, in a replay.
+    """Classic pcap records read straight into a caller's buffer (a ring slot, in a replay), or
+    located in the file for the workers to map (`map`, `take`).
 
     libpcap's reader (through `next_batch`) copies every packet twice, through its own buffer
     into a new bytes object; on a replay that was most of the capture process's time. Here the
-    file is read into the buffer (one copy, by the kernel) and Python only walks the record
-    headers, one length read per record; the checks run after, for the whole batch. libpcap's rules
+    file is read into the buffer (one copy, by the kernel), or not at all where a read lease keeps
+    it unchanged while mapped, and Python only walks the record headers, one length read per
+    record; the checks run after, for the whole batch. libpcap's rules
     are kept: byte order, nanosecond files scaled to microseconds, the swapped length fields of
     versions before 2.4, records longer than the snapshot length shortened to it, and a damaged
     record ends the file with the message libpcap gives (logged, in `error`)."""
