@@ -201,24 +201,28 @@ def _big_capture(path: Path, packets: int) -> tuple[Path, int]:
 
 class _WatchWorkers:
     """A run monitor that records whether a worker had the capture file mapped, and can start a
-    process that truncates the file once the replay is under way."""
+    process that runs `writer` (Python code; `PATH` is the capture) once the replay is under way."""
 
-    def __init__(self, capture: Path, truncate: bool) -> None:
-        self.capture, self.truncate = capture, truncate
+    def __init__(self, capture: Path, writer: str = "") -> None:
+        self.capture, self.writer = capture, writer
         self.workers: list[int] = []
         self.seen_mapped = False
-        self.truncater: subprocess.Popen[bytes] | None = None
+        self.mapped_after_writer: list[bool] = []  # at each batch after the writer started
+        self.process: subprocess.Popen[bytes] | None = None
 
     def started(self, pids: dict[str, int]) -> None:
         self.workers = [pid for name, pid in pids.items() if name.startswith("worker")]
 
     def progress(self, captured: int) -> None:
+        mapped = False
         for pid in self.workers:
             with contextlib.suppress(OSError):  # a worker that has ended
-                self.seen_mapped |= str(self.capture) in Path(f"/proc/{pid}/maps").read_text()
-        if self.truncate and self.truncater is None:
-            self.truncater = subprocess.Popen([sys.executable, "-c",
-                                               f"import os; os.truncate({str(self.capture)!r}, 0)"])
+                mapped |= str(self.capture) in Path(f"/proc/{pid}/maps").read_text()
+        self.seen_mapped |= mapped
+        if self.process is not None:
+            self.mapped_after_writer.append(mapped)
+        if self.writer and self.process is None:
+            self.process = subprocess.Popen([sys.executable, "-c", f"PATH = {str(self.capture)!r}\n{self.writer}"])
             time.sleep(0.3)  # it is waiting for the lease by now
 
     def drained(self) -> None:
@@ -240,7 +244,7 @@ def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path
     for mode in ("mapped", "copied"):
         log_dir = tmp_path / mode
         cfg = SensorConfig(name="t", trails=str(index), log_dir=str(log_dir), workers=2, batch_packets=256)
-        watch = _WatchWorkers(capture, truncate=False)
+        watch = _WatchWorkers(capture)
         if mode == "copied":
             with open(capture, "ab"):
                 summary = run_sensor(cfg, [capture], monitor=watch)
@@ -253,15 +257,35 @@ def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path
     assert syns and sum("66.66.66.66" in line for line in logs["mapped"]) >= 1
 
 
+def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path) -> None:
+    """A process opening the file for writing mid-replay (and changing nothing) waits for the
+    workers to be done with what they mapped; the replay reads the rest into the slots and
+    reports every packet and event of an undisturbed replay."""
+    capture, _ = _big_capture(tmp_path / "c.pcap", 20000)
+    index = _index(tmp_path)
+    logs = {}
+    for writer in ("", "open(PATH, 'ab').close()"):
+        log_dir = tmp_path / f"logs{len(writer)}"
+        cfg = SensorConfig(name="t", trails=str(index), log_dir=str(log_dir), workers=2, batch_packets=256)
+        watch = _WatchWorkers(capture, writer)
+        summary = run_sensor(cfg, [capture], monitor=watch)
+        assert watch.seen_mapped and summary.packets == 20000
+        assert watch.process is None or watch.process.wait(10) == 0
+        if writer:  # the rest of the replay was copied: the workers mapped the file no more
+            assert len(watch.mapped_after_writer) > 10 and not any(watch.mapped_after_writer[-10:])
+        logs[writer] = sorted(line for f in log_dir.glob("*.log") for line in f.read_text().splitlines())
+    assert logs[""] and logs[""] == logs["open(PATH, 'ab').close()"]
+
+
 def test_a_file_truncated_during_the_replay_ends_it_cleanly(tmp_path: Path) -> None:
     """Without the lease, the workers mapping the file would die of SIGBUS: here the truncate waits
     until they are done with it, and the replay ends where the file now does."""
     capture, _ = _big_capture(tmp_path / "c.pcap", 20000)
     cfg = SensorConfig(name="t", trails=str(_index(tmp_path)), log_dir=str(tmp_path / "logs"), workers=2,
                        batch_packets=256)
-    watch = _WatchWorkers(capture, truncate=True)
+    watch = _WatchWorkers(capture, "import os; os.truncate(PATH, 0)")
     summary = run_sensor(cfg, [capture], monitor=watch)
-    assert watch.truncater is not None and watch.truncater.wait(10) == 0
+    assert watch.process is not None and watch.process.wait(10) == 0
     assert capture.stat().st_size == 0
     assert 0 < summary.packets < 20000
     assert summary.status["counters"]["packets"] == summary.packets
