@@ -20,7 +20,7 @@ import signal
 import threading
 from typing import Any
 
-_held = 0  # leases held in this process
+_leases = 0  # leases held in this process
 _previous: Any = None  # SIGIO's disposition before the first
 
 
@@ -34,18 +34,18 @@ class ReadLease:
     @classmethod
     def take(cls, fd: int) -> ReadLease | None:
         """The lease on `fd` (opened read-only), or None where the kernel or the caller cannot have one."""
-        global _held, _previous
+        global _leases, _previous
         if threading.current_thread() is not threading.main_thread():
             return None  # SIGIO's disposition can only be set there
-        if not _held:
+        if not _leases:
             _previous = signal.signal(signal.SIGIO, signal.SIG_IGN)
         try:
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
         except OSError:
-            if not _held:
+            if not _leases:
                 signal.signal(signal.SIGIO, _previous)
             return None
-        _held += 1
+        _leases += 1
         return cls(fd)
 
     @property
@@ -55,12 +55,12 @@ class ReadLease:
 
     def release(self) -> None:
         """Let go (once); the file must not be mapped anywhere any more."""
-        global _held
+        global _leases
         if not self._held:
             return
         self._held = False
         with contextlib.suppress(OSError):  # the kernel took it back (the break timed out) or fd is closed
             fcntl.fcntl(self.fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        _held -= 1
-        if not _held:
+        _leases -= 1
+        if not _leases:
             signal.signal(signal.SIGIO, _previous)
