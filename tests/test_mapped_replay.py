@@ -201,10 +201,11 @@ def _big_capture(path: Path, packets: int) -> tuple[Path, int]:
 
 class _WatchWorkers:
     """A run monitor that records whether a worker had the capture file mapped, and can start a
-    process that runs `writer` (Python code; `PATH` is the capture) once the replay is under way."""
+    process that runs `writer` (Python code; `PATH` is the capture) once `start_at` packets are
+    captured."""
 
-    def __init__(self, capture: Path, writer: str = "") -> None:
-        self.capture, self.writer = capture, writer
+    def __init__(self, capture: Path, writer: str = "", start_at: int = 0) -> None:
+        self.capture, self.writer, self.start_at = capture, writer, start_at
         self.workers: list[int] = []
         self.seen_mapped = False
         self.mapped_after_writer: list[bool] = []  # at each batch after the writer started
@@ -221,7 +222,7 @@ class _WatchWorkers:
         self.seen_mapped |= mapped
         if self.process is not None:
             self.mapped_after_writer.append(mapped)
-        if self.writer and self.process is None:
+        if self.writer and self.process is None and captured >= self.start_at:
             self.process = subprocess.Popen([sys.executable, "-c", f"PATH = {str(self.capture)!r}\n{self.writer}"])
             time.sleep(0.3)  # it is waiting for the lease by now
 
@@ -267,7 +268,7 @@ def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path
     for writer in ("", "open(PATH, 'ab').close()"):
         log_dir = tmp_path / f"logs{len(writer)}"
         cfg = SensorConfig(name="t", trails=str(index), log_dir=str(log_dir), workers=2, batch_packets=256)
-        watch = _WatchWorkers(capture, writer)
+        watch = _WatchWorkers(capture, writer, start_at=5000)  # some 20 batches mapped first
         summary = run_sensor(cfg, [capture], monitor=watch)
         assert watch.seen_mapped and summary.packets == 20000
         assert watch.process is None or watch.process.wait(10) == 0
