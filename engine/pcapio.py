@@ -174,7 +174,7 @@ class PcapRecords:
         if self._lease is None:
             return False
         self._at = self._f.tell()
-        self._size = os.fstat(fd).st_size  # it cannot change while the lease is held
+        self._size = os.fstat(fd).st_size  # read again under the lease: from now on it cannot change
         self.source = FileRef(os.getpid(), fd, next(_SERIALS))
         return True
 
