@@ -40,7 +40,7 @@ class SensorConfig:
     snaplen: int = 65535
     promisc: bool = True
     capture_buffer_mb: int = 64
-    batch_packets: int = 8192
+    batch_packets: int = 32768
     ring_slots: int = 4
     ring_slot_kb: int = 8192
     status_file: str = ""

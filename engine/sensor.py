@@ -313,8 +313,8 @@ def check_linktype(source: str, linktype: int) -> None:
 
 def _file_batches(paths: Iterable[Path], max_packets: int) -> Iterator[Batch]:
     """The files' packets in batches; the replay's first batch is small (`FIRST_BATCH_PACKETS`):
-    a worker waits for the whole first batch to be read before it starts, 15-20 ms at 8192
-    packets, where everything after it overlaps."""
+    a worker waits for the whole first batch to be read before it starts (15-20 ms for 8192 copied
+    packets), where everything after it overlaps."""
     first = FIRST_BATCH_PACKETS
     for path in paths:
         yield from read_batches(path, max_packets, first)

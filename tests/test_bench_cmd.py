@@ -103,7 +103,7 @@ def test_offered_rate_counts_every_drop(trails: Path, tmp_path: Path) -> None:
 
 
 def test_offered_rate_within_capacity_drops_nothing(trails: Path, tmp_path: Path) -> None:
-    """The default rings (4 slots of 8192 packets) hold the whole 20k-packet capture: nothing can be dropped."""
+    """The default rings (4 slots of 8 MiB) hold the whole 20k-packet capture: nothing can be dropped."""
     out = tmp_path / "r.json"
     run = _bench("--packets", "20000", "--workers", "1,2", "--trails", str(trails), "--rate", "40000",
                  "--json", str(out), "--progress")
