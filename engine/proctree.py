@@ -55,14 +55,26 @@ def cmdline(pid: int) -> bytes:
         return b""
 
 
-def pss_kb(pid: int) -> int:
+PSS_PARTS = ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
+
+
+def pss_parts_kb(pid: int) -> dict[str, int]:
+    """PSS and its anonymous, file-backed and shared-memory parts (all 0 once the process has gone):
+    a mapped file's pages (the index, code, a replayed capture) are the page cache's, not an
+    allocation of the process."""
+    parts = dict.fromkeys(PSS_PARTS, 0)
     try:
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
+            key, _, rest = line.partition(":")
+            if key in parts:
+                parts[key] = int(rest.split()[0])
     except OSError:
         pass
-    return 0
+    return parts
+
+
+def pss_kb(pid: int) -> int:
+    return pss_parts_kb(pid)["Pss"]
 
 
 def tree_pss_kb(pid: int) -> dict[int, int]:
