@@ -85,10 +85,21 @@ class Dispatcher:
             self._in_slots[w].append(0)
             self._behind.discard(w)
 
+    @property
+    def room(self) -> int:
+        """Bytes of one slot for a batch's columns and packets."""
+        return self.rings[0].payload_bytes - batch_bytes(0, 0) - 8
+
+    @property
+    def read_bytes(self) -> int:
+        """About the most bytes of packets a batch read by libpcap should hold (`next_count`): seven
+        eighths of a slot, so that a batch of mean-sized packets seldom needs a second one."""
+        return self.room * 7 // 8
+
     def send(self, linktype: int, meta: np.ndarray, wirelen: np.ndarray, data: bytes) -> None:
         """Send a batch, split into pieces that each fit one slot."""
         n = len(wirelen)
-        room = self.rings[0].payload_bytes - batch_bytes(0, 0) - 8
+        room = self.room
         if (n and int(meta[0, 2]) == 0 and int(meta[-1, 2]) + int(meta[-1, 3]) == len(data)
                 and len(data) + n * PER_PACKET_BYTES <= room):  # a whole batch that fits one slot
             self._put(linktype, meta, wirelen, memoryview(data))
@@ -271,7 +282,7 @@ def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, firs
     for path in paths:
         records = open_records(path, map_file=True)
         if records is None:
-            for batch in read_batches(path, max_packets, first):
+            for batch in read_batches(path, max_packets, first, dispatcher.read_bytes):
                 dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
                 after_batch()
         else:

@@ -311,13 +311,13 @@ def check_linktype(source: str, linktype: int) -> None:
         raise CaptureError(f"{source}: link type {_linktype_text(linktype)} is not supported; supported: {supported}")
 
 
-def _file_batches(paths: Iterable[Path], max_packets: int) -> Iterator[Batch]:
-    """The files' packets in batches; the replay's first batch is small (`FIRST_BATCH_PACKETS`):
-    a worker waits for the whole first batch to be read before it starts (15-20 ms for 8192 copied
-    packets), where everything after it overlaps."""
+def _file_batches(paths: Iterable[Path], max_packets: int, max_bytes: int) -> Iterator[Batch]:
+    """The files' packets in batches of about `max_bytes` at most; the replay's first batch is
+    small (`FIRST_BATCH_PACKETS`): a worker waits for the whole first batch to be read before it
+    starts (15-20 ms for 8192 copied packets), where everything after it overlaps."""
     first = FIRST_BATCH_PACKETS
     for path in paths:
-        yield from read_batches(path, max_packets, first)
+        yield from read_batches(path, max_packets, first, max_bytes)
         first = 0
 
 
@@ -462,8 +462,9 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
                         monitor.progress(dispatcher.packets)
 
                 if live or offered_pps:
-                    batches = (live.batches(cfg.batch_packets, periodic.idle) if live else
-                               paced(_file_batches(captures, cfg.batch_packets), offered_pps, cfg.batch_packets))
+                    batches = (live.batches(cfg.batch_packets, periodic.idle, dispatcher.read_bytes) if live else
+                               paced(_file_batches(captures, cfg.batch_packets, dispatcher.read_bytes), offered_pps,
+                                     cfg.batch_packets))
                     for batch in batches:
                         dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
                         after_batch()

@@ -119,6 +119,60 @@ def test_pcapng(tmp_path: Path) -> None:
     assert wire == [len(f) for f in FRAMES]
 
 
+def _ng_block(order: str, btype: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    size = struct.pack(f"{order}I", 12 + len(body))
+    return struct.pack(f"{order}I", btype) + size + body + size
+
+
+def _ng_section(order: str, snaplen: int) -> bytes:
+    """A section header and one Ethernet interface, in `order`."""
+    return (_ng_block(order, 0x0A0D0D0A, struct.pack(f"{order}IHHq", 0x1A2B3C4D, 1, 0, -1))
+            + _ng_block(order, 1, struct.pack(f"{order}HHI", 1, 0, snaplen)))
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("max_packets", [1, 2, 4096])
+def test_pcapng_wire_lengths_of_every_packet_block(tmp_path: Path, order: str, max_packets: int) -> None:
+    """The original length of each kind of packet block, over two sections, in either byte order
+    and in batches of any size: enhanced (captured shorter than sent), obsolete and simple blocks,
+    the last so short that it ends the file less than 28 bytes after it starts."""
+    frame = bytes(range(60))
+    data = (_ng_section(order, 65535)
+            + _ng_block(order, 6, struct.pack(f"{order}IIIII", 0, 0, 1_000_000, 60, 1500) + frame)
+            + _ng_block(order, 2, struct.pack(f"{order}HHIIII", 0, 0, 0, 2_000_000, 60, 900) + frame)
+            + _ng_section(order, 65535)
+            + _ng_block(order, 6, struct.pack(f"{order}IIIII", 0, 0, 3_000_000, 60, 61) + frame)
+            + _ng_block(order, 3, struct.pack(f"{order}I", 60) + frame)
+            + _ng_block(order, 3, struct.pack(f"{order}I", 4) + frame[:4]))
+    path = tmp_path / "blocks.pcapng"
+    path.write_bytes(data)
+    frames, stamps, wire, _ = _read_all(path, max_packets)
+    assert [len(f) for f in frames] == [60, 60, 60, 60, 4]
+    assert wire == [1500, 900, 61, 60, 4]
+    assert stamps[:3] == [(1, 0), (2, 0), (3, 0)]
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_batches_hold_about_max_bytes(tmp_path: Path, kind: str) -> None:
+    """After the first batch, libpcap is asked for as many packets as `max_bytes` holds at the
+    mean size so far (a batch much bigger than a ring slot costs more a packet), never more
+    than `max_packets`."""
+    path = tmp_path / f"a.{kind}"
+    frames = [bytes([i % 256]) * 1000 for i in range(1000)]
+    if kind == "pcap":
+        with PcapWriter(path) as w:
+            for i, frame in enumerate(frames):
+                w.write(frame, 1.0 + i / 1000)
+    else:
+        write_pcapng(path, 1, [(1.0 + i / 1000, frame) for i, frame in enumerate(frames)])
+    sizes = [len(b) for b in read_batches(path, 4096, 10, max_bytes=100_000)]
+    assert sizes == [10] + [100] * 9 + [90]
+    assert [len(b) for b in read_batches(path, 50, 10, max_bytes=100_000)] == [10] + [50] * 19 + [40]
+    assert [len(b) for b in read_batches(path, 4096)] == [1000]
+    assert pcapio.next_count(4096, 100_000, 3, 1) == 4096 and pcapio.next_count(4096, 10, 3, 3000) == 1
+
+
 def test_truncated_last_record_keeps_the_rest(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "cut.pcap"
     with PcapWriter(path) as w:
