@@ -419,7 +419,7 @@ class _PcapngLengths:
         out: list[int] = []
         while len(out) < n and pos + 12 <= end:
             btype, blen, orig = head(m, pos) if pos + 28 <= end else (*pair(m, pos), -1)
-            if btype == _NG_SECTION:  # reads the same in either order: the section's own tells
+            if btype == _NG_SECTION:  # the section's byte-order magic tells its order
                 order = "<" if m[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
                 head, pair, word = _NG_HEAD[order], _NG_PAIR[order], _NG_WORD[order]
                 blen = pair(m, pos)[1]
@@ -446,7 +446,7 @@ class _PcapngLengths:
         self._f.close()
 
 
-_NG_SECTION = 0x0A0D0D0A
+_NG_SECTION = int.from_bytes(PCAPNG_MAGIC, "big")  # a section header's type, the same in either byte order
 _NG_HEAD = {order: struct.Struct(f"{order}II16xI").unpack_from for order in "<>"}  # type, length, original length
 _NG_PAIR = {order: struct.Struct(f"{order}II").unpack_from for order in "<>"}
 _NG_WORD = {order: struct.Struct(f"{order}I").unpack_from for order in "<>"}
