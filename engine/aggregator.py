@@ -137,12 +137,14 @@ class Counters:
         self.totals: dict[str, int] = {}
         self.per_worker_packets = [0] * workers
         self.per_worker_busy_ns = [0] * workers
+        self.per_worker_cpu_ns = [0] * workers
 
     def add(self, worker: int, counters: dict[str, int]) -> None:
         for k, v in counters.items():
             self.totals[k] = self.totals.get(k, 0) + v
         self.per_worker_packets[worker] += counters.get("packets", 0)
         self.per_worker_busy_ns[worker] += counters.get("busy_ns", 0)
+        self.per_worker_cpu_ns[worker] += counters.get("cpu_ns", 0)
 
 
 class SniCheck:
@@ -300,6 +302,7 @@ def run_aggregator(
             "counters": dict(counters.totals),
             "per_worker_packets": counters.per_worker_packets,
             "per_worker_busy_seconds": [ns / 1e9 for ns in counters.per_worker_busy_ns],
+            "per_worker_cpu_seconds": [ns / 1e9 for ns in counters.per_worker_cpu_ns],  # on batches, as each counts it
             "rings": [r.stats() for r in packet_rings],
             "events_written": pipeline.written,
             "events_suppressed": pipeline.throttle.suppressed,

@@ -287,6 +287,8 @@ def _run_result(workers: int, summary: Summary, sampler: ProcessSampler, monitor
     status = summary.status
     rings = status["rings"]
     cpu = sampler.cpu_used()
+    for i, batches_cpu in enumerate(status.get("per_worker_cpu_seconds", [])):  # a floor: the sampler misses
+        cpu[f"worker-{i}"] = max(cpu.get(f"worker-{i}", 0.0), batches_cpu)  # what a worker spends after its last sample
     capture_seconds = max(1e-9, monitor.last_batch_at - monitor.started_at)
     return {
         "workers": workers,

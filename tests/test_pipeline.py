@@ -159,6 +159,8 @@ def test_events_identical_for_1_2_and_4_workers(index: Path, tmp_path: Path) -> 
         assert sum(summary.status["per_worker_packets"]) == 40_000
         if workers > 1:
             assert all(n > 0 for n in summary.status["per_worker_packets"])
+        cpu, busy = summary.status["per_worker_cpu_seconds"], summary.status["per_worker_busy_seconds"]
+        assert len(cpu) == workers and all(0 < c <= b * 1.05 + 0.01 for c, b in zip(cpu, busy, strict=True))
     assert results[1], "the mixed capture must contain trail hits"
     assert results[1] == results[2] == results[4]
 

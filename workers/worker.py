@@ -108,7 +108,7 @@ def run_worker(worker_id: int, generations: GenerationSpec, in_spec: RingSpec, o
                 ring_in.release()
                 ring_out.put_eof(POLL_SECONDS, lambda: _check_parent(parent_pid))
                 return
-            started = time.perf_counter_ns()
+            started, cpu = time.perf_counter_ns(), time.process_time_ns()
             batch = read_batch(ring_in.buf, off, files)
             seq, generation = batch.seq, batch.generation
             if generation != detection.generation:  # a reload: between two batches, never within one
@@ -131,6 +131,7 @@ def run_worker(worker_id: int, generations: GenerationSpec, in_spec: RingSpec, o
             del batch
             ring_in.release()
             counters["busy_ns"] = time.perf_counter_ns() - started
+            counters["cpu_ns"] = time.process_time_ns() - cpu
             message = pickle.dumps((seq, worker_id, generation, counters, items), protocol=5)
             ring_out.put(message, POLL_SECONDS, lambda: _check_parent(parent_pid))
     finally:
