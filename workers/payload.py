@@ -462,7 +462,7 @@ class PayloadInspector:
         dst_e, src_e, dstport_e = self._address_entries(p, rows)
         facts_of, new = self._names.lookup(names)  # before new names evict any
         laid_out = None
-        if new is names:  # all new, each once (the usual batch on a real link)
+        if new is names:  # all new (the usual batch on a real link)
             laid_out, maybe = named.queries() if named else (None, None)
             fact, trails = self._names_facts(names, laid_out, maybe)
         else:
@@ -539,11 +539,11 @@ class PayloadInspector:
 
     def _names_facts(self, names: list[str], laid_out: NameBytes | None = None, maybe: np.ndarray | None = None
                      ) -> tuple[np.ndarray, list[str]]:
-        """What each new query name (distinct, lowercase, as the batch decoder gives them) alone
-        decides (ignored or not, exhaustion domain, whether it is a trail: `FACT_*`), the trail
-        checks in bulk; kept in a bounded cache: names repeat far more than packets do. Returns the
-        facts in the names' order (even when the cache is smaller than the batch) and the names that
-        are trails. `laid_out`, `maybe`: the names' bytes and `suffixes_maybe_listed`, when the
+        """What each new query name (lowercase, as the batch decoder gives them; a repeat is checked
+        again) alone decides (ignored or not, exhaustion domain, whether it is a trail: `FACT_*`),
+        the trail checks in bulk; kept in a bounded cache: names repeat far more than packets do.
+        Returns the facts in the names' order (even when the cache is smaller than the batch) and
+        the names that are trails. `laid_out`, `maybe`: the names' bytes and `suffixes_maybe_listed`, when the
         decoder has them."""
         shapes = NameShapes.of(names, lower=False, queries=True, laid_out=laid_out)
         if maybe is None:
@@ -624,8 +624,8 @@ class PayloadInspector:
         (`httpbatch.settle`, the batch's new ones together) and the answer kept (bounded; `()` for
         "check it"): a request whose checks certainly report nothing but the web observation gets
         that observation, and needs no plan; the others take the per-request checks
-        (`_http_request`). When every request is new, distinct and settleable (the usual batch on
-        a real link), the answers come in request order and are not looked up again."""
+        (`_http_request`). When every request is new and settleable (the usual batch on a real
+        link), the answers come in request order and are not looked up again."""
         observe = self.settings.use_heuristics and self.settings.web_scanning
         keys = [fields[0] for _, fields in requests]  # method, path, Host, User-Agent
         known, new = self._settled.lookup(keys)
