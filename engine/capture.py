@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.pcapio import Batch, PcapRecords, open_records, read_batches
+from engine.pcapio import Batch, Records, open_records, read_batches
 from shm.counters import SharedCounters
 from shm.packets import batch_bytes, columns_end, write_batch, write_columns
 from shm.ring import Ring
@@ -64,7 +64,7 @@ class Dispatcher:
         self._released = [0] * len(rings)  # slots seen consumed
         self._queued = [0] * len(rings)  # packets published, not yet consumed
         self._behind: set[int] = set()  # rings whose last batch carries an older generation
-        self._held: list[tuple[PcapRecords, list[int]]] = []  # mapped files read, and the slots to await
+        self._held: list[tuple[Records, list[int]]] = []  # mapped files read, and the slots to await
 
     def switch(self, generation: int) -> None:
         """From the next batch on, match with `generation`; every ring is owed a batch carrying it."""
@@ -135,10 +135,10 @@ class Dispatcher:
         ring.publish(write_batch(ring.buf, off, self.seq, linktype, meta, wirelen, data, self.generation))
         self._sent(target, wirelen)
 
-    def fill(self, records: PcapRecords, count: int) -> bool:
-        """A replay's next slot read straight from a classic pcap file (no copy of the packets
-        here), up to `count` packets; False at the end of the file. Waits for room, as reading
-        files does."""
+    def fill(self, records: Records, count: int) -> bool:
+        """A replay's next slot, up to `count` packets read straight from the file (no copy of the
+        packets here), or located in it for the workers to map; False at the end of what these
+        records read. Waits for room, as reading files does."""
         if records.mapped:
             return self._fill_mapped(records, count)
         target, off = self._reserve()
@@ -159,7 +159,7 @@ class Dispatcher:
         self._sent(target, wirelen)
         return True
 
-    def _fill_mapped(self, records: PcapRecords, count: int) -> bool:
+    def _fill_mapped(self, records: Records, count: int) -> bool:
         """`fill` for a mapped file: the slot gets the columns, the workers map the packets. Someone
         waiting to write to the file makes it wait for the workers, then read the rest into slots."""
         if records.lease_broken:
@@ -179,7 +179,7 @@ class Dispatcher:
         self._sent(target, wirelen)
         return True
 
-    def done_with(self, records: PcapRecords) -> None:
+    def done_with(self, records: Records) -> None:
         """A replayed file read to its end (or given up): closed at once, or, mapped, once the
         workers have consumed every slot that may point into it."""
         if records.mapped:
@@ -282,9 +282,7 @@ def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, firs
     for path in paths:
         records = open_records(path, map_file=True)
         if records is None:
-            for batch in read_batches(path, max_packets, first, dispatcher.read_bytes):
-                dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
-                after_batch()
+            _send(dispatcher, read_batches(path, max_packets, first, dispatcher.read_bytes), after_batch)
         else:
             try:
                 while dispatcher.fill(records, first or max_packets):
@@ -292,7 +290,16 @@ def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, firs
                     after_batch()
             finally:
                 dispatcher.done_with(records)
+            if records.handed_over:  # pcapng blocks that libpcap alone may judge: it reads on from there
+                _send(dispatcher, read_batches(path, max_packets, 0, dispatcher.read_bytes, records.delivered),
+                      after_batch)
         first = 0
+
+
+def _send(dispatcher: Dispatcher, batches: Iterable[Batch], after_batch: Callable[[], None]) -> None:
+    for batch in batches:
+        dispatcher.send(batch.linktype, batch.meta, batch.wirelen, batch.data)
+        after_batch()
 
 
 class _Cursor:

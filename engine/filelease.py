@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
+import os
 import signal
+import stat
 import threading
 from typing import Any
 
+from shm.filemap import FileRef
+
 _leases = 0  # leases held in this process
 _previous: Any = None  # SIGIO's disposition before the first
+_SERIALS = itertools.count(1)  # mapped files of this process, told apart in the slots
 
 
 class ReadLease:
@@ -64,3 +70,17 @@ class ReadLease:
         _leases -= 1
         if not _leases:
             signal.signal(signal.SIGIO, _previous)
+
+
+def lease_to_map(fd: int) -> tuple[ReadLease, FileRef] | None:
+    """A read lease on the open file `fd` and how the workers name it (`shm.filemap`), or None
+    where they could not map it: not a regular file, not reachable through /proc/PID/fd (the
+    workers open it there), or no lease to be had."""
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        return None
+    try:
+        os.close(os.open(f"/proc/{os.getpid()}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        return None
+    lease = ReadLease.take(fd)
+    return None if lease is None else (lease, FileRef(os.getpid(), fd, next(_SERIALS)))

@@ -18,7 +18,6 @@ import logging
 import mmap
 import os
 import select
-import stat
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from typing import Any
 import numpy as np
 import pcapy
 
-from engine.filelease import ReadLease
+from engine.filelease import ReadLease, lease_to_map
+from engine.pcapng import PcapngRecords
 from shm.filemap import FileRef
 
 log = logging.getLogger("maltrail")
@@ -51,7 +51,6 @@ _DEFAULT_MAX_SNAPLEN = 262144  # libpcap's largest sane record, by link type
 _MAX_SNAPLEN = {231: 128 * 1024 * 1024, 249: 1024 * 1024, 279: 8 * 1024 * 1024}  # D-Bus, USBPcap, EBHSCR
 _SWAPPED, _MAYBE_SWAPPED = 1, 2  # length fields of pcap versions before 2.4 (libpcap's rule)
 _MAX_STRETCH = 64 << 20  # bytes of a mapped file one batch may span (beyond its largest record)
-_SERIALS = itertools.count(1)  # mapped files of this process, told apart in the slots
 
 
 def _length_mode(major: int, minor: int) -> int:
@@ -155,6 +154,8 @@ class PcapRecords:
         self._at = 0  # where the next record starts, while mapped
         self._size = 0
         self.source: FileRef | None = None  # set while mapped: the file the slots point into
+        self.handed_over = False  # it reads every record as libpcap would: the rest is never libpcap's
+        self.delivered = 0
 
     @property
     def mapped(self) -> bool:
@@ -164,18 +165,12 @@ class PcapRecords:
         """Serve the rest of the file by mapping it (`take`) rather than reading it into slots, if a
         read lease on it can be had (`engine.filelease`): then nobody can change it while mapped."""
         fd = self._f.fileno()
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or self._carry or self._eof:
+        leased = None if self._carry or self._eof else lease_to_map(fd)
+        if leased is None:
             return False
-        try:  # the workers open it through /proc/PID/fd (`shm.filemap`): where this process cannot, nor can they
-            os.close(os.open(f"/proc/{os.getpid()}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC))
-        except OSError:
-            return False
-        self._lease = ReadLease.take(fd)
-        if self._lease is None:
-            return False
+        self._lease, self.source = leased
         self._at = self._f.tell()
         self._size = os.fstat(fd).st_size  # read again under the lease: from now on it cannot change
-        self.source = FileRef(os.getpid(), fd, next(_SERIALS))
         return True
 
     @property
@@ -339,6 +334,9 @@ class PcapRecords:
         self._f.close()
 
 
+Records = PcapRecords | PcapngRecords  # a replay's reader of a file (`open_records`)
+
+
 class _PcapLengths:
     """Original lengths of classic pcap records, from the caplens `next_batch` returned (their
     positions are a cumulative sum; one gather of the length fields from a map of the file)."""
@@ -483,19 +481,20 @@ def next_count(max_packets: int, max_bytes: int, packets: int, size: int) -> int
     return max(1, min(max_packets, max_bytes * packets // size))
 
 
-def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int = 0, max_bytes: int = 0
-                 ) -> Iterator[Batch]:
+def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int = 0, max_bytes: int = 0,
+                 skip: int = 0) -> Iterator[Batch]:
     """Batches of a pcap or pcapng file, in file order, read by libpcap (`next_batch`: its copies
     are the caller's own, which may keep them); the wire lengths, which it does not give, from the
     file's record headers or blocks. A damaged record ends the file (with a warning; the packets
     before it are kept). `first_packets`: a smaller first batch (0: none), so the workers start
-    sooner; `max_bytes`: about the most bytes of packets a batch holds (`next_count`). A replay
-    reads into ring slots instead where that pays (`open_records`)."""
+    sooner; `max_bytes`: about the most bytes of packets a batch holds (`next_count`); `skip`: the
+    first packets, read and dropped (a replay read them itself, `PcapngRecords`). A replay reads
+    into ring slots, or has the workers map the file, instead where that pays (`open_records`)."""
     path = Path(path)
     kind, reader = _open_offline(path)
     linktype = reader.datalink()
     lengths: _PcapLengths | _PcapngLengths = _PcapngLengths(path) if kind == "ng" else _PcapLengths(path, kind)
-    size = min(first_packets, max_packets) or max_packets
+    size = max_packets if skip else min(first_packets, max_packets) or max_packets
     delivered = read = 0
     try:
         while True:
@@ -503,35 +502,49 @@ def read_batches(path: Path | str, max_packets: int = 4096, first_packets: int =
                 packets, packed = reader.next_batch(size)
             except pcapy.PcapError as exc:
                 log.warning("%s: %s (rest of the file ignored)", path, exc)
-                tail = _read_until_error(path, linktype, delivered)
+                tail = _read_until_error(path, linktype, max(delivered, skip))
                 if tail is not None:
                     yield tail
                 return
             if not packed:
                 return
             meta = _meta_array(packed)
+            wirelen = lengths.take(meta[:, 3])
             delivered += len(meta)
             read += len(packets)
-            yield Batch(linktype, meta, lengths.take(meta[:, 3]), packets)
+            if delivered > skip:
+                yield _without_first(Batch(linktype, meta, wirelen, packets), skip - (delivered - len(meta)))
             size = next_count(max_packets, max_bytes, delivered, read)
     finally:
         lengths.close()
         reader.close()
 
 
-def open_records(path: Path | str, map_file: bool = False) -> PcapRecords | None:
-    """`PcapRecords` for a replay of a classic pcap file: mapped (`PcapRecords.map`) when
-    `map_file` and a read lease can be had, whatever the records' size (no copy at all beats
-    libpcap's walk in C); else, to be read straight into the ring slots, when its records are big
-    enough for the walk in Python to beat libpcap's copies. None for pcapng and small records
-    (read them with `read_batches`). libpcap opens the file either way: it checks the header and
-    names the link type."""
+def _without_first(batch: Batch, drop: int) -> Batch:
+    """The batch without its first `drop` packets (the whole batch when `drop` is 0 or less)."""
+    if drop <= 0:
+        return batch
+    meta = batch.meta[drop:].copy()
+    start = int(meta[0, 2])
+    meta[:, 2] -= start
+    return Batch(batch.linktype, meta, batch.wirelen[drop:], batch.data[start:])
+
+
+def open_records(path: Path | str, map_file: bool = False) -> Records | None:
+    """The records of a replayed file, when not read by libpcap (`read_batches`). A classic pcap
+    file's (`PcapRecords`): mapped (`PcapRecords.map`) when `map_file` and a read lease can be
+    had, whatever the records' size (no copy at all beats libpcap's walk in C); else, to be read
+    straight into the ring slots, when its records are big enough for the walk in Python to beat
+    libpcap's copies. A pcapng file's (`PcapngRecords`): mapped, when `map_file` and a lease can be
+    had. None otherwise. libpcap opens the file either way: it checks the header and names the
+    link type."""
     path = Path(path)
     kind, reader = _open_offline(path)
     linktype = reader.datalink()
     reader.close()
     if kind == "ng":
-        return None
+        most = _MAX_SNAPLEN.get(linktype, _DEFAULT_MAX_SNAPLEN)
+        return PcapngRecords.open(path, linktype, most) if map_file else None
     records = PcapRecords(path, linktype)
     if (map_file and records.map()) or records.mean_record() >= SMALL_RECORDS:
         return records

@@ -15,6 +15,7 @@ import pytest
 
 from engine import pcapio
 from engine.pcapio import CaptureError, LiveCapture, PcapWriter, read_batches, write_pcapng
+from engine.pcapng import PcapngRecords
 
 FRAMES = [bytes([i]) * (20 + i * 7) for i in range(50)]
 TIMES = [1700000000 + i * 0.25 + 0.000001 * i for i in range(50)]
@@ -358,8 +359,8 @@ def test_a_damaged_record_first_in_a_smaller_buffer_still_fails_the_file(tmp_pat
 def test_who_reads_a_file(tmp_path: Path) -> None:
     """A replay maps a classic pcap file it can lease, whatever its records' size; without a lease
     it reads records big enough with `PcapRecords`, straight into its slots (one copy where libpcap
-    makes two), small ones with libpcap, whose walk in C is then the cheaper part; pcapng always
-    with libpcap."""
+    makes two), small ones with libpcap, whose walk in C is then the cheaper part. pcapng is
+    mapped (`PcapngRecords`) where it can be leased, else read by libpcap."""
     def pcap(name: str, size: int) -> Path:
         path = tmp_path / name
         with open(path, "wb") as f:
@@ -380,4 +381,8 @@ def test_who_reads_a_file(tmp_path: Path) -> None:
         assert pcapio.open_records(tmp_path / "small.pcap", map_file=True) is None
     write_pcapng(tmp_path / "a.pcapng", 1, [(1.0, bytes(1400))] * 100)
     assert pcapio.open_records(tmp_path / "a.pcapng") is None
-    assert pcapio.open_records(tmp_path / "a.pcapng", map_file=True) is None
+    ng = pcapio.open_records(tmp_path / "a.pcapng", map_file=True)
+    assert isinstance(ng, PcapngRecords) and ng.mapped
+    ng.close()
+    with open(tmp_path / "a.pcapng", "ab"):
+        assert pcapio.open_records(tmp_path / "a.pcapng", map_file=True) is None
