@@ -19,6 +19,7 @@ shared counters segment that the aggregator copies into the status file.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.pcapio import Batch, Records, open_records, read_batches
+from engine.pcapio import Batch, CaptureError, Records, open_records, read_batches
 from shm.counters import SharedCounters
 from shm.packets import batch_bytes, columns_end, write_batch, write_columns
 from shm.ring import Ring
+
+log = logging.getLogger("maltrail")
 
 PER_PACKET_BYTES = 20  # meta row + wire length in the slot
 CAPTURE_FIELDS = ("packets", "bytes", "batches", "ring_dropped", "live", "kernel_valid", "kernel_received",
@@ -291,8 +294,11 @@ def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, firs
             finally:
                 dispatcher.done_with(records)
             if records.handed_over:  # pcapng blocks that libpcap alone may judge: it reads on from there
-                _send(dispatcher, read_batches(path, max_packets, 0, dispatcher.read_bytes, records.delivered),
-                      after_batch)
+                try:
+                    _send(dispatcher, read_batches(path, max_packets, 0, dispatcher.read_bytes, records.delivered),
+                          after_batch)
+                except CaptureError as exc:  # truncated or replaced since (a writer broke the lease)
+                    log.warning("%s (rest of the file ignored)", exc)
         first = 0
 
 

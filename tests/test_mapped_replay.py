@@ -16,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pcapng_support import epb, idb, resolution, shb
 
 from engine import traffic as t
 from engine.capture import Dispatcher
 from engine.config import SensorConfig
 from engine.filelease import ReadLease
 from engine.index.build import build_index_file
-from engine.pcapio import PcapWriter, open_records
+from engine.pcapio import PcapWriter, open_records, read_batches
 from engine.sensor import run_sensor
 from shm.filemap import FileWindows
 from shm.packets import columns_end, read_batch
@@ -194,8 +195,16 @@ def test_a_writer_mid_replay_waits_for_the_workers_then_the_rest_is_copied(owner
 
 def _big_capture(path: Path, packets: int) -> tuple[Path, int]:
     """The `unique` mix (frames of 880 bytes on average: a replay maps them), one SYN in 50 to the
-    trail address; the path and how many such SYNs."""
-    stats = t.unique_capture(path, packets, seed=4, trail_ips=["66.66.66.66"])
+    trail address; the path and how many such SYNs. A path ending in .pcapng gets the same packets
+    as dumpcap writes them: pcapng, nanosecond timestamps."""
+    classic = path.with_suffix(".pcap")
+    stats = t.unique_capture(classic, packets, seed=4, trail_ips=["66.66.66.66"])
+    if path.suffix == ".pcapng":
+        with open(path, "wb") as f:
+            f.write(shb() + idb(snaplen=262144, options=resolution(9)))
+            for b in read_batches(classic):
+                for (sec, usec, off, cap), wire in zip(b.meta.tolist(), b.wirelen.tolist(), strict=True):
+                    f.write(epb((sec * 10**6 + usec) * 1000, b.data[off : off + cap], wire=wire))
     return path, stats["trail_syns"]
 
 
@@ -237,32 +246,35 @@ def _index(tmp_path: Path) -> Path:
 
 
 def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path: Path) -> None:
-    """Workers map the file the sensor replays (seen in their /proc maps), and the events are those of
-    the same replay with copies (the file held open for writing: no lease)."""
-    capture, syns = _big_capture(tmp_path / "c.pcap", 6000)
+    """Workers map the file the sensor replays (seen in their /proc maps), classic pcap or pcapng,
+    and the events are those of the same replay with copies (the file held open for writing: no
+    lease; a pcapng file then goes through libpcap)."""
+    capture, syns = _big_capture(tmp_path / "c.pcapng", 6000)
     index = _index(tmp_path)
     logs = {}
-    for mode in ("mapped", "copied"):
-        log_dir = tmp_path / mode
+    for mode in ("mapped", "copied", "mapped pcapng", "copied pcapng"):
+        log_dir = tmp_path / mode.replace(" ", "_")
         cfg = SensorConfig(name="t", trails=str(index), log_dir=str(log_dir), workers=2, batch_packets=256)
-        watch = _WatchWorkers(capture)
-        if mode == "copied":
-            with open(capture, "ab"):
-                summary = run_sensor(cfg, [capture], monitor=watch)
+        path = capture if mode.endswith("pcapng") else capture.with_suffix(".pcap")
+        watch = _WatchWorkers(path)
+        if mode.startswith("copied"):
+            with open(path, "ab"):
+                summary = run_sensor(cfg, [path], monitor=watch)
         else:
-            summary = run_sensor(cfg, [capture], monitor=watch)
-        assert watch.seen_mapped == (mode == "mapped")
+            summary = run_sensor(cfg, [path], monitor=watch)
+        assert watch.seen_mapped == mode.startswith("mapped")
         assert summary.packets == 6000 and summary.status["counters"].get("malformed", 0) == 0
         logs[mode] = sorted(line for f in log_dir.glob("*.log") for line in f.read_text().splitlines())
-    assert logs["mapped"] == logs["copied"]
+    assert logs["mapped"] == logs["copied"] == logs["mapped pcapng"] == logs["copied pcapng"]
     assert syns and sum("66.66.66.66" in line for line in logs["mapped"]) >= 1
 
 
-def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path, kind: str) -> None:
     """A process opening the file for writing mid-replay (and changing nothing) waits for the
-    workers to be done with what they mapped; the replay reads the rest into the slots and
-    reports every packet and event of an undisturbed replay."""
-    capture, _ = _big_capture(tmp_path / "c.pcap", 20000)
+    workers to be done with what they mapped; the replay reads the rest into the slots (a pcapng
+    file: libpcap reads on) and reports every packet and event of an undisturbed replay."""
+    capture, _ = _big_capture(tmp_path / f"c.{kind}", 20000)
     index = _index(tmp_path)
     logs = {}
     for writer in ("", "open(PATH, 'ab').close()"):
@@ -278,10 +290,11 @@ def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path
     assert logs[""] and logs[""] == logs["open(PATH, 'ab').close()"]
 
 
-def test_a_file_truncated_during_the_replay_ends_it_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_file_truncated_during_the_replay_ends_it_cleanly(tmp_path: Path, kind: str) -> None:
     """Without the lease, the workers mapping the file would die of SIGBUS: here the truncate waits
     until they are done with it, and the replay ends where the file now does."""
-    capture, _ = _big_capture(tmp_path / "c.pcap", 20000)
+    capture, _ = _big_capture(tmp_path / f"c.{kind}", 20000)
     cfg = SensorConfig(name="t", trails=str(_index(tmp_path)), log_dir=str(tmp_path / "logs"), workers=2,
                        batch_packets=256)
     watch = _WatchWorkers(capture, "import os; os.truncate(PATH, 0)")
