@@ -96,6 +96,32 @@ def _interface(block: memoryview, most: int) -> tuple[int, int, _Interface] | No
     return linktype, snapshot, _Interface(ticks, offset, scale)
 
 
+def _packet_run(buf: memoryview, pos: int, end: int, count: int) -> tuple[list[int], int]:
+    """Starts of the Enhanced Packet Blocks (of at least their fixed size) from `pos` in
+    `buf[:end]`, up to `count` and whole there, and where the first other block starts: each
+    block's length read as a native word (blocks are 4-byte aligned), types and sizes checked
+    after, for the whole run at once; the classic walk reads a length a record too."""
+    words = memoryview(buf)[: end & ~3].cast("I")
+    starts: list[int] = []
+    append = starts.append
+    try:
+        for _ in itertools.repeat(None, count):
+            append(pos)
+            pos += words[(pos >> 2) + 1]
+    except IndexError:  # the block's header is cut by the end
+        pos = starts.pop()
+    if pos > end:  # the last block goes on past the end
+        pos = starts.pop()
+    if starts:
+        at = np.array(starts, dtype=np.int64) >> 2
+        head = np.frombuffer(buf, "<u4", end >> 2)
+        odd = ((head[at] != _EPB) | (head[at + 1] < _EPB_LEAST)).nonzero()[0]
+        if odd.size:
+            pos = starts[int(odd[0])]
+            del starts[int(odd[0]) :]
+    return starts, pos
+
+
 class PcapngRecords:
     """The Enhanced Packet Blocks of a pcapng file, located for the workers to map (`take`), as
     `PcapRecords.take` serves a classic file; made only where the file can be mapped (`open`)."""
@@ -190,28 +216,22 @@ class PcapngRecords:
         return None
 
     def _walk(self, buf: memoryview, end: int, count: int) -> tuple[list[int], int, bool]:
-        """Starts of up to `count` Enhanced Packet Blocks whole in `buf[:end]` (the hot loop: their
-        fields are checked after, for the whole batch), where the walk stopped, and whether
-        libpcap reads on from there. Section headers and interfaces are taken in before a batch's
-        first packet only, so that its packets share one table of interfaces."""
-        pos, starts = 0, []
-        append, pair = starts.append, _PAIR
-        try:  # no bound test a block: a read past the end raises
-            for _ in itertools.repeat(None, count):
-                btype, blen = pair(buf, pos)
-                if btype != _EPB or blen < _EPB_LEAST:
-                    stop = self._other_block(buf, pos, end, btype, blen, bool(starts))
-                    if stop is not None:
-                        return starts, pos, stop
-                    pos += blen  # skipped, or taken in: it used up a turn of `count`
-                    continue
-                append(pos)
-                pos += blen
-        except struct.error:
-            pass
-        if pos > end:  # the last block goes on past the stretch: the next one starts with it
-            pos = starts.pop()
-        return starts, pos, False
+        """Starts of up to `count` Enhanced Packet Blocks whole in `buf[:end]`, where the walk
+        stopped, and whether libpcap reads on from there. Runs of packet blocks are walked as
+        `PcapRecords` walks records (`_packet_run`, the hot loop); a block between them is
+        looked at alone (`_other_block`)."""
+        starts: list[int] = []
+        pos = 0
+        while True:
+            run, pos = _packet_run(buf, pos, end, count - len(starts))
+            starts += run
+            if len(starts) == count or pos + 12 > end:
+                return starts, pos, False
+            btype, blen = _PAIR(buf, pos)
+            stop = self._other_block(buf, pos, end, btype, blen, bool(starts))
+            if stop is not None:
+                return starts, pos, stop
+            pos += blen
 
     def _other_block(self, buf: memoryview, pos: int, end: int, btype: int, blen: int, packets: bool) -> bool | None:
         """A block other than a whole Enhanced Packet Block at `pos` (rare): None when walked past
