@@ -96,7 +96,7 @@ def _interface(block: memoryview, most: int) -> tuple[int, int, _Interface] | No
     return linktype, snapshot, _Interface(ticks, offset, scale)
 
 
-def _packet_run(buf: memoryview, pos: int, end: int, count: int) -> tuple[list[int], int]:
+def _packet_run(buf: memoryview, pos: int, end: int, count: int) -> tuple[np.ndarray, int]:
     """Starts of the Enhanced Packet Blocks (of at least their fixed size) from `pos` in
     `buf[:end]`, up to `count` and whole there, and where the first other block starts: each
     block's length read as a native word (blocks are 4-byte aligned), types and sizes checked
@@ -112,14 +112,13 @@ def _packet_run(buf: memoryview, pos: int, end: int, count: int) -> tuple[list[i
         pos = starts.pop()
     if pos > end:  # the last block goes on past the end
         pos = starts.pop()
-    if starts:
-        at = np.array(starts, dtype=np.int64) >> 2
+    at = np.array(starts, dtype=np.int64)
+    if at.size:
         head = np.frombuffer(buf, "<u4", end >> 2)
-        odd = ((head[at] != _EPB) | (head[at + 1] < _EPB_LEAST)).nonzero()[0]
+        odd = ((head[at >> 2] != _EPB) | (head[(at >> 2) + 1] < _EPB_LEAST)).nonzero()[0]
         if odd.size:
-            pos = starts[int(odd[0])]
-            del starts[int(odd[0]) :]
-    return starts, pos
+            pos, at = starts[int(odd[0])], at[: odd[0]]
+    return at, pos
 
 
 class PcapngRecords:
@@ -194,8 +193,8 @@ class PcapngRecords:
                                offset=base)
             view = memoryview(window)[self._at - base :]
             try:
-                starts, pos, stop = self._walk(view, len(view), count)
-                taken, bad = self._columns(view, starts)
+                blocks, pos, stop = self._walk(view, len(view), count)
+                taken, bad = self._columns(view, blocks)
                 size = _PAIR(view, 0)[1] if len(view) >= 8 else 0
             finally:
                 view.release()
@@ -215,22 +214,23 @@ class PcapngRecords:
                 least = size
         return None
 
-    def _walk(self, buf: memoryview, end: int, count: int) -> tuple[list[int], int, bool]:
+    def _walk(self, buf: memoryview, end: int, count: int) -> tuple[np.ndarray, int, bool]:
         """Starts of up to `count` Enhanced Packet Blocks whole in `buf[:end]`, where the walk
         stopped, and whether libpcap reads on from there. Runs of packet blocks are walked as
         `PcapRecords` walks records (`_packet_run`, the hot loop); a block between them is
         looked at alone (`_other_block`)."""
-        starts: list[int] = []
-        pos = 0
+        runs: list[np.ndarray] = []
+        pos = taken = 0
         while True:
-            run, pos = _packet_run(buf, pos, end, count - len(starts))
-            starts += run
-            if len(starts) == count or pos + 12 > end:
-                return starts, pos, False
+            run, pos = _packet_run(buf, pos, end, count - taken)
+            runs.append(run)
+            taken += run.size
+            if taken == count or pos + 12 > end:
+                return np.concatenate(runs), pos, False
             btype, blen = _PAIR(buf, pos)
-            stop = self._other_block(buf, pos, end, btype, blen, bool(starts))
+            stop = self._other_block(buf, pos, end, btype, blen, taken > 0)
             if stop is not None:
-                return starts, pos, stop
+                return np.concatenate(runs), pos, stop
             pos += blen
 
     def _other_block(self, buf: memoryview, pos: int, end: int, btype: int, blen: int, packets: bool) -> bool | None:
@@ -270,13 +270,12 @@ class PcapngRecords:
         self._interfaces.append(interface)
         return True
 
-    def _columns(self, buf: memoryview, starts: list[int]
+    def _columns(self, buf: memoryview, at: np.ndarray
                  ) -> tuple[tuple[np.ndarray, np.ndarray, int] | None, int | None]:
         """The walked blocks' (meta, wire lengths, bytes spanned), up to the first that libpcap
         would refuse, and where that one starts (None: none)."""
-        if not starts:
+        if not at.size:
             return None, None
-        at = np.array(starts, dtype=np.int64)
         heads = np.ndarray((len(buf) - _EPB_HEAD + 1,), f"V{_EPB_HEAD}", buf, strides=(1,))
         head = heads[at].view("<u4").reshape(-1, 7)
         blen, interface, caplen = head[:, 1], head[:, 2], head[:, 5]
@@ -286,7 +285,7 @@ class PcapngRecords:
         first_bad = None
         if bad.any():
             cut = int(bad.argmax())
-            first_bad = starts[cut]
+            first_bad = int(at[cut])
             at, head, interface, caplen = at[:cut], head[:cut], interface[:cut], caplen[:cut]
             if not cut:
                 return None, first_bad
@@ -315,7 +314,8 @@ class PcapngRecords:
             per = column([i.ticks for i in used])
             offset = column([i.offset % 2**64 for i in used])
             mul, div = column([i.scale[0] for i in used]), column([i.scale[1] for i in used])
-        return ticks // per + offset, ticks % per * mul // div
+        sec, frac = np.divmod(ticks, per)
+        return sec + offset, frac * mul // div
 
     def _hand_over(self) -> None:
         self.handed_over = True
