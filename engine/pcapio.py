@@ -4,10 +4,11 @@ Reading goes through pcapy-ng's `next_batch`, which walks the records in C and r
 packets per call (sec, usec, offset, caplen). It does not return the original wire length, so
 for classic pcap the record headers' positions are derived from the caplens (a cumulative sum)
 and the length field is gathered from a map of the file with numpy; pcapng blocks are walked
-with struct (block layout varies, so there is no vectorised shortcut). A replay of a classic pcap
-file reads it with `PcapRecords` instead: when it can hold a read lease on the file, not at all
-(the workers map the packets, `map`); else, for records big enough, straight into the ring slots,
-its record headers walked there, where libpcap would copy every packet twice more.
+with struct (block layout varies, so there is no vectorised shortcut). A replay reads a classic
+pcap file with `PcapRecords` instead: when it can hold a read lease on the file, not at all (the
+workers map the packets, `map`); else, for records big enough, straight into the ring slots, its
+record headers walked there, where libpcap would copy every packet twice more. A leased pcapng
+file likewise (`engine.pcapng`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stretches of a replayed capture file, mapped by a worker instead of copied into its ring slot.
 
-A replay of a classic pcap file that the capture holds a read lease on (`engine.filelease`) sends
+A replay of a pcap or pcapng file that the capture holds a read lease on (`engine.filelease`) sends
 each batch's columns and where its packets lie in the file; the worker maps that stretch (the
 kernel's page cache, no copy) for as long as it works on the batch. Copying every packet into the
 slot was a third of the capture's CPU, and on two cores the capture shares them with the workers.
