@@ -20,7 +20,7 @@ deeper is counted as malformed and not matched.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -241,13 +241,13 @@ class Heads:
         k = _usual(rel)
         if k is None or not 0 <= k <= HEAD_BYTES - layout.itemsize:
             return self.g.fields(idx, layout, types)
+        n = len(self.start)
         out = []
-        for name, t in zip(layout.names, types, strict=True):
-            dtype, offset = layout.fields[name][:2]
-            view = self.at(k + offset, dtype)
+        for dtype, offset, t in _fields_of(layout, types):
+            view = np.ndarray((n,), dtype, self.bytes, k + offset, (HEAD_BYTES,))
             if rows is None:
                 out.append(view.astype(t))
-            elif 8 * rows.size < len(self.start):  # a few rows: picked out of the view (unaligned, a call each)
+            elif 8 * rows.size < n:  # a few rows: picked out of the view (unaligned, a call each)
                 out.append(view[rows].astype(t))
             else:  # most rows: converted whole, then taken (contiguous and aligned: several times cheaper a row)
                 out.append(view.astype(t).take(rows))
@@ -284,7 +284,14 @@ def _usual(rel: np.ndarray) -> int | None:
     if not rel.size:
         return None
     sample = rel[:: max(1, rel.size // 16)].tolist()
-    return max(sample, key=sample.count)
+    first = sample[0]
+    return first if sample.count(first) == len(sample) else max(sample, key=sample.count)
+
+
+@cache
+def _fields_of(layout: np.dtype, types: tuple) -> tuple[tuple[np.dtype, int, type], ...]:
+    """(dtype, offset, column type) of each field of a record layout: looked up once, not per batch."""
+    return tuple((*layout.fields[name][:2], t) for name, t in zip(layout.names, types, strict=True))
 
 
 def _nflog(g: Gather, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

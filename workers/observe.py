@@ -79,12 +79,14 @@ def probe_items(p: Parsed) -> list[tuple[int, str, tuple]]:
     tcp = (p.proto == PROTO_TCP) & ((p.tcp_flags <= 0x02) | (p.tcp_flags == _XMAS))  # flags: a byte
     udp = (p.proto == PROTO_UDP) & (p.sport != 53) & (p.dport != 53)
     wanted = p.first_frag & (tcp | udp)
+    rows = (wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4)).nonzero()[0]
+    rows6 = (wanted & (p.version == 6)).nonzero()[0] if p.v6_rows.size else rows[:0]
+    if not rows.size and not rows6.size:
+        return []
     segment = p.new_second.cumsum(dtype=np.uint32)
     syn = p.tcp_flags == 0x02
-    rows = (wanted & (p.version == 4) & (p.dst4 != _LOOPBACK4)).nonzero()[0]
     pair = (p.src4[rows].astype(np.uint64) << np.uint64(32)) | p.dst4[rows]  # both addresses, one word
     rows = _first_per_key(rows, [_probe_key(p, rows, segment, syn), pair])
-    rows6 = (wanted & (p.version == 6)).nonzero()[0]
     if rows6.size:
         pos = p.v6_rows.searchsorted(rows6)
         rows6 = rows6[p.dst6[pos] != _LOOPBACK6]
