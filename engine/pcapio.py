@@ -130,6 +130,9 @@ class PcapRecords:
     versions before 2.4, records longer than the snapshot length shortened to it, and a damaged
     record ends the file with the message libpcap gives (logged, in `error`)."""
 
+    handed_over = False  # every record is read as libpcap reads it: none is left to libpcap (`PcapngRecords`)
+    delivered = 0
+
     def __init__(self, path: Path, linktype: int) -> None:
         self.path = path
         self.linktype = linktype
@@ -155,8 +158,6 @@ class PcapRecords:
         self._at = 0  # where the next record starts, while mapped
         self._size = 0
         self.source: FileRef | None = None  # set while mapped: the file the slots point into
-        self.handed_over = False  # it reads every record as libpcap would: the rest is never libpcap's
-        self.delivered = 0
 
     @property
     def mapped(self) -> bool:
