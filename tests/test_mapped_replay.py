@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pcapng_support import block as pcapng_block
 from pcapng_support import epb, idb, resolution, shb
 
 from engine import traffic as t
@@ -267,6 +269,46 @@ def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path
         logs[mode] = sorted(line for f in log_dir.glob("*.log") for line in f.read_text().splitlines())
     assert logs["mapped"] == logs["copied"] == logs["mapped pcapng"] == logs["copied pcapng"]
     assert syns and sum("66.66.66.66" in line for line in logs["mapped"]) >= 1
+
+
+def test_libpcap_reads_on_where_a_pcapng_file_needs_it(tmp_path: Path) -> None:
+    """One sensor run over three files: a pcapng file with an obsolete Packet Block in its middle
+    (libpcap reads on from there), the classic file, and a pcapng file damaged at its 4,000th
+    block (libpcap reads on, then stops there). The events are those of the classic file's
+    packets, three times over with the third cut at the damage."""
+    classic = _big_capture(tmp_path / "c.pcap", 6000)[0]
+    packets = [(b.data[off : off + cap], sec, usec, wire) for b in read_batches(classic)
+               for (sec, usec, off, cap), wire in zip(b.meta.tolist(), b.wirelen.tolist(), strict=True)]
+
+    def pcapng(path: Path, odd: int, block: Callable[[bytes, int, int, int], bytes]) -> Path:
+        with open(path, "wb") as f:
+            f.write(shb() + idb(snaplen=262144))
+            for i, (frame, sec, usec, wire) in enumerate(packets):
+                f.write(block(frame, sec, usec, wire) if i == odd else epb(sec * 10**6 + usec, frame, wire=wire))
+        return path
+
+    def obsolete(frame: bytes, sec: int, usec: int, wire: int) -> bytes:
+        ticks = sec * 10**6 + usec
+        return pcapng_block(2, struct.pack("<HHIIII", 0, 0, ticks >> 32, ticks & 0xFFFFFFFF, len(frame), wire) + frame)
+
+    with_pb = pcapng(tmp_path / "pb.pcapng", 3000, obsolete)
+    damaged = pcapng(tmp_path / "damaged.pcapng", 4000,
+                     lambda frame, sec, usec, wire: epb(sec * 10**6 + usec, frame, wire=wire, trailer=1))
+    cut = tmp_path / "first4000.pcap"
+    with PcapWriter(cut) as w:
+        for frame, sec, usec, wire in packets[:4000]:
+            w.write(frame, sec + usec / 1e6, wirelen=wire)
+    index = _index(tmp_path)
+    logs = {}
+    for name, files in (("pcapng", [with_pb, classic, damaged]), ("classic", [classic, classic, cut])):
+        log_dir = tmp_path / name
+        cfg = SensorConfig(name="t", trails=str(index), log_dir=str(log_dir), workers=2, batch_packets=256)
+        watch = _WatchWorkers(with_pb)
+        summary = run_sensor(cfg, files, monitor=watch)
+        assert summary.packets == 16000 and summary.status["counters"].get("malformed", 0) == 0
+        assert watch.seen_mapped == (name == "pcapng")
+        logs[name] = sorted(line for f in log_dir.glob("*.log") for line in f.read_text().splitlines())
+    assert logs["pcapng"] and logs["pcapng"] == logs["classic"]
 
 
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
