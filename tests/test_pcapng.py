@@ -29,8 +29,8 @@ T0 = 1_700_000_000
 
 
 def _plain(frames: list[bytes]) -> bytes:
-    return shb() + idb() + b"".join(epb((T0 + i) * 10**6 + i * 37, f, wire=len(f) + i % 3) for i, f in
-                                      enumerate(frames))
+    packets = [epb((T0 + i) * 10**6 + i * 37, f, wire=len(f) + i % 3) for i, f in enumerate(frames)]
+    return shb() + idb() + b"".join(packets)
 
 
 def _resolutions(frames: list[bytes]) -> bytes:
