@@ -341,97 +341,102 @@ Records = PcapRecords | PcapngRecords  # a replay's reader of a file (`open_reco
 
 class _PcapLengths:
     """Original lengths of classic pcap records, from the caplens `next_batch` returned (their
-    positions are a cumulative sum; one gather of the length fields from a map of the file)."""
+    positions are a cumulative sum; one gather of the length fields from the batch's stretch of
+    the file). The file is read, not mapped: one truncated meanwhile (a writer, where libpcap
+    reads a file without a lease) then reads short, where a map would end the process (SIGBUS)."""
 
     def __init__(self, path: Path, order: str) -> None:
-        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
-        size = Path(path).stat().st_size
-        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-        self._data = np.frombuffer(self._map, dtype=np.uint8) if self._map is not None else np.zeros(0, np.uint8)
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._fd = self._f.fileno()
         self._order = order
         self._dtype = np.dtype(f"{order}u4")
-        self._mode = _length_mode(*struct.unpack_from(f"{order}HH", self._map, 4)) if self._map is not None else 0
+        head = os.pread(self._fd, _PCAP_HEADER, 0)
+        self._mode = _length_mode(*struct.unpack_from(f"{order}HH", head, 4)) if len(head) == _PCAP_HEADER else 0
         self._pos = _PCAP_HEADER
-        self._released = 0
 
     def take(self, caplen: np.ndarray) -> np.ndarray:
+        """Lengths for the next packets; where the file no longer holds their records, the caplen."""
         steps = caplen.astype(np.int64) + _RECORD_HEADER
         starts = self._pos + np.concatenate(([0], np.cumsum(steps)[:-1]))
-        fields = self._fields(starts + 8)  # the two length fields of each record
+        if not len(starts):
+            return np.zeros(0, np.uint32)
+        first = int(starts[0])
+        stretch = np.frombuffer(os.pread(self._fd, int(starts[-1]) + _RECORD_HEADER - first, first), np.uint8)
+        fields = self._fields(stretch, starts + 8 - first)  # the two length fields of each record
         stored, wire = _stored_and_wire(self._mode, fields[:, 0], fields[:, 1])
-        if np.array_equal(stored, caplen):
-            self._pos = int(starts[-1] + steps[-1]) if len(starts) else self._pos
-            lengths = np.ascontiguousarray(wire, dtype=np.uint32)
-        else:
-            lengths = self._walk(len(caplen))
-        self._release_read_pages()
-        return lengths
+        read = starts + _RECORD_HEADER - first <= len(stretch)  # all of it, but in a file cut meanwhile
+        if np.array_equal(stored[read], caplen[read]):
+            self._pos = int(starts[-1] + steps[-1])
+            return np.where(read, wire, caplen).astype(np.uint32)
+        return self._walk(caplen)
 
-    def _release_read_pages(self) -> None:
-        """Unmap what is behind us so a long replay does not keep the whole file resident."""
-        done = self._pos // mmap.PAGESIZE * mmap.PAGESIZE
-        if self._map is not None and done > self._released:
-            self._map.madvise(mmap.MADV_DONTNEED, self._released, done - self._released)
-            self._released = done
-
-    def _fields(self, at: np.ndarray) -> np.ndarray:
-        """The two u32 at each file offset, as (n, 2): one gather of 8 bytes per record (offsets
-        need no alignment), then a view in the file's byte order."""
-        raw = np.take(self._data, at[:, None] + _EIGHT, mode="clip")
+    def _fields(self, stretch: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """The two u32 at each offset of `stretch`, as (n, 2): one gather of 8 bytes per record
+        (offsets need no alignment), then a view in the file's byte order."""
+        if not len(stretch):
+            stretch = np.zeros(8, np.uint8)
+        raw = np.take(stretch, at[:, None] + _EIGHT, mode="clip")
         return raw.view(self._dtype).reshape(-1, 2)
 
-    def _walk(self, n: int) -> np.ndarray:
-        """Record by record, for files whose records libpcap shortened (caplen > snaplen)."""
-        out = np.empty(n, dtype=np.uint32)
+    def _walk(self, caplen: np.ndarray) -> np.ndarray:
+        """Record by record, for files whose records libpcap shortened (caplen > snaplen); the
+        caplen where the file no longer holds a record."""
+        out = caplen.astype(np.uint32)
         fmt = struct.Struct(f"{self._order}II")
-        for i in range(n):
-            incl, orig = _stored_and_wire(self._mode, *fmt.unpack_from(self._map, self._pos + 8))
+        for i in range(len(caplen)):
+            raw = os.pread(self._fd, 8, self._pos + 8)
+            if len(raw) < 8:
+                break
+            incl, orig = _stored_and_wire(self._mode, *fmt.unpack(raw))
             out[i] = orig
             self._pos += _RECORD_HEADER + int(incl)
         return out
 
     def close(self) -> None:
-        """Unmap now unless a view is still alive (a traceback through `take` keeps one, e.g. on
-        Ctrl-C): then the mapping goes with that view, and the interrupt is not masked."""
-        self._data = np.zeros(0, np.uint8)
-        if self._map is not None:
-            with contextlib.suppress(BufferError):
-                self._map.close()
         self._f.close()
 
 
 class _PcapngLengths:
     """Original lengths of pcapng packet blocks (EPB, SPB, obsolete PB), in file order. One unpack a
     block reads its type, its length and, were it an EPB or PB, its original length, where a
-    generator of an unpack a field cost a tenth more."""
+    generator of an unpack a field cost a tenth more. The file is read in stretches, not mapped,
+    as `_PcapLengths` reads it."""
 
     def __init__(self, path: Path) -> None:
-        self._f = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self._map = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed in close()
+        self._fd = self._f.fileno()
         self._pos = 0
         self._order = "<"
+        self._buf = b""  # the file from `_buf_at` on
+        self._buf_at = 0
 
     def _walk(self, n: int) -> list[int]:
         """The original lengths of the next `n` packet blocks (fewer at the end, or at a block
         shorter than a block can be, where the walk stops for good)."""
-        m, pos, end, order = self._map, self._pos, len(self._map), self._order
+        pos, order = self._pos, self._order
+        m, base = self._buf, self._buf_at
         head, pair, word = _NG_HEAD[order], _NG_PAIR[order], _NG_WORD[order]
         out: list[int] = []
-        while len(out) < n and pos + 12 <= end:
-            btype, blen, orig = head(m, pos) if pos + 28 <= end else (*pair(m, pos), -1)
+        while len(out) < n:
+            p = pos - base
+            if p + 28 > len(m):  # the next block's head is not all read: read on from it
+                m, base, p = os.pread(self._fd, _NG_STRETCH, pos), pos, 0
+                if len(m) < 12:
+                    break
+            btype, blen, orig = head(m, p) if p + 28 <= len(m) else (*pair(m, p), -1)
             if btype == _NG_SECTION:  # the section's byte-order magic tells its order
-                order = "<" if m[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+                order = "<" if m[p + 8 : p + 12] == b"\x4d\x3c\x2b\x1a" else ">"
                 head, pair, word = _NG_HEAD[order], _NG_PAIR[order], _NG_WORD[order]
-                blen = pair(m, pos)[1]
+                blen = pair(m, p)[1]
             if blen < 12 or (btype in (2, 6) and orig < 0):  # not a block, or a packet block cut short
-                pos = end
+                m, base, pos = b"", 0, 1 << 62
                 break
             if btype in (2, 6):  # obsolete packet block, enhanced packet block
                 out.append(orig)
             elif btype == 3:  # simple packet block
-                out.append(word(m, pos + 8)[0])
+                out.append(word(m, p + 8)[0])
             pos += blen
-        self._pos, self._order = pos, order
+        self._pos, self._order, self._buf, self._buf_at = pos, order, m, base
         return out
 
     def take(self, caplen: np.ndarray) -> np.ndarray:
@@ -442,7 +447,6 @@ class _PcapngLengths:
         return np.maximum(out, caplen)
 
     def close(self) -> None:
-        self._map.close()
         self._f.close()
 
 
@@ -450,6 +454,7 @@ _NG_SECTION = int.from_bytes(PCAPNG_MAGIC, "big")  # a section header's type, th
 _NG_HEAD = {order: struct.Struct(f"{order}II16xI").unpack_from for order in "<>"}  # type, length, original length
 _NG_PAIR = {order: struct.Struct(f"{order}II").unpack_from for order in "<>"}
 _NG_WORD = {order: struct.Struct(f"{order}I").unpack_from for order in "<>"}
+_NG_STRETCH = 1 << 20  # bytes of a pcapng file read at a time for its blocks' lengths
 
 
 def file_linktype(path: Path | str) -> int:
@@ -569,8 +574,11 @@ def _read_until_error(path: Path, linktype: int, skip: int) -> Batch | None:
     """The packets between the last whole batch and a damaged record, one by one.
 
     `next_batch` fails as a whole when one record is damaged; the good packets before it must
-    not be lost with it."""
-    reader = pcapy.open_offline(str(path))
+    not be lost with it. None when the file no longer opens (truncated or replaced meanwhile)."""
+    try:
+        reader = pcapy.open_offline(str(path))
+    except pcapy.PcapError:
+        return None
     rows: list[tuple[int, int, int, int]] = []
     wire: list[int] = []
     chunks: list[bytes] = []

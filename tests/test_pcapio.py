@@ -62,15 +62,16 @@ def test_a_small_first_batch(tmp_path: Path, first: int) -> None:
 
 
 def test_interrupt_while_reading_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C lands inside the length gather: the traceback keeps a view of the mapped file alive,
-    and closing the reader must let the KeyboardInterrupt through (it once became a BufferError)."""
+    """Ctrl-C lands inside the length gather: the traceback keeps a view of what was read alive,
+    and closing the reader must let the KeyboardInterrupt through (it once became a BufferError,
+    when the file was mapped)."""
     path = tmp_path / "a.pcap"
     with PcapWriter(path, linktype=1) as w:
         for ts, frame in zip(TIMES, FRAMES, strict=True):
             w.write(frame, ts)
 
-    def interrupted(self: pcapio._PcapLengths, at: np.ndarray) -> np.ndarray:
-        view = self._data[:8]
+    def interrupted(self: pcapio._PcapLengths, stretch: np.ndarray, at: np.ndarray) -> np.ndarray:
+        view = stretch[:8]
         assert view.base is not None
         raise KeyboardInterrupt
 
@@ -183,6 +184,28 @@ def test_truncated_last_record_keeps_the_rest(tmp_path: Path, caplog: pytest.Log
     frames, _, _, _ = _read_all(path)
     assert frames == FRAMES[:-1]
     assert "truncated" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+def test_a_file_emptied_while_read_ends_the_read(tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str) -> None:
+    """A file truncated to nothing between two batches (a writer after a replay let go of its
+    lease): libpcap fails on a record it has begun, the packets after the last batch cannot be
+    read one by one (the file no longer opens), and the read ends with a warning, not an error."""
+    path = tmp_path / f"f.{kind}"
+    frames = [bytes([i]) * (1000 + i) for i in range(60)]
+    if kind == "pcap":
+        with PcapWriter(path) as w:
+            for i, frame in enumerate(frames):
+                w.write(frame, 1.0 + i)
+    else:
+        write_pcapng(path, 1, [(1.0 + i, frame) for i, frame in enumerate(frames)])
+    got = 0
+    for n, batch in enumerate(read_batches(path, max_packets=2)):
+        got += len(batch)
+        if n == 0:
+            path.write_bytes(b"")
+    assert 2 <= got < 60
+    assert "rest of the file ignored" in caplog.text
 
 
 @pytest.mark.parametrize(("content", "message"), [
