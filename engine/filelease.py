@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import mmap
 import os
 import signal
 import stat
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from shm.filemap import FileRef
@@ -84,3 +86,18 @@ def lease_to_map(fd: int) -> tuple[ReadLease, FileRef] | None:
         return None
     lease = ReadLease.take(fd)
     return None if lease is None else (lease, FileRef(os.getpid(), fd, next(_SERIALS)))
+
+
+@contextlib.contextmanager
+def mapped_stretch(fd: int, start: int, end: int) -> Iterator[memoryview]:
+    """The leased file's bytes `start:end`, mapped (pages read in at once) for as long as the
+    block runs: the capture walks a batch's records there, where the workers map them next."""
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    window = mmap.mmap(fd, end - base, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ, offset=base)
+    view = memoryview(window)[start - base :]
+    try:
+        yield view
+    finally:
+        view.release()
+        with contextlib.suppress(BufferError):  # a view in a traceback: unmapped with it
+            window.close()

@@ -13,10 +13,8 @@ file likewise (`engine.pcapng`).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import mmap
 import os
 import select
 import struct
@@ -29,8 +27,8 @@ from typing import Any
 import numpy as np
 import pcapy
 
-from engine.filelease import ReadLease, lease_to_map
-from engine.pcapng import PcapngRecords
+from engine.filelease import ReadLease, lease_to_map, mapped_stretch
+from engine.pcapng import SECTION_BLOCK, PcapngRecords
 from shm.filemap import FileRef
 
 log = logging.getLogger("maltrail")
@@ -196,18 +194,10 @@ class PcapRecords:
         if self.error or self._at >= self._size:
             return None
         end = min(self._size, self._at + max(min(self.room(count) * 5 // 4, _MAX_STRETCH), self.largest))
-        base = self._at - self._at % mmap.ALLOCATIONGRANULARITY
-        window = mmap.mmap(self._f.fileno(), end - base, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ,
-                           offset=base)
-        view = memoryview(window)[self._at - base :]
-        try:
+        with mapped_stretch(self._f.fileno(), self._at, end) as view:
             self._eof = end == self._size
             starts, pos = self._walk(view, len(view), count)
             taken = self._check(view, starts, pos, len(view), b"")
-        finally:
-            view.release()
-            with contextlib.suppress(BufferError):  # a view in a traceback: unmapped with it
-                window.close()
         if taken is None:
             return None
         at, self._at = self._at, self._at + pos
@@ -450,7 +440,7 @@ class _PcapngLengths:
         self._f.close()
 
 
-_NG_SECTION = int.from_bytes(PCAPNG_MAGIC, "big")  # a section header's type, the same in either byte order
+_NG_SECTION = SECTION_BLOCK
 _NG_HEAD = {order: struct.Struct(f"{order}II16xI").unpack_from for order in "<>"}  # type, length, original length
 _NG_PAIR = {order: struct.Struct(f"{order}II").unpack_from for order in "<>"}
 _NG_WORD = {order: struct.Struct(f"{order}I").unpack_from for order in "<>"}

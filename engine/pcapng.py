@@ -16,9 +16,7 @@ always has.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import mmap
 import os
 import struct
 import sys
@@ -27,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.filelease import ReadLease, lease_to_map
+from engine.filelease import ReadLease, lease_to_map, mapped_stretch
 from shm.filemap import FileRef
 
-_SHB, _IDB, _PB, _SPB, _EPB = 0x0A0D0D0A, 1, 2, 3, 6
+SECTION_BLOCK = 0x0A0D0D0A  # a section header's type: the same bytes in either byte order
+_SHB, _IDB, _PB, _SPB, _EPB = SECTION_BLOCK, 1, 2, 3, 6
 _ORDER_MAGIC = 0x1A2B3C4D
 _EPB_HEAD = 28  # type, length, interface, timestamp (high, low), captured and original length
 _EPB_LEAST = _EPB_HEAD + 4  # with the trailer
@@ -188,18 +187,10 @@ class PcapngRecords:
         least = self.largest
         while not self.handed_over and self._lease is not None and self._at < self._size:
             end = min(self._size, self._at + max(min(int(count * self._mean) * 5 // 4, _MAX_STRETCH), least))
-            base = self._at - self._at % mmap.ALLOCATIONGRANULARITY
-            window = mmap.mmap(self._f.fileno(), end - base, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ,
-                               offset=base)
-            view = memoryview(window)[self._at - base :]
-            try:
+            with mapped_stretch(self._f.fileno(), self._at, end) as view:
                 blocks, pos, stop = self._walk(view, len(view), count)
                 taken, bad = self._columns(view, blocks)
                 size = _PAIR(view, 0)[1] if len(view) >= 8 else 0
-            finally:
-                view.release()
-                with contextlib.suppress(BufferError):  # a view in a traceback: unmapped with it
-                    window.close()
             at = self._at
             self._at += pos if bad is None else bad
             if taken is not None:
