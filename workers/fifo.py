@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+SAMPLE = 16  # keys of a `GenerationCache.lookup` probed before the rest: none held, all taken as new
 
 
 class FifoCache(OrderedDict[K, V], Generic[K, V]):
@@ -45,13 +46,18 @@ class GenerationCache(Generic[K, V]):
         return len(self._young) + len(self._old)
 
     def lookup(self, keys: list[K]) -> tuple[dict[K, V], list[K]]:
-        """({key: value} of the keys held, the other keys once each), except that when no key is
-        held the other keys are `keys` itself, in its order, repeats kept (the usual batch on a
-        real link: callers take that path without a set to build, 40-70 ns a key). The keys held
-        are found by set operations, which test each key against a dict in C: on traffic where
-        nearly every key is new, a dict lookup per key in Python cost several times more."""
+        """({key: value} of the keys held, the other keys once each), except that when none of a
+        sample of the keys is held the other keys are `keys` itself, in its order, repeats kept:
+        the usual batch on a real link, which callers take without a set to build. The sample is
+        `SAMPLE` keys spread over the list (all of a shorter one). A key held but left out of the
+        sample is then worked out again like a new one, which callers may do: a value is what its
+        key alone decides. Probing every key of a batch of new DNS names cost 0.2 µs a name, a tenth
+        of the name's whole cost; a sample costs a thirtieth of that, and traffic that repeats
+        meets a held key in it. The keys held are found by set operations, which test each key
+        against a dict in C: a dict lookup per key in Python cost several times more."""
         young, old = self._young, self._old
-        if young.keys().isdisjoint(keys) and old.keys().isdisjoint(keys):
+        sample = keys[:: len(keys) // SAMPLE or 1]
+        if young.keys().isdisjoint(sample) and old.keys().isdisjoint(sample):
             return {}, keys
         distinct = set(keys)
         new = distinct.difference(young).difference(old)
