@@ -532,16 +532,16 @@ def open_records(path: Path | str, map_file: bool = False) -> Records | None:
     file's (`PcapRecords`): mapped (`PcapRecords.map`) when `map_file` and a read lease can be
     had, whatever the records' size (no copy at all beats libpcap's walk in C); else, to be read
     straight into the ring slots, when its records are big enough for the walk in Python to beat
-    libpcap's copies. A pcapng file's (`PcapngRecords`): mapped, when `map_file` and a lease can be
-    had. None otherwise. libpcap opens the file either way: it checks the header and names the
-    link type."""
+    libpcap's copies. A pcapng file's (`PcapngRecords`): mapped likewise, else read into the slots
+    whatever the blocks' size (libpcap's reads of pcapng cost a second walk for the original
+    lengths); big-endian ones are libpcap's. None otherwise. libpcap opens the file either way: it
+    checks the header and names the link type."""
     path = Path(path)
     kind, reader = _open_offline(path)
     linktype = reader.datalink()
     reader.close()
     if kind == "ng":
-        most = _MAX_SNAPLEN.get(linktype, _DEFAULT_MAX_SNAPLEN)
-        return PcapngRecords.open(path, linktype, most) if map_file else None
+        return PcapngRecords.open(path, linktype, _MAX_SNAPLEN.get(linktype, _DEFAULT_MAX_SNAPLEN), map_file)
     records = PcapRecords(path, linktype)
     if (map_file and records.map()) or records.mean_record() >= SMALL_RECORDS:
         return records

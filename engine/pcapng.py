@@ -1,8 +1,9 @@
 """pcapng files replayed without libpcap: their blocks walked in Python, the packet blocks' fields
-read for a whole batch with numpy, the packets mapped by the workers (`shm.filemap`), as classic
-pcap files are (`engine.pcapio.PcapRecords`). Through libpcap a pcapng replay cost 3-4 times the
-CPU of a classic one: libpcap copies every packet twice, and the original lengths, which its
-`next_batch` does not return, took a second walk of the blocks.
+read for a whole batch with numpy, the packets mapped by the workers (`shm.filemap`) or, without a
+read lease on the file, read straight into the ring slots, as classic pcap files are
+(`engine.pcapio.PcapRecords`). Through libpcap a pcapng replay cost 3-4 times the CPU of a classic
+one: libpcap copies every packet twice, and the original lengths, which its `next_batch` does not
+return, took a second walk of the blocks.
 
 libpcap stays the judge (its sf-pcapng.c): only what it reads without complaint is read here, by
 its rules. That is little-endian sections of version 1; interfaces of the first one's link type and
@@ -121,8 +122,9 @@ def _packet_run(buf: memoryview, pos: int, end: int, count: int) -> tuple[np.nda
 
 
 class PcapngRecords:
-    """The Enhanced Packet Blocks of a pcapng file, located for the workers to map (`take`), as
-    `PcapRecords.take` serves a classic file; made only where the file can be mapped (`open`)."""
+    """The Enhanced Packet Blocks of a pcapng file, located for the workers to map (`take`) where
+    the file is leased, else read into the ring slots (`fill`), as `PcapRecords` serves a classic
+    file."""
 
     def __init__(self, path: Path, linktype: int, most: int) -> None:
         self.path = path
@@ -142,26 +144,26 @@ class PcapngRecords:
         self.error = ""  # never set: libpcap tells what it refuses
 
     @classmethod
-    def open(cls, path: Path, linktype: int, most: int) -> PcapngRecords | None:
-        """The file's records, mapped, or None (libpcap reads it all): not little-endian (nor this
-        machine: the walk reads native words), or no read lease on it. libpcap has opened it
-        already: its first section header is sound."""
+    def open(cls, path: Path, linktype: int, most: int, map_file: bool) -> PcapngRecords | None:
+        """The file's records, mapped when `map_file` and a read lease on it can be had, else to be
+        read into the slots; None (libpcap reads it all) when the file is not little-endian (nor
+        this machine: the walk reads native words). libpcap has opened it already: its first
+        section header is sound."""
         records = cls(path, linktype, most)
         head = records._f.read(12)
-        if (sys.byteorder != "little" or len(head) < 12 or struct.unpack("<III", head)[2] != _ORDER_MAGIC
-                or not records._map(_PAIR(head, 0)[1])):
+        if sys.byteorder != "little" or len(head) < 12 or struct.unpack("<III", head)[2] != _ORDER_MAGIC:
             records.close()
             return None
+        records._at = _PAIR(head, 0)[1]
+        if map_file:
+            records._map()
         return records
 
-    def _map(self, start: int) -> bool:
+    def _map(self) -> None:
         leased = lease_to_map(self._f.fileno())
-        if leased is None:
-            return False
-        self._lease, self.source = leased
-        self._at = start
-        self._size = os.fstat(self._f.fileno()).st_size  # under the lease: it cannot change now
-        return True
+        if leased is not None:
+            self._lease, self.source = leased
+            self._size = os.fstat(self._f.fileno()).st_size  # under the lease: it cannot change now
 
     @property
     def mapped(self) -> bool:
@@ -173,37 +175,62 @@ class PcapngRecords:
         return self._lease is not None and self._lease.broken
 
     def unmap(self) -> None:
-        """Let the lease go; libpcap reads the rest of the file."""
+        """Let the lease go; the rest of the file is read into the slots (`fill`)."""
         self._release()
-        self._hand_over()
-
-    def fill(self, out: memoryview, count: int) -> None:
-        """Nothing is read into slots here: once unmapped, the rest is libpcap's."""
-        self._hand_over()
 
     def take(self, count: int) -> tuple[np.ndarray, np.ndarray, int, int] | None:
-        """Up to `count` packets: (meta with offsets from where the stretch starts, wire lengths,
-        bytes they span, file offset of that start), or None at the end or at a hand-over."""
+        """Up to `count` packets of the mapped file: (meta with offsets from where the stretch
+        starts, wire lengths, bytes they span, file offset of that start), or None at the end or
+        at a hand-over."""
         least = self.largest
         while not self.handed_over and self._lease is not None and self._at < self._size:
-            end = min(self._size, self._at + max(min(int(count * self._mean) * 5 // 4, _MAX_STRETCH), least))
-            with mapped_stretch(self._f.fileno(), self._at, end) as view:
-                blocks, pos, stop = self._walk(view, len(view), count)
-                taken, bad = self._columns(view, blocks)
-                size = _PAIR(view, 0)[1] if len(view) >= 8 else 0
             at = self._at
-            self._at += pos if bad is None else bad
+            end = min(self._size, at + self._stretch(count, least))
+            with mapped_stretch(self._f.fileno(), at, end) as view:
+                taken, least = self._step(view, end == self._size, count)
             if taken is not None:
-                self.delivered += len(taken[1])
-                self._mean = max(taken[2] / len(taken[1]), 1.0)
-                if stop or bad is not None:
-                    self._hand_over()
                 return (*taken, at)
-            if stop or bad is not None or (not pos and end == self._size):  # cut short at the end: libpcap's to tell
-                self._hand_over()
-            elif not pos:  # a block longer than the stretch
-                least = size
         return None
+
+    def fill(self, out: memoryview, count: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """Up to `count` packets read into `out` (at least `largest` bytes): (meta with offsets into
+        `out`, wire lengths, bytes used), or None at the end or at a hand-over. Without a lease a
+        writer may change the file meanwhile: what was read is a copy, and a block cut short by a
+        truncation is the end of the file for now, which libpcap then judges. A block longer
+        than `out` is libpcap's too."""
+        least = self.largest
+        while not self.handed_over and self._lease is None:
+            want = min(len(out), self._stretch(count, least))
+            if want < least:
+                self._hand_over()
+                break
+            got = os.preadv(self._f.fileno(), [out[:want]], self._at)
+            if not got:
+                break
+            taken, least = self._step(out[:got], got < want, count)
+            if taken is not None:
+                return taken
+        return None
+
+    def _stretch(self, count: int, least: int) -> int:
+        """Bytes to map or read for about `count` blocks of the mean size so far, a quarter more."""
+        return max(min(int(count * self._mean) * 5 // 4, _MAX_STRETCH), least)
+
+    def _step(self, view: memoryview, at_end: bool, count: int
+              ) -> tuple[tuple[np.ndarray, np.ndarray, int] | None, int]:
+        """The packets of a stretch of the file at `_at` (`at_end`: it ends where the file does),
+        `_at` moved past them: (their columns, or None when the stretch held none, and the bytes
+        the next stretch needs: more when its first block went on past this one)."""
+        blocks, pos, stop = self._walk(view, len(view), count)
+        taken, bad = self._columns(view, blocks)
+        least = max(_PAIR(view, 0)[1], self.largest) if not pos and len(view) >= 8 else self.largest
+        self._at += pos if bad is None else bad
+        if taken is not None:
+            self.delivered += len(taken[1])
+            self._mean = max(taken[2] / len(taken[1]), 1.0)
+        if stop or bad is not None or (taken is None and not pos and at_end):  # cut short at the end: libpcap's to tell
+            self._hand_over()
+        return taken, least
 
     def _walk(self, buf: memoryview, end: int, count: int) -> tuple[np.ndarray, int, bool]:
         """Starts of up to `count` Enhanced Packet Blocks whole in `buf[:end]`, where the walk

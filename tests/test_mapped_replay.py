@@ -250,7 +250,7 @@ def _index(tmp_path: Path) -> Path:
 def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path: Path) -> None:
     """Workers map the file the sensor replays (seen in their /proc maps), classic pcap or pcapng,
     and the events are those of the same replay with copies (the file held open for writing: no
-    lease; a pcapng file then goes through libpcap)."""
+    lease: the records are read into the slots)."""
     capture, syns = _big_capture(tmp_path / "c.pcapng", 6000)
     index = _index(tmp_path)
     logs = {}
@@ -314,8 +314,8 @@ def test_libpcap_reads_on_where_a_pcapng_file_needs_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
 def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path, kind: str) -> None:
     """A process opening the file for writing mid-replay (and changing nothing) waits for the
-    workers to be done with what they mapped; the replay reads the rest into the slots (a pcapng
-    file: libpcap reads on) and reports every packet and event of an undisturbed replay."""
+    workers to be done with what they mapped; the replay reads the rest into the slots and
+    reports every packet and event of an undisturbed replay."""
     capture, _ = _big_capture(tmp_path / f"c.{kind}", 20000)
     index = _index(tmp_path)
     logs = {}

@@ -383,7 +383,8 @@ def test_who_reads_a_file(tmp_path: Path) -> None:
     """A replay maps a classic pcap file it can lease, whatever its records' size; without a lease
     it reads records big enough with `PcapRecords`, straight into its slots (one copy where libpcap
     makes two), small ones with libpcap, whose walk in C is then the cheaper part. pcapng is
-    mapped (`PcapngRecords`) where it can be leased, else read by libpcap."""
+    mapped (`PcapngRecords`) where it can be leased, else read into the slots by `PcapngRecords`
+    too, whatever its blocks' size."""
     def pcap(name: str, size: int) -> Path:
         path = tmp_path / name
         with open(path, "wb") as f:
@@ -402,10 +403,15 @@ def test_who_reads_a_file(tmp_path: Path) -> None:
         mapped.close()
     with open(tmp_path / "small.pcap", "ab"):  # being written: no lease
         assert pcapio.open_records(tmp_path / "small.pcap", map_file=True) is None
-    write_pcapng(tmp_path / "a.pcapng", 1, [(1.0, bytes(1400))] * 100)
-    assert pcapio.open_records(tmp_path / "a.pcapng") is None
-    ng = pcapio.open_records(tmp_path / "a.pcapng", map_file=True)
-    assert isinstance(ng, PcapngRecords) and ng.mapped
-    ng.close()
-    with open(tmp_path / "a.pcapng", "ab"):
-        assert pcapio.open_records(tmp_path / "a.pcapng", map_file=True) is None
+    for size in (60, 1400):
+        write_pcapng(tmp_path / "a.pcapng", 1, [(1.0, bytes(size))] * 100)
+        read = pcapio.open_records(tmp_path / "a.pcapng")
+        assert isinstance(read, PcapngRecords) and not read.mapped
+        read.close()
+        ng = pcapio.open_records(tmp_path / "a.pcapng", map_file=True)
+        assert isinstance(ng, PcapngRecords) and ng.mapped
+        ng.close()
+        with open(tmp_path / "a.pcapng", "ab"):
+            read = pcapio.open_records(tmp_path / "a.pcapng", map_file=True)
+            assert isinstance(read, PcapngRecords) and not read.mapped
+            read.close()

@@ -1,8 +1,9 @@
-"""pcapng replays read by `engine.pcapng.PcapngRecords` (the workers map the file) must give what
-libpcap gives: every packet's bytes, timestamp, captured and original length, in order, whatever
-the interfaces' timestamp resolutions and offsets, the blocks between packets, new sections; and
-where a block is one that libpcap alone judges (a Simple or obsolete Packet Block, a damaged or
-refused block), libpcap reads on from it, so that even damaged files end where libpcap ends them."""
+"""pcapng replays read by `engine.pcapng.PcapngRecords` (the workers map the file, or without a
+lease the blocks are read into the slots) must give what libpcap gives: every packet's bytes,
+timestamp, captured and original length, in order, whatever the interfaces' timestamp resolutions
+and offsets, the blocks between packets, new sections; and where a block is one that libpcap alone
+judges (a Simple or obsolete Packet Block, a damaged or refused block, one longer than the slot),
+libpcap reads on from it, so that even damaged files end where libpcap ends them."""
 
 from __future__ import annotations
 
@@ -122,15 +123,24 @@ def _by_libpcap(path: Path, skip: int = 0, size: int = 64) -> list[Packet]:
     return [p for b in pcapio.read_batches(path, size, skip=skip) for p in _unpack(b.meta, b.wirelen, b.data)]
 
 
-def _by_records(path: Path, count: int) -> tuple[list[Packet], bool]:
-    records = pcapio.open_records(path, map_file=True)
-    assert isinstance(records, PcapngRecords) and records.mapped
+def _by_records(path: Path, count: int, mapped: bool = True, room: int = 0) -> tuple[list[Packet], bool]:
+    """What the records give, then libpcap from where they hand over: mapped (`take`), or read
+    into a slot of `largest` bytes plus `room` (`fill`)."""
+    records = pcapio.open_records(path, map_file=mapped)
+    assert isinstance(records, PcapngRecords) and records.mapped == mapped
     data = path.read_bytes()
     got: list[Packet] = []
-    while (taken := records.take(count)) is not None:
-        meta, wire, used, at = taken
-        assert used <= len(data) - at
-        got += _unpack(meta, wire, data, at)
+    if mapped:
+        while (taken := records.take(count)) is not None:
+            meta, wire, used, at = taken
+            assert used <= len(data) - at
+            got += _unpack(meta, wire, data, at)
+    else:
+        slot = memoryview(bytearray(records.largest + room))
+        while (filled := records.fill(slot, count)) is not None:
+            meta, wire, used = filled
+            assert used <= len(slot)
+            got += _unpack(meta, wire, slot)
     assert records.delivered == len(got)
     if records.handed_over:
         got += _by_libpcap(path, skip=records.delivered)
@@ -138,16 +148,32 @@ def _by_records(path: Path, count: int) -> tuple[list[Packet], bool]:
     return got, records.handed_over
 
 
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "read"])
 @pytest.mark.parametrize("name", list(FILES))
-def test_records_read_what_libpcap_reads(tmp_path: Path, name: str) -> None:
+def test_records_read_what_libpcap_reads(tmp_path: Path, name: str, mapped: bool) -> None:
     path = tmp_path / f"{name}.pcapng"
     path.write_bytes(FILES[name](_frames(120, seed=len(name))))
     expected = _by_libpcap(path)
     assert len(expected) >= (30 if name.startswith("damaged_") else 120)
     for count in (1, 7, 4096):
-        got, handed_over = _by_records(path, count)
-        assert got == expected, count
-        assert handed_over == (name in HANDED_OVER)
+        for room in (0, 5000) if not mapped else (0,):  # a slot that holds one block or a few
+            got, handed_over = _by_records(path, count, mapped, room)
+            assert got == expected, (count, room)
+            assert handed_over == (name in HANDED_OVER)
+
+
+def test_a_block_longer_than_the_slot_is_libpcaps(tmp_path: Path) -> None:
+    """A packet block with options that make it longer than the slot: libpcap reads on from it."""
+    frames = _frames(6, seed=3)
+    long_block = epb(T0 * 10**6, frames[2], options=option(1, b"x" * 65_000) * 5 + option(0, b""))
+    path = tmp_path / "long.pcapng"
+    path.write_bytes(shb() + idb() + b"".join(epb(T0 * 10**6, f) for f in frames[:2]) + long_block
+                     + b"".join(epb(T0 * 10**6, f) for f in frames[3:]))
+    expected = _by_libpcap(path)
+    assert len(expected) == 6
+    got, handed_over = _by_records(path, 4096, mapped=False)
+    assert got == expected and handed_over
+    assert _by_records(path, 4096) == (expected, False)  # mapped: a stretch as long as the block
 
 
 def test_libpcap_reads_what_it_skips_in_any_batch_size(tmp_path: Path) -> None:
@@ -162,7 +188,8 @@ def test_libpcap_reads_what_it_skips_in_any_batch_size(tmp_path: Path) -> None:
 
 
 def test_files_only_libpcap_reads(tmp_path: Path) -> None:
-    """A big-endian file, and any pcapng file when it cannot be mapped, are libpcap's whole."""
+    """A big-endian file is libpcap's whole; a little-endian one that cannot be mapped is read
+    into the slots."""
     frames = _frames(5, seed=2)
     path = tmp_path / "big.pcapng"
     path.write_bytes(shb(">") + idb(order=">") + b"".join(epb(T0 * 10**6, f, order=">") for f in frames))
@@ -170,9 +197,14 @@ def test_files_only_libpcap_reads(tmp_path: Path) -> None:
     assert len(_by_libpcap(path)) == 5
     little = tmp_path / "little.pcapng"
     little.write_bytes(_plain(frames))
-    assert pcapio.open_records(little) is None  # not to be mapped: libpcap reads it
+    records = pcapio.open_records(little)  # not to be mapped
+    assert isinstance(records, PcapngRecords) and not records.mapped
+    records.close()
     with open(little, "ab"):  # held open for writing: no lease
-        assert pcapio.open_records(little, map_file=True) is None
+        records = pcapio.open_records(little, map_file=True)
+        assert isinstance(records, PcapngRecords) and not records.mapped
+        records.close()
+        assert _by_records(little, 4096, mapped=False)[0] == _by_libpcap(little)
 
 
 def test_mutated_files_read_as_libpcap_reads_them(tmp_path: Path) -> None:
@@ -194,7 +226,7 @@ def test_mutated_files_read_as_libpcap_reads_them(tmp_path: Path) -> None:
             expected = _by_libpcap(path)
         except pcapio.CaptureError:  # libpcap refuses the file's first blocks: not a replay to compare
             continue
-        got, handed_over = _by_records(path, int(rng.choice([1, 3, 4096])))
+        got, handed_over = _by_records(path, int(rng.choice([1, 3, 4096])), mapped=n % 2 == 0, room=n % 3 * 2000)
         assert got == expected, (n, name)
         compared += 1
         handed += handed_over
