@@ -277,9 +277,9 @@ class Dispatcher:
 
 def replay(dispatcher: Dispatcher, paths: Iterable[Path], max_packets: int, first_packets: int,
            after_batch: Callable[[], None]) -> None:
-    """Capture files as fast as the workers take them: classic pcap mapped by the workers where the
-    capture can lease the file, else with big enough records read straight into the ring slots
-    (`Dispatcher.fill`), anything else sent in batches. The first slot holds at most
+    """Capture files as fast as the workers take them: mapped by the workers where the capture can
+    lease the file, else read straight into the ring slots (`Dispatcher.fill`: pcapng, and classic
+    pcap with big enough records), anything else sent in batches. The first slot holds at most
     `first_packets` (0: no limit), so the workers start sooner."""
     first = first_packets
     for path in paths:

@@ -7,8 +7,8 @@ and the length field is gathered from a map of the file with numpy; pcapng block
 with struct (block layout varies, so there is no vectorised shortcut). A replay reads a classic
 pcap file with `PcapRecords` instead: when it can hold a read lease on the file, not at all (the
 workers map the packets, `map`); else, for records big enough, straight into the ring slots, its
-record headers walked there, where libpcap would copy every packet twice more. A leased pcapng
-file likewise (`engine.pcapng`).
+record headers walked there, where libpcap would copy every packet twice more. A little-endian
+pcapng file likewise, mapped or read into the slots whatever its blocks' size (`engine.pcapng`).
 """
 
 from __future__ import annotations

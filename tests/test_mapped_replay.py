@@ -20,6 +20,7 @@ import pytest
 from pcapng_support import block as pcapng_block
 from pcapng_support import epb, idb, resolution, shb
 
+from engine import capture as capture_module
 from engine import traffic as t
 from engine.capture import Dispatcher
 from engine.config import SensorConfig
@@ -247,10 +248,11 @@ def _index(tmp_path: Path) -> Path:
     return tmp_path / "trails.mtidx"
 
 
-def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path: Path) -> None:
+def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers map the file the sensor replays (seen in their /proc maps), classic pcap or pcapng,
     and the events are those of the same replay with copies (the file held open for writing: no
-    lease: the records are read into the slots)."""
+    lease: the records are read into the slots, a pcapng file's too, libpcap reading none)."""
     capture, syns = _big_capture(tmp_path / "c.pcapng", 6000)
     index = _index(tmp_path)
     logs = {}
@@ -260,7 +262,9 @@ def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path
         path = capture if mode.endswith("pcapng") else capture.with_suffix(".pcap")
         watch = _WatchWorkers(path)
         if mode.startswith("copied"):
-            with open(path, "ab"):
+            with open(path, "ab"), monkeypatch.context() as patch:
+                if mode.endswith("pcapng"):
+                    patch.setattr(capture_module, "read_batches", _not_libpcap)
                 summary = run_sensor(cfg, [path], monitor=watch)
         else:
             summary = run_sensor(cfg, [path], monitor=watch)
@@ -311,11 +315,18 @@ def test_libpcap_reads_on_where_a_pcapng_file_needs_it(tmp_path: Path) -> None:
     assert logs["pcapng"] and logs["pcapng"] == logs["classic"]
 
 
+def _not_libpcap(*args: object, **kwargs: object) -> None:
+    raise AssertionError("read by libpcap")
+
+
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
-def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path, kind: str) -> None:
+def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path, kind: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """A process opening the file for writing mid-replay (and changing nothing) waits for the
-    workers to be done with what they mapped; the replay reads the rest into the slots and
-    reports every packet and event of an undisturbed replay."""
+    workers to be done with what they mapped; the replay reads the rest into the slots (libpcap
+    reads none of a pcapng file) and reports every packet and event of an undisturbed replay."""
+    if kind == "pcapng":
+        monkeypatch.setattr(capture_module, "read_batches", _not_libpcap)
     capture, _ = _big_capture(tmp_path / f"c.{kind}", 20000)
     index = _index(tmp_path)
     logs = {}
