@@ -42,3 +42,8 @@ def epb(ticks: int, frame: bytes, interface: int = 0, wire: int | None = None, o
     head = struct.pack(f"{order}IIIII", interface, ticks >> 32, ticks & 0xFFFFFFFF,
                        len(frame) if caplen is None else caplen, len(frame) if wire is None else wire)
     return block(6, head + frame + b"\0" * (-len(frame) % 4) + options, order, **raw)
+
+
+def not_libpcap(*args: object, **kwargs: object) -> None:
+    """Stands in for `read_batches` where a replay must read no packet through libpcap."""
+    raise AssertionError("read by libpcap")

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from pcapng_support import epb, idb, resolution, shb
+from pcapng_support import epb, idb, not_libpcap, resolution, shb
 
 from engine import capture as capture_module
 from engine.config import SensorConfig
@@ -77,12 +77,8 @@ def test_the_corpus_as_pcapng_reports_what_it_does_as_pcap(corpus_index: Path, t
             if mode == "read":
                 for path in files:
                     held.enter_context(open(path, "ab"))
-                monkeypatch.setattr(capture_module, "read_batches", _not_libpcap)
+                monkeypatch.setattr(capture_module, "read_batches", not_libpcap)
             summary = run_sensor(cfg, files)
         events = sorted(line for f in log_dir.glob("*.log") for line in f.read_text().splitlines())
         logs[mode] = (summary.packets, events)
     assert logs["classic"][1] and logs["mapped"] == logs["classic"] == logs["read"]
-
-
-def _not_libpcap(*args: object, **kwargs: object) -> None:
-    raise AssertionError("read by libpcap")

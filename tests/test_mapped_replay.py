@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pcapng_support import block as pcapng_block
-from pcapng_support import epb, idb, resolution, shb
+from pcapng_support import epb, idb, not_libpcap, resolution, shb
 
 from engine import capture as capture_module
 from engine import traffic as t
@@ -264,7 +264,7 @@ def test_the_sensor_maps_a_replayed_file_and_reports_what_copies_report(tmp_path
         if mode.startswith("copied"):
             with open(path, "ab"), monkeypatch.context() as patch:
                 if mode.endswith("pcapng"):
-                    patch.setattr(capture_module, "read_batches", _not_libpcap)
+                    patch.setattr(capture_module, "read_batches", not_libpcap)
                 summary = run_sensor(cfg, [path], monitor=watch)
         else:
             summary = run_sensor(cfg, [path], monitor=watch)
@@ -315,10 +315,6 @@ def test_libpcap_reads_on_where_a_pcapng_file_needs_it(tmp_path: Path) -> None:
     assert logs["pcapng"] and logs["pcapng"] == logs["classic"]
 
 
-def _not_libpcap(*args: object, **kwargs: object) -> None:
-    raise AssertionError("read by libpcap")
-
-
 @pytest.mark.parametrize("kind", ["pcap", "pcapng"])
 def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path, kind: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -326,7 +322,7 @@ def test_a_writer_during_the_replay_waits_then_the_rest_is_copied(tmp_path: Path
     workers to be done with what they mapped; the replay reads the rest into the slots (libpcap
     reads none of a pcapng file) and reports every packet and event of an undisturbed replay."""
     if kind == "pcapng":
-        monkeypatch.setattr(capture_module, "read_batches", _not_libpcap)
+        monkeypatch.setattr(capture_module, "read_batches", not_libpcap)
     capture, _ = _big_capture(tmp_path / f"c.{kind}", 20000)
     index = _index(tmp_path)
     logs = {}
