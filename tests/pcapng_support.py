@@ -1,5 +1,6 @@
 """pcapng blocks built byte by byte, for tests that need what no writer writes: several
-interfaces, timestamp options, blocks between packets, new sections, damaged blocks."""
+interfaces, timestamp options, blocks between packets, new sections, damaged blocks. Also a
+stand-in for libpcap's reads, for replays that must not use them."""
 
 from __future__ import annotations
 
