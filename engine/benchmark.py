@@ -33,7 +33,7 @@ from engine.index.build import build_index_file
 from engine.index.mapped import TrailIndex
 from engine.ipaddr import ip4_text
 from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
-from engine.pcapio import read_batches
+from engine.pcapio import read_batches, replay_problem
 from engine.proctree import cpu_seconds, pss_kb
 from engine.traffic import mixed_capture
 
@@ -72,8 +72,8 @@ class BenchOptions:
             raise ConfigError(f"--trail-rows: {self.trail_rows} is out of range (1000..20000000)")
         if self.rate is not None and not 0 < self.rate <= 100_000_000:
             raise ConfigError(f"--rate: {self.rate:g} is out of range (> 0 .. 100000000 packets/s)")
-        if self.capture is not None and not Path(self.capture).is_file():
-            raise ConfigError(f"-r: {self.capture}: capture file not found")
+        if self.capture is not None and (problem := replay_problem(self.capture)):
+            raise ConfigError(f"-r: {self.capture}: {problem}")
         if self.trails is not None and not Path(self.trails).exists():
             raise ConfigError(f"--trails: {self.trails} does not exist")
         if self.json_path is not None:

@@ -87,6 +87,19 @@ def _meta_array(packed: bytes) -> np.ndarray:
     return np.frombuffer(packed, dtype="=u4").reshape(-1, 4)
 
 
+def replay_problem(path: Path | str) -> str | None:
+    """Why `path` cannot be replayed, or None: a replay opens the file several times (its kind,
+    its link type, its records), which a pipe or a device would not give back twice."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a directory, not a capture file"
+    if path.exists():
+        return "not a regular file (a pipe or a device cannot be replayed: write the capture to a file)"
+    return "capture file not found"
+
+
 def _file_kind(path: Path) -> str:
     try:
         with open(path, "rb") as f:

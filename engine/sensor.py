@@ -34,7 +34,7 @@ from engine.index.provenance import describe, differences
 from engine.livestats import CaptureSource, StatusError, index_line, output_lines, read_status, report_line
 from engine.outputs import entry as outputs_entry
 from engine.outputs.spec import EventSettings
-from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches
+from engine.pcapio import Batch, CaptureError, LiveCapture, file_linktype, read_batches, replay_problem
 from engine.processes import process_context, start_process_server
 from engine.reload import Reloader, TrailSource, stage
 from engine.resources import data_file
@@ -367,8 +367,8 @@ def run_sensor(cfg: SensorConfig, captures: list[Path], interface: str | None = 
     if offered_pps is not None and (interface or offered_pps <= 0):
         raise ConfigError("an offered rate applies to capture files only, and must be > 0 packets/s")
     for path in captures:
-        if not Path(path).is_file():
-            raise SensorError(f"{path}: capture file not found")
+        if problem := replay_problem(path):
+            raise SensorError(f"{path}: {problem}")
         check_linktype(str(path), file_linktype(path))
     if report_seconds is None:
         report_seconds = cfg.report_seconds if interface else 0

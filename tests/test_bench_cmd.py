@@ -134,6 +134,7 @@ def test_given_capture_and_generated_trails(tmp_path: Path) -> None:
     (["--workers", "0,2"], "--workers: '0,2' is not a comma-separated list of worker counts (1..64)"),
     (["--workers", "two"], "--workers: 'two' is not"),
     (["-r", "missing.pcap"], "-r: missing.pcap: capture file not found"),
+    (["-r", "/dev/null"], "-r: /dev/null: not a regular file (a pipe or a device cannot be replayed"),
     (["-r", "x.pcap", "--mix", "bulk"], "give a capture or a traffic mix"),
     (["--rate", "-5"], "--rate: -5 is out of range"),
     (["--packets", "0"], "--packets: 0 is out of range"),

@@ -261,3 +261,8 @@ def test_killed_sensor_leaves_no_segment(index: Path, big_capture: Path, tmp_pat
 def test_missing_capture_is_a_clear_error(index: Path, tmp_path: Path) -> None:
     with pytest.raises(SensorError, match="capture file not found"):
         _run(index, [tmp_path / "nope.pcap"], tmp_path / "logs")
+    os.mkfifo(tmp_path / "pipe.pcap")
+    with pytest.raises(SensorError, match="pipe.pcap: not a regular file \\(a pipe or a device cannot be replayed"):
+        _run(index, [tmp_path / "pipe.pcap"], tmp_path / "logs")
+    with pytest.raises(SensorError, match="is a directory, not a capture file"):
+        _run(index, [tmp_path], tmp_path / "logs")
