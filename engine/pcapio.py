@@ -87,6 +87,12 @@ def _meta_array(packed: bytes) -> np.ndarray:
     return np.frombuffer(packed, dtype="=u4").reshape(-1, 4)
 
 
+_COMPRESSED = {  # leading bytes of compressed files -> (format, the tool that decompresses it)
+    b"\x1f\x8b": ("gzip", "gunzip"), b"BZh": ("bzip2", "bunzip2"), b"\xfd7zX": ("xz", "unxz"),
+    b"\x28\xb5\x2f\xfd": ("zstd", "unzstd"), b"\x04\x22\x4d\x18": ("lz4", "unlz4"),
+}
+
+
 def replay_problem(path: Path | str) -> str | None:
     """Why `path` cannot be replayed, or None: a replay opens the file several times (its kind,
     its link type, its records), which a pipe or a device would not give back twice."""
@@ -118,6 +124,9 @@ def _file_kind(path: Path) -> str:
         return PCAP_MAGICS[head]
     if head == PCAPNG_MAGIC:
         return "ng"
+    for magic, (kind, tool) in _COMPRESSED.items():
+        if head.startswith(magic):
+            raise CaptureError(f"{path}: {kind}-compressed; decompress it first ({tool} {path})")
     raise CaptureError(f"{path}: not a pcap or pcapng file (unknown magic {head.hex()})")
 
 
@@ -462,10 +471,7 @@ _NG_STRETCH = 1 << 20  # bytes of a pcapng file read at a time for its blocks' l
 
 def file_linktype(path: Path | str) -> int:
     """The link type a capture file declares (a pcapng file's first interface), read before any packet."""
-    try:
-        reader = pcapy.open_offline(str(path))
-    except pcapy.PcapError as exc:
-        raise CaptureError(f"{path}: {exc}") from None
+    _, reader = _open_offline(Path(path))
     try:
         return reader.datalink()
     finally:

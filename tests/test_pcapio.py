@@ -3,6 +3,8 @@ wire lengths, truncated files, clear errors, batching, and a real capture on the
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import socket
 import struct
 import threading
@@ -212,6 +214,10 @@ def test_a_file_emptied_while_read_ends_the_read(tmp_path: Path, caplog: pytest.
     (None, "capture file not found"),
     (b"", "empty file"),
     (b"hello, this is text\n", "not a pcap or pcapng file"),
+    (gzip.compress(b"\xd4\xc3\xb2\xa1" + bytes(20)), r"x.pcap: gzip-compressed; decompress it first \(gunzip "),
+    (b"BZh91AY&SY", "bzip2-compressed"),
+    (lzma.compress(b"\xd4\xc3\xb2\xa1"), "xz-compressed"),
+    (b"\x28\xb5\x2f\xfd\x00\x00", "zstd-compressed"),
 ])
 def test_clear_errors(tmp_path: Path, content: bytes | None, message: str) -> None:
     path = tmp_path / "x.pcap"

@@ -3,6 +3,7 @@ IP:port trails on every link type, the summary, and clean shutdown on crash and 
 
 from __future__ import annotations
 
+import gzip
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from engine import traffic as t
 from engine.config import SensorConfig
 from engine.index.build import build_index_file
-from engine.pcapio import PcapWriter
+from engine.pcapio import CaptureError, PcapWriter
 from engine.proctree import children, descendants
 from engine.sensor import SensorError, run_sensor
 from shm.segments import PREFIX
@@ -266,3 +267,6 @@ def test_missing_capture_is_a_clear_error(index: Path, tmp_path: Path) -> None:
         _run(index, [tmp_path / "pipe.pcap"], tmp_path / "logs")
     with pytest.raises(SensorError, match="is a directory, not a capture file"):
         _run(index, [tmp_path], tmp_path / "logs")
+    (tmp_path / "c.pcap.gz").write_bytes(gzip.compress(b"\xd4\xc3\xb2\xa1" + bytes(20)))
+    with pytest.raises(CaptureError, match="c.pcap.gz: gzip-compressed; decompress it first"):
+        _run(index, [tmp_path / "c.pcap.gz"], tmp_path / "logs")
