@@ -126,7 +126,7 @@ def _file_kind(path: Path) -> str:
         return "ng"
     for magic, (kind, tool) in _COMPRESSED.items():
         if head.startswith(magic):
-            raise CaptureError(f"{path}: {kind}-compressed; decompress it first ({tool} {path})")
+            raise CaptureError(f"{path}: {kind}-compressed; decompress it first ({tool} -c {path} > capture.pcap)")
     raise CaptureError(f"{path}: not a pcap or pcapng file (unknown magic {head.hex()})")
 
 
