@@ -244,7 +244,7 @@ class Heads:
         n = len(self.start)
         out = []
         for dtype, offset, t in _fields_of(layout, types):
-            view = np.ndarray((n,), dtype, self.bytes, k + offset, (HEAD_BYTES,))
+            view = self.at(k + offset, dtype)
             if rows is None:
                 out.append(view.astype(t))
             elif 8 * rows.size < n:  # a few rows: picked out of the view (unaligned, a call each)
