@@ -261,7 +261,7 @@ def test_quic_connection_keys_made_once() -> None:
     of its first: the key derivation runs once per DCID."""
     quic._protection.cache_clear()
     first, second = quic_initial("once.example.net", packet_number=0), quic_initial("once.example.net", packet_number=1)
-    with patch.object(quic, "_client_secret", wraps=quic._client_secret) as derive:
+    with patch.object(quic, "_client_pads", wraps=quic._client_pads) as derive:
         assert initial_sni(first) == initial_sni(second) == "once.example.net"
     assert derive.call_count == 1
 
