@@ -13,6 +13,7 @@ in a separate process, so the capture process measured here carries none of that
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -32,7 +33,7 @@ from engine.config import ConfigError, SensorConfig
 from engine.index.build import build_index_file
 from engine.index.mapped import TrailIndex
 from engine.ipaddr import ip4_text
-from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
+from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES, UniqueShares
 from engine.pcapio import read_batches, replay_problem
 from engine.proctree import cpu_seconds, pss_kb
 from engine.traffic import mixed_capture
@@ -61,11 +62,16 @@ class BenchOptions:
     rate: float | None = None
     json_path: str | None = None
     progress: bool = False
-    seed: int = 1
+    seed: int = 1  # of the generated capture (the generated trail set is always the same)
+    shares: UniqueShares | None = None  # the unique mix's proportions, when not its defaults
 
     def check(self) -> None:
         if self.mix not in MIXES:
             raise ConfigError(f"--mix: unknown traffic mix {self.mix!r} (one of {', '.join(MIXES)})")
+        if self.shares is not None and not isinstance(MIXES[self.mix], UniqueShares):
+            raise ConfigError(f"--share: only the unique mix has per-packet shares (not --mix {self.mix})")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed: {self.seed} is out of range (0..2**63-1)")
         if not 1 <= self.packets <= 100_000_000:
             raise ConfigError(f"--packets: {self.packets} is out of range (1..100000000)")
         if not 1_000 <= self.trail_rows <= 20_000_000:
@@ -80,6 +86,39 @@ class BenchOptions:
             parent = Path(self.json_path).resolve().parent
             if not parent.is_dir() or not os.access(parent, os.W_OK):
                 raise ConfigError(f"--json: cannot write {self.json_path} (no writable directory {parent})")
+
+
+def parse_shares(texts: list[str]) -> UniqueShares:
+    """`["quic=0.005", "dns=0.12"]` -> the unique mix's shares with those changed (the rest of the
+    packets is bulk TCP data, which takes up what the others leave)."""
+    kinds = [f.name for f in fields(UniqueShares)]
+    changes: dict[str, float] = {}
+    for text in texts:
+        kind, sep, value = text.partition("=")
+        if not sep:
+            raise ConfigError(f"--share: {text!r} is not KIND=FRACTION (e.g. quic=0.005)")
+        if kind not in kinds:
+            raise ConfigError(f"--share: unknown kind {kind!r} (one of {', '.join(kinds)})")
+        try:
+            changes[kind] = float(value)
+        except ValueError:
+            changes[kind] = math.nan
+        if not 0 <= changes[kind] <= 1:
+            raise ConfigError(f"--share: {value!r} is not a fraction of the packets (0..1, e.g. 0.005)")
+    shares = replace(UniqueShares(), **changes)
+    try:
+        shares.kinds()
+    except ValueError as e:
+        total = sum(v for k, v in asdict(shares).items() if k != "ipv6")
+        raise ConfigError(f"--share: {e} (given: {', '.join(texts)}; packet shares sum to {total:g})") from None
+    return shares
+
+
+def mix_label(options: BenchOptions) -> str:
+    """The generated mix as the output names it: `unique`, or `unique, seed 2, quic=0.005`."""
+    changed = [f"{k}={v:g}" for k, v in asdict(options.shares or UniqueShares()).items()
+               if v != getattr(UniqueShares(), k)]
+    return ", ".join([options.mix] + ([f"seed {options.seed}"] if options.seed != 1 else []) + changed)
 
 
 def parse_workers(text: str) -> list[int]:
@@ -148,7 +187,7 @@ def prepare(cfg: SensorConfig, options: BenchOptions, workdir: str) -> Prepared:
         index = prepare_index(replace(cfg, trails=options.trails), work)
         source = options.trails
     else:
-        csv = generate_trails(work / "generated-trails.csv", options.trail_rows, options.seed)
+        csv = generate_trails(work / "generated-trails.csv", options.trail_rows)
         index = work / "trails.mtidx"
         build_index_file([str(csv)], index, [Path(w) for w in cfg.whitelist], cfg.default_whitelist)
         csv.unlink()
@@ -166,7 +205,8 @@ def prepare(cfg: SensorConfig, options: BenchOptions, workdir: str) -> Prepared:
         picks = np.linspace(0, len(keys) - 1, min(TRAIL_HIT_IPS, len(keys))).astype(int) if len(keys) else []
         trail_ips = [ip4_text(int(keys[i])) for i in picks]
         capture, generated = str(work / f"{options.mix}.pcap"), True
-        info = mixed_capture(capture, options.packets, seed=options.seed, trail_ips=trail_ips, mix=options.mix)
+        info = mixed_capture(capture, options.packets, seed=options.seed, trail_ips=trail_ips, mix=options.mix,
+                             shares=options.shares)
         packets, size = info["packets"], info["bytes"]
     return Prepared(str(index), source, entries, capture, generated, packets, size, time.monotonic() - started)
 
@@ -391,7 +431,8 @@ def run_bench(cfg: SensorConfig, options: BenchOptions, out: TextIO | None = Non
     out, err = out or sys.stdout, err or sys.stderr
     options.check()
     with tempfile.TemporaryDirectory(prefix="maltrail-bench-") as work:
-        what = f"capture {options.capture}" if options.capture else f"{options.packets:,}-packet {options.mix} capture"
+        what = (f"capture {options.capture}" if options.capture
+                else f"{options.packets:,}-packet {mix_label(options)} capture")
         trails = options.trails or f"generated {options.trail_rows:,}-row trail set"
         print(f"preparing: {trails}, {what} ...", file=err, flush=True)
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -420,7 +461,7 @@ def run_bench(cfg: SensorConfig, options: BenchOptions, out: TextIO | None = Non
         "machine": machine(),
         "options": {k: v for k, v in asdict(options).items() if k not in ("progress", "json_path")},
         "trails": {"source": prepared.trail_source, "entries": prepared.trail_entries},
-        "capture": {"source": options.capture or f"generated ({options.mix})", "packets": prepared.packets,
+        "capture": {"source": options.capture or f"generated ({mix_label(options)})", "packets": prepared.packets,
                     "bytes": prepared.bytes, "mean_frame": round(prepared.bytes / max(1, prepared.packets), 1)},
         "config": {"batch_packets": cfg.batch_packets, "ring_slots": cfg.ring_slots, "ring_slot_kb": cfg.ring_slot_kb},
         "runs": runs,

@@ -13,11 +13,12 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from engine.config import ConfigError, SensorConfig, load_config, load_update_config
-from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES
+from engine.mixes import DEFAULT_PACKETS, DEFAULT_TRAIL_ROWS, DEFAULT_WORKERS, MIXES, UniqueShares
 from engine.processes import start_process_server
 from engine.ship.cli import register as register_ship
 from engine.ship.cli import ship_lines, ship_status, shipper_beside
@@ -164,13 +165,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("-r and --packets: a given capture is replayed whole")
     if args.trails and args.trail_rows is not None:
         raise ConfigError("--trails and --trail-rows: --trail-rows sizes the generated trail set only")
-    from engine.benchmark import BenchOptions, parse_workers, run_bench
+    if args.read and (args.seed is not None or args.share):
+        raise ConfigError(f"-r and {'--seed' if args.seed is not None else '--share'}: a given capture is replayed "
+                          "as it is")
+    from engine.benchmark import BenchOptions, parse_shares, parse_workers, run_bench
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     options = BenchOptions(mix=args.mix or "unique", capture=args.read, workers=parse_workers(args.workers),
                            packets=DEFAULT_PACKETS if args.packets is None else args.packets, trails=args.trails,
                            trail_rows=DEFAULT_TRAIL_ROWS if args.trail_rows is None else args.trail_rows,
-                           rate=args.rate, json_path=args.json, progress=progress)
+                           rate=args.rate, json_path=args.json, progress=progress,
+                           seed=1 if args.seed is None else args.seed,
+                           shares=parse_shares(args.share) if args.share else None)
     run_bench(_config(args), options)
     return 0
 
@@ -313,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", choices=list(MIXES), help="traffic mix to generate (default: unique)")
     p.add_argument("-r", "--read", metavar="CAPTURE", help="replay this pcap/pcapng instead of generating one")
     p.add_argument("--packets", type=int, help=f"packets to generate (default {DEFAULT_PACKETS:,})")
+    p.add_argument("--seed", type=int, help="seed of the generated capture (default 1; the trail set stays the same)")
+    p.add_argument("--share", action="append", metavar="KIND=FRACTION",
+                   help="per-packet share of one kind of the unique mix, e.g. quic=0.005, repeated for more kinds "
+                        f"({', '.join(f'{k}={v:g}' for k, v in asdict(UniqueShares()).items())}; bulk TCP takes "
+                        "the rest)")
     p.add_argument("--workers", default=",".join(map(str, DEFAULT_WORKERS)), metavar="N,N,...",
                    help="worker counts to try (default %(default)s)")
     p.add_argument("--trails", metavar="INDEX|CSV|DIR", help="trail set (default: a generated one)")

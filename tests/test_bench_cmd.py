@@ -11,10 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine import traffic as t
-from engine.benchmark import WITHIN_BEST, recommend
+from engine.benchmark import WITHIN_BEST, BenchOptions, parse_shares, prepare, recommend
+from engine.config import SensorConfig
+from engine.pcapio import read_batches
+from workers.batch import PROTO_UDP, parse_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAILS = "198.51.100.66,botnet (test),(static)\n203.0.113.44,malware (test),(static)\nevil-bench.example,x,(static)\n"
@@ -130,6 +134,46 @@ def test_given_capture_and_generated_trails(tmp_path: Path) -> None:
     assert result["runs"][0]["packets"] == 8000
 
 
+def _quic_initials(capture: str) -> tuple[int, int]:
+    """(client QUIC Initials, packets) of a capture: UDP datagrams to port 443."""
+    initials = packets = 0
+    for batch in read_batches(capture):
+        p = parse_batch(batch.meta, np.frombuffer(batch.data, np.uint8), batch.linktype)
+        initials += int(((p.proto == PROTO_UDP) & (p.dport == 443)).sum())
+        packets += len(batch)
+    return initials, packets
+
+
+def test_seed_and_shares_make_the_capture(trails: Path, tmp_path: Path) -> None:
+    """--seed and --share make the capture a bench replays: another seed other packets, a share the
+    proportion of its kind; the trail set stays the same."""
+    made = {}
+    for name, options in {"default": BenchOptions(packets=40_000, trails=str(trails)),
+                          "seed": BenchOptions(packets=40_000, trails=str(trails), seed=2),
+                          "quic": BenchOptions(packets=40_000, trails=str(trails), shares=parse_shares(["quic=0.04"])),
+                          }.items():
+        work = tmp_path / name
+        work.mkdir()
+        prepared = prepare(SensorConfig(), options, str(work))
+        made[name] = (Path(prepared.capture).read_bytes(), _quic_initials(prepared.capture), prepared.trail_entries)
+    assert made["seed"][0] != made["default"][0] and made["seed"][2] == made["default"][2] == 3
+    default_share = made["default"][1][0] / made["default"][1][1]
+    assert 0.003 < default_share < 0.007  # half of the 1 % are the clients' Initials, half the server's answers
+    assert made["quic"][1][0] / made["quic"][1][1] == pytest.approx(4 * default_share, rel=0.15)
+
+
+def test_seed_and_shares_in_the_output(trails: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    run = _bench("--packets", "20000", "--workers", "1", "--seed", "7", "--share", "quic=0.005", "--share", "dns=0.12",
+                 "--trails", str(trails), "--json", str(out), "--no-progress")
+    assert run.returncode == 0, run.stderr
+    assert "20,000-packet unique, seed 7, dns=0.12, quic=0.005 capture" in run.stderr
+    result = json.loads(out.read_text())
+    assert result["capture"]["source"] == "generated (unique, seed 7, dns=0.12, quic=0.005)"
+    assert result["options"]["seed"] == 7 and result["options"]["shares"]["quic"] == 0.005
+    assert result["runs"][0]["packets"] == 20000
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--workers", "0,2"], "--workers: '0,2' is not a comma-separated list of worker counts (1..64)"),
     (["--workers", "two"], "--workers: 'two' is not"),
@@ -140,6 +184,14 @@ def test_given_capture_and_generated_trails(tmp_path: Path) -> None:
     (["--packets", "0"], "--packets: 0 is out of range"),
     (["--json", "/nonexistent-dir/r.json"], "--json: cannot write /nonexistent-dir/r.json"),
     (["--trails", "nowhere.csv"], "--trails: nowhere.csv does not exist"),
+    (["--seed", "-1"], "--seed: -1 is out of range"),
+    (["-r", "x.pcap", "--seed", "3"], "-r and --seed: a given capture is replayed as it is"),
+    (["-r", "x.pcap", "--share", "quic=0.1"], "-r and --share: a given capture is replayed as it is"),
+    (["--share", "quic"], "--share: 'quic' is not KIND=FRACTION (e.g. quic=0.005)"),
+    (["--share", "bulk=0.5"], "--share: unknown kind 'bulk' (one of dns, http, tls, quic, syn, udp, icmp, ipv6)"),
+    (["--share", "quic=nan"], "--share: 'nan' is not a fraction of the packets (0..1"),
+    (["--share", "dns=0.6", "--share", "http=0.5"], "sum to at most 1 (given: dns=0.6, http=0.5; packet shares sum"),
+    (["--mix", "bulk", "--share", "dns=0.1"], "--share: only the unique mix has per-packet shares (not --mix bulk)"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path: Path, args: list[str], message: str) -> None:
     run = _bench(*args, cwd=tmp_path)
