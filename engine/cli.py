@@ -175,7 +175,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            packets=DEFAULT_PACKETS if args.packets is None else args.packets, trails=args.trails,
                            trail_rows=DEFAULT_TRAIL_ROWS if args.trail_rows is None else args.trail_rows,
                            rate=args.rate, json_path=args.json, progress=progress,
-                           seed=1 if args.seed is None else args.seed,
+                           seed=1 if args.seed is None else args.seed, rounds=args.rounds,
                            shares=parse_shares(args.share) if args.share else None)
     run_bench(_config(args), options)
     return 0
@@ -324,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-packet share of one kind of the unique mix, e.g. quic=0.005, repeated for more kinds "
                         f"({', '.join(f'{k}={v:g}' for k, v in asdict(UniqueShares()).items())}; bulk TCP takes "
                         "the rest)")
+    p.add_argument("--rounds", type=int, default=1, metavar="N",
+                   help="replay each worker count N times, in turns, and report the median (default 1)")
     p.add_argument("--workers", default=",".join(map(str, DEFAULT_WORKERS)), metavar="N,N,...",
                    help="worker counts to try (default %(default)s)")
     p.add_argument("--trails", metavar="INDEX|CSV|DIR", help="trail set (default: a generated one)")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine import traffic as t
-from engine.benchmark import WITHIN_BEST, BenchOptions, parse_shares, prepare, recommend
+from engine.benchmark import WITHIN_BEST, BenchOptions, parse_shares, prepare, recommend, representative
 from engine.config import SensorConfig
 from engine.pcapio import read_batches
 from workers.batch import PROTO_UDP, parse_batch
@@ -174,6 +174,29 @@ def test_seed_and_shares_in_the_output(trails: Path, tmp_path: Path) -> None:
     assert result["runs"][0]["packets"] == 20000
 
 
+def test_rounds_in_turns_report_the_median(trails: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    run = _bench("--packets", "20000", "--workers", "1,2", "--rounds", "3", "--trails", str(trails), "--json", str(out),
+                 "--no-progress")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    assert [r["workers"] for r in result["runs"]] == [1, 2] and result["options"]["rounds"] == 3
+    for r in result["runs"]:
+        assert len(r["rounds_us_per_packet"]) == 3 and r["rounds_drops"] == [0, 0, 0]
+        assert r["us_per_packet"] == sorted(r["rounds_us_per_packet"])[1]
+    assert "median of 3 rounds taken in turns; µs/packet of each: 1 worker(s) " in run.stdout
+
+
+def test_representative_round() -> None:
+    """The median by µs/packet; with an offered rate, the round that dropped most."""
+    rounds = [{"workers": 2, "us_per_packet": v, "drops": d} for v, d in ((0.9, 0), (0.7, 5), (0.8, 0))]
+    assert representative(rounds, None)["us_per_packet"] == 0.8
+    assert representative(rounds, None)["rounds_us_per_packet"] == [0.9, 0.7, 0.8]
+    assert representative(rounds, 1e6)["drops"] == 5
+    assert representative(rounds[:1], None) is rounds[0]
+    assert representative([dict(r, drops=0) for r in rounds], 1e6)["us_per_packet"] == 0.8
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--workers", "0,2"], "--workers: '0,2' is not a comma-separated list of worker counts (1..64)"),
     (["--workers", "two"], "--workers: 'two' is not"),
@@ -185,6 +208,7 @@ def test_seed_and_shares_in_the_output(trails: Path, tmp_path: Path) -> None:
     (["--json", "/nonexistent-dir/r.json"], "--json: cannot write /nonexistent-dir/r.json"),
     (["--trails", "nowhere.csv"], "--trails: nowhere.csv does not exist"),
     (["--seed", "-1"], "--seed: -1 is out of range"),
+    (["--rounds", "0"], "--rounds: 0 is out of range (1..100)"),
     (["-r", "x.pcap", "--seed", "3"], "-r and --seed: a given capture is replayed as it is"),
     (["-r", "x.pcap", "--share", "quic=0.1"], "-r and --share: a given capture is replayed as it is"),
     (["--share", "quic"], "--share: 'quic' is not KIND=FRACTION (e.g. quic=0.005)"),
