@@ -313,15 +313,18 @@ class PayloadInspector:
         given by its columns or its row gets its context only when its SNI reports."""
         hits = [(c, hit) for (c, _), hit in zip(names, self.domains.check_many([name for _, name in names]),
                                                 strict=True) if hit is not None]
-        rows = [c for c, _ in hits if isinstance(c, int)]
-        contexts: Iterator[_Packet] = iter(())
-        if rows:
-            dst, src, dstport = (e.tolist() for e in self._address_entries(p, np.array(rows, np.int64)))
-            contexts = iter([_context(p, row, out, *entries) for row, *entries in zip(rows, dst, src, dstport,
-                                                                                       strict=True)])
+        contexts = iter(self._contexts(p, [c for c, _ in hits if isinstance(c, int)], out))
         for c, hit in hits:
             packet = next(contexts) if isinstance(c, int) else _packet(c, out) if isinstance(c, tuple) else c
             packet.event("DNS", hit.trail, hit.info, hit.reference)
+
+    def _contexts(self, p: Parsed, rows: list[int], out: list[Item]) -> list[_Packet]:
+        """The packet contexts of the few rows of a bulk path that report or observe something, their
+        trail entries looked up together."""
+        if not rows:
+            return []
+        entries = (e.tolist() for e in self._address_entries(p, np.array(rows, np.int64)))
+        return [_context(p, row, out, *row_entries) for row, *row_entries in zip(rows, *entries, strict=True)]
 
     def _quic_rows(self, p: Parsed, data: np.ndarray, rows: np.ndarray, names: list[tuple[_Packet | Cols | int, str]],
                    out: list[Item]) -> bool:
@@ -356,10 +359,8 @@ class PayloadInspector:
                 names.append((row, sni))
             elif stream[:1] in (b"", b"\x01") and not hello_complete(stream):  # a ClientHello's start, or later
                 partial.append((row, (scid, tuple(chunks))))
-        if partial:
-            entries = (e.tolist() for e in self._address_entries(p, np.array([row for row, _ in partial])))
-            for (row, detail), *row_entries in zip(partial, *entries, strict=True):
-                _context(p, row, out, *row_entries).observe(OBS_QUIC, detail)
+        for packet, (_, detail) in zip(self._contexts(p, [row for row, _ in partial], out), partial, strict=True):
+            packet.observe(OBS_QUIC, detail)
         return bool(partial)
 
     def sni_events(self, sec: int, usec: int, src: Addr, sport: int, dst: Addr, dport: int, sni: str) -> list[Event]:
